@@ -1,0 +1,343 @@
+//! Agent settings: built in code, filled from `HEAPTIDE_*` variables.
+//!
+//! Precedence follows OpenTelemetry's SDKs: a value set on the [`Builder`]
+//! wins over the environment, which wins over the default.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// Fully resolved settings of a running agent.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub endpoint: String,
+    pub service: String,
+    pub instance: String,
+    pub token: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    /// How often resources are sampled.
+    pub interval: Duration,
+    /// How often a heap profile is taken.
+    pub profile_interval: Duration,
+    /// Mean bytes between heap samples; rounded to a power of two.
+    pub heap_sample_period: u64,
+    /// How long the pause meter sleeps between checks.
+    pub pause_tick: Duration,
+    /// Pauses at least this long are recorded as events.
+    pub pause_threshold: Duration,
+    /// Bound on queued, unsent data.
+    pub queue_bytes: usize,
+    /// Timeout of one upload.
+    pub send_timeout: Duration,
+    /// How long `shutdown` may spend flushing.
+    pub shutdown_timeout: Duration,
+}
+
+/// Builds a [`Config`] and starts the agent.
+///
+/// ```no_run
+/// let agent = heaptide_agent::builder()
+///     .service("checkout")
+///     .interval(std::time::Duration::from_secs(5))
+///     .start()
+///     .expect("heaptide agent");
+/// # drop(agent);
+/// ```
+#[derive(Debug, Default, Clone)]
+#[must_use]
+pub struct Builder {
+    endpoint: Option<String>,
+    service: Option<String>,
+    instance: Option<String>,
+    token: Option<String>,
+    labels: BTreeMap<String, String>,
+    interval: Option<Duration>,
+    profile_interval: Option<Duration>,
+    heap_sample_period: Option<u64>,
+    pause_tick: Option<Duration>,
+    pause_threshold: Option<Duration>,
+    queue_bytes: Option<usize>,
+    send_timeout: Option<Duration>,
+    shutdown_timeout: Option<Duration>,
+}
+
+macro_rules! setter {
+    ($(#[$doc:meta])* $name:ident: $ty:ty) => {
+        $(#[$doc])*
+        pub fn $name(mut self, value: impl Into<$ty>) -> Self {
+            self.$name = Some(value.into());
+            self
+        }
+    };
+}
+
+impl Builder {
+    setter!(/// Base URL of the analyzer, e.g. `http://127.0.0.1:4040`.
+        endpoint: String);
+    setter!(/// The service name; defaults to the executable's name.
+        service: String);
+    setter!(/// The instance name; defaults to `hostname-pid`.
+        instance: String);
+    setter!(/// Bearer token sent with every upload.
+        token: String);
+    setter!(/// Resource sampling interval (default 10 s).
+        interval: Duration);
+    setter!(/// Heap profile interval (default 60 s).
+        profile_interval: Duration);
+    setter!(/// Mean bytes between heap samples (default 512 KiB).
+        heap_sample_period: u64);
+    setter!(/// Pause-meter tick (default 5 ms).
+        pause_tick: Duration);
+    setter!(/// Shortest pause recorded as an event (default 10 ms).
+        pause_threshold: Duration);
+    setter!(/// Bound on queued, unsent data (default 4 MiB).
+        queue_bytes: usize);
+    setter!(/// Timeout of one upload (default 5 s).
+        send_timeout: Duration);
+    setter!(/// Time `shutdown` may spend flushing (default 2 s).
+        shutdown_timeout: Duration);
+
+    /// Adds a label, sent with every batch.
+    pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.labels.insert(key.into(), value.into());
+        self
+    }
+
+    /// Resolves the settings against the process environment.
+    pub fn build(self) -> Result<Config> {
+        self.build_with(|key| std::env::var(key).ok())
+    }
+
+    /// Resolves the settings against `env`, for tests.
+    pub fn build_with(self, env: impl Fn(&str) -> Option<String>) -> Result<Config> {
+        let duration = |key: &'static str, set: Option<Duration>, default: Duration| {
+            let value = match set {
+                Some(d) => d,
+                None => match env(key) {
+                    Some(text) => humantime::parse_duration(text.trim()).map_err(|e| {
+                        Error::InvalidConfig {
+                            key,
+                            value: text.clone(),
+                            reason: e.to_string(),
+                        }
+                    })?,
+                    None => default,
+                },
+            };
+            if value.is_zero() {
+                return Err(Error::InvalidConfig {
+                    key,
+                    value: format!("{value:?}"),
+                    reason: "must be greater than zero".into(),
+                });
+            }
+            Ok(value)
+        };
+        let endpoint = self
+            .endpoint
+            .or_else(|| env("HEAPTIDE_ENDPOINT"))
+            .unwrap_or_else(|| "http://127.0.0.1:4040".into());
+        let endpoint = endpoint.trim().trim_end_matches('/').to_owned();
+        if !endpoint.starts_with("http://") {
+            return Err(Error::InvalidConfig {
+                key: "HEAPTIDE_ENDPOINT",
+                value: endpoint,
+                reason: "must be an http:// URL (terminate TLS in a local proxy)".into(),
+            });
+        }
+        let service = self
+            .service
+            .or_else(|| env("HEAPTIDE_SERVICE"))
+            .unwrap_or_else(default_service);
+        check_name("HEAPTIDE_SERVICE", &service)?;
+        let instance = self
+            .instance
+            .or_else(|| env("HEAPTIDE_INSTANCE"))
+            .unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id()));
+        check_name("HEAPTIDE_INSTANCE", &instance)?;
+        let token = self
+            .token
+            .or_else(|| env("HEAPTIDE_TOKEN"))
+            .filter(|t| !t.is_empty());
+        if let Some(t) = &token {
+            if t.chars().any(|c| c.is_control() || c == ' ') {
+                return Err(Error::InvalidConfig {
+                    key: "HEAPTIDE_TOKEN",
+                    value: "<redacted>".into(),
+                    reason: "must not contain spaces or control characters".into(),
+                });
+            }
+        }
+        let heap_sample_period = match self.heap_sample_period {
+            Some(p) => p,
+            None => match env("HEAPTIDE_HEAP_SAMPLE_PERIOD") {
+                Some(text) => parse_bytes(&text).ok_or_else(|| Error::InvalidConfig {
+                    key: "HEAPTIDE_HEAP_SAMPLE_PERIOD",
+                    value: text.clone(),
+                    reason: "expected bytes such as 524288, 512KiB or 1MiB".into(),
+                })?,
+                None => 512 * 1024,
+            },
+        };
+        if !(1..=(1u64 << 40)).contains(&heap_sample_period) {
+            return Err(Error::InvalidConfig {
+                key: "HEAPTIDE_HEAP_SAMPLE_PERIOD",
+                value: heap_sample_period.to_string(),
+                reason: "must be between 1 byte and 1 TiB".into(),
+            });
+        }
+        let queue_bytes = self.queue_bytes.unwrap_or(4 << 20);
+        if queue_bytes < 64 * 1024 {
+            return Err(Error::InvalidConfig {
+                key: "queue_bytes",
+                value: queue_bytes.to_string(),
+                reason: "must be at least 64 KiB".into(),
+            });
+        }
+        Ok(Config {
+            endpoint,
+            service,
+            instance,
+            token,
+            labels: self.labels,
+            interval: duration("HEAPTIDE_INTERVAL", self.interval, Duration::from_secs(10))?,
+            profile_interval: duration(
+                "HEAPTIDE_PROFILE_INTERVAL",
+                self.profile_interval,
+                Duration::from_secs(60),
+            )?,
+            heap_sample_period,
+            pause_tick: duration(
+                "HEAPTIDE_PAUSE_TICK",
+                self.pause_tick,
+                Duration::from_millis(5),
+            )?,
+            pause_threshold: duration(
+                "HEAPTIDE_PAUSE_THRESHOLD",
+                self.pause_threshold,
+                Duration::from_millis(10),
+            )?,
+            queue_bytes,
+            send_timeout: duration("send_timeout", self.send_timeout, Duration::from_secs(5))?,
+            shutdown_timeout: duration(
+                "shutdown_timeout",
+                self.shutdown_timeout,
+                Duration::from_secs(2),
+            )?,
+        })
+    }
+
+    /// Starts the agent with these settings.
+    pub fn start(self) -> Result<crate::Agent> {
+        crate::Agent::start(self.build()?)
+    }
+}
+
+fn check_name(key: &'static str, value: &str) -> Result<()> {
+    if value.is_empty() || value.len() > 200 || value.chars().any(char::is_control) {
+        return Err(Error::InvalidConfig {
+            key,
+            value: value.to_owned(),
+            reason: "must be 1 to 200 characters with no control characters".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Parses `524288`, `512KiB`, `512k`, `1MiB` or `1m`. Hand-written because
+/// the only grammar needed is a number and a binary suffix.
+fn parse_bytes(text: &str) -> Option<u64> {
+    let t = text.trim().to_ascii_lowercase();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult = match unit.trim() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+fn default_service() -> String {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+pub(crate) fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn defaults_are_sane() {
+        let c = Builder::default().build_with(env(&[])).unwrap();
+        assert_eq!(c.endpoint, "http://127.0.0.1:4040");
+        assert_eq!(c.interval, Duration::from_secs(10));
+        assert_eq!(c.profile_interval, Duration::from_secs(60));
+        assert_eq!(c.heap_sample_period, 512 * 1024);
+        assert!(c.instance.ends_with(&std::process::id().to_string()));
+    }
+
+    #[test]
+    fn environment_fills_and_builder_wins() {
+        let e = env(&[
+            ("HEAPTIDE_INTERVAL", "250ms"),
+            ("HEAPTIDE_SERVICE", "from-env"),
+            ("HEAPTIDE_HEAP_SAMPLE_PERIOD", "64KiB"),
+            ("HEAPTIDE_ENDPOINT", "http://10.0.0.1:4040/"),
+        ]);
+        let c = Builder::default()
+            .service("from-code")
+            .build_with(e)
+            .unwrap();
+        assert_eq!(c.interval, Duration::from_millis(250));
+        assert_eq!(c.service, "from-code");
+        assert_eq!(c.heap_sample_period, 64 * 1024);
+        assert_eq!(c.endpoint, "http://10.0.0.1:4040");
+    }
+
+    #[test]
+    fn bad_settings_name_the_key() {
+        let err = Builder::default()
+            .build_with(env(&[("HEAPTIDE_INTERVAL", "often")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("HEAPTIDE_INTERVAL"), "{err}");
+        let err = Builder::default()
+            .build_with(env(&[("HEAPTIDE_INTERVAL", "0s")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("greater than zero"), "{err}");
+        let err = Builder::default()
+            .build_with(env(&[("HEAPTIDE_ENDPOINT", "ftp://x")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("HEAPTIDE_ENDPOINT"), "{err}");
+        let err = Builder::default()
+            .build_with(env(&[("HEAPTIDE_HEAP_SAMPLE_PERIOD", "lots")]))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("HEAPTIDE_HEAP_SAMPLE_PERIOD"),
+            "{err}"
+        );
+    }
+}

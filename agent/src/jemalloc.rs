@@ -1,0 +1,294 @@
+//! Everything that talks to jemalloc through `mallctl`.
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use tikv_jemalloc_ctl::{epoch, raw, stats, thread};
+
+use crate::error::{Error, Result};
+use heaptide_wire::metric;
+
+/// Serializes `prof.dump` process-wide: jemalloc's dump walks every
+/// profiling context under its own locks, and two overlapping dumps would
+/// only double that cost.
+pub(crate) static DUMP_LOCK: Mutex<()> = Mutex::new(());
+
+fn ctl_err(name: &'static str) -> impl Fn(tikv_jemalloc_ctl::Error) -> Error {
+    move |e| Error::Jemalloc {
+        name,
+        message: e.to_string(),
+    }
+}
+
+/// Adds jemalloc's global statistics to `out`.
+pub(crate) fn read_stats(out: &mut BTreeMap<String, f64>) -> Result<()> {
+    // Statistics are cached; advancing the epoch refreshes them.
+    epoch::advance().map_err(ctl_err("epoch"))?;
+    type Read = fn() -> tikv_jemalloc_ctl::Result<usize>;
+    let pairs: [(&str, Read); 6] = [
+        (metric::HEAP_ALLOCATED, stats::allocated::read),
+        (metric::HEAP_ACTIVE, stats::active::read),
+        (metric::HEAP_RESIDENT, stats::resident::read),
+        (metric::HEAP_MAPPED, stats::mapped::read),
+        (metric::HEAP_RETAINED, stats::retained::read),
+        (metric::HEAP_METADATA, stats::metadata::read),
+    ];
+    for (name, read) in pairs {
+        let v = read().map_err(ctl_err("stats"))?;
+        out.insert(name.to_owned(), v as f64);
+    }
+    Ok(())
+}
+
+/// Bytes this thread has allocated and freed through jemalloc, ever.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ThreadCounters {
+    pub allocated: u64,
+    pub deallocated: u64,
+}
+
+/// Reads this thread's jemalloc counters. `None` when jemalloc was built
+/// without statistics.
+pub fn thread_counters() -> Option<ThreadCounters> {
+    let a = thread::allocatedp::read().ok()?;
+    let d = thread::deallocatedp::read().ok()?;
+    Some(ThreadCounters {
+        allocated: a.get(),
+        deallocated: d.get(),
+    })
+}
+
+/// Whether jemalloc serves this program's allocations and samples them.
+#[derive(Debug, Clone)]
+pub(crate) enum ProfilingState {
+    On,
+    Off(String),
+}
+
+/// Finds out whether heap profiles can be taken, and why not.
+pub(crate) fn profiling_state() -> ProfilingState {
+    if !jemalloc_is_global_allocator() {
+        return ProfilingState::Off(
+            "jemalloc is not the global allocator; add heaptide_agent::global_allocator!() to main.rs"
+                .into(),
+        );
+    }
+    // SAFETY: `opt.prof` is a read-only bool; jemalloc writes a `bool` into
+    // the `T = bool` buffer that `raw::read` provides.
+    match unsafe { raw::read::<bool>(b"opt.prof\0") } {
+        Err(e) => {
+            return ProfilingState::Off(format!(
+                "jemalloc was built without profiling (opt.prof: {e}); enable the tikv-jemallocator feature \"profiling\""
+            ))
+        }
+        Ok(false) => {
+            return ProfilingState::Off(
+                "jemalloc profiling was not switched on at start-up; set malloc_conf \"prof:true\" (heaptide_agent::global_allocator!() does) or _RJEM_MALLOC_CONF=prof:true"
+                    .into(),
+            )
+        }
+        Ok(true) => {}
+    }
+    // SAFETY: `prof.active` is a bool; reading it has no side effects.
+    match unsafe { raw::read::<bool>(b"prof.active\0") } {
+        Ok(true) => {}
+        Ok(false) => {
+            return ProfilingState::Off(
+                "jemalloc profiling is compiled in but inactive (prof.active is false)".into(),
+            )
+        }
+        Err(e) => return ProfilingState::Off(format!("reading prof.active failed: {e}")),
+    }
+    match lg_sample() {
+        Ok(_) => ProfilingState::On,
+        Err(e) => ProfilingState::Off(e.to_string()),
+    }
+}
+
+fn lg_sample() -> Result<usize> {
+    // SAFETY: `prof.lg_sample` is a size_t that jemalloc copies into our
+    // `usize` buffer.
+    unsafe { raw::read::<usize>(b"prof.lg_sample\0") }.map_err(ctl_err("prof.lg_sample"))
+}
+
+/// Sets the mean sampling period to the power of two nearest `period`.
+/// jemalloc can only change it by resetting all profile data, so this is a
+/// no-op when the period already matches.
+pub(crate) fn set_sample_period(period: u64) -> Result<u64> {
+    let want = (period.max(1) as f64).log2().round() as usize;
+    let want = want.min(40);
+    if lg_sample()? != want {
+        let _dump = DUMP_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        // SAFETY: `prof.reset` takes a size_t: the new lg_sample. It drops
+        // the sampled contexts, which no other code of ours holds.
+        unsafe { raw::write::<usize>(b"prof.reset\0", want) }.map_err(ctl_err("prof.reset"))?;
+    }
+    Ok(1u64 << lg_sample()?)
+}
+
+/// jemalloc counts what goes through it per thread; if an allocation made
+/// here does not move that count, the program allocates elsewhere.
+fn jemalloc_is_global_allocator() -> bool {
+    let Some(before) = thread_counters() else {
+        return false;
+    };
+    let probe = std::hint::black_box(vec![0u8; 4096]);
+    let after = thread_counters().unwrap_or_default();
+    drop(probe);
+    after.allocated >= before.allocated + 4096
+}
+
+/// One stack of a raw dump: return addresses, leaf first, and the counts
+/// jemalloc wrote for it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct RawStack {
+    pub addrs: Vec<u64>,
+    pub objects: u64,
+    pub bytes: u64,
+}
+
+/// Asks jemalloc to write its sampled live heap and reads it back.
+pub(crate) fn dump() -> Result<(u64, Vec<RawStack>)> {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path: PathBuf =
+        std::env::temp_dir().join(format!("heaptide-{}-{n}.heap", std::process::id()));
+    let c_path = CString::new(path.to_string_lossy().as_bytes())
+        .map_err(|_| Error::DumpRead(std::io::Error::other("temp path contains NUL")))?;
+    let text = {
+        let _dump = DUMP_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        // SAFETY: `prof.dump` takes a `const char *` naming the file to
+        // write; `c_path` is NUL-terminated and outlives the call.
+        unsafe { raw::write(b"prof.dump\0", c_path.as_ptr()) }.map_err(ctl_err("prof.dump"))?;
+        let text = std::fs::read_to_string(&path);
+        let _ = std::fs::remove_file(&path);
+        text.map_err(Error::DumpRead)?
+    };
+    parse_dump(&text)
+}
+
+/// Parses jemalloc's `heap_v2` dump and unbiases its counts.
+///
+/// Hand-written: no maintained crate parses this format without pulling a
+/// whole profiling stack in. The format is gperftools' text heap profile:
+///
+/// ```text
+/// heap_v2/524288
+///   t*: 28106: 56637512 [0: 0]
+/// @ 0x4f3a 0x4e12
+///   t*: 13: 6688 [0: 0]
+/// ```
+///
+/// The period is the mean bytes between samples (R). For each stack, jemalloc
+/// writes counts that jeprof scales by `1 / (1 - exp(-(bytes/objects)/R))`,
+/// the inverse of the chance that an allocation of that mean size is
+/// sampled; jemalloc 5.3 pre-adjusts what it writes so this classic formula
+/// yields unbiased estimates.
+pub(crate) fn parse_dump(text: &str) -> Result<(u64, Vec<RawStack>)> {
+    let bad = |line: usize, reason: &str| Error::DumpParse {
+        line,
+        reason: reason.into(),
+    };
+    let mut lines = text.lines().enumerate();
+    let (_, header) = lines.next().ok_or_else(|| bad(1, "empty dump"))?;
+    let period: u64 = header
+        .strip_prefix("heap_v2/")
+        .and_then(|p| p.trim().parse().ok())
+        .ok_or_else(|| bad(1, "expected heap_v2/<period>"))?;
+    let mut stacks = Vec::new();
+    let mut current: Option<Vec<u64>> = None;
+    for (i, line) in lines {
+        let lineno = i + 1;
+        if let Some(rest) = line.strip_prefix("@ ") {
+            let addrs = rest
+                .split_whitespace()
+                .map(|a| u64::from_str_radix(a.trim_start_matches("0x"), 16))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|_| bad(lineno, "bad address"))?;
+            current = Some(addrs);
+        } else if let Some(rest) = line.trim_start().strip_prefix("t*:") {
+            // Only the all-threads line of a stack counts; the header's
+            // totals line comes before any `@`.
+            if let Some(addrs) = current.take() {
+                let (objects, bytes) =
+                    parse_counts(rest).ok_or_else(|| bad(lineno, "bad counts"))?;
+                if objects > 0 && bytes > 0 {
+                    let (objects, bytes) = unbias(objects, bytes, period);
+                    stacks.push(RawStack {
+                        addrs,
+                        objects,
+                        bytes,
+                    });
+                }
+            }
+        } else if line.starts_with("MAPPED_LIBRARIES") {
+            break;
+        }
+    }
+    Ok((period, stacks))
+}
+
+fn parse_counts(rest: &str) -> Option<(u64, u64)> {
+    // ` 13: 6688 [0: 0]`
+    let mut it = rest.split([':', '[']).map(str::trim);
+    let objects = it.next()?.parse().ok()?;
+    let bytes = it.next()?.parse().ok()?;
+    Some((objects, bytes))
+}
+
+fn unbias(objects: u64, bytes: u64, period: u64) -> (u64, u64) {
+    if period <= 1 {
+        return (objects, bytes);
+    }
+    let mean = bytes as f64 / objects as f64;
+    let scale = 1.0 / (1.0 - (-mean / period as f64).exp());
+    (
+        (objects as f64 * scale).round() as u64,
+        (bytes as f64 * scale).round() as u64,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DUMP: &str = "heap_v2/524288
+  t*: 28106: 56637512 [0: 0]
+  t0: 10: 100 [0: 0]
+@ 0x1000 0x2000 0x3000
+  t*: 1: 1048576 [0: 0]
+  t3: 1: 1048576 [0: 0]
+@ 0x1001 0x2000
+  t*: 64: 4096 [0: 0]
+
+MAPPED_LIBRARIES:
+55d6e3a00000-55d6e3a20000 r--p 00000000 08:01 123 /bin/x
+";
+
+    #[test]
+    fn dump_is_parsed_and_unbiased() {
+        let (period, stacks) = parse_dump(DUMP).unwrap();
+        assert_eq!(period, 524288);
+        assert_eq!(stacks.len(), 2);
+        assert_eq!(stacks[0].addrs, vec![0x1000, 0x2000, 0x3000]);
+        // A 1 MiB allocation is sampled with probability 1 - e^-2 = 0.8647.
+        assert_eq!(
+            stacks[0].bytes,
+            (1048576.0 / (1.0 - (-2.0f64).exp())).round() as u64
+        );
+        // 64-byte objects are sampled with probability ~64/R: each sampled
+        // one stands for about R/64 real ones, i.e. R bytes.
+        let b = stacks[1].bytes as f64;
+        assert!((b / (64.0 * 524288.0) - 1.0).abs() < 0.001, "{b}");
+    }
+
+    #[test]
+    fn malformed_dumps_are_errors() {
+        assert!(parse_dump("").is_err());
+        assert!(parse_dump("heap_v3/1\n").is_err());
+        assert!(parse_dump("heap_v2/8\n@ 0xzz\n t*: 1: 2 [0: 0]\n").is_err());
+        assert!(parse_dump("heap_v2/8\n@ 0x1\n t*: one: 2 [0: 0]\n").is_err());
+    }
+}

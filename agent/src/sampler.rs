@@ -1,0 +1,159 @@
+//! The sampler thread: reads resources every interval and takes a heap
+//! profile every profile interval.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use heaptide_wire::pprof::{build_heap_profile, encode_gzip, StackSample};
+use heaptide_wire::{metric, HeapProfilingStatus, Profile, Sample};
+
+use crate::jemalloc::{self, ProfilingState};
+use crate::process::{Metrics, ProcessSampler};
+use crate::queue::Item;
+use crate::symbolize::Symbolizer;
+use crate::{Config, Shared};
+
+/// Most resolved addresses kept; about 100 bytes each plus names.
+const SYMBOL_CACHE_ENTRIES: usize = 32 * 1024;
+
+/// Checks whether profiles can be taken and applies the sampling period.
+pub(crate) fn init_profiling(config: &Config) -> HeapProfilingStatus {
+    match jemalloc::profiling_state() {
+        ProfilingState::Off(reason) => HeapProfilingStatus {
+            enabled: false,
+            reason: Some(reason),
+            sample_period_bytes: None,
+        },
+        ProfilingState::On => match jemalloc::set_sample_period(config.heap_sample_period) {
+            Ok(period) => HeapProfilingStatus {
+                enabled: true,
+                reason: None,
+                sample_period_bytes: Some(period),
+            },
+            Err(e) => HeapProfilingStatus {
+                enabled: false,
+                reason: Some(e.to_string()),
+                sample_period_bytes: None,
+            },
+        },
+    }
+}
+
+pub(crate) fn run(shared: &Shared) {
+    let cfg = &shared.config;
+    let mut procs = ProcessSampler::new();
+    let mut symbols = Symbolizer::new(SYMBOL_CACHE_ENTRIES);
+    let start = Instant::now();
+    let mut next_sample = start;
+    let mut next_profile = start + cfg.profile_interval;
+    loop {
+        let now = Instant::now();
+        let next = next_sample.min(next_profile);
+        if next > now {
+            shared.sleep_unless_stopping(next - now);
+        }
+        let stopping = shared.stopping.load(Ordering::Relaxed);
+        let now = Instant::now();
+        if now >= next_sample || stopping {
+            guarded("sample", || {
+                let items = sample(shared, &mut procs);
+                shared.queue.push_all(items);
+            });
+            next_sample = advance(next_sample, cfg.interval, now);
+        }
+        if now >= next_profile && !stopping {
+            guarded("profile", || {
+                if let Some(p) = profile(shared, &mut symbols) {
+                    shared.queue.push_all([Item::Profile(p)]);
+                }
+            });
+            next_profile = advance(next_profile, cfg.profile_interval, now);
+        }
+        shared.thread_costs.sampler.update();
+        if stopping {
+            shared.queue.close();
+            return;
+        }
+    }
+}
+
+/// Keeps a fixed cadence, but skips missed ticks rather than bursting.
+fn advance(prev: Instant, every: Duration, now: Instant) -> Instant {
+    let next = prev + every;
+    if next <= now {
+        now + every
+    } else {
+        next
+    }
+}
+
+fn guarded(what: &str, f: impl FnOnce()) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err() {
+        tracing::error!("heaptide: taking a {what} panicked; skipped");
+    }
+}
+
+fn sample(shared: &Shared, procs: &mut ProcessSampler) -> Vec<Item> {
+    let mut m = Metrics::new();
+    if let Err(e) = jemalloc::read_stats(&mut m) {
+        tracing::debug!("heaptide: {e}");
+    }
+    procs.sample(&mut m);
+    let (events, meter, tokio) = shared.pauses.drain();
+    if let Some(p) = meter {
+        m.insert(metric::PAUSE_P50_MS.into(), p.p50);
+        m.insert(metric::PAUSE_P99_MS.into(), p.p99);
+        m.insert(metric::PAUSE_P999_MS.into(), p.p999);
+        m.insert(metric::PAUSE_MAX_MS.into(), p.max);
+    }
+    if let Some(p) = tokio {
+        m.insert(metric::TOKIO_LAG_P99_MS.into(), p.p99);
+        m.insert(metric::TOKIO_LAG_MAX_MS.into(), p.max);
+    }
+    let requests = crate::REQUESTS.load(Ordering::Relaxed);
+    if requests > 0 {
+        m.insert(metric::REQUESTS.into(), requests as f64);
+    }
+    let stats = shared.agent_stats();
+    m.insert("agent.cpu_seconds".into(), stats.cpu_seconds);
+    m.insert("agent.heap_bytes".into(), stats.heap_bytes as f64);
+    m.insert("agent.dropped_items".into(), stats.dropped_items as f64);
+    let mut items = Vec::with_capacity(events.len() + 1);
+    items.push(Item::Sample(Sample {
+        ts_ms: crate::now_ms(),
+        metrics: m,
+    }));
+    items.extend(events.into_iter().map(Item::Pause));
+    items
+}
+
+fn profile(shared: &Shared, symbols: &mut Symbolizer) -> Option<Profile> {
+    if !shared.heap_profiling_status().enabled {
+        return None;
+    }
+    let ts_ms = crate::now_ms();
+    let (period, raw) = match jemalloc::dump() {
+        Ok(d) => d,
+        Err(e) => {
+            shared.profile_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("heaptide: heap profile failed: {e}");
+            return None;
+        }
+    };
+    let stacks: Vec<StackSample> = raw
+        .iter()
+        .map(|r| StackSample {
+            frames: symbols.stack(&r.addrs),
+            objects: r.objects as i64,
+            bytes: r.bytes as i64,
+        })
+        .collect();
+    symbols.release_debug_info();
+    let pprof = build_heap_profile(&stacks, period as i64, ts_ms * 1_000_000);
+    Some(Profile {
+        ts_ms,
+        sample_period_bytes: period,
+        pprof_gz_base64: base64::engine::general_purpose::STANDARD.encode(encode_gzip(&pprof)),
+    })
+}

@@ -1,0 +1,200 @@
+//! The upload thread: batches queued items and POSTs them, retrying with
+//! capped exponential backoff and full jitter.
+
+use std::io::Write;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use heaptide_wire::{Batch, WIRE_VERSION};
+
+use crate::queue::Item;
+use crate::Shared;
+
+/// Largest batch the sender builds, before compression.
+const MAX_BATCH_BYTES: usize = 1 << 20;
+const BACKOFF_BASE: Duration = Duration::from_millis(500);
+const BACKOFF_CAP: Duration = Duration::from_secs(30);
+
+enum Outcome {
+    Sent,
+    /// Worth retrying, after at least this long if the server said so.
+    Retry(Option<Duration>),
+    /// The analyzer refused the batch; sending it again will not help.
+    Rejected(u16),
+}
+
+pub(crate) struct Sender {
+    shared: Arc<Shared>,
+    http: ureq::Agent,
+    url: String,
+    seq: u64,
+}
+
+impl Sender {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        let http: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(shared.config.send_timeout))
+            .http_status_as_error(false)
+            .user_agent(concat!("heaptide-agent/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .into();
+        let url = format!("{}{}", shared.config.endpoint, heaptide_wire::INGEST_PATH);
+        Sender {
+            shared,
+            http,
+            url,
+            seq: 0,
+        }
+    }
+
+    pub(crate) fn run(mut self) {
+        let shared = self.shared.clone();
+        let mut attempt = 0u32;
+        let mut pending: Option<(Vec<u8>, u64, u64)> = None; // (gzipped body, items, bytes)
+        loop {
+            if pending.is_none() && shared.queue.is_closed_and_empty() {
+                break;
+            }
+            if let Some(deadline) = shared.flush_deadline() {
+                if Instant::now() >= deadline {
+                    break;
+                }
+            }
+            if pending.is_none() {
+                let items = shared.queue.take(MAX_BATCH_BYTES, shared.config.interval);
+                if items.is_empty() {
+                    shared.thread_costs.sender.update();
+                    continue;
+                }
+                pending = Some(self.seal(items));
+            }
+            let Some((body, n_items, n_bytes)) = &pending else {
+                continue;
+            };
+            match self.post(body) {
+                Outcome::Sent => {
+                    pending = None;
+                    attempt = 0;
+                }
+                Outcome::Rejected(status) => {
+                    tracing::warn!(status, "heaptide analyzer rejected a batch; dropping it");
+                    shared.queue.count_dropped(*n_items, *n_bytes);
+                    pending = None;
+                    attempt = 0;
+                }
+                Outcome::Retry(after) => {
+                    shared.send_failures.fetch_add(1, Ordering::Relaxed);
+                    attempt = attempt.saturating_add(1);
+                    if shared.stopping.load(Ordering::Relaxed) {
+                        // While flushing there is no time to back off.
+                        if shared.flush_deadline().is_some_and(|d| Instant::now() >= d) {
+                            break;
+                        }
+                    }
+                    let delay = backoff(attempt, after);
+                    tracing::debug!(?delay, attempt, "heaptide upload failed; retrying");
+                    shared.sleep_unless_stopping(delay);
+                }
+            }
+            shared.thread_costs.sender.update();
+        }
+        if let Some((_, items, bytes)) = pending {
+            shared.queue.count_dropped(items, bytes);
+        }
+        shared.thread_costs.sender.update();
+    }
+
+    /// Builds and compresses a batch. The sequence number is fixed here, so
+    /// retries of one batch carry the same `seq` and the analyzer can ignore
+    /// a replay whose acknowledgement was lost.
+    fn seal(&mut self, items: Vec<Item>) -> (Vec<u8>, u64, u64) {
+        self.seq += 1;
+        let n_items = items.len() as u64;
+        let n_bytes: u64 = items.iter().map(|i| i.size() as u64).sum();
+        let mut batch = Batch {
+            version: WIRE_VERSION,
+            agent: self.shared.agent_info.clone(),
+            seq: self.seq,
+            sent_at_ms: crate::now_ms(),
+            heap_profiling: self.shared.heap_profiling_status(),
+            agent_stats: self.shared.agent_stats(),
+            samples: Vec::new(),
+            pause_events: Vec::new(),
+            profiles: Vec::new(),
+        };
+        for item in items {
+            match item {
+                Item::Sample(s) => batch.samples.push(s),
+                Item::Pause(p) => batch.pause_events.push(p),
+                Item::Profile(p) => batch.profiles.push(p),
+            }
+        }
+        let json = serde_json::to_vec(&batch).unwrap_or_default();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let _ = gz.write_all(&json);
+        (gz.finish().unwrap_or_default(), n_items, n_bytes)
+    }
+
+    fn post(&self, body: &[u8]) -> Outcome {
+        let mut req = self
+            .http
+            .post(&self.url)
+            .header("Content-Type", "application/json")
+            .header("Content-Encoding", "gzip");
+        if let Some(token) = &self.shared.config.token {
+            req = req.header("Authorization", &format!("Bearer {token}"));
+        }
+        match req.send(body) {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                match status {
+                    200..=299 => Outcome::Sent,
+                    429 | 503 => Outcome::Retry(
+                        resp.headers()
+                            .get("retry-after")
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| v.trim().parse::<u64>().ok())
+                            .map(|s| Duration::from_secs(s.min(3600))),
+                    ),
+                    408 | 500..=599 => Outcome::Retry(None),
+                    _ => Outcome::Rejected(status),
+                }
+            }
+            Err(_) => Outcome::Retry(None),
+        }
+    }
+}
+
+/// Full jitter (AWS architecture blog, "Exponential Backoff and Jitter"): a
+/// uniform delay up to the capped exponential, so that many agents failing
+/// together do not retry together. A server's `Retry-After` is a floor, with
+/// up to half again of jitter on top for the same reason.
+fn backoff(attempt: u32, retry_after: Option<Duration>) -> Duration {
+    let exp = BACKOFF_BASE
+        .saturating_mul(1u32 << attempt.min(16))
+        .min(BACKOFF_CAP);
+    let jitter = exp.mul_f64(fastrand::f64());
+    match retry_after {
+        Some(floor) => floor + floor.mul_f64(fastrand::f64() * 0.5),
+        None => jitter,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_capped_jittered_and_honours_retry_after() {
+        let delays: Vec<Duration> = (0..200).map(|_| backoff(20, None)).collect();
+        assert!(delays.iter().all(|d| *d <= BACKOFF_CAP));
+        let distinct: std::collections::HashSet<_> = delays.iter().collect();
+        assert!(distinct.len() > 150, "delays must not be in lockstep");
+        for _ in 0..100 {
+            let d = backoff(1, Some(Duration::from_secs(2)));
+            assert!(d >= Duration::from_secs(2) && d <= Duration::from_secs(3));
+        }
+        assert!(backoff(0, None) <= BACKOFF_BASE);
+    }
+}

@@ -1,0 +1,205 @@
+//! `analyzer serve` settings: flags beat `HEAPTIDE_*` variables, which beat
+//! the TOML file given with `--config`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// The TOML file's contents. Unknown keys are errors.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<String>,
+    pub store: Option<PathBuf>,
+    pub retention: Option<String>,
+    pub token_file: Option<PathBuf>,
+    /// Batches per second allowed per agent.
+    pub rate_limit: Option<f64>,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Config {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        toml::from_str(&text).map_err(|e| Error::Config {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// One layer of settings, as given on the command line or found in the
+/// environment.
+#[derive(Debug, Default, Clone)]
+pub struct Layer {
+    pub listen: Option<String>,
+    pub store: Option<PathBuf>,
+    pub retention: Option<String>,
+    pub token_file: Option<PathBuf>,
+    pub rate_limit: Option<f64>,
+}
+
+impl Layer {
+    /// The `HEAPTIDE_*` variables of `env`.
+    pub fn from_env(env: impl Fn(&str) -> Option<String>) -> Self {
+        Layer {
+            listen: env("HEAPTIDE_LISTEN"),
+            store: env("HEAPTIDE_STORE").map(PathBuf::from),
+            retention: env("HEAPTIDE_RETENTION"),
+            token_file: env("HEAPTIDE_TOKEN_FILE").map(PathBuf::from),
+            rate_limit: None,
+        }
+    }
+
+    fn or(self, other: Layer) -> Layer {
+        Layer {
+            listen: self.listen.or(other.listen),
+            store: self.store.or(other.store),
+            retention: self.retention.or(other.retention),
+            token_file: self.token_file.or(other.token_file),
+            rate_limit: self.rate_limit.or(other.rate_limit),
+        }
+    }
+}
+
+impl From<FileConfig> for Layer {
+    fn from(f: FileConfig) -> Self {
+        Layer {
+            listen: f.listen,
+            store: f.store,
+            retention: f.retention,
+            token_file: f.token_file,
+            rate_limit: f.rate_limit,
+        }
+    }
+}
+
+/// Resolved settings of `analyzer serve`.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub store: PathBuf,
+    pub retention: Duration,
+    pub token: Option<String>,
+    pub rate_limit: f64,
+}
+
+/// The store path read commands use: flag, else `HEAPTIDE_STORE`, else
+/// `./heaptide.db`.
+pub fn store_path(flag: Option<PathBuf>, env: impl Fn(&str) -> Option<String>) -> PathBuf {
+    flag.or_else(|| env("HEAPTIDE_STORE").map(PathBuf::from))
+        .unwrap_or_else(|| "heaptide.db".into())
+}
+
+impl ServeConfig {
+    /// Merges flags, environment and file, and checks the result. A token
+    /// may also come from `HEAPTIDE_TOKEN` directly.
+    pub fn resolve(
+        flags: Layer,
+        env: impl Fn(&str) -> Option<String>,
+        file: Option<FileConfig>,
+    ) -> Result<Self> {
+        let merged = flags
+            .or(Layer::from_env(&env))
+            .or(file.map(Layer::from).unwrap_or_default());
+        let listen_text = merged.listen.unwrap_or_else(|| "127.0.0.1:4040".into());
+        let listen: SocketAddr = listen_text.parse().map_err(|_| {
+            Error::invalid(
+                "listen",
+                format!("{listen_text:?} is not an address like 127.0.0.1:4040"),
+            )
+        })?;
+        let retention_text = merged.retention.unwrap_or_else(|| "7d".into());
+        let retention = humantime::parse_duration(&retention_text)
+            .map_err(|e| Error::invalid("retention", format!("{retention_text:?}: {e}")))?;
+        if retention < Duration::from_secs(3600) {
+            return Err(Error::invalid("retention", "must be at least 1h"));
+        }
+        let token = match merged.token_file {
+            Some(path) => {
+                let t = std::fs::read_to_string(&path).map_err(|e| {
+                    Error::invalid("token-file", format!("{}: {e}", path.display()))
+                })?;
+                let t = t.trim().to_owned();
+                if t.is_empty() {
+                    return Err(Error::invalid(
+                        "token-file",
+                        format!("{} is empty", path.display()),
+                    ));
+                }
+                Some(t)
+            }
+            None => env("HEAPTIDE_TOKEN").filter(|t| !t.is_empty()),
+        };
+        if token.is_none() && !listen.ip().is_loopback() {
+            return Err(Error::invalid(
+                "listen",
+                format!("refusing to listen on non-loopback address {listen} without a token: anyone could write to the store; pass --token-file"),
+            ));
+        }
+        let rate_limit = merged.rate_limit.unwrap_or(5.0);
+        if !(rate_limit.is_finite() && rate_limit > 0.0) {
+            return Err(Error::invalid("rate_limit", "must be a positive number"));
+        }
+        Ok(ServeConfig {
+            listen,
+            store: store_path(merged.store, &env),
+            retention,
+            token,
+            rate_limit,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |k| {
+            pairs
+                .iter()
+                .find(|(a, _)| *a == k)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn flags_beat_env_beat_file() {
+        let file: FileConfig =
+            toml::from_str("listen = \"127.0.0.1:1\"\nretention = \"2d\"\nstore = \"f.db\"")
+                .unwrap();
+        let flags = Layer {
+            listen: Some("127.0.0.1:3".into()),
+            ..Default::default()
+        };
+        let c =
+            ServeConfig::resolve(flags, env(&[("HEAPTIDE_STORE", "e.db")]), Some(file)).unwrap();
+        assert_eq!(c.listen.port(), 3);
+        assert_eq!(c.store, PathBuf::from("e.db"));
+        assert_eq!(c.retention, Duration::from_secs(2 * 86400));
+    }
+
+    #[test]
+    fn unknown_file_keys_and_open_listeners_are_refused() {
+        assert!(toml::from_str::<FileConfig>("listne = \"x\"").is_err());
+        let flags = Layer {
+            listen: Some("0.0.0.0:4040".into()),
+            ..Default::default()
+        };
+        let e = ServeConfig::resolve(flags, env(&[]), None).unwrap_err();
+        assert!(e.to_string().contains("without a token"), "{e}");
+        let flags = Layer {
+            retention: Some("forever".into()),
+            ..Default::default()
+        };
+        let e = ServeConfig::resolve(flags, env(&[]), None).unwrap_err();
+        assert!(e.to_string().starts_with("retention:"), "{e}");
+    }
+}

@@ -1,0 +1,34 @@
+/// Everything the analyzer library can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("cannot open store {path}: {source}")]
+    StoreOpen {
+        path: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("store {0} does not exist (start `analyzer serve` first, or pass --store)")]
+    StoreMissing(String),
+    #[error("store query failed: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("{field}: {reason}")]
+    Invalid { field: String, reason: String },
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("config {path}: {reason}")]
+    Config { path: String, reason: String },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl Error {
+    pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::Invalid {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

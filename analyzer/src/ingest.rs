@@ -1,0 +1,248 @@
+//! Decoding and validating `POST /v1/ingest` bodies (see `docs/wire.md`).
+//! Nothing reaches the store until the whole batch is known to be sound.
+
+use std::io::Read;
+
+use base64::Engine;
+use heaptide_wire::{pprof, valid_metric_name, Batch, WIRE_VERSION};
+
+use crate::error::{Error, Result};
+use crate::store::{DecodedProfile, ValidBatch};
+
+/// Size limits of ingest.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest request body as sent (compressed or not).
+    pub max_body_bytes: usize,
+    /// Largest body once decompressed.
+    pub max_decoded_bytes: u64,
+    /// Largest decompressed pprof.
+    pub max_profile_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 8 << 20,
+            max_decoded_bytes: 64 << 20,
+            max_profile_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Earliest timestamp accepted: 2000-01-01.
+const MIN_TS_MS: i64 = 946_684_800_000;
+/// How far ahead of the analyzer's clock an agent's clock may be.
+const MAX_CLOCK_SKEW_MS: i64 = 24 * 3_600_000;
+const MAX_SAMPLES: usize = 100_000;
+const MAX_METRICS_PER_SAMPLE: usize = 2_000;
+const MAX_PAUSES: usize = 100_000;
+const MAX_PROFILES: usize = 100;
+const MAX_STACKS: usize = 200_000;
+const MAX_ABS_VALUE: f64 = 1e18;
+
+/// Decodes and checks one request body. `gzip` says whether the body was
+/// sent with `Content-Encoding: gzip`.
+pub fn decode(body: &[u8], gzip: bool, limits: &Limits, now_ms: i64) -> Result<ValidBatch> {
+    let json = if gzip {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(body)
+            .take(limits.max_decoded_bytes + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| Error::invalid("body", format!("not valid gzip: {e}")))?;
+        if out.len() as u64 > limits.max_decoded_bytes {
+            return Err(Error::invalid(
+                "body",
+                format!(
+                    "larger than {} bytes once decompressed",
+                    limits.max_decoded_bytes
+                ),
+            ));
+        }
+        out
+    } else {
+        body.to_vec()
+    };
+    // Peek at the version first, so that a future format is reported as an
+    // unknown version rather than as its first unknown field.
+    if let Ok(v) = serde_json::from_slice::<VersionOnly>(&json) {
+        if v.version != Some(u64::from(WIRE_VERSION)) {
+            return Err(Error::invalid(
+                "version",
+                format!(
+                    "unsupported wire version {:?}; this analyzer speaks {WIRE_VERSION}",
+                    v.version
+                ),
+            ));
+        }
+    }
+    let de = &mut serde_json::Deserializer::from_slice(&json);
+    let batch: Batch = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { "body".to_owned() } else { path };
+        Error::invalid(field, e.into_inner().to_string())
+    })?;
+    validate(&batch, now_ms)?;
+    let profiles = batch
+        .profiles
+        .iter()
+        .enumerate()
+        .map(|(i, p)| decode_profile(i, p, limits))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(ValidBatch { batch, profiles })
+}
+
+#[derive(serde::Deserialize)]
+struct VersionOnly {
+    version: Option<u64>,
+}
+
+fn check_ts(field: impl FnOnce() -> String, ts: i64, now_ms: i64) -> Result<()> {
+    if ts < MIN_TS_MS || ts > now_ms + MAX_CLOCK_SKEW_MS {
+        return Err(Error::invalid(
+            field(),
+            format!("timestamp {ts} ms is not plausible"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_text(field: &str, s: &str, max: usize) -> Result<()> {
+    if s.is_empty() || s.len() > max || s.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            field,
+            format!("must be 1 to {max} bytes without control characters"),
+        ));
+    }
+    Ok(())
+}
+
+fn validate(b: &Batch, now_ms: i64) -> Result<()> {
+    check_text("agent.service", &b.agent.service, 200)?;
+    check_text("agent.instance", &b.agent.instance, 200)?;
+    check_text("agent.host", &b.agent.host, 255)?;
+    check_text("agent.agent_version", &b.agent.agent_version, 64)?;
+    if b.agent.labels.len() > 64 {
+        return Err(Error::invalid("agent.labels", "at most 64 labels"));
+    }
+    for (k, v) in &b.agent.labels {
+        check_text(&format!("agent.labels.{k}"), k, 128)?;
+        if v.len() > 1024 {
+            return Err(Error::invalid(
+                format!("agent.labels.{k}"),
+                "value longer than 1024 bytes",
+            ));
+        }
+    }
+    check_ts(
+        || "agent.start_time_ms".into(),
+        b.agent.start_time_ms,
+        now_ms,
+    )?;
+    check_ts(|| "sent_at_ms".into(), b.sent_at_ms, now_ms)?;
+    let s = &b.agent_stats;
+    if !s.cpu_seconds.is_finite() || s.cpu_seconds < 0.0 {
+        return Err(Error::invalid(
+            "agent_stats.cpu_seconds",
+            "must be a finite, non-negative number",
+        ));
+    }
+    if b.samples.len() > MAX_SAMPLES {
+        return Err(Error::invalid(
+            "samples",
+            format!("at most {MAX_SAMPLES} per batch"),
+        ));
+    }
+    for (i, sample) in b.samples.iter().enumerate() {
+        check_ts(|| format!("samples[{i}].ts_ms"), sample.ts_ms, now_ms)?;
+        if sample.metrics.len() > MAX_METRICS_PER_SAMPLE {
+            return Err(Error::invalid(
+                format!("samples[{i}].metrics"),
+                format!("at most {MAX_METRICS_PER_SAMPLE} metrics per sample"),
+            ));
+        }
+        for (name, v) in &sample.metrics {
+            if !valid_metric_name(name) {
+                return Err(Error::invalid(
+                    format!("samples[{i}].metrics.{name}"),
+                    "metric names are 1 to 128 characters of a-z, 0-9, '.', '_' and '-'",
+                ));
+            }
+            if !v.is_finite() || v.abs() > MAX_ABS_VALUE {
+                return Err(Error::invalid(
+                    format!("samples[{i}].metrics.{name}"),
+                    format!("value {v} is not a plausible measurement"),
+                ));
+            }
+        }
+    }
+    if b.pause_events.len() > MAX_PAUSES {
+        return Err(Error::invalid(
+            "pause_events",
+            format!("at most {MAX_PAUSES} per batch"),
+        ));
+    }
+    for (i, p) in b.pause_events.iter().enumerate() {
+        check_ts(|| format!("pause_events[{i}].start_ms"), p.start_ms, now_ms)?;
+        if !p.duration_ms.is_finite() || !(0.0..=86_400_000.0).contains(&p.duration_ms) {
+            return Err(Error::invalid(
+                format!("pause_events[{i}].duration_ms"),
+                "must be between 0 and one day",
+            ));
+        }
+        if p.name.len() > 256 {
+            return Err(Error::invalid(
+                format!("pause_events[{i}].name"),
+                "longer than 256 bytes",
+            ));
+        }
+    }
+    if b.profiles.len() > MAX_PROFILES {
+        return Err(Error::invalid(
+            "profiles",
+            format!("at most {MAX_PROFILES} per batch"),
+        ));
+    }
+    for (i, p) in b.profiles.iter().enumerate() {
+        check_ts(|| format!("profiles[{i}].ts_ms"), p.ts_ms, now_ms)?;
+        if p.sample_period_bytes == 0 || p.sample_period_bytes > 1 << 40 {
+            return Err(Error::invalid(
+                format!("profiles[{i}].sample_period_bytes"),
+                "must be between 1 byte and 1 TiB",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn decode_profile(i: usize, p: &heaptide_wire::Profile, limits: &Limits) -> Result<DecodedProfile> {
+    let field = || format!("profiles[{i}].pprof_gz_base64");
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(p.pprof_gz_base64.as_bytes())
+        .map_err(|e| Error::invalid(field(), format!("not valid base64: {e}")))?;
+    let profile = pprof::decode(&raw, limits.max_profile_bytes)
+        .map_err(|e| Error::invalid(field(), e.to_string()))?;
+    let stacks =
+        pprof::heap_stacks(&profile).map_err(|e| Error::invalid(field(), e.to_string()))?;
+    if stacks.len() > MAX_STACKS {
+        return Err(Error::invalid(
+            field(),
+            format!("more than {MAX_STACKS} stacks"),
+        ));
+    }
+    for (j, s) in stacks.iter().enumerate() {
+        if s.bytes < 0 || s.objects < 0 {
+            return Err(Error::invalid(
+                field(),
+                format!("sample {j} has a negative value"),
+            ));
+        }
+        if s.frames.is_empty() || s.frames.len() > 512 {
+            return Err(Error::invalid(
+                field(),
+                format!("sample {j} has {} frames", s.frames.len()),
+            ));
+        }
+    }
+    Ok(DecodedProfile { raw, stacks })
+}

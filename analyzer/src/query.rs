@@ -1,0 +1,252 @@
+//! Read-side logic shared by the HTTP API, the CLI and the UI.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+use serde_json::json;
+
+use crate::error::{Error, Result};
+use crate::store::{ProfileInfo, Selector, Store};
+
+/// An instance not heard from for this long is `stale`.
+pub const STALE_AFTER_MS: i64 = 120_000;
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Resolves a window from `since` (a duration back from now, default 1h)
+/// or explicit `from`/`to` milliseconds.
+pub fn window(
+    since: Option<&str>,
+    from: Option<i64>,
+    to: Option<i64>,
+    now: i64,
+) -> Result<(i64, i64)> {
+    let to = to.unwrap_or(now);
+    let from = match (from, since) {
+        (Some(f), _) => f,
+        (None, Some(s)) => to - parse_duration_ms("since", s)?,
+        (None, None) => to - 3_600_000,
+    };
+    if from >= to {
+        return Err(Error::invalid(
+            "from",
+            "the window must start before it ends",
+        ));
+    }
+    Ok((from, to))
+}
+
+/// Parses `10m`, `24h` or `7d` into milliseconds, naming `field` on error.
+pub fn parse_duration_ms(field: &str, s: &str) -> Result<i64> {
+    let d = humantime::parse_duration(s.trim()).map_err(|e| {
+        Error::invalid(
+            field,
+            format!("{s:?} is not a duration like 10m, 24h or 7d: {e}"),
+        )
+    })?;
+    if d.is_zero() {
+        return Err(Error::invalid(field, "must be greater than zero"));
+    }
+    Ok(d.as_millis().min(i64::MAX as u128) as i64)
+}
+
+#[derive(Debug, Serialize)]
+pub struct ServiceSummary {
+    pub service: String,
+    pub instances: usize,
+    pub up: usize,
+    pub last_seen_ms: i64,
+}
+
+pub fn services(store: &dyn Store, now: i64) -> Result<Vec<ServiceSummary>> {
+    let mut by: Vec<ServiceSummary> = Vec::new();
+    for i in store.instances(None)? {
+        let up = usize::from(now - i.last_seen_ms < STALE_AFTER_MS);
+        match by.last_mut() {
+            Some(s) if s.service == i.service => {
+                s.instances += 1;
+                s.up += up;
+                s.last_seen_ms = s.last_seen_ms.max(i.last_seen_ms);
+            }
+            _ => by.push(ServiceSummary {
+                service: i.service,
+                instances: 1,
+                up,
+                last_seen_ms: i.last_seen_ms,
+            }),
+        }
+    }
+    Ok(by)
+}
+
+pub fn pauses(store: &dyn Store, sel: &Selector) -> Result<serde_json::Value> {
+    let events = store.pauses(sel)?;
+    let mut histograms = serde_json::Map::new();
+    for m in [
+        heaptide_wire::metric::PAUSE_P50_MS,
+        heaptide_wire::metric::PAUSE_P99_MS,
+        heaptide_wire::metric::PAUSE_P999_MS,
+        heaptide_wire::metric::PAUSE_MAX_MS,
+    ] {
+        histograms.insert(m.to_owned(), json!(store.series(sel, m)?));
+    }
+    Ok(json!({ "events": events, "histograms": histograms }))
+}
+
+pub enum Rendered {
+    Json(serde_json::Value),
+    Text(String),
+    Bytes(Vec<u8>),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Value {
+    Bytes,
+    Objects,
+}
+
+/// Folded stacks (`root;...;leaf value`), as inferno and flamegraph.pl read.
+pub fn folded(store: &dyn Store, profile_id: i64, value: Value) -> Result<String> {
+    let values = store.profile_values(profile_id)?;
+    let ids: Vec<i64> = values.iter().map(|v| v.stack_id).collect();
+    let frames: HashMap<i64, Vec<heaptide_wire::pprof::Frame>> =
+        store.stacks(&ids)?.into_iter().collect();
+    let mut lines: Vec<(String, i64)> = values
+        .iter()
+        .filter_map(|v| {
+            let f = frames.get(&v.stack_id)?;
+            let n = match value {
+                Value::Bytes => v.bytes,
+                Value::Objects => v.objects,
+            };
+            (n > 0).then(|| (folded_stack(f), n))
+        })
+        .collect();
+    lines.sort();
+    let mut out = String::new();
+    for (stack, n) in lines {
+        out.push_str(&stack);
+        out.push(' ');
+        out.push_str(&n.to_string());
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+/// One folded line's stack part: root first, `;`-separated, with the
+/// separators that would break the format replaced.
+pub fn folded_stack(frames: &[heaptide_wire::pprof::Frame]) -> String {
+    let names: Vec<String> = frames
+        .iter()
+        .rev()
+        .map(|f| f.function.replace([';', '\n'], "_"))
+        .collect();
+    names.join(";").replace(' ', "\u{a0}")
+}
+
+pub fn profile_json(store: &dyn Store, info: &ProfileInfo) -> Result<serde_json::Value> {
+    let mut values = store.profile_values(info.id)?;
+    values.sort_by_key(|v| std::cmp::Reverse(v.bytes));
+    values.truncate(500);
+    let ids: Vec<i64> = values.iter().map(|v| v.stack_id).collect();
+    let frames: HashMap<i64, _> = store.stacks(&ids)?.into_iter().collect();
+    let stacks: Vec<_> = values
+        .iter()
+        .map(|v| json!({ "stack_id": v.stack_id, "bytes": v.bytes, "objects": v.objects, "frames": frames.get(&v.stack_id) }))
+        .collect();
+    Ok(json!({ "profile": info, "stacks": stacks }))
+}
+
+#[derive(Debug, Serialize)]
+pub struct StackDelta {
+    pub stack_id: i64,
+    pub frames: Vec<heaptide_wire::pprof::Frame>,
+    pub from_bytes: i64,
+    pub to_bytes: i64,
+    pub delta_bytes: i64,
+    pub from_objects: i64,
+    pub to_objects: i64,
+    pub delta_objects: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HeapDiff {
+    pub from: ProfileInfo,
+    pub to: ProfileInfo,
+    /// Every stack present in either profile, largest growth first.
+    pub stacks: Vec<StackDelta>,
+}
+
+/// Per-stack difference between the profiles nearest `from_ms` and `to_ms`.
+pub fn diff(
+    store: &dyn Store,
+    service: &str,
+    instance: &str,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<HeapDiff> {
+    let nearest = |t| {
+        store
+            .profile_nearest(service, instance, t)?
+            .ok_or_else(|| Error::NotFound(format!("heap profile of {service}/{instance}")))
+    };
+    let (a, b) = (nearest(from_ms)?, nearest(to_ms)?);
+    let mut by: HashMap<i64, [i64; 4]> = HashMap::new();
+    for v in store.profile_values(a.id)? {
+        let e = by.entry(v.stack_id).or_default();
+        e[0] = v.bytes;
+        e[2] = v.objects;
+    }
+    for v in store.profile_values(b.id)? {
+        let e = by.entry(v.stack_id).or_default();
+        e[1] = v.bytes;
+        e[3] = v.objects;
+    }
+    let ids: Vec<i64> = by.keys().copied().collect();
+    let frames: HashMap<i64, _> = store.stacks(&ids)?.into_iter().collect();
+    let mut stacks: Vec<StackDelta> = by
+        .into_iter()
+        .map(|(id, [fb, tb, fo, to])| StackDelta {
+            stack_id: id,
+            frames: frames.get(&id).cloned().unwrap_or_default(),
+            from_bytes: fb,
+            to_bytes: tb,
+            delta_bytes: tb - fb,
+            from_objects: fo,
+            to_objects: to,
+            delta_objects: to - fo,
+        })
+        .collect();
+    stacks.sort_by(|x, y| {
+        y.delta_bytes
+            .cmp(&x.delta_bytes)
+            .then(x.stack_id.cmp(&y.stack_id))
+    });
+    Ok(HeapDiff {
+        from: a,
+        to: b,
+        stacks,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows() {
+        assert_eq!(
+            window(Some("1h"), None, None, 10_000_000).unwrap(),
+            (6_400_000, 10_000_000)
+        );
+        assert_eq!(window(None, Some(5), Some(9), 100).unwrap(), (5, 9));
+        let e = window(Some("soon"), None, None, 100).unwrap_err();
+        assert!(e.to_string().starts_with("since:"), "{e}");
+        assert!(window(None, Some(9), Some(5), 100).is_err());
+    }
+}

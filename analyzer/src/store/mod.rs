@@ -1,0 +1,198 @@
+//! Storage behind one narrow trait, so that a distributed backend can sit
+//! beside the embedded SQLite one.
+
+mod sqlite;
+
+use serde::Serialize;
+
+use crate::error::Result;
+use heaptide_wire::pprof::Frame;
+
+pub use sqlite::SqliteStore;
+
+/// A batch that passed validation, with its profiles already decoded.
+#[derive(Debug)]
+pub struct ValidBatch {
+    pub batch: heaptide_wire::Batch,
+    /// One entry per `batch.profiles`, in order.
+    pub profiles: Vec<DecodedProfile>,
+}
+
+#[derive(Debug)]
+pub struct DecodedProfile {
+    /// The gzipped pprof as received.
+    pub raw: Vec<u8>,
+    pub stacks: Vec<heaptide_wire::pprof::StackSample>,
+}
+
+/// What ingest did with a batch.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct IngestOutcome {
+    pub samples: usize,
+    pub pause_events: usize,
+    pub profiles: usize,
+    /// True when this batch started a new segment (a new process).
+    pub new_segment: bool,
+}
+
+/// One instance of a service, as last reported.
+#[derive(Debug, Clone, Serialize)]
+pub struct InstanceInfo {
+    pub service: String,
+    pub instance: String,
+    pub host: String,
+    pub pid: u32,
+    pub start_time_ms: i64,
+    pub agent_version: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub first_seen_ms: i64,
+    pub last_seen_ms: i64,
+    /// Processes seen for this instance; more than one means restarts.
+    pub segments: u32,
+    pub heap_profiling: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heap_profiling_reason: Option<String>,
+    pub agent_stats: serde_json::Value,
+}
+
+/// A process lifetime of one instance. Trends are never fitted across two.
+#[derive(Debug, Clone, Serialize)]
+pub struct Segment {
+    pub id: i64,
+    pub pid: u32,
+    pub start_time_ms: i64,
+    pub first_seen_ms: i64,
+    pub last_seen_ms: i64,
+}
+
+/// Which data a query is about.
+#[derive(Debug, Clone)]
+pub struct Selector {
+    pub service: String,
+    /// `None` means every instance of the service.
+    pub instance: Option<String>,
+    pub from_ms: i64,
+    pub to_ms: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Point {
+    pub instance: String,
+    pub segment: i64,
+    pub ts_ms: i64,
+    /// Mean over the bucket (the value itself at raw resolution).
+    pub value: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StoredPause {
+    pub instance: String,
+    pub start_ms: i64,
+    pub duration_ms: f64,
+    pub source: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProfileInfo {
+    pub id: i64,
+    pub instance: String,
+    pub segment: i64,
+    pub ts_ms: i64,
+    pub sample_period_bytes: u64,
+    pub total_bytes: i64,
+    pub total_objects: i64,
+}
+
+/// One stack's live estimate in one profile.
+#[derive(Debug, Clone, Serialize)]
+pub struct StackValue {
+    pub stack_id: i64,
+    pub bytes: i64,
+    pub objects: i64,
+}
+
+/// One profile's value for a stack, for per-site series.
+#[derive(Debug, Clone, Serialize)]
+pub struct SitePoint {
+    pub profile_id: i64,
+    pub ts_ms: i64,
+    pub stack_id: i64,
+    pub bytes: i64,
+    pub objects: i64,
+}
+
+/// What a retention pass did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RetentionReport {
+    pub samples_deleted: u64,
+    pub samples_downsampled: u64,
+    pub profiles_deleted: u64,
+    pub pauses_deleted: u64,
+    pub stacks_deleted: u64,
+}
+
+/// Size of the store and how it divides over agent-days.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoreStats {
+    pub file_bytes: u64,
+    pub instances: u64,
+    pub segments: u64,
+    pub samples: u64,
+    pub profiles: u64,
+    pub stacks: u64,
+    /// Sum over segments of the time they were reporting, in days.
+    pub agent_days: f64,
+    pub bytes_per_agent_day: Option<f64>,
+}
+
+/// Downsampling tiers: data older than `after_ms` is kept at `bucket_ms`.
+#[derive(Debug, Clone)]
+pub struct RetentionPolicy {
+    pub keep_ms: i64,
+    pub tiers: Vec<(i64, i64)>,
+    /// Profiles older than this are thinned to one per `profile_bucket_ms`.
+    pub profile_thin_after_ms: i64,
+    pub profile_bucket_ms: i64,
+}
+
+impl RetentionPolicy {
+    /// 10 s raw for 24 h, then 1 min to 72 h, then 10 min; profiles thinned
+    /// to one per 10 min after 24 h.
+    pub fn with_retention(keep_ms: i64) -> Self {
+        const H: i64 = 3_600_000;
+        RetentionPolicy {
+            keep_ms,
+            tiers: vec![(24 * H, 60_000), (72 * H, 600_000)],
+            profile_thin_after_ms: 24 * H,
+            profile_bucket_ms: 600_000,
+        }
+    }
+}
+
+/// The storage contract. Every method is synchronous; async callers run
+/// them on a blocking thread.
+pub trait Store: Send + Sync + 'static {
+    fn ingest(&self, batch: &ValidBatch, received_ms: i64) -> Result<IngestOutcome>;
+    fn instances(&self, service: Option<&str>) -> Result<Vec<InstanceInfo>>;
+    fn segments(&self, service: &str, instance: &str) -> Result<Vec<Segment>>;
+    fn metric_names(&self, service: &str, instance: Option<&str>) -> Result<Vec<String>>;
+    fn series(&self, sel: &Selector, metric: &str) -> Result<Vec<Point>>;
+    fn pauses(&self, sel: &Selector) -> Result<Vec<StoredPause>>;
+    fn profiles(&self, sel: &Selector) -> Result<Vec<ProfileInfo>>;
+    fn profile_nearest(
+        &self,
+        service: &str,
+        instance: &str,
+        at_ms: i64,
+    ) -> Result<Option<ProfileInfo>>;
+    fn profile_values(&self, profile_id: i64) -> Result<Vec<StackValue>>;
+    fn profile_raw(&self, profile_id: i64) -> Result<Vec<u8>>;
+    /// Every stack's value in every profile of `sel`, ordered by time.
+    fn site_points(&self, sel: &Selector) -> Result<Vec<SitePoint>>;
+    fn stacks(&self, ids: &[i64]) -> Result<Vec<(i64, Vec<Frame>)>>;
+    fn retain(&self, now_ms: i64, policy: &RetentionPolicy) -> Result<RetentionReport>;
+    fn stats(&self) -> Result<StoreStats>;
+}

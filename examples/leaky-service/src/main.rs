@@ -1,0 +1,187 @@
+//! A small HTTP service that leaks on purpose, with the heaptide agent
+//! linked in. It is the demo of the quickstart and the subject of the
+//! end-to-end tests.
+//!
+//! Routes:
+//! - `GET /leak?kb=N`: keeps N KiB (default 64) per request in a global; a heap leak.
+//! - `GET /leak-fd`: opens a file and never closes it; an fd leak.
+//! - `GET /cache?key=K`: fills a cache bounded at 2,000 entries of 4 KiB; healthy growth to a plateau.
+//! - `GET /work`: allocates and frees; no growth.
+//! - `GET /spawn-thread`: starts a parked thread named `leaky-worker-N`; a thread leak.
+//! - `GET /pause?ms=N`: an application pause reported through the agent.
+//! - `GET /healthz`
+//!
+//! It listens on `LEAKY_LISTEN` (default `127.0.0.1:0`) and prints
+//! `listening on http://ADDR` once it accepts connections.
+
+heaptide_agent::global_allocator!();
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use axum::extract::Query;
+use axum::routing::get;
+use axum::Router;
+
+static LEAKED: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+static LEAKED_FILES: Mutex<Vec<std::fs::File>> = Mutex::new(Vec::new());
+static CACHE: Mutex<Option<BoundedCache>> = Mutex::new(None);
+static THREADS: AtomicUsize = AtomicUsize::new(0);
+
+const CACHE_ENTRIES: usize = 2_000;
+
+#[derive(Default)]
+struct BoundedCache {
+    map: HashMap<u64, Vec<u8>>,
+    order: VecDeque<u64>,
+}
+
+#[derive(serde::Deserialize)]
+struct Params {
+    kb: Option<usize>,
+    key: Option<u64>,
+    ms: Option<u64>,
+}
+
+/// The leak: request buffers kept forever in a global.
+#[inline(never)]
+fn leak_request_buffer(kb: usize) -> usize {
+    let buf = std::hint::black_box(vec![0xA5u8; kb * 1024]);
+    let mut leaked = LEAKED.lock().unwrap_or_else(|p| p.into_inner());
+    leaked.push(buf);
+    leaked.len()
+}
+
+/// The fd leak: each call opens a file and keeps it.
+#[inline(never)]
+fn leak_file_handle() -> std::io::Result<usize> {
+    let f = std::fs::File::open("/dev/null")?;
+    let mut files = LEAKED_FILES.lock().unwrap_or_else(|p| p.into_inner());
+    files.push(f);
+    Ok(files.len())
+}
+
+/// Healthy growth: a cache that stops at its bound.
+#[inline(never)]
+fn fill_bounded_cache(key: u64) -> usize {
+    let mut guard = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    let cache = guard.get_or_insert_with(BoundedCache::default);
+    if !cache.map.contains_key(&key) {
+        if cache.map.len() >= CACHE_ENTRIES {
+            if let Some(old) = cache.order.pop_front() {
+                cache.map.remove(&old);
+            }
+        }
+        cache.map.insert(key, vec![key as u8; 4096]);
+        cache.order.push_back(key);
+    }
+    cache.map.len()
+}
+
+#[inline(never)]
+fn transient_work() -> usize {
+    let v: Vec<String> = (0..256).map(|i| format!("item-{i}")).collect();
+    std::hint::black_box(v).len()
+}
+
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("leaky-service: {e}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let agent = heaptide_agent::builder().service("leaky-service").start()?;
+    if let Some(reason) = agent.heap_profiling().reason {
+        eprintln!("leaky-service: heap profiles are off: {reason}");
+    }
+    let listen = std::env::var("LEAKY_LISTEN").unwrap_or_else(|_| "127.0.0.1:0".into());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let app = Router::new()
+            .route("/healthz", get(|| async { "ok" }))
+            .route(
+                "/leak",
+                get(|Query(p): Query<Params>| async move {
+                    heaptide_agent::count_requests(1);
+                    format!(
+                        "{}\n",
+                        leak_request_buffer(p.kb.unwrap_or(64).min(64 * 1024))
+                    )
+                }),
+            )
+            .route(
+                "/leak-fd",
+                get(|| async {
+                    heaptide_agent::count_requests(1);
+                    match leak_file_handle() {
+                        Ok(n) => format!("{n}\n"),
+                        Err(e) => format!("error: {e}\n"),
+                    }
+                }),
+            )
+            .route(
+                "/cache",
+                get(|Query(p): Query<Params>| async move {
+                    heaptide_agent::count_requests(1);
+                    format!("{}\n", fill_bounded_cache(p.key.unwrap_or(0)))
+                }),
+            )
+            .route(
+                "/work",
+                get(|| async {
+                    heaptide_agent::count_requests(1);
+                    format!("{}\n", transient_work())
+                }),
+            )
+            .route(
+                "/spawn-thread",
+                get(|| async {
+                    let n = THREADS.fetch_add(1, Ordering::Relaxed);
+                    let spawned = std::thread::Builder::new()
+                        .name(format!("leaky-worker-{n}"))
+                        .spawn(|| loop {
+                            std::thread::park();
+                        });
+                    match spawned {
+                        Ok(_) => format!("{}\n", n + 1),
+                        Err(e) => format!("error: {e}\n"),
+                    }
+                }),
+            )
+            .route(
+                "/pause",
+                get(|Query(p): Query<Params>| async move {
+                    let ms = p.ms.unwrap_or(50).min(10_000);
+                    tokio::task::spawn_blocking(move || {
+                        let _pause = heaptide_agent::pause("leaky-compaction");
+                        std::thread::sleep(std::time::Duration::from_millis(ms));
+                    })
+                    .await
+                    .map(|_| "paused\n")
+                    .unwrap_or("error\n")
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind(&listen).await?;
+        println!("listening on http://{}", listener.local_addr()?);
+        use std::io::Write;
+        std::io::stdout().flush()?;
+        let shutdown = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        Ok::<(), Box<dyn std::error::Error>>(())
+    })?;
+    agent.shutdown();
+    Ok(())
+}

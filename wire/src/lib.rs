@@ -1,0 +1,257 @@
+//! Wire types shared by the heaptide agent and analyzer.
+//!
+//! An agent sends [`Batch`]es as JSON to `POST /v1/ingest`. The format is
+//! specified in `docs/wire.md`; this crate is its single source of truth in
+//! code, and it carries no allocator or runtime so the analyzer stays free of
+//! jemalloc.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub mod pprof;
+
+/// The wire version this crate speaks. The analyzer rejects other versions.
+pub const WIRE_VERSION: u32 = 1;
+
+/// The ingest path on the analyzer.
+pub const INGEST_PATH: &str = "/v1/ingest";
+
+/// One upload from one agent.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Batch {
+    /// Must equal [`WIRE_VERSION`].
+    pub version: u32,
+    pub agent: AgentInfo,
+    /// Increases by one per batch within one agent process; lets the analyzer
+    /// see gaps and ignore replays.
+    pub seq: u64,
+    /// Unix time in milliseconds when the batch was sealed.
+    pub sent_at_ms: i64,
+    pub heap_profiling: HeapProfilingStatus,
+    pub agent_stats: AgentStats,
+    #[serde(default)]
+    pub samples: Vec<Sample>,
+    #[serde(default)]
+    pub pause_events: Vec<PauseEvent>,
+    #[serde(default)]
+    pub profiles: Vec<Profile>,
+}
+
+/// Who is sending. A new `pid` or `start_time_ms` for the same
+/// (`service`, `instance`) is a restart.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AgentInfo {
+    pub service: String,
+    pub instance: String,
+    pub host: String,
+    pub pid: u32,
+    /// Unix time in milliseconds when the process started.
+    pub start_time_ms: i64,
+    /// Version of the agent crate.
+    pub agent_version: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Whether heap profiles are being taken, and if not, why.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HeapProfilingStatus {
+    pub enabled: bool,
+    /// Set when `enabled` is false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Mean bytes between heap samples (jemalloc's `2^lg_prof_sample`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_period_bytes: Option<u64>,
+}
+
+/// What the agent costs its host, cumulative since the agent started.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AgentStats {
+    /// CPU seconds used by the agent's own threads.
+    pub cpu_seconds: f64,
+    /// Heap bytes held by the agent's own threads (allocated minus freed).
+    pub heap_bytes: u64,
+    /// Queue items dropped because the queue was full.
+    pub dropped_items: u64,
+    /// Bytes of those dropped items.
+    pub dropped_bytes: u64,
+    /// Upload attempts that failed.
+    pub send_failures: u64,
+    /// Heap profiles that could not be taken.
+    pub profile_failures: u64,
+}
+
+/// Every metric read at one instant. Names are listed in `docs/wire.md`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Sample {
+    pub ts_ms: i64,
+    pub metrics: BTreeMap<String, f64>,
+}
+
+/// A stall: the pause meter woke late, the tokio runtime lagged, or the
+/// application declared a stop-the-world section.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PauseEvent {
+    /// Unix time in milliseconds when the pause began.
+    pub start_ms: i64,
+    pub duration_ms: f64,
+    pub source: PauseSource,
+    /// The application's name for the pause; empty for measured stalls.
+    #[serde(default)]
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum PauseSource {
+    /// The dedicated pause-meter thread woke late.
+    Meter,
+    /// A tokio runtime ran a timer late.
+    Tokio,
+    /// The application reported a pause through the API.
+    App,
+}
+
+impl PauseSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PauseSource::Meter => "meter",
+            PauseSource::Tokio => "tokio",
+            PauseSource::App => "app",
+        }
+    }
+}
+
+/// A sampled live-heap snapshot.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    pub ts_ms: i64,
+    /// Mean bytes between samples that produced it.
+    pub sample_period_bytes: u64,
+    /// Gzipped pprof (`perftools.profiles.Profile`) with the sample types
+    /// `inuse_objects/count` and `inuse_space/bytes`, already scaled to
+    /// unbiased estimates, in standard base64.
+    pub pprof_gz_base64: String,
+}
+
+/// Metric names, so that the agent and the analyzer cannot drift apart.
+pub mod metric {
+    pub const HEAP_ALLOCATED: &str = "heap.allocated";
+    pub const HEAP_ACTIVE: &str = "heap.active";
+    pub const HEAP_RESIDENT: &str = "heap.resident";
+    pub const HEAP_MAPPED: &str = "heap.mapped";
+    pub const HEAP_RETAINED: &str = "heap.retained";
+    pub const HEAP_METADATA: &str = "heap.metadata";
+    pub const RSS: &str = "process.rss";
+    pub const VSIZE: &str = "process.vsize";
+    pub const MINOR_FAULTS: &str = "process.minor_faults";
+    pub const MAJOR_FAULTS: &str = "process.major_faults";
+    pub const VOLUNTARY_CTXT: &str = "process.voluntary_ctxt_switches";
+    pub const INVOLUNTARY_CTXT: &str = "process.involuntary_ctxt_switches";
+    pub const FDS: &str = "fds";
+    /// Prefix of the per-kind fd counts: `fds.file`, `fds.socket`, `fds.pipe`,
+    /// `fds.anon`, `fds.other`.
+    pub const FDS_KIND_PREFIX: &str = "fds.";
+    pub const THREADS: &str = "threads";
+    /// Prefix of the per-name thread counts: `threads.name.<prefix>`.
+    pub const THREADS_NAME_PREFIX: &str = "threads.name.";
+    /// Total TCP sockets of the process.
+    pub const TCP: &str = "tcp";
+    /// Prefix of the per-state socket counts: `tcp.established`, `tcp.close_wait`, ...
+    pub const TCP_STATE_PREFIX: &str = "tcp.";
+    pub const LIMIT_NOFILE_SOFT: &str = "limit.nofile.soft";
+    pub const LIMIT_NOFILE_HARD: &str = "limit.nofile.hard";
+    pub const LIMIT_NPROC: &str = "limit.nproc";
+    pub const LIMIT_AS: &str = "limit.as";
+    pub const LIMIT_THREADS_MAX: &str = "limit.threads_max";
+    pub const LIMIT_PIDS_MAX: &str = "limit.cgroup.pids_max";
+    pub const LIMIT_MEMORY_MAX: &str = "limit.cgroup.memory_max";
+    pub const LIMIT_PHYSICAL_MEMORY: &str = "limit.physical_memory";
+    pub const CGROUP_MEMORY_CURRENT: &str = "cgroup.memory_current";
+    pub const PAUSE_P50_MS: &str = "pause.p50_ms";
+    pub const PAUSE_P99_MS: &str = "pause.p99_ms";
+    pub const PAUSE_P999_MS: &str = "pause.p999_ms";
+    pub const PAUSE_MAX_MS: &str = "pause.max_ms";
+    pub const TOKIO_LAG_P99_MS: &str = "tokio.lag_p99_ms";
+    pub const TOKIO_LAG_MAX_MS: &str = "tokio.lag_max_ms";
+    /// Requests served, when the application reports them.
+    pub const REQUESTS: &str = "app.requests";
+}
+
+/// Checks a metric name: 1 to 128 bytes of `[a-z0-9._-]`.
+pub fn valid_metric_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+}
+
+/// Turns a thread name into the prefix it is counted under: trailing digits,
+/// `-`, `_`, `#` and spaces are cut, so `tokio-runtime-worker-3` and
+/// `tokio-runtime-worker-12` share `tokio-runtime-worker`. The result is
+/// lowercased and mapped into the metric-name alphabet.
+pub fn thread_name_prefix(name: &str) -> String {
+    let trimmed = name.trim_end_matches(|c: char| {
+        c.is_ascii_digit() || c == '-' || c == '_' || c == '#' || c == ' '
+    });
+    let mut out: String = trimmed
+        .chars()
+        .take(64)
+        .map(|c| {
+            let c = c.to_ascii_lowercase();
+            if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if out.is_empty() {
+        out.push_str("unnamed");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thread_prefixes_group_numbered_pools() {
+        assert_eq!(
+            thread_name_prefix("tokio-runtime-worker-3"),
+            "tokio-runtime-worker"
+        );
+        assert_eq!(
+            thread_name_prefix("tokio-runtime-worker-12"),
+            "tokio-runtime-worker"
+        );
+        assert_eq!(thread_name_prefix("Worker Pool#7"), "worker_pool");
+        assert_eq!(thread_name_prefix("1234"), "unnamed");
+        assert_eq!(thread_name_prefix("main"), "main");
+    }
+
+    #[test]
+    fn metric_names_are_checked() {
+        assert!(valid_metric_name("threads.name.leaky-pool"));
+        assert!(!valid_metric_name("Heap"));
+        assert!(!valid_metric_name(""));
+        assert!(!valid_metric_name("a;drop table"));
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let json = r#"{"ts_ms":1,"metrics":{},"extra":1}"#;
+        assert!(serde_json::from_str::<Sample>(json).is_err());
+    }
+}
