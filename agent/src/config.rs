@@ -187,10 +187,23 @@ impl Builder {
                 reason: "must be between 1 byte and 1 TiB".into(),
             });
         }
-        let queue_bytes = self.queue_bytes.unwrap_or(4 << 20);
+        let queue_bytes =
+            match self.queue_bytes {
+                Some(q) => q,
+                None => match env("HEAPTIDE_QUEUE_BYTES") {
+                    Some(text) => parse_bytes(&text).map(|b| b as usize).ok_or_else(|| {
+                        Error::InvalidConfig {
+                            key: "HEAPTIDE_QUEUE_BYTES",
+                            value: text.clone(),
+                            reason: "expected bytes such as 4MiB".into(),
+                        }
+                    })?,
+                    None => 4 << 20,
+                },
+            };
         if queue_bytes < 64 * 1024 {
             return Err(Error::InvalidConfig {
-                key: "queue_bytes",
+                key: "HEAPTIDE_QUEUE_BYTES",
                 value: queue_bytes.to_string(),
                 reason: "must be at least 64 KiB".into(),
             });

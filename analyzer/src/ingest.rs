@@ -79,7 +79,12 @@ pub fn decode(body: &[u8], gzip: bool, limits: &Limits, now_ms: i64) -> Result<V
     let de = &mut serde_json::Deserializer::from_slice(&json);
     let batch: Batch = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
-        let field = if path == "." { "body".to_owned() } else { path };
+        // An empty path means the body as a whole (a syntax error, say).
+        let field = if path == "." || path == "?" {
+            "body".to_owned()
+        } else {
+            path
+        };
         Error::invalid(field, e.into_inner().to_string())
     })?;
     validate(&batch, now_ms)?;

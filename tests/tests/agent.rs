@@ -1,0 +1,218 @@
+//! The agent, linked into the real leaky example, streaming to a real
+//! `analyzer serve`.
+
+use std::time::Duration;
+
+use heaptide_tests::*;
+
+const SVC: &str = "leaky-service";
+
+fn setup(instance: &str) -> (tempfile::TempDir, Proc, Proc) {
+    let dir = tempfile::tempdir().unwrap();
+    let an = analyzer(dir.path(), &dir.path().join("h.db"), "127.0.0.1:0", &[]);
+    let leaky = leaky(dir.path(), &format!("http://{}", an.addr), instance, &[]);
+    wait_for("first sample", Duration::from_secs(30), || {
+        latest(&an, SVC, instance, "fds")
+    });
+    (dir, an, leaky)
+}
+
+fn profiles(an: &Proc, instance: &str) -> Vec<serde_json::Value> {
+    get_json(&an.url(&format!(
+        "/v1/profiles?service={SVC}&instance={instance}&since=10m"
+    )))["profiles"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[test]
+fn leaking_function_is_the_top_growing_heap_site() {
+    let (_dir, an, leaky) = setup("heap");
+    let before = wait_for("a first profile", Duration::from_secs(30), || {
+        profiles(&an, "heap")
+            .last()
+            .and_then(|p| p["ts_ms"].as_i64())
+    });
+    for _ in 0..200 {
+        let (status, _) = get(&leaky.url("/leak?kb=64"));
+        assert_eq!(status, 200);
+    }
+    let sent = now_ms();
+    let after = wait_for("a profile after the leak", Duration::from_secs(30), || {
+        profiles(&an, "heap")
+            .last()
+            .and_then(|p| p["ts_ms"].as_i64())
+            .filter(|t| *t > sent)
+    });
+    let diff = get_json(&an.url(&format!(
+        "/v1/profile/diff?service={SVC}&instance=heap&from={before}&to={after}"
+    )));
+    let top = &diff["stacks"][0];
+    let names: Vec<&str> = top["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["function"].as_str())
+        .collect();
+    assert!(
+        names.iter().any(|n| n.contains("leak_request_buffer")),
+        "top growing stack is not the leak: {names:?}"
+    );
+    // 200 x 64 KiB = 12.5 MiB leaked; the unbiased estimate must be close.
+    let grown = top["delta_bytes"].as_f64().unwrap();
+    let leaked = 200.0 * 64.0 * 1024.0;
+    assert!(
+        (grown / leaked - 1.0).abs() < 0.25,
+        "estimated {grown} bytes for {leaked} leaked"
+    );
+    // The pprof behind it downloads as gzip.
+    let (status, body) = get(&an.url(&format!(
+        "/v1/profile?service={SVC}&instance=heap&at={after}&format=folded"
+    )));
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("leak_request_buffer"),
+        "folded stacks lack the leak"
+    );
+}
+
+#[test]
+fn leaked_fds_show_in_the_count_and_by_kind() {
+    let (_dir, an, leaky) = setup("fds");
+    let files0 = latest(&an, SVC, "fds", "fds.file").unwrap();
+    let total0 = latest(&an, SVC, "fds", "fds").unwrap();
+    for _ in 0..40 {
+        assert_eq!(get(&leaky.url("/leak-fd")).0, 200);
+    }
+    wait_for("40 more regular-file fds", Duration::from_secs(20), || {
+        let files = latest(&an, SVC, "fds", "fds.file")?;
+        (files >= files0 + 40.0).then_some(())
+    });
+    let total = latest(&an, SVC, "fds", "fds").unwrap();
+    assert!(total >= total0 + 40.0, "total fds {total0} -> {total}");
+    assert!(
+        latest(&an, SVC, "fds", "fds.socket").unwrap() >= 1.0,
+        "the listener is a socket"
+    );
+    assert!(
+        latest(&an, SVC, "fds", "tcp.listen").unwrap() >= 1.0,
+        "the listener is in LISTEN"
+    );
+    assert!(latest(&an, SVC, "fds", "limit.nofile.soft").unwrap() > 0.0);
+}
+
+#[test]
+fn spawned_threads_show_in_the_count_and_by_name() {
+    let (_dir, an, leaky) = setup("threads");
+    let total0 = latest(&an, SVC, "threads", "threads").unwrap();
+    for _ in 0..5 {
+        assert_eq!(get(&leaky.url("/spawn-thread")).0, 200);
+    }
+    wait_for("5 leaky-worker threads", Duration::from_secs(20), || {
+        let n = latest(&an, SVC, "threads", "threads.name.leaky-worker")?;
+        (n == 5.0).then_some(())
+    });
+    let total = latest(&an, SVC, "threads", "threads").unwrap();
+    assert!(total >= total0 + 5.0, "threads {total0} -> {total}");
+}
+
+#[test]
+fn a_stopped_process_records_a_pause_of_that_length() {
+    let (_dir, an, leaky) = setup("pause");
+    let stopped_at = now_ms();
+    nix::sys::signal::kill(leaky.pid(), nix::sys::signal::Signal::SIGSTOP).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    nix::sys::signal::kill(leaky.pid(), nix::sys::signal::Signal::SIGCONT).unwrap();
+    let pause = wait_for("the pause event", Duration::from_secs(20), || {
+        let v = get_json(&an.url(&format!(
+            "/v1/pauses?service={SVC}&instance=pause&since=10m"
+        )));
+        v["events"]
+            .as_array()?
+            .iter()
+            .find(|e| e["source"] == "meter" && e["duration_ms"].as_f64() > Some(100.0))
+            .cloned()
+    });
+    let ms = pause["duration_ms"].as_f64().unwrap();
+    assert!(
+        (250.0..=600.0).contains(&ms),
+        "pause of {ms} ms for a 300 ms stop"
+    );
+    let start = pause["start_ms"].as_i64().unwrap();
+    assert!(
+        (start - stopped_at).abs() < 500,
+        "pause starts at {start}, stop was at {stopped_at}"
+    );
+    // The interval's histogram carries it too.
+    wait_for(
+        "max pause in the histogram",
+        Duration::from_secs(10),
+        || {
+            let m = latest(&an, SVC, "pause", "pause.max_ms")?;
+            let v = get_json(&an.url(&format!(
+                "/v1/series?service={SVC}&instance=pause&metric=pause.max_ms&since=10m"
+            )));
+            let max = v["points"]
+                .as_array()?
+                .iter()
+                .filter_map(|p| p["value"].as_f64())
+                .fold(m, f64::max);
+            (max >= 250.0).then_some(())
+        },
+    );
+}
+
+#[test]
+fn without_an_analyzer_the_host_runs_on_and_drops_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let leaky = leaky(
+        dir.path(),
+        &format!("http://{addr}"),
+        "offline",
+        &[
+            ("HEAPTIDE_QUEUE_BYTES", "64KiB"),
+            ("HEAPTIDE_INTERVAL", "50ms"),
+            ("HEAPTIDE_PROFILE_INTERVAL", "100ms"),
+        ],
+    );
+    // The host answers every request, promptly, while nothing receives.
+    for i in 0..300 {
+        let t = std::time::Instant::now();
+        let (status, _) = get(&leaky.url(if i % 2 == 0 { "/work" } else { "/leak?kb=4" }));
+        assert_eq!(status, 200);
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "request {i} took {:?}",
+            t.elapsed()
+        );
+        if i % 100 == 0 {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+    // Once an analyzer appears, the next batch carries the drop count.
+    let store = dir.path().join("late.db");
+    let an = analyzer(dir.path(), &store, &addr.to_string(), &[]);
+    let stats = wait_for("a batch from the agent", Duration::from_secs(60), || {
+        let v = get(&an.url(&format!("/v1/instances?service={SVC}")));
+        if v.0 != 200 {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_str(&v.1).ok()?;
+        Some(v["instances"][0]["agent_stats"].clone())
+    });
+    assert!(
+        stats["dropped_items"].as_u64().unwrap() > 0,
+        "no drops counted: {stats}"
+    );
+    assert!(
+        stats["send_failures"].as_u64().unwrap() > 0,
+        "no send failures counted: {stats}"
+    );
+    assert!(
+        leaky.stderr().is_empty() || !leaky.stderr().contains("panicked"),
+        "{}",
+        leaky.stderr()
+    );
+}
