@@ -12,7 +12,8 @@
 //! - `GET /healthz`
 //!
 //! It listens on `LEAKY_LISTEN` (default `127.0.0.1:0`) and prints
-//! `listening on http://ADDR` once it accepts connections.
+//! `listening on http://ADDR` once it accepts connections. `LEAKY_AGENT=off`
+//! runs it without the agent, for overhead comparisons.
 
 heaptide_agent::global_allocator!();
 
@@ -96,10 +97,16 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let agent = heaptide_agent::builder().service("leaky-service").start()?;
-    if let Some(reason) = agent.heap_profiling().reason {
-        eprintln!("leaky-service: heap profiles are off: {reason}");
-    }
+    // LEAKY_AGENT=off runs without the agent, for overhead comparisons.
+    let agent = if std::env::var("LEAKY_AGENT").as_deref() == Ok("off") {
+        None
+    } else {
+        let agent = heaptide_agent::builder().service("leaky-service").start()?;
+        if let Some(reason) = agent.heap_profiling().reason {
+            eprintln!("leaky-service: heap profiles are off: {reason}");
+        }
+        Some(agent)
+    };
     let listen = std::env::var("LEAKY_LISTEN").unwrap_or_else(|_| "127.0.0.1:0".into());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -175,13 +182,23 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         use std::io::Write;
         std::io::stdout().flush()?;
         let shutdown = async {
-            let _ = tokio::signal::ctrl_c().await;
+            let Ok(mut term) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            else {
+                return;
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
         };
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await?;
         Ok::<(), Box<dyn std::error::Error>>(())
     })?;
-    agent.shutdown();
+    if let Some(agent) = agent {
+        agent.shutdown();
+    }
     Ok(())
 }
