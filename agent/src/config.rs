@@ -28,6 +28,8 @@ pub struct Config {
     pub pause_threshold: Duration,
     /// Bound on queued, unsent data.
     pub queue_bytes: usize,
+    /// Whether heap profiles carry `file:line` from DWARF as well as names.
+    pub symbol_lines: bool,
     /// Timeout of one upload.
     pub send_timeout: Duration,
     /// How long `shutdown` may spend flushing.
@@ -58,6 +60,7 @@ pub struct Builder {
     pause_tick: Option<Duration>,
     pause_threshold: Option<Duration>,
     queue_bytes: Option<usize>,
+    symbol_lines: Option<bool>,
     send_timeout: Option<Duration>,
     shutdown_timeout: Option<Duration>,
 }
@@ -93,6 +96,9 @@ impl Builder {
         pause_threshold: Duration);
     setter!(/// Bound on queued, unsent data (default 4 MiB).
         queue_bytes: usize);
+    setter!(/// Add `file:line` to profile frames (default off: it parses the
+        /// binary's DWARF, briefly tens of MiB for a large one).
+        symbol_lines: bool);
     setter!(/// Timeout of one upload (default 5 s).
         send_timeout: Duration);
     setter!(/// Time `shutdown` may spend flushing (default 2 s).
@@ -208,8 +214,23 @@ impl Builder {
                 reason: "must be at least 64 KiB".into(),
             });
         }
+        let symbol_lines = match self.symbol_lines {
+            Some(b) => b,
+            None => match env("HEAPTIDE_SYMBOL_LINES").as_deref().map(str::trim) {
+                None | Some("") | Some("0") | Some("false") => false,
+                Some("1") | Some("true") => true,
+                Some(other) => {
+                    return Err(Error::InvalidConfig {
+                        key: "HEAPTIDE_SYMBOL_LINES",
+                        value: other.to_owned(),
+                        reason: "expected true or false".into(),
+                    })
+                }
+            },
+        };
         Ok(Config {
             endpoint,
+            symbol_lines,
             service,
             instance,
             token,

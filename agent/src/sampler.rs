@@ -43,7 +43,7 @@ pub(crate) fn init_profiling(config: &Config) -> HeapProfilingStatus {
 pub(crate) fn run(shared: &Shared) {
     let cfg = &shared.config;
     let mut procs = ProcessSampler::new();
-    let mut symbols = Symbolizer::new(SYMBOL_CACHE_ENTRIES);
+    let mut symbols = Symbolizer::new(SYMBOL_CACHE_ENTRIES, cfg.symbol_lines);
     let start = Instant::now();
     let mut next_sample = start;
     let mut next_profile = start + cfg.profile_interval;
@@ -141,6 +141,7 @@ fn profile(shared: &Shared, symbols: &mut Symbolizer) -> Option<Profile> {
             return None;
         }
     };
+    symbols.prepare(raw.iter().flat_map(|r| r.addrs.iter().copied()));
     let stacks: Vec<StackSample> = raw
         .iter()
         .map(|r| StackSample {
@@ -149,7 +150,6 @@ fn profile(shared: &Shared, symbols: &mut Symbolizer) -> Option<Profile> {
             bytes: r.bytes as i64,
         })
         .collect();
-    symbols.release_debug_info();
     let pprof = build_heap_profile(&stacks, period as i64, ts_ms * 1_000_000);
     Some(Profile {
         ts_ms,

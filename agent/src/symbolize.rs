@@ -1,4 +1,12 @@
-//! Turns return addresses from heap dumps into function names.
+//! Turns return addresses from heap dumps into function names and
+//! `file:line`.
+//!
+//! Names come from the executable's symbol table (`object`); `file:line`
+//! from its DWARF line tables (`addr2line`) when asked for. Inlined frames
+//! are not expanded: the symbol table names the function the code was
+//! inlined into, which is the code a reader can act on, and the symbol
+//! table costs about a megabyte to read where the DWARF of a large binary
+//! costs tens (measured in `docs/benchmarks.md`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,69 +19,95 @@ use heaptide_wire::pprof::Frame;
 pub(crate) struct Symbolizer {
     cache: HashMap<u64, Arc<[Frame]>>,
     max_entries: usize,
-    misses: usize,
+    lines: bool,
+    bias: u64,
 }
 
 impl Symbolizer {
-    pub(crate) fn new(max_entries: usize) -> Self {
+    /// `lines` adds `file:line` from DWARF, at the cost of parsing the
+    /// binary's debug info (tens of MiB for a large binary, briefly).
+    pub(crate) fn new(max_entries: usize, lines: bool) -> Self {
         Symbolizer {
             cache: HashMap::new(),
             max_entries,
-            misses: 0,
+            lines,
+            bias: load_bias(),
         }
     }
 
-    /// Frames for one return address, innermost inlined frame first.
-    pub(crate) fn resolve(&mut self, addr: u64) -> Arc<[Frame]> {
-        if let Some(f) = self.cache.get(&addr) {
-            return f.clone();
+    /// Resolves every address not yet cached, opening the executable once
+    /// and closing it after: nothing of it stays mapped between profiles.
+    pub(crate) fn prepare(&mut self, addrs: impl IntoIterator<Item = u64>) {
+        let mut misses: Vec<u64> = addrs
+            .into_iter()
+            .filter(|a| !self.cache.contains_key(a))
+            .collect();
+        if misses.is_empty() {
+            return;
         }
-        self.misses += 1;
-        if self.cache.len() >= self.max_entries {
+        misses.sort_unstable();
+        misses.dedup();
+        if self.cache.len() + misses.len() > self.max_entries {
             self.cache.clear();
         }
-        let mut frames = Vec::new();
-        // A return address points after the call; look up the call itself.
-        let lookup = addr.saturating_sub(1) as usize as *mut std::ffi::c_void;
-        backtrace::resolve(lookup, |sym| {
-            let function = sym
-                .name()
-                .map(|n| format!("{n:#}"))
-                .unwrap_or_else(|| format!("{addr:#x}"));
-            frames.push(Frame {
-                function,
-                file: sym
-                    .filename()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default(),
-                line: sym.lineno().unwrap_or(0),
-            });
-        });
-        if frames.is_empty() {
-            frames.push(Frame {
+        let probe = |a: u64| a.wrapping_sub(1).wrapping_sub(self.bias);
+        let mut frames: Vec<Frame> = misses
+            .iter()
+            .map(|a| Frame {
+                function: format!("{a:#x}"),
+                file: String::new(),
+                line: 0,
+            })
+            .collect();
+        if let Ok(file) = std::fs::File::open("/proc/self/exe") {
+            // SAFETY: the executable of a running process cannot be
+            // truncated (the kernel refuses writes to it with ETXTBSY), so
+            // the mapping stays valid while it is read.
+            if let Ok(map) = unsafe { memmap2::Mmap::map(&file) } {
+                if let Ok(obj) = object::File::parse(&*map) {
+                    use object::Object;
+                    let symbols = obj.symbol_map();
+                    for (a, f) in misses.iter().zip(frames.iter_mut()) {
+                        if let Some(sym) = symbols.before(probe(*a)) {
+                            f.function = format!("{:#}", rustc_demangle::demangle(sym.name()));
+                        }
+                    }
+                }
+            }
+        }
+        if self.lines {
+            if let Ok(loader) = addr2line::Loader::new("/proc/self/exe") {
+                for (a, f) in misses.iter().zip(frames.iter_mut()) {
+                    if let Ok(Some(loc)) = loader.find_location(probe(*a)) {
+                        f.file = loc.file.unwrap_or("").to_owned();
+                        f.line = loc.line.unwrap_or(0);
+                    }
+                }
+            }
+        }
+        for (a, f) in misses.into_iter().zip(frames) {
+            self.cache.insert(a, vec![f].into());
+        }
+    }
+
+    /// Frames for one address, after [`Symbolizer::prepare`].
+    fn resolve(&mut self, addr: u64) -> Arc<[Frame]> {
+        if !self.cache.contains_key(&addr) {
+            self.prepare([addr]);
+        }
+        self.cache.get(&addr).cloned().unwrap_or_else(|| {
+            vec![Frame {
                 function: format!("{addr:#x}"),
                 file: String::new(),
                 line: 0,
-            });
-        }
-        let frames: Arc<[Frame]> = frames.into();
-        self.cache.insert(addr, frames.clone());
-        frames
-    }
-
-    /// Frees the debug info that resolving loaded. It takes tens of MiB for
-    /// a large binary, while the names it produced are cached here; after
-    /// warm-up most profiles resolve nothing new and load nothing.
-    pub(crate) fn release_debug_info(&mut self) {
-        if self.misses > 0 {
-            backtrace::clear_symbol_cache();
-            self.misses = 0;
-        }
+            }]
+            .into()
+        })
     }
 
     /// A whole stack, leaf first, without jemalloc's own sampling frames.
     pub(crate) fn stack(&mut self, addrs: &[u64]) -> Vec<Frame> {
-        let mut out = Vec::with_capacity(addrs.len() + 4);
+        let mut out = Vec::with_capacity(addrs.len());
         for &a in addrs {
             out.extend(self.resolve(a).iter().cloned());
         }
@@ -91,6 +125,30 @@ impl Symbolizer {
     }
 }
 
+/// Where the executable is loaded: addresses in the file are runtime
+/// addresses minus this (non-zero for position-independent executables).
+fn load_bias() -> u64 {
+    unsafe extern "C" fn first(
+        info: *mut libc::dl_phdr_info,
+        _size: usize,
+        data: *mut libc::c_void,
+    ) -> libc::c_int {
+        // SAFETY: dl_iterate_phdr passes a valid `info` for the duration of
+        // the callback, and `data` is the `u64` handed in below.
+        unsafe {
+            *(data as *mut u64) = (*info).dlpi_addr;
+        }
+        1 // the first object is the executable itself
+    }
+    let mut bias: u64 = 0;
+    // SAFETY: `first` matches the callback signature and only writes
+    // through `data`, which points at `bias` for the whole call.
+    unsafe {
+        libc::dl_iterate_phdr(Some(first), &mut bias as *mut u64 as *mut libc::c_void);
+    }
+    bias
+}
+
 /// Frames of jemalloc's sampling path itself, which every stack starts with.
 fn is_jemalloc_internal(name: &str) -> bool {
     name.starts_with("_rjem_")
@@ -106,23 +164,31 @@ mod tests {
 
     #[inline(never)]
     fn a_function_with_a_distinct_name() -> u64 {
-        let mut addr = 0;
-        backtrace::trace(|f| {
-            addr = f.ip() as u64;
-            false
-        });
-        addr
+        a_function_with_a_distinct_name as *const () as u64
     }
 
     #[test]
     fn resolves_own_functions_and_bounds_the_cache() {
-        let mut s = Symbolizer::new(2);
         let here = a_function_with_a_distinct_name();
-        let frames = s.resolve(here + 1);
-        assert!(!frames.is_empty());
-        for a in 0..10u64 {
-            s.resolve(0x10 + a);
-            assert!(s.len() <= 2);
+        for lines in [false, true] {
+            let mut s = Symbolizer::new(2, lines);
+            // +2: a "return address" inside the function.
+            let frames = s.resolve(here + 2);
+            assert!(
+                frames[0]
+                    .function
+                    .contains("a_function_with_a_distinct_name"),
+                "{frames:?}"
+            );
+            assert_eq!(
+                frames[0].file.ends_with("symbolize.rs"),
+                lines,
+                "{frames:?}"
+            );
+            for a in 0..10u64 {
+                s.resolve(0x10 + a);
+                assert!(s.len() <= 2);
+            }
         }
     }
 }

@@ -5,12 +5,17 @@
 //! - [`ingest`] decodes and validates batches (`docs/wire.md`);
 //! - [`store`] keeps them behind the narrow [`store::Store`] trait;
 //! - [`server`] serves ingest and the read API (`docs/api.md`);
-//! - [`query`] holds the read-side logic that the API and the CLI share.
+//! - [`query`] holds the read-side logic that the API and the CLI share;
+//! - [`detect`] finds leaks and predicts exhaustion, for the CLI and the
+//!   API alike;
+//! - [`report`] prints its findings for people.
 
 pub mod config;
+pub mod detect;
 pub mod error;
 pub mod ingest;
 pub mod query;
+pub mod report;
 pub mod server;
 pub mod store;
 

@@ -38,11 +38,47 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// List suspected leaks, worst first. Exits 0 whatever it finds.
+    Leaks {
+        /// How far back to look.
+        #[arg(long, default_value = "24h")]
+        since: String,
+        #[arg(long)]
+        service: Option<String>,
+        #[arg(long)]
+        instance: Option<String>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+        #[arg(long)]
+        store: Option<PathBuf>,
+    },
+    /// Predict when each resource of each instance reaches its limit.
+    Predict {
+        #[arg(long, default_value = "24h")]
+        since: String,
+        /// Only exhaustion within this long is predicted.
+        #[arg(long, default_value = "7d")]
+        horizon: String,
+        #[arg(long)]
+        service: Option<String>,
+        #[arg(long)]
+        instance: Option<String>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+        #[arg(long)]
+        store: Option<PathBuf>,
+    },
     /// Print the store's size, and bytes per agent-day.
     Stats {
         #[arg(long)]
         store: Option<PathBuf>,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Format {
+    Table,
+    Json,
 }
 
 fn main() -> ExitCode {
@@ -68,6 +104,47 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Runs the engine; also returns the findings that lacked data, which the
+/// table mentions.
+fn analyze(
+    store: Option<PathBuf>,
+    since: &str,
+    service: Option<String>,
+    instance: Option<String>,
+) -> anyhow::Result<(
+    heaptide_analyzer::detect::Analysis,
+    Vec<heaptide_analyzer::detect::Finding>,
+)> {
+    use heaptide_analyzer::detect;
+    let path = heaptide_analyzer::config::store_path(store, env);
+    let store = heaptide_analyzer::store::SqliteStore::open_existing(&path)?;
+    let now = heaptide_analyzer::query::now_ms();
+    let (from_ms, to_ms) = heaptide_analyzer::query::window(Some(since), None, None, now)?;
+    let q = detect::Query {
+        service: service.clone(),
+        instance,
+        from_ms,
+        to_ms,
+    };
+    let analysis = detect::analyze(&store, &q, &detect::Options::default())?;
+    if analysis.findings.is_empty() {
+        let what = service
+            .map(|s| format!("service {s:?}"))
+            .unwrap_or_else(|| "any service".into());
+        anyhow::bail!(
+            "no data for {what} in {} (is an agent sending to it?)",
+            path.display()
+        );
+    }
+    let insufficient = analysis
+        .findings
+        .iter()
+        .filter(|f| f.verdict == detect::Verdict::InsufficientData)
+        .cloned()
+        .collect();
+    Ok((analysis, insufficient))
 }
 
 fn env(key: &str) -> Option<String> {
@@ -108,6 +185,54 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     let _ = tokio::signal::ctrl_c().await;
                 },
             ))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Leaks {
+            since,
+            service,
+            instance,
+            format,
+            store,
+        } => {
+            let (analysis, insufficient) = analyze(store, &since, service, instance)?;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&analysis.leaks())?),
+                Format::Table => print!(
+                    "{}",
+                    heaptide_analyzer::report::leaks_table(&analysis, &insufficient)
+                ),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Predict {
+            since,
+            horizon,
+            service,
+            instance,
+            format,
+            store,
+        } => {
+            let horizon_ms = heaptide_analyzer::query::parse_duration_ms("horizon", &horizon)?;
+            let (mut analysis, _) = analyze(store, &since, service, instance)?;
+            for f in &mut analysis.findings {
+                if f.time_to_exhaustion_seconds
+                    .is_some_and(|t| t * 1000.0 > horizon_ms as f64)
+                {
+                    f.reason = format!("{}; exhaustion beyond the {horizon} horizon", f.reason);
+                }
+            }
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&analysis)?),
+                Format::Table => {
+                    print!(
+                        "{}",
+                        heaptide_analyzer::report::predict_table(
+                            &analysis,
+                            horizon_ms as f64 / 1000.0
+                        )
+                    )
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Stats { store } => {

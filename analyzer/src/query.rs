@@ -162,6 +162,34 @@ pub fn profile_json(store: &dyn Store, info: &ProfileInfo) -> Result<serde_json:
     Ok(json!({ "profile": info, "stacks": stacks }))
 }
 
+/// The profile as pprof: the bytes as received while they are kept, else
+/// rebuilt from the stored stacks, which hold the same names, lines and
+/// values.
+pub fn pprof_bytes(store: &dyn Store, info: &ProfileInfo) -> Result<Vec<u8>> {
+    if let Some(raw) = store.profile_raw(info.id)? {
+        return Ok(raw);
+    }
+    let values = store.profile_values(info.id)?;
+    let ids: Vec<i64> = values.iter().map(|v| v.stack_id).collect();
+    let frames: HashMap<i64, _> = store.stacks(&ids)?.into_iter().collect();
+    let stacks: Vec<heaptide_wire::pprof::StackSample> = values
+        .iter()
+        .filter_map(|v| {
+            Some(heaptide_wire::pprof::StackSample {
+                frames: frames.get(&v.stack_id)?.clone(),
+                objects: v.objects,
+                bytes: v.bytes,
+            })
+        })
+        .collect();
+    let profile = heaptide_wire::pprof::build_heap_profile(
+        &stacks,
+        info.sample_period_bytes as i64,
+        info.ts_ms.saturating_mul(1_000_000),
+    );
+    Ok(heaptide_wire::pprof::encode_gzip(&profile))
+}
+
 #[derive(Debug, Serialize)]
 pub struct StackDelta {
     pub stack_id: i64,

@@ -95,6 +95,9 @@ pub fn api_router(state: Arc<AppState>) -> Router {
         .route("/v1/profiles", get(profiles))
         .route("/v1/profile", get(profile))
         .route("/v1/profile/diff", get(profile_diff))
+        .route("/v1/site", get(site))
+        .route("/v1/leaks", get(leaks))
+        .route("/v1/predict", get(predict))
         .route("/v1/store", get(store_stats))
         .with_state(state)
 }
@@ -243,6 +246,8 @@ pub struct WindowQuery {
     /// For profiles: the time wanted, Unix milliseconds.
     pub at: Option<i64>,
     pub format: Option<String>,
+    /// For `/v1/site`: the stack id, as the profile endpoints report it.
+    pub stack: Option<i64>,
 }
 
 fn required<'a>(v: &'a Option<String>, name: &str) -> ApiResult<&'a str> {
@@ -351,7 +356,7 @@ async fn profile(
             .profile_nearest(&service, &instance, at)?
             .ok_or_else(|| Error::NotFound(format!("heap profile of {service}/{instance}")))?;
         let body = match format.as_str() {
-            "pprof" => query::Rendered::Bytes(store.profile_raw(info.id)?),
+            "pprof" => query::Rendered::Bytes(query::pprof_bytes(&*store, &info)?),
             "folded" => {
                 query::Rendered::Text(query::folded(&*store, info.id, query::Value::Bytes)?)
             }
@@ -404,6 +409,60 @@ async fn profile_diff(
             None,
         )),
     }
+}
+
+async fn site(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<WindowQuery>,
+) -> ApiResult<Response> {
+    let sel = selector(&q)?;
+    let stack = q.stack.ok_or_else(|| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            "query parameter stack is required".into(),
+            Some("stack".into()),
+            None,
+        )
+    })?;
+    let store = state.store.clone();
+    let (points, frames) = blocking(move || {
+        let frames = store.stacks(&[stack])?.pop().map(|(_, f)| f);
+        let frames = frames.ok_or_else(|| Error::NotFound(format!("stack {stack}")))?;
+        Ok((store.site_series(&sel, stack)?, frames))
+    })
+    .await?;
+    Ok(Json(json!({ "stack_id": stack, "frames": frames, "points": points })).into_response())
+}
+
+fn analysis_query(q: &WindowQuery, default_since: &str) -> ApiResult<crate::detect::Query> {
+    let since = q.since.as_deref().or(Some(default_since));
+    let (from_ms, to_ms) = query::window(since, q.from, q.to, query::now_ms())?;
+    Ok(crate::detect::Query {
+        service: q.service.clone(),
+        instance: q.instance.clone(),
+        from_ms,
+        to_ms,
+    })
+}
+
+async fn leaks(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<WindowQuery>,
+) -> ApiResult<Response> {
+    let aq = analysis_query(&q, "24h")?;
+    let store = state.store.clone();
+    let a = blocking(move || crate::detect::analyze(&*store, &aq, &Default::default())).await?;
+    Ok(Json(a.leaks()).into_response())
+}
+
+async fn predict(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<WindowQuery>,
+) -> ApiResult<Response> {
+    let aq = analysis_query(&q, "24h")?;
+    let store = state.store.clone();
+    let a = blocking(move || crate::detect::analyze(&*store, &aq, &Default::default())).await?;
+    Ok(Json(a).into_response())
 }
 
 async fn store_stats(State(state): State<Arc<AppState>>) -> ApiResult<Response> {

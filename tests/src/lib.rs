@@ -166,18 +166,42 @@ pub fn get(url: &str) -> (u16, String) {
 }
 
 /// Polls `f` every 100 ms until it returns `Some`, for at most `limit`.
-pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+pub fn wait_for<T>(what: &str, limit: Duration, f: impl FnMut() -> Option<T>) -> T {
+    wait_for_or(what, limit, String::new, f)
+}
+
+/// Like [`wait_for`], adding `context()` to the failure message.
+pub fn wait_for_or<T>(
+    what: &str,
+    limit: Duration,
+    context: impl Fn() -> String,
+    mut f: impl FnMut() -> Option<T>,
+) -> T {
     let start = Instant::now();
     loop {
         if let Some(v) = f() {
             return v;
         }
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
+        if start.elapsed() >= limit {
+            panic!(
+                "timed out after {limit:?} waiting for {what}; {}",
+                context()
+            );
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// An address on loopback below the ephemeral range, where no `bind(0)`
+/// of a concurrent test can land, with nothing listening.
+pub fn unused_fixed_addr() -> SocketAddr {
+    let start = 20_000 + (std::process::id() % 5_000) as u16;
+    for port in (start..30_000).chain(20_000..start) {
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return l.local_addr().expect("addr");
+        }
+    }
+    panic!("no free port below the ephemeral range")
 }
 
 pub fn now_ms() -> i64 {
@@ -193,10 +217,4 @@ pub fn latest(an: &Proc, service: &str, instance: &str, metric: &str) -> Option<
         "/v1/series?service={service}&instance={instance}&metric={metric}&since=10m"
     )));
     v["points"].as_array()?.last()?["value"].as_f64()
-}
-
-/// An address on loopback that nothing listens on right now.
-pub fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
 }

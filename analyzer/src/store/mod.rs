@@ -130,6 +130,7 @@ pub struct RetentionReport {
     pub samples_deleted: u64,
     pub samples_downsampled: u64,
     pub profiles_deleted: u64,
+    pub raw_profiles_dropped: u64,
     pub pauses_deleted: u64,
     pub stacks_deleted: u64,
 }
@@ -137,7 +138,10 @@ pub struct RetentionReport {
 /// Size of the store and how it divides over agent-days.
 #[derive(Debug, Clone, Serialize)]
 pub struct StoreStats {
+    /// The file and its WAL on disk.
     pub file_bytes: u64,
+    /// Pages holding data; freed pages are reused before the file grows.
+    pub used_bytes: u64,
     pub instances: u64,
     pub segments: u64,
     pub samples: u64,
@@ -156,11 +160,13 @@ pub struct RetentionPolicy {
     /// Profiles older than this are thinned to one per `profile_bucket_ms`.
     pub profile_thin_after_ms: i64,
     pub profile_bucket_ms: i64,
+    /// How long the pprof bytes as received are kept.
+    pub raw_profile_keep_ms: i64,
 }
 
 impl RetentionPolicy {
     /// 10 s raw for 24 h, then 1 min to 72 h, then 10 min; profiles thinned
-    /// to one per 10 min after 24 h.
+    /// to one per 10 min after 24 h; pprof bytes as received kept 1 h.
     pub fn with_retention(keep_ms: i64) -> Self {
         const H: i64 = 3_600_000;
         RetentionPolicy {
@@ -168,6 +174,7 @@ impl RetentionPolicy {
             tiers: vec![(24 * H, 60_000), (72 * H, 600_000)],
             profile_thin_after_ms: 24 * H,
             profile_bucket_ms: 600_000,
+            raw_profile_keep_ms: H,
         }
     }
 }
@@ -189,7 +196,11 @@ pub trait Store: Send + Sync + 'static {
         at_ms: i64,
     ) -> Result<Option<ProfileInfo>>;
     fn profile_values(&self, profile_id: i64) -> Result<Vec<StackValue>>;
-    fn profile_raw(&self, profile_id: i64) -> Result<Vec<u8>>;
+    /// The gzipped pprof as received, while it is kept (see
+    /// [`RetentionPolicy::raw_profile_keep_ms`]).
+    fn profile_raw(&self, profile_id: i64) -> Result<Option<Vec<u8>>>;
+    /// One stack's values in the profiles of `sel`, ordered by time.
+    fn site_series(&self, sel: &Selector, stack_id: i64) -> Result<Vec<SitePoint>>;
     /// Every stack's value in every profile of `sel`, ordered by time.
     fn site_points(&self, sel: &Selector) -> Result<Vec<SitePoint>>;
     fn stacks(&self, ids: &[i64]) -> Result<Vec<(i64, Vec<Frame>)>>;

@@ -78,7 +78,9 @@ CREATE TABLE IF NOT EXISTS profiles (
     sample_period INTEGER NOT NULL,
     total_bytes INTEGER NOT NULL,
     total_objects INTEGER NOT NULL,
-    pprof BLOB NOT NULL,
+    -- The gzipped pprof as received; NULL once older than the raw
+    -- retention, after which downloads are rebuilt from the rows below.
+    pprof BLOB,
     UNIQUE (segment_id, ts_ms)
 );
 CREATE INDEX IF NOT EXISTS profiles_ts ON profiles (ts_ms);
@@ -89,7 +91,8 @@ CREATE TABLE IF NOT EXISTS profile_stacks (
     objects INTEGER NOT NULL,
     PRIMARY KEY (profile_id, stack_id)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS profile_stacks_stack ON profile_stacks (stack_id, profile_id);
+-- No index by stack: one site's series probes this primary key once per
+-- profile, which is cheap, and an index would cost a third more space.
 ";
 
 pub struct SqliteStore {
@@ -293,9 +296,13 @@ impl Store for SqliteStore {
         let segment_id = match existing {
             Some(id) => {
                 tx.execute(
-                    "UPDATE segments SET last_seen_ms = max(last_seen_ms, ?2), last_seq = max(last_seq, ?3),
-                        heap_profiling = ?4, heap_profiling_reason = ?5, agent_stats = ?6, labels = ?7,
-                        agent_version = ?8, host = ?9
+                    "UPDATE segments SET last_seen_ms = max(last_seen_ms, ?2),
+                        -- Cumulative figures from an older batch (a late
+                        -- retry) must not overwrite newer ones.
+                        heap_profiling = CASE WHEN ?3 >= last_seq THEN ?4 ELSE heap_profiling END,
+                        heap_profiling_reason = CASE WHEN ?3 >= last_seq THEN ?5 ELSE heap_profiling_reason END,
+                        agent_stats = CASE WHEN ?3 >= last_seq THEN ?6 ELSE agent_stats END,
+                        last_seq = max(last_seq, ?3), labels = ?7, agent_version = ?8, host = ?9
                      WHERE id = ?1",
                     params![
                         id,
@@ -571,15 +578,34 @@ impl Store for SqliteStore {
         })
     }
 
-    fn profile_raw(&self, profile_id: i64) -> Result<Vec<u8>> {
+    fn profile_raw(&self, profile_id: i64) -> Result<Option<Vec<u8>>> {
         self.with_reader(|c| {
             c.query_row(
                 "SELECT pprof FROM profiles WHERE id = ?1",
                 [profile_id],
-                |r| r.get(0),
+                |r| r.get::<_, Option<Vec<u8>>>(0),
             )
             .optional()?
             .ok_or_else(|| Error::NotFound(format!("profile {profile_id}")))
+        })
+    }
+
+    fn site_series(&self, sel: &Selector, stack_id: i64) -> Result<Vec<SitePoint>> {
+        self.with_reader(|c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT p.id, p.ts_ms, ps.stack_id, ps.bytes, ps.objects
+                 FROM profiles p JOIN segments s ON s.id = p.segment_id
+                 JOIN instances i ON i.id = s.instance_id
+                 JOIN profile_stacks ps ON ps.profile_id = p.id AND ps.stack_id = ?5
+                 WHERE {} AND p.ts_ms >= ?3 AND p.ts_ms <= ?4
+                 ORDER BY p.ts_ms",
+                selector_clause()
+            ))?;
+            let rows = stmt.query_map(
+                params![sel.service, sel.instance, sel.from_ms, sel.to_ms, stack_id],
+                site_row,
+            )?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
         })
     }
 
@@ -666,6 +692,10 @@ impl Store for SqliteStore {
             tx.execute("DROP TABLE temp.agg", [])?;
             report.samples_downsampled += moved as u64;
         }
+        report.raw_profiles_dropped = tx.execute(
+            "UPDATE profiles SET pprof = NULL WHERE ts_ms < ?1 AND pprof IS NOT NULL",
+            [now_ms - policy.raw_profile_keep_ms],
+        )? as u64;
         // Profiles: drop the expired, thin the old to one per bucket.
         let doomed = "SELECT id FROM profiles WHERE ts_ms < ?1
              OR (ts_ms < ?2 AND id NOT IN (
@@ -709,6 +739,7 @@ impl Store for SqliteStore {
                 .map(|m| m.len())
                 .unwrap_or(0);
             let file_bytes = page_count * page_size + wal;
+            let used_bytes = (page_count - count("PRAGMA freelist_count")?) * page_size;
             let agent_ms: f64 = c.query_row(
                 "SELECT coalesce(sum(max(last_seen_ms - first_seen_ms, 0)), 0) FROM segments",
                 [],
@@ -717,16 +748,27 @@ impl Store for SqliteStore {
             let agent_days = agent_ms / 86_400_000.0;
             Ok(StoreStats {
                 file_bytes,
+                used_bytes,
                 instances: count("SELECT count(*) FROM instances")?,
                 segments: count("SELECT count(*) FROM segments")?,
                 samples: count("SELECT count(*) FROM samples")?,
                 profiles: count("SELECT count(*) FROM profiles")?,
                 stacks: count("SELECT count(*) FROM stacks")?,
                 agent_days,
-                bytes_per_agent_day: (agent_days > 0.0).then(|| file_bytes as f64 / agent_days),
+                bytes_per_agent_day: (agent_days > 0.0).then(|| used_bytes as f64 / agent_days),
             })
         })
     }
+}
+
+fn site_row(r: &rusqlite::Row) -> rusqlite::Result<SitePoint> {
+    Ok(SitePoint {
+        profile_id: r.get(0)?,
+        ts_ms: r.get(1)?,
+        stack_id: r.get(2)?,
+        bytes: r.get(3)?,
+        objects: r.get(4)?,
+    })
 }
 
 fn profile_row(r: &rusqlite::Row) -> rusqlite::Result<ProfileInfo> {

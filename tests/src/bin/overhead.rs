@@ -35,6 +35,8 @@ fn main() {
         alloc_child(args[2] == "on", args[3].parse().unwrap_or(10));
         return;
     }
+    // Modes: 0 plain jemalloc, 1 agent on, 2 jemalloc profiling on but no
+    // agent (what the sampling itself costs).
     let seconds = arg("--seconds", 65);
     let rounds = arg("--rounds", 2);
     let alloc_seconds = arg("--alloc-seconds", 20);
@@ -60,15 +62,15 @@ fn main() {
     let an = analyzer(dir.path(), &dir.path().join("bench.db"), "127.0.0.1:0", &[]);
     let endpoint = format!("http://{}", an.addr);
 
-    let mut alloc: [Vec<AllocRun>; 2] = [vec![], vec![]];
+    let mut alloc: [Vec<AllocRun>; 3] = [vec![], vec![], vec![]];
     let mut service: [Vec<ServiceRun>; 2] = [vec![], vec![]];
     for round in 0..rounds {
-        for on in [round % 2 == 0, round % 2 != 0] {
-            eprintln!(
-                "round {round}: allocation workload, agent {}",
-                if on { "on" } else { "off" }
-            );
-            alloc[usize::from(on)].push(run_alloc(on, alloc_seconds, &endpoint));
+        // Modes: 0 plain jemalloc, 1 agent on, 2 jemalloc profiling on but
+        // no agent (what the sampling itself costs).
+        let order: [usize; 3] = if round % 2 == 0 { [0, 1, 2] } else { [2, 1, 0] };
+        for mode in order {
+            eprintln!("round {round}: allocation workload, mode {mode}");
+            alloc[mode].push(run_alloc(mode, alloc_seconds, &endpoint));
         }
         for on in [round % 2 != 0, round % 2 == 0] {
             eprintln!(
@@ -96,7 +98,8 @@ struct AllocRun {
     rss: f64,
 }
 
-fn run_alloc(on: bool, seconds: u64, endpoint: &str) -> AllocRun {
+fn run_alloc(mode: usize, seconds: u64, endpoint: &str) -> AllocRun {
+    let on = mode == 1;
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args([
         "alloc-child",
@@ -106,7 +109,7 @@ fn run_alloc(on: bool, seconds: u64, endpoint: &str) -> AllocRun {
     .env("HEAPTIDE_ENDPOINT", endpoint)
     .env("HEAPTIDE_SERVICE", "bench-alloc")
     .stderr(Stdio::inherit());
-    if !on {
+    if mode == 0 {
         cmd.env("_RJEM_MALLOC_CONF", "prof:false");
     }
     let out = cmd.output().expect("alloc child");
@@ -139,7 +142,7 @@ fn alloc_child(on: bool, seconds: u64) {
     }
     let wall = start.elapsed().as_secs_f64();
     let stats = agent.as_ref().map(|a| a.stats()).unwrap_or_default();
-    let rss = rss_of(std::process::id());
+    let rss = peak_rss_of(std::process::id());
     drop(agent);
     println!(
         "{}",
@@ -157,11 +160,13 @@ fn fastrand_state(seed: u64) -> u64 {
     seed ^ 0x9E37_79B9_7F4A_7C15
 }
 
-fn rss_of(pid: u32) -> f64 {
+/// Peak resident memory (VmHWM), which catches the moment a profile is
+/// taken as well as the steady state.
+fn peak_rss_of(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map(|kb| kb * 1024.0)
         .unwrap_or(0.0)
@@ -200,7 +205,7 @@ fn run_service(
     load(&base, Duration::from_secs(3));
     let (n, hist, elapsed) = load(&base, Duration::from_secs(seconds));
     let wall = started.elapsed().as_secs_f64();
-    let rss = rss_of(svc.child.id());
+    let rss = peak_rss_of(svc.child.id());
     let mut run = ServiceRun {
         rps: n as f64 / elapsed,
         p99_ms: hist.value_at_quantile(0.99) as f64 / 1000.0,
@@ -241,7 +246,7 @@ fn load(base: &str, dur: Duration) -> (u64, hdrhistogram::Histogram<u64>, f64) {
                 let mut key = t * 1_000_000;
                 while start.elapsed() < dur {
                     key += 1;
-                    let path = if n % 4 == 0 {
+                    let path = if n.is_multiple_of(4) {
                         format!("/cache?key={}", key % 1500)
                     } else {
                         "/work".into()
@@ -277,7 +282,7 @@ fn mean(v: impl Iterator<Item = f64>) -> f64 {
 }
 
 fn report(
-    alloc: &[Vec<AllocRun>; 2],
+    alloc: &[Vec<AllocRun>; 3],
     service: &[Vec<ServiceRun>; 2],
     seconds: u64,
     rounds: u64,
@@ -293,6 +298,7 @@ fn report(
     );
     let a_heap = alloc[1].iter().map(|r| r.agent_heap).fold(0.0, f64::max);
     let a_rss = mean(alloc[1].iter().map(|r| r.rss)) - mean(alloc[0].iter().map(|r| r.rss));
+    let a_prof = mean(alloc[2].iter().map(|r| r.ops_per_sec));
     let s_off = mean(service[0].iter().map(|r| r.rps));
     let s_on = mean(service[1].iter().map(|r| r.rps));
     let p_off = mean(service[0].iter().map(|r| r.p99_ms));
@@ -311,13 +317,17 @@ fn report(
         "| allocation-heavy | throughput (allocs/s) | {a_off:.0} | {a_on:.0} | {:.3} |",
         a_on / a_off
     );
+    println!(
+        "| allocation-heavy | throughput, jemalloc profiling on, no agent | {a_off:.0} | {a_prof:.0} | {:.3} |",
+        a_prof / a_off
+    );
     println!("| allocation-heavy | agent CPU (% of a core) | - | {a_cpu:.2} | |");
     println!(
         "| allocation-heavy | agent heap (MiB, max) | - | {:.2} | |",
         mib(a_heap)
     );
     println!(
-        "| allocation-heavy | process RSS on minus off (MiB) | - | {:.2} | |",
+        "| allocation-heavy | peak RSS on minus off (MiB) | - | {:.2} | |",
         mib(a_rss)
     );
     println!(
@@ -334,7 +344,7 @@ fn report(
         mib(s_heap)
     );
     println!(
-        "| leaky-service | process RSS on minus off (MiB) | - | {:.2} | |",
+        "| leaky-service | peak RSS on minus off (MiB) | - | {:.2} | |",
         mib(s_rss)
     );
 }

@@ -1,0 +1,258 @@
+//! The detection scenario suite: heaptide's engine beside a Prometheus
+//! `predict_linear`-style baseline on the same seeded data.
+//!
+//! `cargo bench -p heaptide-analyzer --bench detection -- [--runs N] [--write docs/detection.md]`
+
+use std::fmt::Write;
+
+use heaptide_analyzer::detect::scenarios::{self, Generated, Kind, Scenario};
+use heaptide_analyzer::detect::stats::Pt;
+use heaptide_analyzer::detect::{assess, assess_sites, time_to_exhaustion, Options, Verdict};
+
+/// How far ahead exhaustion is alerted on, for both detectors.
+const HORIZON_H: f64 = 7.0 * 24.0;
+const PERIOD: f64 = 524_288.0;
+
+struct Outcome {
+    flagged: bool,
+    tte_h: Option<f64>,
+}
+
+/// Prometheus' `predict_linear`: ordinary least squares over the window,
+/// alerting when the line reaches the limit within the horizon.
+fn baseline(window: &[Vec<Pt>], limit: f64) -> Outcome {
+    let pts: Vec<Pt> = window.iter().flatten().copied().collect();
+    let n = pts.len() as f64;
+    if n < 2.0 {
+        return Outcome {
+            flagged: false,
+            tte_h: None,
+        };
+    }
+    let mt = pts.iter().map(|p| p.0).sum::<f64>() / n;
+    let mv = pts.iter().map(|p| p.1).sum::<f64>() / n;
+    let sxy: f64 = pts.iter().map(|p| (p.0 - mt) * (p.1 - mv)).sum();
+    let sxx: f64 = pts.iter().map(|p| (p.0 - mt).powi(2)).sum();
+    let slope = if sxx > 0.0 { sxy / sxx } else { 0.0 };
+    let t_end = pts[pts.len() - 1].0;
+    let now = mv + slope * (t_end - mt);
+    if slope <= 0.0 {
+        return Outcome {
+            flagged: false,
+            tte_h: None,
+        };
+    }
+    let tte = ((limit - now) / slope).max(0.0);
+    Outcome {
+        flagged: tte <= HORIZON_H,
+        tte_h: Some(tte),
+    }
+}
+
+fn engine(window: &[Vec<Pt>], limit: f64, opts: &Options) -> Outcome {
+    let a = assess(window, opts);
+    let tte = time_to_exhaustion(&a, limit).map(|t| t.0);
+    Outcome {
+        flagged: a.verdict == Verdict::Leak,
+        tte_h: tte,
+    }
+}
+
+#[derive(Default)]
+struct Tally {
+    runs: usize,
+    flagged: usize,
+    detect_h: Vec<f64>,
+    err_at_detect: Vec<f64>,
+    err_at_half: Vec<f64>,
+    site_first: usize,
+    site_runs: usize,
+}
+
+fn median(v: &mut [f64]) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    Some(v[v.len() / 2])
+}
+
+fn rel_err(est: Option<f64>, truth: Option<f64>) -> Option<f64> {
+    let (e, t) = (est?, truth?);
+    (t > 0.0).then(|| (e - t).abs() / t)
+}
+
+fn evaluate(
+    s: &Scenario,
+    g: &Generated,
+    detector: &dyn Fn(&[Vec<Pt>], f64) -> Outcome,
+    t: &mut Tally,
+    sites: bool,
+) {
+    t.runs += 1;
+    let window = |end: f64| g.window(end - s.window_h, end);
+    let final_out = detector(&window(s.eval_h), s.limit);
+    if final_out.flagged {
+        t.flagged += 1;
+    }
+    if !s.leak {
+        return;
+    }
+    // Time to detect: judge every half hour from the leak's start.
+    let mut at = s.leak_start_h + 0.5;
+    while at <= s.eval_h + 1e-9 {
+        let out = detector(&window(at), s.limit);
+        if out.flagged {
+            t.detect_h.push(at - s.leak_start_h);
+            if g.exhaustion_defined {
+                if let Some(e) = rel_err(out.tte_h, g.exhaustion_after(at, s.limit).map(|x| x - at))
+                {
+                    t.err_at_detect.push(e);
+                }
+            }
+            break;
+        }
+        at += 0.5;
+    }
+    if g.exhaustion_defined {
+        if let Some(ex) = g.exhaustion_after(s.leak_start_h, s.limit) {
+            let half = s.leak_start_h + (ex - s.leak_start_h) / 2.0;
+            let out = detector(&window(half), s.limit);
+            if let Some(e) = rel_err(out.tte_h, Some(ex - half)) {
+                t.err_at_half.push(e);
+            }
+        }
+    }
+    if sites && s.kind == Kind::Sites {
+        t.site_runs += 1;
+        let found = assess_sites(
+            &g.sites_window(s.eval_h - s.window_h, s.eval_h),
+            PERIOD,
+            &Options::default(),
+        );
+        if found.first().map(|f| f.stack_id) == g.leaking_site {
+            t.site_first += 1;
+        }
+    }
+}
+
+fn pct(v: Option<f64>) -> String {
+    v.map(|x| format!("{:.0}%", x * 100.0))
+        .unwrap_or_else(|| "n/a".into())
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let runs: u64 = args
+        .iter()
+        .position(|a| a == "--runs")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let write = args
+        .iter()
+        .position(|a| a == "--write")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let opts = Options::default();
+    let eng = |w: &[Vec<Pt>], l: f64| engine(w, l, &opts);
+    let base = |w: &[Vec<Pt>], l: f64| baseline(w, l);
+    let mut rows = String::new();
+    let (mut tp, mut fp, mut fneg) = ([0usize; 2], [0usize; 2], [0usize; 2]);
+    let mut site = (0, 0);
+    let mut fpr_max = [0.0f64; 2];
+    let mut tte_ok = [(0usize, 0usize); 2];
+    for s in scenarios::all() {
+        let mut tallies = [Tally::default(), Tally::default()];
+        for seed in 0..runs {
+            let g = s.generate(seed * 7919 + 13);
+            evaluate(&s, &g, &eng, &mut tallies[0], true);
+            evaluate(&s, &g, &base, &mut tallies[1], false);
+        }
+        for (i, t) in tallies.iter_mut().enumerate() {
+            let rate = t.flagged as f64 / t.runs as f64;
+            if s.leak {
+                tp[i] += t.flagged;
+                fneg[i] += t.runs - t.flagged;
+                tte_ok[i].0 += t.err_at_detect.iter().filter(|e| **e <= 0.25).count();
+                tte_ok[i].1 += t.err_at_detect.len();
+            } else {
+                fp[i] += t.flagged;
+                fpr_max[i] = fpr_max[i].max(rate);
+            }
+            if i == 0 {
+                site.0 += t.site_first;
+                site.1 += t.site_runs;
+            }
+            let who = if i == 0 { "heaptide" } else { "predict_linear" };
+            let detect = median(&mut t.detect_h)
+                .map(|h| format!("{h:.1} h"))
+                .unwrap_or_else(|| "n/a".into());
+            let sites = if t.site_runs > 0 {
+                format!("{:.0}%", 100.0 * t.site_first as f64 / t.site_runs as f64)
+            } else {
+                "".into()
+            };
+            let _ = writeln!(
+                rows,
+                "| {} | {} | {who} | {} | {} | {} | {} | {sites} |",
+                s.name,
+                if s.leak { "leak" } else { "not a leak" },
+                if s.leak {
+                    format!("{:.0}% found", rate * 100.0)
+                } else {
+                    format!("{:.1}% FP", rate * 100.0)
+                },
+                if s.leak { detect } else { String::new() },
+                if s.leak {
+                    pct(median(&mut t.err_at_detect))
+                } else {
+                    String::new()
+                },
+                if s.leak {
+                    pct(median(&mut t.err_at_half))
+                } else {
+                    String::new()
+                },
+            );
+        }
+    }
+    let mut out = String::new();
+    let _ = writeln!(out, "| scenario | label | detector | flagged | median time to detect | median TTE error at detection | median TTE error at half runway | leaking site ranked first |");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+    out.push_str(&rows);
+    let _ = writeln!(out, "\n| detector | precision | recall | worst not-a-leak FP rate | TTE within ±25% at detection | leaking site first |");
+    let _ = writeln!(out, "|---|---|---|---|---|---|");
+    for (i, who) in ["heaptide", "predict_linear"].iter().enumerate() {
+        let precision = tp[i] as f64 / (tp[i] + fp[i]).max(1) as f64;
+        let recall = tp[i] as f64 / (tp[i] + fneg[i]).max(1) as f64;
+        let tte = tte_ok[i].0 as f64 / tte_ok[i].1.max(1) as f64;
+        let sites = if i == 0 {
+            format!("{:.1}%", 100.0 * site.0 as f64 / site.1.max(1) as f64)
+        } else {
+            "n/a".into()
+        };
+        let _ = writeln!(
+            out,
+            "| {who} | {precision:.3} | {recall:.3} | {:.1}% | {:.0}% | {sites} |",
+            fpr_max[i] * 100.0,
+            tte * 100.0
+        );
+    }
+    println!("{runs} runs per scenario\n\n{out}");
+    if let Some(path) = write {
+        let doc = std::fs::read_to_string(&path).unwrap_or_default();
+        let (start, end) = ("<!-- results:start -->", "<!-- results:end -->");
+        match (doc.find(start), doc.find(end)) {
+            (Some(a), Some(b)) => {
+                let new = format!(
+                    "{}{start}\n{runs} runs per scenario.\n\n{out}{}",
+                    &doc[..a],
+                    &doc[b..]
+                );
+                std::fs::write(&path, new).expect("writing the results");
+            }
+            _ => eprintln!("{path} has no results markers; not written"),
+        }
+    }
+}
