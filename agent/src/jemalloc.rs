@@ -69,7 +69,7 @@ pub(crate) enum ProfilingState {
 
 /// Finds out whether heap profiles can be taken, and why not.
 pub(crate) fn profiling_state() -> ProfilingState {
-    if !jemalloc_is_global_allocator() {
+    if !is_global_allocator() {
         return ProfilingState::Off(
             "jemalloc is not the global allocator; add heaptide_agent::global_allocator!() to main.rs"
                 .into(),
@@ -130,7 +130,7 @@ pub(crate) fn set_sample_period(period: u64) -> Result<u64> {
 
 /// jemalloc counts what goes through it per thread; if an allocation made
 /// here does not move that count, the program allocates elsewhere.
-fn jemalloc_is_global_allocator() -> bool {
+pub(crate) fn is_global_allocator() -> bool {
     let Some(before) = thread_counters() else {
         return false;
     };
@@ -151,6 +151,12 @@ pub(crate) struct RawStack {
 
 /// Asks jemalloc to write its sampled live heap and reads it back.
 pub(crate) fn dump() -> Result<(u64, Vec<RawStack>)> {
+    dump_for(None)
+}
+
+/// Like [`dump`], counting only what the thread named `thread` (through
+/// `thread.prof.name`) allocated and still holds.
+pub(crate) fn dump_for(thread: Option<&str>) -> Result<(u64, Vec<RawStack>)> {
     static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let path: PathBuf =
@@ -166,7 +172,18 @@ pub(crate) fn dump() -> Result<(u64, Vec<RawStack>)> {
         let _ = std::fs::remove_file(&path);
         text.map_err(Error::DumpRead)?
     };
-    parse_dump(&text)
+    parse_dump_for(&text, thread)
+}
+
+/// Names the calling thread in heap dumps (`thread.prof.name`).
+pub(crate) fn name_thread_in_dumps(name: &str) -> Result<()> {
+    let c = CString::new(name).map_err(|_| Error::Jemalloc {
+        name: "thread.prof.name",
+        message: "name contains NUL".into(),
+    })?;
+    // SAFETY: `thread.prof.name` takes a `const char *`, which jemalloc
+    // copies before returning; `c` outlives the call.
+    unsafe { raw::write(b"thread.prof.name\0", c.as_ptr()) }.map_err(ctl_err("thread.prof.name"))
 }
 
 /// Parses jemalloc's `heap_v2` dump and unbiases its counts.
@@ -186,7 +203,15 @@ pub(crate) fn dump() -> Result<(u64, Vec<RawStack>)> {
 /// the inverse of the chance that an allocation of that mean size is
 /// sampled; jemalloc 5.3 pre-adjusts what it writes so this classic formula
 /// yields unbiased estimates.
+#[cfg(test)]
 pub(crate) fn parse_dump(text: &str) -> Result<(u64, Vec<RawStack>)> {
+    parse_dump_for(text, None)
+}
+
+/// Parses a dump, counting all threads (`None`) or one named thread: the
+/// header lists threads as `  t<uid>: <counts> <name>`, and each stack has
+/// a `t<uid>:` line per thread after its `t*:` line.
+pub(crate) fn parse_dump_for(text: &str, thread: Option<&str>) -> Result<(u64, Vec<RawStack>)> {
     let bad = |line: usize, reason: &str| Error::DumpParse {
         line,
         reason: reason.into(),
@@ -199,8 +224,22 @@ pub(crate) fn parse_dump(text: &str) -> Result<(u64, Vec<RawStack>)> {
         .ok_or_else(|| bad(1, "expected heap_v2/<period>"))?;
     let mut stacks = Vec::new();
     let mut current: Option<Vec<u64>> = None;
+    // The counts line to read: `t*` for all threads, `t<uid>` for one.
+    let mut want: Option<String> = thread.is_none().then(|| "t*".to_owned());
     for (i, line) in lines {
         let lineno = i + 1;
+        if current.is_none() && want.is_none() {
+            // Still in the header: find the named thread's uid.
+            let t = line.trim_start();
+            if let (Some(name), Some((tag, _))) = (thread, t.split_once(':')) {
+                if tag.starts_with('t') && t.rsplit(']').next().map(str::trim) == Some(name) {
+                    want = Some(tag.to_owned());
+                }
+            }
+        }
+        if line.starts_with("MAPPED_LIBRARIES") {
+            break;
+        }
         if let Some(rest) = line.strip_prefix("@ ") {
             let addrs = rest
                 .split_whitespace()
@@ -208,10 +247,12 @@ pub(crate) fn parse_dump(text: &str) -> Result<(u64, Vec<RawStack>)> {
                 .collect::<std::result::Result<Vec<_>, _>>()
                 .map_err(|_| bad(lineno, "bad address"))?;
             current = Some(addrs);
-        } else if let Some(rest) = line.trim_start().strip_prefix("t*:") {
-            // Only the all-threads line of a stack counts; the header's
-            // totals line comes before any `@`.
-            if let Some(addrs) = current.take() {
+        } else if let Some((tag, rest)) = line.trim_start().split_once(':') {
+            // The header's lines come before any `@` and have no stack.
+            if want.as_deref() != Some(tag) {
+                continue;
+            }
+            if let Some(addrs) = current.clone() {
                 let (objects, bytes) =
                     parse_counts(rest).ok_or_else(|| bad(lineno, "bad counts"))?;
                 if objects > 0 && bytes > 0 {
@@ -223,8 +264,6 @@ pub(crate) fn parse_dump(text: &str) -> Result<(u64, Vec<RawStack>)> {
                     });
                 }
             }
-        } else if line.starts_with("MAPPED_LIBRARIES") {
-            break;
         }
     }
     Ok((period, stacks))
@@ -282,6 +321,30 @@ MAPPED_LIBRARIES:
         // one stands for about R/64 real ones, i.e. R bytes.
         let b = stacks[1].bytes as f64;
         assert!((b / (64.0 * 524288.0) - 1.0).abs() < 0.001, "{b}");
+    }
+
+    #[test]
+    fn one_named_thread_can_be_counted_alone() {
+        let dump = "heap_v2/524288
+  t*: 3: 3145728 [0: 0]
+  t0: 1: 1048576 [0: 0] main
+  t7: 2: 2097152 [0: 0] heaptide-check-3
+@ 0x1000 0x2000
+  t*: 3: 3145728 [0: 0]
+    t0: 1: 1048576 [0: 0]
+    t7: 2: 2097152 [0: 0]
+@ 0x3000
+  t*: 1: 64 [0: 0]
+    t0: 1: 64 [0: 0]
+";
+        let (_, all) = parse_dump_for(dump, None).unwrap();
+        assert_eq!(all.len(), 2);
+        let (_, mine) = parse_dump_for(dump, Some("heaptide-check-3")).unwrap();
+        assert_eq!(mine.len(), 1);
+        assert_eq!(mine[0].addrs, vec![0x1000, 0x2000]);
+        assert_eq!(mine[0].objects, unbias(2, 2097152, 524288).0);
+        let (_, none) = parse_dump_for(dump, Some("nobody")).unwrap();
+        assert!(none.is_empty());
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod queue;
 mod sampler;
 mod sender;
 mod symbolize;
+pub mod testing;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};

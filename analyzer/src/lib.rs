@@ -8,9 +8,13 @@
 //! - [`query`] holds the read-side logic that the API and the CLI share;
 //! - [`detect`] finds leaks and predicts exhaustion, for the CLI and the
 //!   API alike;
-//! - [`report`] prints its findings for people.
+//! - [`report`] prints its findings for people;
+//! - [`check`] gates CI runs on the budgets of [`budget`].
 
+pub mod budget;
+pub mod check;
 pub mod config;
+pub mod demo;
 pub mod detect;
 pub mod error;
 pub mod ingest;
@@ -18,6 +22,7 @@ pub mod query;
 pub mod report;
 pub mod server;
 pub mod store;
+pub mod ui_source;
 
 use std::sync::Arc;
 
@@ -40,7 +45,10 @@ pub async fn serve(
             burst: (cfg.rate_limit * 4.0).max(4.0),
         },
     ));
-    let app = server::api_router(state);
+    let ui = heaptide_ui::router(Arc::new(ui_source::UiSource {
+        store: store.clone(),
+    }));
+    let app = server::api_router(state).merge(ui);
     let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
     on_listen(listener.local_addr()?);
     let policy = store::RetentionPolicy::with_retention(cfg.retention.as_millis() as i64);

@@ -68,11 +68,48 @@ enum Command {
         #[arg(long)]
         store: Option<PathBuf>,
     },
+    /// Gate a run on growth budgets: exit 0 pass, 1 over budget, 2 error.
+    Check {
+        /// The budget file (TOML; see docs/budgets.md).
+        #[arg(long)]
+        budget: PathBuf,
+        #[arg(long, default_value = "10m")]
+        since: String,
+        #[arg(long)]
+        service: Option<String>,
+        /// A result saved from the main branch with --save-baseline.
+        #[arg(long)]
+        baseline: Option<PathBuf>,
+        /// Save this run's rates as a baseline.
+        #[arg(long)]
+        save_baseline: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: CheckFormat,
+        #[arg(long)]
+        store: Option<PathBuf>,
+    },
+    /// Run the quickstart: an analyzer, the leaky example under load, the
+    /// dashboard, and the leak it finds.
+    Demo {
+        /// Exit once the leak is reported instead of serving until Ctrl-C.
+        #[arg(long)]
+        exit_when_found: bool,
+        /// Give up if nothing is found in this long.
+        #[arg(long, default_value = "5m")]
+        timeout: String,
+    },
     /// Print the store's size, and bytes per agent-day.
     Stats {
         #[arg(long)]
         store: Option<PathBuf>,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum CheckFormat {
+    Text,
+    Json,
+    Junit,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -233,6 +270,88 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     )
                 }
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check {
+            budget,
+            since,
+            service,
+            baseline,
+            save_baseline,
+            format,
+            store,
+        } => {
+            use heaptide_analyzer::check;
+            let budgets = heaptide_analyzer::budget::BudgetFile::load(&budget)?;
+            let baseline: Option<check::Baseline> = match baseline {
+                Some(p) => {
+                    let text = std::fs::read_to_string(&p)
+                        .with_context(|| format!("reading baseline {}", p.display()))?;
+                    Some(serde_json::from_str(&text).with_context(|| {
+                        format!("baseline {} is not a saved check result", p.display())
+                    })?)
+                }
+                None => None,
+            };
+            let path = heaptide_analyzer::config::store_path(store, env);
+            let store = heaptide_analyzer::store::SqliteStore::open_existing(&path)?;
+            let now = heaptide_analyzer::query::now_ms();
+            let (from_ms, to_ms) = heaptide_analyzer::query::window(Some(&since), None, None, now)?;
+            let q = check::CheckQuery {
+                service: service.as_deref(),
+                from_ms,
+                to_ms,
+                baseline: baseline.as_ref(),
+            };
+            let result = check::check(&store, &budgets, &q)?;
+            match format {
+                CheckFormat::Text => print!("{}", check::text(&result)),
+                CheckFormat::Json => println!("{}", serde_json::to_string_pretty(&result)?),
+                CheckFormat::Junit => print!("{}", check::junit(&result)),
+            }
+            if let Some(p) = save_baseline {
+                let b = check::Baseline::from_result(&result);
+                std::fs::write(&p, serde_json::to_string_pretty(&b)?)
+                    .with_context(|| format!("writing baseline {}", p.display()))?;
+            }
+            if let Some(summary) = std::env::var_os("GITHUB_STEP_SUMMARY") {
+                use std::io::Write;
+                let mut f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&summary)
+                    .context("opening GITHUB_STEP_SUMMARY")?;
+                f.write_all(check::markdown(&result).as_bytes())?;
+            }
+            Ok(if result.passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Demo {
+            exit_when_found,
+            timeout,
+        } => {
+            let timeout = humantime::parse_duration(&timeout).context("--timeout")?;
+            let bin_dir = std::env::current_exe()?
+                .parent()
+                .map(std::path::Path::to_path_buf)
+                .context("locating the analyzer's directory")?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the runtime")?;
+            rt.block_on(heaptide_analyzer::demo::run(
+                heaptide_analyzer::demo::DemoOptions {
+                    bin_dir,
+                    exit_when_found,
+                    timeout,
+                },
+                async {
+                    let _ = tokio::signal::ctrl_c().await;
+                },
+            ))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Stats { store } => {

@@ -5,6 +5,8 @@
 //! test executables (the analyzer and leaky-service packages have
 //! integration tests of their own, so cargo builds their binaries first).
 
+pub mod webdriver;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -586,7 +586,7 @@ fn judge(
     }
     if r == Resource::Heap {
         let from = f.started_ms.unwrap_or(sel.from_ms).max(sel.from_ms);
-        f.sites = sites(
+        f.sites = growing_sites(
             store,
             &Selector {
                 from_ms: from,
@@ -629,7 +629,7 @@ fn limit_of(
 }
 
 /// Names the growing allocation sites from the profiles in `sel`.
-fn sites(store: &dyn Store, sel: &Selector, opts: &Options) -> Result<Vec<Site>> {
+pub fn growing_sites(store: &dyn Store, sel: &Selector, opts: &Options) -> Result<Vec<Site>> {
     let points = store.site_points(sel)?;
     let profiles = store.profiles(sel)?;
     if profiles.len() < 8 {

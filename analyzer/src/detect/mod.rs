@@ -18,6 +18,8 @@
 
 pub mod engine;
 pub mod scenarios;
-pub mod stats;
+
+/// The statistics, shared with the agent's in-test checks.
+pub use heaptide_stats as stats;
 
 pub use engine::*;

@@ -1,3 +1,5 @@
+#![doc = include_str!("../README.md")]
+//!
 //! The statistics behind leak detection: a floor envelope, level-shift
 //! detection, the Theil–Sen slope with Sen's confidence interval, and the
 //! Mann–Kendall trend test with Hamed and Rao's correction for
@@ -118,7 +120,8 @@ pub fn level_shifts(e: &[Pt]) -> Vec<usize> {
 pub struct Trend {
     /// Theil–Sen slope, units per hour.
     pub slope: f64,
-    /// Sen's 95% interval on the slope, widened for autocorrelation.
+    /// Sen's interval on the slope (95% unless asked otherwise), widened
+    /// for autocorrelation.
     pub lo: f64,
     pub hi: f64,
     /// Intercept such that `value ≈ intercept + slope * t`.
@@ -139,10 +142,16 @@ impl Trend {
 /// Fits a Theil–Sen line and tests it with Mann–Kendall. `None` under
 /// four points.
 pub fn trend(pts: &[Pt]) -> Option<Trend> {
-    trend_with(pts, true)
+    trend_with(pts, true, 1.96)
 }
 
-fn trend_with(pts: &[Pt], correct_autocorrelation: bool) -> Option<Trend> {
+/// Like [`trend`], with Sen's interval at the two-sided normal quantile `z`
+/// (1.96 for 95%, 3.29 for 99.9%).
+pub fn trend_with_z(pts: &[Pt], z: f64) -> Option<Trend> {
+    trend_with(pts, true, z)
+}
+
+fn trend_with(pts: &[Pt], correct_autocorrelation: bool, z_interval: f64) -> Option<Trend> {
     let n = pts.len();
     if n < 4 {
         return None;
@@ -205,7 +214,7 @@ fn trend_with(pts: &[Pt], correct_autocorrelation: bool) -> Option<Trend> {
         0.0
     };
     // Sen's interval: order statistics of the pairwise slopes.
-    let c = 1.96 * var_s.sqrt();
+    let c = z_interval * var_s.sqrt();
     let lo_ix = ((m as f64 - c) / 2.0).floor().max(0.0) as usize;
     let hi_ix = (((m as f64 + c) / 2.0).ceil() as usize).min(m - 1);
     Some(Trend {
@@ -354,7 +363,7 @@ mod tests {
                     (i as f64, v)
                 })
                 .collect();
-            plain += usize::from(trend_with(&pts, false).unwrap().p_up < 0.01);
+            plain += usize::from(trend_with(&pts, false, 1.96).unwrap().p_up < 0.01);
             corrected += usize::from(trend(&pts).unwrap().p_up < 0.01);
         }
         assert!(

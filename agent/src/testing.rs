@@ -1,0 +1,406 @@
+//! Leak checks inside `cargo test`.
+//!
+//! A check runs a closure many times after a warm-up and measures the heap
+//! bytes each iteration leaves behind, from jemalloc's counters of the
+//! calling thread (`thread.allocatedp` and `thread.deallocatedp`). Only the
+//! calling thread counts, so checks run in parallel, as `cargo test` runs
+//! tests, and a leaking test does not make its neighbours fail. It fits a
+//! Theil–Sen slope to the bytes held after each iteration and fails only
+//! when the lower end of a 99.9% interval is above the budget: growth
+//! beyond the noise, not one unlucky reading.
+//!
+//! When a check fails, its message names the allocation sites that grew,
+//! from a diff of this thread's heap profile across the run.
+//!
+//! ```no_run
+//! heaptide_agent::global_allocator!();
+//!
+//! #[test]
+//! fn parsing_does_not_leak() {
+//!     heaptide_agent::testing::LeakCheck::new("parse")
+//!         .max_bytes_per_iter(0.0)
+//!         .assert(|| {
+//!             let _ = "42".parse::<u32>();
+//!         });
+//! }
+//! ```
+//!
+//! The test crate needs jemalloc as its global allocator
+//! (`heaptide_agent::global_allocator!()` at its root).
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, Once};
+
+use heaptide_stats::{mad_sigma, trend_with_z, Pt};
+
+use crate::jemalloc;
+use crate::symbolize::Symbolizer;
+
+/// Two-sided 99.9% normal quantile: a clean closure fails about once in a
+/// thousand runs at most, and the autocorrelation correction widens it.
+const Z: f64 = 3.29;
+
+/// Mean bytes between heap samples while checks run: fine enough to see
+/// small leaks' sites in the failure message.
+const CHECK_SAMPLE_PERIOD: u64 = 4096;
+
+/// fd and thread counts are process-wide, so the checks that budget them
+/// take turns.
+static PROCESS_WIDE: Mutex<()> = Mutex::new(());
+
+/// A leak check of one closure.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct LeakCheck {
+    name: String,
+    warmup: usize,
+    iterations: usize,
+    bytes: f64,
+    fds: Option<f64>,
+    threads: Option<f64>,
+}
+
+/// What a check measured.
+#[derive(Debug, Clone)]
+pub struct LeakReport {
+    pub name: String,
+    pub iterations: usize,
+    /// Heap bytes left behind per iteration, with a 99.9% interval.
+    pub bytes_per_iter: Growth,
+    pub fds_per_iter: Option<Growth>,
+    pub threads_per_iter: Option<Growth>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Growth {
+    pub slope: f64,
+    pub lo: f64,
+    pub hi: f64,
+    pub budget: f64,
+    /// Spread of the readings around the fitted line (robust sigma).
+    pub noise: f64,
+    /// Growth beyond the budget over the whole run.
+    pub excess: f64,
+}
+
+impl Growth {
+    /// Over budget: the whole interval is above it, and what the run
+    /// accumulated beyond it stands clear of the readings' own wobble.
+    pub fn exceeded(&self) -> bool {
+        self.lo > self.budget && self.excess > 4.0 * self.noise
+    }
+
+    fn fit(pts: &[Pt], budget: f64) -> Growth {
+        let thinned = thin(pts);
+        let Some(t) = trend_with_z(&thinned, Z) else {
+            return Growth {
+                slope: 0.0,
+                lo: 0.0,
+                hi: 0.0,
+                budget,
+                noise: 0.0,
+                excess: 0.0,
+            };
+        };
+        let resid: Vec<f64> = thinned.iter().map(|(x, y)| y - t.at(*x)).collect();
+        let span = thinned.last().map_or(0.0, |p| p.0) - thinned.first().map_or(0.0, |p| p.0);
+        Growth {
+            slope: t.slope,
+            lo: t.lo,
+            hi: t.hi,
+            budget,
+            noise: mad_sigma(&resid),
+            excess: (t.slope - budget) * span,
+        }
+    }
+}
+
+/// A growing allocation site, for the failure message.
+#[derive(Debug, Clone)]
+pub struct GrowingSite {
+    pub bytes: i64,
+    /// `function (file:line)`, leaf first, without allocator frames.
+    pub frames: Vec<String>,
+}
+
+/// Why a check failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LeakCheckError {
+    #[error("{}", leak_message(.report, .sites))]
+    Leak {
+        report: Box<LeakReport>,
+        sites: Vec<GrowingSite>,
+    },
+    #[error("heaptide leak checks need jemalloc as the global allocator: add heaptide_agent::global_allocator!() at the root of the test crate")]
+    NoJemalloc,
+    #[error("leak check {name:?}: {reason}")]
+    Invalid { name: String, reason: String },
+}
+
+impl LeakCheck {
+    /// A check named `name` (used in messages): 20 warm-up iterations, 200
+    /// measured, and a budget of 0 bytes per iteration.
+    pub fn new(name: impl Into<String>) -> Self {
+        LeakCheck {
+            name: name.into(),
+            warmup: 20,
+            iterations: 200,
+            bytes: 0.0,
+            fds: None,
+            threads: None,
+        }
+    }
+
+    /// Iterations run before measuring, so caches and pools can fill.
+    pub fn warmup(mut self, n: usize) -> Self {
+        self.warmup = n;
+        self
+    }
+
+    /// Iterations measured (at least 20).
+    pub fn iterations(mut self, n: usize) -> Self {
+        self.iterations = n;
+        self
+    }
+
+    /// Heap bytes each iteration may leave behind.
+    pub fn max_bytes_per_iter(mut self, bytes: f64) -> Self {
+        self.bytes = bytes;
+        self
+    }
+
+    /// Open file descriptors each iteration may leave behind.
+    pub fn max_fds_per_iter(mut self, fds: f64) -> Self {
+        self.fds = Some(fds);
+        self
+    }
+
+    /// Threads each iteration may leave running.
+    pub fn max_threads_per_iter(mut self, threads: f64) -> Self {
+        self.threads = Some(threads);
+        self
+    }
+
+    /// Runs the check; panics with the failure message if it fails.
+    #[track_caller]
+    pub fn assert(self, f: impl FnMut()) -> LeakReport {
+        match self.run(f) {
+            Ok(r) => r,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Runs the check.
+    pub fn run(self, mut f: impl FnMut()) -> Result<LeakReport, LeakCheckError> {
+        if self.iterations < 20 {
+            return Err(LeakCheckError::Invalid {
+                name: self.name,
+                reason: "needs at least 20 iterations".into(),
+            });
+        }
+        if jemalloc::thread_counters().is_none() || !jemalloc::is_global_allocator() {
+            return Err(LeakCheckError::NoJemalloc);
+        }
+        let profiling = prepare_profiling();
+        let _turn = (self.fds.is_some() || self.threads.is_some())
+            .then(|| PROCESS_WIDE.lock().unwrap_or_else(|p| p.into_inner()));
+        for _ in 0..self.warmup {
+            f();
+        }
+        static CHECKS: AtomicU64 = AtomicU64::new(0);
+        // jemalloc keeps at most 15 bytes of a thread's name.
+        let tag = format!(
+            "ht-check-{}",
+            CHECKS.fetch_add(1, Ordering::Relaxed) % 100_000
+        );
+        let named = profiling && jemalloc::name_thread_in_dumps(&tag).is_ok();
+        if named {
+            // A thread draws its next sample point at its last sample, so
+            // after the period changed it may sample nothing for up to the
+            // old period. A few MiB of short-lived allocations move it on.
+            for _ in 0..64 {
+                std::hint::black_box(vec![0u8; 64 << 10]);
+            }
+        }
+        let before = if named {
+            jemalloc::dump_for(Some(&tag)).ok()
+        } else {
+            None
+        };
+        let base = jemalloc::thread_counters().unwrap_or_default();
+        let (fd0, th0) = (count_dir("/proc/self/fd"), count_dir("/proc/self/task"));
+        let mut heap: Vec<Pt> = Vec::with_capacity(self.iterations);
+        // Allocated up front: growth of these buffers must not count.
+        let mut fds: Vec<Pt> = Vec::with_capacity(self.iterations);
+        let mut threads: Vec<Pt> = Vec::with_capacity(self.iterations);
+        for i in 0..self.iterations {
+            f();
+            let c = jemalloc::thread_counters().unwrap_or_default();
+            let held =
+                (c.allocated - base.allocated) as f64 - (c.deallocated - base.deallocated) as f64;
+            heap.push((i as f64, held));
+            if self.fds.is_some() {
+                fds.push((i as f64, count_dir("/proc/self/fd") - fd0));
+            }
+            if self.threads.is_some() {
+                threads.push((i as f64, count_dir("/proc/self/task") - th0));
+            }
+        }
+        let growth = Growth::fit;
+        let report = LeakReport {
+            name: self.name.clone(),
+            iterations: self.iterations,
+            bytes_per_iter: growth(&heap, self.bytes),
+            fds_per_iter: self.fds.map(|b| growth(&fds, b)),
+            threads_per_iter: self.threads.map(|b| growth(&threads, b)),
+        };
+        let failed = report.bytes_per_iter.exceeded()
+            || report.fds_per_iter.is_some_and(|g| g.exceeded())
+            || report.threads_per_iter.is_some_and(|g| g.exceeded());
+        if !failed {
+            return Ok(report);
+        }
+        let sites = match (before, named) {
+            (Some(before), true) => growing_sites(&before, &tag),
+            _ => Vec::new(),
+        };
+        Err(LeakCheckError::Leak {
+            report: Box::new(report),
+            sites,
+        })
+    }
+}
+
+/// At most 300 evenly spaced points: Theil–Sen is quadratic in its input.
+fn thin(pts: &[Pt]) -> Vec<Pt> {
+    let step = pts.len().div_ceil(300).max(1);
+    pts.iter().step_by(step).copied().collect()
+}
+
+fn count_dir(path: &str) -> f64 {
+    std::fs::read_dir(path)
+        .map(|d| d.count() as f64)
+        .unwrap_or(0.0)
+}
+
+/// Lowers the sampling period once per process, before any check takes a
+/// profile: `prof.reset` drops every sample, so it must not run mid-check.
+fn prepare_profiling() -> bool {
+    static ONCE: Once = Once::new();
+    static ON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    ONCE.call_once(|| {
+        if matches!(jemalloc::profiling_state(), jemalloc::ProfilingState::On) {
+            ON.store(
+                jemalloc::set_sample_period(CHECK_SAMPLE_PERIOD).is_ok(),
+                Ordering::Relaxed,
+            );
+        }
+    });
+    ON.load(Ordering::Relaxed)
+}
+
+fn growing_sites(before: &(u64, Vec<jemalloc::RawStack>), tag: &str) -> Vec<GrowingSite> {
+    let Ok(after) = jemalloc::dump_for(Some(tag)) else {
+        return Vec::new();
+    };
+    let mut delta: std::collections::HashMap<&[u64], i64> = std::collections::HashMap::new();
+    for s in &after.1 {
+        *delta.entry(&s.addrs).or_default() += s.bytes as i64;
+    }
+    for s in &before.1 {
+        *delta.entry(&s.addrs).or_default() -= s.bytes as i64;
+    }
+    let mut grown: Vec<(&[u64], i64)> = delta.into_iter().filter(|(_, b)| *b > 0).collect();
+    grown.sort_by(|a, b| b.1.cmp(&a.1));
+    grown.truncate(5);
+    let mut symbols = Symbolizer::new(4096, true);
+    symbols.prepare(grown.iter().flat_map(|(a, _)| a.iter().copied()));
+    grown
+        .into_iter()
+        .map(|(addrs, bytes)| GrowingSite {
+            bytes,
+            frames: symbols
+                .stack(addrs)
+                .into_iter()
+                .filter(|f| !is_allocator_frame(&f.function))
+                .take(8)
+                .map(|f| {
+                    if f.file.is_empty() {
+                        f.function
+                    } else {
+                        format!("{} ({}:{})", f.function, f.file, f.line)
+                    }
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+fn is_allocator_frame(name: &str) -> bool {
+    let n = name.trim_start_matches('<');
+    [
+        "alloc::",
+        "core::",
+        "__rust",
+        "__rdl",
+        "__rg",
+        "_rjem",
+        "tikv_jemalloc",
+        "heaptide_agent::testing",
+    ]
+    .iter()
+    .any(|p| n.starts_with(p))
+}
+
+fn human_bytes(b: f64) -> String {
+    if b.abs() >= 1024.0 * 1024.0 {
+        format!("{:.1} MiB", b / 1048576.0)
+    } else if b.abs() >= 1024.0 {
+        format!("{:.1} KiB", b / 1024.0)
+    } else {
+        format!("{b:.0} B")
+    }
+}
+
+fn leak_message(r: &LeakReport, sites: &[GrowingSite]) -> String {
+    let mut m = format!(
+        "heaptide leak check {:?} failed over {} iterations:",
+        r.name, r.iterations
+    );
+    let line = |m: &mut String, what: &str, g: &Growth, fmt: &dyn Fn(f64) -> String| {
+        use fmt::Write;
+        let verdict = if g.exceeded() { "over budget" } else { "ok" };
+        let _ = write!(
+            m,
+            "\n  {what}: {} per iteration ({} to {}, 99.9%), budget {}: {verdict}",
+            fmt(g.slope),
+            fmt(g.lo),
+            fmt(g.hi),
+            fmt(g.budget)
+        );
+    };
+    line(&mut m, "heap", &r.bytes_per_iter, &human_bytes);
+    let count = |v: f64| format!("{v:.2}");
+    if let Some(g) = &r.fds_per_iter {
+        line(&mut m, "fds", g, &count);
+    }
+    if let Some(g) = &r.threads_per_iter {
+        line(&mut m, "threads", g, &count);
+    }
+    if r.bytes_per_iter.exceeded() {
+        if sites.is_empty() {
+            m.push_str("\n  no growing allocation site was sampled (heap profiling is off or the leak is small)");
+        } else {
+            m.push_str("\n  growing allocation sites (heap profile diff across the run):");
+            for (i, s) in sites.iter().enumerate() {
+                m.push_str(&format!("\n  {}. +{}", i + 1, human_bytes(s.bytes as f64)));
+                for (j, f) in s.frames.iter().enumerate() {
+                    m.push_str(&format!("\n       {}{f}", if j == 0 { "" } else { "<- " }));
+                }
+            }
+        }
+    }
+    m
+}

@@ -1,0 +1,183 @@
+//! `analyzer demo`: the quickstart in one command. It serves a temporary
+//! store, starts the leaky example with the agent streaming to it, drives
+//! load at it, prints the dashboard's address, and prints what `analyzer
+//! leaks` finds once it has found the leaking function.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+
+pub struct DemoOptions {
+    /// Where `leaky-service` and `leaky-load` are; built when absent.
+    pub bin_dir: PathBuf,
+    /// Stop once the leak is reported, rather than serving until Ctrl-C.
+    pub exit_when_found: bool,
+    /// Give up after this long.
+    pub timeout: Duration,
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(cmd: &mut Command) -> Result<Killed> {
+    Ok(Killed(
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .stdin(Stdio::null())
+            .spawn()?,
+    ))
+}
+
+fn first_line_address(child: &mut Child) -> Result<String> {
+    let out = child
+        .stdout
+        .take()
+        .ok_or_else(|| Error::invalid("demo", "no stdout"))?;
+    let mut line = String::new();
+    BufReader::new(out).read_line(&mut line)?;
+    line.split("http://")
+        .nth(1)
+        .map(|s| s.trim().to_owned())
+        .ok_or_else(|| Error::invalid("demo", format!("the example did not start: {line:?}")))
+}
+
+/// Builds the example next to this executable when it is not there yet.
+pub fn ensure_example(bin_dir: &Path) -> Result<()> {
+    if bin_dir.join("leaky-service").exists() && bin_dir.join("leaky-load").exists() {
+        return Ok(());
+    }
+    eprintln!("demo: building examples/leaky-service ...");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let release = bin_dir.ends_with("release");
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "-j2", "-p", "leaky-service"]);
+    if release {
+        cmd.arg("--release");
+    }
+    let status = cmd.status()?;
+    if !status.success() {
+        return Err(Error::invalid(
+            "demo",
+            "building examples/leaky-service failed",
+        ));
+    }
+    Ok(())
+}
+
+/// Runs the demo. Returns once the leak is reported (with
+/// `exit_when_found`), or when `shutdown` resolves.
+pub async fn run(
+    opts: DemoOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    ensure_example(&opts.bin_dir)?;
+    let dir = std::env::temp_dir().join(format!("heaptide-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let store_path = dir.join("demo.db");
+    let store: Arc<dyn crate::store::Store> =
+        Arc::new(crate::store::SqliteStore::open(&store_path)?);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let state = Arc::new(crate::server::AppState::new(
+        store.clone(),
+        None,
+        crate::ingest::Limits::default(),
+        crate::server::RateLimit::default(),
+    ));
+    let ui = heaptide_ui::router(Arc::new(crate::ui_source::UiSource {
+        store: store.clone(),
+    }));
+    let app = crate::server::api_router(state).merge(ui);
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let mut leaky = spawn(
+        Command::new(opts.bin_dir.join("leaky-service"))
+            .env("HEAPTIDE_ENDPOINT", format!("http://{addr}"))
+            .env("HEAPTIDE_SERVICE", "leaky-service")
+            .env("HEAPTIDE_INSTANCE", "demo-1")
+            .env("HEAPTIDE_INTERVAL", "1s")
+            .env("HEAPTIDE_PROFILE_INTERVAL", "5s")
+            .env("HEAPTIDE_HEAP_SAMPLE_PERIOD", "64KiB")
+            .env("HEAPTIDE_SYMBOL_LINES", "true")
+            .env("LEAKY_LISTEN", "127.0.0.1:0"),
+    )?;
+    let leaky_addr = first_line_address(&mut leaky.0)?;
+    let _load = spawn(Command::new(opts.bin_dir.join("leaky-load")).args([
+        &format!("http://{leaky_addr}"),
+        &opts.timeout.as_secs().to_string(),
+        "/work",
+        "/cache",
+        "/leak?kb=16",
+        "/work",
+        "/leak-fd",
+    ]))?;
+    println!("heaptide demo");
+    println!("  dashboard:  http://{addr}/");
+    println!("  store:      {}", store_path.display());
+    println!("  service:    leaky-service (http://{leaky_addr}) under load, with a heap leak and an fd leak");
+    println!("  waiting for the leak detector (about a minute) ...");
+
+    let started = Instant::now();
+    let found = loop {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let s = store.clone();
+        let now = crate::query::now_ms();
+        let analysis = tokio::task::spawn_blocking(move || {
+            let q = crate::detect::Query {
+                service: None,
+                instance: None,
+                from_ms: now - 600_000,
+                to_ms: now,
+            };
+            crate::detect::analyze(&*s, &q, &crate::detect::Options::default())
+        })
+        .await
+        .map_err(|_| Error::invalid("demo", "analysis failed"))??;
+        let named = analysis.findings.iter().any(|f| {
+            f.resource == crate::detect::Resource::Heap
+                && f.verdict == crate::detect::Verdict::Leak
+                && f.sites
+                    .iter()
+                    .any(|s| s.frames.iter().any(|fr| fr.contains("leak_request_buffer")))
+        });
+        if named {
+            break Some(analysis);
+        }
+        if started.elapsed() > opts.timeout {
+            break None;
+        }
+    };
+    match found {
+        Some(a) => {
+            println!(
+                "\n$ analyzer leaks --since 10m --store {}\n",
+                store_path.display()
+            );
+            print!("{}", crate::report::leaks_table(&a.leaks(), &[]));
+        }
+        None => {
+            return Err(Error::invalid(
+                "demo",
+                "no leak was found in time; is the machine overloaded?",
+            ))
+        }
+    }
+    if !opts.exit_when_found {
+        println!("\nThe dashboard stays up at http://{addr}/ until Ctrl-C.");
+        shutdown.await;
+    }
+    server.abort();
+    drop(leaky);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}

@@ -1,0 +1,115 @@
+//! `analyzer leaks` on the real leaky example, streaming to a real
+//! `analyzer serve`, with intervals shortened so each test takes about a
+//! minute.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use heaptide_tests::*;
+
+/// Runs the example with `routes` under steady load for `secs`, then
+/// returns `analyzer leaks --format json` over the run.
+fn leaks_after_load(instance: &str, routes: &[&str], secs: u64) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("h.db");
+    let an = analyzer(dir.path(), &store, "127.0.0.1:0", &[]);
+    let leaky = leaky(
+        dir.path(),
+        &format!("http://{}", an.addr),
+        instance,
+        &[
+            ("HEAPTIDE_PROFILE_INTERVAL", "1s"),
+            ("HEAPTIDE_HEAP_SAMPLE_PERIOD", "64KiB"),
+        ],
+    );
+    let end = Instant::now() + Duration::from_secs(secs);
+    let mut n = 0usize;
+    while Instant::now() < end {
+        let route = routes[n % routes.len()].replace("{n}", &(n % 1500).to_string());
+        assert_eq!(get(&leaky.url(&route)).0, 200, "{route}");
+        n += 1;
+        std::thread::sleep(Duration::from_millis(8));
+    }
+    std::thread::sleep(Duration::from_millis(600));
+    let out = Command::new(bin("analyzer"))
+        .args([
+            "leaks",
+            "--since",
+            "10m",
+            "--format",
+            "json",
+            "--service",
+            "leaky-service",
+            "--store",
+        ])
+        .arg(&store)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(leaky);
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn finding<'a>(v: &'a serde_json::Value, resource: &str) -> Option<&'a serde_json::Value> {
+    v["findings"]
+        .as_array()?
+        .iter()
+        .find(|f| f["resource"] == resource)
+}
+
+#[test]
+fn the_heap_leak_is_found_with_its_function_in_the_top_site() {
+    let v = leaks_after_load("leak", &["/leak?kb=16", "/work"], 60);
+    let heap = finding(&v, "heap").unwrap_or_else(|| panic!("no heap finding: {v:#}"));
+    assert!(heap["slope_per_hour"].as_f64().unwrap() > 0.0);
+    assert!(heap["confidence"].as_f64().unwrap() > 0.99, "{heap:#}");
+    assert!(
+        heap["time_to_exhaustion_seconds"].as_f64().is_some(),
+        "{heap:#}"
+    );
+    let top = &heap["sites"][0];
+    let frames: Vec<&str> = top["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f.as_str())
+        .collect();
+    assert!(
+        frames.iter().any(|f| f.contains("leak_request_buffer")),
+        "top site: {frames:?}"
+    );
+    let app = top["app_frame"].as_u64().unwrap() as usize;
+    assert!(
+        frames[app].contains("leak_request_buffer"),
+        "the first frame outside the allocator: {frames:?}"
+    );
+}
+
+#[test]
+fn the_fd_leak_is_found_as_fds_of_kind_file() {
+    let v = leaks_after_load("fd", &["/leak-fd", "/work"], 50);
+    let fds = finding(&v, "fds").unwrap_or_else(|| panic!("no fd finding: {v:#}"));
+    assert_eq!(fds["detail"]["fd_kind"], "file", "{fds:#}");
+    assert!(
+        fds["limit"].as_f64().unwrap() > 0.0,
+        "RLIMIT_NOFILE is the limit: {fds:#}"
+    );
+    assert!(
+        fds["time_to_exhaustion_seconds"].as_f64().is_some(),
+        "{fds:#}"
+    );
+}
+
+#[test]
+fn a_bounded_cache_alone_is_not_a_leak() {
+    let v = leaks_after_load("cache", &["/cache?key={n}", "/work"], 60);
+    assert!(
+        v["findings"].as_array().unwrap().is_empty(),
+        "false positive: {v:#}"
+    );
+}

@@ -1,0 +1,149 @@
+//! The dashboards in a real headless Chromium, with real data from the
+//! leaky example: charts and flamegraphs render, a click on a frame zooms,
+//! and the console stays clean. Screenshots are kept in
+//! `target/ui-screenshots/`.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use heaptide_tests::webdriver::Browser;
+use heaptide_tests::*;
+
+fn shots() -> PathBuf {
+    bin("analyzer")
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("ui-screenshots")
+}
+
+#[test]
+fn dashboards_and_flamegraphs_render_and_respond() {
+    let dir = tempfile::tempdir().unwrap();
+    let an = analyzer(dir.path(), &dir.path().join("h.db"), "127.0.0.1:0", &[]);
+    let leaky = leaky(
+        dir.path(),
+        &format!("http://{}", an.addr),
+        "ui-1",
+        &[
+            ("HEAPTIDE_PROFILE_INTERVAL", "1s"),
+            ("HEAPTIDE_HEAP_SAMPLE_PERIOD", "64KiB"),
+        ],
+    );
+    let end = Instant::now() + Duration::from_secs(45);
+    let mut n = 0;
+    while Instant::now() < end {
+        let route = [
+            "/leak?kb=16",
+            "/work",
+            "/leak-fd",
+            &format!("/cache?key={n}"),
+        ][n % 4]
+            .to_owned();
+        get(&leaky.url(&route));
+        n += 1;
+        std::thread::sleep(Duration::from_millis(8));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let b = Browser::start();
+
+    b.goto(&an.url("/"));
+    assert_eq!(b.count("table#services tr.instance"), 1);
+    assert!(
+        b.count("svg.sparkline polyline") >= 2,
+        "sparklines of heap and fds"
+    );
+    let status = b.eval(
+        "return document.querySelector('tr.instance').dataset.status;",
+        serde_json::json!([]),
+    );
+    assert!(
+        status == "leaking" || status == "exhausting",
+        "the leaking instance shows as {status}"
+    );
+    b.screenshot(&shots().join("overview.png"));
+
+    b.goto(&an.url("/ui/instance?service=leaky-service&instance=ui-1&window=1h"));
+    for chart in ["heap", "rss", "fds", "threads", "sockets", "pauses"] {
+        assert_eq!(
+            b.count(&format!("svg.chart[data-chart={chart}]")),
+            1,
+            "chart {chart}"
+        );
+    }
+    assert!(b.count("svg.chart polyline.series") >= 8, "series drawn");
+    let y_labels = b.eval(
+        "return Array.from(document.querySelectorAll('svg.chart[data-chart=heap] .y-axis text')).map(t => t.textContent);",
+        serde_json::json!([]),
+    );
+    assert!(
+        y_labels.to_string().contains("MiB"),
+        "heap axis has units: {y_labels}"
+    );
+    assert!(
+        b.count(".finding[data-resource=heap]") == 1,
+        "the heap leak is listed"
+    );
+    assert!(
+        b.count("svg.chart polyline.projection") >= 1,
+        "a projected path is drawn"
+    );
+    b.screenshot(&shots().join("instance.png"));
+
+    // The live heap flamegraph, opened as its own document so its script runs.
+    let at = heaptide_tests::now_ms();
+    b.goto(&an.url(&format!(
+        "/ui/flame.svg?service=leaky-service&instance=ui-1&at={at}"
+    )));
+    assert!(b.count("#frames > g") > 5, "flamegraph frames rendered");
+    assert!(b.count("#unzoom.hide") == 1);
+    // Click the frame of the leaking function: the graph zooms to it.
+    let title = b.eval(
+        "var g = Array.from(document.querySelectorAll('#frames > g')).find(g => g.querySelector('title').textContent.includes('leak_request_buffer')); \
+         if (!g) return null; g.id = 'target-frame'; return g.querySelector('title').textContent;",
+        serde_json::json!([]),
+    );
+    assert!(title.is_string(), "no frame for leak_request_buffer");
+    b.click("#target-frame rect");
+    assert_eq!(
+        b.count("#unzoom.hide"),
+        0,
+        "clicking a frame zooms (the reset button appears)"
+    );
+    let width = b.eval(
+        "return document.querySelector('#target-frame rect').getAttribute('width');",
+        serde_json::json!([]),
+    );
+    assert_eq!(width, "100.0000%", "the clicked frame fills the width");
+    b.screenshot(&shots().join("flamegraph.png"));
+
+    b.goto(&an.url(&format!(
+        "/ui/flame.svg?service=leaky-service&instance=ui-1&kind=growth&from={}&to={at}",
+        at - 40_000
+    )));
+    assert!(
+        b.count("#frames > g") > 5,
+        "growth flamegraph frames rendered"
+    );
+    b.screenshot(&shots().join("growth.png"));
+
+    b.goto(&an.url("/ui/flame?service=leaky-service&instance=ui-1&kind=live"));
+    assert_eq!(b.count("object#flamegraph"), 1);
+    assert!(
+        b.count("a[href*='format=pprof']") >= 1,
+        "pprof download link"
+    );
+
+    b.goto(&an.url("/ui/instance?service=nobody&instance=x"));
+    let text = b.eval("return document.body.innerText;", serde_json::json!([]));
+    assert!(text.to_string().contains("no data for nobody/x"), "{text}");
+
+    let errors: Vec<String> = b
+        .console_errors()
+        .into_iter()
+        .filter(|e| !e.contains("nobody"))
+        .collect();
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+    drop(leaky);
+}

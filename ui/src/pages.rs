@@ -1,0 +1,355 @@
+//! The HTML pages. Styles are inline and there is no script but inferno's
+//! own inside the flamegraph SVGs: the UI works with no network at all.
+
+use std::fmt::Write;
+
+use crate::svg::{chart, fmt_value, sparkline};
+use crate::{InstanceSummary, InstanceView, Status, Unit};
+
+const STYLE: &str = "body{font:14px/1.45 system-ui,-apple-system,Segoe UI,sans-serif;margin:0;color:#111827;background:#f9fafb}
+header{background:#0f172a;color:#fff;padding:10px 24px}header a{color:#fff;text-decoration:none;font-weight:600}
+main{padding:16px 24px;max-width:1100px}table{border-collapse:collapse;background:#fff}
+td,th{padding:6px 10px;border-bottom:1px solid #e5e7eb;text-align:left;vertical-align:middle}
+.status{font-weight:600;border-radius:4px;padding:2px 6px;font-size:12px}
+.healthy{background:#dcfce7;color:#166534}.leaking{background:#fef3c7;color:#92400e}
+.exhausting{background:#fee2e2;color:#991b1b}.stale{background:#e5e7eb;color:#374151}
+.chart{background:#fff;border:1px solid #e5e7eb;margin:6px 0;display:block}
+.chart text{font-size:11px;fill:#374151}.chart .title{font-size:13px;font-weight:600}
+nav a{margin-right:10px}.finding{background:#fff;border:1px solid #fde68a;padding:8px 12px;margin:8px 0}
+.finding pre{margin:4px 0 4px 12px;font-size:12px;white-space:pre-wrap}code{font-size:12px}
+.empty{color:#6b7280}";
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn url(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+fn page(title: &str, body: &str) -> String {
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{} · heaptide</title>\
+         <meta name=\"viewport\" content=\"width=device-width\"><link rel=\"icon\" href=\"/favicon.ico\"><style>{STYLE}</style></head>\
+         <body><header><a href=\"/\">heaptide</a></header><main>{body}</main></body></html>",
+        esc(title)
+    )
+}
+
+pub fn message(title: &str, message: &str) -> String {
+    page(
+        title,
+        &format!(
+            "<h1>{}</h1><p class=\"empty\">{}</p>",
+            esc(title),
+            esc(message)
+        ),
+    )
+}
+
+pub fn duration(secs: f64) -> String {
+    let s = secs.max(0.0) as u64;
+    match (s / 86_400, s % 86_400 / 3_600, s % 3_600 / 60) {
+        (0, 0, m) => format!("{m}m"),
+        (0, h, m) => format!("{h}h {m}m"),
+        (d, h, _) => format!("{d}d {h}h"),
+    }
+}
+
+pub fn overview(rows: &[InstanceSummary], now: i64) -> String {
+    if rows.is_empty() {
+        return page(
+            "services",
+            "<h1>Services</h1><p class=\"empty\">No agent has reported yet. Link heaptide-agent into a service and point HEAPTIDE_ENDPOINT here.</p>",
+        );
+    }
+    let mut b = String::from("<h1>Services</h1><table id=\"services\"><tr><th>service / instance</th><th>status</th><th>last seen</th><th>heap</th><th>fds</th></tr>");
+    let mut last_service = "";
+    for r in rows {
+        if r.service != last_service {
+            let _ = write!(
+                b,
+                "<tr class=\"service\"><th colspan=\"5\">{}</th></tr>",
+                esc(&r.service)
+            );
+            last_service = &r.service;
+        }
+        let (class, label) = match r.status {
+            Status::Healthy => ("healthy", "healthy".to_owned()),
+            Status::Leaking => ("leaking", "leaking".to_owned()),
+            Status::ExhaustingSoon => ("exhausting", "exhausting soon".to_owned()),
+            Status::Stale => ("stale", "not reporting".to_owned()),
+        };
+        let tte = r
+            .exhaustion
+            .as_ref()
+            .map(|(what, s)| {
+                format!(
+                    " <span class=\"tte\">{} exhausted in {}</span>",
+                    esc(what),
+                    duration(*s)
+                )
+            })
+            .unwrap_or_default();
+        let _ = write!(
+            b,
+            "<tr class=\"instance\" data-status=\"{class}\"><td><a href=\"/ui/instance?service={}&amp;instance={}\">{}</a></td>\
+             <td><span class=\"status {class}\">{label}</span>{tte}</td><td>{} ago</td><td>{}</td><td>{}</td></tr>",
+            url(&r.service),
+            url(&r.instance),
+            esc(&r.instance),
+            duration(((now - r.last_seen_ms) / 1000) as f64),
+            sparkline(&r.heap),
+            sparkline(&r.fds)
+        );
+    }
+    b.push_str("</table>");
+    page("services", &b)
+}
+
+pub fn instance(v: &InstanceView, window: &str) -> String {
+    let q = format!(
+        "service={}&amp;instance={}",
+        url(&v.service),
+        url(&v.instance)
+    );
+    let mut b = format!(
+        "<h1>{} / {}</h1><nav id=\"windows\">",
+        esc(&v.service),
+        esc(&v.instance)
+    );
+    for w in ["1h", "6h", "24h", "7d"] {
+        let cur = if w == window {
+            " style=\"font-weight:700\""
+        } else {
+            ""
+        };
+        let _ = write!(
+            b,
+            "<a href=\"/ui/instance?{q}&amp;window={w}\"{cur}>{w}</a>"
+        );
+    }
+    let _ = write!(
+        b,
+        "<form style=\"display:inline\" action=\"/ui/instance\"><input type=\"hidden\" name=\"service\" value=\"{}\"><input type=\"hidden\" name=\"instance\" value=\"{}\">\
+         custom: <input name=\"from\" size=\"13\" placeholder=\"from (unix ms)\" value=\"{}\"> <input name=\"to\" size=\"13\" placeholder=\"to (unix ms)\" value=\"{}\"> <button>show</button></form></nav>",
+        esc(&v.service),
+        esc(&v.instance),
+        v.from_ms,
+        v.to_ms
+    );
+    if !v.findings.is_empty() {
+        b.push_str("<h2>Leaks</h2>");
+        for f in &v.findings {
+            let _ = write!(
+                b,
+                "<div class=\"finding\" data-resource=\"{}\"><b>{}</b>: {}",
+                esc(&f.resource),
+                esc(&f.resource),
+                esc(&f.summary)
+            );
+            for (head, frames) in &f.sites {
+                let _ = write!(
+                    b,
+                    "<pre>{}\n{}</pre>",
+                    esc(head),
+                    esc(&frames.join("\n  <- "))
+                );
+            }
+            b.push_str("</div>");
+        }
+    }
+    let has_data = v
+        .charts
+        .iter()
+        .any(|c| c.series.iter().any(|s| !s.points.is_empty()));
+    if !has_data {
+        b.push_str("<p class=\"empty\">No data in this window. Try a longer one.</p>");
+        return page(&format!("{}/{}", v.service, v.instance), &b);
+    }
+    // Leave a quarter of the width for the projected path.
+    let ahead = if v.charts.iter().any(|c| c.projection.is_some()) {
+        (v.to_ms - v.from_ms) / 4
+    } else {
+        0
+    };
+    b.push_str("<h2>Resources</h2>");
+    for c in &v.charts {
+        b.push_str(&chart(c, v.from_ms, v.to_ms + ahead, &v.restarts));
+    }
+    b.push_str("<h2>Pauses</h2>");
+    if v.pauses.is_empty() {
+        b.push_str("<p class=\"empty\">No pause over the threshold in this window.</p>");
+    } else {
+        b.push_str("<table id=\"pauses\"><tr><th>when</th><th>duration</th><th>source</th><th>name</th></tr>");
+        for p in v.pauses.iter().rev().take(50) {
+            let _ = write!(
+                b,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                p.start_ms,
+                fmt_value(Unit::Millis, p.duration_ms),
+                esc(&p.source),
+                esc(&p.name)
+            );
+        }
+        b.push_str("</table>");
+    }
+    b.push_str("<h2>Heap profiles</h2>");
+    match (v.profiles.first(), v.profiles.last()) {
+        (Some(first), Some(last)) => {
+            let _ = write!(
+                b,
+                "<p>{} profiles. <a id=\"flame-live\" href=\"/ui/flame?{q}&amp;kind=live&amp;at={last}\">live heap flamegraph</a> · \
+                 <a id=\"flame-growth\" href=\"/ui/flame?{q}&amp;kind=growth&amp;from={first}&amp;to={last}\">growth flamegraph</a> · \
+                 <a href=\"/ui/flame?{q}&amp;kind=growth&amp;from={first}&amp;to={last}&amp;value=objects\">growth in objects</a> · \
+                 <a href=\"/v1/profile?{q}&amp;at={last}&amp;format=pprof\">pprof</a> · \
+                 <a href=\"/v1/profile?{q}&amp;at={last}&amp;format=folded\">folded</a></p>",
+                v.profiles.len()
+            );
+        }
+        _ => b.push_str("<p class=\"empty\">No heap profiles in this window.</p>"),
+    }
+    page(&format!("{}/{}", v.service, v.instance), &b)
+}
+
+pub fn flame(
+    service: &str,
+    instance: &str,
+    kind: &str,
+    at: Option<i64>,
+    from: Option<i64>,
+    to: Option<i64>,
+    objects: bool,
+) -> String {
+    let q = format!("service={}&amp;instance={}", url(service), url(instance));
+    let value = if objects { "objects" } else { "bytes" };
+    let mut params = format!("{q}&amp;kind={}&amp;value={value}", url(kind));
+    for (k, v) in [("at", at), ("from", from), ("to", to)] {
+        if let Some(v) = v {
+            let _ = write!(params, "&amp;{k}={v}");
+        }
+    }
+    let (title, pprof_at) = if kind == "growth" {
+        (
+            "growth between two profiles: the stacks that grew are red",
+            to.or(at),
+        )
+    } else {
+        ("live heap", at)
+    };
+    let at_param = pprof_at.map(|t| format!("&amp;at={t}")).unwrap_or_default();
+    let body = format!(
+        "<h1>{} / {}: {title}</h1><p><a href=\"/ui/instance?{q}\">back</a> · click a frame to zoom, Ctrl-F to search · \
+         <a href=\"/ui/flame?{}\">{}</a> · download <a href=\"/v1/profile?{q}{at_param}&amp;format=pprof\">pprof</a> · \
+         <a href=\"/v1/profile?{q}{at_param}&amp;format=folded{}\">folded</a></p>\
+         <object id=\"flamegraph\" type=\"image/svg+xml\" data=\"/ui/flame.svg?{params}\" width=\"1200\"></object>",
+        esc(service),
+        esc(instance),
+        params.replace(&format!("value={value}"), &format!("value={}", if objects { "bytes" } else { "objects" })),
+        if objects { "in bytes" } else { "in objects" },
+        if objects { "-objects" } else { "" }
+    );
+    page(&format!("{service}/{instance} flamegraph"), &body)
+}
+
+fn options<'a>(title: String, subtitle: String, objects: bool) -> inferno::flamegraph::Options<'a> {
+    let mut o = inferno::flamegraph::Options::default();
+    o.title = title;
+    o.subtitle = Some(subtitle);
+    o.count_name = if objects {
+        "objects".into()
+    } else {
+        "bytes".into()
+    };
+    o.colors =
+        inferno::flamegraph::color::Palette::Basic(inferno::flamegraph::color::BasicPalette::Mem);
+    o.deterministic = true;
+    o.min_width = 0.05;
+    o
+}
+
+fn stamp(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    format!(
+        "{:02}:{:02}:{:02} UTC",
+        secs.rem_euclid(86_400) / 3600,
+        secs.rem_euclid(3600) / 60,
+        secs.rem_euclid(60)
+    )
+}
+
+/// The live-heap flamegraph of one profile.
+pub fn flame_svg(
+    folded: &str,
+    service: &str,
+    instance: &str,
+    at: i64,
+    objects: bool,
+) -> Result<String, String> {
+    if folded.trim().is_empty() {
+        return Ok(empty_svg("the profile has no sampled allocations"));
+    }
+    let mut opts = options(
+        format!(
+            "{service}/{instance}: live heap ({})",
+            if objects { "objects" } else { "bytes" }
+        ),
+        format!("profile at {}", stamp(at)),
+        objects,
+    );
+    let mut out = Vec::new();
+    inferno::flamegraph::from_lines(&mut opts, folded.lines(), &mut out)
+        .map_err(|e| e.to_string())?;
+    String::from_utf8(out).map_err(|e| e.to_string())
+}
+
+/// A differential flamegraph: the second profile's stacks, coloured by how
+/// much each grew (red) or shrank (blue) since the first.
+pub fn differential_svg(
+    before: &str,
+    after: &str,
+    title: &str,
+    t0: i64,
+    t1: i64,
+    objects: bool,
+) -> Result<String, String> {
+    let mut diff = Vec::new();
+    inferno::differential::from_readers(
+        Default::default(),
+        before.as_bytes(),
+        after.as_bytes(),
+        &mut diff,
+    )
+    .map_err(|e| e.to_string())?;
+    let diff = String::from_utf8(diff).map_err(|e| e.to_string())?;
+    if diff.trim().is_empty() {
+        return Ok(empty_svg("neither profile has sampled allocations"));
+    }
+    let mut opts = options(
+        title.to_owned(),
+        format!("from {} to {}", stamp(t0), stamp(t1)),
+        objects,
+    );
+    let mut out = Vec::new();
+    inferno::flamegraph::from_lines(&mut opts, diff.lines(), &mut out)
+        .map_err(|e| e.to_string())?;
+    String::from_utf8(out).map_err(|e| e.to_string())
+}
+
+pub fn empty_svg(message: &str) -> String {
+    format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"600\" height=\"60\"><text x=\"10\" y=\"35\" font-family=\"sans-serif\" font-size=\"14\">{}</text></svg>",
+        esc(message)
+    )
+}

@@ -1,0 +1,327 @@
+//! Charts drawn as SVG on the server: axes with units, series, the limit,
+//! restarts and the projected path to exhaustion.
+
+use std::fmt::Write;
+
+use crate::{Chart, Unit};
+
+const W: f64 = 760.0;
+const H: f64 = 220.0;
+const LEFT: f64 = 70.0;
+const RIGHT: f64 = 16.0;
+const TOP: f64 = 28.0;
+const BOTTOM: f64 = 30.0;
+const COLORS: [&str; 8] = [
+    "#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#ca8a04", "#64748b",
+];
+
+pub fn fmt_value(unit: Unit, v: f64) -> String {
+    match unit {
+        Unit::Bytes => {
+            let a = v.abs();
+            if a >= 1073741824.0 {
+                format!("{:.1} GiB", v / 1073741824.0)
+            } else if a >= 1048576.0 {
+                format!("{:.1} MiB", v / 1048576.0)
+            } else if a >= 1024.0 {
+                format!("{:.0} KiB", v / 1024.0)
+            } else {
+                format!("{v:.0} B")
+            }
+        }
+        Unit::Count => {
+            if v.abs() >= 10_000.0 {
+                format!("{:.1}k", v / 1000.0)
+            } else if v.fract() == 0.0 {
+                format!("{v:.0}")
+            } else {
+                format!("{v:.1}")
+            }
+        }
+        Unit::Millis => format!("{v:.1} ms"),
+    }
+}
+
+fn clock(ms: i64, span_ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (h, m) = (secs.rem_euclid(86_400) / 3600, secs.rem_euclid(3600) / 60);
+    if span_ms > 3 * 86_400_000 {
+        let days = secs.div_euclid(86_400);
+        // Day of month from the civil calendar (Howard Hinnant's algorithm).
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let d = doy - (153 * mp + 2) / 5 + 1;
+        let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+        format!("{mo:02}-{d:02}")
+    } else if span_ms < 600_000 {
+        format!("{h:02}:{m:02}:{:02}", secs.rem_euclid(60))
+    } else {
+        format!("{h:02}:{m:02}")
+    }
+}
+
+/// "Nice" tick steps: 1, 2 or 5 times a power of ten (of 1024 for bytes).
+fn ticks(lo: f64, hi: f64, unit: Unit) -> Vec<f64> {
+    let span = (hi - lo).max(f64::MIN_POSITIVE);
+    let base: f64 = if unit == Unit::Bytes && span >= 1024.0 {
+        1024.0
+    } else {
+        10.0
+    };
+    let raw = span / 4.0;
+    let mag = base.powf(raw.log(base).floor());
+    let step = [1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0]
+        .iter()
+        .map(|m| m * mag)
+        .find(|s| *s >= raw)
+        .unwrap_or(raw);
+    let mut t = (lo / step).ceil() * step;
+    let mut out = Vec::new();
+    while t <= hi + step * 1e-9 && out.len() < 12 {
+        out.push(t);
+        t += step;
+    }
+    out
+}
+
+/// Reduces a series to at most two points per pixel column (min and max),
+/// so a week of 10 s samples draws as fast as an hour.
+fn decimate(points: &[(i64, f64)], from: i64, to: i64, columns: usize) -> Vec<(i64, f64)> {
+    if points.len() <= columns * 2 {
+        return points.to_vec();
+    }
+    let width = ((to - from) as f64 / columns as f64).max(1.0);
+    let mut out = Vec::with_capacity(columns * 2);
+    let mut i = 0;
+    while i < points.len() {
+        let col = ((points[i].0 - from) as f64 / width).floor();
+        let mut lo = points[i];
+        let mut hi = points[i];
+        let mut j = i;
+        while j < points.len() && ((points[j].0 - from) as f64 / width).floor() == col {
+            if points[j].1 < lo.1 {
+                lo = points[j];
+            }
+            if points[j].1 > hi.1 {
+                hi = points[j];
+            }
+            j += 1;
+        }
+        if lo.0 <= hi.0 {
+            out.extend([lo, hi]);
+        } else {
+            out.extend([hi, lo]);
+        }
+        i = j;
+    }
+    out
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// A full chart. `to` may lie beyond now, to leave room for a projection.
+pub fn chart(c: &Chart, from: i64, to: i64, restarts: &[i64]) -> String {
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r#"<svg class="chart" data-chart="{}" viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" aria-label="{}">"#,
+        esc(&c.id),
+        esc(&c.title)
+    );
+    let _ = write!(
+        s,
+        r#"<text class="title" x="{LEFT}" y="18">{}</text>"#,
+        esc(&c.title)
+    );
+    let values = c.series.iter().flat_map(|x| x.points.iter().map(|p| p.1));
+    let proj = c.projection.iter().flat_map(|p| p.iter().map(|x| x.1));
+    let (mut lo, mut hi) = values
+        .chain(proj)
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+            (a.min(v), b.max(v))
+        });
+    if !lo.is_finite() {
+        let _ = write!(
+            s,
+            r#"<text class="empty" x="{}" y="{}">no data in this window</text></svg>"#,
+            W / 2.0 - 70.0,
+            H / 2.0
+        );
+        return s;
+    }
+    // Show the limit when it is near enough to matter.
+    let limit_in_view = c
+        .limit
+        .as_ref()
+        .filter(|(_, l)| *l <= hi * 1.5 + 1.0 || c.projection.is_some());
+    if let Some((_, l)) = limit_in_view {
+        hi = hi.max(*l);
+    }
+    lo = lo.min(0.0);
+    if hi <= lo {
+        hi = lo + 1.0;
+    }
+    hi += (hi - lo) * 0.05;
+    let pw = W - LEFT - RIGHT;
+    let ph = H - TOP - BOTTOM;
+    let x = |t: i64| LEFT + (t - from) as f64 / (to - from).max(1) as f64 * pw;
+    let y = |v: f64| TOP + ph - (v - lo) / (hi - lo) * ph;
+    // Axes, with units on the ticks.
+    let _ = write!(s, r#"<g class="axis y-axis">"#);
+    for t in ticks(lo, hi, c.unit) {
+        let _ = write!(
+            s,
+            r##"<line x1="{LEFT}" x2="{}" y1="{:.1}" y2="{:.1}" stroke="#e5e7eb"/><text x="{}" y="{:.1}" text-anchor="end">{}</text>"##,
+            W - RIGHT,
+            y(t),
+            y(t),
+            LEFT - 6.0,
+            y(t) + 4.0,
+            esc(&fmt_value(c.unit, t))
+        );
+    }
+    let _ = write!(s, "</g>");
+    let _ = write!(s, r#"<g class="axis x-axis">"#);
+    for k in 0..=5 {
+        let t = from + (to - from) * k / 5;
+        let _ = write!(
+            s,
+            r##"<line x1="{:.1}" x2="{:.1}" y1="{}" y2="{}" stroke="#9ca3af"/><text x="{:.1}" y="{}" text-anchor="middle">{}</text>"##,
+            x(t),
+            x(t),
+            TOP + ph,
+            TOP + ph + 4.0,
+            x(t),
+            H - 10.0,
+            clock(t, to - from)
+        );
+    }
+    let _ = write!(
+        s,
+        r##"<line x1="{LEFT}" x2="{}" y1="{}" y2="{}" stroke="#6b7280"/></g>"##,
+        W - RIGHT,
+        TOP + ph,
+        TOP + ph
+    );
+    for r in restarts.iter().filter(|r| **r >= from && **r <= to) {
+        let _ = write!(
+            s,
+            r##"<line class="restart" x1="{:.1}" x2="{:.1}" y1="{TOP}" y2="{}" stroke="#f59e0b" stroke-dasharray="4 3"><title>restart</title></line>"##,
+            x(*r),
+            x(*r),
+            TOP + ph
+        );
+    }
+    if let Some((label, l)) = limit_in_view {
+        let _ = write!(
+            s,
+            r##"<line class="limit" x1="{LEFT}" x2="{}" y1="{:.1}" y2="{:.1}" stroke="#b91c1c" stroke-dasharray="6 3"/><text class="limit-label" x="{}" y="{:.1}" text-anchor="end" fill="#b91c1c">{} {}</text>"##,
+            W - RIGHT,
+            y(*l),
+            y(*l),
+            W - RIGHT - 4.0,
+            y(*l) - 4.0,
+            esc(label),
+            esc(&fmt_value(c.unit, *l))
+        );
+    } else if let Some((label, l)) = &c.limit {
+        let _ = write!(
+            s,
+            r##"<text class="limit-label" x="{}" y="18" text-anchor="end" fill="#b91c1c">{} {} (off scale)</text>"##,
+            W - RIGHT,
+            esc(label),
+            esc(&fmt_value(c.unit, *l))
+        );
+    }
+    for (i, series) in c.series.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let pts: String = decimate(&series.points, from, to, pw as usize)
+            .iter()
+            .map(|(t, v)| format!("{:.1},{:.1}", x(*t), y(*v)))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let _ = write!(
+            s,
+            r#"<polyline class="series" data-series="{}" fill="none" stroke="{color}" stroke-width="1.5" points="{pts}"/>"#,
+            esc(&series.name)
+        );
+        let _ = write!(
+            s,
+            r#"<text class="legend" x="{}" y="18" fill="{color}">{}</text>"#,
+            LEFT + 200.0 + i as f64 * 90.0,
+            esc(&series.name)
+        );
+    }
+    if let Some(p) = &c.projection {
+        let pts: String = p
+            .iter()
+            .map(|(t, v)| format!("{:.1},{:.1}", x(*t), y(*v)))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let _ = write!(
+            s,
+            r##"<polyline class="projection" fill="none" stroke="#b91c1c" stroke-width="1.5" stroke-dasharray="3 3" points="{pts}"><title>projected path to exhaustion</title></polyline>"##
+        );
+    }
+    s.push_str("</svg>");
+    s
+}
+
+/// A small line without axes, for the overview.
+pub fn sparkline(points: &[(i64, f64)]) -> String {
+    if points.len() < 2 {
+        return r#"<svg class="sparkline" width="120" height="24"></svg>"#.into();
+    }
+    let (from, to) = (points[0].0, points[points.len() - 1].0);
+    let (lo, hi) = points
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
+            (a.min(p.1), b.max(p.1))
+        });
+    let span = (hi - lo).max(f64::MIN_POSITIVE);
+    let pts: String = decimate(points, from, to, 120)
+        .iter()
+        .map(|(t, v)| {
+            format!(
+                "{:.1},{:.1}",
+                (t - from) as f64 / (to - from).max(1) as f64 * 118.0 + 1.0,
+                22.0 - (v - lo) / span * 20.0
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    format!(
+        r##"<svg class="sparkline" width="120" height="24" viewBox="0 0 120 24"><polyline fill="none" stroke="#2563eb" stroke-width="1.2" points="{pts}"/></svg>"##
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_are_round_in_the_unit() {
+        assert_eq!(ticks(0.0, 100.0, Unit::Count), vec![0.0, 50.0, 100.0]);
+        let t = ticks(0.0, 8.0 * 1048576.0, Unit::Bytes);
+        assert!(t.iter().all(|v| (v / 1048576.0).fract() == 0.0), "{t:?}");
+    }
+
+    #[test]
+    fn decimation_keeps_extremes() {
+        let pts: Vec<(i64, f64)> = (0..10_000)
+            .map(|i| (i, if i == 5000 { 99.0 } else { 1.0 }))
+            .collect();
+        let d = decimate(&pts, 0, 10_000, 100);
+        assert!(d.len() <= 200);
+        assert!(d.iter().any(|p| p.1 == 99.0));
+    }
+}
