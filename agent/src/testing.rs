@@ -324,7 +324,7 @@ fn growing_sites(before: &(u64, Vec<jemalloc::RawStack>), tag: &str) -> Vec<Grow
             frames: symbols
                 .stack(addrs)
                 .into_iter()
-                .filter(|f| !is_allocator_frame(&f.function))
+                .filter(|f| !heaptide_wire::pprof::is_runtime_frame(&f.function))
                 .take(8)
                 .map(|f| {
                     if f.file.is_empty() {
@@ -336,22 +336,6 @@ fn growing_sites(before: &(u64, Vec<jemalloc::RawStack>), tag: &str) -> Vec<Grow
                 .collect(),
         })
         .collect()
-}
-
-fn is_allocator_frame(name: &str) -> bool {
-    let n = name.trim_start_matches('<');
-    [
-        "alloc::",
-        "core::",
-        "__rust",
-        "__rdl",
-        "__rg",
-        "_rjem",
-        "tikv_jemalloc",
-        "heaptide_agent::testing",
-    ]
-    .iter()
-    .any(|p| n.starts_with(p))
 }
 
 fn human_bytes(b: f64) -> String {

@@ -241,6 +241,12 @@ fn main() {
     }
     println!("{runs} runs per scenario\n\n{out}");
     if let Some(path) = write {
+        // cargo runs benches from the package's directory; paths are the
+        // workspace's.
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(path);
+        let path = path.display().to_string();
         let doc = std::fs::read_to_string(&path).unwrap_or_default();
         let (start, end) = ("<!-- results:start -->", "<!-- results:end -->");
         match (doc.find(start), doc.find(end)) {

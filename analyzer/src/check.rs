@@ -534,12 +534,7 @@ pub fn text(r: &CheckResult) -> String {
         if !i.sites.is_empty() {
             let _ = writeln!(out, "  growing allocation sites:");
             for s in &i.sites {
-                let name = s
-                    .app_frame
-                    .and_then(|k| s.frames.get(k))
-                    .or(s.frames.first())
-                    .cloned()
-                    .unwrap_or_default();
+                let name = crate::report::site_name(s);
                 let _ = writeln!(
                     out,
                     "    {:>3.0}%  +{}/h  {name}",
@@ -646,12 +641,7 @@ pub fn markdown(r: &CheckResult) -> String {
             );
         }
         for s in &i.sites {
-            let name = s
-                .app_frame
-                .and_then(|k| s.frames.get(k))
-                .or(s.frames.first())
-                .cloned()
-                .unwrap_or_default();
+            let name = crate::report::site_name(s);
             let _ = writeln!(
                 out,
                 "\ngrowing site ({:.0}%): `{}`",

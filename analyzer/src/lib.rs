@@ -1,15 +1,4 @@
-//! The analyzer half of heaptide: it ingests what agents stream, keeps it in
-//! an embedded SQLite store, and answers questions about it over HTTP and on
-//! the command line.
-//!
-//! - [`ingest`] decodes and validates batches (`docs/wire.md`);
-//! - [`store`] keeps them behind the narrow [`store::Store`] trait;
-//! - [`server`] serves ingest and the read API (`docs/api.md`);
-//! - [`query`] holds the read-side logic that the API and the CLI share;
-//! - [`detect`] finds leaks and predicts exhaustion, for the CLI and the
-//!   API alike;
-//! - [`report`] prints its findings for people;
-//! - [`check`] gates CI runs on the budgets of [`budget`].
+#![doc = include_str!("../README.md")]
 
 pub mod budget;
 pub mod check;

@@ -39,34 +39,14 @@ enum Command {
         config: Option<PathBuf>,
     },
     /// List suspected leaks, worst first. Exits 0 whatever it finds.
-    Leaks {
-        /// How far back to look.
-        #[arg(long, default_value = "24h")]
-        since: String,
-        #[arg(long)]
-        service: Option<String>,
-        #[arg(long)]
-        instance: Option<String>,
-        #[arg(long, value_enum, default_value = "table")]
-        format: Format,
-        #[arg(long)]
-        store: Option<PathBuf>,
-    },
+    Leaks(Analysis),
     /// Predict when each resource of each instance reaches its limit.
     Predict {
-        #[arg(long, default_value = "24h")]
-        since: String,
+        #[command(flatten)]
+        analysis: Analysis,
         /// Only exhaustion within this long is predicted.
         #[arg(long, default_value = "7d")]
         horizon: String,
-        #[arg(long)]
-        service: Option<String>,
-        #[arg(long)]
-        instance: Option<String>,
-        #[arg(long, value_enum, default_value = "table")]
-        format: Format,
-        #[arg(long)]
-        store: Option<PathBuf>,
     },
     /// Gate a run on growth budgets: exit 0 pass, 1 over budget, 2 error.
     Check {
@@ -103,6 +83,22 @@ enum Command {
         #[arg(long)]
         store: Option<PathBuf>,
     },
+}
+
+/// What `leaks` and `predict` look at.
+#[derive(clap::Args)]
+struct Analysis {
+    /// How far back to look.
+    #[arg(long, default_value = "24h")]
+    since: String,
+    #[arg(long)]
+    service: Option<String>,
+    #[arg(long)]
+    instance: Option<String>,
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+    #[arg(long)]
+    store: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -146,19 +142,17 @@ fn main() -> ExitCode {
 /// Runs the engine; also returns the findings that lacked data, which the
 /// table mentions.
 fn analyze(
-    store: Option<PathBuf>,
-    since: &str,
-    service: Option<String>,
-    instance: Option<String>,
+    a: &Analysis,
 ) -> anyhow::Result<(
     heaptide_analyzer::detect::Analysis,
     Vec<heaptide_analyzer::detect::Finding>,
 )> {
     use heaptide_analyzer::detect;
-    let path = heaptide_analyzer::config::store_path(store, env);
+    let (service, instance) = (a.service.clone(), a.instance.clone());
+    let path = heaptide_analyzer::config::store_path(a.store.clone(), env);
     let store = heaptide_analyzer::store::SqliteStore::open_existing(&path)?;
     let now = heaptide_analyzer::query::now_ms();
-    let (from_ms, to_ms) = heaptide_analyzer::query::window(Some(since), None, None, now)?;
+    let (from_ms, to_ms) = heaptide_analyzer::query::window(Some(&a.since), None, None, now)?;
     let q = detect::Query {
         service: service.clone(),
         instance,
@@ -224,15 +218,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Leaks {
-            since,
-            service,
-            instance,
-            format,
-            store,
-        } => {
-            let (analysis, insufficient) = analyze(store, &since, service, instance)?;
-            match format {
+        Command::Leaks(a) => {
+            let (analysis, insufficient) = analyze(&a)?;
+            match a.format {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&analysis.leaks())?),
                 Format::Table => print!(
                     "{}",
@@ -242,15 +230,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Predict {
-            since,
+            analysis: a,
             horizon,
-            service,
-            instance,
-            format,
-            store,
         } => {
             let horizon_ms = heaptide_analyzer::query::parse_duration_ms("horizon", &horizon)?;
-            let (mut analysis, _) = analyze(store, &since, service, instance)?;
+            let (mut analysis, _) = analyze(&a)?;
             for f in &mut analysis.findings {
                 if f.time_to_exhaustion_seconds
                     .is_some_and(|t| t * 1000.0 > horizon_ms as f64)
@@ -258,17 +242,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     f.reason = format!("{}; exhaustion beyond the {horizon} horizon", f.reason);
                 }
             }
-            match format {
+            match a.format {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&analysis)?),
-                Format::Table => {
-                    print!(
-                        "{}",
-                        heaptide_analyzer::report::predict_table(
-                            &analysis,
-                            horizon_ms as f64 / 1000.0
-                        )
-                    )
-                }
+                Format::Table => print!(
+                    "{}",
+                    heaptide_analyzer::report::predict_table(&analysis, horizon_ms as f64 / 1000.0)
+                ),
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -65,6 +65,26 @@ fn window(a: &Analysis) -> String {
     duration((a.to_ms - a.from_ms) as f64 / 1000.0)
 }
 
+/// What grows inside a resource, as ` (fd kind file)`, or nothing.
+pub fn detail(f: &Finding) -> String {
+    f.detail
+        .as_ref()
+        .and_then(|d| {
+            d.iter()
+                .next()
+                .map(|(k, v)| format!(" ({} {v})", k.replace('_', " ")))
+        })
+        .unwrap_or_default()
+}
+
+/// The function a site is named by: its first frame outside the runtime.
+pub fn site_name(s: &crate::detect::Site) -> &str {
+    s.app_frame
+        .and_then(|i| s.frames.get(i))
+        .or(s.frames.first())
+        .map_or("?", String::as_str)
+}
+
 /// The `leaks` table.
 pub fn leaks_table(a: &Analysis, insufficient: &[Finding]) -> String {
     let mut out = String::new();
@@ -82,15 +102,7 @@ pub fn leaks_table(a: &Analysis, insufficient: &[Finding]) -> String {
     );
     for (i, f) in leaks.iter().enumerate() {
         let _ = writeln!(out);
-        let detail = f
-            .detail
-            .as_ref()
-            .and_then(|d| {
-                d.iter()
-                    .next()
-                    .map(|(k, v)| format!(" ({} {v})", k.replace('_', " ")))
-            })
-            .unwrap_or_default();
+        let detail = detail(f);
         let _ = writeln!(
             out,
             "{}. {}/{}  {}{detail}",
@@ -140,16 +152,13 @@ pub fn leaks_table(a: &Analysis, insufficient: &[Finding]) -> String {
             }
         }
         for s in &f.sites {
-            let name = s
-                .app_frame
-                .and_then(|i| s.frames.get(i))
-                .or(s.frames.first());
+            let name = site_name(s);
             let _ = writeln!(
                 out,
                 "   {:>3.0}%  {}  {}",
                 s.share * 100.0,
                 rate(f, s.slope_per_hour),
-                truncate(name.map(String::as_str).unwrap_or("?"), 56)
+                truncate(name, 56)
             );
             if let Some(loc) = &s.app_location {
                 let _ = writeln!(out, "         at {}", truncate(loc, 68));

@@ -445,24 +445,25 @@ fn analysis_query(q: &WindowQuery, default_since: &str) -> ApiResult<crate::dete
     })
 }
 
+/// The engine over the window of `q`, as `leaks` and `predict` share it.
+async fn analysis(state: &AppState, q: &WindowQuery) -> ApiResult<crate::detect::Analysis> {
+    let aq = analysis_query(q, "24h")?;
+    let store = state.store.clone();
+    blocking(move || crate::detect::analyze(&*store, &aq, &Default::default())).await
+}
+
 async fn leaks(
     State(state): State<Arc<AppState>>,
     Query(q): Query<WindowQuery>,
 ) -> ApiResult<Response> {
-    let aq = analysis_query(&q, "24h")?;
-    let store = state.store.clone();
-    let a = blocking(move || crate::detect::analyze(&*store, &aq, &Default::default())).await?;
-    Ok(Json(a.leaks()).into_response())
+    Ok(Json(analysis(&state, &q).await?.leaks()).into_response())
 }
 
 async fn predict(
     State(state): State<Arc<AppState>>,
     Query(q): Query<WindowQuery>,
 ) -> ApiResult<Response> {
-    let aq = analysis_query(&q, "24h")?;
-    let store = state.store.clone();
-    let a = blocking(move || crate::detect::analyze(&*store, &aq, &Default::default())).await?;
-    Ok(Json(a).into_response())
+    Ok(Json(analysis(&state, &q).await?).into_response())
 }
 
 async fn store_stats(State(state): State<Arc<AppState>>) -> ApiResult<Response> {

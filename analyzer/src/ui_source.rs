@@ -248,15 +248,7 @@ impl DataSource for UiSource {
                     .time_to_exhaustion_seconds
                     .map(|t| format!(", exhausted in {}", crate::report::duration(t)))
                     .unwrap_or_default();
-                let detail = f
-                    .detail
-                    .as_ref()
-                    .and_then(|d| {
-                        d.iter()
-                            .next()
-                            .map(|(k, v)| format!(" ({} {v})", k.replace('_', " ")))
-                    })
-                    .unwrap_or_default();
+                let detail = crate::report::detail(f);
                 FindingView {
                     resource: f.resource.name().to_owned(),
                     summary: format!(

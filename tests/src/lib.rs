@@ -1,9 +1,4 @@
-//! Helpers for heaptide's end-to-end tests: start the real `analyzer` and
-//! `leaky-service` binaries, talk HTTP to them, and stop them.
-//!
-//! The binaries are the ones `cargo test --workspace` builds next to the
-//! test executables (the analyzer and leaky-service packages have
-//! integration tests of their own, so cargo builds their binaries first).
+#![doc = include_str!("../README.md")]
 
 pub mod webdriver;
 

@@ -170,6 +170,17 @@ fn a_stopped_process_records_a_pause_of_that_length() {
         (start - stopped_at).abs() < 500,
         "pause starts at {start}, stop was at {stopped_at}"
     );
+    // The tokio probe saw the runtime stall too.
+    wait_for("a tokio lag event", Duration::from_secs(10), || {
+        let v = get_json(&an.url(&format!(
+            "/v1/pauses?service={SVC}&instance=pause&since=10m"
+        )));
+        v["events"]
+            .as_array()?
+            .iter()
+            .find(|e| e["source"] == "tokio" && e["duration_ms"].as_f64() > Some(100.0))
+            .map(|_| ())
+    });
     // The interval's histogram carries it too.
     wait_for(
         "max pause in the histogram",

@@ -64,7 +64,7 @@ fn dashboards_and_flamegraphs_render_and_respond() {
     );
     b.screenshot(&shots().join("overview.png"));
 
-    b.goto(&an.url("/ui/instance?service=leaky-service&instance=ui-1&window=1h"));
+    b.goto(&an.url("/ui/instance?service=leaky-service&instance=ui-1"));
     for chart in ["heap", "rss", "fds", "threads", "sockets", "pauses"] {
         assert_eq!(
             b.count(&format!("svg.chart[data-chart={chart}]")),

@@ -189,9 +189,11 @@ fn window(p: &Params, now: i64) -> Result<(i64, i64, String), Response> {
         }
         return Ok((f, t, "custom".into()));
     }
-    let w = p.window.clone().unwrap_or_else(|| "1h".into());
+    // Without a window, the last hour, narrowed to the data when the
+    // instance is younger than that.
+    let w = p.window.clone().unwrap_or_else(|| "auto".into());
     let ms = match w.as_str() {
-        "1h" => 3_600_000,
+        "1h" | "auto" => 3_600_000,
         "6h" => 6 * 3_600_000,
         "24h" => 24 * 3_600_000,
         "7d" => 7 * 24 * 3_600_000,
@@ -231,7 +233,24 @@ async fn instance(State(src): State<Source>, Query(p): Query<Params>) -> Respons
     let s = src.clone();
     let (sv, iv) = (service.clone(), inst.clone());
     match blocking(move || s.instance(&sv, &iv, from, to)).await {
-        Ok(Some(view)) => Html(pages::instance(&view, &label)).into_response(),
+        Ok(Some(mut view)) => {
+            if label == "auto" {
+                let first = view
+                    .charts
+                    .iter()
+                    .flat_map(|c| {
+                        c.series
+                            .iter()
+                            .filter_map(|s| s.points.first().map(|p| p.0))
+                    })
+                    .min();
+                if let Some(first) = first {
+                    let margin = (view.to_ms - first) / 50;
+                    view.from_ms = view.from_ms.max(first - margin);
+                }
+            }
+            Html(pages::instance(&view, &label)).into_response()
+        }
         Ok(None) => page_error(
             StatusCode::NOT_FOUND,
             "unknown instance",

@@ -256,7 +256,7 @@ pub fn chart(c: &Chart, from: i64, to: i64, restarts: &[i64]) -> String {
         );
         let _ = write!(
             s,
-            r#"<text class="legend" x="{}" y="18" fill="{color}">{}</text>"#,
+            r#"<text class="legend" x="{}" y="18" style="fill:{color}">{}</text>"#,
             LEFT + 200.0 + i as f64 * 90.0,
             esc(&series.name)
         );

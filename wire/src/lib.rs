@@ -1,9 +1,4 @@
-//! Wire types shared by the heaptide agent and analyzer.
-//!
-//! An agent sends [`Batch`]es as JSON to `POST /v1/ingest`. The format is
-//! specified in `docs/wire.md`; this crate is its single source of truth in
-//! code, and it carries no allocator or runtime so the analyzer stays free of
-//! jemalloc.
+#![doc = include_str!("../README.md")]
 
 use std::collections::BTreeMap;
 

@@ -220,6 +220,44 @@ impl Builder {
     }
 }
 
+/// Frames of the allocator, the standard library and heaptide itself:
+/// never the code responsible for a leak.
+pub fn is_runtime_frame(function: &str) -> bool {
+    const PREFIXES: &[&str] = &[
+        "alloc::",
+        "core::",
+        "std::",
+        "hashbrown::",
+        "__rust",
+        "__rdl",
+        "__rg",
+        "_rjem",
+        "je_",
+        "tikv_jemalloc",
+        "heaptide_agent::",
+        "malloc",
+        "calloc",
+        "realloc",
+        "posix_memalign",
+        "aligned_alloc",
+        "0x",
+        "[",
+        "{closure",
+    ];
+    let runtime = |path: &str| PREFIXES.iter().any(|p| path.starts_with(p));
+    let f = function.trim_start_matches('<');
+    if runtime(f) {
+        return true;
+    }
+    // `<Type as Trait>::method`: the standard library's when the trait is,
+    // unless the type is the application's own (its impl is its code).
+    if let Some((ty, rest)) = f.split_once(" as ") {
+        let ty_is_app = ty.contains("::") && !runtime(ty);
+        return runtime(rest) && !ty_is_app;
+    }
+    false
+}
+
 /// Why a pprof profile could not be read.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -100,13 +100,20 @@ fn fit_segment(pts: &[Pt], opts: &Options) -> std::result::Result<SegmentFit, St
             opts.min_points
         ));
     }
+    // Over windows of days, a daily cycle would read as growth or hide it.
+    let deseasoned = heaptide_stats::remove_daily_cycle(pts);
+    let pts = deseasoned.as_deref().unwrap_or(pts);
     let buckets = (pts.len() / 4).clamp(8, 48);
     let env = envelope(pts, buckets, Summary::Min);
-    let start = level_shifts(&env).last().map_or(0, |i| i + 1);
+    // Judge from the last level shift that leaves enough to judge; a shift
+    // in the last few buckets (one more fd, say) is too recent to matter.
+    let start = level_shifts(&env)
+        .into_iter()
+        .rev()
+        .map(|i| i + 1)
+        .find(|s| env.len() - s >= 8)
+        .unwrap_or(0);
     let regime = &env[start..];
-    if regime.len() < 8 {
-        return Err("too little data since the last level shift".into());
-    }
     let t = trend(regime).ok_or("too few points to fit")?;
     let third = regime.len() / 3;
     let first = trend(&regime[..third.max(4)]);
@@ -252,7 +259,13 @@ pub fn assess_sites(
         if pts.len() < 8 || pts.iter().all(|p| p.1 <= 0.0) {
             continue;
         }
-        let env = envelope(pts, (pts.len() / 3).clamp(6, 48), Summary::Median);
+        // Few profiles are judged as they are: bucketing them would leave
+        // too few points for the test to ever be significant.
+        let env = if pts.len() <= 48 {
+            pts.clone()
+        } else {
+            envelope(pts, 48, Summary::Median)
+        };
         let Some(t) = trend(&env) else { continue };
         let span = env[env.len() - 1].0 - env[0].0;
         let mean = pts.iter().map(|p| p.1).sum::<f64>() / pts.len() as f64;
@@ -454,7 +467,7 @@ fn segmented(store: &dyn Store, sel: &Selector, metric: &str) -> Result<Vec<Vec<
 }
 
 fn latest(store: &dyn Store, sel: &Selector, metric: &str) -> Result<Option<f64>> {
-    Ok(store.series(sel, metric)?.last().map(|p| p.value))
+    Ok(store.latest(sel, metric)?.map(|p| p.value))
 }
 
 /// Runs the engine over every resource of every matching instance.
@@ -689,35 +702,7 @@ pub fn growing_sites(store: &dyn Store, sel: &Selector, opts: &Options) -> Resul
         .collect())
 }
 
-/// Frames of the allocator, the standard library and heaptide itself:
-/// never the code responsible for a leak.
-pub fn is_runtime_frame(function: &str) -> bool {
-    let f = function.trim_start_matches('<');
-    const PREFIXES: &[&str] = &[
-        "alloc::",
-        "core::",
-        "std::",
-        "hashbrown::",
-        "__rust",
-        "__rdl",
-        "__rg",
-        "_rjem",
-        "je_",
-        "tikv_jemalloc",
-        "heaptide_agent::",
-        "malloc",
-        "calloc",
-        "realloc",
-        "posix_memalign",
-        "aligned_alloc",
-        "0x",
-        "[",
-        "{closure",
-        "T as ",
-        "[T]",
-    ];
-    PREFIXES.iter().any(|p| f.starts_with(p))
-}
+pub use heaptide_wire::pprof::is_runtime_frame;
 
 #[cfg(test)]
 mod tests {
@@ -792,5 +777,12 @@ mod tests {
         assert!(is_runtime_frame("alloc::raw_vec::finish_grow"));
         assert!(is_runtime_frame("<alloc::vec::Vec<u8>>::with_capacity"));
         assert!(!is_runtime_frame("leaky_service::leak_request_buffer"));
+        assert!(is_runtime_frame(
+            "<u8 as alloc::vec::spec_from_elem::SpecFromElem>::from_elem"
+        ));
+        assert!(is_runtime_frame("<[u8]>::to_vec"));
+        assert!(!is_runtime_frame(
+            "<leaky_service::Entry as core::clone::Clone>::clone"
+        ));
     }
 }

@@ -187,6 +187,8 @@ pub trait Store: Send + Sync + 'static {
     fn segments(&self, service: &str, instance: &str) -> Result<Vec<Segment>>;
     fn metric_names(&self, service: &str, instance: Option<&str>) -> Result<Vec<String>>;
     fn series(&self, sel: &Selector, metric: &str) -> Result<Vec<Point>>;
+    /// The last point of `metric` in `sel`, without reading the rest.
+    fn latest(&self, sel: &Selector, metric: &str) -> Result<Option<Point>>;
     fn pauses(&self, sel: &Selector) -> Result<Vec<StoredPause>>;
     fn profiles(&self, sel: &Selector) -> Result<Vec<ProfileInfo>>;
     fn profile_nearest(

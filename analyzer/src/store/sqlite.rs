@@ -501,6 +501,33 @@ impl Store for SqliteStore {
         })
     }
 
+    fn latest(&self, sel: &Selector, metric: &str) -> Result<Option<Point>> {
+        self.with_reader(|c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT i.instance, x.segment_id, x.ts_ms, x.value, coalesce(x.vmin, x.value), coalesce(x.vmax, x.value)
+                 FROM samples x
+                 JOIN segments s ON s.id = x.segment_id
+                 JOIN instances i ON i.id = s.instance_id
+                 WHERE {} AND x.metric_id = (SELECT id FROM metrics WHERE name = ?3)
+                   AND x.ts_ms >= ?4 AND x.ts_ms <= ?5
+                 ORDER BY x.ts_ms DESC LIMIT 1",
+                selector_clause()
+            ))?;
+            Ok(stmt
+                .query_row(params![sel.service, sel.instance, metric, sel.from_ms, sel.to_ms], |r| {
+                    Ok(Point {
+                        instance: r.get(0)?,
+                        segment: r.get(1)?,
+                        ts_ms: r.get(2)?,
+                        value: r.get(3)?,
+                        min: r.get(4)?,
+                        max: r.get(5)?,
+                    })
+                })
+                .optional()?)
+        })
+    }
+
     fn pauses(&self, sel: &Selector) -> Result<Vec<StoredPause>> {
         self.with_reader(|c| {
             let mut stmt = c.prepare(&format!(

@@ -112,6 +112,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         .worker_threads(2)
         .enable_all()
         .build()?;
+    // Scheduling lag of this runtime, as the agent's tokio probe sees it.
+    heaptide_agent::spawn_tokio_probe(rt.handle(), std::time::Duration::from_millis(5));
     rt.block_on(async move {
         let app = Router::new()
             .route("/healthz", get(|| async { "ok" }))

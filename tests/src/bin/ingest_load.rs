@@ -46,10 +46,14 @@ fn profile(variant: u64, rng: &mut fastrand::Rng) -> String {
                 .map(|_| Frame {
                     function: names[shape.usize(0..names.len())].clone(),
                     file: "src/lib.rs".into(),
-                    line: shape.u32(1..2000),
+                    line: 0,
                 })
                 .collect();
-            frames[0].line = s as u32; // distinct
+            // Call sites are shared, as in a real program; leaves differ.
+            for f in &mut frames {
+                f.line = 1 + (f.function.len() as u32 * 7) % 400;
+            }
+            frames[0].line = s as u32;
             let base = 4096 * (1 + shape.i64(0..500));
             let moved = if rng.u64(0..10) == variant % 10 {
                 rng.i64(0..8192)
@@ -67,9 +71,71 @@ fn profile(variant: u64, rng: &mut fastrand::Rng) -> String {
         .encode(encode_gzip(&build_heap_profile(&stacks, 524288, 0)))
 }
 
+/// The 45 metrics a real agent sends, with plausible values.
 fn metrics(v: f64) -> BTreeMap<String, f64> {
-    (0..METRICS)
-        .map(|i| (format!("sim.metric_{i:02}"), v + i as f64))
+    let names = [
+        "heap.allocated",
+        "heap.active",
+        "heap.resident",
+        "heap.mapped",
+        "heap.retained",
+        "heap.metadata",
+        "process.rss",
+        "process.vsize",
+        "process.minor_faults",
+        "process.major_faults",
+        "process.voluntary_ctxt_switches",
+        "process.involuntary_ctxt_switches",
+        "fds",
+        "fds.file",
+        "fds.socket",
+        "fds.pipe",
+        "fds.anon",
+        "fds.other",
+        "threads",
+        "threads.name.tokio-runtime-worker",
+        "threads.name.heaptide-sample",
+        "threads.name.heaptide-send",
+        "threads.name.heaptide-meter",
+        "threads.name.main",
+        "tcp",
+        "tcp.established",
+        "tcp.close_wait",
+        "tcp.listen",
+        "tcp.time_wait",
+        "limit.nofile.soft",
+        "limit.nofile.hard",
+        "limit.nproc",
+        "limit.threads_max",
+        "limit.physical_memory",
+        "limit.cgroup.memory_max",
+        "cgroup.memory_current",
+        "pause.p50_ms",
+        "pause.p99_ms",
+        "pause.p999_ms",
+        "pause.max_ms",
+        "app.requests",
+        "agent.cpu_seconds",
+        "agent.heap_bytes",
+        "agent.dropped_items",
+        "limit.cgroup.pids_max",
+    ];
+    assert_eq!(names.len(), METRICS);
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let value = if n.starts_with("heap.") || n.starts_with("process.rss") {
+                200e6 + v * 1000.0 + i as f64
+            } else if n.starts_with("limit.") {
+                1e9
+            } else if n.starts_with("pause.") {
+                0.2 + (v % 7.0) / 10.0
+            } else {
+                (v % 50.0) + i as f64
+            };
+            (n.to_string(), value)
+        })
         .collect()
 }
 
@@ -258,7 +324,7 @@ fn run_step(url: &str, pid: u32, agents: usize, seconds: u64, profiles: &[String
 
 /// Writes seven days of one agent as history, applies retention and
 /// returns (used bytes, file bytes).
-fn agent_week(dir: &std::path::Path) -> (u64, u64, RetentionReportLite) {
+fn agent_week(dir: &std::path::Path, days: i64) -> (u64, u64, RetentionReportLite) {
     let path = dir.join("week.db");
     let store_dir = tempfile::tempdir_in(dir).unwrap();
     let an = analyzer(
@@ -270,7 +336,7 @@ fn agent_week(dir: &std::path::Path) -> (u64, u64, RetentionReportLite) {
     let url = an.url(INGEST_PATH);
     let http = http();
     let now = now_ms();
-    let start = now - 7 * 86_400_000;
+    let start = now - days * 86_400_000;
     let mut rng = fastrand::Rng::with_seed(5);
     let variants: Vec<String> = (0..6).map(|v| profile(v, &mut rng)).collect();
     let mut seq = 0;
@@ -323,6 +389,8 @@ fn agent_week(dir: &std::path::Path) -> (u64, u64, RetentionReportLite) {
         .retain(now_ms(), &RetentionPolicy::with_retention(7 * 86_400_000))
         .unwrap();
     let stats = store.stats().unwrap();
+    drop(store);
+    ui_timings(dir, &path);
     (
         stats.used_bytes,
         stats.file_bytes,
@@ -331,6 +399,63 @@ fn agent_week(dir: &std::path::Path) -> (u64, u64, RetentionReportLite) {
             samples_downsampled: r.samples_downsampled,
         },
     )
+}
+
+/// Server time of the pages over the week's store: the last 24 hours of
+/// one instance at 10 s samples and a 2,000-stack profile a minute.
+fn ui_timings(dir: &std::path::Path, store: &std::path::Path) {
+    let an = analyzer(dir, store, "127.0.0.1:0", &[]);
+    let http = http();
+    let now = now_ms();
+    let pages = [
+        ("overview `/`", "/".to_owned()),
+        (
+            "instance page, 24h",
+            "/ui/instance?service=sim&instance=sim-0&window=24h".to_owned(),
+        ),
+        (
+            "instance page, 7d",
+            "/ui/instance?service=sim&instance=sim-0&window=7d".to_owned(),
+        ),
+        (
+            "live heap flamegraph",
+            format!("/ui/flame.svg?service=sim&instance=sim-0&at={now}"),
+        ),
+        (
+            "growth flamegraph, 24h apart",
+            format!(
+                "/ui/flame.svg?service=sim&instance=sim-0&kind=growth&from={}&to={now}",
+                now - 86_400_000
+            ),
+        ),
+        (
+            "`GET /v1/leaks?since=24h`",
+            "/v1/leaks?service=sim&since=24h".to_owned(),
+        ),
+    ];
+    println!("\n| page (24 h of one instance) | median ms | max ms |\n|---|---|---|");
+    for (name, path) in pages {
+        let mut times = Vec::new();
+        for _ in 0..7 {
+            let t = Instant::now();
+            let status = http
+                .get(&an.url(&path))
+                .call()
+                .map(|mut r| {
+                    let _ = r.body_mut().with_config().limit(64 << 20).read_to_vec();
+                    r.status().as_u16()
+                })
+                .unwrap_or(0);
+            assert_eq!(status, 200, "{path}");
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        times.sort_by(f64::total_cmp);
+        println!(
+            "| {name} | {:.0} | {:.0} |",
+            times[times.len() / 2],
+            times[times.len() - 1]
+        );
+    }
 }
 
 struct RetentionReportLite {
@@ -365,6 +490,7 @@ fn main() {
         profiles[0].len()
     );
     let mut rows = Vec::new();
+    // --steps "" skips the load steps (to time only the pages and the store).
     for &n in &steps {
         let an = analyzer(
             dir.path(),
@@ -391,14 +517,15 @@ fn main() {
         );
     }
     eprintln!("writing one agent's week of history");
-    let (used, file, r) = agent_week(dir.path());
+    let days: i64 = arg("--days").and_then(|s| s.parse().ok()).unwrap_or(7);
+    let (used, file, r) = agent_week(dir.path(), days);
     println!(
-        "\none agent, 7 days at 10 s samples ({METRICS} metrics) and a {STACKS}-stack profile a minute, after retention \
+        "\none agent, {days} days at 10 s samples ({METRICS} metrics) and a {STACKS}-stack profile a minute, after retention \
          (samples downsampled: {}, profiles thinned: {}):\n\n| used bytes | file bytes | used per agent-day |\n|---|---|---|\n| {:.1} MiB | {:.1} MiB | {:.2} MiB |",
         r.samples_downsampled,
         r.profiles_deleted,
         used as f64 / 1048576.0,
         file as f64 / 1048576.0,
-        used as f64 / 7.0 / 1048576.0
+        used as f64 / days as f64 / 1048576.0
     );
 }

@@ -323,7 +323,7 @@ fn report(
     );
     println!("| allocation-heavy | agent CPU (% of a core) | - | {a_cpu:.2} | |");
     println!(
-        "| allocation-heavy | agent heap (MiB, max) | - | {:.2} | |",
+        "| allocation-heavy | agent heap at the end (MiB, largest run) | - | {:.2} | |",
         mib(a_heap)
     );
     println!(
@@ -340,7 +340,7 @@ fn report(
     );
     println!("| leaky-service | agent CPU (% of a core) | - | {s_cpu:.2} | |");
     println!(
-        "| leaky-service | agent heap (MiB, max) | - | {:.2} | |",
+        "| leaky-service | agent heap at the end (MiB, largest run) | - | {:.2} | |",
         mib(s_heap)
     );
     println!(
