@@ -313,7 +313,7 @@ fn growing_sites(before: &(u64, Vec<jemalloc::RawStack>), tag: &str) -> Vec<Grow
         *delta.entry(&s.addrs).or_default() -= s.bytes as i64;
     }
     let mut grown: Vec<(&[u64], i64)> = delta.into_iter().filter(|(_, b)| *b > 0).collect();
-    grown.sort_by(|a, b| b.1.cmp(&a.1));
+    grown.sort_by_key(|g| std::cmp::Reverse(g.1));
     grown.truncate(5);
     let mut symbols = Symbolizer::new(4096, true);
     symbols.prepare(grown.iter().flat_map(|(a, _)| a.iter().copied()));

@@ -133,11 +133,11 @@ pub fn remove_daily_cycle(pts: &[Pt]) -> Option<Vec<Pt>> {
     let mut a = [[0.0f64; 5]; 4];
     for (t, y) in pts {
         let r = row(*t);
-        for i in 0..4 {
-            for j in 0..4 {
-                a[i][j] += r[i] * r[j];
+        for (i, line) in a.iter_mut().enumerate() {
+            for (j, cell) in line.iter_mut().take(4).enumerate() {
+                *cell += r[i] * r[j];
             }
-            a[i][4] += r[i] * y;
+            line[4] += r[i] * y;
         }
     }
     // Gaussian elimination with partial pivoting.
@@ -147,11 +147,12 @@ pub fn remove_daily_cycle(pts: &[Pt]) -> Option<Vec<Pt>> {
         if a[col][col].abs() < 1e-12 {
             return None;
         }
-        for r in 0..4 {
+        let pivot_row = a[col];
+        for (r, row) in a.iter_mut().enumerate() {
             if r != col {
-                let f = a[r][col] / a[col][col];
-                for c in col..5 {
-                    a[r][c] -= f * a[col][c];
+                let f = row[col] / pivot_row[col];
+                for (x, p) in row.iter_mut().zip(pivot_row.iter()).skip(col) {
+                    *x -= f * p;
                 }
             }
         }

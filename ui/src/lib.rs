@@ -146,20 +146,29 @@ struct Params {
     kind: Option<String>,
 }
 
+/// An error page: a status, a title and a sentence that says what is wrong.
+struct PageError(StatusCode, &'static str, String);
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        page_error(self.0, self.1, &self.2)
+    }
+}
+
 fn page_error(status: StatusCode, title: &str, message: &str) -> Response {
     (status, Html(pages::message(title, message))).into_response()
 }
 
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, String> + Send + 'static,
-) -> Result<T, Response> {
+) -> Result<T, PageError> {
     match tokio::task::spawn_blocking(f).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(page_error(StatusCode::INTERNAL_SERVER_ERROR, "error", &e)),
-        Err(_) => Err(page_error(
+        Ok(Err(e)) => Err(PageError(StatusCode::INTERNAL_SERVER_ERROR, "error", e)),
+        Err(_) => Err(PageError(
             StatusCode::INTERNAL_SERVER_ERROR,
             "error",
-            "the request failed",
+            "the request failed".into(),
         )),
     }
 }
@@ -173,18 +182,18 @@ async fn overview(State(src): State<Source>) -> Response {
     let s = src.clone();
     match blocking(move || s.overview()).await {
         Ok(rows) => Html(pages::overview(&rows, src.now_ms())).into_response(),
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
 /// Resolves `window` (`1h`, `6h`, `24h`, `7d`) or `from`/`to`.
-fn window(p: &Params, now: i64) -> Result<(i64, i64, String), Response> {
+fn window(p: &Params, now: i64) -> Result<(i64, i64, String), PageError> {
     if let (Some(f), Some(t)) = (p.from, p.to) {
         if f >= t {
-            return Err(page_error(
+            return Err(PageError(
                 StatusCode::BAD_REQUEST,
                 "bad window",
-                "from must be before to",
+                "from must be before to".into(),
             ));
         }
         return Ok((f, t, "custom".into()));
@@ -198,22 +207,22 @@ fn window(p: &Params, now: i64) -> Result<(i64, i64, String), Response> {
         "24h" => 24 * 3_600_000,
         "7d" => 7 * 24 * 3_600_000,
         other => {
-            return Err(page_error(
+            return Err(PageError(
                 StatusCode::BAD_REQUEST,
                 "bad window",
-                &format!("unknown window {other:?}: use 1h, 6h, 24h, 7d, or from and to"),
+                format!("unknown window {other:?}: use 1h, 6h, 24h, 7d, or from and to"),
             ))
         }
     };
     Ok((now - ms, now, w))
 }
 
-fn required(v: &Option<String>, name: &str) -> Result<String, Response> {
+fn required(v: &Option<String>, name: &str) -> Result<String, PageError> {
     v.clone().filter(|s| !s.is_empty()).ok_or_else(|| {
-        page_error(
+        PageError(
             StatusCode::BAD_REQUEST,
             "missing parameter",
-            &format!("the {name} parameter is required"),
+            format!("the {name} parameter is required"),
         )
     })
 }
@@ -224,11 +233,11 @@ async fn instance(State(src): State<Source>, Query(p): Query<Params>) -> Respons
         required(&p.instance, "instance"),
     ) {
         (Ok(s), Ok(i)) => (s, i),
-        (Err(r), _) | (_, Err(r)) => return r,
+        (Err(r), _) | (_, Err(r)) => return r.into_response(),
     };
     let (from, to, label) = match window(&p, src.now_ms()) {
         Ok(w) => w,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let s = src.clone();
     let (sv, iv) = (service.clone(), inst.clone());
@@ -258,7 +267,7 @@ async fn instance(State(src): State<Source>, Query(p): Query<Params>) -> Respons
                 "heaptide has no data for {service}/{inst}. Is its agent sending to this analyzer?"
             ),
         ),
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
@@ -268,7 +277,7 @@ async fn flame_page(Query(p): Query<Params>) -> Response {
         required(&p.instance, "instance"),
     ) {
         (Ok(s), Ok(i)) => (s, i),
-        (Err(r), _) | (_, Err(r)) => return r,
+        (Err(r), _) | (_, Err(r)) => return r.into_response(),
     };
     Html(pages::flame(
         &service,
@@ -288,7 +297,7 @@ async fn flame_svg(State(src): State<Source>, Query(p): Query<Params>) -> Respon
         required(&p.instance, "instance"),
     ) {
         (Ok(s), Ok(i)) => (s, i),
-        (Err(r), _) | (_, Err(r)) => return r,
+        (Err(r), _) | (_, Err(r)) => return r.into_response(),
     };
     let objects = p.value.as_deref() == Some("objects");
     let growth = p.kind.as_deref() == Some("growth");
@@ -328,6 +337,6 @@ async fn flame_svg(State(src): State<Source>, Query(p): Query<Params>) -> Respon
             pages::empty_svg("no heap profile for this instance in this window"),
         )
             .into_response(),
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
