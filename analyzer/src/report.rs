@@ -189,7 +189,7 @@ pub fn predict_table(a: &Analysis, horizon_secs: f64) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<24} {:<8} {:>10} {:>10} {:>12}  EXHAUSTED",
+        "{:<16} {:<8} {:>9} {:>9} {:>11}  EXHAUSTED",
         "INSTANCE", "RESOURCE", "NOW", "LIMIT", "GROWTH"
     );
     for f in &a.findings {
@@ -211,7 +211,9 @@ pub fn predict_table(a: &Analysis, horizon_secs: f64) -> String {
             f.time_to_exhaustion_bounds_seconds,
         ) {
             (Verdict::Leak, Some(t), Some([lo, hi])) if t <= horizon_secs => {
-                format!("in {} ({}-{})", duration(t), duration(lo), duration(hi))
+                // Compact, so a line fits 80 columns: `3h20m (2h58m-3h45m)`.
+                let d = |s: f64| duration(s).replace(' ', "");
+                format!("{} ({}-{})", d(t), d(lo), d(hi))
             }
             (Verdict::Leak, Some(_), _) => "beyond horizon".into(),
             (Verdict::Leak, None, _) => "no known limit".into(),
@@ -221,8 +223,8 @@ pub fn predict_table(a: &Analysis, horizon_secs: f64) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<24} {:<8} {:>10} {:>10} {:>12}  {}",
-            truncate(&format!("{}/{}", f.service, f.instance), 24),
+            "{:<16} {:<8} {:>9} {:>9} {:>11}  {}",
+            truncate(&format!("{}/{}", f.service, f.instance), 16),
             f.resource_name(),
             now,
             limit,
@@ -252,6 +254,47 @@ impl Finding {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tables_fit_80_columns() {
+        use crate::detect::{Finding, Resource};
+        let f = Finding {
+            service: "checkout-service".into(),
+            instance: "checkout-7f9c4d".into(),
+            resource: Resource::Heap,
+            metric: "heap.allocated".into(),
+            unit: "bytes",
+            verdict: Verdict::Leak,
+            reason: "grows steadily".into(),
+            slope_per_hour: Some(123.4 * 1048576.0),
+            slope_ci: Some([120.0 * 1048576.0, 126.0 * 1048576.0]),
+            confidence: Some(0.9999),
+            started_ms: Some(1_800_000_000_000),
+            current: Some(912.3 * 1048576.0),
+            limit: Some(15.5 * 1073741824.0),
+            limit_source: Some("cgroup memory.max"),
+            time_to_exhaustion_seconds: Some(3.0 * 86400.0 + 5.0 * 3600.0),
+            time_to_exhaustion_bounds_seconds: Some([2.9 * 86400.0, 3.3 * 86400.0]),
+            detail: None,
+            instances_growing: 1,
+            instances: 1,
+            sites: vec![],
+        };
+        let a = Analysis {
+            from_ms: 0,
+            to_ms: 86_400_000,
+            findings: vec![f],
+        };
+        for table in [predict_table(&a, 7.0 * 86400.0), leaks_table(&a, &[])] {
+            for line in table.lines() {
+                assert!(
+                    line.chars().count() <= 80,
+                    "{} columns: {line}",
+                    line.chars().count()
+                );
+            }
+        }
+    }
 
     #[test]
     fn units_read_well() {

@@ -165,6 +165,7 @@ impl DataSource for UiSource {
         fds.extend(by_prefix(metric::FDS_KIND_PREFIX, 5)?);
         let mut threads = vec![series("total", metric::THREADS)?];
         threads.extend(by_prefix(metric::THREADS_NAME_PREFIX, 5)?);
+        let pause_events = self.store.pauses(&sel).map_err(err)?;
         let charts = vec![
             Chart {
                 id: "heap".into(),
@@ -177,6 +178,7 @@ impl DataSource for UiSource {
                 ],
                 limit: None,
                 projection: projection(detect::Resource::Heap),
+                events: Vec::new(),
             },
             Chart {
                 id: "rss".into(),
@@ -185,6 +187,7 @@ impl DataSource for UiSource {
                 series: vec![series("rss", metric::RSS)?],
                 limit: limit(detect::Resource::Rss),
                 projection: projection(detect::Resource::Rss),
+                events: Vec::new(),
             },
             Chart {
                 id: "fds".into(),
@@ -193,6 +196,7 @@ impl DataSource for UiSource {
                 series: fds,
                 limit: limit(detect::Resource::Fds),
                 projection: projection(detect::Resource::Fds),
+                events: Vec::new(),
             },
             Chart {
                 id: "threads".into(),
@@ -201,6 +205,7 @@ impl DataSource for UiSource {
                 series: threads,
                 limit: limit(detect::Resource::Threads),
                 projection: projection(detect::Resource::Threads),
+                events: Vec::new(),
             },
             Chart {
                 id: "sockets".into(),
@@ -209,10 +214,11 @@ impl DataSource for UiSource {
                 series: by_prefix(metric::TCP_STATE_PREFIX, 6)?,
                 limit: None,
                 projection: None,
+                events: Vec::new(),
             },
             Chart {
                 id: "pauses".into(),
-                title: "pauses per interval".into(),
+                title: "pauses: p99 and max per interval, events as dots".into(),
                 unit: Unit::Millis,
                 series: vec![
                     series("p99", metric::PAUSE_P99_MS)?,
@@ -220,13 +226,14 @@ impl DataSource for UiSource {
                 ],
                 limit: None,
                 projection: None,
+                events: pause_events
+                    .iter()
+                    .map(|p| (p.start_ms, p.duration_ms))
+                    .collect(),
             },
         ];
         let restarts = segments.iter().skip(1).map(|s| s.start_time_ms).collect();
-        let pauses = self
-            .store
-            .pauses(&sel)
-            .map_err(err)?
+        let pauses = pause_events
             .into_iter()
             .map(|p| PauseView {
                 start_ms: p.start_ms,

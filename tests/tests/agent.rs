@@ -261,3 +261,64 @@ fn without_an_analyzer_the_host_runs_on_and_drops_are_counted() {
         leaky.stderr()
     );
 }
+
+#[test]
+fn application_pauses_are_named_events() {
+    let (_dir, an, leaky) = setup("app-pause");
+    assert_eq!(get(&leaky.url("/pause?ms=120")).0, 200);
+    let ev = wait_for("the application pause", Duration::from_secs(20), || {
+        let v = get_json(&an.url(&format!(
+            "/v1/pauses?service={SVC}&instance=app-pause&since=10m"
+        )));
+        v["events"]
+            .as_array()?
+            .iter()
+            .find(|e| e["source"] == "app")
+            .cloned()
+    });
+    assert_eq!(ev["name"], "leaky-compaction");
+    let ms = ev["duration_ms"].as_f64().unwrap();
+    assert!((115.0..400.0).contains(&ms), "{ms} ms for a 120 ms pause");
+}
+
+#[test]
+fn a_token_is_sent_and_without_profiling_the_batches_say_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "t0ken").unwrap();
+    let an = analyzer(
+        dir.path(),
+        &dir.path().join("h.db"),
+        "127.0.0.1:0",
+        &["--token-file", token.to_str().unwrap()],
+    );
+    let _leaky = leaky(
+        dir.path(),
+        &format!("http://{}", an.addr),
+        "no-prof",
+        &[
+            ("HEAPTIDE_TOKEN", "t0ken"),
+            ("_RJEM_MALLOC_CONF", "prof:false"),
+        ],
+    );
+    let inst = wait_for(
+        "a batch through the token check",
+        Duration::from_secs(30),
+        || {
+            let (status, body) = get(&an.url(&format!("/v1/instances?service={SVC}")));
+            (status == 200)
+                .then(|| serde_json::from_str::<serde_json::Value>(&body).ok())
+                .flatten()
+        },
+    );
+    let i = &inst["instances"][0];
+    assert_eq!(i["heap_profiling"], false, "{i}");
+    let reason = i["heap_profiling_reason"].as_str().unwrap_or("");
+    assert!(
+        reason.contains("prof:true"),
+        "the reason says how to switch it on: {reason}"
+    );
+    // Everything else is still sampled.
+    assert!(latest(&an, SVC, "no-prof", "fds").is_some());
+    assert!(latest(&an, SVC, "no-prof", "heap.allocated").is_some());
+}

@@ -60,6 +60,8 @@ pub struct Chart {
     pub limit: Option<(String, f64)>,
     /// The projected path to exhaustion, drawn ahead of now.
     pub projection: Option<Vec<(i64, f64)>>,
+    /// Single events, drawn as dots: pauses on the pause timeline.
+    pub events: Vec<(i64, f64)>,
 }
 
 #[derive(Debug, Clone)]

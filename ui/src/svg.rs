@@ -9,7 +9,7 @@ const W: f64 = 760.0;
 const H: f64 = 220.0;
 const LEFT: f64 = 70.0;
 const RIGHT: f64 = 16.0;
-const TOP: f64 = 28.0;
+const TOP: f64 = 40.0;
 const BOTTOM: f64 = 30.0;
 const COLORS: [&str; 8] = [
     "#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#ca8a04", "#64748b",
@@ -143,7 +143,10 @@ pub fn chart(c: &Chart, from: i64, to: i64, restarts: &[i64]) -> String {
         esc(&c.title)
     );
     let values = c.series.iter().flat_map(|x| x.points.iter().map(|p| p.1));
-    let proj = c.projection.iter().flat_map(|p| p.iter().map(|x| x.1));
+    // The projection is drawn only as far as the chart reaches.
+    let projection = c.projection.as_deref().map(|p| clip(p, to));
+    let proj = projection.iter().flat_map(|p| p.iter().map(|x| x.1));
+    let proj = proj.chain(c.events.iter().map(|e| e.1));
     let (mut lo, mut hi) = values
         .chain(proj)
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
@@ -159,10 +162,7 @@ pub fn chart(c: &Chart, from: i64, to: i64, restarts: &[i64]) -> String {
         return s;
     }
     // Show the limit when it is near enough to matter.
-    let limit_in_view = c
-        .limit
-        .as_ref()
-        .filter(|(_, l)| *l <= hi * 1.5 + 1.0 || c.projection.is_some());
+    let limit_in_view = c.limit.as_ref().filter(|(_, l)| *l <= hi * 1.5 + 1.0);
     if let Some((_, l)) = limit_in_view {
         hi = hi.max(*l);
     }
@@ -236,7 +236,7 @@ pub fn chart(c: &Chart, from: i64, to: i64, restarts: &[i64]) -> String {
     } else if let Some((label, l)) = &c.limit {
         let _ = write!(
             s,
-            r##"<text class="limit-label" x="{}" y="18" text-anchor="end" fill="#b91c1c">{} {} (off scale)</text>"##,
+            r##"<text class="limit-label" x="{}" y="34" text-anchor="end" fill="#b91c1c">{} {} (off scale)</text>"##,
             W - RIGHT,
             esc(label),
             esc(&fmt_value(c.unit, *l))
@@ -261,7 +261,16 @@ pub fn chart(c: &Chart, from: i64, to: i64, restarts: &[i64]) -> String {
             esc(&series.name)
         );
     }
-    if let Some(p) = &c.projection {
+    for (t, v) in &c.events {
+        let _ = write!(
+            s,
+            r##"<circle class="event" cx="{:.1}" cy="{:.1}" r="3" fill="#dc2626"><title>{}</title></circle>"##,
+            x(*t),
+            y(*v),
+            esc(&fmt_value(c.unit, *v))
+        );
+    }
+    if let Some(p) = &projection {
         let pts: String = p
             .iter()
             .map(|(t, v)| format!("{:.1},{:.1}", x(*t), y(*v)))
@@ -274,6 +283,23 @@ pub fn chart(c: &Chart, from: i64, to: i64, restarts: &[i64]) -> String {
     }
     s.push_str("</svg>");
     s
+}
+
+/// The part of a polyline up to time `to`, cut where it crosses `to`.
+fn clip(p: &[(i64, f64)], to: i64) -> Vec<(i64, f64)> {
+    let mut out = Vec::with_capacity(p.len());
+    for (i, pt) in p.iter().enumerate() {
+        if pt.0 <= to {
+            out.push(*pt);
+            continue;
+        }
+        if let Some(prev) = i.checked_sub(1).map(|k| p[k]) {
+            let f = (to - prev.0) as f64 / (pt.0 - prev.0).max(1) as f64;
+            out.push((to, prev.1 + (pt.1 - prev.1) * f));
+        }
+        break;
+    }
+    out
 }
 
 /// A small line without axes, for the overview.

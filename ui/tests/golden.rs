@@ -68,11 +68,12 @@ fn chart_with_limit_restart_and_projection() {
             name: "rss".into(),
             points,
         }],
-        limit: Some(("limit (cgroup memory.max)".into(), 512.0 * 1048576.0)),
+        limit: Some(("limit (cgroup memory.max)".into(), 400.0 * 1048576.0)),
         projection: Some(vec![
             (t0 + 3_600_000, 220.0 * 1048576.0),
             (t0 + 4_500_000, 280.0 * 1048576.0),
         ]),
+        events: vec![],
     };
     let svg = heaptide_ui::svg::chart(&chart, t0, t0 + 4_500_000, &[t0 + 1_800_000]);
     assert!(
