@@ -264,6 +264,28 @@ impl IdCache {
     }
 }
 
+/// One metric's points for (service, instance or all, metric, from, to);
+/// callers add the order.
+const POINTS: &str = "SELECT i.instance, x.segment_id, x.ts_ms, x.value,
+        coalesce(x.vmin, x.value), coalesce(x.vmax, x.value)
+    FROM samples x
+    JOIN segments s ON s.id = x.segment_id
+    JOIN instances i ON i.id = s.instance_id
+    WHERE i.service = ?1 AND (?2 IS NULL OR i.instance = ?2)
+      AND x.metric_id = (SELECT id FROM metrics WHERE name = ?3)
+      AND x.ts_ms >= ?4 AND x.ts_ms <= ?5";
+
+fn point_row(r: &rusqlite::Row) -> rusqlite::Result<Point> {
+    Ok(Point {
+        instance: r.get(0)?,
+        segment: r.get(1)?,
+        ts_ms: r.get(2)?,
+        value: r.get(3)?,
+        min: r.get(4)?,
+        max: r.get(5)?,
+    })
+}
+
 fn selector_clause() -> &'static str {
     "i.service = ?1 AND (?2 IS NULL OR i.instance = ?2)"
 }
@@ -474,28 +496,10 @@ impl Store for SqliteStore {
 
     fn series(&self, sel: &Selector, metric: &str) -> Result<Vec<Point>> {
         self.with_reader(|c| {
-            let mut stmt = c.prepare(&format!(
-                "SELECT i.instance, x.segment_id, x.ts_ms, x.value, coalesce(x.vmin, x.value), coalesce(x.vmax, x.value)
-                 FROM samples x
-                 JOIN segments s ON s.id = x.segment_id
-                 JOIN instances i ON i.id = s.instance_id
-                 WHERE {} AND x.metric_id = (SELECT id FROM metrics WHERE name = ?3)
-                   AND x.ts_ms >= ?4 AND x.ts_ms <= ?5
-                 ORDER BY i.instance, x.ts_ms",
-                selector_clause()
-            ))?;
+            let mut stmt = c.prepare_cached(&format!("{POINTS} ORDER BY i.instance, x.ts_ms"))?;
             let rows = stmt.query_map(
                 params![sel.service, sel.instance, metric, sel.from_ms, sel.to_ms],
-                |r| {
-                    Ok(Point {
-                        instance: r.get(0)?,
-                        segment: r.get(1)?,
-                        ts_ms: r.get(2)?,
-                        value: r.get(3)?,
-                        min: r.get(4)?,
-                        max: r.get(5)?,
-                    })
-                },
+                point_row,
             )?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
         })
@@ -503,27 +507,12 @@ impl Store for SqliteStore {
 
     fn latest(&self, sel: &Selector, metric: &str) -> Result<Option<Point>> {
         self.with_reader(|c| {
-            let mut stmt = c.prepare_cached(&format!(
-                "SELECT i.instance, x.segment_id, x.ts_ms, x.value, coalesce(x.vmin, x.value), coalesce(x.vmax, x.value)
-                 FROM samples x
-                 JOIN segments s ON s.id = x.segment_id
-                 JOIN instances i ON i.id = s.instance_id
-                 WHERE {} AND x.metric_id = (SELECT id FROM metrics WHERE name = ?3)
-                   AND x.ts_ms >= ?4 AND x.ts_ms <= ?5
-                 ORDER BY x.ts_ms DESC LIMIT 1",
-                selector_clause()
-            ))?;
+            let mut stmt = c.prepare_cached(&format!("{POINTS} ORDER BY x.ts_ms DESC LIMIT 1"))?;
             Ok(stmt
-                .query_row(params![sel.service, sel.instance, metric, sel.from_ms, sel.to_ms], |r| {
-                    Ok(Point {
-                        instance: r.get(0)?,
-                        segment: r.get(1)?,
-                        ts_ms: r.get(2)?,
-                        value: r.get(3)?,
-                        min: r.get(4)?,
-                        max: r.get(5)?,
-                    })
-                })
+                .query_row(
+                    params![sel.service, sel.instance, metric, sel.from_ms, sel.to_ms],
+                    point_row,
+                )
                 .optional()?)
         })
     }
