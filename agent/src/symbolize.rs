@@ -78,9 +78,22 @@ impl Symbolizer {
         if self.lines {
             if let Ok(loader) = addr2line::Loader::new("/proc/self/exe") {
                 for (a, f) in misses.iter().zip(frames.iter_mut()) {
-                    if let Ok(Some(loc)) = loader.find_location(probe(*a)) {
-                        f.file = loc.file.unwrap_or("").to_owned();
-                        f.line = loc.line.unwrap_or(0);
+                    // The outermost frame at this address is the function
+                    // the symbol table names; its line is the call site
+                    // in it. Inner frames are code inlined into it.
+                    let Ok(mut iter) = loader.find_frames(probe(*a)) else {
+                        continue;
+                    };
+                    let mut outer = None;
+                    while let Ok(Some(frame)) = iter.next() {
+                        if let Some(loc) = frame.location {
+                            outer =
+                                Some((loc.file.unwrap_or("").to_owned(), loc.line.unwrap_or(0)));
+                        }
+                    }
+                    if let Some((file, line)) = outer {
+                        f.file = file;
+                        f.line = line;
                     }
                 }
             }
