@@ -68,7 +68,7 @@ fn stopping_flag() -> Arc<AtomicBool> {
     RUNNING
         .read()
         .ok()
-        .and_then(|r| r.as_ref().map(|s| s.stop_flag.clone()))
+        .and_then(|r| r.as_ref().map(|s| s.stopping.clone()))
         .unwrap_or_else(|| Arc::new(AtomicBool::new(true)))
 }
 
@@ -125,8 +125,8 @@ pub(crate) struct Shared {
     pub send_failures: AtomicU64,
     pub profile_failures: AtomicU64,
     pub heap_status: Mutex<HeapProfilingStatus>,
-    pub stopping: AtomicBool,
-    pub stop_flag: Arc<AtomicBool>,
+    /// Set once by `shutdown`; shared with the tokio probe's task.
+    pub stopping: Arc<AtomicBool>,
     flush_deadline: Mutex<Option<Instant>>,
     wake: (Mutex<()>, Condvar),
 }
@@ -223,8 +223,7 @@ impl Agent {
             send_failures: AtomicU64::new(0),
             profile_failures: AtomicU64::new(0),
             heap_status: Mutex::new(profiling),
-            stopping: AtomicBool::new(false),
-            stop_flag: Arc::new(AtomicBool::new(false)),
+            stopping: Arc::new(AtomicBool::new(false)),
             flush_deadline: Mutex::new(None),
             wake: (Mutex::new(()), Condvar::new()),
             agent_info,
@@ -256,7 +255,7 @@ impl Agent {
                 pause::run_meter(
                     &s.pauses,
                     s.config.pause_tick,
-                    &s.stop_flag,
+                    &s.stopping,
                     &s.thread_costs.meter,
                 )
             }),
@@ -311,7 +310,6 @@ impl Agent {
             *d = Some(deadline);
         }
         self.shared.stopping.store(true, Ordering::SeqCst);
-        self.shared.stop_flag.store(true, Ordering::SeqCst);
         self.shared.wake.1.notify_all();
         // The sampler pushes its last sample and closes the queue; the
         // sender drains it and finishes.
