@@ -301,7 +301,9 @@ fn check_instance(
     let policy = b.inconclusive.unwrap_or(Inconclusive::Pass);
     let margin = b.baseline_margin.unwrap_or(0.25);
     let mut items = Vec::new();
-    let mut sites = Vec::new();
+    // The growing allocation sites, read at most once per instance.
+    let mut growing: Option<Vec<detect::Site>> = None;
+    let mut heap_failed = false;
     let requests = latest_segment(store, sel, metric::REQUESTS, warmup_ms)?;
     let requests_per_hour = rate_trend(&requests)
         .map(|(t, _)| t.slope)
@@ -319,8 +321,12 @@ fn check_instance(
         let mut allowed_note = String::new();
         if g.metric == metric::HEAP_ALLOCATED {
             if let Some(allow) = &b.allow_sites {
-                let growing = site_growth(store, sel)?;
+                if growing.is_none() {
+                    growing = Some(detect::growing_sites(store, sel, &Options::default())?);
+                }
                 let allowed: f64 = growing
+                    .as_deref()
+                    .unwrap_or_default()
                     .iter()
                     .filter(|s| {
                         s.frames
@@ -412,9 +418,7 @@ fn check_instance(
             }
         }
         item.message = message;
-        if !item.passed && g.metric == metric::HEAP_ALLOCATED && sites.is_empty() {
-            sites = site_growth(store, sel)?;
-        }
+        heap_failed |= !item.passed && g.metric == metric::HEAP_ALLOCATED;
         items.push(item);
     }
     for p in PEAKS {
@@ -457,6 +461,12 @@ fn check_instance(
             budget,
         ));
     }
+    // A failing heap budget names the sites that grow.
+    let sites = match (heap_failed, growing) {
+        (false, _) => Vec::new(),
+        (true, Some(g)) => g,
+        (true, None) => detect::growing_sites(store, sel, &Options::default())?,
+    };
     Ok(InstanceResult {
         service: sel.service.clone(),
         instance: sel.instance.clone().unwrap_or_default(),
@@ -507,11 +517,6 @@ fn fmt_unit(unit: &str, v: f64) -> String {
     }
 }
 
-/// The growing allocation sites of the latest profiles, named.
-fn site_growth(store: &dyn Store, sel: &Selector) -> Result<Vec<detect::Site>> {
-    detect::growing_sites(store, sel, &Options::default())
-}
-
 /// The human summary.
 pub fn text(r: &CheckResult) -> String {
     let mut out = String::new();
@@ -551,10 +556,7 @@ pub fn text(r: &CheckResult) -> String {
 }
 
 fn xml(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+    heaptide_ui::svg::esc(s)
 }
 
 /// JUnit XML: a suite per instance, a test case per budget line.

@@ -44,7 +44,7 @@ const MAX_ABS_VALUE: f64 = 1e18;
 /// Decodes and checks one request body. `gzip` says whether the body was
 /// sent with `Content-Encoding: gzip`.
 pub fn decode(body: &[u8], gzip: bool, limits: &Limits, now_ms: i64) -> Result<ValidBatch> {
-    let json = if gzip {
+    let json: std::borrow::Cow<[u8]> = if gzip {
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(body)
             .take(limits.max_decoded_bytes + 1)
@@ -59,9 +59,9 @@ pub fn decode(body: &[u8], gzip: bool, limits: &Limits, now_ms: i64) -> Result<V
                 ),
             ));
         }
-        out
+        out.into()
     } else {
-        body.to_vec()
+        body.into()
     };
     // Peek at the version first, so that a future format is reported as an
     // unknown version rather than as its first unknown field.

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use crate::svg::{chart, fmt_value, sparkline};
+use crate::svg::{chart, esc, fmt_value, sparkline};
 use crate::{InstanceSummary, InstanceView, Status, Unit};
 
 const STYLE: &str = "body{font:14px/1.45 system-ui,-apple-system,Segoe UI,sans-serif;margin:0;color:#111827;background:#f9fafb}
@@ -18,13 +18,6 @@ td,th{padding:6px 10px;border-bottom:1px solid #e5e7eb;text-align:left;vertical-
 nav a{margin-right:10px}.finding{background:#fff;border:1px solid #fde68a;padding:8px 12px;margin:8px 0}
 .finding pre{margin:4px 0 4px 12px;font-size:12px;white-space:pre-wrap}code{font-size:12px}
 .empty{color:#6b7280}";
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
 
 fn url(s: &str) -> String {
     let mut out = String::new();

@@ -121,7 +121,8 @@ fn decimate(points: &[(i64, f64)], from: i64, to: i64, columns: usize) -> Vec<(i
     out
 }
 
-fn esc(s: &str) -> String {
+/// Escapes text for HTML, SVG and XML.
+pub fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

@@ -571,8 +571,7 @@ fn judge(
         instances: 0,
         sites: Vec::new(),
     };
-    if let (Some(l), Some((mid, lo, hi))) = (limit, limit.and_then(|l| time_to_exhaustion(&a, l))) {
-        let _ = l;
+    if let Some((mid, lo, hi)) = limit.and_then(|l| time_to_exhaustion(&a, l)) {
         f.time_to_exhaustion_seconds = Some(mid * 3600.0);
         f.time_to_exhaustion_bounds_seconds = Some([lo * 3600.0, hi * 3600.0]);
     }
