@@ -207,11 +207,11 @@ impl Builder {
                     None => 4 << 20,
                 },
             };
-        if queue_bytes < 64 * 1024 {
+        if queue_bytes < 16 * 1024 {
             return Err(Error::InvalidConfig {
                 key: "HEAPTIDE_QUEUE_BYTES",
                 value: queue_bytes.to_string(),
-                reason: "must be at least 64 KiB".into(),
+                reason: "must be at least 16 KiB".into(),
             });
         }
         let symbol_lines = match self.symbol_lines {

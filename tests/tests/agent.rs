@@ -209,9 +209,9 @@ fn without_an_analyzer_the_host_runs_on_and_drops_are_counted() {
         &format!("http://{addr}"),
         "offline",
         &[
-            ("HEAPTIDE_QUEUE_BYTES", "64KiB"),
+            ("HEAPTIDE_QUEUE_BYTES", "16KiB"),
             ("HEAPTIDE_INTERVAL", "50ms"),
-            ("HEAPTIDE_PROFILE_INTERVAL", "100ms"),
+            ("HEAPTIDE_PROFILE_INTERVAL", "1s"),
         ],
     );
     // The host answers every request, promptly, while nothing receives.
