@@ -117,41 +117,8 @@ impl Builder {
 
     /// Resolves the settings against `env`, for tests.
     pub fn build_with(self, env: impl Fn(&str) -> Option<String>) -> Result<Config> {
-        let duration = |key: &'static str, set: Option<Duration>, default: Duration| {
-            let value = match set {
-                Some(d) => d,
-                None => match env(key) {
-                    Some(text) => humantime::parse_duration(text.trim()).map_err(|e| {
-                        Error::InvalidConfig {
-                            key,
-                            value: text.clone(),
-                            reason: e.to_string(),
-                        }
-                    })?,
-                    None => default,
-                },
-            };
-            if value.is_zero() {
-                return Err(Error::InvalidConfig {
-                    key,
-                    value: format!("{value:?}"),
-                    reason: "must be greater than zero".into(),
-                });
-            }
-            Ok(value)
-        };
-        let endpoint = self
-            .endpoint
-            .or_else(|| env("HEAPTIDE_ENDPOINT"))
-            .unwrap_or_else(|| "http://127.0.0.1:4040".into());
-        let endpoint = endpoint.trim().trim_end_matches('/').to_owned();
-        if !endpoint.starts_with("http://") {
-            return Err(Error::InvalidConfig {
-                key: "HEAPTIDE_ENDPOINT",
-                value: endpoint,
-                reason: "must be an http:// URL (terminate TLS in a local proxy)".into(),
-            });
-        }
+        let env: &dyn Fn(&str) -> Option<String> = &env;
+        let endpoint = endpoint(self.endpoint, env)?;
         let service = self
             .service
             .or_else(|| env("HEAPTIDE_SERVICE"))
@@ -162,109 +129,174 @@ impl Builder {
             .or_else(|| env("HEAPTIDE_INSTANCE"))
             .unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id()));
         check_name("HEAPTIDE_INSTANCE", &instance)?;
-        let token = self
-            .token
-            .or_else(|| env("HEAPTIDE_TOKEN"))
-            .filter(|t| !t.is_empty());
-        if let Some(t) = &token {
-            if t.chars().any(|c| c.is_control() || c == ' ') {
-                return Err(Error::InvalidConfig {
-                    key: "HEAPTIDE_TOKEN",
-                    value: "<redacted>".into(),
-                    reason: "must not contain spaces or control characters".into(),
-                });
-            }
-        }
-        let heap_sample_period = match self.heap_sample_period {
-            Some(p) => p,
-            None => match env("HEAPTIDE_HEAP_SAMPLE_PERIOD") {
-                Some(text) => parse_bytes(&text).ok_or_else(|| Error::InvalidConfig {
-                    key: "HEAPTIDE_HEAP_SAMPLE_PERIOD",
-                    value: text.clone(),
-                    reason: "expected bytes such as 524288, 512KiB or 1MiB".into(),
-                })?,
-                None => 512 * 1024,
-            },
-        };
+        let token = token(self.token, env)?;
+        let heap_sample_period = bytes(
+            env,
+            "HEAPTIDE_HEAP_SAMPLE_PERIOD",
+            self.heap_sample_period,
+            512 * 1024,
+            "expected bytes such as 524288, 512KiB or 1MiB",
+        )?;
         if !(1..=(1u64 << 40)).contains(&heap_sample_period) {
-            return Err(Error::InvalidConfig {
-                key: "HEAPTIDE_HEAP_SAMPLE_PERIOD",
-                value: heap_sample_period.to_string(),
-                reason: "must be between 1 byte and 1 TiB".into(),
-            });
+            return Err(invalid(
+                "HEAPTIDE_HEAP_SAMPLE_PERIOD",
+                heap_sample_period.to_string(),
+                "must be between 1 byte and 1 TiB",
+            ));
         }
-        let queue_bytes =
-            match self.queue_bytes {
-                Some(q) => q,
-                None => match env("HEAPTIDE_QUEUE_BYTES") {
-                    Some(text) => parse_bytes(&text).map(|b| b as usize).ok_or_else(|| {
-                        Error::InvalidConfig {
-                            key: "HEAPTIDE_QUEUE_BYTES",
-                            value: text.clone(),
-                            reason: "expected bytes such as 4MiB".into(),
-                        }
-                    })?,
-                    None => 4 << 20,
-                },
-            };
+        let queue_bytes = bytes(
+            env,
+            "HEAPTIDE_QUEUE_BYTES",
+            self.queue_bytes.map(|q| q as u64),
+            4 << 20,
+            "expected bytes such as 4MiB",
+        )? as usize;
         if queue_bytes < 16 * 1024 {
-            return Err(Error::InvalidConfig {
-                key: "HEAPTIDE_QUEUE_BYTES",
-                value: queue_bytes.to_string(),
-                reason: "must be at least 16 KiB".into(),
-            });
+            return Err(invalid(
+                "HEAPTIDE_QUEUE_BYTES",
+                queue_bytes.to_string(),
+                "must be at least 16 KiB",
+            ));
         }
-        let symbol_lines = match self.symbol_lines {
-            Some(b) => b,
-            None => match env("HEAPTIDE_SYMBOL_LINES").as_deref().map(str::trim) {
-                None | Some("") | Some("0") | Some("false") => false,
-                Some("1") | Some("true") => true,
-                Some(other) => {
-                    return Err(Error::InvalidConfig {
-                        key: "HEAPTIDE_SYMBOL_LINES",
-                        value: other.to_owned(),
-                        reason: "expected true or false".into(),
-                    })
-                }
-            },
-        };
         Ok(Config {
             endpoint,
-            symbol_lines,
+            symbol_lines: flag(env, "HEAPTIDE_SYMBOL_LINES", self.symbol_lines)?,
             service,
             instance,
             token,
             labels: self.labels,
-            interval: duration("HEAPTIDE_INTERVAL", self.interval, Duration::from_secs(10))?,
+            interval: duration(env, "HEAPTIDE_INTERVAL", self.interval, secs(10))?,
             profile_interval: duration(
+                env,
                 "HEAPTIDE_PROFILE_INTERVAL",
                 self.profile_interval,
-                Duration::from_secs(60),
+                secs(60),
             )?,
             heap_sample_period,
-            pause_tick: duration(
-                "HEAPTIDE_PAUSE_TICK",
-                self.pause_tick,
-                Duration::from_millis(5),
-            )?,
+            pause_tick: duration(env, "HEAPTIDE_PAUSE_TICK", self.pause_tick, millis(5))?,
             pause_threshold: duration(
+                env,
                 "HEAPTIDE_PAUSE_THRESHOLD",
                 self.pause_threshold,
-                Duration::from_millis(10),
+                millis(10),
             )?,
             queue_bytes,
-            send_timeout: duration("send_timeout", self.send_timeout, Duration::from_secs(5))?,
-            shutdown_timeout: duration(
-                "shutdown_timeout",
-                self.shutdown_timeout,
-                Duration::from_secs(2),
-            )?,
+            send_timeout: duration(env, "send_timeout", self.send_timeout, secs(5))?,
+            shutdown_timeout: duration(env, "shutdown_timeout", self.shutdown_timeout, secs(2))?,
         })
     }
 
     /// Starts the agent with these settings.
     pub fn start(self) -> Result<crate::Agent> {
         crate::Agent::start(self.build()?)
+    }
+}
+
+/// The analyzer's URL, without a trailing slash; plain http only.
+fn endpoint(set: Option<String>, env: &dyn Fn(&str) -> Option<String>) -> Result<String> {
+    let endpoint = set
+        .or_else(|| env("HEAPTIDE_ENDPOINT"))
+        .unwrap_or_else(|| "http://127.0.0.1:4040".into());
+    let endpoint = endpoint.trim().trim_end_matches('/').to_owned();
+    if !endpoint.starts_with("http://") {
+        return Err(invalid(
+            "HEAPTIDE_ENDPOINT",
+            endpoint,
+            "must be an http:// URL (terminate TLS in a local proxy)",
+        ));
+    }
+    Ok(endpoint)
+}
+
+/// The bearer token, if any: no spaces or control characters.
+fn token(set: Option<String>, env: &dyn Fn(&str) -> Option<String>) -> Result<Option<String>> {
+    let token = set
+        .or_else(|| env("HEAPTIDE_TOKEN"))
+        .filter(|t| !t.is_empty());
+    if token
+        .as_ref()
+        .is_some_and(|t| t.chars().any(|c| c.is_control() || c == ' '))
+    {
+        return Err(invalid(
+            "HEAPTIDE_TOKEN",
+            "<redacted>".into(),
+            "must not contain spaces or control characters",
+        ));
+    }
+    Ok(token)
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+fn millis(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn invalid(key: &'static str, value: String, reason: &str) -> Error {
+    Error::InvalidConfig {
+        key,
+        value,
+        reason: reason.into(),
+    }
+}
+
+/// A duration: as set in the builder, else from `key`, else `default`;
+/// never zero.
+fn duration(
+    env: &dyn Fn(&str) -> Option<String>,
+    key: &'static str,
+    set: Option<Duration>,
+    default: Duration,
+) -> Result<Duration> {
+    let value = match (set, env(key)) {
+        (Some(d), _) => d,
+        (None, Some(text)) => humantime::parse_duration(text.trim())
+            .map_err(|e| invalid(key, text.clone(), &e.to_string()))?,
+        (None, None) => default,
+    };
+    if value.is_zero() {
+        return Err(invalid(
+            key,
+            format!("{value:?}"),
+            "must be greater than zero",
+        ));
+    }
+    Ok(value)
+}
+
+/// A size in bytes: as set, else from `key`, else `default`.
+fn bytes(
+    env: &dyn Fn(&str) -> Option<String>,
+    key: &'static str,
+    set: Option<u64>,
+    default: u64,
+    expected: &str,
+) -> Result<u64> {
+    match (set, env(key)) {
+        (Some(b), _) => Ok(b),
+        (None, Some(text)) => {
+            parse_bytes(&text).ok_or_else(|| invalid(key, text.clone(), expected))
+        }
+        (None, None) => Ok(default),
+    }
+}
+
+/// A switch: as set, else `true`/`1` or `false`/`0` from `key`; off by
+/// default.
+fn flag(
+    env: &dyn Fn(&str) -> Option<String>,
+    key: &'static str,
+    set: Option<bool>,
+) -> Result<bool> {
+    if let Some(b) = set {
+        return Ok(b);
+    }
+    match env(key).as_deref().map(str::trim) {
+        None | Some("") | Some("0") | Some("false") => Ok(false),
+        Some("1") | Some("true") => Ok(true),
+        Some(other) => Err(invalid(key, other.to_owned(), "expected true or false")),
     }
 }
 

@@ -176,6 +176,7 @@ pub(crate) fn dump_for(thread: Option<&str>) -> Result<(u64, Vec<RawStack>)> {
 }
 
 /// Names the calling thread in heap dumps (`thread.prof.name`).
+#[cfg(feature = "testing")]
 pub(crate) fn name_thread_in_dumps(name: &str) -> Result<()> {
     let c = CString::new(name).map_err(|_| Error::Jemalloc {
         name: "thread.prof.name",

@@ -9,6 +9,7 @@ mod queue;
 mod sampler;
 mod sender;
 mod symbolize;
+#[cfg(feature = "testing")]
 pub mod testing;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -8,20 +8,20 @@ use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
-use heaptide_wire::{PauseEvent, Profile, Sample};
+use heaptide_wire::{EncodedProfile, MetricSample, PauseEvent};
 
 #[derive(Debug, Clone)]
 pub(crate) enum Item {
-    Sample(Sample),
+    Metrics(MetricSample),
     Pause(PauseEvent),
-    Profile(Profile),
+    Profile(EncodedProfile),
 }
 
 impl Item {
     /// Approximate encoded size, which is what the bound is about.
     pub(crate) fn size(&self) -> usize {
         match self {
-            Item::Sample(s) => 48 + s.metrics.keys().map(|k| k.len() + 24).sum::<usize>(),
+            Item::Metrics(s) => 48 + s.metrics.keys().map(|k| k.len() + 24).sum::<usize>(),
             Item::Pause(p) => 96 + p.name.len(),
             Item::Profile(p) => 96 + p.pprof_gz_base64.len(),
         }

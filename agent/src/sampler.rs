@@ -5,8 +5,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use heaptide_wire::pprof::{build_heap_profile, encode_gzip, StackSample};
-use heaptide_wire::{metric, HeapProfilingStatus, Profile, Sample};
+use heaptide_wire::pprof::{build_heap_profile, encode_gzip, ProfileSample};
+use heaptide_wire::{metric, EncodedProfile, HeapProfilingStatus, MetricSample};
 
 use crate::jemalloc::{self, ProfilingState};
 use crate::process::{Metrics, ProcessSampler};
@@ -120,7 +120,7 @@ fn sample(shared: &Shared, procs: &mut ProcessSampler) -> Vec<Item> {
     m.insert("agent.heap_bytes".into(), stats.heap_bytes as f64);
     m.insert("agent.dropped_items".into(), stats.dropped_items as f64);
     let mut items = Vec::with_capacity(events.len() + 1);
-    items.push(Item::Sample(Sample {
+    items.push(Item::Metrics(MetricSample {
         ts_ms: crate::now_ms(),
         metrics: m,
     }));
@@ -128,7 +128,7 @@ fn sample(shared: &Shared, procs: &mut ProcessSampler) -> Vec<Item> {
     items
 }
 
-fn profile(shared: &Shared, symbols: &mut Symbolizer) -> Option<Profile> {
+fn profile(shared: &Shared, symbols: &mut Symbolizer) -> Option<EncodedProfile> {
     if !shared.heap_profiling_status().enabled {
         return None;
     }
@@ -142,16 +142,16 @@ fn profile(shared: &Shared, symbols: &mut Symbolizer) -> Option<Profile> {
         }
     };
     symbols.prepare(raw.iter().flat_map(|r| r.addrs.iter().copied()));
-    let stacks: Vec<StackSample> = raw
+    let stacks: Vec<ProfileSample> = raw
         .iter()
-        .map(|r| StackSample {
+        .map(|r| ProfileSample {
             frames: symbols.stack(&r.addrs),
             objects: r.objects as i64,
             bytes: r.bytes as i64,
         })
         .collect();
     let pprof = build_heap_profile(&stacks, period as i64, ts_ms * 1_000_000);
-    Some(Profile {
+    Some(EncodedProfile {
         ts_ms,
         sample_period_bytes: period,
         pprof_gz_base64: base64::engine::general_purpose::STANDARD.encode(encode_gzip(&pprof)),

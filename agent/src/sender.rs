@@ -125,7 +125,7 @@ impl Sender {
         };
         for item in items {
             match item {
-                Item::Sample(s) => batch.samples.push(s),
+                Item::Metrics(s) => batch.samples.push(s),
                 Item::Pause(p) => batch.pause_events.push(p),
                 Item::Profile(p) => batch.profiles.push(p),
             }

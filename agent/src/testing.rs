@@ -32,7 +32,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, Once};
 
-use heaptide_stats::{mad_sigma, trend_with_z, Pt};
+use heaptide_stats::{fit_growth, Pt, RecipeOptions};
 
 use crate::jemalloc;
 use crate::symbolize::Symbolizer;
@@ -91,9 +91,14 @@ impl Growth {
         self.lo > self.budget && self.excess > 4.0 * self.noise
     }
 
+    /// The workspace's growth recipe over (iteration, reading) points; the
+    /// iteration is not a clock, so no daily cycle is looked for.
     fn fit(pts: &[Pt], budget: f64) -> Growth {
-        let thinned = thin(pts);
-        let Some(t) = trend_with_z(&thinned, Z) else {
+        let recipe = RecipeOptions {
+            z: Z,
+            daily_cycle: false,
+        };
+        let Some(g) = fit_growth(pts, &recipe) else {
             return Growth {
                 slope: 0.0,
                 lo: 0.0,
@@ -103,15 +108,13 @@ impl Growth {
                 excess: 0.0,
             };
         };
-        let resid: Vec<f64> = thinned.iter().map(|(x, y)| y - t.at(*x)).collect();
-        let span = thinned.last().map_or(0.0, |p| p.0) - thinned.first().map_or(0.0, |p| p.0);
         Growth {
-            slope: t.slope,
-            lo: t.lo,
-            hi: t.hi,
+            slope: g.trend.slope,
+            lo: g.trend.lo,
+            hi: g.trend.hi,
             budget,
-            noise: mad_sigma(&resid),
-            excess: (t.slope - budget) * span,
+            noise: g.noise,
+            excess: (g.trend.slope - budget) * g.span(),
         }
     }
 }
@@ -271,12 +274,6 @@ impl LeakCheck {
             sites,
         })
     }
-}
-
-/// At most 300 evenly spaced points: Theil–Sen is quadratic in its input.
-fn thin(pts: &[Pt]) -> Vec<Pt> {
-    let step = pts.len().div_ceil(300).max(1);
-    pts.iter().step_by(step).copied().collect()
 }
 
 fn count_dir(path: &str) -> f64 {

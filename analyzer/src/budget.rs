@@ -6,6 +6,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+pub use crate::select::Span;
 
 /// The whole file. Unknown keys anywhere are errors.
 #[derive(Debug, Default, Deserialize)]
@@ -91,7 +92,7 @@ pub struct Budget {
     pub pause_p99_ms: Option<f64>,
     pub pause_max_ms: Option<f64>,
     /// Start of each process lifetime to ignore (caches filling), e.g. `"1m"`.
-    pub warmup: Option<String>,
+    pub warmup: Option<Span>,
     /// `"pass"` (default) or `"fail"`.
     pub inconclusive: Option<Inconclusive>,
     /// Allocation sites allowed to grow: substrings of a frame's function.
@@ -153,9 +154,6 @@ impl BudgetFile {
             .chain(f.service.iter().map(|(k, v)| (k.as_str(), v)))
             .chain(f.instance.iter().map(|(k, v)| (k.as_str(), v)))
         {
-            if let Some(w) = &b.warmup {
-                humantime::parse_duration(w).map_err(|e| format!("{name}: warmup {w:?}: {e}"))?;
-            }
             if b.baseline_margin
                 .is_some_and(|m| !(0.0..=100.0).contains(&m))
             {

@@ -1,5 +1,6 @@
-//! `analyzer serve` settings: flags beat `HEAPTIDE_*` variables, which beat
-//! the TOML file given with `--config`.
+//! `analyzer serve` settings: flags (and the `HEAPTIDE_*` variables, which
+//! the command line reads at the flag) beat the TOML file given with
+//! `--config`, which beats the defaults.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -8,6 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::select::Span;
 
 /// The TOML file's contents. Unknown keys are errors.
 #[derive(Debug, Default, Deserialize)]
@@ -15,7 +17,7 @@ use crate::error::{Error, Result};
 pub struct FileConfig {
     pub listen: Option<String>,
     pub store: Option<PathBuf>,
-    pub retention: Option<String>,
+    pub retention: Option<Span>,
     pub token_file: Option<PathBuf>,
     /// Batches per second allowed per agent.
     pub rate_limit: Option<f64>,
@@ -34,29 +36,17 @@ impl FileConfig {
     }
 }
 
-/// One layer of settings, as given on the command line or found in the
-/// environment.
+/// One layer of settings: the command line's, or the file's.
 #[derive(Debug, Default, Clone)]
 pub struct Layer {
     pub listen: Option<String>,
     pub store: Option<PathBuf>,
-    pub retention: Option<String>,
+    pub retention: Option<Duration>,
     pub token_file: Option<PathBuf>,
     pub rate_limit: Option<f64>,
 }
 
 impl Layer {
-    /// The `HEAPTIDE_*` variables of `env`.
-    pub fn from_env(env: impl Fn(&str) -> Option<String>) -> Self {
-        Layer {
-            listen: env("HEAPTIDE_LISTEN"),
-            store: env("HEAPTIDE_STORE").map(PathBuf::from),
-            retention: env("HEAPTIDE_RETENTION"),
-            token_file: env("HEAPTIDE_TOKEN_FILE").map(PathBuf::from),
-            rate_limit: None,
-        }
-    }
-
     fn or(self, other: Layer) -> Layer {
         Layer {
             listen: self.listen.or(other.listen),
@@ -73,7 +63,7 @@ impl From<FileConfig> for Layer {
         Layer {
             listen: f.listen,
             store: f.store,
-            retention: f.retention,
+            retention: f.retention.map(|r| r.0),
             token_file: f.token_file,
             rate_limit: f.rate_limit,
         }
@@ -90,24 +80,18 @@ pub struct ServeConfig {
     pub rate_limit: f64,
 }
 
-/// The store path read commands use: flag, else `HEAPTIDE_STORE`, else
-/// `./heaptide.db`.
-pub fn store_path(flag: Option<PathBuf>, env: impl Fn(&str) -> Option<String>) -> PathBuf {
-    flag.or_else(|| env("HEAPTIDE_STORE").map(PathBuf::from))
-        .unwrap_or_else(|| "heaptide.db".into())
-}
+/// The store used when none is named.
+pub const DEFAULT_STORE: &str = "heaptide.db";
 
 impl ServeConfig {
-    /// Merges flags, environment and file, and checks the result. A token
-    /// may also come from `HEAPTIDE_TOKEN` directly.
+    /// Merges flags and file, and checks the result. A token may also come
+    /// from `HEAPTIDE_TOKEN` in `env`.
     pub fn resolve(
         flags: Layer,
         env: impl Fn(&str) -> Option<String>,
         file: Option<FileConfig>,
     ) -> Result<Self> {
-        let merged = flags
-            .or(Layer::from_env(&env))
-            .or(file.map(Layer::from).unwrap_or_default());
+        let merged = flags.or(file.map(Layer::from).unwrap_or_default());
         let listen_text = merged.listen.unwrap_or_else(|| "127.0.0.1:4040".into());
         let listen: SocketAddr = listen_text.parse().map_err(|_| {
             Error::invalid(
@@ -115,9 +99,7 @@ impl ServeConfig {
                 format!("{listen_text:?} is not an address like 127.0.0.1:4040"),
             )
         })?;
-        let retention_text = merged.retention.unwrap_or_else(|| "7d".into());
-        let retention = humantime::parse_duration(&retention_text)
-            .map_err(|e| Error::invalid("retention", format!("{retention_text:?}: {e}")))?;
+        let retention = merged.retention.unwrap_or(Duration::from_secs(7 * 86_400));
         if retention < Duration::from_secs(3600) {
             return Err(Error::invalid("retention", "must be at least 1h"));
         }
@@ -149,7 +131,7 @@ impl ServeConfig {
         }
         Ok(ServeConfig {
             listen,
-            store: store_path(merged.store, &env),
+            store: merged.store.unwrap_or_else(|| DEFAULT_STORE.into()),
             retention,
             token,
             rate_limit,
@@ -171,7 +153,7 @@ mod tests {
     }
 
     #[test]
-    fn flags_beat_env_beat_file() {
+    fn flags_beat_file_beats_defaults() {
         let file: FileConfig =
             toml::from_str("listen = \"127.0.0.1:1\"\nretention = \"2d\"\nstore = \"f.db\"")
                 .unwrap();
@@ -179,10 +161,9 @@ mod tests {
             listen: Some("127.0.0.1:3".into()),
             ..Default::default()
         };
-        let c =
-            ServeConfig::resolve(flags, env(&[("HEAPTIDE_STORE", "e.db")]), Some(file)).unwrap();
+        let c = ServeConfig::resolve(flags, env(&[]), Some(file)).unwrap();
         assert_eq!(c.listen.port(), 3);
-        assert_eq!(c.store, PathBuf::from("e.db"));
+        assert_eq!(c.store, PathBuf::from("f.db"));
         assert_eq!(c.retention, Duration::from_secs(2 * 86400));
     }
 
@@ -196,10 +177,12 @@ mod tests {
         let e = ServeConfig::resolve(flags, env(&[]), None).unwrap_err();
         assert!(e.to_string().contains("without a token"), "{e}");
         let flags = Layer {
-            retention: Some("forever".into()),
+            retention: Some(Duration::from_secs(60)),
             ..Default::default()
         };
         let e = ServeConfig::resolve(flags, env(&[]), None).unwrap_err();
         assert!(e.to_string().starts_with("retention:"), "{e}");
+        let e = toml::from_str::<FileConfig>("retention = \"forever\"").unwrap_err();
+        assert!(e.to_string().contains("forever"), "{e}");
     }
 }

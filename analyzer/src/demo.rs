@@ -94,12 +94,47 @@ pub async fn run(
         crate::ingest::Limits::default(),
         crate::server::RateLimit::default(),
     ));
-    let ui = heaptide_ui::router(Arc::new(crate::ui_source::UiSource {
-        store: store.clone(),
-    }));
-    let app = crate::server::api_router(state).merge(ui);
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    // The same server `serve` runs, retention included.
+    let policy = crate::store::RetentionPolicy::with_retention(7 * 24 * 3_600_000);
+    let server = tokio::spawn(crate::server::run(
+        listener,
+        state,
+        policy,
+        std::future::pending(),
+    ));
+    let (leaky, _load, leaky_addr) = start_example(&opts, addr)?;
+    println!("heaptide demo");
+    println!("  dashboard:  http://{addr}/");
+    println!("  store:      {}", store_path.display());
+    println!("  service:    leaky-service (http://{leaky_addr}) under load, with a heap leak and an fd leak");
+    println!("  waiting for the leak detector (about a minute) ...");
+    let Some(found) = wait_for_leak(store, opts.timeout).await? else {
+        return Err(Error::invalid(
+            "demo",
+            "no leak was found in time; is the machine overloaded?",
+        ));
+    };
+    println!(
+        "\n$ analyzer leaks --since 10m --store {}\n",
+        store_path.display()
+    );
+    print!("{}", crate::report::leaks_table(&found.leaks(), &[]));
+    if !opts.exit_when_found {
+        println!("\nThe dashboard stays up at http://{addr}/ until Ctrl-C.");
+        shutdown.await;
+    }
+    server.abort();
+    drop(leaky);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
 
+/// Starts the leaky example, sending to `addr`, and its load generator;
+/// returns both and the example's own address.
+fn start_example(
+    opts: &DemoOptions,
+    addr: std::net::SocketAddr,
+) -> Result<(Killed, Killed, String)> {
     let mut leaky = spawn(
         Command::new(opts.bin_dir.join("leaky-service"))
             .env("HEAPTIDE_ENDPOINT", format!("http://{addr}"))
@@ -112,7 +147,7 @@ pub async fn run(
             .env("LEAKY_LISTEN", "127.0.0.1:0"),
     )?;
     let leaky_addr = first_line_address(&mut leaky.0)?;
-    let _load = spawn(Command::new(opts.bin_dir.join("leaky-load")).args([
+    let load = spawn(Command::new(opts.bin_dir.join("leaky-load")).args([
         &format!("http://{leaky_addr}"),
         &opts.timeout.as_secs().to_string(),
         "/work",
@@ -121,63 +156,36 @@ pub async fn run(
         "/work",
         "/leak-fd",
     ]))?;
-    println!("heaptide demo");
-    println!("  dashboard:  http://{addr}/");
-    println!("  store:      {}", store_path.display());
-    println!("  service:    leaky-service (http://{leaky_addr}) under load, with a heap leak and an fd leak");
-    println!("  waiting for the leak detector (about a minute) ...");
+    Ok((leaky, load, leaky_addr))
+}
 
+/// Runs the engine every 5 s until it names `leak_request_buffer` as the
+/// heap leak's site, or `timeout` passes.
+async fn wait_for_leak(
+    store: Arc<dyn crate::store::Store>,
+    timeout: Duration,
+) -> Result<Option<crate::detect::Analysis>> {
     let started = Instant::now();
-    let found = loop {
+    while started.elapsed() <= timeout {
         tokio::time::sleep(Duration::from_secs(5)).await;
         let s = store.clone();
-        let now = crate::query::now_ms();
+        let now = crate::select::now_ms();
         let analysis = tokio::task::spawn_blocking(move || {
-            let q = crate::detect::Query {
-                service: None,
-                instance: None,
-                from_ms: now - 600_000,
-                to_ms: now,
-            };
-            crate::detect::analyze(&*s, &q, &crate::detect::Options::default())
+            let sel = crate::select::Selector::all(now - 600_000, now);
+            crate::detect::analyze(&*s, &sel, &crate::detect::Options::default())
         })
         .await
         .map_err(|_| Error::invalid("demo", "analysis failed"))??;
         let named = analysis.findings.iter().any(|f| {
             f.resource == crate::detect::Resource::Heap
-                && f.verdict == crate::detect::Verdict::Leak
+                && f.verdict == crate::detect::LeakVerdict::Leak
                 && f.sites
                     .iter()
                     .any(|s| s.frames.iter().any(|fr| fr.contains("leak_request_buffer")))
         });
         if named {
-            break Some(analysis);
-        }
-        if started.elapsed() > opts.timeout {
-            break None;
-        }
-    };
-    match found {
-        Some(a) => {
-            println!(
-                "\n$ analyzer leaks --since 10m --store {}\n",
-                store_path.display()
-            );
-            print!("{}", crate::report::leaks_table(&a.leaks(), &[]));
-        }
-        None => {
-            return Err(Error::invalid(
-                "demo",
-                "no leak was found in time; is the machine overloaded?",
-            ))
+            return Ok(Some(analysis));
         }
     }
-    if !opts.exit_when_found {
-        println!("\nThe dashboard stays up at http://{addr}/ until Ctrl-C.");
-        shutdown.await;
-    }
-    server.abort();
-    drop(leaky);
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(())
+    Ok(None)
 }

@@ -7,7 +7,23 @@ use base64::Engine;
 use heaptide_wire::{pprof, valid_metric_name, Batch, WIRE_VERSION};
 
 use crate::error::{Error, Result};
-use crate::store::{DecodedProfile, ValidBatch};
+
+/// A batch that passed validation, with its profiles already decoded: the
+/// only form in which data reaches the store.
+#[derive(Debug)]
+pub struct ValidBatch {
+    pub batch: heaptide_wire::Batch,
+    /// One entry per `batch.profiles`, in order.
+    pub profiles: Vec<DecodedProfile>,
+}
+
+/// A heap profile decoded from its [`heaptide_wire::EncodedProfile`].
+#[derive(Debug)]
+pub struct DecodedProfile {
+    /// The gzipped pprof as received.
+    pub raw: Vec<u8>,
+    pub stacks: Vec<heaptide_wire::pprof::ProfileSample>,
+}
 
 /// Size limits of ingest.
 #[derive(Debug, Clone)]
@@ -87,6 +103,11 @@ pub fn decode(body: &[u8], gzip: bool, limits: &Limits, now_ms: i64) -> Result<V
         };
         Error::invalid(field, e.into_inner().to_string())
     })?;
+    accept(batch, limits, now_ms)
+}
+
+/// Validates a batch already parsed, and decodes its profiles.
+pub fn accept(batch: Batch, limits: &Limits, now_ms: i64) -> Result<ValidBatch> {
     validate(&batch, now_ms)?;
     let profiles = batch
         .profiles
@@ -123,6 +144,13 @@ fn check_text(field: &str, s: &str, max: usize) -> Result<()> {
 }
 
 fn validate(b: &Batch, now_ms: i64) -> Result<()> {
+    validate_agent(b, now_ms)?;
+    validate_samples(&b.samples, now_ms)?;
+    validate_pauses(&b.pause_events, now_ms)?;
+    validate_profiles(&b.profiles, now_ms)
+}
+
+fn validate_agent(b: &Batch, now_ms: i64) -> Result<()> {
     check_text("agent.service", &b.agent.service, 200)?;
     check_text("agent.instance", &b.agent.instance, 200)?;
     check_text("agent.host", &b.agent.host, 255)?;
@@ -152,13 +180,17 @@ fn validate(b: &Batch, now_ms: i64) -> Result<()> {
             "must be a finite, non-negative number",
         ));
     }
-    if b.samples.len() > MAX_SAMPLES {
+    Ok(())
+}
+
+fn validate_samples(samples: &[heaptide_wire::MetricSample], now_ms: i64) -> Result<()> {
+    if samples.len() > MAX_SAMPLES {
         return Err(Error::invalid(
             "samples",
             format!("at most {MAX_SAMPLES} per batch"),
         ));
     }
-    for (i, sample) in b.samples.iter().enumerate() {
+    for (i, sample) in samples.iter().enumerate() {
         check_ts(|| format!("samples[{i}].ts_ms"), sample.ts_ms, now_ms)?;
         if sample.metrics.len() > MAX_METRICS_PER_SAMPLE {
             return Err(Error::invalid(
@@ -181,13 +213,17 @@ fn validate(b: &Batch, now_ms: i64) -> Result<()> {
             }
         }
     }
-    if b.pause_events.len() > MAX_PAUSES {
+    Ok(())
+}
+
+fn validate_pauses(pauses: &[heaptide_wire::PauseEvent], now_ms: i64) -> Result<()> {
+    if pauses.len() > MAX_PAUSES {
         return Err(Error::invalid(
             "pause_events",
             format!("at most {MAX_PAUSES} per batch"),
         ));
     }
-    for (i, p) in b.pause_events.iter().enumerate() {
+    for (i, p) in pauses.iter().enumerate() {
         check_ts(|| format!("pause_events[{i}].start_ms"), p.start_ms, now_ms)?;
         if !p.duration_ms.is_finite() || !(0.0..=86_400_000.0).contains(&p.duration_ms) {
             return Err(Error::invalid(
@@ -202,13 +238,17 @@ fn validate(b: &Batch, now_ms: i64) -> Result<()> {
             ));
         }
     }
-    if b.profiles.len() > MAX_PROFILES {
+    Ok(())
+}
+
+fn validate_profiles(profiles: &[heaptide_wire::EncodedProfile], now_ms: i64) -> Result<()> {
+    if profiles.len() > MAX_PROFILES {
         return Err(Error::invalid(
             "profiles",
             format!("at most {MAX_PROFILES} per batch"),
         ));
     }
-    for (i, p) in b.profiles.iter().enumerate() {
+    for (i, p) in profiles.iter().enumerate() {
         check_ts(|| format!("profiles[{i}].ts_ms"), p.ts_ms, now_ms)?;
         if p.sample_period_bytes == 0 || p.sample_period_bytes > 1 << 40 {
             return Err(Error::invalid(
@@ -220,7 +260,11 @@ fn validate(b: &Batch, now_ms: i64) -> Result<()> {
     Ok(())
 }
 
-fn decode_profile(i: usize, p: &heaptide_wire::Profile, limits: &Limits) -> Result<DecodedProfile> {
+fn decode_profile(
+    i: usize,
+    p: &heaptide_wire::EncodedProfile,
+    limits: &Limits,
+) -> Result<DecodedProfile> {
     let field = || format!("profiles[{i}].pprof_gz_base64");
     let raw = base64::engine::general_purpose::STANDARD
         .decode(p.pprof_gz_base64.as_bytes())

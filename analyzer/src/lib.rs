@@ -9,9 +9,10 @@ pub mod error;
 pub mod ingest;
 pub mod query;
 pub mod report;
+pub mod select;
 pub mod server;
 pub mod store;
-pub mod ui_source;
+pub mod views;
 
 use std::sync::Arc;
 
@@ -26,7 +27,7 @@ pub async fn serve(
 ) -> Result<()> {
     let store: Arc<dyn store::Store> = Arc::new(store::SqliteStore::open(&cfg.store)?);
     let state = Arc::new(server::AppState::new(
-        store.clone(),
+        store,
         cfg.token.clone(),
         ingest::Limits::default(),
         server::RateLimit {
@@ -34,30 +35,8 @@ pub async fn serve(
             burst: (cfg.rate_limit * 4.0).max(4.0),
         },
     ));
-    let ui = heaptide_ui::router(Arc::new(ui_source::UiSource {
-        store: store.clone(),
-    }));
-    let app = server::api_router(state).merge(ui);
     let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
     on_listen(listener.local_addr()?);
-    let policy = store::RetentionPolicy::with_retention(cfg.retention.as_millis() as i64);
-    let retention = tokio::spawn(retention_loop(store, policy));
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
-    retention.abort();
-    Ok(result?)
-}
-
-/// Applies retention at start and then every ten minutes.
-async fn retention_loop(store: Arc<dyn store::Store>, policy: store::RetentionPolicy) {
-    loop {
-        let (s, p) = (store.clone(), policy.clone());
-        match tokio::task::spawn_blocking(move || s.retain(query::now_ms(), &p)).await {
-            Ok(Ok(r)) => tracing::debug!(?r, "retention pass"),
-            Ok(Err(e)) => tracing::warn!("retention pass failed: {e}"),
-            Err(_) => tracing::warn!("retention pass panicked"),
-        }
-        tokio::time::sleep(std::time::Duration::from_secs(600)).await;
-    }
+    let policy = store::RetentionPolicy::with_retention(select::ms(cfg.retention));
+    server::run(listener, state, policy, shutdown).await
 }

@@ -1,4 +1,5 @@
-//! Read-side logic shared by the HTTP API, the CLI and the UI.
+//! Read-side logic shared by the HTTP API, the CLI and the dashboards:
+//! services, pauses, folded stacks, pprof downloads and profile diffs.
 
 use std::collections::HashMap;
 
@@ -6,54 +7,11 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::error::{Error, Result};
-use crate::store::{ProfileInfo, Selector, Store};
+use crate::select::Selector;
+use crate::store::{Store, StoredProfile};
 
 /// An instance not heard from for this long is `stale`.
 pub const STALE_AFTER_MS: i64 = 120_000;
-
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-/// Resolves a window from `since` (a duration back from now, default 1h)
-/// or explicit `from`/`to` milliseconds.
-pub fn window(
-    since: Option<&str>,
-    from: Option<i64>,
-    to: Option<i64>,
-    now: i64,
-) -> Result<(i64, i64)> {
-    let to = to.unwrap_or(now);
-    let from = match (from, since) {
-        (Some(f), _) => f,
-        (None, Some(s)) => to - parse_duration_ms("since", s)?,
-        (None, None) => to - 3_600_000,
-    };
-    if from >= to {
-        return Err(Error::invalid(
-            "from",
-            "the window must start before it ends",
-        ));
-    }
-    Ok((from, to))
-}
-
-/// Parses `10m`, `24h` or `7d` into milliseconds, naming `field` on error.
-pub fn parse_duration_ms(field: &str, s: &str) -> Result<i64> {
-    let d = humantime::parse_duration(s.trim()).map_err(|e| {
-        Error::invalid(
-            field,
-            format!("{s:?} is not a duration like 10m, 24h or 7d: {e}"),
-        )
-    })?;
-    if d.is_zero() {
-        return Err(Error::invalid(field, "must be greater than zero"));
-    }
-    Ok(d.as_millis().min(i64::MAX as u128) as i64)
-}
 
 #[derive(Debug, Serialize)]
 pub struct ServiceSummary {
@@ -149,7 +107,7 @@ pub fn folded_stack(frames: &[heaptide_wire::pprof::Frame]) -> String {
     names.join(";").replace(' ', "\u{a0}")
 }
 
-pub fn profile_json(store: &dyn Store, info: &ProfileInfo) -> Result<serde_json::Value> {
+pub fn profile_json(store: &dyn Store, info: &StoredProfile) -> Result<serde_json::Value> {
     let mut values = store.profile_values(info.id)?;
     values.sort_by_key(|v| std::cmp::Reverse(v.bytes));
     values.truncate(500);
@@ -165,17 +123,17 @@ pub fn profile_json(store: &dyn Store, info: &ProfileInfo) -> Result<serde_json:
 /// The profile as pprof: the bytes as received while they are kept, else
 /// rebuilt from the stored stacks, which hold the same names, lines and
 /// values.
-pub fn pprof_bytes(store: &dyn Store, info: &ProfileInfo) -> Result<Vec<u8>> {
+pub fn pprof_bytes(store: &dyn Store, info: &StoredProfile) -> Result<Vec<u8>> {
     if let Some(raw) = store.profile_raw(info.id)? {
         return Ok(raw);
     }
     let values = store.profile_values(info.id)?;
     let ids: Vec<i64> = values.iter().map(|v| v.stack_id).collect();
     let frames: HashMap<i64, _> = store.stacks(&ids)?.into_iter().collect();
-    let stacks: Vec<heaptide_wire::pprof::StackSample> = values
+    let stacks: Vec<heaptide_wire::pprof::ProfileSample> = values
         .iter()
         .filter_map(|v| {
-            Some(heaptide_wire::pprof::StackSample {
+            Some(heaptide_wire::pprof::ProfileSample {
                 frames: frames.get(&v.stack_id)?.clone(),
                 objects: v.objects,
                 bytes: v.bytes,
@@ -204,8 +162,8 @@ pub struct StackDelta {
 
 #[derive(Debug, Serialize)]
 pub struct HeapDiff {
-    pub from: ProfileInfo,
-    pub to: ProfileInfo,
+    pub from: StoredProfile,
+    pub to: StoredProfile,
     /// Every stack present in either profile, largest growth first.
     pub stacks: Vec<StackDelta>,
 }
@@ -260,21 +218,4 @@ pub fn diff(
         to: b,
         stacks,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn windows() {
-        assert_eq!(
-            window(Some("1h"), None, None, 10_000_000).unwrap(),
-            (6_400_000, 10_000_000)
-        );
-        assert_eq!(window(None, Some(5), Some(9), 100).unwrap(), (5, 9));
-        let e = window(Some("soon"), None, None, 100).unwrap_err();
-        assert!(e.to_string().starts_with("since:"), "{e}");
-        assert!(window(None, Some(9), Some(5), 100).is_err());
-    }
 }

@@ -1,106 +1,54 @@
 //! `analyzer check` against real SQLite stores with known growth: every
 //! verdict, the baseline, every output format and every exit code.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use heaptide_analyzer::store::{DecodedProfile, SqliteStore, Store, ValidBatch};
-use heaptide_wire::pprof::{build_heap_profile, encode_gzip, Frame, StackSample};
-use heaptide_wire::*;
+use heaptide_analyzer::ingest;
+use heaptide_analyzer::select::now_ms;
+use heaptide_analyzer::store::{SqliteStore, Store};
+use heaptide_testkit::fixtures;
 
 const MIB: f64 = 1024.0 * 1024.0;
-
-fn frame(f: &str) -> Frame {
-    Frame {
-        function: f.into(),
-        file: "src/main.rs".into(),
-        line: 7,
-    }
-}
 
 /// Ten minutes of one instance at one sample a second, heap growing at
 /// `heap_per_hour` with `noise` (bytes, deterministic), and a profile every
 /// 10 s in which `demo::grow_forever` holds the growth.
 fn write(store: &SqliteStore, service: &str, heap_per_hour: f64, noise: f64) {
-    let now = heaptide_analyzer::query::now_ms();
+    let now = now_ms();
     let start = now - 600_000;
-    let mut samples = Vec::new();
-    let mut profiles = Vec::new();
-    let mut decoded = Vec::new();
+    let mut batch = fixtures::batch(fixtures::agent(service, "i1", 1, start - 1000), 1, now);
     for i in 0..600i64 {
         let ts = start + i * 1000;
         let grown = heap_per_hour * (i as f64 / 3600.0);
         // A fixed pseudo-random wobble.
         let wobble = noise * (((i * 7919) % 1000) as f64 / 500.0 - 1.0);
-        let metrics = BTreeMap::from([
-            ("heap.allocated".to_owned(), 50.0 * MIB + grown + wobble),
-            ("process.rss".to_owned(), 80.0 * MIB + grown),
-            ("fds".to_owned(), 20.0),
-            ("threads".to_owned(), 8.0),
-            ("pause.p99_ms".to_owned(), 1.0),
-            ("pause.max_ms".to_owned(), if i == 300 { 40.0 } else { 2.0 }),
-            ("app.requests".to_owned(), (i * 100) as f64),
-        ]);
-        samples.push(Sample { ts_ms: ts, metrics });
+        batch.samples.push(fixtures::metrics(
+            ts,
+            &[
+                ("heap.allocated", 50.0 * MIB + grown + wobble),
+                ("process.rss", 80.0 * MIB + grown),
+                ("fds", 20.0),
+                ("threads", 8.0),
+                ("pause.p99_ms", 1.0),
+                ("pause.max_ms", if i == 300 { 40.0 } else { 2.0 }),
+                ("app.requests", (i * 100) as f64),
+            ],
+        ));
         if i % 10 == 0 {
-            let stacks = vec![
-                StackSample {
-                    frames: vec![
-                        frame("alloc::alloc::alloc"),
-                        frame("demo::grow_forever"),
-                        frame("main"),
-                    ],
-                    objects: i + 1,
-                    bytes: (grown.max(0.0)) as i64 + 1,
-                },
-                StackSample {
-                    frames: vec![frame("demo::steady"), frame("main")],
-                    objects: 10,
-                    bytes: 10 << 20,
-                },
+            let stacks = [
+                fixtures::stack(
+                    &["alloc::alloc::alloc", "demo::grow_forever", "main"],
+                    grown.max(0.0) as i64 + 1,
+                    i + 1,
+                ),
+                fixtures::stack(&["demo::steady", "main"], 10 << 20, 10),
             ];
-            let raw = encode_gzip(&build_heap_profile(&stacks, 524288, ts * 1_000_000));
-            profiles.push(Profile {
-                ts_ms: ts,
-                sample_period_bytes: 524288,
-                pprof_gz_base64: String::new(),
-            });
-            decoded.push(DecodedProfile { raw, stacks });
+            batch.profiles.push(fixtures::heap_profile(ts, &stacks));
         }
     }
-    let batch = Batch {
-        version: WIRE_VERSION,
-        agent: AgentInfo {
-            service: service.into(),
-            instance: "i1".into(),
-            host: "h".into(),
-            pid: 1,
-            start_time_ms: start - 1000,
-            agent_version: "t".into(),
-            labels: BTreeMap::new(),
-        },
-        seq: 1,
-        sent_at_ms: now,
-        heap_profiling: HeapProfilingStatus {
-            enabled: true,
-            reason: None,
-            sample_period_bytes: Some(524288),
-        },
-        agent_stats: AgentStats::default(),
-        samples,
-        pause_events: vec![],
-        profiles,
-    };
-    store
-        .ingest(
-            &ValidBatch {
-                batch,
-                profiles: decoded,
-            },
-            now,
-        )
-        .unwrap();
+    let valid = ingest::accept(batch, &ingest::Limits::default(), now).unwrap();
+    store.ingest(&valid, now).unwrap();
 }
 
 fn check(dir: &Path, budget: &str, args: &[&str]) -> Output {

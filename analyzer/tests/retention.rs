@@ -1,45 +1,23 @@
 //! Retention on a real SQLite file: expiry, and downsampling that keeps
 //! each bucket's floor and peak.
 
-use std::collections::BTreeMap;
-
-use heaptide_analyzer::store::{RetentionPolicy, Selector, SqliteStore, Store, ValidBatch};
-use heaptide_wire::*;
+use heaptide_analyzer::ingest::ValidBatch;
+use heaptide_analyzer::select::Selector;
+use heaptide_analyzer::store::{RetentionPolicy, SqliteStore, Store};
+use heaptide_testkit::fixtures;
 
 const H: i64 = 3_600_000;
 
+/// A batch of `fds` samples. Its times lie in 1970, which ingest's clock
+/// checks would refuse, so it is handed to the store as already valid.
 fn batch(ts: &[(i64, f64)]) -> ValidBatch {
-    let samples = ts
+    let mut batch = fixtures::batch(fixtures::agent("svc", "i", 1, 0), 1, 0);
+    batch.samples = ts
         .iter()
-        .map(|(t, v)| Sample {
-            ts_ms: *t,
-            metrics: BTreeMap::from([("fds".to_owned(), *v)]),
-        })
+        .map(|(t, v)| fixtures::metrics(*t, &[("fds", *v)]))
         .collect();
     ValidBatch {
-        batch: Batch {
-            version: WIRE_VERSION,
-            agent: AgentInfo {
-                service: "svc".into(),
-                instance: "i".into(),
-                host: "h".into(),
-                pid: 1,
-                start_time_ms: 0,
-                agent_version: "t".into(),
-                labels: BTreeMap::new(),
-            },
-            seq: 1,
-            sent_at_ms: 0,
-            heap_profiling: HeapProfilingStatus {
-                enabled: false,
-                reason: None,
-                sample_period_bytes: None,
-            },
-            agent_stats: AgentStats::default(),
-            samples,
-            pause_events: vec![],
-            profiles: vec![],
-        },
+        batch,
         profiles: vec![],
     }
 }
@@ -68,10 +46,8 @@ fn old_samples_are_downsampled_with_min_and_max_and_expired_ones_deleted() {
     assert_eq!(report.samples_deleted, 360);
     assert_eq!(report.samples_downsampled, 360);
     let all = Selector {
-        service: "svc".into(),
-        instance: None,
-        from_ms: 0,
-        to_ms: now,
+        service: Some("svc".into()),
+        ..Selector::all(0, now)
     };
     let points = store.series(&all, "fds").unwrap();
     let (old, recent): (Vec<_>, Vec<_>) = points.iter().partition(|p| p.ts_ms < now - 24 * H);

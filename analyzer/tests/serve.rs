@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::Duration;
 
-use heaptide_tests::*;
+use heaptide_testkit::*;
 use heaptide_wire::*;
 
 /// A fixed start time per pid, an hour ago.
@@ -37,7 +37,7 @@ fn batch(instance: &str, pid: u32, seq: u64, ts_ms: i64, value: f64) -> Batch {
             sample_period_bytes: None,
         },
         agent_stats: AgentStats::default(),
-        samples: vec![Sample { ts_ms, metrics }],
+        samples: vec![MetricSample { ts_ms, metrics }],
         pause_events: vec![],
         profiles: vec![],
     }
@@ -75,32 +75,26 @@ fn ingest_url(p: &Proc) -> String {
     p.url(INGEST_PATH)
 }
 
-#[test]
-fn bad_input_gets_a_4xx_naming_the_field_and_harms_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let an = analyzer(dir.path(), &dir.path().join("h.db"), "127.0.0.1:0", &[]);
-    let url = ingest_url(&an);
-    let now = now_ms();
-    let good = serde_json::to_vec(&batch("a", 1, 1, now, 5.0)).unwrap();
-    assert_eq!(post(&url, &good, &[]).0, 200);
-
+/// Bodies that are each wrong in one way, with the field the 400 must
+/// name.
+fn bad_bodies(now: i64) -> Vec<(&'static str, Vec<u8>, &'static str)> {
     let mut wrong_type = serde_json::to_value(batch("a", 1, 2, now, 5.0)).unwrap();
     wrong_type["samples"][0]["metrics"]["fds"] = "many".into();
     let mut bad_version = serde_json::to_value(batch("a", 1, 2, now, 5.0)).unwrap();
     bad_version["version"] = 99.into();
     let mut bad_pprof = batch("a", 1, 2, now, 5.0);
-    bad_pprof.profiles.push(Profile {
+    bad_pprof.profiles.push(EncodedProfile {
         ts_ms: now,
         sample_period_bytes: 524288,
         pprof_gz_base64: "!!".into(),
     });
     let mut garbage_pprof = batch("a", 1, 2, now, 5.0);
-    garbage_pprof.profiles.push(Profile {
+    garbage_pprof.profiles.push(EncodedProfile {
         ts_ms: now,
         sample_period_bytes: 524288,
         pprof_gz_base64: "AAECAwQ=".into(),
     });
-    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+    vec![
         ("malformed json", b"{\"version\": 1, ".to_vec(), "body"),
         (
             "wrong type",
@@ -137,8 +131,36 @@ fn bad_input_gets_a_4xx_naming_the_field_and_harms_nothing() {
             serde_json::to_vec(&garbage_pprof).unwrap(),
             "profiles[0].pprof_gz_base64",
         ),
-    ];
-    for (what, body, field) in cases {
+    ]
+}
+
+/// A gzip bomb and an oversized body: refused, not inflated or read.
+fn oversized_bodies_are_refused(url: &str) {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    let zeros = vec![b' '; 1 << 20];
+    for _ in 0..100 {
+        gz.write_all(&zeros).unwrap();
+    }
+    let bomb = gz.finish().unwrap();
+    assert!(bomb.len() < 1 << 20);
+    let (status, json, _) = post(url, &bomb, &[("Content-Encoding", "gzip")]);
+    assert_eq!(status, 400, "{json}");
+    assert_eq!(json["field"], "body");
+    // An oversized body.
+    let (status, _, _) = post(url, &vec![b' '; 9 << 20], &[]);
+    assert_eq!(status, 413);
+}
+
+#[test]
+fn bad_input_gets_a_4xx_naming_the_field_and_harms_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let an = analyzer(dir.path(), &dir.path().join("h.db"), "127.0.0.1:0", &[]);
+    let url = ingest_url(&an);
+    let now = now_ms();
+    let good = serde_json::to_vec(&batch("a", 1, 1, now, 5.0)).unwrap();
+    assert_eq!(post(&url, &good, &[]).0, 200);
+
+    for (what, body, field) in bad_bodies(now) {
         let (status, json, _) = post(&url, &body, &[]);
         assert_eq!(status, 400, "{what}: {json}");
         assert_eq!(json["field"], field, "{what}: {json}");
@@ -147,20 +169,7 @@ fn bad_input_gets_a_4xx_naming_the_field_and_harms_nothing() {
             "{what}: {json}"
         );
     }
-    // A gzip bomb: small on the wire, huge inflated. Refused, not inflated.
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-    let zeros = vec![b' '; 1 << 20];
-    for _ in 0..100 {
-        gz.write_all(&zeros).unwrap();
-    }
-    let bomb = gz.finish().unwrap();
-    assert!(bomb.len() < 1 << 20);
-    let (status, json, _) = post(&url, &bomb, &[("Content-Encoding", "gzip")]);
-    assert_eq!(status, 400, "{json}");
-    assert_eq!(json["field"], "body");
-    // An oversized body.
-    let (status, _, _) = post(&url, &vec![b' '; 9 << 20], &[]);
-    assert_eq!(status, 413);
+    oversized_bodies_are_refused(&url);
 
     // The good batch is intact, and the server still ingests.
     assert_eq!(

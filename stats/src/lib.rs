@@ -10,6 +10,10 @@
 //! the reference this follows), and each routine is a few dozen lines over
 //! at most a few hundred points. The normal distribution comes from `libm`.
 
+pub mod growth;
+
+pub use growth::{fit_growth, GrowthFit, RecipeOptions};
+
 /// A point of a series: time in hours, value in the resource's unit.
 pub type Pt = (f64, f64);
 

@@ -31,6 +31,28 @@ fn dashboards_and_flamegraphs_render_and_respond() {
             ("HEAPTIDE_HEAP_SAMPLE_PERIOD", "64KiB"),
         ],
     );
+    drive(&leaky);
+    std::thread::sleep(Duration::from_millis(1500));
+    let b = Browser::start();
+    overview(&b, &an);
+    instance_page(&b, &an);
+    flamegraphs(&b, &an);
+
+    b.goto(&an.url("/ui/instance?service=nobody&instance=x"));
+    let text = b.eval("return document.body.innerText;", serde_json::json!([]));
+    assert!(text.to_string().contains("no data for nobody/x"), "{text}");
+
+    let errors: Vec<String> = b
+        .console_errors()
+        .into_iter()
+        .filter(|e| !e.contains("nobody"))
+        .collect();
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+    drop(leaky);
+}
+
+/// 45 s of load on every route of the example.
+fn drive(leaky: &Proc) {
     let end = Instant::now() + Duration::from_secs(45);
     let mut n = 0;
     while Instant::now() < end {
@@ -45,9 +67,10 @@ fn dashboards_and_flamegraphs_render_and_respond() {
         n += 1;
         std::thread::sleep(Duration::from_millis(8));
     }
-    std::thread::sleep(Duration::from_millis(1500));
-    let b = Browser::start();
+}
 
+/// The overview lists the instance as leaking, with sparklines.
+fn overview(b: &Browser, an: &Proc) {
     b.goto(&an.url("/"));
     assert_eq!(b.count("table#services tr.instance"), 1);
     assert!(
@@ -63,7 +86,10 @@ fn dashboards_and_flamegraphs_render_and_respond() {
         "the leaking instance shows as {status}"
     );
     b.screenshot(&shots().join("overview.png"));
+}
 
+/// Every chart with units, the finding and its projection.
+fn instance_page(b: &Browser, an: &Proc) {
     b.goto(&an.url("/ui/instance?service=leaky-service&instance=ui-1"));
     for chart in ["heap", "rss", "fds", "threads", "sockets", "pauses"] {
         assert_eq!(
@@ -90,7 +116,10 @@ fn dashboards_and_flamegraphs_render_and_respond() {
         "a projected path is drawn"
     );
     b.screenshot(&shots().join("instance.png"));
+}
 
+/// The live and growth flamegraphs render, and a click zooms.
+fn flamegraphs(b: &Browser, an: &Proc) {
     // The live heap flamegraph, opened as its own document so its script runs.
     let at = heaptide_tests::now_ms();
     b.goto(&an.url(&format!(
@@ -134,16 +163,4 @@ fn dashboards_and_flamegraphs_render_and_respond() {
         b.count("a[href*='format=pprof']") >= 1,
         "pprof download link"
     );
-
-    b.goto(&an.url("/ui/instance?service=nobody&instance=x"));
-    let text = b.eval("return document.body.innerText;", serde_json::json!([]));
-    assert!(text.to_string().contains("no data for nobody/x"), "{text}");
-
-    let errors: Vec<String> = b
-        .console_errors()
-        .into_iter()
-        .filter(|e| !e.contains("nobody"))
-        .collect();
-    assert!(errors.is_empty(), "console errors: {errors:?}");
-    drop(leaky);
 }

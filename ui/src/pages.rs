@@ -3,7 +3,9 @@
 
 use std::fmt::Write;
 
-use crate::svg::{chart, esc, fmt_value, sparkline};
+use crate::format::{axis, duration};
+use crate::svg::{chart, esc, sparkline};
+use crate::Error;
 use crate::{InstanceSummary, InstanceView, Status, Unit};
 
 const STYLE: &str = "body{font:14px/1.45 system-ui,-apple-system,Segoe UI,sans-serif;margin:0;color:#111827;background:#f9fafb}
@@ -49,15 +51,6 @@ pub fn message(title: &str, message: &str) -> String {
             esc(message)
         ),
     )
-}
-
-pub fn duration(secs: f64) -> String {
-    let s = secs.max(0.0) as u64;
-    match (s / 86_400, s % 86_400 / 3_600, s % 3_600 / 60) {
-        (0, 0, m) => format!("{m}m"),
-        (0, h, m) => format!("{h}h {m}m"),
-        (d, h, _) => format!("{d}d {h}h"),
-    }
 }
 
 pub fn overview(rows: &[InstanceSummary], now: i64) -> String {
@@ -128,10 +121,7 @@ pub fn instance(v: &InstanceView, window: &str) -> String {
         } else {
             ""
         };
-        let _ = write!(
-            b,
-            "<a href=\"/ui/instance?{q}&amp;window={w}\"{cur}>{w}</a>"
-        );
+        let _ = write!(b, "<a href=\"/ui/instance?{q}&amp;since={w}\"{cur}>{w}</a>");
     }
     let _ = write!(
         b,
@@ -142,27 +132,7 @@ pub fn instance(v: &InstanceView, window: &str) -> String {
         v.from_ms,
         v.to_ms
     );
-    if !v.findings.is_empty() {
-        b.push_str("<h2>Leaks</h2>");
-        for f in &v.findings {
-            let _ = write!(
-                b,
-                "<div class=\"finding\" data-resource=\"{}\"><b>{}</b>: {}",
-                esc(&f.resource),
-                esc(&f.resource),
-                esc(&f.summary)
-            );
-            for (head, frames) in &f.sites {
-                let _ = write!(
-                    b,
-                    "<pre>{}\n{}</pre>",
-                    esc(head),
-                    esc(&frames.join("\n  <- "))
-                );
-            }
-            b.push_str("</div>");
-        }
-    }
+    findings(&mut b, v);
     let has_data = v
         .charts
         .iter()
@@ -181,6 +151,39 @@ pub fn instance(v: &InstanceView, window: &str) -> String {
     for c in &v.charts {
         b.push_str(&chart(c, v.from_ms, v.to_ms + ahead, &v.restarts));
     }
+    pauses(&mut b, v);
+    profiles(&mut b, v, &q);
+    page(&format!("{}/{}", v.service, v.instance), &b)
+}
+
+/// The instance's leaks, each with its growing sites.
+fn findings(b: &mut String, v: &InstanceView) {
+    if v.findings.is_empty() {
+        return;
+    }
+    b.push_str("<h2>Leaks</h2>");
+    for f in &v.findings {
+        let _ = write!(
+            b,
+            "<div class=\"finding\" data-resource=\"{}\"><b>{}</b>: {}",
+            esc(&f.resource),
+            esc(&f.resource),
+            esc(&f.summary)
+        );
+        for (head, frames) in &f.sites {
+            let _ = write!(
+                b,
+                "<pre>{}\n{}</pre>",
+                esc(head),
+                esc(&frames.join("\n  <- "))
+            );
+        }
+        b.push_str("</div>");
+    }
+}
+
+/// The pause events, newest first.
+fn pauses(b: &mut String, v: &InstanceView) {
     b.push_str("<h2>Pauses</h2>");
     if v.pauses.is_empty() {
         b.push_str("<p class=\"empty\">No pause over the threshold in this window.</p>");
@@ -191,13 +194,17 @@ pub fn instance(v: &InstanceView, window: &str) -> String {
                 b,
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 p.start_ms,
-                fmt_value(Unit::Millis, p.duration_ms),
-                esc(&p.source),
+                axis(Unit::Millis, p.duration_ms),
+                p.source.as_str(),
                 esc(&p.name)
             );
         }
         b.push_str("</table>");
     }
+}
+
+/// Links to the flamegraphs and downloads of the window's profiles.
+fn profiles(b: &mut String, v: &InstanceView, q: &str) {
     b.push_str("<h2>Heap profiles</h2>");
     match (v.profiles.first(), v.profiles.last()) {
         (Some(first), Some(last)) => {
@@ -213,7 +220,6 @@ pub fn instance(v: &InstanceView, window: &str) -> String {
         }
         _ => b.push_str("<p class=\"empty\">No heap profiles in this window.</p>"),
     }
-    page(&format!("{}/{}", v.service, v.instance), &b)
 }
 
 pub fn flame(
@@ -289,7 +295,7 @@ pub fn flame_svg(
     instance: &str,
     at: i64,
     objects: bool,
-) -> Result<String, String> {
+) -> Result<String, Error> {
     if folded.trim().is_empty() {
         return Ok(empty_svg("the profile has no sampled allocations"));
     }
@@ -303,8 +309,8 @@ pub fn flame_svg(
     );
     let mut out = Vec::new();
     inferno::flamegraph::from_lines(&mut opts, folded.lines(), &mut out)
-        .map_err(|e| e.to_string())?;
-    String::from_utf8(out).map_err(|e| e.to_string())
+        .map_err(|e| Error::Flamegraph(e.to_string()))?;
+    String::from_utf8(out).map_err(|e| Error::Flamegraph(e.to_string()))
 }
 
 /// A differential flamegraph: the second profile's stacks, coloured by how
@@ -316,7 +322,7 @@ pub fn differential_svg(
     t0: i64,
     t1: i64,
     objects: bool,
-) -> Result<String, String> {
+) -> Result<String, Error> {
     let mut diff = Vec::new();
     inferno::differential::from_readers(
         Default::default(),
@@ -324,8 +330,8 @@ pub fn differential_svg(
         after.as_bytes(),
         &mut diff,
     )
-    .map_err(|e| e.to_string())?;
-    let diff = String::from_utf8(diff).map_err(|e| e.to_string())?;
+    .map_err(|e| Error::Flamegraph(e.to_string()))?;
+    let diff = String::from_utf8(diff).map_err(|e| Error::Flamegraph(e.to_string()))?;
     if diff.trim().is_empty() {
         return Ok(empty_svg("neither profile has sampled allocations"));
     }
@@ -336,8 +342,8 @@ pub fn differential_svg(
     );
     let mut out = Vec::new();
     inferno::flamegraph::from_lines(&mut opts, diff.lines(), &mut out)
-        .map_err(|e| e.to_string())?;
-    String::from_utf8(out).map_err(|e| e.to_string())
+        .map_err(|e| Error::Flamegraph(e.to_string()))?;
+    String::from_utf8(out).map_err(|e| Error::Flamegraph(e.to_string()))
 }
 
 pub fn empty_svg(message: &str) -> String {

@@ -15,47 +15,11 @@ const COLORS: [&str; 8] = [
     "#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#ca8a04", "#64748b",
 ];
 
-pub fn fmt_value(unit: Unit, v: f64) -> String {
-    match unit {
-        Unit::Bytes => {
-            let a = v.abs();
-            if a >= 1073741824.0 {
-                format!("{:.1} GiB", v / 1073741824.0)
-            } else if a >= 1048576.0 {
-                format!("{:.1} MiB", v / 1048576.0)
-            } else if a >= 1024.0 {
-                format!("{:.0} KiB", v / 1024.0)
-            } else {
-                format!("{v:.0} B")
-            }
-        }
-        Unit::Count => {
-            if v.abs() >= 10_000.0 {
-                format!("{:.1}k", v / 1000.0)
-            } else if v.fract() == 0.0 {
-                format!("{v:.0}")
-            } else {
-                format!("{v:.1}")
-            }
-        }
-        Unit::Millis => format!("{v:.1} ms"),
-    }
-}
-
 fn clock(ms: i64, span_ms: i64) -> String {
     let secs = ms.div_euclid(1000);
     let (h, m) = (secs.rem_euclid(86_400) / 3600, secs.rem_euclid(3600) / 60);
     if span_ms > 3 * 86_400_000 {
-        let days = secs.div_euclid(86_400);
-        // Day of month from the civil calendar (Howard Hinnant's algorithm).
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z - era * 146_097;
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let d = doy - (153 * mp + 2) / 5 + 1;
-        let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+        let (_, mo, d) = crate::format::civil(secs.div_euclid(86_400));
         format!("{mo:02}-{d:02}")
     } else if span_ms < 600_000 {
         format!("{h:02}:{m:02}:{:02}", secs.rem_euclid(60))
@@ -129,6 +93,34 @@ pub fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// Where a chart's values land: the time span across, the value span up.
+struct Plot {
+    from: i64,
+    to: i64,
+    lo: f64,
+    hi: f64,
+}
+
+impl Plot {
+    const PW: f64 = W - LEFT - RIGHT;
+    const PH: f64 = H - TOP - BOTTOM;
+
+    fn x(&self, t: i64) -> f64 {
+        LEFT + (t - self.from) as f64 / (self.to - self.from).max(1) as f64 * Self::PW
+    }
+
+    fn y(&self, v: f64) -> f64 {
+        TOP + Self::PH - (v - self.lo) / (self.hi - self.lo) * Self::PH
+    }
+
+    fn path(&self, pts: &[(i64, f64)]) -> String {
+        pts.iter()
+            .map(|(t, v)| format!("{:.1},{:.1}", self.x(*t), self.y(*v)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
 /// A full chart. `to` may lie beyond now, to leave room for a projection.
 pub fn chart(c: &Chart, from: i64, to: i64, restarts: &[i64]) -> String {
     let mut s = String::new();
@@ -172,22 +164,28 @@ pub fn chart(c: &Chart, from: i64, to: i64, restarts: &[i64]) -> String {
         hi = lo + 1.0;
     }
     hi += (hi - lo) * 0.05;
-    let pw = W - LEFT - RIGHT;
-    let ph = H - TOP - BOTTOM;
-    let x = |t: i64| LEFT + (t - from) as f64 / (to - from).max(1) as f64 * pw;
-    let y = |v: f64| TOP + ph - (v - lo) / (hi - lo) * ph;
-    // Axes, with units on the ticks.
+    let plot = Plot { from, to, lo, hi };
+    axes(&mut s, &plot, c);
+    markers(&mut s, &plot, c, restarts, limit_in_view);
+    data(&mut s, &plot, c, projection.as_deref());
+    s.push_str("</svg>");
+    s
+}
+
+/// Both axes, with units on the ticks.
+fn axes(s: &mut String, p: &Plot, c: &Chart) {
+    let (from, to) = (p.from, p.to);
     let _ = write!(s, r#"<g class="axis y-axis">"#);
-    for t in ticks(lo, hi, c.unit) {
+    for t in ticks(p.lo, p.hi, c.unit) {
         let _ = write!(
             s,
             r##"<line x1="{LEFT}" x2="{}" y1="{:.1}" y2="{:.1}" stroke="#e5e7eb"/><text x="{}" y="{:.1}" text-anchor="end">{}</text>"##,
             W - RIGHT,
-            y(t),
-            y(t),
+            p.y(t),
+            p.y(t),
             LEFT - 6.0,
-            y(t) + 4.0,
-            esc(&fmt_value(c.unit, t))
+            p.y(t) + 4.0,
+            esc(&crate::format::axis(c.unit, t))
         );
     }
     let _ = write!(s, "</g>");
@@ -197,11 +195,11 @@ pub fn chart(c: &Chart, from: i64, to: i64, restarts: &[i64]) -> String {
         let _ = write!(
             s,
             r##"<line x1="{:.1}" x2="{:.1}" y1="{}" y2="{}" stroke="#9ca3af"/><text x="{:.1}" y="{}" text-anchor="middle">{}</text>"##,
-            x(t),
-            x(t),
-            TOP + ph,
-            TOP + ph + 4.0,
-            x(t),
+            p.x(t),
+            p.x(t),
+            TOP + Plot::PH,
+            TOP + Plot::PH + 4.0,
+            p.x(t),
             H - 10.0,
             clock(t, to - from)
         );
@@ -210,16 +208,26 @@ pub fn chart(c: &Chart, from: i64, to: i64, restarts: &[i64]) -> String {
         s,
         r##"<line x1="{LEFT}" x2="{}" y1="{}" y2="{}" stroke="#6b7280"/></g>"##,
         W - RIGHT,
-        TOP + ph,
-        TOP + ph
+        TOP + Plot::PH,
+        TOP + Plot::PH
     );
-    for r in restarts.iter().filter(|r| **r >= from && **r <= to) {
+}
+
+/// Restarts, and the limit: a line when in view, a note when off scale.
+fn markers(
+    s: &mut String,
+    p: &Plot,
+    c: &Chart,
+    restarts: &[i64],
+    limit_in_view: Option<&(String, f64)>,
+) {
+    for r in restarts.iter().filter(|r| **r >= p.from && **r <= p.to) {
         let _ = write!(
             s,
             r##"<line class="restart" x1="{:.1}" x2="{:.1}" y1="{TOP}" y2="{}" stroke="#f59e0b" stroke-dasharray="4 3"><title>restart</title></line>"##,
-            x(*r),
-            x(*r),
-            TOP + ph
+            p.x(*r),
+            p.x(*r),
+            TOP + Plot::PH
         );
     }
     if let Some((label, l)) = limit_in_view {
@@ -227,12 +235,12 @@ pub fn chart(c: &Chart, from: i64, to: i64, restarts: &[i64]) -> String {
             s,
             r##"<line class="limit" x1="{LEFT}" x2="{}" y1="{:.1}" y2="{:.1}" stroke="#b91c1c" stroke-dasharray="6 3"/><text class="limit-label" x="{}" y="{:.1}" text-anchor="end" fill="#b91c1c">{} {}</text>"##,
             W - RIGHT,
-            y(*l),
-            y(*l),
+            p.y(*l),
+            p.y(*l),
             W - RIGHT - 4.0,
-            y(*l) - 4.0,
+            p.y(*l) - 4.0,
             esc(label),
-            esc(&fmt_value(c.unit, *l))
+            esc(&crate::format::axis(c.unit, *l))
         );
     } else if let Some((label, l)) = &c.limit {
         let _ = write!(
@@ -240,16 +248,16 @@ pub fn chart(c: &Chart, from: i64, to: i64, restarts: &[i64]) -> String {
             r##"<text class="limit-label" x="{}" y="34" text-anchor="end" fill="#b91c1c">{} {} (off scale)</text>"##,
             W - RIGHT,
             esc(label),
-            esc(&fmt_value(c.unit, *l))
+            esc(&crate::format::axis(c.unit, *l))
         );
     }
+}
+
+/// The series with their legend, the events as dots, and the projection.
+fn data(s: &mut String, p: &Plot, c: &Chart, projection: Option<&[(i64, f64)]>) {
     for (i, series) in c.series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
-        let pts: String = decimate(&series.points, from, to, pw as usize)
-            .iter()
-            .map(|(t, v)| format!("{:.1},{:.1}", x(*t), y(*v)))
-            .collect::<Vec<_>>()
-            .join(" ");
+        let pts = p.path(&decimate(&series.points, p.from, p.to, Plot::PW as usize));
         let _ = write!(
             s,
             r#"<polyline class="series" data-series="{}" fill="none" stroke="{color}" stroke-width="1.5" points="{pts}"/>"#,
@@ -266,24 +274,18 @@ pub fn chart(c: &Chart, from: i64, to: i64, restarts: &[i64]) -> String {
         let _ = write!(
             s,
             r##"<circle class="event" cx="{:.1}" cy="{:.1}" r="3" fill="#dc2626"><title>{}</title></circle>"##,
-            x(*t),
-            y(*v),
-            esc(&fmt_value(c.unit, *v))
+            p.x(*t),
+            p.y(*v),
+            esc(&crate::format::axis(c.unit, *v))
         );
     }
-    if let Some(p) = &projection {
-        let pts: String = p
-            .iter()
-            .map(|(t, v)| format!("{:.1},{:.1}", x(*t), y(*v)))
-            .collect::<Vec<_>>()
-            .join(" ");
+    if let Some(proj) = projection {
+        let pts = p.path(proj);
         let _ = write!(
             s,
             r##"<polyline class="projection" fill="none" stroke="#b91c1c" stroke-width="1.5" stroke-dasharray="3 3" points="{pts}"><title>projected path to exhaustion</title></polyline>"##
         );
     }
-    s.push_str("</svg>");
-    s
 }
 
 /// The part of a polyline up to time `to`, cut where it crosses `to`.
@@ -337,7 +339,7 @@ mod tests {
 
     #[test]
     fn ticks_are_round_in_the_unit() {
-        assert_eq!(ticks(0.0, 100.0, Unit::Count), vec![0.0, 50.0, 100.0]);
+        assert_eq!(ticks(0.0, 100.0, Unit::Fds), vec![0.0, 50.0, 100.0]);
         let t = ticks(0.0, 8.0 * 1048576.0, Unit::Bytes);
         assert!(t.iter().all(|v| (v / 1048576.0).fract() == 0.0), "{t:?}");
     }

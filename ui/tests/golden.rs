@@ -2,25 +2,10 @@
 //! in the output fails here until reviewed and blessed with
 //! `HEAPTIDE_BLESS=1 cargo test -p heaptide-ui --test golden`.
 
-use std::path::PathBuf;
-
 use heaptide_ui::{Chart, Series, Unit};
 
 fn golden(name: &str, actual: &str) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden")
-        .join(name);
-    if std::env::var_os("HEAPTIDE_BLESS").is_some() {
-        std::fs::write(&path, actual).unwrap();
-        return;
-    }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| {
-        panic!(
-            "{} is missing; bless it with HEAPTIDE_BLESS=1",
-            path.display()
-        )
-    });
-    assert!(expected == actual, "{name} differs from its golden file; if the change is intended, bless it with HEAPTIDE_BLESS=1");
+    heaptide_testkit::golden::assert_golden(env!("CARGO_MANIFEST_DIR"), name, actual);
 }
 
 const FOLDED: &str =

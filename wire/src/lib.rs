@@ -27,11 +27,11 @@ pub struct Batch {
     pub heap_profiling: HeapProfilingStatus,
     pub agent_stats: AgentStats,
     #[serde(default)]
-    pub samples: Vec<Sample>,
+    pub samples: Vec<MetricSample>,
     #[serde(default)]
     pub pause_events: Vec<PauseEvent>,
     #[serde(default)]
-    pub profiles: Vec<Profile>,
+    pub profiles: Vec<EncodedProfile>,
 }
 
 /// Who is sending. A new `pid` or `start_time_ms` for the same
@@ -85,7 +85,7 @@ pub struct AgentStats {
 /// Every metric read at one instant. Names are listed in `docs/wire.md`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct Sample {
+pub struct MetricSample {
     pub ts_ms: i64,
     pub metrics: BTreeMap<String, f64>,
 }
@@ -123,12 +123,45 @@ impl PauseSource {
             PauseSource::App => "app",
         }
     }
+
+    /// The inverse of [`PauseSource::as_str`].
+    pub fn parse(s: &str) -> Option<PauseSource> {
+        [PauseSource::Meter, PauseSource::Tokio, PauseSource::App]
+            .into_iter()
+            .find(|p| p.as_str() == s)
+    }
+}
+
+/// The unit of a resource or a metric, from the agent's sample to the
+/// dashboard's axis.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Unit {
+    Bytes,
+    Fds,
+    Threads,
+    Sockets,
+    /// Milliseconds of a pause.
+    Millis,
+}
+
+impl Unit {
+    /// The name used in text and JSON: `bytes`, `fds`, `threads`, ...
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unit::Bytes => "bytes",
+            Unit::Fds => "fds",
+            Unit::Threads => "threads",
+            Unit::Sockets => "sockets",
+            Unit::Millis => "ms",
+        }
+    }
 }
 
 /// A sampled live-heap snapshot.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct Profile {
+pub struct EncodedProfile {
     pub ts_ms: i64,
     /// Mean bytes between samples that produced it.
     pub sample_period_bytes: u64,
@@ -247,6 +280,6 @@ mod tests {
     #[test]
     fn unknown_fields_are_rejected() {
         let json = r#"{"ts_ms":1,"metrics":{},"extra":1}"#;
-        assert!(serde_json::from_str::<Sample>(json).is_err());
+        assert!(serde_json::from_str::<MetricSample>(json).is_err());
     }
 }

@@ -123,7 +123,7 @@ fn is_zero(n: &u32) -> bool {
 
 /// One stack of a heap profile with its live estimate.
 #[derive(Debug, Clone, PartialEq)]
-pub struct StackSample {
+pub struct ProfileSample {
     /// Leaf first.
     pub frames: Vec<Frame>,
     pub objects: i64,
@@ -134,7 +134,7 @@ pub struct StackSample {
 pub const SAMPLE_TYPES: [(&str, &str); 2] = [("inuse_objects", "count"), ("inuse_space", "bytes")];
 
 /// Builds a heap profile from symbolized stacks.
-pub fn build_heap_profile(stacks: &[StackSample], period: i64, time_nanos: i64) -> Profile {
+pub fn build_heap_profile(stacks: &[ProfileSample], period: i64, time_nanos: i64) -> Profile {
     let mut b = Builder::default();
     b.string(""); // pprof requires string 0 to be empty
     let mut profile = Profile {
@@ -306,7 +306,7 @@ pub fn encode_gzip(profile: &Profile) -> Vec<u8> {
 /// Turns a heap profile back into symbolized stacks with
 /// (`inuse_objects`, `inuse_space`) values. Stacks are leaf first; inlined
 /// frames are expanded, innermost first.
-pub fn heap_stacks(profile: &Profile) -> Result<Vec<StackSample>, PprofError> {
+pub fn heap_stacks(profile: &Profile) -> Result<Vec<ProfileSample>, PprofError> {
     let st = |i: i64| {
         profile
             .string_table
@@ -356,7 +356,7 @@ pub fn heap_stacks(profile: &Profile) -> Result<Vec<StackSample>, PprofError> {
                 });
             }
         }
-        out.push(StackSample {
+        out.push(ProfileSample {
             frames,
             objects: sample.value.get(objects_ix).copied().unwrap_or(0),
             bytes: sample.value.get(bytes_ix).copied().unwrap_or(0),
@@ -380,12 +380,12 @@ mod tests {
     #[test]
     fn heap_profile_round_trips_through_gzip() {
         let stacks = vec![
-            StackSample {
+            ProfileSample {
                 frames: vec![frame("leak"), frame("main")],
                 objects: 10,
                 bytes: 1000,
             },
-            StackSample {
+            ProfileSample {
                 frames: vec![frame("cache"), frame("main")],
                 objects: 1,
                 bytes: 64,
@@ -405,6 +405,20 @@ mod tests {
         assert!(matches!(
             decode(&bomb, 1024),
             Err(PprofError::TooLarge(1024))
+        ));
+    }
+
+    #[test]
+    fn runtime_frames_are_recognised() {
+        assert!(is_runtime_frame("alloc::raw_vec::finish_grow"));
+        assert!(is_runtime_frame("<alloc::vec::Vec<u8>>::with_capacity"));
+        assert!(!is_runtime_frame("leaky_service::leak_request_buffer"));
+        assert!(is_runtime_frame(
+            "<u8 as alloc::vec::spec_from_elem::SpecFromElem>::from_elem"
+        ));
+        assert!(is_runtime_frame("<[u8]>::to_vec"));
+        assert!(!is_runtime_frame(
+            "<leaky_service::Entry as core::clone::Clone>::clone"
         ));
     }
 }

@@ -2,24 +2,34 @@
 //!
 //! For each resource of each instance, over a window:
 //! 1. split the series at restarts (segments);
-//! 2. take its floor envelope (bucket minima), so a sawtooth whose troughs
-//!    stay flat, and spikes, do not count as growth;
-//! 3. split again at level shifts (a deploy's step), and keep the regime
-//!    after the last one;
-//! 4. fit a Theil–Sen trend and test it with Mann–Kendall, corrected for
-//!    autocorrelation;
-//! 5. ask for persistence (the last third still grows) and reject growth
-//!    that decelerates toward a cap (a cache or pool filling up);
-//! 6. corroborate across restarts and across the service's instances;
-//! 7. for heap growth, run the same test on every allocation site's live
+//! 2. judge each lifetime with the workspace's growth recipe
+//!    ([`heaptide_stats::growth`]): floor envelope, regime after the last
+//!    level shift, robust trend, deceleration and persistence;
+//! 3. corroborate across restarts and across the service's instances;
+//! 4. for heap growth, run a trend test on every allocation site's live
 //!    bytes from the profiles, with jemalloc's sampling noise, and name the
 //!    sites that explain it;
-//! 8. give a time to exhaustion, with bounds, only for detected growth.
+//! 5. give a time to exhaustion, with bounds, only for detected growth.
+//!
+//! [`assess`] is pure (points in, verdict out); [`analyze`] feeds it from a
+//! store; [`Finding`] is what the CLI, the API and the dashboards show.
 
-pub mod engine;
-pub mod scenarios;
+mod analyze;
+mod assess;
+mod finding;
+mod resource;
+mod sites;
 
-/// The statistics, shared with the agent's in-test checks.
+/// The statistics, shared with `check` and the agent's in-test checks.
 pub use heaptide_stats as stats;
 
-pub use engine::*;
+pub use analyze::analyze;
+pub(crate) use analyze::to_h;
+pub use assess::{
+    assess, assess_sites, time_to_exhaustion, Assessment, LeakVerdict, Options, SiteGrowth,
+};
+pub use finding::{Analysis, Finding, Site};
+pub use resource::Resource;
+pub use sites::growing_sites;
+
+pub(crate) const MS_PER_HOUR: f64 = 3_600_000.0;

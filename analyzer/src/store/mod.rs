@@ -6,24 +6,11 @@ mod sqlite;
 use serde::Serialize;
 
 use crate::error::Result;
+use crate::ingest::ValidBatch;
+pub use crate::select::Selector;
 use heaptide_wire::pprof::Frame;
 
 pub use sqlite::SqliteStore;
-
-/// A batch that passed validation, with its profiles already decoded.
-#[derive(Debug)]
-pub struct ValidBatch {
-    pub batch: heaptide_wire::Batch,
-    /// One entry per `batch.profiles`, in order.
-    pub profiles: Vec<DecodedProfile>,
-}
-
-#[derive(Debug)]
-pub struct DecodedProfile {
-    /// The gzipped pprof as received.
-    pub raw: Vec<u8>,
-    pub stacks: Vec<heaptide_wire::pprof::StackSample>,
-}
 
 /// What ingest did with a batch.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -52,7 +39,7 @@ pub struct InstanceInfo {
     pub heap_profiling: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub heap_profiling_reason: Option<String>,
-    pub agent_stats: serde_json::Value,
+    pub agent_stats: heaptide_wire::AgentStats,
 }
 
 /// A process lifetime of one instance. Trends are never fitted across two.
@@ -63,16 +50,6 @@ pub struct Segment {
     pub start_time_ms: i64,
     pub first_seen_ms: i64,
     pub last_seen_ms: i64,
-}
-
-/// Which data a query is about.
-#[derive(Debug, Clone)]
-pub struct Selector {
-    pub service: String,
-    /// `None` means every instance of the service.
-    pub instance: Option<String>,
-    pub from_ms: i64,
-    pub to_ms: i64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -91,12 +68,12 @@ pub struct StoredPause {
     pub instance: String,
     pub start_ms: i64,
     pub duration_ms: f64,
-    pub source: String,
+    pub source: heaptide_wire::PauseSource,
     pub name: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct ProfileInfo {
+pub struct StoredProfile {
     pub id: i64,
     pub instance: String,
     pub segment: i64,
@@ -190,13 +167,13 @@ pub trait Store: Send + Sync + 'static {
     /// The last point of `metric` in `sel`, without reading the rest.
     fn latest(&self, sel: &Selector, metric: &str) -> Result<Option<Point>>;
     fn pauses(&self, sel: &Selector) -> Result<Vec<StoredPause>>;
-    fn profiles(&self, sel: &Selector) -> Result<Vec<ProfileInfo>>;
+    fn profiles(&self, sel: &Selector) -> Result<Vec<StoredProfile>>;
     fn profile_nearest(
         &self,
         service: &str,
         instance: &str,
         at_ms: i64,
-    ) -> Result<Option<ProfileInfo>>;
+    ) -> Result<Option<StoredProfile>>;
     fn profile_values(&self, profile_id: i64) -> Result<Vec<StackValue>>;
     /// The gzipped pprof as received, while it is kept (see
     /// [`RetentionPolicy::raw_profile_keep_ms`]).

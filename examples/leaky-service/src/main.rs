@@ -115,87 +115,13 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     // Scheduling lag of this runtime, as the agent's tokio probe sees it.
     heaptide_agent::spawn_tokio_probe(rt.handle(), std::time::Duration::from_millis(5));
     rt.block_on(async move {
-        let app = Router::new()
-            .route("/healthz", get(|| async { "ok" }))
-            .route(
-                "/leak",
-                get(|Query(p): Query<Params>| async move {
-                    heaptide_agent::count_requests(1);
-                    format!(
-                        "{}\n",
-                        leak_request_buffer(p.kb.unwrap_or(64).min(64 * 1024))
-                    )
-                }),
-            )
-            .route(
-                "/leak-fd",
-                get(|| async {
-                    heaptide_agent::count_requests(1);
-                    match leak_file_handle() {
-                        Ok(n) => format!("{n}\n"),
-                        Err(e) => format!("error: {e}\n"),
-                    }
-                }),
-            )
-            .route(
-                "/cache",
-                get(|Query(p): Query<Params>| async move {
-                    heaptide_agent::count_requests(1);
-                    format!("{}\n", fill_bounded_cache(p.key.unwrap_or(0)))
-                }),
-            )
-            .route(
-                "/work",
-                get(|| async {
-                    heaptide_agent::count_requests(1);
-                    format!("{}\n", transient_work())
-                }),
-            )
-            .route(
-                "/spawn-thread",
-                get(|| async {
-                    let n = THREADS.fetch_add(1, Ordering::Relaxed);
-                    let spawned = std::thread::Builder::new()
-                        .name(format!("leaky-worker-{n}"))
-                        .spawn(|| loop {
-                            std::thread::park();
-                        });
-                    match spawned {
-                        Ok(_) => format!("{}\n", n + 1),
-                        Err(e) => format!("error: {e}\n"),
-                    }
-                }),
-            )
-            .route(
-                "/pause",
-                get(|Query(p): Query<Params>| async move {
-                    let ms = p.ms.unwrap_or(50).min(10_000);
-                    tokio::task::spawn_blocking(move || {
-                        let _pause = heaptide_agent::pause("leaky-compaction");
-                        std::thread::sleep(std::time::Duration::from_millis(ms));
-                    })
-                    .await
-                    .map(|_| "paused\n")
-                    .unwrap_or("error\n")
-                }),
-            );
+        let app = routes();
         let listener = tokio::net::TcpListener::bind(&listen).await?;
         println!("listening on http://{}", listener.local_addr()?);
         use std::io::Write;
         std::io::stdout().flush()?;
-        let shutdown = async {
-            let Ok(mut term) =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            else {
-                return;
-            };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        };
         axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
+            .with_graceful_shutdown(shutdown())
             .await?;
         Ok::<(), Box<dyn std::error::Error>>(())
     })?;
@@ -203,4 +129,84 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         agent.shutdown();
     }
     Ok(())
+}
+
+/// The example's routes: each leaks, caches or works in its own way.
+fn routes() -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/leak",
+            get(|Query(p): Query<Params>| async move {
+                heaptide_agent::count_requests(1);
+                format!(
+                    "{}\n",
+                    leak_request_buffer(p.kb.unwrap_or(64).min(64 * 1024))
+                )
+            }),
+        )
+        .route(
+            "/leak-fd",
+            get(|| async {
+                heaptide_agent::count_requests(1);
+                match leak_file_handle() {
+                    Ok(n) => format!("{n}\n"),
+                    Err(e) => format!("error: {e}\n"),
+                }
+            }),
+        )
+        .route(
+            "/cache",
+            get(|Query(p): Query<Params>| async move {
+                heaptide_agent::count_requests(1);
+                format!("{}\n", fill_bounded_cache(p.key.unwrap_or(0)))
+            }),
+        )
+        .route(
+            "/work",
+            get(|| async {
+                heaptide_agent::count_requests(1);
+                format!("{}\n", transient_work())
+            }),
+        )
+        .route(
+            "/spawn-thread",
+            get(|| async {
+                let n = THREADS.fetch_add(1, Ordering::Relaxed);
+                let spawned = std::thread::Builder::new()
+                    .name(format!("leaky-worker-{n}"))
+                    .spawn(|| loop {
+                        std::thread::park();
+                    });
+                match spawned {
+                    Ok(_) => format!("{}\n", n + 1),
+                    Err(e) => format!("error: {e}\n"),
+                }
+            }),
+        )
+        .route(
+            "/pause",
+            get(|Query(p): Query<Params>| async move {
+                let ms = p.ms.unwrap_or(50).min(10_000);
+                tokio::task::spawn_blocking(move || {
+                    let _pause = heaptide_agent::pause("leaky-compaction");
+                    std::thread::sleep(std::time::Duration::from_millis(ms));
+                })
+                .await
+                .map(|_| "paused\n")
+                .unwrap_or("error\n")
+            }),
+        )
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown() {
+    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    else {
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
 }

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use super::stats::Pt;
+use heaptide_analyzer::detect::stats::Pt;
 
 /// What kind of data a scenario produces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,22 +206,15 @@ const GIB: f64 = 1024.0 * MIB;
 
 /// Every scenario of the suite.
 pub fn all() -> Vec<Scenario> {
+    let mut all = leaks_steady();
+    all.extend(leaks_irregular());
+    all.extend(healthy_shapes());
+    all.extend(healthy_sites());
+    all
+}
+
+fn leaks_steady() -> Vec<Scenario> {
     vec![
-        // ---- leaks
-        Scenario {
-            name: "linear with noise",
-            leak: true,
-            kind: Kind::Resource,
-            window_h: 24.0,
-            eval_h: 30.0,
-            leak_start_h: 0.0,
-            limit: 2.0 * GIB,
-            generate: |g| {
-                single(run(0.0, 120.0, g, |t, g| {
-                    512.0 * MIB + 20.0 * MIB * t + 8.0 * MIB * g.normal()
-                }))
-            },
-        },
         Scenario {
             name: "sawtooth with rising troughs",
             leak: true,
@@ -275,6 +268,11 @@ pub fn all() -> Vec<Scenario> {
                 }
             },
         },
+    ]
+}
+
+fn leaks_irregular() -> Vec<Scenario> {
+    vec![
         Scenario {
             name: "leak with restarts every 6 h",
             leak: true,
@@ -327,21 +325,11 @@ pub fn all() -> Vec<Scenario> {
             limit: 8.0 * GIB,
             generate: |g| sites(g, 24.0, |t| 4.0 * MIB + 6.0 * MIB * t, true),
         },
-        // ---- not leaks
-        Scenario {
-            name: "flat sawtooth",
-            leak: false,
-            kind: Kind::Resource,
-            window_h: 24.0,
-            eval_h: 30.0,
-            leak_start_h: 0.0,
-            limit: 2.0 * GIB,
-            generate: |g| {
-                single(run(0.0, 30.0, g, |t, g| {
-                    512.0 * MIB + 300.0 * MIB * sawtooth(t, 0.5) + 4.0 * MIB * g.normal()
-                }))
-            },
-        },
+    ]
+}
+
+fn healthy_shapes() -> Vec<Scenario> {
+    vec![
         Scenario {
             name: "cache warm-up, exponential",
             leak: false,
@@ -399,6 +387,11 @@ pub fn all() -> Vec<Scenario> {
                 })
             },
         },
+    ]
+}
+
+fn healthy_sites() -> Vec<Scenario> {
+    vec![
         Scenario {
             name: "heavy-tailed spikes",
             leak: false,

@@ -1,0 +1,157 @@
+//! The budget keys `check` judges: each growth rate and each ceiling, with
+//! the metric it reads and the unit it is measured in.
+
+use serde::{Serialize, Serializer};
+
+use crate::budget::Budget;
+use heaptide_wire::{metric, Unit};
+
+/// What a budget line measures against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Per {
+    /// A level: a peak or a pause.
+    Level,
+    Hour,
+    ThousandRequests,
+}
+
+/// The unit of a budget line: `bytes/h`, `fds/1k requests`, `ms`, ...
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Measure {
+    pub unit: Unit,
+    pub per: Per,
+}
+
+impl Measure {
+    pub fn as_string(&self) -> String {
+        let u = self.unit.as_str();
+        match self.per {
+            Per::Level => u.to_owned(),
+            Per::Hour => format!("{u}/h"),
+            Per::ThousandRequests => format!("{u}/1k requests"),
+        }
+    }
+}
+
+impl Serialize for Measure {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.as_string())
+    }
+}
+
+/// A growth budget key.
+pub struct GrowthRule {
+    pub name: &'static str,
+    pub metric: &'static str,
+    pub measure: Measure,
+    pub get: fn(&Budget) -> Option<f64>,
+}
+
+const fn growth(
+    name: &'static str,
+    metric: &'static str,
+    unit: Unit,
+    per: Per,
+    get: fn(&Budget) -> Option<f64>,
+) -> GrowthRule {
+    GrowthRule {
+        name,
+        metric,
+        measure: Measure { unit, per },
+        get,
+    }
+}
+
+pub const GROWTH: &[GrowthRule] = &[
+    growth(
+        "heap_growth_per_hour",
+        metric::HEAP_ALLOCATED,
+        Unit::Bytes,
+        Per::Hour,
+        |b| b.heap_growth_per_hour.map(|s| s.0),
+    ),
+    growth(
+        "rss_growth_per_hour",
+        metric::RSS,
+        Unit::Bytes,
+        Per::Hour,
+        |b| b.rss_growth_per_hour.map(|s| s.0),
+    ),
+    growth(
+        "fds_growth_per_hour",
+        metric::FDS,
+        Unit::Fds,
+        Per::Hour,
+        |b| b.fds_growth_per_hour,
+    ),
+    growth(
+        "threads_growth_per_hour",
+        metric::THREADS,
+        Unit::Threads,
+        Per::Hour,
+        |b| b.threads_growth_per_hour,
+    ),
+    growth(
+        "heap_growth_per_1k_requests",
+        metric::HEAP_ALLOCATED,
+        Unit::Bytes,
+        Per::ThousandRequests,
+        |b| b.heap_growth_per_1k_requests.map(|s| s.0),
+    ),
+    growth(
+        "rss_growth_per_1k_requests",
+        metric::RSS,
+        Unit::Bytes,
+        Per::ThousandRequests,
+        |b| b.rss_growth_per_1k_requests.map(|s| s.0),
+    ),
+    growth(
+        "fds_growth_per_1k_requests",
+        metric::FDS,
+        Unit::Fds,
+        Per::ThousandRequests,
+        |b| b.fds_growth_per_1k_requests,
+    ),
+    growth(
+        "threads_growth_per_1k_requests",
+        metric::THREADS,
+        Unit::Threads,
+        Per::ThousandRequests,
+        |b| b.threads_growth_per_1k_requests,
+    ),
+];
+
+/// A ceiling budget key: the peak of a metric.
+pub struct PeakRule {
+    pub name: &'static str,
+    pub metric: &'static str,
+    pub unit: Unit,
+    pub get: fn(&Budget) -> Option<f64>,
+}
+
+pub const PEAKS: &[PeakRule] = &[
+    PeakRule {
+        name: "peak_heap",
+        metric: metric::HEAP_ALLOCATED,
+        unit: Unit::Bytes,
+        get: |b| b.peak_heap.map(|s| s.0),
+    },
+    PeakRule {
+        name: "peak_rss",
+        metric: metric::RSS,
+        unit: Unit::Bytes,
+        get: |b| b.peak_rss.map(|s| s.0),
+    },
+    PeakRule {
+        name: "peak_fds",
+        metric: metric::FDS,
+        unit: Unit::Fds,
+        get: |b| b.peak_fds,
+    },
+    PeakRule {
+        name: "peak_threads",
+        metric: metric::THREADS,
+        unit: Unit::Threads,
+        get: |b| b.peak_threads,
+    },
+];

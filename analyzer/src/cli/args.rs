@@ -1,0 +1,82 @@
+//! Arguments several commands share, declared once.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use heaptide_analyzer::config::DEFAULT_STORE;
+use heaptide_analyzer::select::{now_ms, window, Selector};
+use heaptide_analyzer::store::SqliteStore;
+
+/// The store a command reads or writes.
+#[derive(clap::Args, Debug)]
+pub struct StoreArgs {
+    /// The SQLite store [default: ./heaptide.db].
+    #[arg(long, env = "HEAPTIDE_STORE")]
+    pub store: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    pub fn path(&self) -> PathBuf {
+        self.store.clone().unwrap_or_else(|| DEFAULT_STORE.into())
+    }
+
+    /// Opens a store that must already exist, as read commands do.
+    pub fn open_existing(&self) -> anyhow::Result<SqliteStore> {
+        Ok(SqliteStore::open_existing(self.path())?)
+    }
+}
+
+/// How `leaks` and `predict` print.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+/// What `leaks` and `predict` look at.
+#[derive(clap::Args)]
+pub struct Analysis {
+    /// How far back to look.
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    pub since: Duration,
+    #[arg(long)]
+    pub service: Option<String>,
+    #[arg(long)]
+    pub instance: Option<String>,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+impl Analysis {
+    pub fn selector(&self) -> anyhow::Result<Selector> {
+        let (from_ms, to_ms) = window(Some(self.since), None, None, self.since, now_ms())?;
+        Ok(Selector {
+            service: self.service.clone(),
+            instance: self.instance.clone(),
+            from_ms,
+            to_ms,
+        })
+    }
+
+    /// Runs the engine. An empty store, or one without the service, is an
+    /// error that names what was asked for.
+    pub fn analyze(&self) -> anyhow::Result<heaptide_analyzer::detect::Analysis> {
+        use heaptide_analyzer::detect;
+        let store = self.store.open_existing()?;
+        let analysis = detect::analyze(&store, &self.selector()?, &detect::Options::default())?;
+        if analysis.findings.is_empty() {
+            let what = self
+                .service
+                .as_ref()
+                .map(|s| format!("service {s:?}"))
+                .unwrap_or_else(|| "any service".into());
+            anyhow::bail!(
+                "no data for {what} in {} (is an agent sending to it?)",
+                self.store.path().display()
+            );
+        }
+        Ok(analysis)
+    }
+}

@@ -1,0 +1,24 @@
+//! `analyzer leaks`: the suspected leaks, worst first.
+
+use std::process::ExitCode;
+
+use heaptide_analyzer::detect::LeakVerdict;
+use heaptide_analyzer::report;
+
+use crate::args::{Analysis, Format};
+
+pub fn run(a: Analysis) -> anyhow::Result<ExitCode> {
+    let analysis = a.analyze()?;
+    let insufficient: Vec<_> = analysis
+        .findings
+        .iter()
+        .filter(|f| f.verdict == LeakVerdict::InsufficientData)
+        .cloned()
+        .collect();
+    let leaks = analysis.leaks();
+    match a.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&leaks)?),
+        Format::Table => print!("{}", report::leaks_table(&leaks, &insufficient)),
+    }
+    Ok(ExitCode::SUCCESS)
+}

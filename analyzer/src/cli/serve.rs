@@ -1,0 +1,57 @@
+//! `analyzer serve`: ingest, the read API and the dashboards.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use heaptide_analyzer::config::{FileConfig, Layer, ServeConfig};
+
+use crate::args::StoreArgs;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Address to listen on [default: 127.0.0.1:4040].
+    #[arg(long, env = "HEAPTIDE_LISTEN")]
+    pub listen: Option<String>,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// How long data is kept [default: 7d].
+    #[arg(long, env = "HEAPTIDE_RETENTION", value_parser = humantime::parse_duration)]
+    pub retention: Option<Duration>,
+    /// File holding the bearer token agents must send.
+    #[arg(long, env = "HEAPTIDE_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// TOML file with the same settings; flags and environment win.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+    let file = a.config.as_deref().map(FileConfig::load).transpose()?;
+    let flags = Layer {
+        listen: a.listen,
+        store: a.store.store,
+        retention: a.retention,
+        token_file: a.token_file,
+        rate_limit: None,
+    };
+    let cfg = ServeConfig::resolve(flags, |k| std::env::var(k).ok(), file)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let store = cfg.store.display().to_string();
+    rt.block_on(heaptide_analyzer::serve(
+        cfg,
+        |addr| {
+            use std::io::Write;
+            println!("analyzer: listening on http://{addr} (store {store})");
+            let _ = std::io::stdout().flush();
+        },
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        },
+    ))?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,13 @@
+//! `analyzer stats`: the store's size and bytes per agent-day.
+
+use std::process::ExitCode;
+
+use heaptide_analyzer::store::Store;
+
+use crate::args::StoreArgs;
+
+pub fn run(a: StoreArgs) -> anyhow::Result<ExitCode> {
+    let store = a.open_existing()?;
+    println!("{}", serde_json::to_string_pretty(&store.stats()?)?);
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,200 @@
+//! The driver: reads each instance's series from the store, runs the pure
+//! judgement of [`super::assess`] on them, and assembles the findings.
+
+use std::collections::HashMap;
+
+use super::stats::Pt;
+use super::{
+    assess, growing_sites, time_to_exhaustion, Analysis, Assessment, Finding, LeakVerdict, Options,
+    Resource,
+};
+use crate::error::Result;
+use crate::select::Selector;
+use crate::store::Store;
+use heaptide_wire::metric;
+
+pub(crate) fn to_h(ms: i64) -> f64 {
+    ms as f64 / super::MS_PER_HOUR
+}
+
+/// Points of one metric of one instance, split by segment.
+fn segmented(store: &dyn Store, sel: &Selector, metric: &str) -> Result<Vec<Vec<Pt>>> {
+    let mut segs: Vec<(i64, Vec<Pt>)> = Vec::new();
+    for p in store.series(sel, metric)? {
+        match segs.last_mut() {
+            Some((id, pts)) if *id == p.segment => pts.push((to_h(p.ts_ms), p.min)),
+            _ => segs.push((p.segment, vec![(to_h(p.ts_ms), p.min)])),
+        }
+    }
+    segs.sort_by(|a, b| a.1[0].0.total_cmp(&b.1[0].0));
+    Ok(segs.into_iter().map(|(_, p)| p).collect())
+}
+
+fn latest(store: &dyn Store, sel: &Selector, metric: &str) -> Result<Option<f64>> {
+    Ok(store.latest(sel, metric)?.map(|p| p.value))
+}
+
+/// Runs the engine over every resource of every matching instance.
+pub fn analyze(store: &dyn Store, q: &Selector, opts: &Options) -> Result<Analysis> {
+    let mut findings = Vec::new();
+    let instances = store.instances(q.service.as_deref())?;
+    for inst in instances
+        .iter()
+        .filter(|i| q.instance.as_deref().is_none_or(|x| x == i.instance))
+    {
+        let sel = q.for_instance(&inst.service, &inst.instance);
+        let names = store.metric_names(&inst.service, Some(&inst.instance))?;
+        for r in Resource::ALL {
+            findings.push(judge(store, &sel, &names, r, opts)?);
+        }
+    }
+    // Corroboration across the instances of a service.
+    let mut growing: HashMap<(String, Resource), (usize, usize)> = HashMap::new();
+    for f in &findings {
+        let e = growing.entry((f.service.clone(), f.resource)).or_default();
+        if f.verdict != LeakVerdict::InsufficientData {
+            e.1 += 1;
+        }
+        if f.verdict == LeakVerdict::Leak {
+            e.0 += 1;
+        }
+    }
+    for f in &mut findings {
+        let (g, n) = growing[&(f.service.clone(), f.resource)];
+        f.instances_growing = g;
+        f.instances = n;
+        if let (Some(c), LeakVerdict::Leak) = (f.confidence, f.verdict) {
+            // Growth on several instances at once is more likely real; a
+            // lone grower among many steady peers, less.
+            let doubt = if g >= 2 {
+                0.1
+            } else if n >= 3 {
+                3.0
+            } else {
+                1.0
+            };
+            f.confidence = Some((1.0 - (1.0 - c) * doubt).clamp(0.0, 0.9999));
+        }
+    }
+    findings.sort_by(|a, b| rank(a).total_cmp(&rank(b)));
+    Ok(Analysis {
+        from_ms: q.from_ms,
+        to_ms: q.to_ms,
+        findings,
+    })
+}
+
+/// Sort key, worst first: leaks by time to exhaustion, then the rest.
+fn rank(f: &Finding) -> f64 {
+    match f.verdict {
+        LeakVerdict::Leak => f.time_to_exhaustion_seconds.unwrap_or(1e15),
+        LeakVerdict::Bounded => 2e15,
+        LeakVerdict::Flat => 3e15,
+        LeakVerdict::InsufficientData => 4e15,
+    }
+}
+
+fn judge(
+    store: &dyn Store,
+    sel: &Selector,
+    names: &[String],
+    r: Resource,
+    opts: &Options,
+) -> Result<Finding> {
+    let segs = segmented(store, sel, r.metric())?;
+    let a = if segs.is_empty() {
+        Assessment::no_samples(r.metric())
+    } else {
+        assess(&segs, opts)
+    };
+    let (limit, limit_source) = limit_of(store, sel, r)?;
+    let mut f = Finding {
+        service: sel.service.clone().unwrap_or_default(),
+        instance: sel.instance.clone().unwrap_or_default(),
+        resource: r,
+        metric: r.metric().to_owned(),
+        unit: r.unit(),
+        verdict: a.verdict,
+        reason: a.reason.clone(),
+        slope_per_hour: a.fit.map(|g| g.trend.slope),
+        slope_ci: a.fit.map(|g| [g.trend.lo, g.trend.hi]),
+        confidence: a.fit.map(|g| (1.0 - g.trend.p_up).clamp(0.0, 0.9999)),
+        started_ms: a.started_ms,
+        current: segs.last().and_then(|s| s.last()).map(|p| p.1),
+        limit,
+        limit_source,
+        time_to_exhaustion_seconds: None,
+        time_to_exhaustion_bounds_seconds: None,
+        detail: None,
+        instances_growing: 0,
+        instances: 0,
+        sites: Vec::new(),
+    };
+    if let Some((mid, lo, hi)) = limit.and_then(|l| time_to_exhaustion(&a, l)) {
+        f.time_to_exhaustion_seconds = Some(mid * 3600.0);
+        f.time_to_exhaustion_bounds_seconds = Some([lo * 3600.0, hi * 3600.0]);
+    }
+    if a.verdict != LeakVerdict::Leak {
+        return Ok(f);
+    }
+    if let Some((prefix, key)) = r.detail_prefix() {
+        let mut best: Option<(f64, String)> = None;
+        for name in names
+            .iter()
+            .filter(|n| n.starts_with(prefix) && n.as_str() != r.metric())
+        {
+            let segs = segmented(store, sel, name)?;
+            let sub = assess(&segs, opts);
+            if let (LeakVerdict::Leak, Some(g)) = (sub.verdict, sub.fit) {
+                if best.as_ref().is_none_or(|(s, _)| g.trend.slope > *s) {
+                    best = Some((g.trend.slope, name[prefix.len()..].to_owned()));
+                }
+            }
+        }
+        if let Some((_, what)) = best {
+            f.detail = Some(HashMap::from([(key, what)]));
+        }
+    }
+    if r == Resource::Heap {
+        let from = f.started_ms.unwrap_or(sel.from_ms).max(sel.from_ms);
+        f.sites = growing_sites(
+            store,
+            &Selector {
+                from_ms: from,
+                ..sel.clone()
+            },
+            opts,
+        )?;
+    }
+    Ok(f)
+}
+
+fn limit_of(
+    store: &dyn Store,
+    sel: &Selector,
+    r: Resource,
+) -> Result<(Option<f64>, Option<&'static str>)> {
+    let (candidates, smallest) = r.limits();
+    let mut best: Option<(f64, &'static str)> = None;
+    for (m, source) in candidates {
+        if let Some(v) = latest(store, sel, m)? {
+            // A cgroup limit above physical memory means "none".
+            if *m == metric::LIMIT_MEMORY_MAX || *m == metric::LIMIT_AS {
+                if let Some(phys) = latest(store, sel, metric::LIMIT_PHYSICAL_MEMORY)? {
+                    if v >= phys {
+                        continue;
+                    }
+                }
+            }
+            match best {
+                None => best = Some((v, source)),
+                Some((b, _)) if smallest && v < b => best = Some((v, source)),
+                _ => {}
+            }
+            if !smallest {
+                break;
+            }
+        }
+    }
+    Ok((best.map(|b| b.0), best.map(|b| b.1)))
+}

@@ -1,0 +1,321 @@
+//! The engine's pure judgement of one resource's series, split at
+//! restarts, and of each allocation site's live bytes. No store here: the
+//! functions take points, in hours, and return verdicts.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use super::stats::{envelope, fit_growth, median, trend, GrowthFit, Pt, RecipeOptions, Summary};
+
+/// Tuning of the engine. The defaults are what `docs/detection.md` measured.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Fewest raw samples in a segment for it to be judged.
+    pub min_points: usize,
+    /// One-sided significance of an upward trend.
+    pub alpha: f64,
+    /// The same for an allocation site.
+    pub site_alpha: f64,
+    /// Most sites named per heap finding.
+    pub max_sites: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            min_points: 30,
+            alpha: 1e-3,
+            site_alpha: 1e-3,
+            max_sites: 5,
+        }
+    }
+}
+
+/// What a series did over the window: the leak engine's verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeakVerdict {
+    /// Unbounded growth: a leak.
+    Leak,
+    /// Growth that slows toward a cap: a cache or pool filling up.
+    Bounded,
+    /// No significant growth.
+    Flat,
+    /// Too little data to say.
+    InsufficientData,
+}
+
+/// The engine's judgement of one series.
+#[derive(Debug, Clone)]
+pub struct Assessment {
+    pub verdict: LeakVerdict,
+    pub reason: String,
+    /// The growth judged: the newest lifetime's, or the median of the
+    /// growing lifetimes'.
+    pub fit: Option<GrowthFit>,
+    /// When the judged growth began, Unix ms.
+    pub started_ms: Option<i64>,
+    /// The floor now.
+    pub current_floor: Option<f64>,
+    /// Segments that grew, of those judged.
+    pub segments_growing: usize,
+    pub segments_judged: usize,
+}
+
+impl Assessment {
+    fn insufficient(reason: String) -> Self {
+        Assessment {
+            verdict: LeakVerdict::InsufficientData,
+            reason,
+            fit: None,
+            started_ms: None,
+            current_floor: None,
+            segments_growing: 0,
+            segments_judged: 0,
+        }
+    }
+
+    /// For a resource with no samples at all.
+    pub fn no_samples(metric: &str) -> Self {
+        Self::insufficient(format!("no {metric} samples in the window"))
+    }
+}
+
+fn hours_to_ms(h: f64) -> i64 {
+    (h * super::MS_PER_HOUR) as i64
+}
+
+/// One process lifetime through the workspace's growth recipe.
+fn fit_segment(pts: &[Pt], opts: &Options) -> Result<GrowthFit, String> {
+    if pts.len() < opts.min_points {
+        return Err(format!(
+            "{} samples; need at least {}",
+            pts.len(),
+            opts.min_points
+        ));
+    }
+    fit_growth(pts, &RecipeOptions::default()).ok_or_else(|| "too few points to fit".into())
+}
+
+/// Judges one resource from its series, split at restarts. Times are in
+/// hours; segments are in time order.
+pub fn assess(segments: &[Vec<Pt>], opts: &Options) -> Assessment {
+    let total: usize = segments.iter().map(Vec::len).sum();
+    let fits: Vec<Result<GrowthFit, String>> =
+        segments.iter().map(|s| fit_segment(s, opts)).collect();
+    let judged: Vec<&GrowthFit> = fits.iter().filter_map(|f| f.as_ref().ok()).collect();
+    let Some(last) = judged.last().copied() else {
+        let why = fits
+            .last()
+            .and_then(|f| f.as_ref().err().cloned())
+            .unwrap_or_default();
+        return Assessment::insufficient(format!("{total} samples in the window: {why}"));
+    };
+    let growing: Vec<&GrowthFit> = judged
+        .iter()
+        .copied()
+        .filter(|f| f.is_growing(opts.alpha))
+        .collect();
+    let last_is_judged = fits.last().is_some_and(Result::is_ok);
+    let mut a = Assessment {
+        verdict: LeakVerdict::Flat,
+        reason: "no significant growth".into(),
+        fit: Some(*last),
+        started_ms: None,
+        current_floor: Some(last.current_floor()),
+        segments_growing: growing.len(),
+        segments_judged: judged.len(),
+    };
+    if last_is_judged && last.is_growing(opts.alpha) {
+        a.verdict = LeakVerdict::Leak;
+        a.started_ms = Some(hours_to_ms(last.regime_start));
+        a.reason = if growing.len() > 1 {
+            format!(
+                "grows steadily, in {} of {} process lifetimes",
+                growing.len(),
+                judged.len()
+            )
+        } else {
+            "grows steadily".into()
+        };
+    } else if growing.len() >= 2 && (!last_is_judged || growing.len() * 2 > judged.len()) {
+        // Restarts keep each lifetime short; growth that recurs in most
+        // lifetimes is a leak even when the newest one is too young to tell.
+        a.verdict = LeakVerdict::Leak;
+        a.fit = Some(median_fit(&growing));
+        let seg = segments.last().expect("a judged segment exists");
+        let recent = &seg[seg.len().saturating_sub(5)..];
+        a.current_floor = recent.iter().map(|p| p.1).reduce(f64::min);
+        a.started_ms = Some(hours_to_ms(growing[0].regime_start));
+        a.reason = format!(
+            "grows again after each restart, in {} of {} process lifetimes",
+            growing.len(),
+            judged.len()
+        );
+    } else if last.decelerating {
+        a.verdict = LeakVerdict::Bounded;
+        a.reason = "grows, but slows toward a ceiling (a cache or pool filling)".into();
+    }
+    a
+}
+
+/// The newest growing lifetime's fit, with the median slope and interval
+/// of all growing lifetimes and the weakest of their significances.
+fn median_fit(growing: &[&GrowthFit]) -> GrowthFit {
+    let pick =
+        |f: fn(&GrowthFit) -> f64| median(&mut growing.iter().map(|g| f(g)).collect::<Vec<_>>());
+    let mut fit = *growing[growing.len() - 1];
+    fit.trend.slope = pick(|g| g.trend.slope);
+    fit.trend.lo = pick(|g| g.trend.lo);
+    fit.trend.hi = pick(|g| g.trend.hi);
+    fit.trend.p_up = growing.iter().map(|g| g.trend.p_up).fold(0.0, f64::max);
+    fit
+}
+
+/// Time to exhaustion in hours, with bounds, for detected growth.
+pub fn time_to_exhaustion(a: &Assessment, limit: f64) -> Option<(f64, f64, f64)> {
+    if a.verdict != LeakVerdict::Leak {
+        return None;
+    }
+    let fit = a.fit?;
+    let t = fit.trend;
+    let peak = a.current_floor? + fit.headroom;
+    let room = (limit - peak).max(0.0);
+    Some((
+        room / t.slope,
+        room / t.hi,
+        room / t.lo.max(f64::MIN_POSITIVE),
+    ))
+}
+
+/// One allocation site's growth.
+#[derive(Debug, Clone, Serialize)]
+pub struct SiteGrowth {
+    pub stack_id: i64,
+    pub slope_per_hour: f64,
+    pub slope_ci: [f64; 2],
+    /// Its share of the growth of all growing sites.
+    pub share: f64,
+    pub current_bytes: f64,
+}
+
+/// Finds the allocation sites whose live bytes grow. `series` maps a stack
+/// to its (hours, bytes) points, one per profile (0 where absent);
+/// `period` is the sampling period: a site's sampled bytes have a variance
+/// of about `period * bytes`, so growth must clear that noise too.
+pub fn assess_sites(
+    series: &HashMap<i64, Vec<Pt>>,
+    period: f64,
+    opts: &Options,
+) -> Vec<SiteGrowth> {
+    let mut out = Vec::new();
+    for (stack, pts) in series {
+        if pts.len() < 8 || pts.iter().all(|p| p.1 <= 0.0) {
+            continue;
+        }
+        // Few profiles are judged as they are: bucketing them would leave
+        // too few points for the test to ever be significant.
+        let env = if pts.len() <= 48 {
+            pts.clone()
+        } else {
+            envelope(pts, 48, Summary::Median)
+        };
+        let Some(t) = trend(&env) else { continue };
+        let span = env[env.len() - 1].0 - env[0].0;
+        let mean = pts.iter().map(|p| p.1).sum::<f64>() / pts.len() as f64;
+        let sampling_sd = (period * mean.max(0.0)).sqrt();
+        if t.p_up < opts.site_alpha && t.lo > 0.0 && t.slope * span > 3.0 * sampling_sd {
+            out.push(SiteGrowth {
+                stack_id: *stack,
+                slope_per_hour: t.slope,
+                slope_ci: [t.lo, t.hi],
+                share: 0.0,
+                current_bytes: t.at(env[env.len() - 1].0).max(0.0),
+            });
+        }
+    }
+    let total: f64 = out.iter().map(|s| s.slope_per_hour).sum();
+    for s in &mut out {
+        s.share = if total > 0.0 {
+            s.slope_per_hour / total
+        } else {
+            0.0
+        };
+    }
+    out.sort_by(|a, b| {
+        b.slope_per_hour
+            .total_cmp(&a.slope_per_hour)
+            .then(a.stack_id.cmp(&b.stack_id))
+    });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn noise(seed: &mut u64) -> f64 {
+        let mut s = 0.0;
+        for _ in 0..12 {
+            *seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            s += ((*seed >> 11) as f64) / ((1u64 << 53) as f64);
+        }
+        s - 6.0
+    }
+
+    fn series(n: usize, f: impl Fn(f64) -> f64) -> Vec<Pt> {
+        (0..n)
+            .map(|i| {
+                let t = i as f64 / 60.0;
+                (t, f(t))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn linear_growth_is_a_leak_with_a_runway() {
+        let mut seed = 1;
+        let s = series(600, |t| 1000.0 + 50.0 * t + 5.0 * noise(&mut seed.clone()));
+        let _ = &mut seed;
+        let a = assess(&[s], &Options::default());
+        assert_eq!(a.verdict, LeakVerdict::Leak, "{}", a.reason);
+        let (mid, lo, hi) = time_to_exhaustion(&a, 2000.0).unwrap();
+        // At 10 h the level is 1500: 500 more at 50/h is 10 h.
+        assert!((mid - 10.0).abs() < 1.5, "{mid}");
+        assert!(lo <= mid && mid <= hi);
+    }
+
+    #[test]
+    fn sawtooth_with_flat_troughs_is_not_a_leak() {
+        let s = series(600, |t| 1000.0 + ((t * 60.0) as usize % 30) as f64 * 20.0);
+        assert_ne!(assess(&[s], &Options::default()).verdict, LeakVerdict::Leak);
+    }
+
+    #[test]
+    fn warm_up_to_a_plateau_is_bounded_not_a_leak() {
+        let s = series(600, |t| 1000.0 + 500.0 * (1.0 - (-t / 2.0).exp()));
+        let a = assess(&[s], &Options::default());
+        assert_ne!(a.verdict, LeakVerdict::Leak, "{}", a.reason);
+    }
+
+    #[test]
+    fn a_step_at_a_deploy_is_not_a_leak() {
+        let mut seed = 9;
+        let s: Vec<Pt> = series(600, |t| if t < 6.0 { 1000.0 } else { 1400.0 })
+            .into_iter()
+            .map(|(t, v)| (t, v + noise(&mut seed)))
+            .collect();
+        let a = assess(&[s], &Options::default());
+        assert_eq!(a.verdict, LeakVerdict::Flat, "{}", a.reason);
+    }
+
+    #[test]
+    fn too_little_data_says_so() {
+        let a = assess(&[series(10, |t| t)], &Options::default());
+        assert_eq!(a.verdict, LeakVerdict::InsufficientData);
+        assert!(a.reason.contains("10 samples"), "{}", a.reason);
+    }
+}

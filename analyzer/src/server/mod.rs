@@ -1,0 +1,81 @@
+//! The HTTP server: ingest, the read API (`docs/api.md`) and the
+//! dashboards, built by one [`app`] for `serve`, `demo` and the tests.
+
+mod api;
+mod dashboards;
+pub mod error;
+mod ingest;
+pub mod params;
+
+use std::sync::Arc;
+
+use axum::routing::post;
+use axum::Router;
+
+pub use error::{ApiError, ApiResult};
+pub use ingest::{RateLimit, RateLimiter};
+
+use crate::store::{RetentionPolicy, Store};
+
+/// What every handler shares.
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    /// The bearer token agents must send, if any.
+    pub token: Option<String>,
+    pub limits: crate::ingest::Limits,
+    pub rate: RateLimiter,
+}
+
+impl AppState {
+    pub fn new(
+        store: Arc<dyn Store>,
+        token: Option<String>,
+        limits: crate::ingest::Limits,
+        rate: RateLimit,
+    ) -> Self {
+        AppState {
+            store,
+            token,
+            limits,
+            rate: RateLimiter::new(rate),
+        }
+    }
+}
+
+/// Every route: ingest, the read API and the dashboards.
+pub fn app(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route(heaptide_wire::INGEST_PATH, post(ingest::handler))
+        .merge(api::routes())
+        .merge(dashboards::routes())
+        .with_state(state)
+}
+
+/// Serves [`app`] on `listener`, with retention applied at start and every
+/// ten minutes, until `shutdown` resolves.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    retention: RetentionPolicy,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> crate::Result<()> {
+    let retention = tokio::spawn(retention_loop(state.store.clone(), retention));
+    let result = axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    retention.abort();
+    Ok(result?)
+}
+
+async fn retention_loop(store: Arc<dyn Store>, policy: RetentionPolicy) {
+    loop {
+        let (s, p) = (store.clone(), policy.clone());
+        let now = crate::select::now_ms();
+        match tokio::task::spawn_blocking(move || s.retain(now, &p)).await {
+            Ok(Ok(r)) => tracing::debug!(?r, "retention pass"),
+            Ok(Err(e)) => tracing::warn!("retention pass failed: {e}"),
+            Err(_) => tracing::warn!("retention pass panicked"),
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(600)).await;
+    }
+}

@@ -1,0 +1,85 @@
+//! The query string of every read route, API and dashboards alike, and the
+//! one window grammar it speaks (see [`crate::select`]).
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::error::{ApiError, ApiResult};
+use crate::select::{self, Selector};
+
+/// Every parameter a read route takes; each route reads the ones it needs.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    pub service: Option<String>,
+    pub instance: Option<String>,
+    pub metric: Option<String>,
+    /// A duration back from now, such as `1h` or `24h`. The dashboards'
+    /// older `window` is the same parameter.
+    #[serde(alias = "window")]
+    pub since: Option<String>,
+    /// Unix milliseconds; overrides `since`.
+    pub from: Option<i64>,
+    pub to: Option<i64>,
+    /// For profiles: the time wanted, Unix milliseconds.
+    pub at: Option<i64>,
+    pub format: Option<String>,
+    /// For `/v1/site`: the stack id, as the profile endpoints report it.
+    pub stack: Option<i64>,
+    /// For `/v1/predict`: only exhaustion within this long is predicted.
+    pub horizon: Option<String>,
+    /// For flamegraphs: `bytes` (default) or `objects`.
+    pub value: Option<String>,
+    /// For flamegraphs: `live` (default) or `growth`.
+    pub kind: Option<String>,
+}
+
+impl Params {
+    /// A parameter that must be present and non-empty.
+    pub fn required<'a>(&'a self, v: &'a Option<String>, name: &str) -> ApiResult<&'a str> {
+        v.as_deref()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| ApiError::bad(name, format!("query parameter {name} is required")))
+    }
+
+    /// `since` as a duration; `auto` (the dashboards' default) is none.
+    pub fn since(&self) -> ApiResult<Option<Duration>> {
+        match self.since.as_deref() {
+            None | Some("auto") => Ok(None),
+            Some(s) => Ok(Some(select::parse_duration("since", s)?)),
+        }
+    }
+
+    /// The selector of the query: its service and instance (each optional)
+    /// over its window, `default` long when it names none.
+    pub fn selector(&self, default: Duration) -> ApiResult<Selector> {
+        let (from_ms, to_ms) =
+            select::window(self.since()?, self.from, self.to, default, select::now_ms())?;
+        Ok(Selector {
+            service: self.service.clone().filter(|s| !s.is_empty()),
+            instance: self.instance.clone().filter(|s| !s.is_empty()),
+            from_ms,
+            to_ms,
+        })
+    }
+
+    /// Like [`Params::selector`], with the service required.
+    pub fn service_selector(&self, default: Duration) -> ApiResult<Selector> {
+        self.required(&self.service, "service")?;
+        self.selector(default)
+    }
+
+    /// Service and instance, both required.
+    pub fn instance_key(&self) -> ApiResult<(String, String)> {
+        Ok((
+            self.required(&self.service, "service")?.to_owned(),
+            self.required(&self.instance, "instance")?.to_owned(),
+        ))
+    }
+
+    /// Flamegraphs of objects rather than bytes.
+    pub fn objects(&self) -> bool {
+        self.value.as_deref() == Some("objects")
+    }
+}

@@ -1,0 +1,182 @@
+//! The embedded store: one SQLite file in WAL mode.
+//!
+//! A profile's stacks are stored once each in `stacks`; a snapshot stores
+//! only (stack, bytes, objects) rows, indexed by stack, so that a day of one
+//! site's live bytes is an index range scan. Every statement binds its
+//! parameters: no SQL is ever built from input.
+
+mod read;
+mod retention;
+mod schema;
+mod write;
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OpenFlags};
+
+use super::*;
+use crate::error::Error;
+use crate::ingest::ValidBatch;
+use schema::{configure, SCHEMA, SCHEMA_VERSION};
+use write::IdCache;
+
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: Mutex<Writer>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+struct Writer {
+    conn: Connection,
+    ids: IdCache,
+}
+
+impl SqliteStore {
+    /// Opens the store at `path`, creating it if needed.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let open_err = |source| Error::StoreOpen {
+            path: path.display().to_string(),
+            source,
+        };
+        let conn = Connection::open(&path).map_err(open_err)?;
+        configure(&conn).map_err(open_err)?;
+        let version: i32 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(open_err)?;
+        if version > SCHEMA_VERSION {
+            return Err(Error::Config {
+                path: path.display().to_string(),
+                reason: format!(
+                    "store schema version {version} is newer than this analyzer's {SCHEMA_VERSION}"
+                ),
+            });
+        }
+        conn.execute_batch(SCHEMA).map_err(open_err)?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(open_err)?;
+        Ok(SqliteStore {
+            path,
+            writer: Mutex::new(Writer {
+                conn,
+                ids: IdCache::default(),
+            }),
+            readers: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Opens a store that must already exist, as read commands do.
+    pub fn open_existing(path: impl AsRef<Path>) -> Result<Self> {
+        let p = path.as_ref();
+        if !p.exists() {
+            return Err(Error::StoreMissing(p.display().to_string()));
+        }
+        Self::open(p)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let conn = self.readers.lock().ok().and_then(|mut r| r.pop());
+        let conn = match conn {
+            Some(c) => c,
+            None => {
+                let c = Connection::open_with_flags(
+                    &self.path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )
+                .map_err(|source| Error::StoreOpen {
+                    path: self.path.display().to_string(),
+                    source,
+                })?;
+                c.busy_timeout(std::time::Duration::from_secs(5))?;
+                c
+            }
+        };
+        let out = f(&conn);
+        if let Ok(mut r) = self.readers.lock() {
+            if r.len() < 8 {
+                r.push(conn);
+            }
+        }
+        out
+    }
+
+    fn writer(&self) -> std::sync::MutexGuard<'_, Writer> {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Store for SqliteStore {
+    fn ingest(&self, vb: &ValidBatch, received_ms: i64) -> Result<IngestOutcome> {
+        self.write_batch(vb, received_ms)
+    }
+
+    fn instances(&self, service: Option<&str>) -> Result<Vec<InstanceInfo>> {
+        self.read_instances(service)
+    }
+
+    fn segments(&self, service: &str, instance: &str) -> Result<Vec<Segment>> {
+        self.read_segments(service, instance)
+    }
+
+    fn metric_names(&self, service: &str, instance: Option<&str>) -> Result<Vec<String>> {
+        self.read_metric_names(service, instance)
+    }
+
+    fn series(&self, sel: &Selector, metric: &str) -> Result<Vec<Point>> {
+        self.read_series(sel, metric)
+    }
+
+    fn latest(&self, sel: &Selector, metric: &str) -> Result<Option<Point>> {
+        self.read_latest(sel, metric)
+    }
+
+    fn pauses(&self, sel: &Selector) -> Result<Vec<StoredPause>> {
+        self.read_pauses(sel)
+    }
+
+    fn profiles(&self, sel: &Selector) -> Result<Vec<StoredProfile>> {
+        self.read_profiles(sel)
+    }
+
+    fn profile_nearest(
+        &self,
+        service: &str,
+        instance: &str,
+        at_ms: i64,
+    ) -> Result<Option<StoredProfile>> {
+        self.read_profile_nearest(service, instance, at_ms)
+    }
+
+    fn profile_values(&self, profile_id: i64) -> Result<Vec<StackValue>> {
+        self.read_profile_values(profile_id)
+    }
+
+    fn profile_raw(&self, profile_id: i64) -> Result<Option<Vec<u8>>> {
+        self.read_profile_raw(profile_id)
+    }
+
+    fn site_series(&self, sel: &Selector, stack_id: i64) -> Result<Vec<SitePoint>> {
+        self.read_site_series(sel, stack_id)
+    }
+
+    fn site_points(&self, sel: &Selector) -> Result<Vec<SitePoint>> {
+        self.read_site_points(sel)
+    }
+
+    fn stacks(&self, ids: &[i64]) -> Result<Vec<(i64, Vec<Frame>)>> {
+        self.read_stacks(ids)
+    }
+
+    fn retain(&self, now_ms: i64, policy: &RetentionPolicy) -> Result<RetentionReport> {
+        self.apply_retention(now_ms, policy)
+    }
+
+    fn stats(&self) -> Result<StoreStats> {
+        self.measure()
+    }
+}

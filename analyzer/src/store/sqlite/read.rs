@@ -1,0 +1,317 @@
+//! Every read: instances, series, pauses, profiles and stacks.
+
+use rusqlite::{params, OptionalExtension};
+
+use super::SqliteStore;
+use crate::error::{Error, Result};
+use crate::store::*;
+use heaptide_wire::pprof::Frame;
+
+/// One metric's points for (service, instance or all, metric, from, to);
+/// callers add the order.
+const POINTS: &str = "SELECT i.instance, x.segment_id, x.ts_ms, x.value,
+        coalesce(x.vmin, x.value), coalesce(x.vmax, x.value)
+    FROM samples x
+    JOIN segments s ON s.id = x.segment_id
+    JOIN instances i ON i.id = s.instance_id
+    WHERE (?1 IS NULL OR i.service = ?1) AND (?2 IS NULL OR i.instance = ?2)
+      AND x.metric_id = (SELECT id FROM metrics WHERE name = ?3)
+      AND x.ts_ms >= ?4 AND x.ts_ms <= ?5";
+
+fn point_row(r: &rusqlite::Row) -> rusqlite::Result<Point> {
+    Ok(Point {
+        instance: r.get(0)?,
+        segment: r.get(1)?,
+        ts_ms: r.get(2)?,
+        value: r.get(3)?,
+        min: r.get(4)?,
+        max: r.get(5)?,
+    })
+}
+
+fn selector_clause() -> &'static str {
+    "(?1 IS NULL OR i.service = ?1) AND (?2 IS NULL OR i.instance = ?2)"
+}
+
+impl SqliteStore {
+    pub(super) fn read_instances(&self, service: Option<&str>) -> Result<Vec<InstanceInfo>> {
+        self.with_reader(|c| {
+            let mut stmt = c.prepare(
+                "SELECT i.service, i.instance, s.host, s.pid, s.start_time_ms, s.agent_version, s.labels,
+                        (SELECT min(first_seen_ms) FROM segments WHERE instance_id = i.id),
+                        s.last_seen_ms,
+                        (SELECT count(*) FROM segments WHERE instance_id = i.id),
+                        s.heap_profiling, s.heap_profiling_reason, s.agent_stats
+                 FROM instances i
+                 JOIN segments s ON s.id = (SELECT id FROM segments WHERE instance_id = i.id
+                                            ORDER BY last_seen_ms DESC LIMIT 1)
+                 WHERE ?1 IS NULL OR i.service = ?1
+                 ORDER BY i.service, i.instance",
+            )?;
+            let rows = stmt.query_map([service], |r| {
+                let labels: String = r.get(6)?;
+                let stats: String = r.get(12)?;
+                Ok(InstanceInfo {
+                    service: r.get(0)?,
+                    instance: r.get(1)?,
+                    host: r.get(2)?,
+                    pid: r.get(3)?,
+                    start_time_ms: r.get(4)?,
+                    agent_version: r.get(5)?,
+                    labels: serde_json::from_str(&labels).unwrap_or_default(),
+                    first_seen_ms: r.get(7)?,
+                    last_seen_ms: r.get(8)?,
+                    segments: r.get(9)?,
+                    heap_profiling: r.get(10)?,
+                    heap_profiling_reason: r.get(11)?,
+                    agent_stats: serde_json::from_str(&stats).unwrap_or_default(),
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    pub(super) fn read_segments(&self, service: &str, instance: &str) -> Result<Vec<Segment>> {
+        self.with_reader(|c| {
+            let mut stmt = c.prepare(
+                "SELECT s.id, s.pid, s.start_time_ms, s.first_seen_ms, s.last_seen_ms
+                 FROM segments s JOIN instances i ON i.id = s.instance_id
+                 WHERE i.service = ?1 AND i.instance = ?2 ORDER BY s.first_seen_ms",
+            )?;
+            let rows = stmt.query_map([service, instance], |r| {
+                Ok(Segment {
+                    id: r.get(0)?,
+                    pid: r.get(1)?,
+                    start_time_ms: r.get(2)?,
+                    first_seen_ms: r.get(3)?,
+                    last_seen_ms: r.get(4)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    pub(super) fn read_metric_names(
+        &self,
+        service: &str,
+        instance: Option<&str>,
+    ) -> Result<Vec<String>> {
+        self.with_reader(|c| {
+            // Names are few; scanning them and probing each is cheaper than
+            // a DISTINCT over all samples.
+            let mut stmt = c.prepare(&format!(
+                "SELECT m.name FROM metrics m WHERE EXISTS (
+                    SELECT 1 FROM samples x JOIN segments s ON s.id = x.segment_id
+                    JOIN instances i ON i.id = s.instance_id
+                    WHERE x.metric_id = m.id AND {}) ORDER BY m.name",
+                selector_clause()
+            ))?;
+            let rows = stmt.query_map(params![service, instance], |r| r.get(0))?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    pub(super) fn read_series(&self, sel: &Selector, metric: &str) -> Result<Vec<Point>> {
+        self.with_reader(|c| {
+            let mut stmt = c.prepare_cached(&format!("{POINTS} ORDER BY i.instance, x.ts_ms"))?;
+            let rows = stmt.query_map(
+                params![sel.service, sel.instance, metric, sel.from_ms, sel.to_ms],
+                point_row,
+            )?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    pub(super) fn read_latest(&self, sel: &Selector, metric: &str) -> Result<Option<Point>> {
+        self.with_reader(|c| {
+            let mut stmt = c.prepare_cached(&format!("{POINTS} ORDER BY x.ts_ms DESC LIMIT 1"))?;
+            Ok(stmt
+                .query_row(
+                    params![sel.service, sel.instance, metric, sel.from_ms, sel.to_ms],
+                    point_row,
+                )
+                .optional()?)
+        })
+    }
+
+    pub(super) fn read_pauses(&self, sel: &Selector) -> Result<Vec<StoredPause>> {
+        self.with_reader(|c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT i.instance, p.start_ms, p.duration_ms, p.source, p.name
+                 FROM pauses p JOIN segments s ON s.id = p.segment_id
+                 JOIN instances i ON i.id = s.instance_id
+                 WHERE {} AND p.start_ms >= ?3 AND p.start_ms <= ?4
+                 ORDER BY p.start_ms LIMIT 10000",
+                selector_clause()
+            ))?;
+            let rows = stmt.query_map(
+                params![sel.service, sel.instance, sel.from_ms, sel.to_ms],
+                |r| {
+                    Ok(StoredPause {
+                        instance: r.get(0)?,
+                        start_ms: r.get(1)?,
+                        duration_ms: r.get(2)?,
+                        source: pause_source(r.get(3)?)?,
+                        name: r.get(4)?,
+                    })
+                },
+            )?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    pub(super) fn read_profiles(&self, sel: &Selector) -> Result<Vec<StoredProfile>> {
+        self.with_reader(|c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT p.id, i.instance, p.segment_id, p.ts_ms, p.sample_period, p.total_bytes, p.total_objects
+                 FROM profiles p JOIN segments s ON s.id = p.segment_id
+                 JOIN instances i ON i.id = s.instance_id
+                 WHERE {} AND p.ts_ms >= ?3 AND p.ts_ms <= ?4
+                 ORDER BY i.instance, p.ts_ms",
+                selector_clause()
+            ))?;
+            let rows = stmt.query_map(params![sel.service, sel.instance, sel.from_ms, sel.to_ms], profile_row)?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    pub(super) fn read_profile_nearest(
+        &self,
+        service: &str,
+        instance: &str,
+        at_ms: i64,
+    ) -> Result<Option<StoredProfile>> {
+        self.with_reader(|c| {
+            Ok(c.query_row(
+                "SELECT p.id, i.instance, p.segment_id, p.ts_ms, p.sample_period, p.total_bytes, p.total_objects
+                 FROM profiles p JOIN segments s ON s.id = p.segment_id
+                 JOIN instances i ON i.id = s.instance_id
+                 WHERE i.service = ?1 AND i.instance = ?2
+                 ORDER BY abs(p.ts_ms - ?3) LIMIT 1",
+                params![service, instance, at_ms],
+                profile_row,
+            )
+            .optional()?)
+        })
+    }
+
+    pub(super) fn read_profile_values(&self, profile_id: i64) -> Result<Vec<StackValue>> {
+        self.with_reader(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT stack_id, bytes, objects FROM profile_stacks WHERE profile_id = ?1",
+            )?;
+            let rows = stmt.query_map([profile_id], |r| {
+                Ok(StackValue {
+                    stack_id: r.get(0)?,
+                    bytes: r.get(1)?,
+                    objects: r.get(2)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    pub(super) fn read_profile_raw(&self, profile_id: i64) -> Result<Option<Vec<u8>>> {
+        self.with_reader(|c| {
+            c.query_row(
+                "SELECT pprof FROM profiles WHERE id = ?1",
+                [profile_id],
+                |r| r.get::<_, Option<Vec<u8>>>(0),
+            )
+            .optional()?
+            .ok_or_else(|| Error::NotFound(format!("profile {profile_id}")))
+        })
+    }
+
+    pub(super) fn read_site_series(&self, sel: &Selector, stack_id: i64) -> Result<Vec<SitePoint>> {
+        self.with_reader(|c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT p.id, p.ts_ms, ps.stack_id, ps.bytes, ps.objects
+                 FROM profiles p JOIN segments s ON s.id = p.segment_id
+                 JOIN instances i ON i.id = s.instance_id
+                 JOIN profile_stacks ps ON ps.profile_id = p.id AND ps.stack_id = ?5
+                 WHERE {} AND p.ts_ms >= ?3 AND p.ts_ms <= ?4
+                 ORDER BY p.ts_ms",
+                selector_clause()
+            ))?;
+            let rows = stmt.query_map(
+                params![sel.service, sel.instance, sel.from_ms, sel.to_ms, stack_id],
+                site_row,
+            )?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    pub(super) fn read_site_points(&self, sel: &Selector) -> Result<Vec<SitePoint>> {
+        self.with_reader(|c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT p.id, p.ts_ms, ps.stack_id, ps.bytes, ps.objects
+                 FROM profiles p JOIN segments s ON s.id = p.segment_id
+                 JOIN instances i ON i.id = s.instance_id
+                 JOIN profile_stacks ps ON ps.profile_id = p.id
+                 WHERE {} AND p.ts_ms >= ?3 AND p.ts_ms <= ?4
+                 ORDER BY p.ts_ms",
+                selector_clause()
+            ))?;
+            let rows = stmt.query_map(
+                params![sel.service, sel.instance, sel.from_ms, sel.to_ms],
+                |r| {
+                    Ok(SitePoint {
+                        profile_id: r.get(0)?,
+                        ts_ms: r.get(1)?,
+                        stack_id: r.get(2)?,
+                        bytes: r.get(3)?,
+                        objects: r.get(4)?,
+                    })
+                },
+            )?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    pub(super) fn read_stacks(&self, ids: &[i64]) -> Result<Vec<(i64, Vec<Frame>)>> {
+        self.with_reader(|c| {
+            let mut stmt = c.prepare_cached("SELECT frames FROM stacks WHERE id = ?1")?;
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                if let Some(json) = stmt.query_row([id], |r| r.get::<_, String>(0)).optional()? {
+                    out.push((*id, serde_json::from_str(&json).unwrap_or_default()));
+                }
+            }
+            Ok(out)
+        })
+    }
+}
+
+fn site_row(r: &rusqlite::Row) -> rusqlite::Result<SitePoint> {
+    Ok(SitePoint {
+        profile_id: r.get(0)?,
+        ts_ms: r.get(1)?,
+        stack_id: r.get(2)?,
+        bytes: r.get(3)?,
+        objects: r.get(4)?,
+    })
+}
+
+fn profile_row(r: &rusqlite::Row) -> rusqlite::Result<StoredProfile> {
+    Ok(StoredProfile {
+        id: r.get(0)?,
+        instance: r.get(1)?,
+        segment: r.get(2)?,
+        ts_ms: r.get(3)?,
+        sample_period_bytes: r.get::<_, i64>(4)? as u64,
+        total_bytes: r.get(5)?,
+        total_objects: r.get(6)?,
+    })
+}
+
+/// A pause source as stored; only ingest writes them, from the enum.
+fn pause_source(s: String) -> rusqlite::Result<heaptide_wire::PauseSource> {
+    heaptide_wire::PauseSource::parse(&s).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            3,
+            rusqlite::types::Type::Text,
+            format!("unknown pause source {s:?}").into(),
+        )
+    })
+}

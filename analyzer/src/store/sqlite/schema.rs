@@ -1,0 +1,94 @@
+//! The SQLite schema, versioned with `user_version`.
+
+use rusqlite::Connection;
+
+pub(super) const SCHEMA_VERSION: i32 = 1;
+
+pub(super) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS instances (
+    id INTEGER PRIMARY KEY,
+    service TEXT NOT NULL,
+    instance TEXT NOT NULL,
+    UNIQUE (service, instance)
+);
+CREATE TABLE IF NOT EXISTS segments (
+    id INTEGER PRIMARY KEY,
+    instance_id INTEGER NOT NULL REFERENCES instances(id),
+    pid INTEGER NOT NULL,
+    start_time_ms INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    agent_version TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    first_seen_ms INTEGER NOT NULL,
+    last_seen_ms INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL,
+    heap_profiling INTEGER NOT NULL,
+    heap_profiling_reason TEXT,
+    agent_stats TEXT NOT NULL,
+    UNIQUE (instance_id, pid, start_time_ms)
+);
+CREATE TABLE IF NOT EXISTS metrics (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE
+);
+-- res is the bucket width in ms: 0 for raw samples. vmin/vmax are NULL
+-- for raw samples, whose value is both.
+CREATE TABLE IF NOT EXISTS samples (
+    segment_id INTEGER NOT NULL,
+    metric_id INTEGER NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    value REAL NOT NULL,
+    vmin REAL,
+    vmax REAL,
+    n INTEGER NOT NULL DEFAULT 1,
+    res INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (segment_id, metric_id, ts_ms)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS samples_ts ON samples (ts_ms);
+CREATE TABLE IF NOT EXISTS pauses (
+    segment_id INTEGER NOT NULL,
+    start_ms INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    name TEXT NOT NULL,
+    duration_ms REAL NOT NULL,
+    PRIMARY KEY (segment_id, start_ms, source, name)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS stacks (
+    id INTEGER PRIMARY KEY,
+    hash INTEGER NOT NULL UNIQUE,
+    frames TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS profiles (
+    id INTEGER PRIMARY KEY,
+    segment_id INTEGER NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    sample_period INTEGER NOT NULL,
+    total_bytes INTEGER NOT NULL,
+    total_objects INTEGER NOT NULL,
+    -- The gzipped pprof as received; NULL once older than the raw
+    -- retention, after which downloads are rebuilt from the rows below.
+    pprof BLOB,
+    UNIQUE (segment_id, ts_ms)
+);
+CREATE INDEX IF NOT EXISTS profiles_ts ON profiles (ts_ms);
+CREATE TABLE IF NOT EXISTS profile_stacks (
+    profile_id INTEGER NOT NULL,
+    stack_id INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    objects INTEGER NOT NULL,
+    PRIMARY KEY (profile_id, stack_id)
+) WITHOUT ROWID;
+-- No index by stack: one site's series probes this primary key once per
+-- profile, which is cheap, and an index would cost a third more space.
+";
+
+pub(super) fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    // WAL lets readers run while `serve` writes. NORMAL syncs at checkpoints:
+    // a committed transaction survives the process being killed, and only
+    // an OS crash or power loss could lose the last ones.
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}

@@ -1,0 +1,237 @@
+//! Ingest: one transaction per batch, with the ids of metric names and
+//! stacks cached.
+
+use std::collections::HashMap;
+use std::hash::Hasher;
+
+use rusqlite::{params, OptionalExtension};
+
+use super::{SqliteStore, Writer};
+use crate::error::Result;
+use crate::ingest::ValidBatch;
+use crate::store::*;
+use heaptide_wire::pprof::Frame;
+
+/// Ids of metric names and stacks already in the store, so that ingest
+/// looks each up once.
+#[derive(Default)]
+pub(super) struct IdCache {
+    metric_ids: HashMap<String, i64>,
+    stack_ids: HashMap<u64, i64>,
+}
+
+/// FNV-1a over the frames: stable across processes and Rust versions,
+/// unlike `DefaultHasher`, because the hash is stored.
+fn stack_hash(frames: &[Frame]) -> u64 {
+    let mut h = fnv::FnvHasher::default();
+    for f in frames {
+        h.write(f.function.as_bytes());
+        h.write_u8(0);
+        h.write(f.file.as_bytes());
+        h.write_u8(0);
+        h.write_u32(f.line);
+        h.write_u8(0xff);
+    }
+    h.finish()
+}
+
+/// Stores a whole number as an INTEGER (a few bytes) and anything else as
+/// REAL (eight).
+fn num(v: f64) -> rusqlite::types::Value {
+    if v.fract() == 0.0 && v.abs() < 9.0e15 {
+        rusqlite::types::Value::Integer(v as i64)
+    } else {
+        rusqlite::types::Value::Real(v)
+    }
+}
+
+impl IdCache {
+    /// Drops every cached stack id, after stacks were deleted.
+    pub(super) fn forget_stacks(&mut self) {
+        self.stack_ids.clear();
+    }
+
+    fn metric_id(&mut self, tx: &rusqlite::Transaction, name: &str) -> Result<i64> {
+        if let Some(id) = self.metric_ids.get(name) {
+            return Ok(*id);
+        }
+        tx.execute("INSERT OR IGNORE INTO metrics (name) VALUES (?1)", [name])?;
+        let id: i64 = tx.query_row("SELECT id FROM metrics WHERE name = ?1", [name], |r| {
+            r.get(0)
+        })?;
+        self.metric_ids.insert(name.to_owned(), id);
+        Ok(id)
+    }
+
+    fn stack_id(&mut self, tx: &rusqlite::Transaction, frames: &[Frame]) -> Result<i64> {
+        let hash = stack_hash(frames);
+        if let Some(id) = self.stack_ids.get(&hash) {
+            return Ok(*id);
+        }
+        let json = serde_json::to_string(frames).unwrap_or_else(|_| "[]".into());
+        tx.execute(
+            "INSERT OR IGNORE INTO stacks (hash, frames) VALUES (?1, ?2)",
+            params![hash as i64, json],
+        )?;
+        let id: i64 = tx.query_row(
+            "SELECT id FROM stacks WHERE hash = ?1",
+            [hash as i64],
+            |r| r.get(0),
+        )?;
+        if self.stack_ids.len() > 1_000_000 {
+            self.stack_ids.clear();
+        }
+        self.stack_ids.insert(hash, id);
+        Ok(id)
+    }
+}
+
+impl SqliteStore {
+    pub(super) fn write_batch(&self, vb: &ValidBatch, received_ms: i64) -> Result<IngestOutcome> {
+        let b = &vb.batch;
+        let mut guard = self.writer();
+        let Writer { conn, ids } = &mut *guard;
+        let tx = conn.transaction()?;
+        let (segment_id, new_segment) = upsert_segment(&tx, b, received_ms)?;
+        // Replays of a batch whose acknowledgement was lost hit the primary
+        // keys and are ignored.
+        for s in &b.samples {
+            for (name, v) in &s.metrics {
+                let metric_id = ids.metric_id(&tx, name)?;
+                let mut stmt = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO samples (segment_id, metric_id, ts_ms, value) VALUES (?1, ?2, ?3, ?4)",
+                )?;
+                stmt.execute(params![segment_id, metric_id, s.ts_ms, num(*v)])?;
+            }
+        }
+        for p in &b.pause_events {
+            let mut stmt = tx.prepare_cached(
+                "INSERT OR IGNORE INTO pauses (segment_id, start_ms, source, name, duration_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            stmt.execute(params![
+                segment_id,
+                p.start_ms,
+                p.source.as_str(),
+                p.name,
+                p.duration_ms
+            ])?;
+        }
+        for (p, decoded) in b.profiles.iter().zip(&vb.profiles) {
+            insert_profile(&tx, ids, segment_id, p, decoded)?;
+        }
+        tx.commit()?;
+        Ok(IngestOutcome {
+            samples: b.samples.len(),
+            pause_events: b.pause_events.len(),
+            profiles: b.profiles.len(),
+            new_segment,
+        })
+    }
+}
+
+/// The instance and its segment (process lifetime), created or updated;
+/// returns the segment's id and whether it is new.
+fn upsert_segment(
+    tx: &rusqlite::Transaction,
+    b: &heaptide_wire::Batch,
+    received_ms: i64,
+) -> Result<(i64, bool)> {
+    tx.execute(
+        "INSERT OR IGNORE INTO instances (service, instance) VALUES (?1, ?2)",
+        params![b.agent.service, b.agent.instance],
+    )?;
+    let instance_id: i64 = tx.query_row(
+        "SELECT id FROM instances WHERE service = ?1 AND instance = ?2",
+        params![b.agent.service, b.agent.instance],
+        |r| r.get(0),
+    )?;
+    let labels = serde_json::to_string(&b.agent.labels).unwrap_or_else(|_| "{}".into());
+    let stats = serde_json::to_string(&b.agent_stats).unwrap_or_else(|_| "{}".into());
+    let existing: Option<i64> = tx
+        .query_row(
+            "SELECT id FROM segments WHERE instance_id = ?1 AND pid = ?2 AND start_time_ms = ?3",
+            params![instance_id, b.agent.pid, b.agent.start_time_ms],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(id) = existing {
+        tx.execute(
+            "UPDATE segments SET last_seen_ms = max(last_seen_ms, ?2),
+                -- Cumulative figures from an older batch (a late
+                -- retry) must not overwrite newer ones.
+                heap_profiling = CASE WHEN ?3 >= last_seq THEN ?4 ELSE heap_profiling END,
+                heap_profiling_reason = CASE WHEN ?3 >= last_seq THEN ?5 ELSE heap_profiling_reason END,
+                agent_stats = CASE WHEN ?3 >= last_seq THEN ?6 ELSE agent_stats END,
+                last_seq = max(last_seq, ?3), labels = ?7, agent_version = ?8, host = ?9
+             WHERE id = ?1",
+            params![
+                id,
+                received_ms,
+                b.seq as i64,
+                b.heap_profiling.enabled,
+                b.heap_profiling.reason,
+                stats,
+                labels,
+                b.agent.agent_version,
+                b.agent.host
+            ],
+        )?;
+        return Ok((id, false));
+    }
+    tx.execute(
+        "INSERT INTO segments (instance_id, pid, start_time_ms, host, agent_version, labels,
+            first_seen_ms, last_seen_ms, last_seq, heap_profiling, heap_profiling_reason, agent_stats)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10, ?11)",
+        params![
+            instance_id,
+            b.agent.pid,
+            b.agent.start_time_ms,
+            b.agent.host,
+            b.agent.agent_version,
+            labels,
+            received_ms,
+            b.seq as i64,
+            b.heap_profiling.enabled,
+            b.heap_profiling.reason,
+            stats
+        ],
+    )?;
+    Ok((tx.last_insert_rowid(), true))
+}
+
+/// One profile and its (stack, bytes, objects) rows; a replayed profile
+/// is already there and is skipped.
+fn insert_profile(
+    tx: &rusqlite::Transaction,
+    ids: &mut IdCache,
+    segment_id: i64,
+    p: &heaptide_wire::EncodedProfile,
+    decoded: &crate::ingest::DecodedProfile,
+) -> Result<()> {
+    let total_bytes: i64 = decoded.stacks.iter().map(|s| s.bytes).sum();
+    let total_objects: i64 = decoded.stacks.iter().map(|s| s.objects).sum();
+    let inserted = tx.execute(
+        "INSERT OR IGNORE INTO profiles (segment_id, ts_ms, sample_period, total_bytes, total_objects, pprof)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![segment_id, p.ts_ms, p.sample_period_bytes as i64, total_bytes, total_objects, decoded.raw],
+    )?;
+    if inserted == 0 {
+        return Ok(());
+    }
+    let profile_id = tx.last_insert_rowid();
+    // One row per distinct stack: pprof may repeat a stack.
+    let mut merged: HashMap<i64, (i64, i64)> = HashMap::new();
+    for s in &decoded.stacks {
+        let id = ids.stack_id(tx, &s.frames)?;
+        let e = merged.entry(id).or_default();
+        e.0 += s.bytes;
+        e.1 += s.objects;
+    }
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO profile_stacks (profile_id, stack_id, bytes, objects) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for (stack_id, (bytes, objects)) in merged {
+        stmt.execute(params![profile_id, stack_id, bytes, objects])?;
+    }
+    Ok(())
+}

@@ -1,0 +1,310 @@
+//! The dashboards' view models, built from the store and the same engine
+//! the CLI and the API use. `heaptide-ui` draws them; nothing here draws.
+
+use heaptide_ui::{
+    format, Chart, FindingView, InstanceSummary, InstanceView, PauseView, Series, Status, Unit,
+};
+use heaptide_wire::metric;
+
+use crate::detect::{self, Analysis, Finding, LeakVerdict, Resource};
+use crate::error::Result;
+use crate::query;
+use crate::select::{now_ms, Selector};
+use crate::store::Store;
+
+/// A leak reaching its limit within this long is "exhausting soon".
+const SOON_SECS: f64 = 86_400.0;
+const HOUR_MS: i64 = 3_600_000;
+
+fn points(store: &dyn Store, sel: &Selector, m: &str) -> Result<Vec<(i64, f64)>> {
+    Ok(store
+        .series(sel, m)?
+        .into_iter()
+        .map(|p| (p.ts_ms, p.value))
+        .collect())
+}
+
+fn analysis(store: &dyn Store, sel: &Selector) -> Result<Analysis> {
+    detect::analyze(store, sel, &detect::Options::default())
+}
+
+/// Every instance with its status over the last day, and sparklines of
+/// its last hour.
+pub fn overview(store: &dyn Store) -> Result<Vec<InstanceSummary>> {
+    let now = now_ms();
+    let mut rows = Vec::new();
+    for i in store.instances(None)? {
+        let day = Selector::all(now - 24 * HOUR_MS, now).for_instance(&i.service, &i.instance);
+        let a = analysis(store, &day)?;
+        let leaks: Vec<&Finding> = a
+            .findings
+            .iter()
+            .filter(|f| f.verdict == LeakVerdict::Leak)
+            .collect();
+        let exhaustion = leaks
+            .iter()
+            .filter_map(|f| Some((f.resource.name().to_owned(), f.time_to_exhaustion_seconds?)))
+            .min_by(|a, b| a.1.total_cmp(&b.1));
+        let status = if now - i.last_seen_ms > query::STALE_AFTER_MS {
+            Status::Stale
+        } else if exhaustion.as_ref().is_some_and(|e| e.1 < SOON_SECS) {
+            Status::ExhaustingSoon
+        } else if !leaks.is_empty() {
+            Status::Leaking
+        } else {
+            Status::Healthy
+        };
+        let hour = day.starting(now - HOUR_MS);
+        rows.push(InstanceSummary {
+            heap: points(store, &hour, metric::HEAP_ALLOCATED)?,
+            fds: points(store, &hour, metric::FDS)?,
+            service: i.service,
+            instance: i.instance,
+            status,
+            exhaustion,
+            last_seen_ms: i.last_seen_ms,
+        });
+    }
+    Ok(rows)
+}
+
+/// The instance page of one instance over `sel`'s window; `None` when the
+/// store has never heard of it.
+pub fn instance(store: &dyn Store, sel: &Selector) -> Result<Option<InstanceView>> {
+    let (service, inst) = (
+        sel.service.clone().unwrap_or_default(),
+        sel.instance.clone().unwrap_or_default(),
+    );
+    let segments = store.segments(&service, &inst)?;
+    if segments.is_empty() {
+        return Ok(None);
+    }
+    let analysis = analysis(store, sel)?;
+    let pause_events = store.pauses(sel)?;
+    let charts = charts(store, sel, &analysis, &pause_events)?;
+    Ok(Some(InstanceView {
+        service,
+        instance: inst,
+        from_ms: sel.from_ms,
+        to_ms: sel.to_ms,
+        restarts: segments.iter().skip(1).map(|s| s.start_time_ms).collect(),
+        charts,
+        pauses: pause_events
+            .into_iter()
+            .map(|p| PauseView {
+                start_ms: p.start_ms,
+                duration_ms: p.duration_ms,
+                source: p.source,
+                name: p.name,
+            })
+            .collect(),
+        findings: finding_views(&analysis),
+        profiles: store.profiles(sel)?.into_iter().map(|p| p.ts_ms).collect(),
+    }))
+}
+
+/// The series of `prefix.*` metrics with any value, largest last value
+/// first, at most `keep`.
+fn by_prefix(
+    store: &dyn Store,
+    sel: &Selector,
+    names: &[String],
+    prefix: &str,
+    keep: usize,
+) -> Result<Vec<Series>> {
+    let mut out: Vec<Series> = Vec::new();
+    for n in names
+        .iter()
+        .filter(|n| n.starts_with(prefix) && n.len() > prefix.len())
+    {
+        let s = Series {
+            name: n[prefix.len()..].to_owned(),
+            points: points(store, sel, n)?,
+        };
+        if s.points.iter().any(|p| p.1 > 0.0) {
+            out.push(s);
+        }
+    }
+    let last = |s: &Series| s.points.last().map_or(0.0, |p| p.1);
+    out.sort_by(|a, b| last(b).total_cmp(&last(a)));
+    out.truncate(keep);
+    Ok(out)
+}
+
+/// What the charts of one page share: the store, the window, the
+/// instance's metric names and the engine's findings.
+struct ChartSource<'a> {
+    store: &'a dyn Store,
+    sel: &'a Selector,
+    names: Vec<String>,
+    analysis: &'a Analysis,
+}
+
+impl ChartSource<'_> {
+    fn series(&self, label: &str, m: &str) -> Result<Series> {
+        Ok(Series {
+            name: label.to_owned(),
+            points: points(self.store, self.sel, m)?,
+        })
+    }
+
+    /// `total` of `m`, then its largest `prefix.*` parts.
+    fn with_parts(&self, m: &str, prefix: &str) -> Result<Vec<Series>> {
+        let mut out = vec![self.series("total", m)?];
+        out.extend(by_prefix(self.store, self.sel, &self.names, prefix, 5)?);
+        Ok(out)
+    }
+
+    /// A chart of `r`, with its limit (heap has none of its own) and the
+    /// projected path of its leak.
+    fn chart(&self, id: &str, title: &str, series: Vec<Series>, r: Option<Resource>) -> Chart {
+        let finding = r.and_then(|r| self.analysis.findings.iter().find(|f| f.resource == r));
+        Chart {
+            id: id.into(),
+            title: title.into(),
+            unit: r.map_or(Unit::Millis, Resource::unit),
+            series,
+            limit: finding
+                .filter(|f| f.resource != Resource::Heap)
+                .and_then(|f| Some((format!("limit ({})", f.limit_source?), f.limit?))),
+            projection: finding.and_then(|f| f.projection(self.sel.to_ms, self.sel.span_ms() / 4)),
+            events: Vec::new(),
+        }
+    }
+}
+
+fn charts(
+    store: &dyn Store,
+    sel: &Selector,
+    analysis: &Analysis,
+    pauses: &[crate::store::StoredPause],
+) -> Result<Vec<Chart>> {
+    let service = sel.service.as_deref().unwrap_or_default();
+    let names = store.metric_names(service, sel.instance.as_deref())?;
+    let c = ChartSource {
+        store,
+        sel,
+        names,
+        analysis,
+    };
+    let heap = vec![
+        c.series("allocated", metric::HEAP_ALLOCATED)?,
+        c.series("active", metric::HEAP_ACTIVE)?,
+        c.series("resident", metric::HEAP_RESIDENT)?,
+    ];
+    let sockets = by_prefix(store, sel, &c.names, metric::TCP_STATE_PREFIX, 6)?;
+    let mut pause = c.chart(
+        "pauses",
+        "pauses: p99 and max per interval, events as dots",
+        vec![
+            c.series("p99", metric::PAUSE_P99_MS)?,
+            c.series("max", metric::PAUSE_MAX_MS)?,
+        ],
+        None,
+    );
+    pause.events = pauses.iter().map(|p| (p.start_ms, p.duration_ms)).collect();
+    let mut sockets = c.chart(
+        "sockets",
+        "TCP sockets by state",
+        sockets,
+        Some(Resource::Sockets),
+    );
+    // Sockets are judged, but their chart shows states, not a limit.
+    (sockets.limit, sockets.projection) = (None, None);
+    Ok(vec![
+        c.chart("heap", "heap (jemalloc)", heap, Some(Resource::Heap)),
+        c.chart(
+            "rss",
+            "resident set size",
+            vec![c.series("rss", metric::RSS)?],
+            Some(Resource::Rss),
+        ),
+        c.chart(
+            "fds",
+            "file descriptors by kind",
+            c.with_parts(metric::FDS, metric::FDS_KIND_PREFIX)?,
+            Some(Resource::Fds),
+        ),
+        c.chart(
+            "threads",
+            "threads by name",
+            c.with_parts(metric::THREADS, metric::THREADS_NAME_PREFIX)?,
+            Some(Resource::Threads),
+        ),
+        sockets,
+        pause,
+    ])
+}
+
+fn finding_views(analysis: &Analysis) -> Vec<FindingView> {
+    analysis
+        .findings
+        .iter()
+        .filter(|f| f.verdict == LeakVerdict::Leak)
+        .map(|f| {
+            let rate = f
+                .slope_per_hour
+                .map(|s| format::rate_per_hour(f.unit, s))
+                .unwrap_or_default();
+            let tte = f
+                .time_to_exhaustion_seconds
+                .map(|t| format!(", exhausted in {}", format::duration(t)))
+                .unwrap_or_default();
+            FindingView {
+                resource: f.resource.name().to_owned(),
+                summary: format!(
+                    "{rate}{}, confidence {:.1}%{tte}",
+                    crate::report::detail(f),
+                    f.confidence.unwrap_or(0.0) * 100.0
+                ),
+                sites: f.sites.iter().map(|s| site_view(f, s)).collect(),
+            }
+        })
+        .collect()
+}
+
+/// A site's share and rate, then its frames from the code to look at.
+fn site_view(f: &Finding, s: &detect::Site) -> (String, Vec<String>) {
+    let head = format!(
+        "{:.0}% of the growth, {}",
+        s.share * 100.0,
+        format::rate_per_hour(f.unit, s.slope_per_hour)
+    );
+    let frames = s
+        .frames
+        .iter()
+        .enumerate()
+        .skip(s.app_frame.unwrap_or(0))
+        .take(6)
+        .map(|(k, name)| {
+            if Some(k) == s.app_frame {
+                format!(
+                    "{name}   <== {}",
+                    s.app_location.clone().unwrap_or_default()
+                )
+            } else {
+                name.clone()
+            }
+        })
+        .collect();
+    (head, frames)
+}
+
+/// Folded stacks of the profile nearest `at_ms`, with its time.
+pub fn folded(
+    store: &dyn Store,
+    service: &str,
+    instance: &str,
+    at_ms: i64,
+    objects: bool,
+) -> Result<Option<(i64, String)>> {
+    let Some(info) = store.profile_nearest(service, instance, at_ms)? else {
+        return Ok(None);
+    };
+    let value = if objects {
+        query::Value::Objects
+    } else {
+        query::Value::Bytes
+    };
+    Ok(Some((info.ts_ms, query::folded(store, info.id, value)?)))
+}

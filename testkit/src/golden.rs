@@ -1,0 +1,31 @@
+//! Golden files, as inferno keeps them: the output is compared with a file
+//! under the crate's `tests/golden/`, a mismatch fails with a unified diff,
+//! and `HEAPTIDE_BLESS=1` rewrites the file after a reviewed change.
+
+use std::path::Path;
+
+/// The variable that blesses a changed output.
+pub const BLESS: &str = "HEAPTIDE_BLESS";
+
+/// Compares `actual` with `<crate_dir>/tests/golden/<name>`; pass
+/// `env!("CARGO_MANIFEST_DIR")` as `crate_dir`.
+pub fn assert_golden(crate_dir: &str, name: &str, actual: &str) {
+    let path = Path::new(crate_dir).join("tests/golden").join(name);
+    if std::env::var_os(BLESS).is_some() {
+        std::fs::write(&path, actual)
+            .unwrap_or_else(|e| panic!("blessing {}: {e}", path.display()));
+        return;
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|_| panic!("{} is missing; bless it with {BLESS}=1", path.display()));
+    if expected != actual {
+        let diff = similar::TextDiff::from_lines(&expected, actual)
+            .unified_diff()
+            .context_radius(3)
+            .header("golden", "actual")
+            .to_string();
+        panic!(
+            "{name} differs from its golden file; if the change is intended, bless it with {BLESS}=1\n{diff}"
+        );
+    }
+}

@@ -1,0 +1,15 @@
+//! Test helpers shared by heaptide's crates, so that no crate's tests
+//! depend on another crate's test code:
+//!
+//! - [`process`]: workspace binaries started as real processes on
+//!   loopback, killed when dropped, and small HTTP helpers;
+//! - [`fixtures`]: wire batches with metric samples and real gzipped pprof
+//!   heap profiles;
+//! - [`golden`]: golden files, blessed with `HEAPTIDE_BLESS=1`, that show
+//!   a diff when they differ.
+
+pub mod fixtures;
+pub mod golden;
+pub mod process;
+
+pub use process::*;
