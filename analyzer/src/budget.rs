@@ -100,6 +100,9 @@ pub struct Budget {
     /// With `--baseline`: growth more than this fraction above the
     /// baseline's fails (default 0.25).
     pub baseline_margin: Option<f64>,
+    /// A restart during the judged run passes (default false: it fails,
+    /// naming the restart and what grew before it).
+    pub allow_restarts: Option<bool>,
 }
 
 impl Budget {
@@ -126,7 +129,8 @@ impl Budget {
             warmup,
             inconclusive,
             allow_sites,
-            baseline_margin
+            baseline_margin,
+            allow_restarts
         )
     }
 }

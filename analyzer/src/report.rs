@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-use crate::detect::{Analysis, Finding, LeakVerdict};
+use crate::detect::{Analysis, Finding, LeakVerdict, Severity};
 use heaptide_ui::format;
 
 /// A value in the finding's unit.
@@ -48,8 +48,23 @@ pub fn leaks_table(a: &Analysis, insufficient: &[Finding]) -> String {
         if leaks.len() == 1 { "" } else { "s" },
         window(a)
     );
-    for (i, f) in leaks.iter().enumerate() {
-        leak_lines(&mut out, i + 1, f);
+    // Grouped by severity, each group worst first (the engine's order).
+    let mut rank = 0;
+    for sev in [Severity::Critical, Severity::Warning, Severity::Info] {
+        let group: Vec<&&Finding> = leaks.iter().filter(|f| f.severity == Some(sev)).collect();
+        if group.is_empty() {
+            continue;
+        }
+        let _ = write!(
+            out,
+            "\n{}: {}\n",
+            sev.name().to_uppercase(),
+            severity_meaning(sev)
+        );
+        for f in group {
+            rank += 1;
+            leak_lines(&mut out, rank, f);
+        }
     }
     for f in insufficient {
         let _ = writeln!(
@@ -62,6 +77,14 @@ pub fn leaks_table(a: &Analysis, insufficient: &[Finding]) -> String {
         );
     }
     out
+}
+
+fn severity_meaning(s: Severity) -> &'static str {
+    match s {
+        Severity::Critical => "exhausted within a day",
+        Severity::Warning => "exhausted within a week",
+        Severity::Info => "growing, not exhausted within a week",
+    }
 }
 
 /// One leak of the `leaks` table: what grows, how fast, until when, and
@@ -203,6 +226,7 @@ mod tests {
             metric: "heap.allocated".into(),
             unit: heaptide_wire::Unit::Bytes,
             verdict: LeakVerdict::Leak,
+            severity: Some(crate::detect::Severity::Warning),
             reason: "grows steadily".into(),
             slope_per_hour: Some(123.4 * 1048576.0),
             slope_ci: Some([120.0 * 1048576.0, 126.0 * 1048576.0]),

@@ -10,9 +10,12 @@
 //! the reference this follows), and each routine is a few dozen lines over
 //! at most a few hundred points. The normal distribution comes from `libm`.
 
+mod bucket;
 pub mod growth;
+pub mod segment;
+mod staircase;
 
-pub use growth::{fit_growth, GrowthFit, RecipeOptions};
+pub use growth::{buckets, fit_floors, fit_growth, Bucket, GrowthFit, RecipeOptions, Shape};
 
 /// A point of a series: time in hours, value in the resource's unit.
 pub type Pt = (f64, f64);

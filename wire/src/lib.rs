@@ -143,6 +143,8 @@ pub enum Unit {
     Sockets,
     /// Milliseconds of a pause.
     Millis,
+    /// Process restarts.
+    Restarts,
 }
 
 impl Unit {
@@ -154,6 +156,7 @@ impl Unit {
             Unit::Threads => "threads",
             Unit::Sockets => "sockets",
             Unit::Millis => "ms",
+            Unit::Restarts => "restarts",
         }
     }
 }

@@ -30,7 +30,7 @@ pub struct Scenario {
     /// When the leak began (leaks only).
     pub leak_start_h: f64,
     pub limit: f64,
-    generate: fn(&mut Gen) -> Generated,
+    pub generate: fn(&mut Gen) -> Generated,
 }
 
 /// One run of a scenario.
@@ -42,8 +42,13 @@ pub struct Generated {
     /// stack leaks, if any.
     pub sites: HashMap<i64, Vec<Pt>>,
     pub leaking_site: Option<i64>,
+    /// The site that grows in site scenarios: the leak, or a filling cache
+    /// that must not be named.
+    pub special_site: Option<i64>,
     /// Restarts before exhaustion make time to exhaustion meaningless.
     pub exhaustion_defined: bool,
+    /// Healthy peers of the same service, each split at restarts.
+    pub peers: Vec<Vec<Vec<Pt>>>,
 }
 
 impl Generated {
@@ -115,12 +120,17 @@ impl Gen {
     }
 }
 
-const MIB: f64 = 1024.0 * 1024.0;
+pub const MIB: f64 = 1024.0 * 1024.0;
 const PER_H: usize = 60;
 const PERIOD: f64 = 524_288.0;
 
 /// One segment of `hours` from `start`, with `f(t since start, gen)`.
-fn run(start: f64, hours: f64, g: &mut Gen, mut f: impl FnMut(f64, &mut Gen) -> f64) -> Vec<Pt> {
+pub fn run(
+    start: f64,
+    hours: f64,
+    g: &mut Gen,
+    mut f: impl FnMut(f64, &mut Gen) -> f64,
+) -> Vec<Pt> {
     let n = (hours * PER_H as f64) as usize;
     (0..n)
         .map(|i| {
@@ -130,12 +140,14 @@ fn run(start: f64, hours: f64, g: &mut Gen, mut f: impl FnMut(f64, &mut Gen) -> 
         .collect()
 }
 
-fn single(segment: Vec<Pt>) -> Generated {
+pub fn single(segment: Vec<Pt>) -> Generated {
     Generated {
         segments: vec![segment],
         sites: HashMap::new(),
         leaking_site: None,
+        special_site: None,
         exhaustion_defined: true,
+        peers: Vec::new(),
     }
 }
 
@@ -155,7 +167,9 @@ fn restarting(
         segments,
         sites: HashMap::new(),
         leaking_site: None,
+        special_site: None,
         exhaustion_defined: false,
+        peers: Vec::new(),
     }
 }
 
@@ -198,18 +212,22 @@ fn sites(g: &mut Gen, hours: f64, special: impl Fn(f64) -> f64, leak: bool) -> G
         segments: vec![resource],
         sites,
         leaking_site: leak.then_some(special_id),
+        special_site: Some(special_id),
         exhaustion_defined: true,
+        peers: Vec::new(),
     }
 }
 
-const GIB: f64 = 1024.0 * MIB;
+pub const GIB: f64 = 1024.0 * MIB;
 
 /// Every scenario of the suite.
 pub fn all() -> Vec<Scenario> {
     let mut all = leaks_steady();
     all.extend(leaks_irregular());
+    all.extend(crate::shapes::leaks());
     all.extend(healthy_shapes());
     all.extend(healthy_sites());
+    all.extend(crate::shapes::healthy());
     all
 }
 

@@ -47,7 +47,9 @@ pub(super) fn instance(
     baseline: Option<&Baseline>,
 ) -> Result<InstanceResult> {
     let warmup_ms = budget.warmup.map_or(0, |w| crate::select::ms(w.0));
-    let requests = latest_lifetime(store, sel, metric::REQUESTS, warmup_ms)?;
+    let requests = lifetimes(store, sel, metric::REQUESTS, warmup_ms)?
+        .pop()
+        .unwrap_or_default();
     let mut cx = Context {
         store,
         sel,
@@ -62,12 +64,14 @@ pub(super) fn instance(
         let Some(limit) = (rule.get)(budget) else {
             continue;
         };
-        let pts = latest_lifetime(store, sel, rule.metric, warmup_ms)?;
-        let item = growth_item(&mut cx, rule, &pts, limit)?;
+        let item = worst_lifetime(&mut cx, rule, warmup_ms, limit)?;
         heap_failed |= !item.passed && rule.metric == metric::HEAP_ALLOCATED;
         items.push(item);
     }
     items.extend(ceilings(store, sel, budget)?);
+    if let Some(item) = restarts(store, sel, budget, warmup_ms)? {
+        items.push(item);
+    }
     // A failing heap budget names the sites that grow.
     let sites = if heap_failed {
         cx.sites()?.to_vec()
@@ -82,24 +86,131 @@ pub(super) fn instance(
     })
 }
 
-/// Points, in hours, of the latest process lifetime after the warm-up.
-fn latest_lifetime(
+/// Points, in hours, of each process lifetime in the window after its
+/// warm-up, oldest first.
+fn lifetimes(
     store: &dyn Store,
     sel: &Selector,
     metric: &str,
     warmup_ms: i64,
-) -> Result<Vec<Pt>> {
-    let pts = store.series(sel, metric)?;
-    let Some(last) = pts.last().map(|p| p.segment) else {
-        return Ok(Vec::new());
-    };
-    let seg: Vec<_> = pts.into_iter().filter(|p| p.segment == last).collect();
-    let start = seg.first().map_or(0, |p| p.ts_ms) + warmup_ms;
-    Ok(seg
+) -> Result<Vec<Vec<Pt>>> {
+    let mut out: Vec<(i64, i64, Vec<Pt>)> = Vec::new();
+    for p in store.series(sel, metric)? {
+        match out.last_mut() {
+            Some((seg, start, pts)) if *seg == p.segment => {
+                if p.ts_ms >= *start + warmup_ms {
+                    pts.push((detect::to_h(p.ts_ms), p.min));
+                }
+            }
+            _ => {
+                let first = (warmup_ms <= 0).then(|| (detect::to_h(p.ts_ms), p.min));
+                out.push((p.segment, p.ts_ms, first.into_iter().collect()));
+            }
+        }
+    }
+    out.sort_by_key(|(_, start, _)| *start);
+    Ok(out.into_iter().map(|(_, _, pts)| pts).collect())
+}
+
+/// The budget line of the lifetime that fares worst; with one lifetime,
+/// its own.
+fn worst_lifetime(cx: &mut Context, rule: &GrowthRule, warmup_ms: i64, limit: f64) -> Result<Item> {
+    let lives = lifetimes(cx.store, cx.sel, rule.metric, warmup_ms)?;
+    let judged: Vec<&Vec<Pt>> = lives.iter().filter(|l| l.len() >= MIN_POINTS).collect();
+    let n = judged.len();
+    if n <= 1 {
+        let latest = judged.last().copied().or(lives.last());
+        return growth_item(cx, rule, latest.map_or(&[][..], |v| v.as_slice()), limit);
+    }
+    let mut worst: Option<(usize, Item)> = None;
+    for (k, pts) in judged.iter().enumerate() {
+        let item = growth_item(cx, rule, pts, limit)?;
+        let badness = |i: &Item| {
+            (
+                u8::from(!i.passed),
+                u8::from(i.verdict != BudgetVerdict::Pass),
+            )
+        };
+        if worst
+            .as_ref()
+            .is_none_or(|(_, w)| badness(&item) >= badness(w))
+        {
+            worst = Some((k, item));
+        }
+    }
+    let (k, mut item) = worst.expect("two or more lifetimes were judged");
+    item.message = format!("{} (process lifetime {} of {n})", item.message, k + 1);
+    Ok(item)
+}
+
+/// A restart in the window fails the run unless the budget allows it,
+/// naming when it happened and what grew before it.
+fn restarts(store: &dyn Store, sel: &Selector, b: &Budget, warmup_ms: i64) -> Result<Option<Item>> {
+    let (service, instance) = (
+        sel.service.as_deref().unwrap_or_default(),
+        sel.instance.as_deref().unwrap_or_default(),
+    );
+    let segments: Vec<_> = store
+        .segments(service, instance)?
         .into_iter()
-        .filter(|p| p.ts_ms >= start)
-        .map(|p| (detect::to_h(p.ts_ms), p.min))
-        .collect())
+        .filter(|s| s.last_seen_ms >= sel.from_ms && s.first_seen_ms <= sel.to_ms)
+        .collect();
+    if segments.len() < 2 {
+        return Ok(None);
+    }
+    let allowed = b.allow_restarts.unwrap_or(false);
+    let (before, after) = (&segments[segments.len() - 2], &segments[segments.len() - 1]);
+    let mut grew = Vec::new();
+    for rule in GROWTH.iter().filter(|r| r.measure.per == Per::Hour) {
+        let lives = lifetimes(store, sel, rule.metric, warmup_ms)?;
+        let Some(fit) = lives
+            .get(lives.len().saturating_sub(2))
+            .and_then(|l| rate(l))
+        else {
+            continue;
+        };
+        if lives.len() >= 2 && fit.is_growing(1e-3) {
+            grew.push(format!(
+                "{} {}",
+                rule.metric,
+                format::rate_per_hour(rule.measure.unit, fit.trend.slope)
+            ));
+        }
+    }
+    let grew = if grew.is_empty() {
+        "nothing grew measurably before it".to_owned()
+    } else {
+        format!("before it: {}", grew.join(", "))
+    };
+    let n = (segments.len() - 1) as f64;
+    Ok(Some(Item {
+        name: "restarts".into(),
+        verdict: if allowed {
+            BudgetVerdict::Pass
+        } else {
+            BudgetVerdict::Fail
+        },
+        passed: allowed,
+        unit: Measure {
+            unit: Unit::Restarts,
+            per: Per::Level,
+        },
+        budget: 0.0,
+        measured: n,
+        interval: None,
+        message: format!(
+            "restarted at {} (pid {} -> {}); {grew}{}",
+            format::clock(after.start_time_ms),
+            before.pid,
+            after.pid,
+            if allowed {
+                "; allowed by allow_restarts"
+            } else {
+                ""
+            }
+        ),
+        more_seconds_needed: None,
+    }))
 }
 
 /// The growth recipe at the budget's 95% interval.

@@ -60,8 +60,9 @@ impl Analysis {
         })
     }
 
-    /// Runs the engine. An empty store, or one without the service, is an
-    /// error that names what was asked for.
+    /// Runs the engine. A store with no data yet (or none for the service)
+    /// is not an error, so that a cron job's JSON stays parseable: it gives
+    /// no findings, and a note on stderr names what was asked for.
     pub fn analyze(&self) -> anyhow::Result<heaptide_analyzer::detect::Analysis> {
         use heaptide_analyzer::detect;
         let store = self.store.open_existing()?;
@@ -72,8 +73,8 @@ impl Analysis {
                 .as_ref()
                 .map(|s| format!("service {s:?}"))
                 .unwrap_or_else(|| "any service".into());
-            anyhow::bail!(
-                "no data for {what} in {} (is an agent sending to it?)",
+            eprintln!(
+                "analyzer: no data for {what} in {} yet (is an agent sending to it?)",
                 self.store.path().display()
             );
         }

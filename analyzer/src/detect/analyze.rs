@@ -5,8 +5,8 @@ use std::collections::HashMap;
 
 use super::stats::Pt;
 use super::{
-    assess, growing_sites, time_to_exhaustion, Analysis, Assessment, Finding, LeakVerdict, Options,
-    Resource,
+    assess, growing_sites, runway, Analysis, Assessment, Finding, LeakVerdict, Options, Resource,
+    Severity,
 };
 use crate::error::Result;
 use crate::select::Selector;
@@ -115,6 +115,7 @@ fn judge(
         metric: r.metric().to_owned(),
         unit: r.unit(),
         verdict: a.verdict,
+        severity: None,
         reason: a.reason.clone(),
         slope_per_hour: a.fit.map(|g| g.trend.slope),
         slope_ci: a.fit.map(|g| [g.trend.lo, g.trend.hi]),
@@ -130,13 +131,18 @@ fn judge(
         instances: 0,
         sites: Vec::new(),
     };
-    if let Some((mid, lo, hi)) = limit.and_then(|l| time_to_exhaustion(&a, l)) {
+    let room = match limit {
+        Some(l) => Some(room(store, sel, r, l)?),
+        None => None,
+    };
+    if let Some((mid, lo, hi)) = room.and_then(|(l, peak)| runway(&a, l, peak)) {
         f.time_to_exhaustion_seconds = Some(mid * 3600.0);
         f.time_to_exhaustion_bounds_seconds = Some([lo * 3600.0, hi * 3600.0]);
     }
     if a.verdict != LeakVerdict::Leak {
         return Ok(f);
     }
+    f.severity = Some(Severity::of(f.time_to_exhaustion_seconds));
     if let Some((prefix, key)) = r.detail_prefix() {
         let mut best: Option<(f64, String)> = None;
         for name in names
@@ -167,6 +173,37 @@ fn judge(
         )?;
     }
     Ok(f)
+}
+
+/// The limit a resource's growth really has left, and its recent peak:
+/// heap runs out when allocated bytes reach the limit less everything in
+/// memory that is not heap (RSS, or the cgroup's `memory.current`, less
+/// allocated); RSS from its peaks of the last hour, not its floor.
+fn room(store: &dyn Store, sel: &Selector, r: Resource, limit: f64) -> Result<(f64, f64)> {
+    let recent = sel.starting(sel.to_ms - 3_600_000);
+    match r {
+        Resource::Heap => {
+            let memory = match latest(store, sel, metric::CGROUP_MEMORY_CURRENT)? {
+                Some(m) => Some(m),
+                None => latest(store, sel, metric::RSS)?,
+            };
+            let heap = latest(store, sel, metric::HEAP_ALLOCATED)?;
+            let other = match (memory, heap) {
+                (Some(m), Some(h)) => (m - h).max(0.0),
+                _ => 0.0,
+            };
+            Ok((limit - other, f64::NEG_INFINITY))
+        }
+        Resource::Rss => {
+            let peak = store
+                .series(&recent, metric::RSS)?
+                .iter()
+                .map(|p| p.max)
+                .fold(f64::NEG_INFINITY, f64::max);
+            Ok((limit, peak))
+        }
+        _ => Ok((limit, f64::NEG_INFINITY)),
+    }
 }
 
 fn limit_of(

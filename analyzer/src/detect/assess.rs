@@ -6,7 +6,9 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::stats::{envelope, fit_growth, median, trend, GrowthFit, Pt, RecipeOptions, Summary};
+use super::stats::{
+    envelope, fit_growth, median, trend, GrowthFit, Pt, RecipeOptions, Shape, Summary,
+};
 
 /// Tuning of the engine. The defaults are what `docs/detection.md` measured.
 #[derive(Debug, Clone)]
@@ -123,14 +125,16 @@ pub fn assess(segments: &[Vec<Pt>], opts: &Options) -> Assessment {
         reason: "no significant growth".into(),
         fit: Some(*last),
         started_ms: None,
-        current_floor: Some(last.current_floor()),
+        current_floor: Some(last.current_floor),
         segments_growing: growing.len(),
         segments_judged: judged.len(),
     };
     if last_is_judged && last.is_growing(opts.alpha) {
         a.verdict = LeakVerdict::Leak;
         a.started_ms = Some(hours_to_ms(last.regime_start));
-        a.reason = if growing.len() > 1 {
+        a.reason = if let Shape::Staircase { steps } = last.shape {
+            format!("grows in steps: {steps} steps up and none down")
+        } else if growing.len() > 1 {
             format!(
                 "grows steadily, in {} of {} process lifetimes",
                 growing.len(),
@@ -173,14 +177,21 @@ fn median_fit(growing: &[&GrowthFit]) -> GrowthFit {
     fit
 }
 
-/// Time to exhaustion in hours, with bounds, for detected growth.
+/// Time to exhaustion in hours, with bounds, for detected growth: when
+/// the peaks (the floor now plus how far peaks rise above it) reach
+/// `limit`, at the judged rate and at the ends of its interval.
 pub fn time_to_exhaustion(a: &Assessment, limit: f64) -> Option<(f64, f64, f64)> {
+    runway(a, limit, f64::NEG_INFINITY)
+}
+
+/// Like [`time_to_exhaustion`], with the peak at least `recent_peak`.
+pub fn runway(a: &Assessment, limit: f64, recent_peak: f64) -> Option<(f64, f64, f64)> {
     if a.verdict != LeakVerdict::Leak {
         return None;
     }
     let fit = a.fit?;
     let t = fit.trend;
-    let peak = a.current_floor? + fit.headroom;
+    let peak = (a.current_floor? + fit.headroom).max(recent_peak);
     let room = (limit - peak).max(0.0);
     Some((
         room / t.slope,

@@ -36,6 +36,41 @@ impl Site {
     }
 }
 
+/// How urgent a leak is, from its time to exhaustion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// Exhausted within a day.
+    Critical,
+    /// Exhausted within a week.
+    Warning,
+    /// Significant growth that will not exhaust within a week, or has no
+    /// known limit.
+    Info,
+}
+
+impl Severity {
+    pub const CRITICAL_WITHIN_SECONDS: f64 = 86_400.0;
+    pub const WARNING_WITHIN_SECONDS: f64 = 7.0 * 86_400.0;
+
+    /// The severity of a leak that runs out in `tte_seconds`, if known.
+    pub fn of(tte_seconds: Option<f64>) -> Severity {
+        match tte_seconds {
+            Some(t) if t < Self::CRITICAL_WITHIN_SECONDS => Severity::Critical,
+            Some(t) if t < Self::WARNING_WITHIN_SECONDS => Severity::Warning,
+            _ => Severity::Info,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Severity::Critical => "critical",
+            Severity::Warning => "warning",
+            Severity::Info => "info",
+        }
+    }
+}
+
 /// The judgement of one resource of one instance, as `leaks` and `predict`
 /// print it (`docs/cli.md`).
 #[derive(Debug, Clone, Serialize)]
@@ -46,6 +81,8 @@ pub struct Finding {
     pub metric: String,
     pub unit: Unit,
     pub verdict: LeakVerdict,
+    /// For leaks: how urgent, from the time to exhaustion.
+    pub severity: Option<Severity>,
     pub reason: String,
     pub slope_per_hour: Option<f64>,
     pub slope_ci: Option<[f64; 2]>,

@@ -26,9 +26,9 @@ pub use heaptide_stats as stats;
 pub use analyze::analyze;
 pub(crate) use analyze::to_h;
 pub use assess::{
-    assess, assess_sites, time_to_exhaustion, Assessment, LeakVerdict, Options, SiteGrowth,
+    assess, assess_sites, runway, time_to_exhaustion, Assessment, LeakVerdict, Options, SiteGrowth,
 };
-pub use finding::{Analysis, Finding, Site};
+pub use finding::{Analysis, Finding, Severity, Site};
 pub use resource::Resource;
 pub use sites::growing_sites;
 

@@ -28,14 +28,16 @@
 //! The test crate needs jemalloc as its global allocator
 //! (`heaptide_agent::global_allocator!()` at its root).
 
-use std::fmt;
+mod message;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, Once};
 
 use heaptide_stats::{fit_growth, Pt, RecipeOptions};
 
 use crate::jemalloc;
-use crate::symbolize::Symbolizer;
+use message::leak_message;
+pub use message::GrowingSite;
 
 /// Two-sided 99.9% normal quantile: a clean closure fails about once in a
 /// thousand runs at most, and the autocorrelation correction widens it.
@@ -44,6 +46,10 @@ const Z: f64 = 3.29;
 /// Mean bytes between heap samples while checks run: fine enough to see
 /// small leaks' sites in the failure message.
 const CHECK_SAMPLE_PERIOD: u64 = 4096;
+
+/// An undecided check runs on, doubling its iterations, up to this many
+/// times the iterations asked for.
+const MAX_ROUNDS_FACTOR: usize = 16;
 
 /// fd and thread counts are process-wide, so the checks that budget them
 /// take turns.
@@ -91,12 +97,25 @@ impl Growth {
         self.lo > self.budget && self.excess > 4.0 * self.noise
     }
 
+    /// The run has decided: over budget, or even the upper end of the
+    /// interval keeps within the budget or within the readings' wobble
+    /// over the whole run. Otherwise more iterations would tell.
+    fn decided(&self, iterations: usize) -> bool {
+        self.exceeded()
+            || self.hi <= self.budget
+            || (self.hi - self.budget) * iterations as f64 <= 4.0 * self.noise
+    }
+
     /// The workspace's growth recipe over (iteration, reading) points; the
     /// iteration is not a clock, so no daily cycle is looked for.
     fn fit(pts: &[Pt], budget: f64) -> Growth {
         let recipe = RecipeOptions {
             z: Z,
             daily_cycle: false,
+            min_steps: 3,
+            // The closure does the same thing every time: the whole run
+            // is one regime.
+            regimes: false,
         };
         let Some(g) = fit_growth(pts, &recipe) else {
             return Growth {
@@ -117,14 +136,6 @@ impl Growth {
             excess: (g.trend.slope - budget) * g.span(),
         }
     }
-}
-
-/// A growing allocation site, for the failure message.
-#[derive(Debug, Clone)]
-pub struct GrowingSite {
-    pub bytes: i64,
-    /// `function (file:line)`, leaf first, without allocator frames.
-    pub frames: Vec<String>,
 }
 
 /// Why a check failed.
@@ -232,33 +243,7 @@ impl LeakCheck {
         } else {
             None
         };
-        let base = jemalloc::thread_counters().unwrap_or_default();
-        let (fd0, th0) = (count_dir("/proc/self/fd"), count_dir("/proc/self/task"));
-        let mut heap: Vec<Pt> = Vec::with_capacity(self.iterations);
-        // Allocated up front: growth of these buffers must not count.
-        let mut fds: Vec<Pt> = Vec::with_capacity(self.iterations);
-        let mut threads: Vec<Pt> = Vec::with_capacity(self.iterations);
-        for i in 0..self.iterations {
-            f();
-            let c = jemalloc::thread_counters().unwrap_or_default();
-            let held =
-                (c.allocated - base.allocated) as f64 - (c.deallocated - base.deallocated) as f64;
-            heap.push((i as f64, held));
-            if self.fds.is_some() {
-                fds.push((i as f64, count_dir("/proc/self/fd") - fd0));
-            }
-            if self.threads.is_some() {
-                threads.push((i as f64, count_dir("/proc/self/task") - th0));
-            }
-        }
-        let growth = Growth::fit;
-        let report = LeakReport {
-            name: self.name.clone(),
-            iterations: self.iterations,
-            bytes_per_iter: growth(&heap, self.bytes),
-            fds_per_iter: self.fds.map(|b| growth(&fds, b)),
-            threads_per_iter: self.threads.map(|b| growth(&threads, b)),
-        };
+        let report = self.measure(&mut f);
         let failed = report.bytes_per_iter.exceeded()
             || report.fds_per_iter.is_some_and(|g| g.exceeded())
             || report.threads_per_iter.is_some_and(|g| g.exceeded());
@@ -266,13 +251,61 @@ impl LeakCheck {
             return Ok(report);
         }
         let sites = match (before, named) {
-            (Some(before), true) => growing_sites(&before, &tag),
+            (Some(before), true) => {
+                let grew = report.bytes_per_iter.slope * report.iterations as f64;
+                message::growing_sites(&before, &tag, grew)
+            }
             _ => Vec::new(),
         };
         Err(LeakCheckError::Leak {
             report: Box::new(report),
             sites,
         })
+    }
+}
+
+impl LeakCheck {
+    /// Runs the closure, reading the heap (and fds and threads) after each
+    /// iteration, until the answer is decided or the bound is reached.
+    fn measure(&self, f: &mut impl FnMut()) -> LeakReport {
+        let max = self.iterations * MAX_ROUNDS_FACTOR;
+        let base = jemalloc::thread_counters().unwrap_or_default();
+        let (fd0, th0) = (count_dir("/proc/self/fd"), count_dir("/proc/self/task"));
+        // Allocated up front: growth of these buffers must not count.
+        let mut heap: Vec<Pt> = Vec::with_capacity(max);
+        let mut fds: Vec<Pt> = Vec::with_capacity(if self.fds.is_some() { max } else { 0 });
+        let mut threads: Vec<Pt> = Vec::with_capacity(if self.threads.is_some() { max } else { 0 });
+        let mut target = self.iterations;
+        loop {
+            for i in heap.len()..target {
+                f();
+                let c = jemalloc::thread_counters().unwrap_or_default();
+                let held = (c.allocated - base.allocated) as f64
+                    - (c.deallocated - base.deallocated) as f64;
+                heap.push((i as f64, held));
+                if self.fds.is_some() {
+                    fds.push((i as f64, count_dir("/proc/self/fd") - fd0));
+                }
+                if self.threads.is_some() {
+                    threads.push((i as f64, count_dir("/proc/self/task") - th0));
+                }
+            }
+            let report = LeakReport {
+                name: self.name.clone(),
+                iterations: heap.len(),
+                bytes_per_iter: Growth::fit(&heap, self.bytes),
+                fds_per_iter: self.fds.map(|b| Growth::fit(&fds, b)),
+                threads_per_iter: self.threads.map(|b| Growth::fit(&threads, b)),
+            };
+            let n = report.iterations;
+            let decided = report.bytes_per_iter.decided(n)
+                && report.fds_per_iter.is_none_or(|g| g.decided(n))
+                && report.threads_per_iter.is_none_or(|g| g.decided(n));
+            if decided || target >= max {
+                return report;
+            }
+            target = (target * 2).min(max);
+        }
     }
 }
 
@@ -296,92 +329,4 @@ fn prepare_profiling() -> bool {
         }
     });
     ON.load(Ordering::Relaxed)
-}
-
-fn growing_sites(before: &(u64, Vec<jemalloc::RawStack>), tag: &str) -> Vec<GrowingSite> {
-    let Ok(after) = jemalloc::dump_for(Some(tag)) else {
-        return Vec::new();
-    };
-    let mut delta: std::collections::HashMap<&[u64], i64> = std::collections::HashMap::new();
-    for s in &after.1 {
-        *delta.entry(&s.addrs).or_default() += s.bytes as i64;
-    }
-    for s in &before.1 {
-        *delta.entry(&s.addrs).or_default() -= s.bytes as i64;
-    }
-    let mut grown: Vec<(&[u64], i64)> = delta.into_iter().filter(|(_, b)| *b > 0).collect();
-    grown.sort_by_key(|g| std::cmp::Reverse(g.1));
-    grown.truncate(5);
-    let mut symbols = Symbolizer::new(4096, true);
-    symbols.prepare(grown.iter().flat_map(|(a, _)| a.iter().copied()));
-    grown
-        .into_iter()
-        .map(|(addrs, bytes)| GrowingSite {
-            bytes,
-            frames: symbols
-                .stack(addrs)
-                .into_iter()
-                .filter(|f| !heaptide_wire::pprof::is_runtime_frame(&f.function))
-                .take(8)
-                .map(|f| {
-                    if f.file.is_empty() {
-                        f.function
-                    } else {
-                        format!("{} ({}:{})", f.function, f.file, f.line)
-                    }
-                })
-                .collect(),
-        })
-        .collect()
-}
-
-fn human_bytes(b: f64) -> String {
-    if b.abs() >= 1024.0 * 1024.0 {
-        format!("{:.1} MiB", b / 1048576.0)
-    } else if b.abs() >= 1024.0 {
-        format!("{:.1} KiB", b / 1024.0)
-    } else {
-        format!("{b:.0} B")
-    }
-}
-
-fn leak_message(r: &LeakReport, sites: &[GrowingSite]) -> String {
-    let mut m = format!(
-        "heaptide leak check {:?} failed over {} iterations:",
-        r.name, r.iterations
-    );
-    let line = |m: &mut String, what: &str, g: &Growth, fmt: &dyn Fn(f64) -> String| {
-        use fmt::Write;
-        let verdict = if g.exceeded() { "over budget" } else { "ok" };
-        let _ = write!(
-            m,
-            "\n  {what}: {} per iteration ({} to {}, 99.9%), budget {}: {verdict}",
-            fmt(g.slope),
-            fmt(g.lo),
-            fmt(g.hi),
-            fmt(g.budget)
-        );
-    };
-    line(&mut m, "heap", &r.bytes_per_iter, &human_bytes);
-    let count = |v: f64| format!("{v:.2}");
-    if let Some(g) = &r.fds_per_iter {
-        line(&mut m, "fds", g, &count);
-    }
-    if let Some(g) = &r.threads_per_iter {
-        line(&mut m, "threads", g, &count);
-    }
-    if r.bytes_per_iter.exceeded() {
-        if sites.is_empty() {
-            m.push_str("\n  no growing allocation site was sampled (heap profiling is off or the leak is small)");
-        } else {
-            m.push_str("\n  growing allocation sites (heap profile diff across the run):");
-            for (i, s) in sites.iter().enumerate() {
-                m.push_str(&format!("\n  {}. +{}", i + 1, human_bytes(s.bytes as f64)));
-                for (j, f) in s.frames.iter().enumerate() {
-                    m.push_str(&format!("\n       {}{f}", if j == 0 { "" } else { "<- " }));
-                }
-            }
-        }
-    }
-    m
 }
