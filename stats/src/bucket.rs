@@ -9,6 +9,8 @@ use crate::Pt;
 pub struct Bucket {
     /// The bucket's middle.
     pub t: f64,
+    /// Its first point's time.
+    pub start: f64,
     pub min: f64,
     pub max: f64,
 }
@@ -37,6 +39,7 @@ pub fn buckets(pts: &[Pt], n: usize) -> Vec<Bucket> {
                     k,
                     Bucket {
                         t: mid,
+                        start: t,
                         min: v,
                         max: v,
                     },

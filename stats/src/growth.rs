@@ -25,7 +25,7 @@ pub use crate::bucket::{buckets, Bucket};
 use crate::bucket::{diff_sigma, lag1, residuals};
 use crate::segment::{segments, Piece};
 use crate::staircase::{levels, staircase, steps};
-use crate::{mad_sigma, remove_daily_cycle, trend_with_z, Pt, Trend};
+use crate::{mad_sigma, normal_cdf, remove_daily_cycle, trend_with_z, Pt, Trend};
 
 /// How the recipe is applied to one kind of series.
 #[derive(Debug, Clone, Copy)]
@@ -126,6 +126,7 @@ pub fn fit_floors(b: &[Bucket], opts: &RecipeOptions) -> Option<GrowthFit> {
         return None;
     }
     let mut floors: Vec<Pt> = b.iter().map(|x| (x.t, x.min)).collect();
+    let starts: Vec<f64> = b.iter().map(|x| x.start).collect();
     let mut peaks: Vec<Pt> = b.iter().map(|x| (x.t, x.max)).collect();
     if opts.daily_cycle {
         if let Some(flat) = remove_daily_cycle(&floors) {
@@ -138,36 +139,19 @@ pub fn fit_floors(b: &[Bucket], opts: &RecipeOptions) -> Option<GrowthFit> {
     let m = floors.len();
     let scale = floors.iter().map(|p| p.1.abs()).fold(0.0, f64::max) + 1.0;
     // Counts (fds, threads) are whole numbers whose floors are often
-    // exactly flat: their noise is at least half their quantum, so that a
-    // one-off floor of one more is noise and not a piece or a step.
-    let quantum = floors
-        .windows(2)
-        .map(|w| (w[1].1 - w[0].1).abs())
-        .filter(|d| *d > 1e-9 * scale)
-        .fold(f64::INFINITY, f64::min);
-    let floor_noise = if quantum.is_finite() {
-        quantum / 2.0
-    } else {
-        0.0
-    }
-    .max(1e-9 * scale);
+    // exactly flat: their noise is at least half of one, so that a one-off
+    // floor of one more is noise and not a piece or a step.
+    let whole = floors.iter().all(|p| (p.1 - p.1.round()).abs() < 1e-9);
+    let floor_noise = if whole { 0.5f64 } else { 0.0 }.max(1e-9 * scale);
     let sigma = diff_sigma(&floors).max(floor_noise);
     let min_len = MIN_PIECE.max(m / 16);
     let penalty = PIECE_PENALTY * sigma * sigma * (m as f64).ln();
-    let mut pieces = segments(&floors, min_len, penalty);
-    // Floors that wander (autocorrelated noise) fit many short pieces;
-    // the residuals' lag-1 autocorrelation says how much more a piece
-    // must explain before it counts (the variance of a mean of AR(1)
-    // noise grows by (1 + rho) / (1 - rho)).
-    let rho = lag1(&residuals(&floors, &pieces)).clamp(0.0, 0.9);
-    if rho > 0.1 {
-        pieces = segments(&floors, min_len, penalty * (1.0 + rho) / (1.0 - rho));
-    }
+    let pieces = segments(&floors, min_len, penalty);
     let noise = mad_sigma(&residuals(&floors, &pieces)).max(floor_noise);
     let levels = levels(&floors, &pieces);
     let steps = steps(&levels, noise);
-    let fit = staircase(&floors, &pieces, &levels, &steps, noise, opts)
-        .or_else(|| steady(&floors, &pieces, noise, opts))?;
+    let fit = staircase(&floors, &starts, &pieces, &levels, &steps, noise, opts)
+        .or_else(|| steady(&floors, &starts, &pieces, noise, opts))?;
     Some(GrowthFit {
         headroom: headroom(&peaks, &fit),
         noise,
@@ -175,18 +159,25 @@ pub fn fit_floors(b: &[Bucket], opts: &RecipeOptions) -> Option<GrowthFit> {
     })
 }
 
-/// The start of the bucket at `i`: half a bucket before its middle.
-pub(crate) fn regime_start(floors: &[Pt], i: usize) -> f64 {
-    let half = floors.get(i + 1).map_or(0.0, |p| p.0 - floors[i].0) / 2.0;
-    floors[i].0 - half
-}
-
 /// The current regime, the last piece, judged by its robust trend.
-fn steady(floors: &[Pt], pieces: &[Piece], noise: f64, opts: &RecipeOptions) -> Option<GrowthFit> {
+fn steady(
+    floors: &[Pt],
+    starts: &[f64],
+    pieces: &[Piece],
+    noise: f64,
+    opts: &RecipeOptions,
+) -> Option<GrowthFit> {
     let last = pieces.last()?;
     let start = if opts.regimes { last.start } else { 0 };
     let regime = &floors[start..];
-    let t = trend_with_z(regime, opts.z)?;
+    let mut t = trend_with_z(regime, opts.z)?;
+    // A random walk drifts in runs that a trend test takes for growth:
+    // when the floors still wander about the trend (strongly
+    // autocorrelated residuals), growth must also be drift its own steps
+    // cannot explain, the mean step tested against their spread (a random
+    // walk's steps are all noise). The weaker of the two tests decides.
+    let resid: Vec<f64> = regime.iter().map(|(x, y)| y - t.at(*x)).collect();
+    t.p_up = t.p_up.max(wander_p(regime, &resid));
     let third = (regime.len() / 3).max(4).min(regime.len());
     let first = trend_with_z(&regime[..third], opts.z);
     let tail = trend_with_z(&regime[regime.len() - third..], opts.z);
@@ -212,7 +203,7 @@ fn steady(floors: &[Pt], pieces: &[Piece], noise: f64, opts: &RecipeOptions) -> 
         trend: t,
         shape: Shape::Steady,
         recovering: t.at(end) <= before_max + STEP_SIGMAS * noise,
-        regime_start: regime_start(floors, start),
+        regime_start: starts[start],
         end,
         current_floor: t.at(end),
         decelerating: within || before,
@@ -220,6 +211,32 @@ fn steady(floors: &[Pt], pieces: &[Piece], noise: f64, opts: &RecipeOptions) -> 
         headroom: 0.0,
         noise: 0.0,
     })
+}
+
+/// When floors still wander about their fit (residuals whose lag-1
+/// autocorrelation is strong), the p-value of their drift, else 0: the
+/// random-walk guard both shapes of growth must pass.
+pub(crate) fn wander_p(pts: &[Pt], resid: &[f64]) -> f64 {
+    if lag1(resid) > 0.5 {
+        drift_p(pts)
+    } else {
+        0.0
+    }
+}
+
+/// One-sided p-value of a positive mean step between successive floors.
+fn drift_p(pts: &[Pt]) -> f64 {
+    let d: Vec<f64> = pts.windows(2).map(|w| w[1].1 - w[0].1).collect();
+    if d.len() < 3 {
+        return 1.0;
+    }
+    let n = d.len() as f64;
+    let mean = d.iter().sum::<f64>() / n;
+    let var = d.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    if var <= 0.0 {
+        return if mean > 0.0 { 0.0 } else { 1.0 };
+    }
+    1.0 - normal_cdf(mean / (var / n).sqrt())
 }
 
 /// The 95th percentile of the peaks above the fitted floor, over the

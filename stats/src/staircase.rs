@@ -2,7 +2,7 @@
 //! a batch job. Steps up that recur with none down are growth, judged over
 //! the staircase, with an interval from the count of steps.
 
-use crate::growth::{regime_start, GrowthFit, RecipeOptions, Shape, STEP_SIGMAS};
+use crate::growth::{GrowthFit, RecipeOptions, Shape, STEP_SIGMAS};
 use crate::segment::Piece;
 use crate::{normal_cdf, Pt, Trend};
 
@@ -47,6 +47,7 @@ fn poisson_interval(k: f64, z: f64) -> (f64, f64) {
 /// interval scales that rate by the Poisson interval of the step count.
 pub(crate) fn staircase(
     floors: &[Pt],
+    starts: &[f64],
     pieces: &[Piece],
     levels: &[f64],
     steps: &[f64],
@@ -91,19 +92,25 @@ pub(crate) fn staircase(
     let k = ups.len() as f64;
     let (lo, hi) = poisson_interval(k, opts.z);
     let z_min = ups.iter().map(|i| steps[*i]).fold(f64::INFINITY, f64::min);
+    // Levels that a random walk climbs are not steps: its pieces' floors
+    // wander about their lines.
+    let span = &floors[first.start..];
+    let resid = crate::bucket::residuals(floors, &pieces[ups[0]..])
+        .into_iter()
+        .collect::<Vec<_>>();
     let trend = Trend {
         slope: rate,
         lo: rate * lo / k,
         hi: rate * hi / k,
         intercept: current - rate * t1,
         z: z_min,
-        p_up: 1.0 - normal_cdf(z_min),
+        p_up: (1.0 - normal_cdf(z_min)).max(crate::growth::wander_p(span, &resid)),
         n: floors.len() - first.start,
     };
     Some(GrowthFit {
         trend,
         shape: Shape::Staircase { steps: ups.len() },
-        regime_start: regime_start(floors, first.start),
+        regime_start: starts[first.start],
         end: t1,
         current_floor: current,
         decelerating: false,

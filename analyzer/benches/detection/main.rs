@@ -344,7 +344,7 @@ fn floor(runs: u64, seed: &dyn Fn(u64) -> u64, eng: &dyn Fn(&[Vec<Pt>], f64) -> 
     let _ = writeln!(
         out,
         "\nDetection floor (smallest growth found in 95% of runs within 24 h): {}",
-        smallest.map_or("above 16 MiB/h".into(), |r| format!("{r} MiB/h"))
+        smallest.map_or("above 4 MiB/h".into(), |r| format!("{r} MiB/h"))
     );
     out
 }

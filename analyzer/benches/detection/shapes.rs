@@ -242,12 +242,13 @@ pub fn healthy() -> Vec<Scenario> {
 /// Growth rates against 8 MiB of noise, for the detection floor.
 pub fn sweep() -> Vec<(f64, Scenario)> {
     fn at(rate: f64) -> fn(&mut Gen) -> Generated {
-        match rate as u32 {
-            1 => |g| line(g, 1.0),
-            2 => |g| line(g, 2.0),
-            4 => |g| line(g, 4.0),
-            8 => |g| line(g, 8.0),
-            _ => |g| line(g, 16.0),
+        match (rate * 8.0) as u32 {
+            1 => |g| line(g, 0.125),
+            2 => |g| line(g, 0.25),
+            4 => |g| line(g, 0.5),
+            8 => |g| line(g, 1.0),
+            16 => |g| line(g, 2.0),
+            _ => |g| line(g, 4.0),
         }
     }
     fn line(g: &mut Gen, rate: f64) -> Generated {
@@ -255,7 +256,7 @@ pub fn sweep() -> Vec<(f64, Scenario)> {
             1.0 * GIB + rate * MIB * t + 8.0 * MIB * g.normal()
         }))
     }
-    [1.0, 2.0, 4.0, 8.0, 16.0]
+    [0.125, 0.25, 0.5, 1.0, 2.0, 4.0]
         .into_iter()
         .map(|rate| {
             (

@@ -3,10 +3,11 @@
 
 use std::collections::HashMap;
 
-use super::stats::Pt;
+use super::stats::growth::MAX_BUCKETS;
+use super::stats::Bucket;
 use super::{
-    assess, growing_sites, runway, Analysis, Assessment, Finding, LeakVerdict, Options, Resource,
-    Severity,
+    assess_lifetimes, growing_sites, runway, Analysis, Assessment, Finding, LeakVerdict, Lifetime,
+    Options, Resource, Severity,
 };
 use crate::error::Result;
 use crate::select::Selector;
@@ -17,17 +18,33 @@ pub(crate) fn to_h(ms: i64) -> f64 {
     ms as f64 / super::MS_PER_HOUR
 }
 
-/// Points of one metric of one instance, split by segment.
-fn segmented(store: &dyn Store, sel: &Selector, metric: &str) -> Result<Vec<Vec<Pt>>> {
-    let mut segs: Vec<(i64, Vec<Pt>)> = Vec::new();
-    for p in store.series(sel, metric)? {
-        match segs.last_mut() {
-            Some((id, pts)) if *id == p.segment => pts.push((to_h(p.ts_ms), p.min)),
-            _ => segs.push((p.segment, vec![(to_h(p.ts_ms), p.min)])),
+/// The envelope of one metric of one instance, split by segment: the
+/// store computes each bucket's floor and peak, so raw points stay there.
+fn segmented(store: &dyn Store, sel: &Selector, metric: &str) -> Result<Vec<Lifetime>> {
+    let bucket_ms = (sel.span_ms() / MAX_BUCKETS as i64).max(1000);
+    let mut segs: Vec<(i64, Lifetime)> = Vec::new();
+    for b in store.envelope(sel, metric, bucket_ms)? {
+        let bucket = Bucket {
+            t: to_h(b.ts_ms),
+            start: to_h(b.first_ms),
+            min: b.min,
+            max: b.max,
+        };
+        match segs.iter_mut().find(|(id, _)| *id == b.segment) {
+            Some((_, life)) => {
+                life.buckets.push(bucket);
+                life.samples += b.samples.max(0) as usize;
+            }
+            None => segs.push((
+                b.segment,
+                Lifetime {
+                    buckets: vec![bucket],
+                    samples: b.samples.max(0) as usize,
+                },
+            )),
         }
     }
-    segs.sort_by(|a, b| a.1[0].0.total_cmp(&b.1[0].0));
-    Ok(segs.into_iter().map(|(_, p)| p).collect())
+    Ok(segs.into_iter().map(|(_, l)| l).collect())
 }
 
 fn latest(store: &dyn Store, sel: &Selector, metric: &str) -> Result<Option<f64>> {
@@ -43,9 +60,8 @@ pub fn analyze(store: &dyn Store, q: &Selector, opts: &Options) -> Result<Analys
         .filter(|i| q.instance.as_deref().is_none_or(|x| x == i.instance))
     {
         let sel = q.for_instance(&inst.service, &inst.instance);
-        let names = store.metric_names(&inst.service, Some(&inst.instance))?;
         for r in Resource::ALL {
-            findings.push(judge(store, &sel, &names, r, opts)?);
+            findings.push(judge(store, &sel, r, opts)?);
         }
     }
     // Corroboration across the instances of a service.
@@ -94,18 +110,12 @@ fn rank(f: &Finding) -> f64 {
     }
 }
 
-fn judge(
-    store: &dyn Store,
-    sel: &Selector,
-    names: &[String],
-    r: Resource,
-    opts: &Options,
-) -> Result<Finding> {
+fn judge(store: &dyn Store, sel: &Selector, r: Resource, opts: &Options) -> Result<Finding> {
     let segs = segmented(store, sel, r.metric())?;
     let a = if segs.is_empty() {
         Assessment::no_samples(r.metric())
     } else {
-        assess(&segs, opts)
+        assess_lifetimes(&segs, opts)
     };
     let (limit, limit_source) = limit_of(store, sel, r)?;
     let mut f = Finding {
@@ -121,7 +131,7 @@ fn judge(
         slope_ci: a.fit.map(|g| [g.trend.lo, g.trend.hi]),
         confidence: a.fit.map(|g| (1.0 - g.trend.p_up).clamp(0.0, 0.9999)),
         started_ms: a.started_ms,
-        current: segs.last().and_then(|s| s.last()).map(|p| p.1),
+        current: latest(store, sel, r.metric())?,
         limit,
         limit_source,
         time_to_exhaustion_seconds: None,
@@ -145,12 +155,14 @@ fn judge(
     f.severity = Some(Severity::of(f.time_to_exhaustion_seconds));
     if let Some((prefix, key)) = r.detail_prefix() {
         let mut best: Option<(f64, String)> = None;
+        // The names are read only for a leak: what part of it grows.
+        let names = store.metric_names(&f.service, Some(&f.instance))?;
         for name in names
             .iter()
             .filter(|n| n.starts_with(prefix) && n.as_str() != r.metric())
         {
             let segs = segmented(store, sel, name)?;
-            let sub = assess(&segs, opts);
+            let sub = assess_lifetimes(&segs, opts);
             if let (LeakVerdict::Leak, Some(g)) = (sub.verdict, sub.fit) {
                 if best.as_ref().is_none_or(|(s, _)| g.trend.slope > *s) {
                     best = Some((g.trend.slope, name[prefix.len()..].to_owned()));

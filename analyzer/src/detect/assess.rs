@@ -6,8 +6,10 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
+use super::stats::growth::MAX_BUCKETS;
 use super::stats::{
-    envelope, fit_growth, median, trend, GrowthFit, Pt, RecipeOptions, Shape, Summary,
+    buckets, envelope, fit_floors, median, trend, Bucket, GrowthFit, Pt, RecipeOptions, Shape,
+    Summary,
 };
 
 /// Tuning of the engine. The defaults are what `docs/detection.md` measured.
@@ -88,22 +90,46 @@ fn hours_to_ms(h: f64) -> i64 {
     (h * super::MS_PER_HOUR) as i64
 }
 
-/// One process lifetime through the workspace's growth recipe.
-fn fit_segment(pts: &[Pt], opts: &Options) -> Result<GrowthFit, String> {
-    if pts.len() < opts.min_points {
-        return Err(format!(
-            "{} samples; need at least {}",
-            pts.len(),
-            opts.min_points
-        ));
-    }
-    fit_growth(pts, &RecipeOptions::default()).ok_or_else(|| "too few points to fit".into())
+/// One process lifetime's envelope: its bucket floors and peaks, and how
+/// many raw samples they stand for.
+#[derive(Debug, Clone, Default)]
+pub struct Lifetime {
+    pub buckets: Vec<Bucket>,
+    pub samples: usize,
 }
 
-/// Judges one resource from its series, split at restarts. Times are in
-/// hours; segments are in time order.
+impl Lifetime {
+    /// The envelope of raw points, cut as the recipe cuts them.
+    pub fn from_points(pts: &[Pt]) -> Lifetime {
+        Lifetime {
+            buckets: buckets(pts, (pts.len() / 4).clamp(8, MAX_BUCKETS)),
+            samples: pts.len(),
+        }
+    }
+}
+
+/// One process lifetime through the workspace's growth recipe.
+fn fit_segment(life: &Lifetime, opts: &Options) -> Result<GrowthFit, String> {
+    if life.samples < opts.min_points {
+        return Err(format!(
+            "{} samples; need at least {}",
+            life.samples, opts.min_points
+        ));
+    }
+    fit_floors(&life.buckets, &RecipeOptions::default())
+        .ok_or_else(|| "too few points to fit".into())
+}
+
+/// Judges one resource from its raw series, split at restarts. Times are
+/// in hours; segments are in time order.
 pub fn assess(segments: &[Vec<Pt>], opts: &Options) -> Assessment {
-    let total: usize = segments.iter().map(Vec::len).sum();
+    let lives: Vec<Lifetime> = segments.iter().map(|s| Lifetime::from_points(s)).collect();
+    assess_lifetimes(&lives, opts)
+}
+
+/// Judges one resource from the envelopes of its lifetimes, in time order.
+pub fn assess_lifetimes(segments: &[Lifetime], opts: &Options) -> Assessment {
+    let total: usize = segments.iter().map(|l| l.samples).sum();
     let fits: Vec<Result<GrowthFit, String>> =
         segments.iter().map(|s| fit_segment(s, opts)).collect();
     let judged: Vec<&GrowthFit> = fits.iter().filter_map(|f| f.as_ref().ok()).collect();
@@ -148,9 +174,9 @@ pub fn assess(segments: &[Vec<Pt>], opts: &Options) -> Assessment {
         // lifetimes is a leak even when the newest one is too young to tell.
         a.verdict = LeakVerdict::Leak;
         a.fit = Some(median_fit(&growing));
-        let seg = segments.last().expect("a judged segment exists");
+        let seg = &segments.last().expect("a judged segment exists").buckets;
         let recent = &seg[seg.len().saturating_sub(5)..];
-        a.current_floor = recent.iter().map(|p| p.1).reduce(f64::min);
+        a.current_floor = recent.iter().map(|b| b.min).reduce(f64::min);
         a.started_ms = Some(hours_to_ms(growing[0].regime_start));
         a.reason = format!(
             "grows again after each restart, in {} of {} process lifetimes",

@@ -26,7 +26,8 @@ pub use heaptide_stats as stats;
 pub use analyze::analyze;
 pub(crate) use analyze::to_h;
 pub use assess::{
-    assess, assess_sites, runway, time_to_exhaustion, Assessment, LeakVerdict, Options, SiteGrowth,
+    assess, assess_lifetimes, assess_sites, runway, time_to_exhaustion, Assessment, LeakVerdict,
+    Lifetime, Options, SiteGrowth,
 };
 pub use finding::{Analysis, Finding, Severity, Site};
 pub use resource::Resource;

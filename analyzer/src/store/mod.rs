@@ -63,6 +63,21 @@ pub struct Point {
     pub max: f64,
 }
 
+/// One bucket of a metric's envelope: the floor and peak of the samples
+/// (or downsampled rows) in it, within one segment.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct EnvelopeBucket {
+    pub segment: i64,
+    /// The middle of the samples the bucket holds.
+    pub ts_ms: i64,
+    /// Its first sample's time.
+    pub first_ms: i64,
+    pub min: f64,
+    pub max: f64,
+    /// Raw samples the bucket stands for.
+    pub samples: i64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct StoredPause {
     pub instance: String,
@@ -164,6 +179,11 @@ pub trait Store: Send + Sync + 'static {
     fn segments(&self, service: &str, instance: &str) -> Result<Vec<Segment>>;
     fn metric_names(&self, service: &str, instance: Option<&str>) -> Result<Vec<String>>;
     fn series(&self, sel: &Selector, metric: &str) -> Result<Vec<Point>>;
+    /// Buckets of `bucket_ms` of `metric` in `sel`, each with its minimum
+    /// and maximum, in time order: the engine's input, computed where the
+    /// data is, so raw points never reach the analyzer.
+    fn envelope(&self, sel: &Selector, metric: &str, bucket_ms: i64)
+        -> Result<Vec<EnvelopeBucket>>;
     /// The last point of `metric` in `sel`, without reading the rest.
     fn latest(&self, sel: &Selector, metric: &str) -> Result<Option<Point>>;
     fn pauses(&self, sel: &Selector) -> Result<Vec<StoredPause>>;

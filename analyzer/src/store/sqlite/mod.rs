@@ -131,6 +131,15 @@ impl Store for SqliteStore {
         self.read_series(sel, metric)
     }
 
+    fn envelope(
+        &self,
+        sel: &Selector,
+        metric: &str,
+        bucket_ms: i64,
+    ) -> Result<Vec<EnvelopeBucket>> {
+        self.read_envelope(sel, metric, bucket_ms)
+    }
+
     fn latest(&self, sel: &Selector, metric: &str) -> Result<Option<Point>> {
         self.read_latest(sel, metric)
     }

@@ -122,6 +122,49 @@ impl SqliteStore {
         })
     }
 
+    pub(super) fn read_envelope(
+        &self,
+        sel: &Selector,
+        metric: &str,
+        bucket_ms: i64,
+    ) -> Result<Vec<EnvelopeBucket>> {
+        self.with_reader(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT x.segment_id, (min(x.ts_ms) + max(x.ts_ms)) / 2, min(x.ts_ms),
+                        min(coalesce(x.vmin, x.value)), max(coalesce(x.vmax, x.value)), sum(x.n)
+                 FROM samples x
+                 JOIN segments s ON s.id = x.segment_id
+                 JOIN instances i ON i.id = s.instance_id
+                 WHERE (?1 IS NULL OR i.service = ?1) AND (?2 IS NULL OR i.instance = ?2)
+                   AND x.metric_id = (SELECT id FROM metrics WHERE name = ?3)
+                   AND x.ts_ms >= ?4 AND x.ts_ms <= ?5
+                 GROUP BY x.segment_id, x.ts_ms / ?6
+                 ORDER BY 2",
+            )?;
+            let rows = stmt.query_map(
+                params![
+                    sel.service,
+                    sel.instance,
+                    metric,
+                    sel.from_ms,
+                    sel.to_ms,
+                    bucket_ms.max(1)
+                ],
+                |r| {
+                    Ok(EnvelopeBucket {
+                        segment: r.get(0)?,
+                        ts_ms: r.get(1)?,
+                        first_ms: r.get(2)?,
+                        min: r.get(3)?,
+                        max: r.get(4)?,
+                        samples: r.get(5)?,
+                    })
+                },
+            )?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
     pub(super) fn read_latest(&self, sel: &Selector, metric: &str) -> Result<Option<Point>> {
         self.with_reader(|c| {
             let mut stmt = c.prepare_cached(&format!("{POINTS} ORDER BY x.ts_ms DESC LIMIT 1"))?;
