@@ -21,6 +21,8 @@ pub struct FileConfig {
     pub token_file: Option<PathBuf>,
     /// Batches per second allowed per agent.
     pub rate_limit: Option<f64>,
+    /// How often every instance is judged.
+    pub evaluate_every: Option<Span>,
 }
 
 impl FileConfig {
@@ -44,6 +46,7 @@ pub struct Layer {
     pub retention: Option<Duration>,
     pub token_file: Option<PathBuf>,
     pub rate_limit: Option<f64>,
+    pub evaluate_every: Option<Duration>,
 }
 
 impl Layer {
@@ -54,6 +57,7 @@ impl Layer {
             retention: self.retention.or(other.retention),
             token_file: self.token_file.or(other.token_file),
             rate_limit: self.rate_limit.or(other.rate_limit),
+            evaluate_every: self.evaluate_every.or(other.evaluate_every),
         }
     }
 }
@@ -66,6 +70,7 @@ impl From<FileConfig> for Layer {
             retention: f.retention.map(|r| r.0),
             token_file: f.token_file,
             rate_limit: f.rate_limit,
+            evaluate_every: f.evaluate_every.map(|e| e.0),
         }
     }
 }
@@ -78,6 +83,8 @@ pub struct ServeConfig {
     pub retention: Duration,
     pub token: Option<String>,
     pub rate_limit: f64,
+    /// How often every instance is judged and its findings kept.
+    pub evaluate_every: Duration,
 }
 
 /// The store used when none is named.
@@ -129,7 +136,12 @@ impl ServeConfig {
         if !(rate_limit.is_finite() && rate_limit > 0.0) {
             return Err(Error::invalid("rate_limit", "must be a positive number"));
         }
+        let evaluate_every = merged.evaluate_every.unwrap_or(Duration::from_secs(60));
+        if evaluate_every < Duration::from_secs(1) {
+            return Err(Error::invalid("evaluate_every", "must be at least 1s"));
+        }
         Ok(ServeConfig {
+            evaluate_every,
             listen,
             store: merged.store.unwrap_or_else(|| DEFAULT_STORE.into()),
             retention,

@@ -95,11 +95,14 @@ pub async fn run(
         crate::server::RateLimit::default(),
     ));
     // The same server `serve` runs, retention included.
-    let policy = crate::store::RetentionPolicy::with_retention(7 * 24 * 3_600_000);
+    let background = crate::server::Background {
+        retention: crate::store::RetentionPolicy::with_retention(7 * 24 * 3_600_000),
+        evaluate_every: Duration::from_secs(5),
+    };
     let server = tokio::spawn(crate::server::run(
         listener,
         state,
-        policy,
+        background,
         std::future::pending(),
     ));
     let (leaky, _load, leaky_addr) = start_example(&opts, addr)?;

@@ -6,6 +6,7 @@ pub mod config;
 pub mod demo;
 pub mod detect;
 pub mod error;
+pub mod evaluate;
 pub mod ingest;
 pub mod query;
 pub mod report;
@@ -37,6 +38,9 @@ pub async fn serve(
     ));
     let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
     on_listen(listener.local_addr()?);
-    let policy = store::RetentionPolicy::with_retention(select::ms(cfg.retention));
-    server::run(listener, state, policy, shutdown).await
+    let background = server::Background {
+        retention: store::RetentionPolicy::with_retention(select::ms(cfg.retention)),
+        evaluate_every: cfg.evaluate_every,
+    };
+    server::run(listener, state, background, shutdown).await
 }

@@ -114,7 +114,7 @@ fn leak_lines(out: &mut String, rank: usize, f: &Finding) {
         .current
         .map(|c| amount(f, c))
         .unwrap_or_else(|| "?".into());
-    let limit = match (f.limit, f.limit_source) {
+    let limit = match (f.limit, f.limit_source.as_deref()) {
         (Some(l), Some(src)) => format!(" of {} ({src})", amount(f, l)),
         _ => String::new(),
     };
@@ -234,7 +234,7 @@ mod tests {
             started_ms: Some(1_800_000_000_000),
             current: Some(912.3 * 1048576.0),
             limit: Some(15.5 * 1073741824.0),
-            limit_source: Some("cgroup memory.max"),
+            limit_source: Some("cgroup memory.max".into()),
             time_to_exhaustion_seconds: Some(3.0 * 86400.0 + 5.0 * 3600.0),
             time_to_exhaustion_bounds_seconds: Some([2.9 * 86400.0, 3.3 * 86400.0]),
             detail: None,

@@ -8,6 +8,7 @@ use heaptide_wire::metric;
 
 use crate::detect::{self, Analysis, Finding, LeakVerdict, Resource};
 use crate::error::Result;
+use crate::evaluate::Kept;
 use crate::query;
 use crate::select::{now_ms, Selector};
 use crate::store::Store;
@@ -28,44 +29,61 @@ fn analysis(store: &dyn Store, sel: &Selector) -> Result<Analysis> {
     detect::analyze(store, sel, &detect::Options::default())
 }
 
-/// Every instance with its status over the last day, and sparklines of
-/// its last hour.
+/// Every instance with its status over the last day and sparklines of its
+/// last hour, from what continuous evaluation keeps (computed here only for
+/// an instance it has not reached yet).
 pub fn overview(store: &dyn Store) -> Result<Vec<InstanceSummary>> {
     let now = now_ms();
+    let mut kept = crate::evaluate::kept_by_instance(store, None)?;
     let mut rows = Vec::new();
     for i in store.instances(None)? {
-        let day = Selector::all(now - 24 * HOUR_MS, now).for_instance(&i.service, &i.instance);
-        let a = analysis(store, &day)?;
-        let leaks: Vec<&Finding> = a
-            .findings
-            .iter()
-            .filter(|f| f.verdict == LeakVerdict::Leak)
-            .collect();
-        let exhaustion = leaks
-            .iter()
-            .filter_map(|f| Some((f.resource.name().to_owned(), f.time_to_exhaustion_seconds?)))
-            .min_by(|a, b| a.1.total_cmp(&b.1));
-        let status = if now - i.last_seen_ms > query::STALE_AFTER_MS {
-            Status::Stale
-        } else if exhaustion.as_ref().is_some_and(|e| e.1 < SOON_SECS) {
-            Status::ExhaustingSoon
-        } else if !leaks.is_empty() {
-            Status::Leaking
-        } else {
-            Status::Healthy
+        let key = (i.service.clone(), i.instance.clone());
+        let k = match kept.remove(&key) {
+            Some(k) => k,
+            None => {
+                let day =
+                    Selector::all(now - 24 * HOUR_MS, now).for_instance(&i.service, &i.instance);
+                let spark = |m| crate::evaluate::sparkline(store, &i.service, &i.instance, m, now);
+                Kept {
+                    findings: analysis(store, &day)?.findings,
+                    heap: spark(metric::HEAP_ALLOCATED)?,
+                    fds: spark(metric::FDS)?,
+                }
+            }
         };
-        let hour = day.starting(now - HOUR_MS);
         rows.push(InstanceSummary {
-            heap: points(store, &hour, metric::HEAP_ALLOCATED)?,
-            fds: points(store, &hour, metric::FDS)?,
+            status: status(&k.findings, now - i.last_seen_ms),
+            exhaustion: soonest(&k.findings),
+            heap: k.heap,
+            fds: k.fds,
             service: i.service,
             instance: i.instance,
-            status,
-            exhaustion,
             last_seen_ms: i.last_seen_ms,
         });
     }
     Ok(rows)
+}
+
+/// The soonest time to exhaustion among an instance's leaks, and of what.
+fn soonest(findings: &[Finding]) -> Option<(String, f64)> {
+    findings
+        .iter()
+        .filter(|f| f.verdict == LeakVerdict::Leak)
+        .filter_map(|f| Some((f.resource.name().to_owned(), f.time_to_exhaustion_seconds?)))
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+}
+
+fn status(findings: &[Finding], silent_ms: i64) -> Status {
+    let leaking = findings.iter().any(|f| f.verdict == LeakVerdict::Leak);
+    if silent_ms > query::STALE_AFTER_MS {
+        Status::Stale
+    } else if soonest(findings).is_some_and(|e| e.1 < SOON_SECS) {
+        Status::ExhaustingSoon
+    } else if leaking {
+        Status::Leaking
+    } else {
+        Status::Healthy
+    }
 }
 
 /// The instance page of one instance over `sel`'s window; `None` when the
@@ -166,7 +184,7 @@ impl ChartSource<'_> {
             series,
             limit: finding
                 .filter(|f| f.resource != Resource::Heap)
-                .and_then(|f| Some((format!("limit ({})", f.limit_source?), f.limit?))),
+                .and_then(|f| Some((format!("limit ({})", f.limit_source.as_deref()?), f.limit?))),
             projection: finding.and_then(|f| f.projection(self.sel.to_ms, self.sel.span_ms() / 4)),
             events: Vec::new(),
         }

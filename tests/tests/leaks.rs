@@ -31,18 +31,16 @@ fn leaks_after_load(instance: &str, routes: &[&str], secs: u64) -> serde_json::V
         std::thread::sleep(Duration::from_millis(8));
     }
     std::thread::sleep(Duration::from_millis(600));
+    let v = leaks_json(&store);
+    drop(leaky);
+    v
+}
+
+/// `analyzer leaks --since 10m --format json` over `store`.
+fn leaks_json(store: &std::path::Path) -> serde_json::Value {
     let out = Command::new(bin("analyzer"))
-        .args([
-            "leaks",
-            "--since",
-            "10m",
-            "--format",
-            "json",
-            "--service",
-            "leaky-service",
-            "--store",
-        ])
-        .arg(&store)
+        .args(["leaks", "--since", "10m", "--format", "json", "--store"])
+        .arg(store)
         .output()
         .unwrap();
     assert_eq!(
@@ -51,7 +49,6 @@ fn leaks_after_load(instance: &str, routes: &[&str], secs: u64) -> serde_json::V
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    drop(leaky);
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -103,6 +100,38 @@ fn the_fd_leak_is_found_as_fds_of_kind_file() {
         fds["time_to_exhaustion_seconds"].as_f64().is_some(),
         "{fds:#}"
     );
+}
+
+#[test]
+fn an_fd_leak_in_bursts_is_found_as_a_staircase() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("h.db");
+    let an = analyzer(dir.path(), &store, "127.0.0.1:0", &[]);
+    let leaky = leaky(dir.path(), &format!("http://{}", an.addr), "burst", &[]);
+    // A burst of 20 leaked files every 8 s amid steady work: 9 steps.
+    let start = Instant::now();
+    let mut bursts = 0;
+    while start.elapsed() < Duration::from_secs(75) {
+        if start.elapsed() >= Duration::from_secs(4 + 8 * bursts) {
+            assert_eq!(get(&leaky.url("/leak-fd-burst?n=20")).0, 200);
+            bursts += 1;
+        }
+        assert_eq!(get(&leaky.url("/work")).0, 200);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(600));
+    let v = leaks_json(&store);
+    let fds = finding(&v, "fds").unwrap_or_else(|| panic!("no fd finding: {v:#}"));
+    assert!(
+        fds["reason"].as_str().unwrap_or("").contains("steps"),
+        "judged as a staircase: {fds:#}"
+    );
+    assert_eq!(fds["detail"]["fd_kind"], "file", "{fds:#}");
+    // 20 files every 8 s is 9,000 an hour.
+    let rate = fds["slope_per_hour"].as_f64().unwrap();
+    assert!((5_000.0..14_000.0).contains(&rate), "{rate} fds/h");
+    assert!(fds["severity"].is_string(), "{fds:#}");
+    drop(leaky);
 }
 
 #[test]

@@ -19,6 +19,9 @@ pub struct Args {
     /// How long data is kept [default: 7d].
     #[arg(long, env = "HEAPTIDE_RETENTION", value_parser = humantime::parse_duration)]
     pub retention: Option<Duration>,
+    /// How often every instance is judged and its findings kept [default: 1m].
+    #[arg(long, env = "HEAPTIDE_EVALUATE_EVERY", value_parser = humantime::parse_duration)]
+    pub evaluate_every: Option<Duration>,
     /// File holding the bearer token agents must send.
     #[arg(long, env = "HEAPTIDE_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
@@ -35,6 +38,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         retention: a.retention,
         token_file: a.token_file,
         rate_limit: None,
+        evaluate_every: a.evaluate_every,
     };
     let cfg = ServeConfig::resolve(flags, |k| std::env::var(k).ok(), file)?;
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -11,7 +11,7 @@ use super::{
 };
 use crate::error::Result;
 use crate::select::Selector;
-use crate::store::Store;
+use crate::store::{EnvelopeBucket, Store};
 use heaptide_wire::metric;
 
 pub(crate) fn to_h(ms: i64) -> f64 {
@@ -22,29 +22,44 @@ pub(crate) fn to_h(ms: i64) -> f64 {
 /// store computes each bucket's floor and peak, so raw points stay there.
 fn segmented(store: &dyn Store, sel: &Selector, metric: &str) -> Result<Vec<Lifetime>> {
     let bucket_ms = (sel.span_ms() / MAX_BUCKETS as i64).max(1000);
-    let mut segs: Vec<(i64, Lifetime)> = Vec::new();
+    let mut segs: Vec<(i64, Vec<EnvelopeBucket>)> = Vec::new();
     for b in store.envelope(sel, metric, bucket_ms)? {
-        let bucket = Bucket {
-            t: to_h(b.ts_ms),
-            start: to_h(b.first_ms),
-            min: b.min,
-            max: b.max,
-        };
         match segs.iter_mut().find(|(id, _)| *id == b.segment) {
-            Some((_, life)) => {
-                life.buckets.push(bucket);
-                life.samples += b.samples.max(0) as usize;
-            }
-            None => segs.push((
-                b.segment,
-                Lifetime {
-                    buckets: vec![bucket],
-                    samples: b.samples.max(0) as usize,
-                },
-            )),
+            Some((_, v)) => v.push(b),
+            None => segs.push((b.segment, vec![b])),
         }
     }
-    Ok(segs.into_iter().map(|(_, l)| l).collect())
+    Ok(segs.into_iter().map(|(_, v)| lifetime(v)).collect())
+}
+
+/// A lifetime from its envelope. A bucket cut short by the window's edge
+/// holds fewer samples, so its minimum sits higher than a full bucket's
+/// would: such a first or last bucket would read as a step, and is left
+/// out (its samples still count).
+fn lifetime(mut v: Vec<EnvelopeBucket>) -> Lifetime {
+    let samples = v.iter().map(|b| b.samples.max(0) as usize).sum();
+    let mut counts: Vec<i64> = v.iter().map(|b| b.samples).collect();
+    counts.sort_unstable();
+    let typical = counts.get(counts.len() / 2).copied().unwrap_or(0);
+    let short = |b: &EnvelopeBucket| b.samples * 2 < typical;
+    if v.len() > 8 && v.last().is_some_and(short) {
+        v.pop();
+    }
+    if v.len() > 8 && v.first().is_some_and(short) {
+        v.remove(0);
+    }
+    Lifetime {
+        buckets: v
+            .iter()
+            .map(|b| Bucket {
+                t: to_h(b.ts_ms),
+                start: to_h(b.first_ms),
+                min: b.min,
+                max: b.max,
+            })
+            .collect(),
+        samples,
+    }
 }
 
 fn latest(store: &dyn Store, sel: &Selector, metric: &str) -> Result<Option<f64>> {
@@ -53,17 +68,32 @@ fn latest(store: &dyn Store, sel: &Selector, metric: &str) -> Result<Option<f64>
 
 /// Runs the engine over every resource of every matching instance.
 pub fn analyze(store: &dyn Store, q: &Selector, opts: &Options) -> Result<Analysis> {
-    let mut findings = Vec::new();
-    let instances = store.instances(q.service.as_deref())?;
-    for inst in instances
-        .iter()
+    let instances: Vec<_> = store
+        .instances(q.service.as_deref())?
+        .into_iter()
         .filter(|i| q.instance.as_deref().is_none_or(|x| x == i.instance))
-    {
-        let sel = q.for_instance(&inst.service, &inst.instance);
-        for r in Resource::ALL {
-            findings.push(judge(store, &sel, r, opts)?);
+        .collect();
+    // Instances are judged apart, on as many threads as the machine has
+    // cores (the store hands each its own read connection).
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(instances.len())
+        .max(1);
+    let chunk = instances.len().div_ceil(workers).max(1);
+    let mut findings = Vec::with_capacity(instances.len() * Resource::ALL.len());
+    std::thread::scope(|scope| -> Result<()> {
+        let handles: Vec<_> = instances
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || judge_instances(store, q, part, opts)))
+            .collect();
+        for h in handles {
+            let part = h
+                .join()
+                .map_err(|_| crate::Error::invalid("analysis", "a worker thread panicked"))??;
+            findings.extend(part);
         }
-    }
+        Ok(())
+    })?;
     // Corroboration across the instances of a service.
     let mut growing: HashMap<(String, Resource), (usize, usize)> = HashMap::new();
     for f in &findings {
@@ -92,12 +122,39 @@ pub fn analyze(store: &dyn Store, q: &Selector, opts: &Options) -> Result<Analys
             f.confidence = Some((1.0 - (1.0 - c) * doubt).clamp(0.0, 0.9999));
         }
     }
-    findings.sort_by(|a, b| rank(a).total_cmp(&rank(b)));
+    sort_worst_first(&mut findings);
     Ok(Analysis {
         from_ms: q.from_ms,
         to_ms: q.to_ms,
         findings,
     })
+}
+
+/// Every resource of each of `instances`.
+fn judge_instances(
+    store: &dyn Store,
+    q: &Selector,
+    instances: &[crate::store::InstanceInfo],
+    opts: &Options,
+) -> Result<Vec<Finding>> {
+    let mut out = Vec::new();
+    for inst in instances {
+        // A young instance's data spans less than the window: cut the
+        // envelope's buckets to the data, not to the window.
+        let first = inst.first_seen_ms.min(inst.start_time_ms);
+        let from = q.from_ms.max(first.min(q.to_ms - 1));
+        let sel = q.for_instance(&inst.service, &inst.instance).starting(from);
+        for r in Resource::ALL {
+            out.push(judge(store, &sel, r, opts)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Orders findings worst first: leaks by time to exhaustion, then the
+/// rest.
+pub fn sort_worst_first(findings: &mut [Finding]) {
+    findings.sort_by(|a, b| rank(a).total_cmp(&rank(b)));
 }
 
 /// Sort key, worst first: leaks by time to exhaustion, then the rest.
@@ -133,7 +190,7 @@ fn judge(store: &dyn Store, sel: &Selector, r: Resource, opts: &Options) -> Resu
         started_ms: a.started_ms,
         current: latest(store, sel, r.metric())?,
         limit,
-        limit_source,
+        limit_source: limit_source.map(str::to_owned),
         time_to_exhaustion_seconds: None,
         time_to_exhaustion_bounds_seconds: None,
         detail: None,
@@ -170,7 +227,7 @@ fn judge(store: &dyn Store, sel: &Selector, r: Resource, opts: &Options) -> Resu
             }
         }
         if let Some((_, what)) = best {
-            f.detail = Some(HashMap::from([(key, what)]));
+            f.detail = Some(HashMap::from([(key.to_owned(), what)]));
         }
     }
     if r == Resource::Heap {

@@ -37,7 +37,7 @@ impl Default for Options {
 }
 
 /// What a series did over the window: the leak engine's verdict.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LeakVerdict {
     /// Unbounded growth: a leak.

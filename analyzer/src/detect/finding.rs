@@ -3,13 +3,13 @@
 
 use std::collections::HashMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{LeakVerdict, Resource};
 use heaptide_wire::Unit;
 
 /// A frame of a named site.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Site {
     pub stack_id: i64,
     /// Function names, leaf first.
@@ -37,7 +37,7 @@ impl Site {
 }
 
 /// How urgent a leak is, from its time to exhaustion.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
     /// Exhausted within a day.
@@ -73,7 +73,7 @@ impl Severity {
 
 /// The judgement of one resource of one instance, as `leaks` and `predict`
 /// print it (`docs/cli.md`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Finding {
     pub service: String,
     pub instance: String,
@@ -90,18 +90,18 @@ pub struct Finding {
     pub started_ms: Option<i64>,
     pub current: Option<f64>,
     pub limit: Option<f64>,
-    pub limit_source: Option<&'static str>,
+    pub limit_source: Option<String>,
     pub time_to_exhaustion_seconds: Option<f64>,
     pub time_to_exhaustion_bounds_seconds: Option<[f64; 2]>,
     /// What grows inside the resource: `{"fd_kind": "file"}` or `{"tcp_state": "close_wait"}`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub detail: Option<HashMap<&'static str, String>>,
+    pub detail: Option<HashMap<String, String>>,
     pub instances_growing: usize,
     pub instances: usize,
     pub sites: Vec<Site>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Analysis {
     pub from_ms: i64,
     pub to_ms: i64,

@@ -23,8 +23,8 @@ mod sites;
 /// The statistics, shared with `check` and the agent's in-test checks.
 pub use heaptide_stats as stats;
 
-pub use analyze::analyze;
 pub(crate) use analyze::to_h;
+pub use analyze::{analyze, sort_worst_first};
 pub use assess::{
     assess, assess_lifetimes, assess_sites, runway, time_to_exhaustion, Assessment, LeakVerdict,
     Lifetime, Options, SiteGrowth,

@@ -1,12 +1,12 @@
 //! The resources heaptide judges, and where each one's samples, detail
 //! series and limits come from. A new resource kind starts here.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use heaptide_wire::{metric, Unit};
 
 /// The resources heaptide judges.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Resource {
     Heap,

@@ -51,20 +51,46 @@ pub fn app(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// What the server does besides answering requests.
+#[derive(Debug, Clone)]
+pub struct Background {
+    pub retention: RetentionPolicy,
+    /// How often every instance is judged and its findings kept.
+    pub evaluate_every: std::time::Duration,
+}
+
 /// Serves [`app`] on `listener`, with retention applied at start and every
-/// ten minutes, until `shutdown` resolves.
+/// ten minutes and continuous evaluation, until `shutdown` resolves.
 pub async fn run(
     listener: tokio::net::TcpListener,
     state: Arc<AppState>,
-    retention: RetentionPolicy,
+    background: Background,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> crate::Result<()> {
-    let retention = tokio::spawn(retention_loop(state.store.clone(), retention));
+    let retention = tokio::spawn(retention_loop(state.store.clone(), background.retention));
+    let evaluation = tokio::spawn(evaluation_loop(
+        state.store.clone(),
+        background.evaluate_every,
+    ));
     let result = axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
         .await;
     retention.abort();
+    evaluation.abort();
     Ok(result?)
+}
+
+async fn evaluation_loop(store: Arc<dyn Store>, every: std::time::Duration) {
+    loop {
+        let s = store.clone();
+        let now = crate::select::now_ms();
+        match tokio::task::spawn_blocking(move || crate::evaluate::evaluate(&*s, now)).await {
+            Ok(Ok(p)) => tracing::debug!(?p, "evaluation pass"),
+            Ok(Err(e)) => tracing::warn!("evaluation pass failed: {e}"),
+            Err(_) => tracing::warn!("evaluation pass panicked"),
+        }
+        tokio::time::sleep(every).await;
+    }
 }
 
 async fn retention_loop(store: Arc<dyn Store>, policy: RetentionPolicy) {

@@ -65,8 +65,10 @@ pub struct Point {
 
 /// One bucket of a metric's envelope: the floor and peak of the samples
 /// (or downsampled rows) in it, within one segment.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EnvelopeBucket {
+    pub service: String,
+    pub instance: String,
     pub segment: i64,
     /// The middle of the samples the bucket holds.
     pub ts_ms: i64,
@@ -114,6 +116,17 @@ pub struct SitePoint {
     pub stack_id: i64,
     pub bytes: i64,
     pub objects: i64,
+}
+
+/// The latest findings kept for one instance.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeptFindings {
+    pub service: String,
+    pub instance: String,
+    /// When the engine judged it.
+    pub evaluated_ms: i64,
+    /// The engine's findings, as JSON.
+    pub findings: String,
 }
 
 /// What a retention pass did.
@@ -204,5 +217,15 @@ pub trait Store: Send + Sync + 'static {
     fn site_points(&self, sel: &Selector) -> Result<Vec<SitePoint>>;
     fn stacks(&self, ids: &[i64]) -> Result<Vec<(i64, Vec<Frame>)>>;
     fn retain(&self, now_ms: i64, policy: &RetentionPolicy) -> Result<RetentionReport>;
+    /// Replaces the kept findings of one instance.
+    fn keep_findings(
+        &self,
+        service: &str,
+        instance: &str,
+        evaluated_ms: i64,
+        findings_json: &str,
+    ) -> Result<()>;
+    /// The kept findings of every instance of `service` (or of all).
+    fn kept_findings(&self, service: Option<&str>) -> Result<Vec<KeptFindings>>;
     fn stats(&self) -> Result<StoreStats>;
 }

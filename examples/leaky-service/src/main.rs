@@ -43,6 +43,7 @@ struct Params {
     kb: Option<usize>,
     key: Option<u64>,
     ms: Option<u64>,
+    n: Option<usize>,
 }
 
 /// The leak: request buffers kept forever in a global.
@@ -61,6 +62,18 @@ fn leak_file_handle() -> std::io::Result<usize> {
     let mut files = LEAKED_FILES.lock().unwrap_or_else(|p| p.into_inner());
     files.push(f);
     Ok(files.len())
+}
+
+/// The staircase leak: each call leaks `n` files at once, as a reconnect
+/// storm that never closes its sockets would. Called now and then, the fd
+/// count climbs in steps.
+#[inline(never)]
+fn leak_file_burst(n: usize) -> std::io::Result<usize> {
+    let mut total = 0;
+    for _ in 0..n {
+        total = leak_file_handle()?;
+    }
+    Ok(total)
 }
 
 /// Healthy growth: a cache that stops at its bound.
@@ -150,6 +163,16 @@ fn routes() -> Router {
             get(|| async {
                 heaptide_agent::count_requests(1);
                 match leak_file_handle() {
+                    Ok(n) => format!("{n}\n"),
+                    Err(e) => format!("error: {e}\n"),
+                }
+            }),
+        )
+        .route(
+            "/leak-fd-burst",
+            get(|Query(p): Query<Params>| async move {
+                heaptide_agent::count_requests(1);
+                match leak_file_burst(p.n.unwrap_or(10).min(1000)) {
                     Ok(n) => format!("{n}\n"),
                     Err(e) => format!("error: {e}\n"),
                 }

@@ -5,6 +5,7 @@
 //! site's live bytes is an index range scan. Every statement binds its
 //! parameters: no SQL is ever built from input.
 
+mod findings;
 mod read;
 mod retention;
 mod schema;
@@ -183,6 +184,20 @@ impl Store for SqliteStore {
 
     fn retain(&self, now_ms: i64, policy: &RetentionPolicy) -> Result<RetentionReport> {
         self.apply_retention(now_ms, policy)
+    }
+
+    fn keep_findings(
+        &self,
+        service: &str,
+        instance: &str,
+        evaluated_ms: i64,
+        findings_json: &str,
+    ) -> Result<()> {
+        self.write_findings(service, instance, evaluated_ms, findings_json)
+    }
+
+    fn kept_findings(&self, service: Option<&str>) -> Result<Vec<KeptFindings>> {
+        self.read_findings(service)
     }
 
     fn stats(&self) -> Result<StoreStats> {

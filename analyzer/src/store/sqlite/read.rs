@@ -7,16 +7,34 @@ use crate::error::{Error, Result};
 use crate::store::*;
 use heaptide_wire::pprof::Frame;
 
-/// One metric's points for (service, instance or all, metric, from, to);
-/// callers add the order.
-const POINTS: &str = "SELECT i.instance, x.segment_id, x.ts_ms, x.value,
-        coalesce(x.vmin, x.value), coalesce(x.vmax, x.value)
-    FROM samples x
-    JOIN segments s ON s.id = x.segment_id
-    JOIN instances i ON i.id = s.instance_id
-    WHERE (?1 IS NULL OR i.service = ?1) AND (?2 IS NULL OR i.instance = ?2)
-      AND x.metric_id = (SELECT id FROM metrics WHERE name = ?3)
-      AND x.ts_ms >= ?4 AND x.ts_ms <= ?5";
+/// One metric's points for (service, instance or all, metric, from, to),
+/// with the selector's clause; callers add the order.
+fn points_sql(sel: &Selector) -> String {
+    format!(
+        "SELECT i.instance, x.segment_id, x.ts_ms, x.value,
+            coalesce(x.vmin, x.value), coalesce(x.vmax, x.value)
+        {}
+          AND x.ts_ms >= ?4 AND x.ts_ms <= ?5",
+        samples_of(sel)
+    )
+}
+
+/// The samples of a selector's instances, for the metric bound as ?3 and
+/// the window ?4..?5: the FROM and the first conditions of a query. The
+/// CROSS JOIN makes SQLite walk instances, then their segments alive in
+/// the window, then each segment's samples by key, rather than scan
+/// every sample of the window and filter.
+fn samples_of(sel: &Selector) -> String {
+    format!(
+        "FROM instances i
+        JOIN segments s ON s.instance_id = i.id
+        CROSS JOIN samples x
+        WHERE {} AND s.last_seen_ms >= ?4
+          AND x.segment_id = s.id
+          AND x.metric_id = (SELECT id FROM metrics WHERE name = ?3)",
+        selector_clause(sel)
+    )
+}
 
 fn point_row(r: &rusqlite::Row) -> rusqlite::Result<Point> {
     Ok(Point {
@@ -29,8 +47,22 @@ fn point_row(r: &rusqlite::Row) -> rusqlite::Result<Point> {
     })
 }
 
-fn selector_clause() -> &'static str {
-    "(?1 IS NULL OR i.service = ?1) AND (?2 IS NULL OR i.instance = ?2)"
+/// The clause that picks a selector's instances, binding the service as
+/// ?1 and the instance as ?2. One statement per shape rather than
+/// `(?1 IS NULL OR ...)`: with plain equalities SQLite walks from the
+/// instance to its segments and samples by key, where the `OR` form makes
+/// it scan every sample in the time range.
+fn selector_clause(sel: &Selector) -> &'static str {
+    clause(sel.service.is_some(), sel.instance.is_some())
+}
+
+fn clause(service: bool, instance: bool) -> &'static str {
+    match (service, instance) {
+        (true, true) => "i.service = ?1 AND i.instance = ?2",
+        (true, false) => "i.service = ?1 AND ?2 IS NULL",
+        (false, true) => "?1 IS NULL AND i.instance = ?2",
+        (false, false) => "?1 IS NULL AND ?2 IS NULL",
+    }
 }
 
 impl SqliteStore {
@@ -104,7 +136,7 @@ impl SqliteStore {
                     SELECT 1 FROM samples x JOIN segments s ON s.id = x.segment_id
                     JOIN instances i ON i.id = s.instance_id
                     WHERE x.metric_id = m.id AND {}) ORDER BY m.name",
-                selector_clause()
+                clause(true, instance.is_some())
             ))?;
             let rows = stmt.query_map(params![service, instance], |r| r.get(0))?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -113,7 +145,8 @@ impl SqliteStore {
 
     pub(super) fn read_series(&self, sel: &Selector, metric: &str) -> Result<Vec<Point>> {
         self.with_reader(|c| {
-            let mut stmt = c.prepare_cached(&format!("{POINTS} ORDER BY i.instance, x.ts_ms"))?;
+            let mut stmt =
+                c.prepare_cached(&format!("{} ORDER BY i.instance, x.ts_ms", points_sql(sel)))?;
             let rows = stmt.query_map(
                 params![sel.service, sel.instance, metric, sel.from_ms, sel.to_ms],
                 point_row,
@@ -129,18 +162,15 @@ impl SqliteStore {
         bucket_ms: i64,
     ) -> Result<Vec<EnvelopeBucket>> {
         self.with_reader(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT x.segment_id, (min(x.ts_ms) + max(x.ts_ms)) / 2, min(x.ts_ms),
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT i.service, i.instance, x.segment_id, (min(x.ts_ms) + max(x.ts_ms)) / 2, min(x.ts_ms),
                         min(coalesce(x.vmin, x.value)), max(coalesce(x.vmax, x.value)), sum(x.n)
-                 FROM samples x
-                 JOIN segments s ON s.id = x.segment_id
-                 JOIN instances i ON i.id = s.instance_id
-                 WHERE (?1 IS NULL OR i.service = ?1) AND (?2 IS NULL OR i.instance = ?2)
-                   AND x.metric_id = (SELECT id FROM metrics WHERE name = ?3)
+                 {}
                    AND x.ts_ms >= ?4 AND x.ts_ms <= ?5
                  GROUP BY x.segment_id, x.ts_ms / ?6
-                 ORDER BY 2",
-            )?;
+                 ORDER BY 4",
+                samples_of(sel)
+            ))?;
             let rows = stmt.query_map(
                 params![
                     sel.service,
@@ -152,12 +182,14 @@ impl SqliteStore {
                 ],
                 |r| {
                     Ok(EnvelopeBucket {
-                        segment: r.get(0)?,
-                        ts_ms: r.get(1)?,
-                        first_ms: r.get(2)?,
-                        min: r.get(3)?,
-                        max: r.get(4)?,
-                        samples: r.get(5)?,
+                        service: r.get(0)?,
+                        instance: r.get(1)?,
+                        segment: r.get(2)?,
+                        ts_ms: r.get(3)?,
+                        first_ms: r.get(4)?,
+                        min: r.get(5)?,
+                        max: r.get(6)?,
+                        samples: r.get(7)?,
                     })
                 },
             )?;
@@ -167,7 +199,25 @@ impl SqliteStore {
 
     pub(super) fn read_latest(&self, sel: &Selector, metric: &str) -> Result<Option<Point>> {
         self.with_reader(|c| {
-            let mut stmt = c.prepare_cached(&format!("{POINTS} ORDER BY x.ts_ms DESC LIMIT 1"))?;
+            // Each segment's newest sample time by key (a MAX over the key
+            // is one probe), then that sample by key, then the newest.
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT m.instance, x.segment_id, x.ts_ms, x.value,
+                    coalesce(x.vmin, x.value), coalesce(x.vmax, x.value)
+                FROM (SELECT i.instance AS instance, s.id AS segment, (
+                        SELECT max(y.ts_ms) FROM samples y
+                        WHERE y.segment_id = s.id
+                          AND y.metric_id = (SELECT id FROM metrics WHERE name = ?3)
+                          AND y.ts_ms >= ?4 AND y.ts_ms <= ?5) AS ts
+                      FROM instances i JOIN segments s ON s.instance_id = i.id
+                      WHERE {} AND s.last_seen_ms >= ?4) m
+                CROSS JOIN samples x
+                WHERE x.segment_id = m.segment
+                  AND x.metric_id = (SELECT id FROM metrics WHERE name = ?3)
+                  AND x.ts_ms = m.ts
+                ORDER BY x.ts_ms DESC LIMIT 1",
+                selector_clause(sel)
+            ))?;
             Ok(stmt
                 .query_row(
                     params![sel.service, sel.instance, metric, sel.from_ms, sel.to_ms],
@@ -185,7 +235,7 @@ impl SqliteStore {
                  JOIN instances i ON i.id = s.instance_id
                  WHERE {} AND p.start_ms >= ?3 AND p.start_ms <= ?4
                  ORDER BY p.start_ms LIMIT 10000",
-                selector_clause()
+                selector_clause(sel)
             ))?;
             let rows = stmt.query_map(
                 params![sel.service, sel.instance, sel.from_ms, sel.to_ms],
@@ -211,7 +261,7 @@ impl SqliteStore {
                  JOIN instances i ON i.id = s.instance_id
                  WHERE {} AND p.ts_ms >= ?3 AND p.ts_ms <= ?4
                  ORDER BY i.instance, p.ts_ms",
-                selector_clause()
+                selector_clause(sel)
             ))?;
             let rows = stmt.query_map(params![sel.service, sel.instance, sel.from_ms, sel.to_ms], profile_row)?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -275,7 +325,7 @@ impl SqliteStore {
                  JOIN profile_stacks ps ON ps.profile_id = p.id AND ps.stack_id = ?5
                  WHERE {} AND p.ts_ms >= ?3 AND p.ts_ms <= ?4
                  ORDER BY p.ts_ms",
-                selector_clause()
+                selector_clause(sel)
             ))?;
             let rows = stmt.query_map(
                 params![sel.service, sel.instance, sel.from_ms, sel.to_ms, stack_id],
@@ -294,7 +344,7 @@ impl SqliteStore {
                  JOIN profile_stacks ps ON ps.profile_id = p.id
                  WHERE {} AND p.ts_ms >= ?3 AND p.ts_ms <= ?4
                  ORDER BY p.ts_ms",
-                selector_clause()
+                selector_clause(sel)
             ))?;
             let rows = stmt.query_map(
                 params![sel.service, sel.instance, sel.from_ms, sel.to_ms],

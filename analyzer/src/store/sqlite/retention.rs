@@ -48,6 +48,7 @@ impl SqliteStore {
             // Deleted ids must not be handed out from the cache again.
             ids.forget_stacks();
         }
+        tx.execute("DELETE FROM findings WHERE evaluated_ms < ?1", [cutoff])?;
         tx.execute(
             "DELETE FROM segments WHERE last_seen_ms < ?1
                AND NOT EXISTS (SELECT 1 FROM samples WHERE segment_id = segments.id)

@@ -2,7 +2,8 @@
 
 use rusqlite::Connection;
 
-pub(super) const SCHEMA_VERSION: i32 = 1;
+/// 2 added `findings`: the latest judgement of each instance.
+pub(super) const SCHEMA_VERSION: i32 = 2;
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS instances (
@@ -78,6 +79,13 @@ CREATE TABLE IF NOT EXISTS profile_stacks (
     objects INTEGER NOT NULL,
     PRIMARY KEY (profile_id, stack_id)
 ) WITHOUT ROWID;
+-- The latest findings of each instance, as the engine's JSON, so pages
+-- and commands need not judge a fleet to show it.
+CREATE TABLE IF NOT EXISTS findings (
+    instance_id INTEGER PRIMARY KEY,
+    evaluated_ms INTEGER NOT NULL,
+    findings TEXT NOT NULL
+);
 -- No index by stack: one site's series probes this primary key once per
 -- profile, which is cheap, and an index would cost a third more space.
 ";

@@ -1,0 +1,168 @@
+//! How long `leaks` takes over a fleet's day, and the overview page.
+//!
+//! `cargo run --release -p heaptide-tests --bin leaks_load [-- --instances 100,1000 --hours 24]`
+//!
+//! Writes, for each fleet size, a real SQLite store with that many instances
+//! and `--hours` of 10 s samples of every metric the engine reads (one
+//! instance in ten leaks heap, one in twenty fds), then times, side by side
+//! in one run: the engine in-process over the whole fleet (what
+//! `/v1/leaks` does), the `analyzer leaks --since 24h` command as a user
+//! runs it, and the overview page's view model.
+
+use std::time::{Duration, Instant};
+
+use heaptide_analyzer::detect::{analyze, LeakVerdict, Options};
+use heaptide_analyzer::ingest::{self, Limits};
+use heaptide_analyzer::select::Selector;
+use heaptide_analyzer::store::{SqliteStore, Store};
+use heaptide_testkit::{bin, fixtures, now_ms};
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+}
+
+/// Deterministic noise in [-1, 1).
+fn wobble(i: u64) -> f64 {
+    let x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17) ^ i;
+    (x % 20_000) as f64 / 10_000.0 - 1.0
+}
+
+/// One instance's day, in batches of at most 10,000 samples.
+fn write_instance(store: &SqliteStore, k: usize, hours: i64, now: i64) {
+    let start = now - hours * 3_600_000;
+    let agent = fixtures::agent(
+        "fleet",
+        &format!("fleet-{k}"),
+        1000 + k as u32,
+        start - 1000,
+    );
+    let (heap_leak, fd_leak) = (k % 10 == 3, k % 20 == 7);
+    let mut batch = fixtures::batch(agent.clone(), 1, start);
+    let mut ts = start;
+    let mut i = 0u64;
+    while ts < now {
+        let h = (ts - start) as f64 / 3_600_000.0;
+        let w = wobble(i + k as u64 * 1_000_003);
+        let heap = 300.0 * MIB + 20.0 * MIB * w + if heap_leak { 10.0 * MIB * h } else { 0.0 };
+        batch.samples.push(fixtures::metrics(
+            ts,
+            &[
+                ("heap.allocated", heap),
+                ("process.rss", heap + 80.0 * MIB),
+                (
+                    "fds",
+                    (40.0 + 4.0 * w + if fd_leak { 3.0 * h } else { 0.0 }).round(),
+                ),
+                ("threads", 24.0),
+                ("tcp", (10.0 + 3.0 * w).round()),
+                ("limit.nofile.soft", 65_536.0),
+                ("limit.physical_memory", 16.0 * 1024.0 * MIB),
+                ("limit.nproc", 63_000.0),
+            ],
+        ));
+        if batch.samples.len() == 10_000 {
+            let full = std::mem::replace(&mut batch, fixtures::batch(agent.clone(), i, ts));
+            store
+                .ingest(&ingest::accept(full, &Limits::default(), now).unwrap(), now)
+                .unwrap();
+        }
+        ts += 10_000;
+        i += 1;
+    }
+    store
+        .ingest(
+            &ingest::accept(batch, &Limits::default(), now).unwrap(),
+            now,
+        )
+        .unwrap();
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn time<T>(runs: usize, mut f: impl FnMut() -> T) -> (Duration, T) {
+    let mut times = Vec::new();
+    let mut last = None;
+    for _ in 0..runs {
+        let t = Instant::now();
+        last = Some(f());
+        times.push(t.elapsed());
+    }
+    (median(times), last.expect("at least one run"))
+}
+
+fn main() {
+    let sizes: Vec<usize> = arg("--instances")
+        .unwrap_or_else(|| "100,1000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let hours: i64 = arg("--hours").and_then(|h| h.parse().ok()).unwrap_or(24);
+    println!("| instances | write | engine in-process | `analyzer leaks --since 24h` | one evaluation pass | overview view model (kept findings) | leaks found |");
+    println!("|---|---|---|---|---|---|---|");
+    for n in sizes {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fleet.db");
+        let store = SqliteStore::open(&path).unwrap();
+        let now = now_ms();
+        let written = Instant::now();
+        for k in 0..n {
+            write_instance(&store, k, hours, now);
+        }
+        let write = written.elapsed();
+        let sel = Selector::all(now - 24 * 3_600_000, now);
+        let (engine, analysis) = time(3, || analyze(&store, &sel, &Options::default()).unwrap());
+        let found: Vec<String> = analysis
+            .findings
+            .iter()
+            .filter(|f| f.verdict == LeakVerdict::Leak)
+            .map(|f| format!("{} {}", f.instance, f.resource.name()))
+            .collect();
+        eprintln!("leaks found: {found:?}");
+        let leaks = found.len();
+        let (cli, _) = time(3, || {
+            let out = std::process::Command::new(bin("analyzer"))
+                .args(["leaks", "--since", "24h", "--format", "json", "--store"])
+                .arg(&path)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        });
+        // The overview reads the findings continuous evaluation keeps: one
+        // pass first, as `serve` runs at start.
+        let evaluated = Instant::now();
+        heaptide_analyzer::evaluate::evaluate(&store, now_ms()).unwrap();
+        let pass = evaluated.elapsed();
+        let (overview, rows) = time(3, || heaptide_analyzer::views::overview(&store).unwrap());
+        assert_eq!(rows.len(), n);
+        println!(
+            "| {n} | {:.1} s | {:.2} s | {:.2} s | {:.2} s | {:.3} s | {leaks} |",
+            write.as_secs_f64(),
+            engine.as_secs_f64(),
+            cli.as_secs_f64(),
+            pass.as_secs_f64(),
+            overview.as_secs_f64()
+        );
+        drop(store);
+        let _ = store_size(&path);
+    }
+}
+
+/// Keeps the store's size in view when the run is read by hand.
+fn store_size(path: &std::path::Path) -> u64 {
+    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    eprintln!("store {}: {:.0} MiB", path.display(), size as f64 / MIB);
+    size
+}
