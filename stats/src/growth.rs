@@ -178,6 +178,13 @@ fn steady(
     // walk's steps are all noise). The weaker of the two tests decides.
     let resid: Vec<f64> = regime.iter().map(|(x, y)| y - t.at(*x)).collect();
     t.p_up = t.p_up.max(wander_p(regime, &resid));
+    if wanders(floors) {
+        // The regime's start was chosen to fit a line best, which
+        // flatters its drift: a Bonferroni factor for the starts the
+        // search could have picked.
+        let starts = (floors.len() / MIN_PIECE).max(1) as f64;
+        t.p_up = t.p_up.max((drift_p(regime) * starts).min(1.0));
+    }
     let third = (regime.len() / 3).max(4).min(regime.len());
     let first = trend_with_z(&regime[..third], opts.z);
     let tail = trend_with_z(&regime[regime.len() - third..], opts.z);
@@ -222,6 +229,22 @@ pub(crate) fn wander_p(pts: &[Pt], resid: &[f64]) -> f64 {
     } else {
         0.0
     }
+}
+
+/// Whether a lifetime's floors wander like a random walk rather than
+/// scatter about a trend: the variance ratio of their detrended values at
+/// lag 4 (a quarter for white noise, one for a random walk).
+fn wanders(floors: &[Pt]) -> bool {
+    let Some(t) = trend_with_z(floors, 1.96) else {
+        return false;
+    };
+    let r: Vec<f64> = floors.iter().map(|(x, y)| y - t.at(*x)).collect();
+    let var_at = |q: usize| {
+        let d: Vec<f64> = r.windows(q + 1).map(|w| w[q] - w[0]).collect();
+        d.iter().map(|x| x * x).sum::<f64>() / d.len().max(1) as f64
+    };
+    let (v1, v4) = (var_at(1), var_at(4));
+    r.len() > 8 && v1 > 0.0 && v4 / (4.0 * v1) > 0.6
 }
 
 /// One-sided p-value of a positive mean step between successive floors.
