@@ -19,12 +19,16 @@ pub const WINDOW_MS: i64 = 24 * 3_600_000;
 /// and fds for the overview's sparklines.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Kept {
+    /// When the engine judged it (the store's column, not in the JSON).
+    #[serde(skip)]
+    pub evaluated_ms: i64,
     pub findings: Vec<Finding>,
     pub heap: Vec<(i64, f64)>,
     pub fds: Vec<(i64, f64)>,
 }
 
-/// The last hour of `metric` of one instance's newest segment, 30 buckets,
+/// The last hour of `metric` of one instance's newest segment, in 30
+/// buckets (over the data, when the instance is younger than an hour),
 /// each at its peak.
 pub fn sparkline(
     store: &dyn Store,
@@ -33,8 +37,17 @@ pub fn sparkline(
     metric: &str,
     now_ms: i64,
 ) -> Result<Vec<(i64, f64)>> {
-    let hour = Selector::all(now_ms - 3_600_000, now_ms).for_instance(service, instance);
-    let buckets = store.envelope(&hour, metric, 120_000)?;
+    const HOUR: i64 = 3_600_000;
+    let hour = Selector::all(now_ms - HOUR, now_ms).for_instance(service, instance);
+    let mut buckets = store.envelope(&hour, metric, HOUR / 30)?;
+    let first = buckets.iter().map(|b| b.first_ms).min();
+    if let Some(first) = first.filter(|f| now_ms - f < HOUR / 2) {
+        buckets = store.envelope(
+            &hour.starting(first),
+            metric,
+            ((now_ms - first) / 30).max(1000),
+        )?;
+    }
     let newest = buckets.iter().map(|b| b.segment).max();
     Ok(buckets
         .into_iter()
@@ -82,6 +95,7 @@ pub fn evaluate(store: &dyn Store, now_ms: i64) -> Result<Pass> {
         }
         for (instance, findings) in by_instance {
             let kept = Kept {
+                evaluated_ms: now_ms,
                 findings: findings.into_iter().cloned().collect(),
                 heap: sparkline(store, &service, instance, metric::HEAP_ALLOCATED, now_ms)?,
                 fds: sparkline(store, &service, instance, metric::FDS, now_ms)?,

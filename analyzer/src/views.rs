@@ -38,13 +38,23 @@ pub fn overview(store: &dyn Store) -> Result<Vec<InstanceSummary>> {
     let mut rows = Vec::new();
     for i in store.instances(None)? {
         let key = (i.service.clone(), i.instance.clone());
-        let k = match kept.remove(&key) {
+        // Kept findings serve until the next pass, except a verdict of too
+        // little data on an instance that has sent more since (one that
+        // started just before a pass): judging it now costs little.
+        let kept = kept.remove(&key).filter(|k| {
+            k.evaluated_ms >= i.last_seen_ms
+                || k.findings
+                    .iter()
+                    .any(|f| f.verdict != LeakVerdict::InsufficientData)
+        });
+        let k = match kept {
             Some(k) => k,
             None => {
                 let day =
                     Selector::all(now - 24 * HOUR_MS, now).for_instance(&i.service, &i.instance);
                 let spark = |m| crate::evaluate::sparkline(store, &i.service, &i.instance, m, now);
                 Kept {
+                    evaluated_ms: now,
                     findings: analysis(store, &day)?.findings,
                     heap: spark(metric::HEAP_ALLOCATED)?,
                     fds: spark(metric::FDS)?,

@@ -167,23 +167,28 @@ fn steady(
     noise: f64,
     opts: &RecipeOptions,
 ) -> Option<GrowthFit> {
-    let last = pieces.last()?;
-    let start = if opts.regimes { last.start } else { 0 };
+    if pieces.is_empty() {
+        return None;
+    }
+    let start = if opts.regimes {
+        regime_piece(floors, pieces, noise).start
+    } else {
+        0
+    };
     let regime = &floors[start..];
     let mut t = trend_with_z(regime, opts.z)?;
-    // A random walk drifts in runs that a trend test takes for growth:
-    // when the floors still wander about the trend (strongly
-    // autocorrelated residuals), growth must also be drift its own steps
-    // cannot explain, the mean step tested against their spread (a random
-    // walk's steps are all noise). The weaker of the two tests decides.
-    let resid: Vec<f64> = regime.iter().map(|(x, y)| y - t.at(*x)).collect();
-    t.p_up = t.p_up.max(wander_p(regime, &resid));
-    if wanders(floors) {
-        // The regime's start was chosen to fit a line best, which
-        // flatters its drift: a Bonferroni factor for the starts the
-        // search could have picked.
-        let starts = (floors.len() / MIN_PIECE).max(1) as f64;
-        t.p_up = t.p_up.max((drift_p(regime) * starts).min(1.0));
+    // A random walk drifts in runs that a trend test takes for growth.
+    // Over 24 points and more, Mann–Kendall's autocorrelation correction
+    // answers for that; a shorter regime whose floors still wander about
+    // its trend (strongly autocorrelated residuals) must also drift more
+    // than its own steps explain, the mean step tested against their
+    // spread, with a Bonferroni factor for the start the search chose.
+    if regime.len() < 24 {
+        let resid: Vec<f64> = regime.iter().map(|(x, y)| y - t.at(*x)).collect();
+        if lag1(&resid) > 0.5 {
+            let starts = (floors.len() / MIN_PIECE).max(1) as f64;
+            t.p_up = t.p_up.max((drift_p(regime) * starts).min(1.0));
+        }
     }
     let third = (regime.len() / 3).max(4).min(regime.len());
     let first = trend_with_z(&regime[..third], opts.z);
@@ -220,31 +225,25 @@ fn steady(
     })
 }
 
-/// When floors still wander about their fit (residuals whose lag-1
-/// autocorrelation is strong), the p-value of their drift, else 0: the
-/// random-walk guard both shapes of growth must pass.
-pub(crate) fn wander_p(pts: &[Pt], resid: &[f64]) -> f64 {
-    if lag1(resid) > 0.5 {
-        drift_p(pts)
-    } else {
-        0.0
+/// The first piece of the current regime: the last piece, joined with the
+/// pieces before it that it continues, with no step between them and a
+/// slope of the same sign and within a factor of two. Noise can cut a
+/// steady leak into pieces; only a real change in slope or level starts a
+/// new regime.
+fn regime_piece(floors: &[Pt], pieces: &[Piece], noise: f64) -> Piece {
+    let mut k = pieces.len() - 1;
+    let cur = pieces[k];
+    while k > 0 {
+        let prev = pieces[k - 1];
+        let t = (floors[prev.end - 1].0 + floors[pieces[k].start].0) / 2.0;
+        let jump = (pieces[k].at(t) - prev.at(t)).abs() / noise;
+        let alike = cur.slope > 0.0 && prev.slope > 0.5 * cur.slope && prev.slope < 2.0 * cur.slope;
+        if jump >= STEP_SIGMAS || !alike {
+            break;
+        }
+        k -= 1;
     }
-}
-
-/// Whether a lifetime's floors wander like a random walk rather than
-/// scatter about a trend: the variance ratio of their detrended values at
-/// lag 4 (a quarter for white noise, one for a random walk).
-fn wanders(floors: &[Pt]) -> bool {
-    let Some(t) = trend_with_z(floors, 1.96) else {
-        return false;
-    };
-    let r: Vec<f64> = floors.iter().map(|(x, y)| y - t.at(*x)).collect();
-    let var_at = |q: usize| {
-        let d: Vec<f64> = r.windows(q + 1).map(|w| w[q] - w[0]).collect();
-        d.iter().map(|x| x * x).sum::<f64>() / d.len().max(1) as f64
-    };
-    let (v1, v4) = (var_at(1), var_at(4));
-    r.len() > 8 && v1 > 0.0 && v4 / (4.0 * v1) > 0.6
+    pieces[k]
 }
 
 /// One-sided p-value of a positive mean step between successive floors.

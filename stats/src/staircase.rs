@@ -92,19 +92,13 @@ pub(crate) fn staircase(
     let k = ups.len() as f64;
     let (lo, hi) = poisson_interval(k, opts.z);
     let z_min = ups.iter().map(|i| steps[*i]).fold(f64::INFINITY, f64::min);
-    // Levels that a random walk climbs are not steps: its pieces' floors
-    // wander about their lines.
-    let span = &floors[first.start..];
-    let resid = crate::bucket::residuals(floors, &pieces[ups[0]..])
-        .into_iter()
-        .collect::<Vec<_>>();
     let trend = Trend {
         slope: rate,
         lo: rate * lo / k,
         hi: rate * hi / k,
         intercept: current - rate * t1,
         z: z_min,
-        p_up: (1.0 - normal_cdf(z_min)).max(crate::growth::wander_p(span, &resid)),
+        p_up: 1.0 - normal_cdf(z_min),
         n: floors.len() - first.start,
     };
     Some(GrowthFit {

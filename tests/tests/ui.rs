@@ -31,13 +31,25 @@ fn dashboards_and_flamegraphs_render_and_respond() {
             ("HEAPTIDE_HEAP_SAMPLE_PERIOD", "64KiB"),
         ],
     );
-    drive(&leaky);
-    std::thread::sleep(Duration::from_millis(1500));
-    let b = Browser::start();
-    overview(&b, &an);
-    instance_page(&b, &an);
-    flamegraphs(&b, &an);
+    // The service stays under load while the pages are looked at, as a
+    // service in production would: a per-request leak that stopped with
+    // its traffic would rightly read as a regime that stopped growing.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| drive(&leaky, &stop));
+        let _stop = StopOnDrop(&stop);
+        std::thread::sleep(Duration::from_secs(45));
+        let b = Browser::start();
+        overview(&b, &an);
+        instance_page(&b, &an);
+        flamegraphs(&b, &an);
+        check_unknown_and_console(&b, &an);
+    });
+    drop(leaky);
+}
 
+/// An unknown instance says so, and the console stayed clean.
+fn check_unknown_and_console(b: &Browser, an: &Proc) {
     b.goto(&an.url("/ui/instance?service=nobody&instance=x"));
     let text = b.eval("return document.body.innerText;", serde_json::json!([]));
     assert!(text.to_string().contains("no data for nobody/x"), "{text}");
@@ -48,14 +60,24 @@ fn dashboards_and_flamegraphs_render_and_respond() {
         .filter(|e| !e.contains("nobody"))
         .collect();
     assert!(errors.is_empty(), "console errors: {errors:?}");
-    drop(leaky);
 }
 
-/// 45 s of load on every route of the example.
-fn drive(leaky: &Proc) {
-    let end = Instant::now() + Duration::from_secs(45);
+/// Sets the flag when dropped, so that the load stops even when a check
+/// panics.
+struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Load on every route of the example until `stop`.
+fn drive(leaky: &Proc, stop: &std::sync::atomic::AtomicBool) {
+    // Bounded: at most five minutes, whatever happens to the checks.
+    let end = Instant::now() + Duration::from_secs(300);
     let mut n = 0;
-    while Instant::now() < end {
+    while Instant::now() < end && !stop.load(std::sync::atomic::Ordering::Relaxed) {
         let route = [
             "/leak?kb=16",
             "/work",
