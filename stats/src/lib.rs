@@ -1,7 +1,7 @@
 #![doc = include_str!("../README.md")]
 //!
-//! The statistics behind leak detection: a floor envelope, level-shift
-//! detection, the Theil–Sen slope with Sen's confidence interval, and the
+//! The statistics behind leak detection: envelopes, change points
+//! ([`segment`]), the growth recipe ([`growth`]), the Theil–Sen slope with Sen's confidence interval, and the
 //! Mann–Kendall trend test with Hamed and Rao's correction for
 //! autocorrelation.
 //!
@@ -84,40 +84,6 @@ pub fn envelope(pts: &[Pt], buckets: usize, how: Summary) -> Vec<Pt> {
             Summary::Median => median(&mut vals),
         };
         out.push((t0 + width * (b as f64 + 0.5), v));
-    }
-    out
-}
-
-/// Indices `i` where the envelope jumps between `e[i]` and `e[i + 1]` far
-/// more than its bucket-to-bucket noise, and stays jumped: level shifts
-/// such as a deploy's step. Smooth growth, however steep, is not a shift.
-pub fn level_shifts(e: &[Pt]) -> Vec<usize> {
-    if e.len() < 6 {
-        return Vec::new();
-    }
-    let d: Vec<f64> = e.windows(2).map(|w| w[1].1 - w[0].1).collect();
-    let mut dm = d.clone();
-    let med = median(&mut dm);
-    let sigma = mad_sigma(&d);
-    let scale = e.iter().map(|p| p.1.abs()).fold(0.0, f64::max);
-    let threshold = (8.0 * sigma).max(3.0 * med.abs()).max(1e-6 * (scale + 1.0));
-    let mut out = Vec::new();
-    for (i, di) in d.iter().enumerate() {
-        if (di - med).abs() <= threshold {
-            continue;
-        }
-        // Sustained: the levels a few buckets either side differ too.
-        let lo = i.saturating_sub(2);
-        let hi = (i + 4).min(e.len());
-        let mut before: Vec<f64> = e[lo..=i].iter().map(|p| p.1).collect();
-        let mut after: Vec<f64> = e[i + 1..hi].iter().map(|p| p.1).collect();
-        if after.is_empty() {
-            continue;
-        }
-        let expected = med * ((after.len() + before.len()) as f64 / 2.0);
-        if (median(&mut after) - median(&mut before) - expected).abs() > threshold / 2.0 {
-            out.push(i);
-        }
     }
     out
 }
@@ -475,23 +441,5 @@ mod tests {
         let e = envelope(&pts, 10, Summary::Min);
         assert_eq!(e.len(), 10);
         assert!(e.iter().all(|p| p.1 == 100.0));
-    }
-
-    #[test]
-    fn level_shifts_are_found_and_smooth_growth_is_not() {
-        let mut seed = 5;
-        let step: Vec<Pt> = (0..40)
-            .map(|i| {
-                (
-                    i as f64,
-                    if i < 25 { 100.0 } else { 300.0 } + noise(&mut seed),
-                )
-            })
-            .collect();
-        assert_eq!(level_shifts(&step), vec![24]);
-        let ramp: Vec<Pt> = (0..40)
-            .map(|i| (i as f64, 10.0 * i as f64 + noise(&mut seed)))
-            .collect();
-        assert!(level_shifts(&ramp).is_empty());
     }
 }

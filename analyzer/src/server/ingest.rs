@@ -107,9 +107,8 @@ pub(super) async fn handler(
         Some(other) => {
             return Err(ApiError {
                 status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                field: Some("Content-Encoding".into()),
                 ..ApiError::bad(
-                    "",
+                    "Content-Encoding",
                     format!("unsupported content encoding {other:?}; use gzip or none"),
                 )
             })
