@@ -20,11 +20,7 @@ use heaptide_testkit::{bin, fixtures, now_ms};
 const MIB: f64 = 1024.0 * 1024.0;
 
 fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
+    heaptide_tests::flag_value(name)
 }
 
 /// Deterministic noise in [-1, 1).

@@ -21,10 +21,7 @@ use std::time::{Duration, Instant};
 use heaptide_tests::{analyzer, get_json, leaky, Proc};
 
 fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
+    heaptide_tests::flag_value(name)
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }

@@ -24,11 +24,7 @@ const METRICS: usize = 45;
 const STACKS: usize = 2000;
 
 fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
+    heaptide_tests::flag_value(name)
 }
 
 /// 2,000 distinct stacks of 10 to 24 frames over 600 function names, with
