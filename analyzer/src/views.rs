@@ -6,15 +6,13 @@ use heaptide_ui::{
 };
 use heaptide_wire::metric;
 
-use crate::detect::{self, Analysis, Finding, LeakVerdict, Resource};
+use crate::detect::{self, Analysis, Finding, LeakVerdict, Resource, Severity};
 use crate::error::Result;
 use crate::evaluate::Kept;
 use crate::query;
 use crate::select::{now_ms, Selector};
 use crate::store::Store;
 
-/// A leak reaching its limit within this long is "exhausting soon".
-const SOON_SECS: f64 = 86_400.0;
 const HOUR_MS: i64 = 3_600_000;
 
 fn points(store: &dyn Store, sel: &Selector, m: &str) -> Result<Vec<(i64, f64)>> {
@@ -87,7 +85,11 @@ fn status(findings: &[Finding], silent_ms: i64) -> Status {
     let leaking = findings.iter().any(|f| f.verdict == LeakVerdict::Leak);
     if silent_ms > query::STALE_AFTER_MS {
         Status::Stale
-    } else if soonest(findings).is_some_and(|e| e.1 < SOON_SECS) {
+    } else if findings
+        .iter()
+        .any(|f| f.severity == Some(Severity::Critical))
+    {
+        // Exhausting soon: a critical leak, gone within a day.
         Status::ExhaustingSoon
     } else if leaking {
         Status::Leaking

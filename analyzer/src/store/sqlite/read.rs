@@ -348,15 +348,7 @@ impl SqliteStore {
             ))?;
             let rows = stmt.query_map(
                 params![sel.service, sel.instance, sel.from_ms, sel.to_ms],
-                |r| {
-                    Ok(SitePoint {
-                        profile_id: r.get(0)?,
-                        ts_ms: r.get(1)?,
-                        stack_id: r.get(2)?,
-                        bytes: r.get(3)?,
-                        objects: r.get(4)?,
-                    })
-                },
+                site_row,
             )?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
         })
