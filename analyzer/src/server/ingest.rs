@@ -115,12 +115,22 @@ pub(super) async fn handler(
         }
     };
     let limit = state.limits.max_body_bytes;
+    let too_large = || ApiError {
+        status: StatusCode::PAYLOAD_TOO_LARGE,
+        ..ApiError::bad("body", format!("body larger than {limit} bytes"))
+    };
+    // A declared length over the limit is refused before any byte of the
+    // body is read, so the client learns why instead of seeing a reset.
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
     let body = axum::body::to_bytes(req.into_body(), limit)
         .await
-        .map_err(|_| ApiError {
-            status: StatusCode::PAYLOAD_TOO_LARGE,
-            ..ApiError::bad("body", format!("body larger than {limit} bytes"))
-        })?;
+        .map_err(|_| too_large())?;
     let st = state.clone();
     let decoded = tokio::task::spawn_blocking(move || {
         ingest::decode(&body, gzip, &st.limits, crate::select::now_ms())
