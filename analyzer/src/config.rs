@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::alerts::notify::Webhook;
+use crate::alerts::{AlertRules, WebhookConfig, WebhookKind};
 use crate::error::{Error, Result};
 use crate::select::Span;
 
@@ -23,6 +25,8 @@ pub struct FileConfig {
     pub rate_limit: Option<f64>,
     /// How often every instance is judged.
     pub evaluate_every: Option<Span>,
+    /// Alert rules and webhooks (`docs/alerts.md`).
+    pub alerts: Option<AlertRules>,
 }
 
 impl FileConfig {
@@ -47,6 +51,8 @@ pub struct Layer {
     pub token_file: Option<PathBuf>,
     pub rate_limit: Option<f64>,
     pub evaluate_every: Option<Duration>,
+    /// Webhooks of the Alertmanager kind, added to the file's.
+    pub alert_webhooks: Vec<String>,
 }
 
 impl Layer {
@@ -58,6 +64,7 @@ impl Layer {
             token_file: self.token_file.or(other.token_file),
             rate_limit: self.rate_limit.or(other.rate_limit),
             evaluate_every: self.evaluate_every.or(other.evaluate_every),
+            alert_webhooks: [self.alert_webhooks, other.alert_webhooks].concat(),
         }
     }
 }
@@ -71,6 +78,7 @@ impl From<FileConfig> for Layer {
             token_file: f.token_file,
             rate_limit: f.rate_limit,
             evaluate_every: f.evaluate_every.map(|e| e.0),
+            alert_webhooks: Vec::new(),
         }
     }
 }
@@ -85,6 +93,9 @@ pub struct ServeConfig {
     pub rate_limit: f64,
     /// How often every instance is judged and its findings kept.
     pub evaluate_every: Duration,
+    pub alerts: AlertRules,
+    /// Every webhook, the file's and the flags', checked and ready.
+    pub webhooks: Vec<Webhook>,
 }
 
 /// The store used when none is named.
@@ -96,8 +107,12 @@ impl ServeConfig {
     pub fn resolve(
         flags: Layer,
         env: impl Fn(&str) -> Option<String>,
-        file: Option<FileConfig>,
+        mut file: Option<FileConfig>,
     ) -> Result<Self> {
+        let alerts = file
+            .as_mut()
+            .and_then(|f| f.alerts.take())
+            .unwrap_or_default();
         let merged = flags.or(file.map(Layer::from).unwrap_or_default());
         let listen_text = merged.listen.unwrap_or_else(|| "127.0.0.1:4040".into());
         let listen: SocketAddr = listen_text.parse().map_err(|_| {
@@ -140,7 +155,10 @@ impl ServeConfig {
         if evaluate_every < Duration::from_secs(1) {
             return Err(Error::invalid("evaluate_every", "must be at least 1s"));
         }
+        let webhooks = alert_webhooks(&alerts, merged.alert_webhooks)?;
         Ok(ServeConfig {
+            alerts,
+            webhooks,
             evaluate_every,
             listen,
             store: merged.store.unwrap_or_else(|| DEFAULT_STORE.into()),
@@ -149,6 +167,23 @@ impl ServeConfig {
             rate_limit,
         })
     }
+}
+
+/// The file's webhooks and the flags' (of the Alertmanager kind),
+/// checked, with their tokens read.
+fn alert_webhooks(alerts: &AlertRules, flags: Vec<String>) -> Result<Vec<Webhook>> {
+    let from_flags = flags.into_iter().map(|url| WebhookConfig {
+        url,
+        token_file: None,
+        kind: WebhookKind::Alertmanager,
+    });
+    alerts
+        .webhook
+        .iter()
+        .cloned()
+        .chain(from_flags)
+        .map(|c| Webhook::from_config(&c))
+        .collect()
 }
 
 #[cfg(test)]

@@ -95,10 +95,10 @@ pub async fn run(
         crate::server::RateLimit::default(),
     ));
     // The same server `serve` runs, retention included.
-    let background = crate::server::Background {
-        retention: crate::store::RetentionPolicy::with_retention(7 * 24 * 3_600_000),
-        evaluate_every: Duration::from_secs(5),
-    };
+    let background = crate::server::Background::new(
+        crate::store::RetentionPolicy::with_retention(7 * 24 * 3_600_000),
+        Duration::from_secs(5),
+    );
     let server = tokio::spawn(crate::server::run(
         listener,
         state,

@@ -6,10 +6,10 @@
 
 use std::collections::HashMap;
 
-use crate::detect::{self, Analysis, Finding};
+use crate::detect::{self, Analysis, Finding, LeakVerdict};
 use crate::error::{Error, Result};
 use crate::select::Selector;
-use crate::store::Store;
+use crate::store::{Store, Transition};
 use heaptide_wire::metric;
 
 /// How far back each evaluation looks: what the overview shows.
@@ -56,6 +56,24 @@ pub fn sparkline(
         .collect())
 }
 
+/// What `leaks` and `predict` report, from the CLI and the API alike:
+/// the kept findings when the question is the one continuous evaluation
+/// answers (the last day of a service or of all, `kept_window`) and they
+/// are current; else the engine, run now.
+pub fn analysis(
+    store: &dyn Store,
+    sel: &Selector,
+    kept_window: bool,
+    now_ms: i64,
+) -> Result<Analysis> {
+    if kept_window && sel.instance.is_none() {
+        if let Some(a) = kept(store, sel.service.as_deref(), now_ms)? {
+            return Ok(a);
+        }
+    }
+    detect::analyze(store, sel, &detect::Options::default())
+}
+
 /// What one pass did.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Pass {
@@ -64,25 +82,26 @@ pub struct Pass {
 }
 
 /// Judges every service with an instance whose data is newer than its
-/// kept findings. A service is judged whole, so that findings keep their
+/// kept findings, and records which leaks began, changed severity or
+/// ended. A service is judged whole, so that findings keep their
 /// corroboration across instances.
 pub fn evaluate(store: &dyn Store, now_ms: i64) -> Result<Pass> {
-    let kept: HashMap<(String, String), i64> = store
-        .kept_findings(None)?
-        .into_iter()
-        .map(|k| ((k.service, k.instance), k.evaluated_ms))
-        .collect();
+    let mut kept = kept_by_instance(store, None)?;
     let mut stale: Vec<String> = Vec::new();
     let mut pass = Pass::default();
     for inst in store.instances(None)? {
         let key = (inst.service.clone(), inst.instance.clone());
-        if kept.get(&key).is_some_and(|at| *at >= inst.last_seen_ms) {
+        if kept
+            .get(&key)
+            .is_some_and(|k| k.evaluated_ms >= inst.last_seen_ms)
+        {
             pass.skipped += 1;
         } else if stale.last() != Some(&inst.service) {
             stale.push(inst.service);
         }
     }
     let window = Selector::all(now_ms - WINDOW_MS, now_ms);
+    let mut history = Vec::new();
     for service in stale {
         let sel = Selector {
             service: Some(service.clone()),
@@ -94,19 +113,57 @@ pub fn evaluate(store: &dyn Store, now_ms: i64) -> Result<Pass> {
             by_instance.entry(&f.instance).or_default().push(f);
         }
         for (instance, findings) in by_instance {
-            let kept = Kept {
+            let next = Kept {
                 evaluated_ms: now_ms,
                 findings: findings.into_iter().cloned().collect(),
                 heap: sparkline(store, &service, instance, metric::HEAP_ALLOCATED, now_ms)?,
                 fds: sparkline(store, &service, instance, metric::FDS, now_ms)?,
             };
-            let json = serde_json::to_string(&kept)
+            let before = kept.remove(&(service.clone(), instance.to_owned()));
+            let before = before.as_ref().map_or(&[][..], |k| &k.findings[..]);
+            history.extend(transitions(before, &next.findings, now_ms));
+            let json = serde_json::to_string(&next)
                 .map_err(|e| Error::invalid("findings", e.to_string()))?;
             store.keep_findings(&service, instance, now_ms, &json)?;
             pass.judged += 1;
         }
     }
+    store.record_transitions(&history)?;
     Ok(pass)
+}
+
+/// Leaks that began, changed severity or ended between two judgements of
+/// one instance.
+fn transitions(before: &[Finding], after: &[Finding], now_ms: i64) -> Vec<Transition> {
+    let leak = |fs: &[Finding], f: &Finding| {
+        fs.iter()
+            .find(|g| g.metric == f.metric && g.verdict == LeakVerdict::Leak)
+            .map(|g| g.severity)
+    };
+    let record = |f: &Finding, state: &str| Transition {
+        at_ms: now_ms,
+        service: f.service.clone(),
+        instance: f.instance.clone(),
+        subject: "finding".into(),
+        resource: f.resource.name().to_owned(),
+        state: state.to_owned(),
+        severity: f.severity.map(|s| s.name().to_owned()),
+        summary: f.reason.clone(),
+    };
+    let mut out = Vec::new();
+    for f in after.iter().filter(|f| f.verdict == LeakVerdict::Leak) {
+        match leak(before, f) {
+            None => out.push(record(f, "began")),
+            Some(s) if s != f.severity => out.push(record(f, "changed")),
+            Some(_) => {}
+        }
+    }
+    for f in before.iter().filter(|f| f.verdict == LeakVerdict::Leak) {
+        if leak(after, f).is_none() {
+            out.push(record(f, "ended"));
+        }
+    }
+    out
 }
 
 /// What is kept of each instance of `service` (or of all), by (service,
@@ -127,11 +184,17 @@ pub fn kept_by_instance(
         .collect()
 }
 
+/// Kept findings older than this are not read as current: the store is
+/// not being fed by a `serve` that evaluates at least this often.
+pub const KEPT_CURRENT_MS: i64 = 5 * 60_000;
+
 /// The kept findings of `service` (or of all), worst first, as one
-/// analysis of the last day; `None` when nothing is kept yet.
+/// analysis of the last day; `None` when nothing is kept, or the newest
+/// is older than [`KEPT_CURRENT_MS`].
 pub fn kept(store: &dyn Store, service: Option<&str>, now_ms: i64) -> Result<Option<Analysis>> {
     let kept = kept_by_instance(store, service)?;
-    if kept.is_empty() {
+    let newest = kept.values().map(|k| k.evaluated_ms).max();
+    if newest.is_none_or(|t| now_ms - t > KEPT_CURRENT_MS) {
         return Ok(None);
     }
     let mut findings: Vec<Finding> = kept.into_values().flat_map(|k| k.findings).collect();

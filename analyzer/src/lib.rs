@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod alerts;
 pub mod budget;
 pub mod check;
 pub mod config;
@@ -41,6 +42,9 @@ pub async fn serve(
     let background = server::Background {
         retention: store::RetentionPolicy::with_retention(select::ms(cfg.retention)),
         evaluate_every: cfg.evaluate_every,
+        external_url: cfg.alerts.external_url.clone().unwrap_or_default(),
+        alerts: cfg.alerts,
+        webhooks: cfg.webhooks,
     };
     server::run(listener, state, background, shutdown).await
 }

@@ -2,7 +2,8 @@
 //! the CLI and the API use. `heaptide-ui` draws them; nothing here draws.
 
 use heaptide_ui::{
-    format, Chart, FindingView, InstanceSummary, InstanceView, PauseView, Series, Status, Unit,
+    format, AlertView, Chart, FindingView, HistoryEntry, InstanceSummary, InstanceView, PauseView,
+    Series, Status, Unit,
 };
 use heaptide_wire::metric;
 
@@ -33,6 +34,7 @@ fn analysis(store: &dyn Store, sel: &Selector) -> Result<Analysis> {
 pub fn overview(store: &dyn Store) -> Result<Vec<InstanceSummary>> {
     let now = now_ms();
     let mut kept = crate::evaluate::kept_by_instance(store, None)?;
+    let mut alerts = alerts_by_instance(store)?;
     let mut rows = Vec::new();
     for i in store.instances(None)? {
         let key = (i.service.clone(), i.instance.clone());
@@ -64,12 +66,35 @@ pub fn overview(store: &dyn Store) -> Result<Vec<InstanceSummary>> {
             exhaustion: soonest(&k.findings),
             heap: k.heap,
             fds: k.fds,
+            alerts: alerts.remove(&key).unwrap_or_default(),
             service: i.service,
             instance: i.instance,
             last_seen_ms: i.last_seen_ms,
         });
     }
     Ok(rows)
+}
+
+/// The pending and firing alerts, by (service, instance), firing first.
+fn alerts_by_instance(
+    store: &dyn Store,
+) -> Result<std::collections::HashMap<(String, String), Vec<AlertView>>> {
+    let mut out: std::collections::HashMap<_, Vec<AlertView>> = Default::default();
+    let mut active = crate::alerts::active(store)?;
+    active.sort_by_key(|a| a.state != crate::alerts::State::Firing);
+    for a in active {
+        out.entry((a.key.service.clone(), a.key.instance.clone()))
+            .or_default()
+            .push(AlertView {
+                name: a.key.alertname,
+                severity: a.severity,
+                state: a.state.name().to_owned(),
+                resource: a.key.resource,
+                summary: a.summary,
+                since_ms: a.starts_at_ms.unwrap_or(a.active_since_ms),
+            });
+    }
+    Ok(out)
 }
 
 /// The soonest time to exhaustion among an instance's leaks, and of what.
@@ -111,6 +136,21 @@ pub fn instance(store: &dyn Store, sel: &Selector) -> Result<Option<InstanceView
     }
     let analysis = analysis(store, sel)?;
     let pause_events = store.pauses(sel)?;
+    let alerts = alerts_by_instance(store)?
+        .remove(&(service.clone(), inst.clone()))
+        .unwrap_or_default();
+    let history = store
+        .transitions(&service, &inst, 50)?
+        .into_iter()
+        .map(|t| HistoryEntry {
+            at_ms: t.at_ms,
+            subject: t.subject,
+            resource: t.resource,
+            state: t.state,
+            severity: t.severity,
+            summary: t.summary,
+        })
+        .collect();
     let charts = charts(store, sel, &analysis, &pause_events)?;
     Ok(Some(InstanceView {
         service,
@@ -130,6 +170,8 @@ pub fn instance(store: &dyn Store, sel: &Selector) -> Result<Option<InstanceView
             .collect(),
         findings: finding_views(&analysis),
         profiles: store.profiles(sel)?.into_iter().map(|p| p.ts_ms).collect(),
+        alerts,
+        history,
     }))
 }
 

@@ -25,6 +25,32 @@ pub enum Status {
     Stale,
 }
 
+/// A pending or firing alert, as the pages show it.
+#[derive(Debug, Clone)]
+pub struct AlertView {
+    pub name: String,
+    pub severity: String,
+    /// `pending` or `firing`.
+    pub state: String,
+    pub resource: String,
+    pub summary: String,
+    /// When it started firing, or began pending.
+    pub since_ms: i64,
+}
+
+/// One line of an instance's history: a leak that began, changed or
+/// ended, or an alert that fired or resolved.
+#[derive(Debug, Clone)]
+pub struct HistoryEntry {
+    pub at_ms: i64,
+    /// `finding` or the alert's name.
+    pub subject: String,
+    pub resource: String,
+    pub state: String,
+    pub severity: Option<String>,
+    pub summary: String,
+}
+
 /// One row of the overview.
 #[derive(Debug, Clone)]
 pub struct InstanceSummary {
@@ -36,6 +62,7 @@ pub struct InstanceSummary {
     pub last_seen_ms: i64,
     pub heap: Vec<(i64, f64)>,
     pub fds: Vec<(i64, f64)>,
+    pub alerts: Vec<AlertView>,
 }
 
 #[derive(Debug, Clone)]
@@ -89,4 +116,7 @@ pub struct InstanceView {
     pub findings: Vec<FindingView>,
     /// Times of the heap profiles in the window.
     pub profiles: Vec<i64>,
+    pub alerts: Vec<AlertView>,
+    /// Newest first.
+    pub history: Vec<HistoryEntry>,
 }

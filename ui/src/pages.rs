@@ -3,10 +3,10 @@
 
 use std::fmt::Write;
 
-use crate::format::{axis, duration};
+use crate::format::{axis, clock, duration};
 use crate::svg::{chart, esc, sparkline};
 use crate::Error;
-use crate::{InstanceSummary, InstanceView, Status, Unit};
+use crate::{AlertView, InstanceSummary, InstanceView, Status, Unit};
 
 const STYLE: &str = "body{font:14px/1.45 system-ui,-apple-system,Segoe UI,sans-serif;margin:0;color:#111827;background:#f9fafb}
 header{background:#0f172a;color:#fff;padding:10px 24px}header a{color:#fff;text-decoration:none;font-weight:600}
@@ -19,7 +19,10 @@ td,th{padding:6px 10px;border-bottom:1px solid #e5e7eb;text-align:left;vertical-
 .chart text{font-size:11px;fill:#374151}.chart .title{font-size:13px;font-weight:600}
 nav a{margin-right:10px}.finding{background:#fff;border:1px solid #fde68a;padding:8px 12px;margin:8px 0}
 .finding pre{margin:4px 0 4px 12px;font-size:12px;white-space:pre-wrap}code{font-size:12px}
-.empty{color:#6b7280}";
+.empty{color:#6b7280}.alert{font-size:12px;border-radius:4px;padding:2px 6px;margin-right:4px;white-space:nowrap}
+.alert.pending{background:#e0e7ff;color:#3730a3}.alert.firing.warning{background:#fef3c7;color:#92400e}
+.alert.firing.critical{background:#fee2e2;color:#991b1b;font-weight:600}
+.warn{background:#fee2e2;color:#991b1b;padding:6px 10px;border-radius:4px}";
 
 fn url(s: &str) -> String {
     let mut out = String::new();
@@ -31,6 +34,16 @@ fn url(s: &str) -> String {
         }
     }
     out
+}
+
+/// The path of an instance's page, as links and alerts' `generatorURL`
+/// give it.
+pub fn instance_path(service: &str, instance: &str) -> String {
+    format!(
+        "/ui/instance?service={}&instance={}",
+        url(service),
+        url(instance)
+    )
 }
 
 fn page(title: &str, body: &str) -> String {
@@ -53,20 +66,29 @@ pub fn message(title: &str, message: &str) -> String {
     )
 }
 
-pub fn overview(rows: &[InstanceSummary], now: i64) -> String {
+/// The overview: every instance with its status, alerts and sparklines;
+/// `webhook_failures` notifications that no webhook took are called out.
+pub fn overview(rows: &[InstanceSummary], now: i64, webhook_failures: u64) -> String {
     if rows.is_empty() {
         return page(
             "services",
             "<h1>Services</h1><p class=\"empty\">No agent has reported yet. Link heaptide-agent into a service and point HEAPTIDE_ENDPOINT here.</p>",
         );
     }
-    let mut b = String::from("<h1>Services</h1><table id=\"services\"><tr><th>service / instance</th><th>status</th><th>last seen</th><th>heap</th><th>fds</th></tr>");
+    let mut b = String::from("<h1>Services</h1>");
+    if webhook_failures > 0 {
+        let _ = write!(
+            b,
+            "<p class=\"warn\" id=\"webhook-failures\">{webhook_failures} alert notification(s) could not be delivered; see heaptide_webhook_notifications_total on /metrics.</p>"
+        );
+    }
+    b.push_str("<table id=\"services\"><tr><th>service / instance</th><th>status</th><th>alerts</th><th>last seen</th><th>heap</th><th>fds</th></tr>");
     let mut last_service = "";
     for r in rows {
         if r.service != last_service {
             let _ = write!(
                 b,
-                "<tr class=\"service\"><th colspan=\"5\">{}</th></tr>",
+                "<tr class=\"service\"><th colspan=\"6\">{}</th></tr>",
                 esc(&r.service)
             );
             last_service = &r.service;
@@ -90,11 +112,11 @@ pub fn overview(rows: &[InstanceSummary], now: i64) -> String {
             .unwrap_or_default();
         let _ = write!(
             b,
-            "<tr class=\"instance\" data-status=\"{class}\"><td><a href=\"/ui/instance?service={}&amp;instance={}\">{}</a></td>\
-             <td><span class=\"status {class}\">{label}</span>{tte}</td><td>{} ago</td><td>{}</td><td>{}</td></tr>",
-            url(&r.service),
-            url(&r.instance),
+            "<tr class=\"instance\" data-status=\"{class}\"><td><a href=\"{}\">{}</a></td>\
+             <td><span class=\"status {class}\">{label}</span>{tte}</td><td>{}</td><td>{} ago</td><td>{}</td><td>{}</td></tr>",
+            esc(&instance_path(&r.service, &r.instance)),
             esc(&r.instance),
+            alert_badges(&r.alerts),
             duration(((now - r.last_seen_ms) / 1000) as f64),
             sparkline(&r.heap),
             sparkline(&r.fds)
@@ -152,8 +174,56 @@ pub fn instance(v: &InstanceView, window: &str) -> String {
         b.push_str(&chart(c, v.from_ms, v.to_ms + ahead, &v.restarts));
     }
     pauses(&mut b, v);
+    history(&mut b, v);
     profiles(&mut b, v, &q);
     page(&format!("{}/{}", v.service, v.instance), &b)
+}
+
+/// Each alert as a badge: its state, severity, name and since when.
+fn alert_badges(alerts: &[AlertView]) -> String {
+    let mut b = String::new();
+    for a in alerts {
+        let _ = write!(
+            b,
+            "<span class=\"alert {} {}\" title=\"{}\">{} {} {} since {}</span> ",
+            esc(&a.state),
+            esc(&a.severity),
+            esc(&a.summary),
+            esc(&a.state),
+            esc(&a.name),
+            esc(&a.resource),
+            clock(a.since_ms)
+        );
+    }
+    b
+}
+
+/// The instance's alerts, then its history of leaks and alerts.
+fn history(b: &mut String, v: &InstanceView) {
+    b.push_str("<h2>Alerts</h2>");
+    if v.alerts.is_empty() {
+        b.push_str("<p class=\"empty\">No alert is pending or firing.</p>");
+    } else {
+        let _ = write!(b, "<p id=\"alerts\">{}</p>", alert_badges(&v.alerts));
+    }
+    if v.history.is_empty() {
+        return;
+    }
+    b.push_str("<table id=\"history\"><tr><th>when</th><th>what</th><th>resource</th><th>state</th><th>severity</th><th>summary</th></tr>");
+    for h in &v.history {
+        let _ = write!(
+            b,
+            "<tr data-state=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&h.state),
+            clock(h.at_ms),
+            esc(&h.subject),
+            esc(&h.resource),
+            esc(&h.state),
+            esc(h.severity.as_deref().unwrap_or("")),
+            esc(&h.summary)
+        );
+    }
+    b.push_str("</table>");
 }
 
 /// The instance's leaks, each with its growing sites.

@@ -45,6 +45,10 @@ pub struct Analysis {
     pub instance: Option<String>,
     #[arg(long, value_enum, default_value = "table")]
     pub format: Format,
+    /// Judge now, rather than read what a running `serve` kept for the
+    /// last day.
+    #[arg(long)]
+    pub fresh: bool,
     #[command(flatten)]
     pub store: StoreArgs,
 }
@@ -64,9 +68,14 @@ impl Analysis {
     /// is not an error, so that a cron job's JSON stays parseable: it gives
     /// no findings, and a note on stderr names what was asked for.
     pub fn analyze(&self) -> anyhow::Result<heaptide_analyzer::detect::Analysis> {
-        use heaptide_analyzer::detect;
         let store = self.store.open_existing()?;
-        let analysis = detect::analyze(&store, &self.selector()?, &detect::Options::default())?;
+        let kept_window = !self.fresh && self.since == Duration::from_secs(86_400);
+        let analysis = heaptide_analyzer::evaluate::analysis(
+            &store,
+            &self.selector()?,
+            kept_window,
+            now_ms(),
+        )?;
         if analysis.findings.is_empty() {
             let what = self
                 .service

@@ -25,6 +25,10 @@ pub struct Args {
     /// File holding the bearer token agents must send.
     #[arg(long, env = "HEAPTIDE_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    /// Sends alerts to this URL as Alertmanager's webhook payload
+    /// (repeatable; added to the config's `[[alerts.webhook]]`).
+    #[arg(long = "alert-webhook", value_name = "URL")]
+    pub alert_webhooks: Vec<String>,
     /// TOML file with the same settings; flags and environment win.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -39,6 +43,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         token_file: a.token_file,
         rate_limit: None,
         evaluate_every: a.evaluate_every,
+        alert_webhooks: a.alert_webhooks,
     };
     let cfg = ServeConfig::resolve(flags, |k| std::env::var(k).ok(), file)?;
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -186,12 +186,12 @@ async fn site(State(state): State<Arc<AppState>>, Query(q): Query<Params>) -> Ap
     Ok(Json(json!({ "stack_id": stack, "frames": frames, "points": points })).into_response())
 }
 
-/// The engine over the window of `q` (24 h unless it says), as `leaks`
-/// and `predict` share it with the CLI.
+/// The window of `q` (24 h unless it says), kept or judged now, as
+/// `leaks` and `predict` share it with the CLI.
 async fn analysis(state: &AppState, q: &Params) -> ApiResult<crate::detect::Analysis> {
     let sel = q.selector(DAY)?;
-    let store = state.store.clone();
-    blocking(move || crate::detect::analyze(&*store, &sel, &Default::default())).await
+    let (store, kept) = (state.store.clone(), q.kept_window());
+    blocking(move || crate::evaluate::analysis(&*store, &sel, kept, crate::select::now_ms())).await
 }
 
 async fn leaks(State(state): State<Arc<AppState>>, Query(q): Query<Params>) -> ApiResult<Response> {

@@ -37,7 +37,13 @@ async fn favicon() -> Response {
 async fn overview(State(state): State<Arc<AppState>>) -> PageResult {
     let store = state.store.clone();
     let rows = blocking(move || views::overview(&*store)).await?;
-    Ok(Html(pages::overview(&rows, now_ms())).into_response())
+    let failed = state
+        .telemetry
+        .webhooks
+        .lock()
+        .map(|h| h.iter().map(|(_, s)| s.undelivered()).sum())
+        .unwrap_or(0);
+    Ok(Html(pages::overview(&rows, now_ms(), failed)).into_response())
 }
 
 /// The range the page names for its navigation: `1h`, `custom`, `auto`.

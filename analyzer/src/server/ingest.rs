@@ -87,11 +87,24 @@ fn authorized(state: &AppState, headers: &HeaderMap) -> bool {
             == 0
 }
 
+/// Ingest, timed and counted for `/metrics`.
 pub(super) async fn handler(
     State(state): State<Arc<AppState>>,
     req: Request,
 ) -> ApiResult<Response> {
-    if !authorized(&state, req.headers()) {
+    let started = std::time::Instant::now();
+    let result = accept(&state, req).await;
+    let t = &state.telemetry;
+    t.ingest_seconds.observe(started.elapsed().as_secs_f64());
+    match &result {
+        Ok(_) => t.ingest_batches.inc(),
+        Err(e) => t.reject(e.status),
+    }
+    result
+}
+
+async fn accept(state: &Arc<AppState>, req: Request) -> ApiResult<Response> {
+    if !authorized(state, req.headers()) {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "missing or wrong bearer token",
@@ -131,6 +144,7 @@ pub(super) async fn handler(
     let body = axum::body::to_bytes(req.into_body(), limit)
         .await
         .map_err(|_| too_large())?;
+    state.telemetry.ingest_bytes.inc_by(body.len() as u64);
     let st = state.clone();
     let decoded = tokio::task::spawn_blocking(move || {
         ingest::decode(&body, gzip, &st.limits, crate::select::now_ms())

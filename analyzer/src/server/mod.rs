@@ -5,15 +5,19 @@ mod api;
 mod dashboards;
 pub mod error;
 mod ingest;
+mod metrics;
 pub mod params;
+pub mod telemetry;
 
 use std::sync::Arc;
 
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::Router;
 
 pub use error::{ApiError, ApiResult};
 pub use ingest::{RateLimit, RateLimiter};
+pub use metrics::render as render_metrics;
+pub use telemetry::Telemetry;
 
 use crate::store::{RetentionPolicy, Store};
 
@@ -24,6 +28,7 @@ pub struct AppState {
     pub token: Option<String>,
     pub limits: crate::ingest::Limits,
     pub rate: RateLimiter,
+    pub telemetry: Telemetry,
 }
 
 impl AppState {
@@ -38,6 +43,7 @@ impl AppState {
             token,
             limits,
             rate: RateLimiter::new(rate),
+            telemetry: Telemetry::default(),
         }
     }
 }
@@ -46,6 +52,7 @@ impl AppState {
 pub fn app(state: Arc<AppState>) -> Router {
     Router::new()
         .route(heaptide_wire::INGEST_PATH, post(ingest::handler))
+        .route("/metrics", get(metrics::handler))
         .merge(api::routes())
         .merge(dashboards::routes())
         .with_state(state)
@@ -57,19 +64,49 @@ pub struct Background {
     pub retention: RetentionPolicy,
     /// How often every instance is judged and its findings kept.
     pub evaluate_every: std::time::Duration,
+    pub alerts: crate::alerts::AlertRules,
+    pub webhooks: Vec<crate::alerts::notify::Webhook>,
+    /// The base of links in notifications.
+    pub external_url: String,
+}
+
+impl Background {
+    /// Retention, evaluation every `evaluate_every`, the default alert
+    /// rules and no webhooks.
+    pub fn new(retention: RetentionPolicy, evaluate_every: std::time::Duration) -> Self {
+        Background {
+            retention,
+            evaluate_every,
+            alerts: Default::default(),
+            webhooks: Vec::new(),
+            external_url: String::new(),
+        }
+    }
 }
 
 /// Serves [`app`] on `listener`, with retention applied at start and every
-/// ten minutes and continuous evaluation, until `shutdown` resolves.
+/// ten minutes and continuous evaluation with alerts, until `shutdown`
+/// resolves.
 pub async fn run(
     listener: tokio::net::TcpListener,
     state: Arc<AppState>,
     background: Background,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> crate::Result<()> {
+    let external_url = if background.external_url.is_empty() {
+        format!("http://{}", listener.local_addr()?)
+    } else {
+        background.external_url.clone()
+    };
+    let notifier = crate::alerts::notify::Notifier::start(background.webhooks, external_url)?;
+    if let Ok(mut hooks) = state.telemetry.webhooks.lock() {
+        *hooks = notifier.stats();
+    }
     let retention = tokio::spawn(retention_loop(state.store.clone(), background.retention));
     let evaluation = tokio::spawn(evaluation_loop(
-        state.store.clone(),
+        state.clone(),
+        Arc::new(background.alerts),
+        Arc::new(notifier),
         background.evaluate_every,
     ));
     let result = axum::serve(listener, app(state))
@@ -80,14 +117,38 @@ pub async fn run(
     Ok(result?)
 }
 
-async fn evaluation_loop(store: Arc<dyn Store>, every: std::time::Duration) {
+/// Judges every instance, then the alert rules, then hands what fired or
+/// resolved to the notifier, which never waits.
+async fn evaluation_loop(
+    state: Arc<AppState>,
+    rules: Arc<crate::alerts::AlertRules>,
+    notifier: Arc<crate::alerts::notify::Notifier>,
+    every: std::time::Duration,
+) {
     loop {
-        let s = store.clone();
-        let now = crate::select::now_ms();
-        match tokio::task::spawn_blocking(move || crate::evaluate::evaluate(&*s, now)).await {
+        let (st, r, n) = (state.clone(), rules.clone(), notifier.clone());
+        let started = std::time::Instant::now();
+        let pass = tokio::task::spawn_blocking(move || {
+            let now = crate::select::now_ms();
+            let p = crate::evaluate::evaluate(&*st.store, now)?;
+            n.notify(&crate::alerts::evaluate(&*st.store, &r, now)?);
+            Ok::<_, crate::Error>(p)
+        })
+        .await;
+        state
+            .telemetry
+            .evaluation_seconds
+            .observe(started.elapsed().as_secs_f64());
+        match pass {
             Ok(Ok(p)) => tracing::debug!(?p, "evaluation pass"),
-            Ok(Err(e)) => tracing::warn!("evaluation pass failed: {e}"),
-            Err(_) => tracing::warn!("evaluation pass panicked"),
+            Ok(Err(e)) => {
+                state.telemetry.evaluation_failures.inc();
+                tracing::warn!("evaluation pass failed: {e}");
+            }
+            Err(_) => {
+                state.telemetry.evaluation_failures.inc();
+                tracing::warn!("evaluation pass panicked");
+            }
         }
         tokio::time::sleep(every).await;
     }

@@ -33,6 +33,9 @@ pub struct Params {
     pub value: Option<String>,
     /// For flamegraphs: `live` (default) or `growth`.
     pub kind: Option<String>,
+    /// For `/v1/leaks` and `/v1/predict`: judge now rather than read what
+    /// continuous evaluation kept.
+    pub fresh: Option<bool>,
 }
 
 impl Params {
@@ -76,6 +79,15 @@ impl Params {
             self.required(&self.service, "service")?.to_owned(),
             self.required(&self.instance, "instance")?.to_owned(),
         ))
+    }
+
+    /// Whether what continuous evaluation kept answers this query: the
+    /// default window, and no `fresh=true`.
+    pub fn kept_window(&self) -> bool {
+        self.fresh != Some(true)
+            && self.since().is_ok_and(|s| s.is_none())
+            && self.from.is_none()
+            && self.to.is_none()
     }
 
     /// Flamegraphs of objects rather than bytes.

@@ -118,6 +118,23 @@ pub struct SitePoint {
     pub objects: i64,
 }
 
+/// A finding that began, changed severity or ended, or an alert that
+/// fired or resolved.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Transition {
+    pub at_ms: i64,
+    pub service: String,
+    pub instance: String,
+    /// `finding`, or the alert's name.
+    pub subject: String,
+    pub resource: String,
+    /// For findings: `began`, `changed` or `ended`; for alerts: `firing`
+    /// or `resolved`.
+    pub state: String,
+    pub severity: Option<String>,
+    pub summary: String,
+}
+
 /// The latest findings kept for one instance.
 #[derive(Debug, Clone, Serialize)]
 pub struct KeptFindings {
@@ -227,5 +244,14 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<()>;
     /// The kept findings of every instance of `service` (or of all).
     fn kept_findings(&self, service: Option<&str>) -> Result<Vec<KeptFindings>>;
+    /// Replaces the active alerts: (key, alert as JSON) pairs.
+    fn keep_alerts(&self, alerts: &[(String, String)]) -> Result<()>;
+    /// The active alerts, as JSON.
+    fn kept_alerts(&self) -> Result<Vec<String>>;
+    fn record_transitions(&self, transitions: &[Transition]) -> Result<()>;
+    /// The newest `limit` transitions of one instance, newest first.
+    fn transitions(&self, service: &str, instance: &str, limit: usize) -> Result<Vec<Transition>>;
+    /// The store's size on disk, cheaply, for `/metrics`.
+    fn file_bytes(&self) -> Result<u64>;
     fn stats(&self) -> Result<StoreStats>;
 }

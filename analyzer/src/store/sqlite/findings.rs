@@ -1,11 +1,12 @@
-//! The latest findings of each instance, kept so that pages and commands
-//! read them instead of judging a fleet on every request.
+//! What continuous evaluation keeps: the latest findings of each
+//! instance (so that pages and commands read them instead of judging a
+//! fleet on every request), the active alerts, and the history of both.
 
 use rusqlite::params;
 
 use super::SqliteStore;
 use crate::error::Result;
-use crate::store::KeptFindings;
+use crate::store::{KeptFindings, Transition};
 
 impl SqliteStore {
     pub(super) fn write_findings(
@@ -40,6 +41,77 @@ impl SqliteStore {
                     instance: r.get(1)?,
                     evaluated_ms: r.get(2)?,
                     findings: r.get(3)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    pub(super) fn write_alerts(&self, alerts: &[(String, String)]) -> Result<()> {
+        let mut guard = self.writer();
+        let tx = guard.conn.transaction()?;
+        tx.execute("DELETE FROM alerts", [])?;
+        {
+            let mut stmt =
+                tx.prepare_cached("INSERT INTO alerts (alert_key, alert) VALUES (?1, ?2)")?;
+            for (key, json) in alerts {
+                stmt.execute(params![key, json])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub(super) fn read_alerts(&self) -> Result<Vec<String>> {
+        self.with_reader(|c| {
+            let mut stmt = c.prepare_cached("SELECT alert FROM alerts ORDER BY alert_key")?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    pub(super) fn write_transitions(&self, ts: &[Transition]) -> Result<()> {
+        let mut guard = self.writer();
+        let tx = guard.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO transitions
+                 (at_ms, service, instance, subject, resource, state, severity, summary)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?;
+            for t in ts {
+                stmt.execute(params![
+                    t.at_ms, t.service, t.instance, t.subject, t.resource, t.state, t.severity,
+                    t.summary
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub(super) fn read_transitions(
+        &self,
+        service: &str,
+        instance: &str,
+        limit: usize,
+    ) -> Result<Vec<Transition>> {
+        self.with_reader(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT at_ms, service, instance, subject, resource, state, severity, summary
+                 FROM transitions WHERE service = ?1 AND instance = ?2
+                 ORDER BY at_ms DESC, rowid DESC LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![service, instance, limit as i64], |r| {
+                Ok(Transition {
+                    at_ms: r.get(0)?,
+                    service: r.get(1)?,
+                    instance: r.get(2)?,
+                    subject: r.get(3)?,
+                    resource: r.get(4)?,
+                    state: r.get(5)?,
+                    severity: r.get(6)?,
+                    summary: r.get(7)?,
                 })
             })?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)

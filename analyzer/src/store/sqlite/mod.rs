@@ -200,6 +200,26 @@ impl Store for SqliteStore {
         self.read_findings(service)
     }
 
+    fn keep_alerts(&self, alerts: &[(String, String)]) -> Result<()> {
+        self.write_alerts(alerts)
+    }
+
+    fn kept_alerts(&self) -> Result<Vec<String>> {
+        self.read_alerts()
+    }
+
+    fn record_transitions(&self, transitions: &[Transition]) -> Result<()> {
+        self.write_transitions(transitions)
+    }
+
+    fn transitions(&self, service: &str, instance: &str, limit: usize) -> Result<Vec<Transition>> {
+        self.read_transitions(service, instance, limit)
+    }
+
+    fn file_bytes(&self) -> Result<u64> {
+        self.measure_file()
+    }
+
     fn stats(&self) -> Result<StoreStats> {
         self.measure()
     }

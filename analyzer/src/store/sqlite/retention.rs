@@ -49,6 +49,7 @@ impl SqliteStore {
             ids.forget_stacks();
         }
         tx.execute("DELETE FROM findings WHERE evaluated_ms < ?1", [cutoff])?;
+        tx.execute("DELETE FROM transitions WHERE at_ms < ?1", [cutoff])?;
         tx.execute(
             "DELETE FROM segments WHERE last_seen_ms < ?1
                AND NOT EXISTS (SELECT 1 FROM samples WHERE segment_id = segments.id)
@@ -59,6 +60,11 @@ impl SqliteStore {
         Ok(report)
     }
 
+    /// The file and its WAL on disk: cheap, unlike [`Self::measure`].
+    pub(super) fn measure_file(&self) -> Result<u64> {
+        self.with_reader(|c| Ok(file_bytes(c, &self.path)?))
+    }
+
     pub(super) fn measure(&self) -> Result<StoreStats> {
         self.with_reader(|c| {
             let count = |sql: &str| -> rusqlite::Result<u64> {
@@ -67,10 +73,7 @@ impl SqliteStore {
             };
             let page_count = count("PRAGMA page_count")?;
             let page_size = count("PRAGMA page_size")?;
-            let wal = std::fs::metadata(format!("{}-wal", self.path.display()))
-                .map(|m| m.len())
-                .unwrap_or(0);
-            let file_bytes = page_count * page_size + wal;
+            let file_bytes = file_bytes(c, &self.path)?;
             let used_bytes = (page_count - count("PRAGMA freelist_count")?) * page_size;
             let agent_ms: f64 = c.query_row(
                 "SELECT coalesce(sum(max(last_seen_ms - first_seen_ms, 0)), 0) FROM segments",
@@ -91,6 +94,15 @@ impl SqliteStore {
             })
         })
     }
+}
+
+fn file_bytes(c: &rusqlite::Connection, path: &std::path::Path) -> rusqlite::Result<u64> {
+    let pages: i64 = c.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+    let page_size: i64 = c.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+    let wal = std::fs::metadata(format!("{}-wal", path.display()))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    Ok((pages * page_size) as u64 + wal)
 }
 
 /// Folds samples older than each tier into its buckets, keeping each

@@ -2,8 +2,9 @@
 
 use rusqlite::Connection;
 
-/// 2 added `findings`: the latest judgement of each instance.
-pub(super) const SCHEMA_VERSION: i32 = 2;
+/// 2 added `findings`: the latest judgement of each instance; 3 added
+/// `alerts` and `transitions`.
+pub(super) const SCHEMA_VERSION: i32 = 3;
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS instances (
@@ -86,6 +87,24 @@ CREATE TABLE IF NOT EXISTS findings (
     evaluated_ms INTEGER NOT NULL,
     findings TEXT NOT NULL
 );
+-- The pending and firing alerts, as JSON, replaced after every evaluation.
+CREATE TABLE IF NOT EXISTS alerts (
+    alert_key TEXT PRIMARY KEY,
+    alert TEXT NOT NULL
+);
+-- When findings began, changed severity and ended, and when alerts fired
+-- and resolved: each instance's history.
+CREATE TABLE IF NOT EXISTS transitions (
+    at_ms INTEGER NOT NULL,
+    service TEXT NOT NULL,
+    instance TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    resource TEXT NOT NULL,
+    state TEXT NOT NULL,
+    severity TEXT,
+    summary TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS transitions_by_instance ON transitions (service, instance, at_ms);
 -- No index by stack: one site's series probes this primary key once per
 -- profile, which is cheap, and an index would cost a third more space.
 ";

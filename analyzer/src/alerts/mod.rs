@@ -1,0 +1,63 @@
+//! Alerts: after every evaluation pass, the rules of [`rules::AlertRules`]
+//! are checked against what the pass kept; [`state`] moves each alert
+//! through pending, firing and resolved; the store keeps the active ones
+//! and the history; [`notify`] tells the webhooks.
+
+pub mod conditions;
+pub mod notify;
+pub mod payload;
+pub mod rules;
+pub mod state;
+
+pub use rules::{AlertRules, WebhookConfig, WebhookKind};
+pub use state::{Alert, AlertKey, State};
+
+use crate::error::{Error, Result};
+use crate::store::{Store, Transition};
+
+/// The active (pending and firing) alerts the store keeps.
+pub fn active(store: &dyn Store) -> Result<Vec<Alert>> {
+    store
+        .kept_alerts()?
+        .iter()
+        .map(|j| {
+            serde_json::from_str(j)
+                .map_err(|e| Error::invalid("alerts", format!("kept alert unreadable: {e}")))
+        })
+        .collect()
+}
+
+/// One alert evaluation at `now_ms`: checks the rules, keeps the active
+/// alerts and records what fired or resolved. Returns the alerts to send.
+pub fn evaluate(store: &dyn Store, rules: &AlertRules, now_ms: i64) -> Result<Vec<Alert>> {
+    let kept = crate::evaluate::kept_by_instance(store, None)?;
+    let holding = conditions::conditions(store, rules, &kept, now_ms)?;
+    let adv = state::advance(rules, active(store)?, &holding, now_ms);
+    let rows = adv
+        .active
+        .iter()
+        .map(|a| {
+            let key = payload::fingerprint(a);
+            serde_json::to_string(a)
+                .map(|j| (key, j))
+                .map_err(|e| Error::invalid("alerts", e.to_string()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    store.keep_alerts(&rows)?;
+    let history: Vec<Transition> = adv
+        .changed
+        .iter()
+        .map(|a| Transition {
+            at_ms: now_ms,
+            service: a.key.service.clone(),
+            instance: a.key.instance.clone(),
+            subject: a.key.alertname.clone(),
+            resource: a.key.resource.clone(),
+            state: a.state.name().to_owned(),
+            severity: Some(a.severity.clone()),
+            summary: a.summary.clone(),
+        })
+        .collect();
+    store.record_transitions(&history)?;
+    Ok(adv.notify)
+}

@@ -1,0 +1,207 @@
+//! The alert rules of `analyzer serve`: the `[alerts]` table of its
+//! config, with the defaults `docs/alerts.md` documents.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::select::{ms, Span};
+
+/// What an alert is about: its `alertname` label.
+pub mod name {
+    /// A leak that exhausts its resource within a day.
+    pub const LEAK_CRITICAL: &str = "HeaptideLeakCritical";
+    /// A leak that exhausts its resource within a week.
+    pub const LEAK_WARNING: &str = "HeaptideLeakWarning";
+    /// Long pauses, sustained.
+    pub const PAUSE_P99: &str = "HeaptidePauseP99High";
+    /// An instance that stopped sending.
+    pub const NOT_REPORTING: &str = "HeaptideNotReporting";
+}
+
+/// How long a condition must hold before its alert fires (`for`), and how
+/// long it must be gone before a firing alert resolves (`resolve_after`):
+/// one noisy evaluation neither fires nor resolves an alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    pub for_ms: i64,
+    pub resolve_after_ms: i64,
+}
+
+fn span(d: &str) -> Span {
+    // Only called with the literal defaults below.
+    Span(humantime::parse_duration(d).unwrap_or(Duration::ZERO))
+}
+
+/// A leak rule: fires when a leak's time to exhaustion is under `within`.
+/// Keys left out keep their defaults.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeakRule {
+    pub within: Span,
+    #[serde(rename = "for", default = "minute")]
+    pub for_: Span,
+    #[serde(default = "five_minutes")]
+    pub resolve_after: Span,
+    /// False turns the rule off.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+/// Fires when the p99 of the pauses of the last `window` is over
+/// `p99_over`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PauseRule {
+    pub p99_over: Span,
+    pub window: Span,
+    #[serde(rename = "for")]
+    pub for_: Span,
+    pub resolve_after: Span,
+    pub enabled: bool,
+}
+
+impl Default for PauseRule {
+    fn default() -> Self {
+        PauseRule {
+            p99_over: span("100ms"),
+            window: minute(),
+            for_: five_minutes(),
+            resolve_after: five_minutes(),
+            enabled: true,
+        }
+    }
+}
+
+/// Fires for an instance silent for longer than `after` (and for less
+/// than a day: an instance gone that long is forgotten).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SilenceRule {
+    pub after: Span,
+    #[serde(rename = "for")]
+    pub for_: Span,
+    pub resolve_after: Span,
+    pub enabled: bool,
+}
+
+impl Default for SilenceRule {
+    fn default() -> Self {
+        SilenceRule {
+            after: five_minutes(),
+            for_: span("0s"),
+            resolve_after: span("0s"),
+            enabled: true,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn minute() -> Span {
+    span("1m")
+}
+
+fn five_minutes() -> Span {
+    span("5m")
+}
+
+/// Where notifications go: `[[alerts.webhook]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub url: String,
+    /// A file holding a bearer token sent with every call.
+    pub token_file: Option<std::path::PathBuf>,
+    #[serde(default)]
+    pub kind: WebhookKind,
+}
+
+/// The body a webhook receives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookKind {
+    /// Alertmanager's webhook payload, version 4.
+    #[default]
+    Alertmanager,
+    /// A Slack incoming webhook's `{"text": ...}`.
+    Slack,
+}
+
+/// The `[alerts]` table. Every key is optional.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertRules {
+    pub leak_critical: LeakRule,
+    pub leak_warning: LeakRule,
+    pub pause: PauseRule,
+    pub not_reporting: SilenceRule,
+    /// A firing alert is sent again this often.
+    pub repeat_every: Span,
+    /// The base of each alert's `generatorURL` (the instance page);
+    /// `http://` and the listen address when unset.
+    pub external_url: Option<String>,
+    pub webhook: Vec<WebhookConfig>,
+}
+
+impl Default for AlertRules {
+    fn default() -> Self {
+        let leak = |within| LeakRule {
+            within: span(within),
+            for_: minute(),
+            resolve_after: five_minutes(),
+            enabled: true,
+        };
+        AlertRules {
+            leak_critical: leak("24h"),
+            leak_warning: leak("7d"),
+            pause: PauseRule::default(),
+            not_reporting: SilenceRule::default(),
+            repeat_every: span("4h"),
+            external_url: None,
+            webhook: Vec::new(),
+        }
+    }
+}
+
+impl AlertRules {
+    /// The timing of the rule named `alertname`.
+    pub fn timing(&self, alertname: &str) -> Timing {
+        let (f, r) = match alertname {
+            name::LEAK_CRITICAL => (self.leak_critical.for_, self.leak_critical.resolve_after),
+            name::LEAK_WARNING => (self.leak_warning.for_, self.leak_warning.resolve_after),
+            name::PAUSE_P99 => (self.pause.for_, self.pause.resolve_after),
+            _ => (self.not_reporting.for_, self.not_reporting.resolve_after),
+        };
+        Timing {
+            for_ms: ms(f.0),
+            resolve_after_ms: ms(r.0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_documented_ones_and_keys_are_checked() {
+        let r: AlertRules = toml::from_str("").unwrap();
+        assert_eq!(r.leak_critical.within.0, Duration::from_secs(86_400));
+        assert_eq!(r.leak_warning.within.0, Duration::from_secs(7 * 86_400));
+        assert_eq!(r.pause.p99_over.0, Duration::from_millis(100));
+        assert_eq!(r.not_reporting.after.0, Duration::from_secs(300));
+        assert_eq!(r.timing(name::LEAK_CRITICAL).for_ms, 60_000);
+        let r: AlertRules =
+            toml::from_str("[leak_critical]\nwithin = \"2h\"\nresolve_after = \"1s\"").unwrap();
+        assert_eq!(r.timing(name::LEAK_CRITICAL).resolve_after_ms, 1000);
+        assert_eq!(r.timing(name::LEAK_CRITICAL).for_ms, 60_000);
+        let e = toml::from_str::<AlertRules>("[pause]\np99 = \"1s\"").unwrap_err();
+        assert!(e.to_string().contains("p99"), "{e}");
+        let e =
+            toml::from_str::<AlertRules>("[[webhook]]\nurl = \"x\"\nkind = \"pager\"").unwrap_err();
+        assert!(e.to_string().contains("pager"), "{e}");
+    }
+}
