@@ -176,9 +176,12 @@ pub fn kept_by_instance(
         .kept_findings(service)?
         .into_iter()
         .map(|r| {
-            let kept: Kept = serde_json::from_str(&r.findings).map_err(|e| {
-                Error::invalid("findings", format!("kept findings unreadable: {e}"))
-            })?;
+            let kept = Kept {
+                evaluated_ms: r.evaluated_ms,
+                ..serde_json::from_str(&r.findings).map_err(|e| {
+                    Error::invalid("findings", format!("kept findings unreadable: {e}"))
+                })?
+            };
             Ok(((r.service, r.instance), kept))
         })
         .collect()

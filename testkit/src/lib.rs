@@ -6,10 +6,13 @@
 //! - [`fixtures`]: wire batches with metric samples and real gzipped pprof
 //!   heap profiles;
 //! - [`golden`]: golden files, blessed with `HEAPTIDE_BLESS=1`, that show
-//!   a diff when they differ.
+//!   a diff when they differ;
+//! - [`receiver`]: a real HTTP server on loopback that records what
+//!   webhooks send it, and can answer slowly or with errors.
 
 pub mod fixtures;
 pub mod golden;
 pub mod process;
+pub mod receiver;
 
 pub use process::*;

@@ -1,0 +1,257 @@
+//! Alerts end to end on real parts: an `analyzer serve` process fed over
+//! HTTP, real webhook receivers on 127.0.0.1 (one healthy, one answering
+//! 500, one too slow, one down), `/metrics` checked by `promtool`, and bad
+//! alert configs refused by name.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use heaptide_testkit::receiver::{Answer, Receiver};
+use heaptide_testkit::*;
+
+/// A batch of the last `minutes` of one process's fds, one more a minute
+/// (a leak that runs out of its 1024 within a day), or flat.
+fn fds_batch(instance: &str, pid: u32, leaking: bool, minutes: i64) -> Vec<u8> {
+    let now = now_ms();
+    let start = now - minutes * 60_000;
+    let agent = fixtures::agent("svc", instance, pid, start - 1_000);
+    let mut batch = fixtures::batch(agent, 1, now);
+    let mut ts = start;
+    while ts < now {
+        let fds = if leaking {
+            20.0 + ((ts - start) / 60_000) as f64
+        } else {
+            20.0
+        };
+        batch.samples.push(fixtures::metrics(
+            ts,
+            &[("fds", fds), ("limit.nofile.soft", 1024.0)],
+        ));
+        ts += 10_000;
+    }
+    serde_json::to_vec(&batch).unwrap()
+}
+
+fn post(url: &str, body: &[u8]) -> u16 {
+    match http()
+        .post(url)
+        .header("Content-Type", "application/json")
+        .send(body)
+    {
+        Ok(r) => r.status().as_u16(),
+        Err(_) => 0,
+    }
+}
+
+fn write_config(dir: &Path, body: &str) -> std::path::PathBuf {
+    let p = dir.join("serve.toml");
+    std::fs::write(&p, body).unwrap();
+    p
+}
+
+/// The alerts a receiver got, flattened: (status, labels, annotations).
+fn alerts_of(r: &Receiver) -> Vec<serde_json::Value> {
+    r.received()
+        .into_iter()
+        .flat_map(|g| g.body["alerts"].as_array().cloned().unwrap_or_default())
+        .collect()
+}
+
+fn metrics_text(an: &Proc) -> String {
+    let (status, text) = get(&an.url("/metrics"));
+    assert_eq!(status, 200, "{text}");
+    text
+}
+
+/// `promtool check metrics` on `text`, which must pass.
+fn promtool_check(text: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool, from Debian's prometheus package (test.sh installs it)");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_leak_fires_then_resolves_and_failing_receivers_change_nothing_for_ingest() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = Receiver::start(Answer::Ok);
+    let failing = Receiver::start(Answer::Status(500));
+    let slow = Receiver::start(Answer::Slow(Duration::from_secs(30)));
+    let down = unused_fixed_addr();
+    std::fs::write(dir.path().join("hook.token"), "s3cret\n").unwrap();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            r#"
+[alerts.leak_critical]
+within = "24h"
+for = "1s"
+resolve_after = "1s"
+[alerts.not_reporting]
+after = "1h"
+[[alerts.webhook]]
+url = "{}"
+token_file = "{}"
+[[alerts.webhook]]
+url = "{}"
+[[alerts.webhook]]
+url = "{}"
+kind = "slack"
+"#,
+            good.url(),
+            dir.path().join("hook.token").display(),
+            failing.url(),
+            slow.url(),
+        ),
+    );
+    let an = analyzer(
+        dir.path(),
+        &dir.path().join("h.db"),
+        "127.0.0.1:0",
+        &[
+            "--evaluate-every",
+            "1s",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--alert-webhook",
+            &format!("http://{down}/hook"),
+        ],
+    );
+    let ingest = an.url(heaptide_wire::INGEST_PATH);
+    assert_eq!(post(&ingest, &fds_batch("leaky", 1, true, 50)), 200);
+
+    let firing = wait_for("a firing critical alert", Duration::from_secs(60), || {
+        alerts_of(&good)
+            .into_iter()
+            .find(|a| a["status"] == "firing" && a["labels"]["alertname"] == "HeaptideLeakCritical")
+    });
+    assert_eq!(firing["labels"]["severity"], "critical");
+    assert_eq!(firing["labels"]["service"], "svc");
+    assert_eq!(firing["labels"]["instance"], "leaky");
+    assert_eq!(firing["labels"]["resource"], "fds");
+    let description = firing["annotations"]["description"].as_str().unwrap();
+    assert!(description.contains("fds/h"), "{description}");
+    assert!(description.contains("runs out in"), "{description}");
+    assert!(
+        firing["generatorURL"]
+            .as_str()
+            .unwrap()
+            .ends_with("/ui/instance?service=svc&instance=leaky"),
+        "{firing}"
+    );
+    let first = &good.received()[0];
+    assert_eq!(first.body["version"], "4");
+    assert_eq!(first.authorization.as_deref(), Some("Bearer s3cret"));
+
+    // While the failing receivers retry, ingest answers as before.
+    for i in 0..20 {
+        let t = Instant::now();
+        assert_eq!(
+            post(&ingest, &fds_batch(&format!("flat-{i}"), 1, false, 50)),
+            200
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "ingest waited on a webhook"
+        );
+    }
+
+    // The process restarts without the leak: the alert resolves.
+    assert_eq!(post(&ingest, &fds_batch("leaky", 2, false, 5)), 200);
+    let resolved = wait_for("the resolved alert", Duration::from_secs(60), || {
+        alerts_of(&good).into_iter().find(|a| {
+            a["status"] == "resolved" && a["labels"]["alertname"] == "HeaptideLeakCritical"
+        })
+    });
+    assert_eq!(resolved["fingerprint"], firing["fingerprint"]);
+    assert_ne!(resolved["endsAt"], "0001-01-01T00:00:00Z");
+
+    // Every failure shows on /metrics: the 500s and the refused
+    // connections after their retries, the slow one's timeouts as retries.
+    let failed = |text: &str, webhook: &str, outcome: &str| -> f64 {
+        let needle = format!("outcome=\"{outcome}\",webhook=\"{webhook}\"");
+        text.lines()
+            .find(|l| l.starts_with("heaptide_webhook_notifications_total") && l.contains(&needle))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let text = wait_for("failures on /metrics", Duration::from_secs(60), || {
+        let t = metrics_text(&an);
+        (failed(&t, "1", "failed") >= 1.0
+            && failed(&t, "3", "failed") >= 1.0
+            && failed(&t, "2", "retried") >= 1.0)
+            .then_some(t)
+    });
+    assert!(failed(&text, "0", "delivered") >= 2.0, "{text}");
+    assert_eq!(failed(&text, "0", "failed"), 0.0, "{text}");
+    assert!(
+        failing.received().len() >= 4,
+        "the 500 receiver was retried"
+    );
+    let batches = text
+        .lines()
+        .find_map(|l| l.strip_prefix("heaptide_ingest_batches_total "));
+    assert_eq!(batches, Some("22"), "{text}");
+    promtool_check(&text);
+}
+
+/// `analyzer serve --config` with `body` must exit 2 with a message
+/// holding `names`.
+fn refused(body: &str, extra: &[&str], names: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), body);
+    let out = Command::new(bin("analyzer"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--store"])
+        .arg(dir.path().join("h.db"))
+        .arg("--config")
+        .arg(&cfg)
+        .args(extra)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{body}: {err}");
+    assert!(
+        err.contains(names),
+        "{body}: {err:?} does not name {names:?}"
+    );
+}
+
+#[test]
+fn bad_alert_config_stops_serve_with_a_message_that_names_it() {
+    refused("[alerts]\nrepeat = \"1h\"\n", &[], "repeat");
+    refused("[alerts.pause]\nfor = \"soon\"\n", &[], "soon");
+    refused(
+        "[[alerts.webhook]]\nurl = \"ftp://example\"\n",
+        &[],
+        "alerts.webhook.url",
+    );
+    refused(
+        "[[alerts.webhook]]\nurl = \"http://127.0.0.1:9/\"\ntoken_file = \"/nonexistent/token\"\n",
+        &[],
+        "/nonexistent/token",
+    );
+    refused(
+        "[[alerts.webhook]]\nurl = \"http://127.0.0.1:9/\"\nkind = \"pager\"\n",
+        &[],
+        "pager",
+    );
+    refused("", &["--alert-webhook", "not a url"], "not a url");
+}
