@@ -157,6 +157,15 @@ kind = "slack"
             .ends_with("/ui/instance?service=svc&instance=leaky"),
         "{firing}"
     );
+    // While it fires: /metrics shows it, and names every metric the
+    // Prometheus examples query.
+    let live = metrics_text(&an);
+    assert!(
+        live.contains("heaptide_alerts{alertname=\"HeaptideLeakCritical\",alertstate=\"firing\",instance=\"leaky\",resource=\"fds\",service=\"svc\",severity=\"critical\"} 1"),
+        "{live}"
+    );
+    promtool_check(&live);
+    examples_query_only_exported_metrics(&live);
     let first = &good.received()[0];
     assert_eq!(first.body["version"], "4");
     assert_eq!(first.authorization.as_deref(), Some("Bearer s3cret"));
@@ -211,6 +220,64 @@ kind = "slack"
         .find_map(|l| l.strip_prefix("heaptide_ingest_batches_total "));
     assert_eq!(batches, Some("22"), "{text}");
     promtool_check(&text);
+}
+
+fn examples_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/prometheus")
+}
+
+/// Every `heaptide_*` metric the example rules and dashboard query is one
+/// `/metrics` exports (histograms by their series' names).
+fn examples_query_only_exported_metrics(live: &str) {
+    for file in ["rules.yml", "grafana-dashboard.json"] {
+        let text = std::fs::read_to_string(examples_dir().join(file)).unwrap();
+        let mut rest = text.as_str();
+        let mut seen = 0;
+        while let Some(i) = rest.find("heaptide_") {
+            let name: String = rest[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            rest = &rest[i + name.len()..];
+            seen += 1;
+            let exported = live.lines().any(|l| {
+                !l.starts_with('#')
+                    && l.starts_with(&name)
+                    && l[name.len()..].starts_with(['{', ' '])
+            });
+            assert!(
+                exported,
+                "{file} queries {name}, which /metrics does not export"
+            );
+        }
+        assert!(seen >= 5, "{file} queries heaptide's metrics");
+    }
+}
+
+#[test]
+fn the_prometheus_examples_pass_promtool() {
+    let dir = examples_dir();
+    for args in [
+        &["check", "config", "prometheus.yml"][..],
+        &["check", "rules", "rules.yml"],
+        &["test", "rules", "rules_test.yml"],
+    ] {
+        let out = Command::new("promtool")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .expect("promtool, from Debian's prometheus package (test.sh installs it)");
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("grafana-dashboard.json")).unwrap())
+            .unwrap();
+    assert!(dashboard["panels"].as_array().unwrap().len() >= 8);
 }
 
 /// `analyzer serve --config` with `body` must exit 2 with a message
