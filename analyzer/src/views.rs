@@ -81,7 +81,38 @@ fn alerts_by_instance(
 ) -> Result<std::collections::HashMap<(String, String), Vec<AlertView>>> {
     let mut out: std::collections::HashMap<_, Vec<AlertView>> = Default::default();
     let mut active = crate::alerts::active(store)?;
-    active.sort_by_key(|a| a.state != crate::alerts::State::Firing);
+    // Firing first, the most severe first; a warning is left out where a
+    // critical alert of the same resource says more.
+    active.sort_by(|a, b| {
+        let rank = |a: &crate::alerts::Alert| {
+            (
+                a.state != crate::alerts::State::Firing,
+                a.severity != "critical",
+            )
+        };
+        rank(a)
+            .cmp(&rank(b))
+            .then_with(|| a.key.resource.cmp(&b.key.resource))
+    });
+    let critical: std::collections::HashSet<_> = active
+        .iter()
+        .filter(|a| a.key.alertname == crate::alerts::rules::name::LEAK_CRITICAL)
+        .map(|a| {
+            (
+                a.key.service.clone(),
+                a.key.instance.clone(),
+                a.key.resource.clone(),
+            )
+        })
+        .collect();
+    active.retain(|a| {
+        a.key.alertname != crate::alerts::rules::name::LEAK_WARNING
+            || !critical.contains(&(
+                a.key.service.clone(),
+                a.key.instance.clone(),
+                a.key.resource.clone(),
+            ))
+    });
     for a in active {
         out.entry((a.key.service.clone(), a.key.instance.clone()))
             .or_default()

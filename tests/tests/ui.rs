@@ -21,7 +21,21 @@ fn shots() -> PathBuf {
 #[test]
 fn dashboards_and_flamegraphs_render_and_respond() {
     let dir = tempfile::tempdir().unwrap();
-    let an = analyzer(dir.path(), &dir.path().join("h.db"), "127.0.0.1:0", &[]);
+    // Judged every 2 s, and a leak alert fires after 2 s, so that the
+    // pages have alerts to show within the test.
+    let cfg = dir.path().join("serve.toml");
+    std::fs::write(
+        &cfg,
+        "[alerts.leak_critical]\nwithin = \"24h\"\nfor = \"2s\"\n\
+         [alerts.leak_warning]\nwithin = \"7d\"\nfor = \"2s\"\n",
+    )
+    .unwrap();
+    let an = analyzer(
+        dir.path(),
+        &dir.path().join("h.db"),
+        "127.0.0.1:0",
+        &["--evaluate-every", "2s", "--config", cfg.to_str().unwrap()],
+    );
     let leaky = leaky(
         dir.path(),
         &format!("http://{}", an.addr),
@@ -107,6 +121,14 @@ fn overview(b: &Browser, an: &Proc) {
         status == "leaking" || status == "exhausting",
         "the leaking instance shows as {status}"
     );
+    let alerts = b.eval(
+        "return Array.from(document.querySelectorAll('tr.instance span.alert.firing')).map(s => s.dataset.alert + ' ' + s.textContent);",
+        serde_json::json!([]),
+    );
+    assert!(
+        alerts.to_string().contains("HeaptideLeak"),
+        "the firing leak alert shows with its start: {alerts}"
+    );
     b.screenshot(&shots().join("overview.png"));
 }
 
@@ -136,6 +158,15 @@ fn instance_page(b: &Browser, an: &Proc) {
     assert!(
         b.count("svg.chart polyline.projection") >= 1,
         "a projected path is drawn"
+    );
+    assert!(
+        b.count("#alerts span.alert.firing") >= 1,
+        "its firing alerts"
+    );
+    assert!(
+        b.count("#history tr[data-state=firing]") >= 1
+            && b.count("#history tr[data-state=began]") >= 1,
+        "its history: the leak that began and the alert that fired"
     );
     b.screenshot(&shots().join("instance.png"));
 }

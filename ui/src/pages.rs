@@ -116,7 +116,7 @@ pub fn overview(rows: &[InstanceSummary], now: i64, webhook_failures: u64) -> St
              <td><span class=\"status {class}\">{label}</span>{tte}</td><td>{}</td><td>{} ago</td><td>{}</td><td>{}</td></tr>",
             esc(&instance_path(&r.service, &r.instance)),
             esc(&r.instance),
-            alert_badges(&r.alerts),
+            alert_badges(&r.alerts, now),
             duration(((now - r.last_seen_ms) / 1000) as f64),
             sparkline(&r.heap),
             sparkline(&r.fds)
@@ -154,6 +154,7 @@ pub fn instance(v: &InstanceView, window: &str) -> String {
         v.from_ms,
         v.to_ms
     );
+    current_alerts(&mut b, v);
     findings(&mut b, v);
     let has_data = v
         .charts
@@ -179,34 +180,47 @@ pub fn instance(v: &InstanceView, window: &str) -> String {
     page(&format!("{}/{}", v.service, v.instance), &b)
 }
 
-/// Each alert as a badge: its state, severity, name and since when.
-fn alert_badges(alerts: &[AlertView]) -> String {
+/// Each alert as a badge: severity, resource and for how long, with the
+/// rule, its start and its summary on hover.
+fn alert_badges(alerts: &[AlertView], now: i64) -> String {
     let mut b = String::new();
     for a in alerts {
         let _ = write!(
             b,
-            "<span class=\"alert {} {}\" title=\"{}\">{} {} {} since {}</span> ",
+            "<span class=\"alert {} {}\" data-alert=\"{}\" title=\"{} {} since {}: {}\">{} {} · {} {}</span> ",
             esc(&a.state),
             esc(&a.severity),
-            esc(&a.summary),
-            esc(&a.state),
             esc(&a.name),
+            esc(&a.name),
+            esc(&a.state),
+            clock(a.since_ms),
+            esc(&a.summary),
+            esc(&a.severity),
             esc(&a.resource),
-            clock(a.since_ms)
+            esc(&a.state),
+            duration(((now - a.since_ms).max(0) / 1000) as f64)
         );
     }
     b
 }
 
-/// The instance's alerts, then its history of leaks and alerts.
-fn history(b: &mut String, v: &InstanceView) {
-    b.push_str("<h2>Alerts</h2>");
-    if v.alerts.is_empty() {
-        b.push_str("<p class=\"empty\">No alert is pending or firing.</p>");
-    } else {
-        let _ = write!(b, "<p id=\"alerts\">{}</p>", alert_badges(&v.alerts));
+/// The instance's pending and firing alerts, first on its page.
+fn current_alerts(b: &mut String, v: &InstanceView) {
+    if !v.alerts.is_empty() {
+        let _ = write!(
+            b,
+            "<p id=\"alerts\">{}</p>",
+            alert_badges(&v.alerts, v.to_ms)
+        );
     }
+}
+
+/// When its leaks began, changed and ended, and its alerts fired and
+/// resolved, newest first.
+fn history(b: &mut String, v: &InstanceView) {
+    b.push_str("<h2>History</h2>");
     if v.history.is_empty() {
+        b.push_str("<p class=\"empty\">No leak or alert yet.</p>");
         return;
     }
     b.push_str("<table id=\"history\"><tr><th>when</th><th>what</th><th>resource</th><th>state</th><th>severity</th><th>summary</th></tr>");
