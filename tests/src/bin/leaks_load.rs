@@ -6,8 +6,10 @@
 //! and `--hours` of 10 s samples of every metric the engine reads (one
 //! instance in ten leaks heap, one in twenty fds), then times, side by side
 //! in one run: the engine in-process over the whole fleet (what
-//! `/v1/leaks` does), the `analyzer leaks --since 24h` command as a user
-//! runs it, and the overview page's view model.
+//! `/v1/leaks?fresh=true` does), `analyzer leaks --fresh` as a user runs
+//! it, one evaluation pass (findings, then the alert rules), its share of
+//! a core at the default one-minute interval, `analyzer leaks` reading the
+//! kept findings, and the overview page's view model.
 
 use std::time::{Duration, Instant};
 
@@ -102,8 +104,8 @@ fn main() {
         .filter_map(|s| s.trim().parse().ok())
         .collect();
     let hours: i64 = arg("--hours").and_then(|h| h.parse().ok()).unwrap_or(24);
-    println!("| instances | write | engine in-process | `analyzer leaks --since 24h` | one evaluation pass | overview view model (kept findings) | leaks found |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("| instances | write | engine in-process | `analyzer leaks --fresh` | one evaluation pass (findings + alerts) | share of a core, every 1m | `analyzer leaks` (kept) | overview view model (kept) | leaks found |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for n in sizes {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("fleet.db");
@@ -124,36 +126,45 @@ fn main() {
             .collect();
         eprintln!("leaks found: {found:?}");
         let leaks = found.len();
-        let (cli, _) = time(3, || {
-            let out = std::process::Command::new(bin("analyzer"))
-                .args(["leaks", "--since", "24h", "--format", "json", "--store"])
-                .arg(&path)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        });
+        let (cli, _) = time(3, || leaks_cli(&path, &["--fresh"]));
         // The overview reads the findings continuous evaluation keeps: one
         // pass first, as `serve` runs at start.
         let evaluated = Instant::now();
         heaptide_analyzer::evaluate::evaluate(&store, now_ms()).unwrap();
+        let rules = heaptide_analyzer::alerts::AlertRules::default();
+        heaptide_analyzer::alerts::evaluate(&store, &rules, now_ms()).unwrap();
         let pass = evaluated.elapsed();
+        let (kept_cli, _) = time(3, || leaks_cli(&path, &[]));
         let (overview, rows) = time(3, || heaptide_analyzer::views::overview(&store).unwrap());
         assert_eq!(rows.len(), n);
         println!(
-            "| {n} | {:.1} s | {:.2} s | {:.2} s | {:.2} s | {:.3} s | {leaks} |",
+            "| {n} | {:.1} s | {:.2} s | {:.2} s | {:.2} s | {:.0}% | {:.3} s | {:.3} s | {leaks} |",
             write.as_secs_f64(),
             engine.as_secs_f64(),
             cli.as_secs_f64(),
             pass.as_secs_f64(),
+            100.0 * pass.as_secs_f64() / 60.0,
+            kept_cli.as_secs_f64(),
             overview.as_secs_f64()
         );
         drop(store);
         let _ = store_size(&path);
     }
+}
+
+/// `analyzer leaks --format json` over the store at `path`.
+fn leaks_cli(path: &std::path::Path, extra: &[&str]) {
+    let out = std::process::Command::new(bin("analyzer"))
+        .args(["leaks", "--format", "json", "--store"])
+        .arg(path)
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Keeps the store's size in view when the run is read by hand.

@@ -9,6 +9,11 @@
 //! number of agents until p99 ingest latency passes 100 ms. Then one agent's
 //! seven days are written as history and retention is applied, to measure
 //! bytes stored per agent-day in steady state.
+//!
+//! `-- --steps "" --compare-evaluation 1000` instead runs that many
+//! agents twice, side by side: against an analyzer that evaluates every
+//! 5 s (twelve times the default rate) and one that evaluates only at
+//! start, to show what continuous evaluation costs ingest.
 
 use std::time::{Duration, Instant};
 
@@ -176,6 +181,28 @@ fn write_config(dir: &std::path::Path) -> String {
     p.display().to_string()
 }
 
+/// `n` agents against an analyzer evaluating every 5 s, then one that
+/// evaluates only at start, then both again: ingest latency with and
+/// without evaluation, side by side in one run.
+fn compare_evaluation(dir: &std::path::Path, n: usize, seconds: u64, profiles: &[String]) {
+    println!("| evaluation | agents | batches | errors | p50 ms | p99 ms | max ms | server CPU (% of one core) |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for (round, every) in ["5s", "1h", "5s", "1h"].iter().enumerate() {
+        let an = analyzer(
+            dir,
+            &dir.join(format!("compare-{round}.db")),
+            "127.0.0.1:0",
+            &["--config", &write_config(dir), "--evaluate-every", every],
+        );
+        let pid = an.child.id();
+        let s = run_step(&an.url(INGEST_PATH), pid, n, seconds, profiles);
+        println!(
+            "| every {every} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.0} |",
+            s.agents, s.batches, s.errors, s.p50, s.p99, s.max, s.cpu
+        );
+    }
+}
+
 fn main() {
     let steps: Vec<usize> = arg("--steps")
         .unwrap_or_else(|| "250,500,1000,1500,2000".into())
@@ -213,6 +240,12 @@ fn main() {
         rows.push((step, rss));
         if over {
             break;
+        }
+    }
+    if let Some(n) = arg("--compare-evaluation").and_then(|s| s.parse().ok()) {
+        compare_evaluation(dir.path(), n, seconds, &profiles);
+        if steps.is_empty() {
+            return;
         }
     }
     println!("| agents | batches | errors | p50 ms | p99 ms | max ms | sender lag max ms | server CPU (% of one core) | server peak RSS (MiB) |");

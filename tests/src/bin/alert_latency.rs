@@ -1,0 +1,159 @@
+//! Detection to notification: how long after the first sample that makes
+//! a leak significant its webhook is called.
+//!
+//! `cargo run --release -p heaptide-tests --bin alert_latency [-- --services 5 --every 10s]`
+//!
+//! A real `analyzer serve` evaluates every `--every`, with the critical
+//! leak rule's `for` equal to one interval (the default: 1m at the default
+//! 1m interval), and sends to a real receiver on 127.0.0.1. Each simulated
+//! service has half an hour of flat fds, then, in real time, one more fd a
+//! second against a limit of 1,024. After every batch the engine is asked
+//! afresh (`/v1/leaks?fresh=true`) whether the leak is significant and
+//! critical yet: that batch is the moment of detection. The latency is from
+//! that moment to the receiver's first firing alert for the service.
+
+use std::time::{Duration, Instant};
+
+use heaptide_tests::receiver::{Answer, Receiver};
+use heaptide_tests::*;
+
+fn post(url: &str, batch: &heaptide_wire::Batch) {
+    let r = http()
+        .post(url)
+        .header("Content-Type", "application/json")
+        .send(serde_json::to_vec(batch).unwrap())
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+}
+
+/// `minutes` of samples every 10 s ending at `to`, of `fds(ts)`.
+fn batch(
+    service: &str,
+    seq: u64,
+    from: i64,
+    to: i64,
+    fds: impl Fn(i64) -> f64,
+) -> heaptide_wire::Batch {
+    let agent = fixtures::agent(service, "i-1", 1, now_ms() - 3_600_000);
+    let mut b = fixtures::batch(agent, seq, to);
+    let mut ts = from;
+    while ts <= to {
+        b.samples.push(fixtures::metrics(
+            ts,
+            &[("fds", fds(ts)), ("limit.nofile.soft", 1024.0)],
+        ));
+        ts += 1_000;
+    }
+    b
+}
+
+fn critical(an: &Proc, service: &str) -> bool {
+    let v = get_json(&an.url(&format!("/v1/leaks?fresh=true&service={service}")));
+    v["findings"]
+        .as_array()
+        .is_some_and(|f| f.iter().any(|f| f["severity"] == "critical"))
+}
+
+fn main() {
+    let services: usize = flag_value("--services")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let every = flag_value("--every").unwrap_or_else(|| "10s".into());
+    let interval = humantime::parse_duration(&every).expect("--every is a duration");
+    let dir = tempfile::tempdir().unwrap();
+    let hook = Receiver::start(Answer::Ok);
+    let cfg = dir.path().join("serve.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "rate_limit = 100.0\n[alerts.leak_critical]\nwithin = \"24h\"\nfor = \"{every}\"\n"
+        ),
+    )
+    .unwrap();
+    let an = analyzer(
+        dir.path(),
+        &dir.path().join("h.db"),
+        "127.0.0.1:0",
+        &[
+            "--evaluate-every",
+            &every,
+            "--config",
+            cfg.to_str().unwrap(),
+            "--alert-webhook",
+            &hook.url(),
+        ],
+    );
+    let url = an.url(heaptide_wire::INGEST_PATH);
+    let start = now_ms();
+    let names: Vec<String> = (0..services).map(|i| format!("svc-{i}")).collect();
+    // Half an hour of flat history, then growth from `start` on.
+    for s in &names {
+        post(
+            &url,
+            &batch(s, 1, start - 1_800_000, start - 1_000, |_| 20.0),
+        );
+    }
+    let fds = move |ts: i64| 20.0 + ((ts - start).max(0) / 1000) as f64;
+    let mut detected: Vec<Option<Instant>> = vec![None; services];
+    let mut notified: Vec<Option<Instant>> = vec![None; services];
+    let deadline = Instant::now() + Duration::from_secs(900);
+    let mut seq = 2;
+    while notified.iter().any(Option::is_none) && Instant::now() < deadline {
+        let now = now_ms();
+        for (i, s) in names.iter().enumerate() {
+            post(&url, &batch(s, seq, now - 1_000, now, fds));
+            if detected[i].is_none() && critical(&an, s) {
+                detected[i] = Some(Instant::now());
+            }
+        }
+        for g in hook.received() {
+            let svc = g.body["groupLabels"]["service"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned();
+            if let Some(i) = names.iter().position(|n| *n == svc) {
+                notified[i].get_or_insert(g.at);
+            }
+        }
+        seq += 1;
+        std::thread::sleep(Duration::from_millis(1000));
+    }
+    println!("| service | leak significant after | notified after | detection to notification | in evaluation intervals ({every}) |");
+    println!("|---|---|---|---|---|");
+    let t0 = an_start(start);
+    let mut lat = Vec::new();
+    for i in 0..services {
+        let (Some(d), Some(n)) = (detected[i], notified[i]) else {
+            println!(
+                "| {} | {:?} | {:?} | not measured | |",
+                names[i],
+                detected[i].map(|d| d - t0),
+                notified[i].map(|n| n - t0)
+            );
+            continue;
+        };
+        let l = n.saturating_duration_since(d).as_secs_f64();
+        lat.push(l);
+        println!(
+            "| {} | {:.0} s | {:.0} s | {:.1} s | {:.2} |",
+            names[i],
+            (d - t0).as_secs_f64(),
+            (n - t0).as_secs_f64(),
+            l,
+            l / interval.as_secs_f64()
+        );
+    }
+    lat.sort_by(f64::total_cmp);
+    if let (Some(med), Some(max)) = (lat.get(lat.len() / 2), lat.last()) {
+        println!(
+            "\nmedian {med:.1} s ({:.2} intervals), max {max:.1} s ({:.2} intervals); target: under 2 intervals",
+            med / interval.as_secs_f64(),
+            max / interval.as_secs_f64()
+        );
+    }
+}
+
+/// The `Instant` of the wall-clock `start_ms`.
+fn an_start(start_ms: i64) -> Instant {
+    Instant::now() - Duration::from_millis((now_ms() - start_ms).max(0) as u64)
+}
