@@ -89,16 +89,14 @@ fn promtool_check(text: &str) {
     );
 }
 
-#[test]
-fn a_leak_fires_then_resolves_and_failing_receivers_change_nothing_for_ingest() {
-    let dir = tempfile::tempdir().unwrap();
-    let good = Receiver::start(Answer::Ok);
-    let failing = Receiver::start(Answer::Status(500));
-    let slow = Receiver::start(Answer::Slow(Duration::from_secs(30)));
+/// `analyzer serve` judging every second, with alerts that fire and
+/// resolve after a second, sending to `good` (with a token), `failing`,
+/// `slow` (as Slack) and an address where nothing listens.
+fn serve_with_webhooks(dir: &Path, good: &Receiver, failing: &Receiver, slow: &Receiver) -> Proc {
     let down = unused_fixed_addr();
-    std::fs::write(dir.path().join("hook.token"), "s3cret\n").unwrap();
+    std::fs::write(dir.join("hook.token"), "s3cret\n").unwrap();
     let cfg = write_config(
-        dir.path(),
+        dir,
         &format!(
             r#"
 [alerts.leak_critical]
@@ -117,14 +115,14 @@ url = "{}"
 kind = "slack"
 "#,
             good.url(),
-            dir.path().join("hook.token").display(),
+            dir.join("hook.token").display(),
             failing.url(),
             slow.url(),
         ),
     );
-    let an = analyzer(
-        dir.path(),
-        &dir.path().join("h.db"),
+    analyzer(
+        dir,
+        &dir.join("h.db"),
         "127.0.0.1:0",
         &[
             "--evaluate-every",
@@ -134,7 +132,16 @@ kind = "slack"
             "--alert-webhook",
             &format!("http://{down}/hook"),
         ],
-    );
+    )
+}
+
+#[test]
+fn a_leak_fires_then_resolves_and_failing_receivers_change_nothing_for_ingest() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = Receiver::start(Answer::Ok);
+    let failing = Receiver::start(Answer::Status(500));
+    let slow = Receiver::start(Answer::Slow(Duration::from_secs(30)));
+    let an = serve_with_webhooks(dir.path(), &good, &failing, &slow);
     let ingest = an.url(heaptide_wire::INGEST_PATH);
     assert_eq!(post(&ingest, &fds_batch("leaky", 1, true, 50)), 200);
 
@@ -193,8 +200,13 @@ kind = "slack"
     assert_eq!(resolved["fingerprint"], firing["fingerprint"]);
     assert_ne!(resolved["endsAt"], "0001-01-01T00:00:00Z");
 
-    // Every failure shows on /metrics: the 500s and the refused
-    // connections after their retries, the slow one's timeouts as retries.
+    failures_show_on_metrics(&an, &failing);
+}
+
+/// Every failure shows on /metrics: the 500s and the refused connections
+/// after their retries, the slow receiver's timeouts as retries; the
+/// healthy receiver's deliveries and the 22 batches ingested beside them.
+fn failures_show_on_metrics(an: &Proc, failing: &Receiver) {
     let failed = |text: &str, webhook: &str, outcome: &str| -> f64 {
         let needle = format!("outcome=\"{outcome}\",webhook=\"{webhook}\"");
         text.lines()
@@ -203,7 +215,7 @@ kind = "slack"
             .unwrap_or(0.0)
     };
     let text = wait_for("failures on /metrics", Duration::from_secs(60), || {
-        let t = metrics_text(&an);
+        let t = metrics_text(an);
         (failed(&t, "1", "failed") >= 1.0
             && failed(&t, "3", "failed") >= 1.0
             && failed(&t, "2", "retried") >= 1.0)

@@ -54,6 +54,75 @@ fn critical(an: &Proc, service: &str) -> bool {
         .is_some_and(|f| f.iter().any(|f| f["severity"] == "critical"))
 }
 
+/// `analyzer serve` evaluating every `every`, the critical leak rule's
+/// `for` one interval, sending to `hook`.
+fn serve(dir: &std::path::Path, every: &str, hook: &Receiver) -> Proc {
+    let cfg = dir.join("serve.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "rate_limit = 100.0\n[alerts.leak_critical]\nwithin = \"24h\"\nfor = \"{every}\"\n"
+        ),
+    )
+    .unwrap();
+    analyzer(
+        dir,
+        &dir.join("h.db"),
+        "127.0.0.1:0",
+        &[
+            "--evaluate-every",
+            every,
+            "--config",
+            cfg.to_str().unwrap(),
+            "--alert-webhook",
+            &hook.url(),
+        ],
+    )
+}
+
+/// The table of each service's times, from `t0`, and the summary.
+fn report(
+    names: &[String],
+    detected: &[Option<Instant>],
+    notified: &[Option<Instant>],
+    t0: Instant,
+    interval: Duration,
+    every: &str,
+) {
+    println!("| service | leak significant after | notified after | detection to notification | in evaluation intervals ({every}) |");
+    println!("|---|---|---|---|---|");
+    let mut lat = Vec::new();
+    for i in 0..names.len() {
+        let (Some(d), Some(n)) = (detected[i], notified[i]) else {
+            println!(
+                "| {} | {:?} | {:?} | not measured | |",
+                names[i],
+                detected[i].map(|d| d - t0),
+                notified[i].map(|n| n - t0)
+            );
+            continue;
+        };
+        let l = n.saturating_duration_since(d).as_secs_f64();
+        lat.push(l);
+        println!(
+            "| {} | {:.0} s | {:.0} s | {:.1} s | {:.2} |",
+            names[i],
+            (d - t0).as_secs_f64(),
+            (n - t0).as_secs_f64(),
+            l,
+            l / interval.as_secs_f64()
+        );
+    }
+    lat.sort_by(f64::total_cmp);
+    if let (Some(med), Some(max)) = (lat.get(lat.len() / 2), lat.last()) {
+        println!(
+            "\nmedian {med:.1} s ({:.2} intervals), max {max:.1} s ({:.2} intervals); target: under 2 intervals",
+            med / interval.as_secs_f64(),
+            max / interval.as_secs_f64()
+        );
+    }
+}
+
 fn main() {
     let services: usize = flag_value("--services")
         .and_then(|s| s.parse().ok())
@@ -62,27 +131,7 @@ fn main() {
     let interval = humantime::parse_duration(&every).expect("--every is a duration");
     let dir = tempfile::tempdir().unwrap();
     let hook = Receiver::start(Answer::Ok);
-    let cfg = dir.path().join("serve.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "rate_limit = 100.0\n[alerts.leak_critical]\nwithin = \"24h\"\nfor = \"{every}\"\n"
-        ),
-    )
-    .unwrap();
-    let an = analyzer(
-        dir.path(),
-        &dir.path().join("h.db"),
-        "127.0.0.1:0",
-        &[
-            "--evaluate-every",
-            &every,
-            "--config",
-            cfg.to_str().unwrap(),
-            "--alert-webhook",
-            &hook.url(),
-        ],
-    );
+    let an = serve(dir.path(), &every, &hook);
     let url = an.url(heaptide_wire::INGEST_PATH);
     let start = now_ms();
     let names: Vec<String> = (0..services).map(|i| format!("svc-{i}")).collect();
@@ -118,39 +167,14 @@ fn main() {
         seq += 1;
         std::thread::sleep(Duration::from_millis(1000));
     }
-    println!("| service | leak significant after | notified after | detection to notification | in evaluation intervals ({every}) |");
-    println!("|---|---|---|---|---|");
-    let t0 = an_start(start);
-    let mut lat = Vec::new();
-    for i in 0..services {
-        let (Some(d), Some(n)) = (detected[i], notified[i]) else {
-            println!(
-                "| {} | {:?} | {:?} | not measured | |",
-                names[i],
-                detected[i].map(|d| d - t0),
-                notified[i].map(|n| n - t0)
-            );
-            continue;
-        };
-        let l = n.saturating_duration_since(d).as_secs_f64();
-        lat.push(l);
-        println!(
-            "| {} | {:.0} s | {:.0} s | {:.1} s | {:.2} |",
-            names[i],
-            (d - t0).as_secs_f64(),
-            (n - t0).as_secs_f64(),
-            l,
-            l / interval.as_secs_f64()
-        );
-    }
-    lat.sort_by(f64::total_cmp);
-    if let (Some(med), Some(max)) = (lat.get(lat.len() / 2), lat.last()) {
-        println!(
-            "\nmedian {med:.1} s ({:.2} intervals), max {max:.1} s ({:.2} intervals); target: under 2 intervals",
-            med / interval.as_secs_f64(),
-            max / interval.as_secs_f64()
-        );
-    }
+    report(
+        &names,
+        &detected,
+        &notified,
+        an_start(start),
+        interval,
+        &every,
+    );
 }
 
 /// The `Instant` of the wall-clock `start_ms`.
