@@ -34,7 +34,10 @@ fn batch(
     to: i64,
     fds: impl Fn(i64) -> f64,
 ) -> heaptide_wire::Batch {
-    let agent = fixtures::agent(service, "i-1", 1, now_ms() - 3_600_000);
+    // One process throughout: a fixed start time, an hour before the run.
+    static STARTED: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    let started = *STARTED.get_or_init(|| now_ms() - 3_600_000);
+    let agent = fixtures::agent(service, "i-1", 1, started);
     let mut b = fixtures::batch(agent, seq, to);
     let mut ts = from;
     while ts <= to {
