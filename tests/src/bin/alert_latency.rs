@@ -6,8 +6,9 @@
 //! A real `analyzer serve` evaluates every `--every`, with the critical
 //! leak rule's `for` equal to one interval (the default: 1m at the default
 //! 1m interval), and sends to a real receiver on 127.0.0.1. Each simulated
-//! service has half an hour of flat fds, then, in real time, one more fd a
-//! second against a limit of 1,024. After every batch the engine is asked
+//! service starts a process that, in real time, opens one more fd a second
+//! against a limit of 1,024 and reports every second (a leak on every
+//! request, from the start). After every batch the engine is asked
 //! afresh (`/v1/leaks?fresh=true`) whether the leak is significant and
 //! critical yet: that batch is the moment of detection. The latency is from
 //! that moment to the receiver's first firing alert for the service.
@@ -26,27 +27,14 @@ fn post(url: &str, batch: &heaptide_wire::Batch) {
     assert_eq!(r.status().as_u16(), 200);
 }
 
-/// `minutes` of samples every 10 s ending at `to`, of `fds(ts)`.
-fn batch(
-    service: &str,
-    seq: u64,
-    from: i64,
-    to: i64,
-    fds: impl Fn(i64) -> f64,
-) -> heaptide_wire::Batch {
-    // One process throughout: a fixed start time, an hour before the run.
-    static STARTED: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
-    let started = *STARTED.get_or_init(|| now_ms() - 3_600_000);
+/// One sample at `ts` of a process started at `started`, of `fds(ts)`.
+fn batch(service: &str, seq: u64, started: i64, ts: i64, fds: f64) -> heaptide_wire::Batch {
     let agent = fixtures::agent(service, "i-1", 1, started);
-    let mut b = fixtures::batch(agent, seq, to);
-    let mut ts = from;
-    while ts <= to {
-        b.samples.push(fixtures::metrics(
-            ts,
-            &[("fds", fds(ts)), ("limit.nofile.soft", 1024.0)],
-        ));
-        ts += 1_000;
-    }
+    let mut b = fixtures::batch(agent, seq, ts);
+    b.samples.push(fixtures::metrics(
+        ts,
+        &[("fds", fds), ("limit.nofile.soft", 1024.0)],
+    ));
     b
 }
 
@@ -83,16 +71,17 @@ fn serve(dir: &std::path::Path, every: &str, hook: &Receiver) -> Proc {
     )
 }
 
-/// The table of each service's times, from `t0`, and the summary.
+/// The table of each service's times, from its process's start, and the
+/// summary.
 fn report(
     names: &[String],
     detected: &[Option<Instant>],
     notified: &[Option<Instant>],
-    t0: Instant,
+    started: &[Instant],
     interval: Duration,
     every: &str,
 ) {
-    println!("| service | leak significant after | notified after | detection to notification | in evaluation intervals ({every}) |");
+    println!("| service | leak significant after start | notified after start | detection to notification | in evaluation intervals ({every}) |");
     println!("|---|---|---|---|---|");
     let mut lat = Vec::new();
     for i in 0..names.len() {
@@ -100,8 +89,8 @@ fn report(
             println!(
                 "| {} | {:?} | {:?} | not measured | |",
                 names[i],
-                detected[i].map(|d| d - t0),
-                notified[i].map(|n| n - t0)
+                detected[i].map(|d| d - started[i]),
+                notified[i].map(|n| n - started[i])
             );
             continue;
         };
@@ -110,8 +99,8 @@ fn report(
         println!(
             "| {} | {:.0} s | {:.0} s | {:.1} s | {:.2} |",
             names[i],
-            (d - t0).as_secs_f64(),
-            (n - t0).as_secs_f64(),
+            (d - started[i]).as_secs_f64(),
+            (n - started[i]).as_secs_f64(),
             l,
             l / interval.as_secs_f64()
         );
@@ -136,48 +125,40 @@ fn main() {
     let hook = Receiver::start(Answer::Ok);
     let an = serve(dir.path(), &every, &hook);
     let url = an.url(heaptide_wire::INGEST_PATH);
-    let start = now_ms();
+    let t0 = now_ms();
     let names: Vec<String> = (0..services).map(|i| format!("svc-{i}")).collect();
-    // Half an hour of flat history, then growth from `start` on.
-    for s in &names {
-        post(
-            &url,
-            &batch(s, 1, start - 1_800_000, start - 1_000, |_| 20.0),
-        );
-    }
-    let fds = move |ts: i64| 20.0 + ((ts - start).max(0) / 1000) as f64;
+    // The processes start spread over one interval, so that each meets the
+    // evaluation schedule at another phase.
+    let step = ms(interval) / services.max(1) as i64;
+    let starts: Vec<i64> = (0..services as i64).map(|i| t0 + i * step).collect();
     let mut detected: Vec<Option<Instant>> = vec![None; services];
     let mut notified: Vec<Option<Instant>> = vec![None; services];
     let deadline = Instant::now() + Duration::from_secs(900);
-    let mut seq = 2;
+    let mut seq = 1;
     while notified.iter().any(Option::is_none) && Instant::now() < deadline {
         let now = now_ms();
-        for (i, s) in names.iter().enumerate() {
-            post(&url, &batch(s, seq, now - 1_000, now, fds));
+        for (i, s) in names.iter().enumerate().filter(|(i, _)| now >= starts[*i]) {
+            let fds = 20.0 + ((now - starts[i]) / 1000) as f64;
+            post(&url, &batch(s, seq, starts[i], now, fds));
             if detected[i].is_none() && critical(&an, s) {
                 detected[i] = Some(Instant::now());
             }
         }
         for g in hook.received() {
-            let svc = g.body["groupLabels"]["service"]
-                .as_str()
-                .unwrap_or("")
-                .to_owned();
-            if let Some(i) = names.iter().position(|n| *n == svc) {
+            let svc = g.body["groupLabels"]["service"].as_str().unwrap_or("");
+            if let Some(i) = names.iter().position(|n| n == svc) {
                 notified[i].get_or_insert(g.at);
             }
         }
         seq += 1;
         std::thread::sleep(Duration::from_millis(1000));
     }
-    report(
-        &names,
-        &detected,
-        &notified,
-        an_start(start),
-        interval,
-        &every,
-    );
+    let started: Vec<Instant> = starts.iter().map(|s| an_start(*s)).collect();
+    report(&names, &detected, &notified, &started, interval, &every);
+}
+
+fn ms(d: Duration) -> i64 {
+    d.as_millis() as i64
 }
 
 /// The `Instant` of the wall-clock `start_ms`.
