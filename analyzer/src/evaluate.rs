@@ -107,7 +107,7 @@ pub fn evaluate(store: &dyn Store, now_ms: i64) -> Result<Pass> {
             service: Some(service.clone()),
             ..window.clone()
         };
-        let analysis = detect::analyze(store, &sel, &detect::Options::default())?;
+        let analysis = detect::analyze(store, &sel, &background_options())?;
         let mut by_instance: HashMap<&str, Vec<&Finding>> = HashMap::new();
         for f in &analysis.findings {
             by_instance.entry(&f.instance).or_default().push(f);
@@ -130,6 +130,17 @@ pub fn evaluate(store: &dyn Store, now_ms: i64) -> Result<Pass> {
     }
     store.record_transitions(&history)?;
     Ok(pass)
+}
+
+/// The engine's options for a pass: one worker fewer than the machine
+/// has cores, so that ingest, which must answer agents promptly, always
+/// has a core while the pass runs.
+fn background_options() -> detect::Options {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    detect::Options {
+        workers: Some(cores.saturating_sub(1).max(1)),
+        ..detect::Options::default()
+    }
 }
 
 /// Leaks that began, changed severity or ended between two judgements of

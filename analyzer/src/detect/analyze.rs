@@ -74,9 +74,11 @@ pub fn analyze(store: &dyn Store, q: &Selector, opts: &Options) -> Result<Analys
         .filter(|i| q.instance.as_deref().is_none_or(|x| x == i.instance))
         .collect();
     // Instances are judged apart, on as many threads as the machine has
-    // cores (the store hands each its own read connection).
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
+    // cores unless told fewer (the store hands each its own read
+    // connection).
+    let workers = opts
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .min(instances.len())
         .max(1);
     let chunk = instances.len().div_ceil(workers).max(1);

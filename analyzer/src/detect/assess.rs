@@ -23,6 +23,9 @@ pub struct Options {
     pub site_alpha: f64,
     /// Most sites named per heap finding.
     pub max_sites: usize,
+    /// Threads that judge instances; `None` for one per core. Continuous
+    /// evaluation leaves a core to ingest.
+    pub workers: Option<usize>,
 }
 
 impl Default for Options {
@@ -32,6 +35,7 @@ impl Default for Options {
             alpha: 1e-3,
             site_alpha: 1e-3,
             max_sites: 5,
+            workers: None,
         }
     }
 }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use heaptide_tests::{http, now_ms};
+use heaptide_tests::{cpu_seconds, http, now_ms};
 use heaptide_wire::pprof::{build_heap_profile, encode_gzip, Frame, ProfileSample};
 use heaptide_wire::*;
 
@@ -165,19 +165,6 @@ pub fn post(http: &ureq::Agent, url: &str, body: &[u8]) -> u16 {
             r.status().as_u16()
         })
         .unwrap_or(0)
-}
-
-pub fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    ticks / 100.0
 }
 
 pub fn rss_mib(pid: u32) -> f64 {
