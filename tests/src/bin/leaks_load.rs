@@ -17,8 +17,8 @@ use heaptide_analyzer::detect::{analyze, LeakVerdict, Options};
 use heaptide_analyzer::ingest::{self, Limits};
 use heaptide_analyzer::select::Selector;
 use heaptide_analyzer::store::{SqliteStore, Store};
-use heaptide_tests::cpu_seconds;
 use heaptide_testkit::{bin, fixtures, now_ms};
+use heaptide_tests::cpu_seconds;
 
 const MIB: f64 = 1024.0 * 1024.0;
 
