@@ -22,12 +22,51 @@ pub fn bytes(v: f64) -> String {
     format!("{:.1} {unit}", v / div)
 }
 
-/// An amount in `unit`: `1.5 MiB`, `40`, `3.2 ms`.
+/// A count as people read it: `940`, `12,480`, `270k`, `1.2M`, `3.4G`,
+/// with one decimal below 100 when it has a fraction.
+pub fn count(v: f64) -> String {
+    let a = v.abs();
+    let sign = if v < 0.0 { "-" } else { "" };
+    let scaled = |div: f64, suffix: &str| {
+        let x = a / div;
+        if x < 10.0 {
+            format!("{sign}{x:.1}{suffix}")
+        } else {
+            format!("{sign}{x:.0}{suffix}")
+        }
+    };
+    if a >= 1e9 {
+        scaled(1e9, "G")
+    } else if a >= 1e6 {
+        scaled(1e6, "M")
+    } else if a >= 100_000.0 {
+        scaled(1e3, "k")
+    } else if a >= 100.0 || a.fract() == 0.0 {
+        format!("{sign}{}", grouped(a.round() as u64))
+    } else {
+        format!("{sign}{a:.1}")
+    }
+}
+
+/// `12480` as `12,480`.
+fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// An amount in `unit`: `1.5 MiB`, `40`, `12,480`, `3.2 ms`.
 pub fn amount(unit: Unit, v: f64) -> String {
     match unit {
         Unit::Bytes => bytes(v),
         Unit::Millis => format!("{v:.1} ms"),
-        _ => format!("{v:.0}"),
+        _ => count(v.round()),
     }
 }
 
@@ -45,7 +84,7 @@ pub fn rate_per_hour(unit: Unit, v: f64) -> String {
     let sign = if v >= 0.0 { "+" } else { "-" };
     match unit {
         Unit::Bytes => format!("{sign}{}/h", bytes(v.abs())),
-        _ => format!("{sign}{:.1} {}/h", v.abs(), unit.as_str()),
+        _ => format!("{sign}{} {}/h", count(v.abs()), unit.as_str()),
     }
 }
 
@@ -65,15 +104,7 @@ pub fn axis(unit: Unit, v: f64) -> String {
             }
         }
         Unit::Millis => format!("{v:.1} ms"),
-        _ => {
-            if v.abs() >= 10_000.0 {
-                format!("{:.1}k", v / 1000.0)
-            } else if v.fract() == 0.0 {
-                format!("{v:.0}")
-            } else {
-                format!("{v:.1}")
-            }
-        }
+        _ => count(v),
     }
 }
 
@@ -153,7 +184,13 @@ mod tests {
         assert_eq!(duration(3.0 * 3600.0 + 20.0 * 60.0), "3h 20m");
         assert_eq!(duration(2.0 * 86400.0 + 5.0 * 3600.0), "2d 5h");
         assert_eq!(duration(42.0), "42s");
-        assert_eq!(rate_per_hour(Unit::Fds, 40.0), "+40.0 fds/h");
+        assert_eq!(rate_per_hour(Unit::Fds, 40.0), "+40 fds/h");
+        assert_eq!(rate_per_hour(Unit::Fds, 269_823.8), "+270k fds/h");
+        assert_eq!(rate_per_hour(Unit::Threads, 2.5), "+2.5 threads/h");
+        assert_eq!(count(12_480.0), "12,480");
+        assert_eq!(count(1_234_567.0), "1.2M");
+        assert_eq!(count(-150_000.0), "-150k");
+        assert_eq!(amount(Unit::Fds, 1023.6), "1,024");
         assert_eq!(precise(Unit::Threads, 0.25), "0.25 threads");
         assert_eq!(clock(1_800_000_000_000), "2027-01-15T08:00:00Z");
         assert_eq!(truncate("abcdef", 4), "abc…");
