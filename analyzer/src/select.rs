@@ -88,6 +88,33 @@ pub fn window(
     Ok((from, to))
 }
 
+/// Parses a point in time: Unix milliseconds, or a date and time in RFC
+/// 3339 (`2026-11-28T08:00:00Z`), read as UTC when it names no offset, and
+/// without seconds as a browser's date picker sends it
+/// (`2026-11-28T08:00`). Names `field` on error.
+pub fn parse_time(field: &str, s: &str) -> Result<i64> {
+    let s = s.trim();
+    if let Ok(ms) = s.parse::<i64>() {
+        return Ok(ms);
+    }
+    // A picker's minutes-only value gains its seconds.
+    let full = if s.len() == 16 && s.as_bytes().get(13) == Some(&b':') {
+        format!("{s}:00")
+    } else {
+        s.to_owned()
+    };
+    humantime::parse_rfc3339_weak(&full)
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(ms)
+        .ok_or_else(|| {
+            Error::invalid(
+                field,
+                format!("{s:?} is not a time: give Unix milliseconds or a date and time like 2026-11-28T08:00:00Z"),
+            )
+        })
+}
+
 /// Parses `10m`, `24h` or `7d`, naming `field` on error: for durations
 /// that arrive as text (query strings, config files).
 pub fn parse_duration(field: &str, s: &str) -> Result<Duration> {
@@ -135,6 +162,22 @@ mod tests {
         );
         assert_eq!(window(None, Some(5), Some(9), HOUR, 100).unwrap(), (5, 9));
         assert!(window(None, Some(9), Some(5), HOUR, 100).is_err());
+        assert_eq!(
+            parse_time("from", "1800000000000").unwrap(),
+            1_800_000_000_000
+        );
+        assert_eq!(
+            parse_time("from", "2027-01-15T08:00:00Z").unwrap(),
+            1_800_000_000_000
+        );
+        assert_eq!(
+            parse_time("from", "2027-01-15T08:00").unwrap(),
+            1_800_000_000_000
+        );
+        assert!(parse_time("to", "yesterday")
+            .unwrap_err()
+            .to_string()
+            .starts_with("to:"));
         let e = parse_duration("since", "soon").unwrap_err();
         assert!(e.to_string().starts_with("since:"), "{e}");
         assert!(parse_duration("since", "0s").is_err());

@@ -120,18 +120,48 @@ impl Browser {
         .unwrap_or(0)
     }
 
-    /// Clicks the first element matching `css`, as a user would.
-    pub fn click(&self, css: &str) {
+    /// The WebDriver id of the first element matching `css`.
+    fn element(&self, css: &str) -> String {
         let v = self.call(
             "POST",
             &self.s("/element"),
             Some(json!({"using": "css selector", "value": css})),
         );
-        let id = v[ELEMENT]
+        v[ELEMENT]
             .as_str()
             .unwrap_or_else(|| panic!("no element {css}: {v}"))
-            .to_owned();
+            .to_owned()
+    }
+
+    /// Clicks the first element matching `css`, as a user would.
+    pub fn click(&self, css: &str) {
+        let id = self.element(css);
         self.call("POST", &self.s(&format!("/element/{id}/click")), None);
+    }
+
+    /// Real mouse input over the first element matching `css`: moves to
+    /// each offset from its centre in turn (in CSS pixels), pressing the
+    /// button after the first when `press` and releasing it at the last.
+    pub fn mouse(&self, css: &str, offsets: &[(i64, i64)], press: bool) {
+        let mut origin = serde_json::Map::new();
+        origin.insert(ELEMENT.into(), self.element(css).into());
+        let mut steps = Vec::new();
+        for (i, (x, y)) in offsets.iter().enumerate() {
+            steps.push(
+                json!({"type": "pointerMove", "duration": 100, "origin": origin, "x": x, "y": y}),
+            );
+            if press && i == 0 {
+                steps.push(json!({"type": "pointerDown", "button": 0}));
+            }
+        }
+        if press {
+            steps.push(json!({"type": "pointerUp", "button": 0}));
+        }
+        let actions = json!({"actions": [{
+            "type": "pointer", "id": "mouse",
+            "parameters": {"pointerType": "mouse"}, "actions": steps
+        }]});
+        self.call("POST", &self.s("/actions"), Some(actions));
     }
 
     pub fn screenshot(&self, path: &Path) {

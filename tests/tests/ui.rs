@@ -56,6 +56,7 @@ fn dashboards_and_flamegraphs_render_and_respond() {
         let b = Browser::start();
         overview(&b, &an);
         instance_page(&b, &an);
+        chart_interaction(&b, &an);
         flamegraphs(&b, &an);
         check_unknown_and_console(&b, &an);
     });
@@ -169,6 +170,97 @@ fn instance_page(b: &Browser, an: &Proc) {
         "its history: the leak that began and the alert that fired"
     );
     b.screenshot(&shots().join("instance.png"));
+}
+
+/// The page's URL query once it differs from `before`, within 10 s.
+fn next_query(b: &Browser, before: &str) -> String {
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let q = b.eval("return location.search;", serde_json::json!([]));
+        let q = q.as_str().unwrap_or("").to_owned();
+        if q != before && b.count("svg.chart[data-chart=heap]") == 1 {
+            return q;
+        }
+        if Instant::now() >= end {
+            let now = b.eval(
+                "return location.href + ': ' + document.body.innerText.slice(0, 300);",
+                serde_json::json!([]),
+            );
+            panic!("no chart after moving from {before}: {now}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn query_ms(q: &str, key: &str) -> i64 {
+    q.trim_start_matches('?')
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in {q}"))
+}
+
+fn heap_from(b: &Browser) -> i64 {
+    let v = b.eval(
+        "return +document.querySelector('svg.chart[data-chart=heap]').dataset.from;",
+        serde_json::json!([]),
+    );
+    v.as_i64().unwrap_or(0)
+}
+
+/// Times read in local time; hovering shows values and a cursor on every
+/// chart; dragging zooms into the URL; the date picker sets a range.
+fn chart_interaction(b: &Browser, an: &Proc) {
+    // The default window: the last hour narrowed to the data, so that a
+    // drag across the middle of a chart selects data.
+    b.goto(&an.url("/ui/instance?service=leaky-service&instance=ui-1"));
+    let title = b.eval(
+        "return document.querySelector('#history time').title;",
+        serde_json::json!([]),
+    );
+    assert!(
+        title.to_string().ends_with("(UTC)\""),
+        "UTC on hover: {title}"
+    );
+    b.mouse("svg.chart[data-chart=heap]", &[(60, 0)], false);
+    let tip = b.eval(
+        "const t = document.getElementById('tooltip'); return t.hidden ? '' : t.textContent;",
+        serde_json::json!([]),
+    );
+    assert!(
+        tip.to_string().contains("allocated: "),
+        "hover value: {tip}"
+    );
+    assert!(
+        b.count("svg.chart line.cursor[visibility=visible]") >= 5,
+        "one cursor across the charts"
+    );
+    b.screenshot(&shots().join("hover.png"));
+
+    let before = b.eval("return location.search;", serde_json::json!([]));
+    b.mouse("svg.chart[data-chart=heap]", &[(-200, 0), (100, 0)], true);
+    let zoomed = next_query(b, before.as_str().unwrap_or(""));
+    let (from, to) = (query_ms(&zoomed, "from"), query_ms(&zoomed, "to"));
+    assert!(from < to && !zoomed.contains("since="), "{zoomed}");
+    assert_eq!(heap_from(b), from, "redrawn over the dragged range");
+
+    // The picker, in local time: whole minutes around the dragged range.
+    let start = b.eval(
+        "const f = document.querySelector('#range input[name=from]'); const t = document.querySelector('#range input[name=to]');\
+         const pad = n => String(n).padStart(2, '0');\
+         const v = ms => { const d = new Date(ms); return d.getFullYear()+'-'+pad(d.getMonth()+1)+'-'+pad(d.getDate())+'T'+pad(d.getHours())+':'+pad(d.getMinutes()); };\
+         const start = Math.floor(arguments[0] / 60000) * 60000 - 60000;\
+         f.value = v(start); t.value = v(Math.ceil(arguments[1] / 60000) * 60000 + 60000); return start;",
+        serde_json::json!([from, to]),
+    );
+    b.click("#range button");
+    let picked = next_query(b, &zoomed);
+    assert_eq!(
+        query_ms(&picked, "from"),
+        start.as_i64().unwrap(),
+        "{picked}"
+    );
+    assert_eq!(heap_from(b), start.as_i64().unwrap());
 }
 
 /// The live and growth flamegraphs render, and a click zooms.

@@ -22,7 +22,10 @@ nav a{margin-right:10px}.finding{background:#fff;border:1px solid #fde68a;paddin
 .empty{color:#6b7280}.alert{font-size:12px;border-radius:4px;padding:2px 6px;margin-right:4px;white-space:nowrap}
 .alert.pending{background:#e0e7ff;color:#3730a3}.alert.firing.warning{background:#fef3c7;color:#92400e}
 .alert.firing.critical{background:#fee2e2;color:#991b1b;font-weight:600}
-.warn{background:#fee2e2;color:#991b1b;padding:6px 10px;border-radius:4px}";
+.warn{background:#fee2e2;color:#991b1b;padding:6px 10px;border-radius:4px}
+#tooltip{position:absolute;background:#111827;color:#fff;padding:4px 8px;border-radius:4px;font-size:12px;pointer-events:none;z-index:10;white-space:nowrap}
+#tooltip .tip-time{color:#cbd5e1}svg.chart{cursor:crosshair}#range input{font:inherit}
+#range label{margin-left:10px}";
 
 fn url(s: &str) -> String {
     let mut out = String::new();
@@ -50,8 +53,22 @@ fn page(title: &str, body: &str) -> String {
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{} · heaptide</title>\
          <meta name=\"viewport\" content=\"width=device-width\"><link rel=\"icon\" href=\"/favicon.ico\"><style>{STYLE}</style></head>\
-         <body><header><a href=\"/\">heaptide</a></header><main>{body}</main></body></html>",
+         <body><header><a href=\"/\">heaptide</a></header><main>{body}</main><script>{SCRIPT}</script></body></html>",
         esc(title)
+    )
+}
+
+/// The page script: local time, the range picker, auto-refresh, and hover,
+/// a shared cursor and drag to zoom on charts. Pages read without it.
+const SCRIPT: &str = include_str!("page.js");
+
+/// A time as pages show it: UTC in the markup, local time once the script
+/// runs, UTC on hover.
+fn time(ms: i64) -> String {
+    let utc = clock(ms);
+    format!(
+        "<time datetime=\"{utc}\">{} UTC</time>",
+        utc.trim_end_matches('Z').replace('T', " ")
     )
 }
 
@@ -116,7 +133,7 @@ pub fn overview(rows: &[InstanceSummary], now: i64, webhook_failures: u64) -> St
              <td><span class=\"status {class}\">{label}</span>{tte}</td><td>{}</td><td>{} ago</td><td>{}</td><td>{}</td></tr>",
             esc(&instance_path(&r.service, &r.instance)),
             esc(&r.instance),
-            alert_badges(&r.alerts, now),
+            alert_badges(&r.alerts, Some(now)),
             duration(((now - r.last_seen_ms) / 1000) as f64),
             sparkline(&r.heap),
             sparkline(&r.fds)
@@ -145,15 +162,7 @@ pub fn instance(v: &InstanceView, window: &str) -> String {
         };
         let _ = write!(b, "<a href=\"/ui/instance?{q}&amp;since={w}\"{cur}>{w}</a>");
     }
-    let _ = write!(
-        b,
-        "<form style=\"display:inline\" action=\"/ui/instance\"><input type=\"hidden\" name=\"service\" value=\"{}\"><input type=\"hidden\" name=\"instance\" value=\"{}\">\
-         custom: <input name=\"from\" size=\"13\" placeholder=\"from (unix ms)\" value=\"{}\"> <input name=\"to\" size=\"13\" placeholder=\"to (unix ms)\" value=\"{}\"> <button>show</button></form></nav>",
-        esc(&v.service),
-        esc(&v.instance),
-        v.from_ms,
-        v.to_ms
-    );
+    range_form(&mut b, v);
     current_alerts(&mut b, v);
     findings(&mut b, v);
     let has_data = v
@@ -180,14 +189,18 @@ pub fn instance(v: &InstanceView, window: &str) -> String {
     page(&format!("{}/{}", v.service, v.instance), &b)
 }
 
-/// Each alert as a badge: severity, resource and for how long, with the
-/// rule, its start and its summary on hover.
-fn alert_badges(alerts: &[AlertView], now: i64) -> String {
+/// Each alert as a badge: severity, resource and for how long (since when,
+/// without `now`), with the rule, its start and its summary on hover.
+fn alert_badges(alerts: &[AlertView], now: Option<i64>) -> String {
     let mut b = String::new();
     for a in alerts {
+        let how_long = match now {
+            Some(now) => duration(((now - a.since_ms).max(0) / 1000) as f64),
+            None => format!("since {}", time(a.since_ms)),
+        };
         let _ = write!(
             b,
-            "<span class=\"alert {} {}\" data-alert=\"{}\" title=\"{} {} since {}: {}\">{} {} · {} {}</span> ",
+            "<span class=\"alert {} {}\" data-alert=\"{}\" title=\"{} {} since {}: {}\">{} {} · {} {how_long}</span> ",
             esc(&a.state),
             esc(&a.severity),
             esc(&a.name),
@@ -198,20 +211,33 @@ fn alert_badges(alerts: &[AlertView], now: i64) -> String {
             esc(&a.severity),
             esc(&a.resource),
             esc(&a.state),
-            duration(((now - a.since_ms).max(0) / 1000) as f64)
         );
     }
     b
 }
 
+/// Absolute start and end (UTC without the script, local time with it),
+/// and the auto-refresh toggle.
+fn range_form(b: &mut String, v: &InstanceView) {
+    let minute = |ms: i64| clock(ms)[..16].to_owned();
+    let _ = write!(
+        b,
+        "<form id=\"range\" style=\"display:inline\" action=\"/ui/instance\"><input type=\"hidden\" name=\"service\" value=\"{}\"><input type=\"hidden\" name=\"instance\" value=\"{}\">\
+         from <input type=\"datetime-local\" name=\"from\" value=\"{}\" data-ms=\"{}\"> to <input type=\"datetime-local\" name=\"to\" value=\"{}\" data-ms=\"{}\"> <button>show</button>\
+         <label><input type=\"checkbox\" id=\"autorefresh\"> auto-refresh</label></form></nav>",
+        esc(&v.service),
+        esc(&v.instance),
+        minute(v.from_ms),
+        v.from_ms,
+        minute(v.to_ms),
+        v.to_ms
+    );
+}
+
 /// The instance's pending and firing alerts, first on its page.
 fn current_alerts(b: &mut String, v: &InstanceView) {
     if !v.alerts.is_empty() {
-        let _ = write!(
-            b,
-            "<p id=\"alerts\">{}</p>",
-            alert_badges(&v.alerts, v.to_ms)
-        );
+        let _ = write!(b, "<p id=\"alerts\">{}</p>", alert_badges(&v.alerts, None));
     }
 }
 
@@ -229,7 +255,7 @@ fn history(b: &mut String, v: &InstanceView) {
             b,
             "<tr data-state=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&h.state),
-            clock(h.at_ms),
+            time(h.at_ms),
             esc(&h.subject),
             esc(&h.resource),
             esc(&h.state),
@@ -277,7 +303,7 @@ fn pauses(b: &mut String, v: &InstanceView) {
             let _ = write!(
                 b,
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                p.start_ms,
+                time(p.start_ms),
                 axis(Unit::Millis, p.duration_ms),
                 p.source.as_str(),
                 esc(&p.name)

@@ -124,10 +124,14 @@ impl Plot {
 /// A full chart. `to` may lie beyond now, to leave room for a projection.
 pub fn chart(c: &Chart, from: i64, to: i64, restarts: &[i64]) -> String {
     let mut s = String::new();
+    // The plot's time span and area, for the page script's hover and zoom.
     let _ = write!(
         s,
-        r#"<svg class="chart" data-chart="{}" viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" aria-label="{}">"#,
+        r#"<svg class="chart" data-chart="{}" data-from="{from}" data-to="{to}" data-x0="{LEFT}" data-x1="{}" data-y0="{TOP}" data-y1="{}" data-unit="{}" viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" aria-label="{}">"#,
         esc(&c.id),
+        W - RIGHT,
+        TOP + Plot::PH,
+        c.unit.as_str(),
         esc(&c.title)
     );
     let _ = write!(
@@ -192,9 +196,11 @@ fn axes(s: &mut String, p: &Plot, c: &Chart) {
     let _ = write!(s, r#"<g class="axis x-axis">"#);
     for k in 0..=5 {
         let t = from + (to - from) * k / 5;
+        // The last label ends at the edge rather than running past it.
+        let anchor = if k == 5 { "end" } else { "middle" };
         let _ = write!(
             s,
-            r##"<line x1="{:.1}" x2="{:.1}" y1="{}" y2="{}" stroke="#9ca3af"/><text x="{:.1}" y="{}" text-anchor="middle">{}</text>"##,
+            r##"<line x1="{:.1}" x2="{:.1}" y1="{}" y2="{}" stroke="#9ca3af"/><text x="{:.1}" y="{}" text-anchor="{anchor}" data-t="{t}">{}</text>"##,
             p.x(t),
             p.x(t),
             TOP + Plot::PH,
@@ -253,21 +259,48 @@ fn markers(
     }
 }
 
+/// Where each legend goes: after the title, wrapping to a second row, each
+/// name cut to fit, so that long names never run into the next.
+fn legend_slots(names: &[&str]) -> Vec<(f64, f64, String)> {
+    const CHAR: f64 = 6.6;
+    const GAP: f64 = 16.0;
+    let start = LEFT + 200.0;
+    let (mut x, mut y) = (start, 18.0);
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        let text = crate::format::truncate(name, 22);
+        let w = text.chars().count() as f64 * CHAR + GAP;
+        if x + w > W - RIGHT && x > start {
+            (x, y) = (start, y + 13.0);
+        }
+        out.push((x, y, text));
+        x += w;
+    }
+    out
+}
+
 /// The series with their legend, the events as dots, and the projection.
+/// Each series carries a coarser copy of its points for the page script.
 fn data(s: &mut String, p: &Plot, c: &Chart, projection: Option<&[(i64, f64)]>) {
-    for (i, series) in c.series.iter().enumerate() {
+    let names: Vec<&str> = c.series.iter().map(|x| x.name.as_str()).collect();
+    for (i, (series, (lx, ly, label))) in c.series.iter().zip(legend_slots(&names)).enumerate() {
         let color = COLORS[i % COLORS.len()];
         let pts = p.path(&decimate(&series.points, p.from, p.to, Plot::PW as usize));
+        let hover: Vec<String> = decimate(&series.points, p.from, p.to, 120)
+            .iter()
+            .map(|(t, v)| format!("{t},{v:.6e}"))
+            .collect();
         let _ = write!(
             s,
-            r#"<polyline class="series" data-series="{}" fill="none" stroke="{color}" stroke-width="1.5" points="{pts}"/>"#,
-            esc(&series.name)
+            r#"<polyline class="series" data-series="{}" data-points="{}" fill="none" stroke="{color}" stroke-width="1.5" points="{pts}"/>"#,
+            esc(&series.name),
+            hover.join(" ")
         );
         let _ = write!(
             s,
-            r#"<text class="legend" x="{}" y="18" style="fill:{color}">{}</text>"#,
-            LEFT + 200.0 + i as f64 * 90.0,
-            esc(&series.name)
+            r#"<text class="legend" x="{lx:.1}" y="{ly}" style="fill:{color}"><title>{}</title>{}</text>"#,
+            esc(&series.name),
+            esc(&label)
         );
     }
     for (t, v) in &c.events {

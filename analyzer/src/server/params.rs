@@ -19,8 +19,11 @@ pub struct Params {
     /// older `window` is the same parameter.
     #[serde(alias = "window")]
     pub since: Option<String>,
-    /// Unix milliseconds; overrides `since`.
+    /// Unix milliseconds or an RFC 3339 time (UTC without an offset);
+    /// overrides `since`.
+    #[serde(default, deserialize_with = "time")]
     pub from: Option<i64>,
+    #[serde(default, deserialize_with = "time")]
     pub to: Option<i64>,
     /// For profiles: the time wanted, Unix milliseconds.
     pub at: Option<i64>,
@@ -36,6 +39,18 @@ pub struct Params {
     /// For `/v1/leaks` and `/v1/predict`: judge now rather than read what
     /// continuous evaluation kept.
     pub fresh: Option<bool>,
+}
+
+/// `from` and `to` as [`select::parse_time`] reads them; empty is absent,
+/// as an untouched date picker sends it.
+fn time<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    let s = Option::<String>::deserialize(d)?;
+    match s.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(t) => select::parse_time("from/to", t)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
+    }
 }
 
 impl Params {
