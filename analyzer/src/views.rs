@@ -2,8 +2,8 @@
 //! the CLI and the API use. `heaptide-ui` draws them; nothing here draws.
 
 use heaptide_ui::{
-    format, AlertView, Chart, FindingView, HistoryEntry, InstanceSummary, InstanceView, PauseView,
-    Series, Status, Unit,
+    format, AlertView, Chart, FindingView, HistoryEntry, InstanceSummary, InstanceView, Mark,
+    MarkKind, PauseView, Series, Status, Unit,
 };
 use heaptide_wire::metric;
 
@@ -170,7 +170,7 @@ pub fn instance(store: &dyn Store, sel: &Selector) -> Result<Option<InstanceView
     let alerts = alerts_by_instance(store)?
         .remove(&(service.clone(), inst.clone()))
         .unwrap_or_default();
-    let history = store
+    let history: Vec<HistoryEntry> = store
         .transitions(&service, &inst, 50)?
         .into_iter()
         .map(|t| HistoryEntry {
@@ -188,7 +188,7 @@ pub fn instance(store: &dyn Store, sel: &Selector) -> Result<Option<InstanceView
         instance: inst,
         from_ms: sel.from_ms,
         to_ms: sel.to_ms,
-        restarts: segments.iter().skip(1).map(|s| s.start_time_ms).collect(),
+        marks: marks(&segments, &history),
         charts,
         pauses: pause_events
             .into_iter()
@@ -204,6 +204,40 @@ pub fn instance(store: &dyn Store, sel: &Selector) -> Result<Option<InstanceView
         alerts,
         history,
     }))
+}
+
+/// Restarts (a deploy when the `version` label changed) and alerts that
+/// fired, to mark on the charts.
+fn marks(segments: &[crate::store::Segment], history: &[HistoryEntry]) -> Vec<Mark> {
+    let mut out: Vec<Mark> = segments
+        .windows(2)
+        .map(|w| {
+            let (before, after) = (w[0].labels.get("version"), w[1].labels.get("version"));
+            match after.filter(|v| before != Some(*v)) {
+                Some(v) => Mark {
+                    at_ms: w[1].start_time_ms,
+                    kind: MarkKind::Deploy,
+                    label: format!("deploy {v}"),
+                },
+                None => Mark {
+                    at_ms: w[1].start_time_ms,
+                    kind: MarkKind::Restart,
+                    label: format!("restart (pid {} -> {})", w[0].pid, w[1].pid),
+                },
+            }
+        })
+        .collect();
+    out.extend(
+        history
+            .iter()
+            .filter(|h| h.subject != "finding" && h.state == "firing")
+            .map(|h| Mark {
+                at_ms: h.at_ms,
+                kind: MarkKind::Alert,
+                label: format!("{} fired: {}", h.subject, h.summary),
+            }),
+    );
+    out
 }
 
 /// The series of `prefix.*` metrics with any value, largest last value
@@ -354,6 +388,9 @@ fn finding_views(analysis: &Analysis) -> Vec<FindingView> {
                 .map(|t| format!(", exhausted in {}", format::duration(t)))
                 .unwrap_or_default();
             FindingView {
+                severity: f.severity.map(|s| s.name().to_owned()),
+                started_ms: f.started_ms,
+                top_site: f.sites.first().map(|s| s.name().to_owned()),
                 resource: f.resource.name().to_owned(),
                 summary: format!(
                     "{rate}{}, confidence {:.1}%{tte}",

@@ -51,6 +51,26 @@ pub struct HistoryEntry {
     pub summary: String,
 }
 
+/// What a vertical mark on the charts stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MarkKind {
+    /// A new process.
+    Restart,
+    /// A new process with another `version` label.
+    Deploy,
+    /// An alert that fired.
+    Alert,
+}
+
+/// A moment marked on every chart of a page.
+#[derive(Debug, Clone)]
+pub struct Mark {
+    pub at_ms: i64,
+    pub kind: MarkKind,
+    /// What hovering the mark says: `restart`, `deploy 1.4.2`, the alert.
+    pub label: String,
+}
+
 /// One row of the overview.
 #[derive(Debug, Clone)]
 pub struct InstanceSummary {
@@ -96,6 +116,11 @@ pub struct PauseView {
 #[derive(Debug, Clone)]
 pub struct FindingView {
     pub resource: String,
+    pub severity: Option<String>,
+    /// When the current regime began: the growth the finding judges.
+    pub started_ms: Option<i64>,
+    /// The function named by the top allocation site.
+    pub top_site: Option<String>,
     /// One line: rate, confidence, time to exhaustion.
     pub summary: String,
     /// Each site: its share and rate, then its frames, leaf first, with
@@ -110,7 +135,8 @@ pub struct InstanceView {
     pub instance: String,
     pub from_ms: i64,
     pub to_ms: i64,
-    pub restarts: Vec<i64>,
+    /// Restarts, deploys and alerts, marked on every chart.
+    pub marks: Vec<Mark>,
     pub charts: Vec<Chart>,
     pub pauses: Vec<PauseView>,
     pub findings: Vec<FindingView>,

@@ -181,7 +181,7 @@ pub fn instance(v: &InstanceView, window: &str) -> String {
     };
     b.push_str("<h2>Resources</h2>");
     for c in &v.charts {
-        b.push_str(&chart(c, v.from_ms, v.to_ms + ahead, &v.restarts));
+        b.push_str(&chart(c, v.from_ms, v.to_ms + ahead, &v.marks));
     }
     pauses(&mut b, v);
     history(&mut b, v);
@@ -273,13 +273,29 @@ fn findings(b: &mut String, v: &InstanceView) {
     }
     b.push_str("<h2>Leaks</h2>");
     for f in &v.findings {
+        let severity = f.severity.as_deref().unwrap_or("info");
         let _ = write!(
             b,
-            "<div class=\"finding\" data-resource=\"{}\"><b>{}</b>: {}",
+            "<div class=\"finding\" data-resource=\"{}\"><span class=\"alert firing {severity}\">{severity}</span> <b>{}</b>: {}",
             esc(&f.resource),
             esc(&f.resource),
             esc(&f.summary)
         );
+        if let Some(start) = f.started_ms {
+            let _ = write!(b, "<br>growing since {}", time(start));
+            if let Some(site) = &f.top_site {
+                let _ = write!(b, ", most of it at <code>{}</code>", esc(site));
+            }
+            if f.resource == "heap" {
+                let _ = write!(
+                    b,
+                    " · <a class=\"regime-flame\" href=\"/ui/flame?service={}&amp;instance={}&amp;kind=growth&amp;from={start}&amp;to={}\">growth flamegraph of this regime</a>",
+                    url(&v.service),
+                    url(&v.instance),
+                    v.to_ms
+                );
+            }
+        }
         for (head, frames) in &f.sites {
             let _ = write!(
                 b,

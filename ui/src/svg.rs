@@ -1,9 +1,9 @@
 //! Charts drawn as SVG on the server: axes with units, series, the limit,
-//! restarts and the projected path to exhaustion.
+//! restarts, deploys and alerts, and the projected path to exhaustion.
 
 use std::fmt::Write;
 
-use crate::{Chart, Unit};
+use crate::{Chart, Mark, MarkKind, Unit};
 
 const W: f64 = 760.0;
 const H: f64 = 220.0;
@@ -122,7 +122,7 @@ impl Plot {
 }
 
 /// A full chart. `to` may lie beyond now, to leave room for a projection.
-pub fn chart(c: &Chart, from: i64, to: i64, restarts: &[i64]) -> String {
+pub fn chart(c: &Chart, from: i64, to: i64, marks: &[Mark]) -> String {
     let mut s = String::new();
     // The plot's time span and area, for the page script's hover and zoom.
     let _ = write!(
@@ -170,7 +170,7 @@ pub fn chart(c: &Chart, from: i64, to: i64, restarts: &[i64]) -> String {
     hi += (hi - lo) * 0.05;
     let plot = Plot { from, to, lo, hi };
     axes(&mut s, &plot, c);
-    markers(&mut s, &plot, c, restarts, limit_in_view);
+    markers(&mut s, &plot, c, marks, limit_in_view);
     data(&mut s, &plot, c, projection.as_deref());
     s.push_str("</svg>");
     s
@@ -224,16 +224,22 @@ fn markers(
     s: &mut String,
     p: &Plot,
     c: &Chart,
-    restarts: &[i64],
+    marks: &[Mark],
     limit_in_view: Option<&(String, f64)>,
 ) {
-    for r in restarts.iter().filter(|r| **r >= p.from && **r <= p.to) {
+    for m in marks.iter().filter(|m| m.at_ms >= p.from && m.at_ms <= p.to) {
+        let (class, color, dash) = match m.kind {
+            MarkKind::Restart => ("restart", "#f59e0b", "4 3"),
+            MarkKind::Deploy => ("deploy", "#7c3aed", "8 3"),
+            MarkKind::Alert => ("alert-mark", "#dc2626", "2 2"),
+        };
         let _ = write!(
             s,
-            r##"<line class="restart" x1="{:.1}" x2="{:.1}" y1="{TOP}" y2="{}" stroke="#f59e0b" stroke-dasharray="4 3"><title>restart</title></line>"##,
-            p.x(*r),
-            p.x(*r),
-            TOP + Plot::PH
+            r##"<line class="{class}" x1="{:.1}" x2="{:.1}" y1="{TOP}" y2="{}" stroke="{color}" stroke-width="1.5" stroke-dasharray="{dash}"><title>{}</title></line>"##,
+            p.x(m.at_ms),
+            p.x(m.at_ms),
+            TOP + Plot::PH,
+            esc(&m.label)
         );
     }
     if let Some((label, l)) = limit_in_view {

@@ -60,9 +60,21 @@ fn chart_with_limit_restart_and_projection() {
         ]),
         events: vec![],
     };
-    let svg = heaptide_ui::svg::chart(&chart, t0, t0 + 4_500_000, &[t0 + 1_800_000]);
+    let mark = |at_ms, kind, label: &str| heaptide_ui::Mark {
+        at_ms,
+        kind,
+        label: label.into(),
+    };
+    let marks = [
+        mark(t0 + 1_800_000, heaptide_ui::MarkKind::Restart, "restart"),
+        mark(t0 + 2_400_000, heaptide_ui::MarkKind::Deploy, "deploy 1.4.2"),
+        mark(t0 + 3_000_000, heaptide_ui::MarkKind::Alert, "HeaptideLeakCritical fired"),
+    ];
+    let svg = heaptide_ui::svg::chart(&chart, t0, t0 + 4_500_000, &marks);
     assert!(
         svg.contains("class=\"restart\"")
+            && svg.contains("class=\"deploy\"")
+            && svg.contains("class=\"alert-mark\"")
             && svg.contains("class=\"limit\"")
             && svg.contains("class=\"projection\"")
     );

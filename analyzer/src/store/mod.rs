@@ -50,6 +50,8 @@ pub struct Segment {
     pub start_time_ms: i64,
     pub first_seen_ms: i64,
     pub last_seen_ms: i64,
+    /// The agent's labels for this process (`version`, `region`, ...).
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

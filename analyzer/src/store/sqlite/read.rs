@@ -106,17 +106,19 @@ impl SqliteStore {
     pub(super) fn read_segments(&self, service: &str, instance: &str) -> Result<Vec<Segment>> {
         self.with_reader(|c| {
             let mut stmt = c.prepare(
-                "SELECT s.id, s.pid, s.start_time_ms, s.first_seen_ms, s.last_seen_ms
+                "SELECT s.id, s.pid, s.start_time_ms, s.first_seen_ms, s.last_seen_ms, s.labels
                  FROM segments s JOIN instances i ON i.id = s.instance_id
                  WHERE i.service = ?1 AND i.instance = ?2 ORDER BY s.first_seen_ms",
             )?;
             let rows = stmt.query_map([service, instance], |r| {
+                let labels: String = r.get(5)?;
                 Ok(Segment {
                     id: r.get(0)?,
                     pid: r.get(1)?,
                     start_time_ms: r.get(2)?,
                     first_seen_ms: r.get(3)?,
                     last_seen_ms: r.get(4)?,
+                    labels: serde_json::from_str(&labels).unwrap_or_default(),
                 })
             })?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
