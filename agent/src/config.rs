@@ -164,7 +164,7 @@ impl Builder {
             service,
             instance,
             token,
-            labels: self.labels,
+            labels: labels(env, self.labels)?,
             interval: duration(env, "HEAPTIDE_INTERVAL", self.interval, secs(10))?,
             profile_interval: duration(
                 env,
@@ -240,6 +240,33 @@ fn invalid(key: &'static str, value: String, reason: &str) -> Error {
         value,
         reason: reason.into(),
     }
+}
+
+/// The builder's labels, then those of `HEAPTIDE_LABELS`
+/// (`version=1.4.2,region=eu`), which the builder's win over.
+fn labels(
+    env: &dyn Fn(&str) -> Option<String>,
+    set: BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>> {
+    const KEY: &str = "HEAPTIDE_LABELS";
+    let mut out = BTreeMap::new();
+    if let Some(text) = env(KEY) {
+        for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (k, v) = pair
+                .split_once('=')
+                .filter(|(k, _)| !k.trim().is_empty())
+                .ok_or_else(|| {
+                    invalid(
+                        KEY,
+                        text.clone(),
+                        "expected key=value pairs separated by commas",
+                    )
+                })?;
+            out.insert(k.trim().to_owned(), v.trim().to_owned());
+        }
+    }
+    out.extend(set);
+    Ok(out)
 }
 
 /// A duration: as set in the builder, else from `key`, else `default`;
@@ -386,6 +413,14 @@ mod tests {
 
     #[test]
     fn bad_settings_name_the_key() {
+        let c = Builder::default()
+            .build_with(env(&[("HEAPTIDE_LABELS", "version=1, region = eu")]))
+            .unwrap();
+        assert_eq!(c.labels.get("region").map(String::as_str), Some("eu"));
+        let e = Builder::default()
+            .build_with(env(&[("HEAPTIDE_LABELS", "version")]))
+            .unwrap_err();
+        assert!(e.to_string().contains("HEAPTIDE_LABELS"), "{e}");
         let err = Builder::default()
             .build_with(env(&[("HEAPTIDE_INTERVAL", "often")]))
             .unwrap_err();

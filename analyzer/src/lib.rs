@@ -8,11 +8,13 @@ pub mod demo;
 pub mod detect;
 pub mod error;
 pub mod evaluate;
+pub mod flames;
 pub mod ingest;
 pub mod query;
 pub mod report;
 pub mod select;
 pub mod server;
+pub mod service_page;
 pub mod store;
 pub mod views;
 

@@ -70,19 +70,36 @@ pub enum Value {
 
 /// Folded stacks (`root;...;leaf value`), as inferno and flamegraph.pl read.
 pub fn folded(store: &dyn Store, profile_id: i64, value: Value) -> Result<String> {
-    let values = store.profile_values(profile_id)?;
-    let ids: Vec<i64> = values.iter().map(|v| v.stack_id).collect();
-    let frames: HashMap<i64, Vec<heaptide_wire::pprof::Frame>> =
-        store.stacks(&ids)?.into_iter().collect();
-    let mut lines: Vec<(String, i64)> = values
-        .iter()
-        .filter_map(|v| {
-            let f = frames.get(&v.stack_id)?;
+    folded_sum(store, &[profile_id], value, 1.0)
+}
+
+/// The folded stacks of several profiles added up (stacks are shared, so
+/// the same stack adds), each value times `scale`: 1 for a sum, 1/n for
+/// the mean of n instances.
+pub fn folded_sum(
+    store: &dyn Store,
+    profile_ids: &[i64],
+    value: Value,
+    scale: f64,
+) -> Result<String> {
+    let mut sums: HashMap<i64, i64> = HashMap::new();
+    for id in profile_ids {
+        for v in store.profile_values(*id)? {
             let n = match value {
                 Value::Bytes => v.bytes,
                 Value::Objects => v.objects,
             };
-            (n > 0).then(|| (folded_stack(f), n))
+            *sums.entry(v.stack_id).or_default() += n;
+        }
+    }
+    let ids: Vec<i64> = sums.keys().copied().collect();
+    let frames: HashMap<i64, Vec<heaptide_wire::pprof::Frame>> =
+        store.stacks(&ids)?.into_iter().collect();
+    let mut lines: Vec<(String, i64)> = sums
+        .iter()
+        .filter_map(|(id, n)| {
+            let n = (*n as f64 * scale).round() as i64;
+            (n > 0).then(|| Some((folded_stack(frames.get(id)?), n)))?
         })
         .collect();
     lines.sort();

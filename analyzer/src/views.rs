@@ -429,22 +429,3 @@ fn site_view(f: &Finding, s: &detect::Site) -> (String, Vec<String>) {
         .collect();
     (head, frames)
 }
-
-/// Folded stacks of the profile nearest `at_ms`, with its time.
-pub fn folded(
-    store: &dyn Store,
-    service: &str,
-    instance: &str,
-    at_ms: i64,
-    objects: bool,
-) -> Result<Option<(i64, String)>> {
-    let Some(info) = store.profile_nearest(service, instance, at_ms)? else {
-        return Ok(None);
-    };
-    let value = if objects {
-        query::Value::Objects
-    } else {
-        query::Value::Bytes
-    };
-    Ok(Some((info.ts_ms, query::folded(store, info.id, value)?)))
-}

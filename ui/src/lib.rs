@@ -1,7 +1,9 @@
 #![doc = include_str!("../README.md")]
 
+pub mod flame;
 pub mod format;
 pub mod pages;
+pub mod service;
 pub mod svg;
 
 pub use heaptide_wire::Unit;
@@ -145,4 +147,35 @@ pub struct InstanceView {
     pub alerts: Vec<AlertView>,
     /// Newest first.
     pub history: Vec<HistoryEntry>,
+}
+
+/// A growing allocation site, over a service's instances.
+#[derive(Debug, Clone)]
+pub struct SiteRow {
+    /// The function it is named by.
+    pub name: String,
+    /// Its summed growth: `+1.2 GiB/h`.
+    pub rate: String,
+    /// Instances where it grows.
+    pub instances: usize,
+}
+
+/// Everything the service page shows.
+#[derive(Debug, Clone)]
+pub struct ServiceView {
+    pub service: String,
+    /// The label filter in force, `key:value`.
+    pub label: Option<String>,
+    /// Every `key:value` the service's instances carry.
+    pub labels: Vec<String>,
+    /// The values of the `version` label, for comparing two.
+    pub versions: Vec<String>,
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub instances: Vec<InstanceSummary>,
+    /// Heap and fds, one series per instance, on shared axes.
+    pub charts: Vec<Chart>,
+    /// Instances left out of the charts, beyond the largest eight.
+    pub not_drawn: usize,
+    pub sites: Vec<SiteRow>,
 }

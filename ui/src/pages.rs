@@ -5,7 +5,6 @@ use std::fmt::Write;
 
 use crate::format::{axis, clock, duration};
 use crate::svg::{chart, esc, sparkline};
-use crate::Error;
 use crate::{AlertView, InstanceSummary, InstanceView, Status, Unit};
 
 const STYLE: &str = "body{font:14px/1.45 system-ui,-apple-system,Segoe UI,sans-serif;margin:0;color:#111827;background:#f9fafb}
@@ -27,7 +26,7 @@ nav a{margin-right:10px}.finding{background:#fff;border:1px solid #fde68a;paddin
 #tooltip .tip-time{color:#cbd5e1}svg.chart{cursor:crosshair}#range input{font:inherit}
 #range label{margin-left:10px}";
 
-fn url(s: &str) -> String {
+pub(crate) fn url(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
@@ -49,7 +48,7 @@ pub fn instance_path(service: &str, instance: &str) -> String {
     )
 }
 
-fn page(title: &str, body: &str) -> String {
+pub(crate) fn page(title: &str, body: &str) -> String {
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{} · heaptide</title>\
          <meta name=\"viewport\" content=\"width=device-width\"><link rel=\"icon\" href=\"/favicon.ico\"><style>{STYLE}</style></head>\
@@ -64,7 +63,7 @@ const SCRIPT: &str = include_str!("page.js");
 
 /// A time as pages show it: UTC in the markup, local time once the script
 /// runs, UTC on hover.
-fn time(ms: i64) -> String {
+pub(crate) fn time(ms: i64) -> String {
     let utc = clock(ms);
     format!(
         "<time datetime=\"{utc}\">{} UTC</time>",
@@ -99,48 +98,60 @@ pub fn overview(rows: &[InstanceSummary], now: i64, webhook_failures: u64) -> St
             "<p class=\"warn\" id=\"webhook-failures\">{webhook_failures} alert notification(s) could not be delivered; see heaptide_webhook_notifications_total on /metrics.</p>"
         );
     }
-    b.push_str("<table id=\"services\"><tr><th>service / instance</th><th>status</th><th>alerts</th><th>last seen</th><th>heap</th><th>fds</th></tr>");
+    b.push_str(&instance_rows(rows, now));
+    page("services", &b)
+}
+
+/// The table of instances under their services' names (each linking to
+/// its service page): status, alerts, last report and sparklines.
+pub fn instance_rows(rows: &[InstanceSummary], now: i64) -> String {
+    let mut b = String::from("<table id=\"services\"><tr><th>service / instance</th><th>status</th><th>alerts</th><th>last seen</th><th>heap</th><th>fds</th></tr>");
     let mut last_service = "";
     for r in rows {
         if r.service != last_service {
             let _ = write!(
                 b,
-                "<tr class=\"service\"><th colspan=\"6\">{}</th></tr>",
+                "<tr class=\"service\"><th colspan=\"6\"><a href=\"/ui/service?service={}\">{}</a></th></tr>",
+                url(&r.service),
                 esc(&r.service)
             );
             last_service = &r.service;
         }
-        let (class, label) = match r.status {
-            Status::Healthy => ("healthy", "healthy".to_owned()),
-            Status::Leaking => ("leaking", "leaking".to_owned()),
-            Status::ExhaustingSoon => ("exhausting", "exhausting soon".to_owned()),
-            Status::Stale => ("stale", "not reporting".to_owned()),
-        };
-        let tte = r
-            .exhaustion
-            .as_ref()
-            .map(|(what, s)| {
-                format!(
-                    " <span class=\"tte\">{} exhausted in {}</span>",
-                    esc(what),
-                    duration(*s)
-                )
-            })
-            .unwrap_or_default();
-        let _ = write!(
-            b,
-            "<tr class=\"instance\" data-status=\"{class}\"><td><a href=\"{}\">{}</a></td>\
-             <td><span class=\"status {class}\">{label}</span>{tte}</td><td>{}</td><td>{} ago</td><td>{}</td><td>{}</td></tr>",
-            esc(&instance_path(&r.service, &r.instance)),
-            esc(&r.instance),
-            alert_badges(&r.alerts, Some(now)),
-            duration(((now - r.last_seen_ms) / 1000) as f64),
-            sparkline(&r.heap),
-            sparkline(&r.fds)
-        );
+        instance_row(&mut b, r, now);
     }
     b.push_str("</table>");
-    page("services", &b)
+    b
+}
+
+fn instance_row(b: &mut String, r: &InstanceSummary, now: i64) {
+    let (class, label) = match r.status {
+        Status::Healthy => ("healthy", "healthy"),
+        Status::Leaking => ("leaking", "leaking"),
+        Status::ExhaustingSoon => ("exhausting", "exhausting soon"),
+        Status::Stale => ("stale", "not reporting"),
+    };
+    let tte = r
+        .exhaustion
+        .as_ref()
+        .map(|(what, s)| {
+            format!(
+                " <span class=\"tte\">{} exhausted in {}</span>",
+                esc(what),
+                duration(*s)
+            )
+        })
+        .unwrap_or_default();
+    let _ = write!(
+        b,
+        "<tr class=\"instance\" data-status=\"{class}\"><td><a href=\"{}\">{}</a></td>\
+         <td><span class=\"status {class}\">{label}</span>{tte}</td><td>{}</td><td>{} ago</td><td>{}</td><td>{}</td></tr>",
+        esc(&instance_path(&r.service, &r.instance)),
+        esc(&r.instance),
+        alert_badges(&r.alerts, Some(now)),
+        duration(((now - r.last_seen_ms) / 1000) as f64),
+        sparkline(&r.heap),
+        sparkline(&r.fds)
+    );
 }
 
 pub fn instance(v: &InstanceView, window: &str) -> String {
@@ -346,135 +357,4 @@ fn profiles(b: &mut String, v: &InstanceView, q: &str) {
         }
         _ => b.push_str("<p class=\"empty\">No heap profiles in this window.</p>"),
     }
-}
-
-pub fn flame(
-    service: &str,
-    instance: &str,
-    kind: &str,
-    at: Option<i64>,
-    from: Option<i64>,
-    to: Option<i64>,
-    objects: bool,
-) -> String {
-    let q = format!("service={}&amp;instance={}", url(service), url(instance));
-    let value = if objects { "objects" } else { "bytes" };
-    let mut params = format!("{q}&amp;kind={}&amp;value={value}", url(kind));
-    for (k, v) in [("at", at), ("from", from), ("to", to)] {
-        if let Some(v) = v {
-            let _ = write!(params, "&amp;{k}={v}");
-        }
-    }
-    let (title, pprof_at) = if kind == "growth" {
-        (
-            "growth between two profiles: the stacks that grew are red",
-            to.or(at),
-        )
-    } else {
-        ("live heap", at)
-    };
-    let at_param = pprof_at.map(|t| format!("&amp;at={t}")).unwrap_or_default();
-    let body = format!(
-        "<h1>{} / {}: {title}</h1><p><a href=\"/ui/instance?{q}\">back</a> · click a frame to zoom, Ctrl-F to search · \
-         <a href=\"/ui/flame?{}\">{}</a> · download <a href=\"/v1/profile?{q}{at_param}&amp;format=pprof\">pprof</a> · \
-         <a href=\"/v1/profile?{q}{at_param}&amp;format=folded{}\">folded</a></p>\
-         <object id=\"flamegraph\" type=\"image/svg+xml\" data=\"/ui/flame.svg?{params}\" width=\"1200\"></object>",
-        esc(service),
-        esc(instance),
-        params.replace(&format!("value={value}"), &format!("value={}", if objects { "bytes" } else { "objects" })),
-        if objects { "in bytes" } else { "in objects" },
-        if objects { "-objects" } else { "" }
-    );
-    page(&format!("{service}/{instance} flamegraph"), &body)
-}
-
-fn options<'a>(title: String, subtitle: String, objects: bool) -> inferno::flamegraph::Options<'a> {
-    let mut o = inferno::flamegraph::Options::default();
-    o.title = title;
-    o.subtitle = Some(subtitle);
-    o.count_name = if objects {
-        "objects".into()
-    } else {
-        "bytes".into()
-    };
-    o.colors =
-        inferno::flamegraph::color::Palette::Basic(inferno::flamegraph::color::BasicPalette::Mem);
-    o.deterministic = true;
-    o.min_width = 0.05;
-    o
-}
-
-fn stamp(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    format!(
-        "{:02}:{:02}:{:02} UTC",
-        secs.rem_euclid(86_400) / 3600,
-        secs.rem_euclid(3600) / 60,
-        secs.rem_euclid(60)
-    )
-}
-
-/// The live-heap flamegraph of one profile.
-pub fn flame_svg(
-    folded: &str,
-    service: &str,
-    instance: &str,
-    at: i64,
-    objects: bool,
-) -> Result<String, Error> {
-    if folded.trim().is_empty() {
-        return Ok(empty_svg("the profile has no sampled allocations"));
-    }
-    let mut opts = options(
-        format!(
-            "{service}/{instance}: live heap ({})",
-            if objects { "objects" } else { "bytes" }
-        ),
-        format!("profile at {}", stamp(at)),
-        objects,
-    );
-    let mut out = Vec::new();
-    inferno::flamegraph::from_lines(&mut opts, folded.lines(), &mut out)
-        .map_err(|e| Error::Flamegraph(e.to_string()))?;
-    String::from_utf8(out).map_err(|e| Error::Flamegraph(e.to_string()))
-}
-
-/// A differential flamegraph: the second profile's stacks, coloured by how
-/// much each grew (red) or shrank (blue) since the first.
-pub fn differential_svg(
-    before: &str,
-    after: &str,
-    title: &str,
-    t0: i64,
-    t1: i64,
-    objects: bool,
-) -> Result<String, Error> {
-    let mut diff = Vec::new();
-    inferno::differential::from_readers(
-        Default::default(),
-        before.as_bytes(),
-        after.as_bytes(),
-        &mut diff,
-    )
-    .map_err(|e| Error::Flamegraph(e.to_string()))?;
-    let diff = String::from_utf8(diff).map_err(|e| Error::Flamegraph(e.to_string()))?;
-    if diff.trim().is_empty() {
-        return Ok(empty_svg("neither profile has sampled allocations"));
-    }
-    let mut opts = options(
-        title.to_owned(),
-        format!("from {} to {}", stamp(t0), stamp(t1)),
-        objects,
-    );
-    let mut out = Vec::new();
-    inferno::flamegraph::from_lines(&mut opts, diff.lines(), &mut out)
-        .map_err(|e| Error::Flamegraph(e.to_string()))?;
-    String::from_utf8(out).map_err(|e| Error::Flamegraph(e.to_string()))
-}
-
-pub fn empty_svg(message: &str) -> String {
-    format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"600\" height=\"60\"><text x=\"10\" y=\"35\" font-family=\"sans-serif\" font-size=\"14\">{}</text></svg>",
-        esc(message)
-    )
 }

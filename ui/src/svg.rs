@@ -227,7 +227,10 @@ fn markers(
     marks: &[Mark],
     limit_in_view: Option<&(String, f64)>,
 ) {
-    for m in marks.iter().filter(|m| m.at_ms >= p.from && m.at_ms <= p.to) {
+    for m in marks
+        .iter()
+        .filter(|m| m.at_ms >= p.from && m.at_ms <= p.to)
+    {
         let (class, color, dash) = match m.kind {
             MarkKind::Restart => ("restart", "#f59e0b", "4 3"),
             MarkKind::Deploy => ("deploy", "#7c3aed", "8 3"),

@@ -17,7 +17,7 @@ main;serve;accept;tokio::net::TcpListener::accept 65536
 #[test]
 fn live_heap_flamegraph() {
     let svg =
-        heaptide_ui::pages::flame_svg(FOLDED, "leaky-service", "web-1", 1_800_000_000_000, false)
+        heaptide_ui::flame::flame_svg(FOLDED, "leaky-service/web-1", 1_800_000_000_000, false)
             .unwrap();
     assert!(svg.contains("leak_request_buffer"));
     golden("flame.svg", &svg);
@@ -27,7 +27,7 @@ fn live_heap_flamegraph() {
 fn growth_flamegraph() {
     let before = "main;serve;handle;leaky_service::leak_request_buffer 1000\nmain;serve;handle;leaky_service::fill_bounded_cache 5000\n";
     let after = "main;serve;handle;leaky_service::leak_request_buffer 9000\nmain;serve;handle;leaky_service::fill_bounded_cache 5000\n";
-    let svg = heaptide_ui::pages::differential_svg(
+    let svg = heaptide_ui::flame::differential_svg(
         before,
         after,
         "growth",
@@ -67,8 +67,16 @@ fn chart_with_limit_restart_and_projection() {
     };
     let marks = [
         mark(t0 + 1_800_000, heaptide_ui::MarkKind::Restart, "restart"),
-        mark(t0 + 2_400_000, heaptide_ui::MarkKind::Deploy, "deploy 1.4.2"),
-        mark(t0 + 3_000_000, heaptide_ui::MarkKind::Alert, "HeaptideLeakCritical fired"),
+        mark(
+            t0 + 2_400_000,
+            heaptide_ui::MarkKind::Deploy,
+            "deploy 1.4.2",
+        ),
+        mark(
+            t0 + 3_000_000,
+            heaptide_ui::MarkKind::Alert,
+            "HeaptideLeakCritical fired",
+        ),
     ];
     let svg = heaptide_ui::svg::chart(&chart, t0, t0 + 4_500_000, &marks);
     assert!(

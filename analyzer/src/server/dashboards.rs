@@ -1,5 +1,5 @@
-//! The dashboards' routes: `/`, `/ui/instance`, `/ui/flame` and the
-//! flamegraph SVGs. View models come from [`crate::views`]; `heaptide-ui`
+//! The dashboards' routes: `/`, `/ui/service`, `/ui/instance`,
+//! `/ui/flame` and the flamegraph SVGs. View models come from [`crate::views`]; `heaptide-ui`
 //! draws them. Every asset is inline; nothing is fetched from elsewhere.
 
 use std::sync::Arc;
@@ -25,6 +25,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/", get(overview))
         .route("/favicon.ico", get(favicon))
         .route("/ui/instance", get(instance))
+        .route("/ui/service", get(service))
         .route("/ui/flame", get(flame_page))
         .route("/ui/flame.svg", get(flame_svg))
 }
@@ -44,6 +45,28 @@ async fn overview(State(state): State<Arc<AppState>>) -> PageResult {
         .map(|h| h.iter().map(|(_, s)| s.undelivered()).sum())
         .unwrap_or(0);
     Ok(Html(pages::overview(&rows, now_ms(), failed)).into_response())
+}
+
+async fn service(State(state): State<Arc<AppState>>, Query(p): Query<Params>) -> PageResult {
+    let sel = p
+        .service_selector(Duration::from_secs(3600))
+        .map_err(ApiError::page)?;
+    let name = sel.service.clone().unwrap_or_default();
+    let label = p.label.clone().filter(|l| !l.is_empty());
+    let store = state.store.clone();
+    let found = blocking(move || crate::service_page::service(&*store, &sel, label.as_deref()))
+        .await
+        .map_err(ApiError::page)?;
+    let Some(view) = found else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "heaptide has no data for service {name}. Is its agent sending to this analyzer?"
+            ),
+        )
+        .page());
+    };
+    Ok(Html(heaptide_ui::service::service(&view, now_ms())).into_response())
 }
 
 /// The range the page names for its navigation: `1h`, `custom`, `auto`.
@@ -90,60 +113,45 @@ async fn instance(State(state): State<Arc<AppState>>, Query(p): Query<Params>) -
     Ok(Html(pages::instance(&view, &label)).into_response())
 }
 
+/// The flamegraph's scope from the query: one instance, or the service's
+/// instances merged, with or without a label filter.
+fn scope(p: &Params) -> Result<heaptide_ui::flame::FlameScope, ApiError> {
+    let service = p.required(&p.service, "service")?.to_owned();
+    for (field, v) in [("label", &p.label), ("base", &p.base)] {
+        if let Some(v) = v {
+            crate::flames::parse_label(field, v)?;
+        }
+    }
+    Ok(heaptide_ui::flame::FlameScope {
+        service,
+        instance: p.instance.clone().filter(|i| !i.is_empty()),
+        label: p.label.clone().filter(|l| !l.is_empty()),
+        base: p.base.clone().filter(|l| !l.is_empty()),
+        kind: p.kind.clone().unwrap_or_else(|| "live".into()),
+        at: p.at,
+        from: p.from,
+        to: p.to,
+        objects: p.objects(),
+    })
+}
+
 async fn flame_page(Query(p): Query<Params>) -> PageResult {
-    let (service, inst) = p.instance_key()?;
-    Ok(Html(pages::flame(
-        &service,
-        &inst,
-        p.kind.as_deref().unwrap_or("live"),
-        p.at,
-        p.from,
-        p.to,
-        p.objects(),
-    ))
-    .into_response())
+    let scope = scope(&p).map_err(ApiError::page)?;
+    Ok(Html(heaptide_ui::flame::flame(&scope)).into_response())
 }
 
 async fn flame_svg(State(state): State<Arc<AppState>>, Query(p): Query<Params>) -> PageResult {
-    let (service, inst) = p.instance_key()?;
-    let objects = p.objects();
-    let growth = p.kind.as_deref() == Some("growth");
-    let now = now_ms();
+    let scope = scope(&p).map_err(ApiError::page)?;
     let store = state.store.clone();
-    let svg = blocking(move || {
-        let s = &*store;
-        if growth {
-            let to = p.to.unwrap_or(now);
-            let from = p.from.unwrap_or(to - 3_600_000);
-            let before = views::folded(s, &service, &inst, from, objects)?;
-            let after = views::folded(s, &service, &inst, to, objects)?;
-            let (Some((t0, b)), Some((t1, a))) = (before, after) else {
-                return Ok(None);
-            };
-            let title = format!(
-                "{service}/{inst}: growth of live {} between two profiles",
-                if objects { "objects" } else { "bytes" }
-            );
-            Ok(Some(pages::differential_svg(
-                &b, &a, &title, t0, t1, objects,
-            )))
-        } else {
-            let Some((t, folded)) =
-                views::folded(s, &service, &inst, p.at.unwrap_or(now), objects)?
-            else {
-                return Ok(None);
-            };
-            Ok(Some(pages::flame_svg(&folded, &service, &inst, t, objects)))
-        }
-    })
-    .await?;
+    let svg = blocking(move || crate::flames::svg(&*store, &scope, now_ms()))
+        .await
+        .map_err(ApiError::page)?;
     match svg {
-        Some(Ok(svg)) => Ok(([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response()),
-        Some(Err(e)) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).page()),
+        Some(svg) => Ok(([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response()),
         None => Ok((
             StatusCode::NOT_FOUND,
             [(header::CONTENT_TYPE, "image/svg+xml")],
-            pages::empty_svg("no heap profile for this instance in this window"),
+            heaptide_ui::flame::empty_svg("no heap profile for these instances in this window"),
         )
             .into_response()),
     }

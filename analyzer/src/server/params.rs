@@ -36,6 +36,11 @@ pub struct Params {
     pub value: Option<String>,
     /// For flamegraphs: `live` (default) or `growth`.
     pub kind: Option<String>,
+    /// For the service page and flamegraphs: only instances with this
+    /// label, `key:value`.
+    pub label: Option<String>,
+    /// For `kind=compare` flamegraphs: the label value set against `label`.
+    pub base: Option<String>,
     /// For `/v1/leaks` and `/v1/predict`: judge now rather than read what
     /// continuous evaluation kept.
     pub fresh: Option<bool>,

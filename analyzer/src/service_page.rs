@@ -1,0 +1,154 @@
+//! The service page's view model: a service's instances (all, or those
+//! with a label), heap and fds per instance on shared axes, and the
+//! allocation sites growing across them.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use heaptide_ui::{format, Chart, Series, ServiceView, SiteRow, Unit};
+use heaptide_wire::metric;
+
+use crate::error::Result;
+use crate::select::Selector;
+use crate::store::Store;
+
+/// Instances drawn per chart: more lines than this cannot be told apart.
+const DRAWN: usize = 8;
+
+/// The page of `sel.service` over `sel`'s window, for the instances with
+/// `label` (`key:value`) when given; `None` when the service is unknown.
+pub fn service(
+    store: &dyn Store,
+    sel: &Selector,
+    label: Option<&str>,
+) -> Result<Option<ServiceView>> {
+    let service = sel.service.clone().unwrap_or_default();
+    let filter = label
+        .map(|l| crate::flames::parse_label("label", l))
+        .transpose()?;
+    let all = store.instances(Some(&service))?;
+    if all.is_empty() {
+        return Ok(None);
+    }
+    let mut labels = BTreeSet::new();
+    let mut versions: BTreeMap<i64, String> = BTreeMap::new();
+    for i in &all {
+        labels.extend(i.labels.iter().map(|(k, v)| format!("{k}:{v}")));
+        if let Some(v) = i.labels.get("version") {
+            // Oldest first, by when the version was first seen.
+            versions.entry(i.first_seen_ms).or_insert_with(|| v.clone());
+        }
+    }
+    let mut versions: Vec<String> = versions.into_values().collect();
+    versions.dedup();
+    let members: BTreeSet<String> = all
+        .into_iter()
+        .filter(|i| {
+            filter
+                .as_ref()
+                .is_none_or(|(k, v)| i.labels.get(k) == Some(v))
+        })
+        .map(|i| i.instance)
+        .collect();
+    let instances: Vec<_> = crate::views::overview(store)?
+        .into_iter()
+        .filter(|r| r.service == service && members.contains(&r.instance))
+        .collect();
+    let (heap, not_drawn) = per_instance(store, sel, &members, metric::HEAP_ALLOCATED)?;
+    let (fds, _) = per_instance(store, sel, &members, metric::FDS)?;
+    let chart = |id: &str, title: &str, unit, series| Chart {
+        id: id.into(),
+        title: title.into(),
+        unit,
+        series,
+        limit: None,
+        projection: None,
+        events: vec![],
+    };
+    Ok(Some(ServiceView {
+        sites: growing_sites(store, &service, &members)?,
+        service,
+        label: label.map(str::to_owned),
+        labels: labels.into_iter().collect(),
+        versions,
+        from_ms: sel.from_ms,
+        to_ms: sel.to_ms,
+        instances,
+        charts: vec![
+            chart("heap", "heap allocated, per instance", Unit::Bytes, heap),
+            chart("fds", "file descriptors, per instance", Unit::Fds, fds),
+        ],
+        not_drawn,
+    }))
+}
+
+/// One series of `metric` per member instance, the largest last values
+/// first, at most [`DRAWN`]; and how many were left out.
+fn per_instance(
+    store: &dyn Store,
+    sel: &Selector,
+    members: &BTreeSet<String>,
+    metric: &str,
+) -> Result<(Vec<Series>, usize)> {
+    let mut by_instance: HashMap<String, Vec<(i64, f64)>> = HashMap::new();
+    for p in store.series(
+        &Selector {
+            instance: None,
+            ..sel.clone()
+        },
+        metric,
+    )? {
+        if members.contains(&p.instance) {
+            by_instance
+                .entry(p.instance)
+                .or_default()
+                .push((p.ts_ms, p.value));
+        }
+    }
+    let mut series: Vec<Series> = by_instance
+        .into_iter()
+        .map(|(name, points)| Series { name, points })
+        .collect();
+    let last = |s: &Series| s.points.last().map_or(0.0, |p| p.1);
+    series.sort_by(|a, b| last(b).total_cmp(&last(a)));
+    let left_out = series.len().saturating_sub(DRAWN);
+    series.truncate(DRAWN);
+    Ok((series, left_out))
+}
+
+/// The heap sites growing in the kept findings of the member instances,
+/// their rates summed over instances, fastest first.
+fn growing_sites(
+    store: &dyn Store,
+    service: &str,
+    members: &BTreeSet<String>,
+) -> Result<Vec<SiteRow>> {
+    let mut sites: HashMap<String, (f64, usize)> = HashMap::new();
+    for ((_, instance), kept) in crate::evaluate::kept_by_instance(store, Some(service))? {
+        if !members.contains(&instance) {
+            continue;
+        }
+        for f in kept
+            .findings
+            .iter()
+            .filter(|f| f.verdict == crate::detect::LeakVerdict::Leak)
+        {
+            for s in &f.sites {
+                let e = sites.entry(s.name().to_owned()).or_default();
+                e.0 += s.slope_per_hour;
+                e.1 += 1;
+            }
+        }
+    }
+    let mut rows: Vec<(String, f64, usize)> =
+        sites.into_iter().map(|(n, (r, c))| (n, r, c)).collect();
+    rows.sort_by(|a, b| b.1.total_cmp(&a.1));
+    Ok(rows
+        .into_iter()
+        .take(10)
+        .map(|(name, rate, instances)| SiteRow {
+            name,
+            rate: format::rate_per_hour(Unit::Bytes, rate),
+            instances,
+        })
+        .collect())
+}
