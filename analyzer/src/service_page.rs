@@ -112,6 +112,8 @@ fn per_instance(
     series.sort_by(|a, b| last(b).total_cmp(&last(a)));
     let left_out = series.len().saturating_sub(DRAWN);
     series.truncate(DRAWN);
+    // By name, so that each instance keeps its colour from chart to chart.
+    series.sort_by(|a, b| a.name.cmp(&b.name));
     Ok((series, left_out))
 }
 
@@ -123,12 +125,20 @@ fn growing_sites(
     members: &BTreeSet<String>,
 ) -> Result<Vec<SiteRow>> {
     let mut sites: HashMap<String, (f64, usize)> = HashMap::new();
-    for ((_, instance), kept) in crate::evaluate::kept_by_instance(store, Some(service))? {
-        if !members.contains(&instance) {
-            continue;
-        }
-        for f in kept
-            .findings
+    let mut kept = crate::evaluate::kept_by_instance(store, Some(service))?;
+    for instance in members {
+        // An instance no pass has reached yet is judged now, as the
+        // overview does.
+        let findings = match kept.remove(&(service.to_owned(), instance.clone())) {
+            Some(k) => k.findings,
+            None => {
+                let now = crate::select::now_ms();
+                let day = Selector::all(now - crate::evaluate::WINDOW_MS, now)
+                    .for_instance(service, instance);
+                crate::detect::analyze(store, &day, &Default::default())?.findings
+            }
+        };
+        for f in findings
             .iter()
             .filter(|f| f.verdict == crate::detect::LeakVerdict::Leak)
         {

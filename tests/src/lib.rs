@@ -22,3 +22,21 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     };
     (stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64
 }
+
+/// Where the browser tests keep their screenshots: `target/ui-screenshots`.
+pub fn shots() -> std::path::PathBuf {
+    bin("analyzer")
+        .parent()
+        .and_then(|p| p.parent())
+        .map_or_else(|| "ui-screenshots".into(), |p| p.join("ui-screenshots"))
+}
+
+/// Sets the flag when dropped, so that load driven on another thread stops
+/// even when a check panics.
+pub struct StopOnDrop<'a>(pub &'a std::sync::atomic::AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}

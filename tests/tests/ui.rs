@@ -3,20 +3,10 @@
 //! and the console stays clean. Screenshots are kept in
 //! `target/ui-screenshots/`.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use heaptide_tests::webdriver::Browser;
 use heaptide_tests::*;
-
-fn shots() -> PathBuf {
-    bin("analyzer")
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("ui-screenshots")
-}
 
 #[test]
 fn dashboards_and_flamegraphs_render_and_respond() {
@@ -75,16 +65,6 @@ fn check_unknown_and_console(b: &Browser, an: &Proc) {
         .filter(|e| !e.contains("nobody"))
         .collect();
     assert!(errors.is_empty(), "console errors: {errors:?}");
-}
-
-/// Sets the flag when dropped, so that the load stops even when a check
-/// panics.
-struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
-
-impl Drop for StopOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
-    }
 }
 
 /// Load on every route of the example until `stop`.

@@ -36,7 +36,11 @@ pub fn service(v: &ServiceView, now: i64) -> String {
             esc(l)
         );
     }
-    b.push_str("</nav>");
+    b.push_str("</nav><nav id=\"windows\">");
+    for w in ["1h", "6h", "24h", "7d"] {
+        let _ = write!(b, "<a href=\"/ui/service?{q}&amp;since={w}\">{w}</a>");
+    }
+    b.push_str("<label><input type=\"checkbox\" id=\"autorefresh\"> auto-refresh</label></nav>");
     flame_links(&mut b, v, &q);
     b.push_str(&crate::pages::instance_rows(&v.instances, now));
     b.push_str("<h2>Resources, per instance</h2>");

@@ -270,10 +270,11 @@ fn markers(
 
 /// Where each legend goes: after the title, wrapping to a second row, each
 /// name cut to fit, so that long names never run into the next.
-fn legend_slots(names: &[&str]) -> Vec<(f64, f64, String)> {
+fn legend_slots(title: &str, names: &[&str]) -> Vec<(f64, f64, String)> {
     const CHAR: f64 = 6.6;
     const GAP: f64 = 16.0;
-    let start = LEFT + 200.0;
+    // The title is bold and a size larger: about 7.8 px a character.
+    let start = (LEFT + title.chars().count() as f64 * 7.8 + GAP).max(LEFT + 200.0);
     let (mut x, mut y) = (start, 18.0);
     let mut out = Vec::with_capacity(names.len());
     for name in names {
@@ -292,7 +293,12 @@ fn legend_slots(names: &[&str]) -> Vec<(f64, f64, String)> {
 /// Each series carries a coarser copy of its points for the page script.
 fn data(s: &mut String, p: &Plot, c: &Chart, projection: Option<&[(i64, f64)]>) {
     let names: Vec<&str> = c.series.iter().map(|x| x.name.as_str()).collect();
-    for (i, (series, (lx, ly, label))) in c.series.iter().zip(legend_slots(&names)).enumerate() {
+    for (i, (series, (lx, ly, label))) in c
+        .series
+        .iter()
+        .zip(legend_slots(&c.title, &names))
+        .enumerate()
+    {
         let color = COLORS[i % COLORS.len()];
         let pts = p.path(&decimate(&series.points, p.from, p.to, Plot::PW as usize));
         let hover: Vec<String> = decimate(&series.points, p.from, p.to, 120)

@@ -57,7 +57,7 @@ async fn service(State(state): State<Arc<AppState>>, Query(p): Query<Params>) ->
     let found = blocking(move || crate::service_page::service(&*store, &sel, label.as_deref()))
         .await
         .map_err(ApiError::page)?;
-    let Some(view) = found else {
+    let Some(mut view) = found else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!(
@@ -66,7 +66,24 @@ async fn service(State(state): State<Arc<AppState>>, Query(p): Query<Params>) ->
         )
         .page());
     };
+    if range_label(&p) == "auto" {
+        view.from_ms = narrowed(&view.charts, view.from_ms, view.to_ms);
+    }
     Ok(Html(heaptide_ui::service::service(&view, now_ms())).into_response())
+}
+
+/// Without a range, a page shows the last hour, narrowed to the data when
+/// the instances are younger than that.
+fn narrowed(charts: &[heaptide_ui::Chart], from_ms: i64, to_ms: i64) -> i64 {
+    let first = charts
+        .iter()
+        .flat_map(|c| {
+            c.series
+                .iter()
+                .filter_map(|s| s.points.first().map(|p| p.0))
+        })
+        .min();
+    first.map_or(from_ms, |first| from_ms.max(first - (to_ms - first) / 50))
 }
 
 /// The range the page names for its navigation: `1h`, `custom`, `auto`.
@@ -94,21 +111,7 @@ async fn instance(State(state): State<Arc<AppState>>, Query(p): Query<Params>) -
         .page());
     };
     if label == "auto" {
-        // Without a range, the last hour, narrowed to the data when the
-        // instance is younger than that.
-        let first = view
-            .charts
-            .iter()
-            .flat_map(|c| {
-                c.series
-                    .iter()
-                    .filter_map(|s| s.points.first().map(|p| p.0))
-            })
-            .min();
-        if let Some(first) = first {
-            let margin = (view.to_ms - first) / 50;
-            view.from_ms = view.from_ms.max(first - margin);
-        }
+        view.from_ms = narrowed(&view.charts, view.from_ms, view.to_ms);
     }
     Ok(Html(pages::instance(&view, &label)).into_response())
 }
