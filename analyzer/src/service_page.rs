@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use heaptide_ui::{format, Chart, Series, ServiceView, SiteRow, Unit};
+use heaptide_ui::{format, Chart, InstanceSummary, Series, ServiceView, SiteRow, Unit};
 use heaptide_wire::metric;
 
 use crate::error::Result;
@@ -30,16 +30,18 @@ pub fn service(
         return Ok(None);
     }
     let mut labels = BTreeSet::new();
-    let mut versions: BTreeMap<i64, String> = BTreeMap::new();
+    // Each version with when it was first seen, so the oldest comes first.
+    let mut versions: BTreeMap<String, i64> = BTreeMap::new();
     for i in &all {
         labels.extend(i.labels.iter().map(|(k, v)| format!("{k}:{v}")));
         if let Some(v) = i.labels.get("version") {
-            // Oldest first, by when the version was first seen.
-            versions.entry(i.first_seen_ms).or_insert_with(|| v.clone());
+            let first = versions.entry(v.clone()).or_insert(i.first_seen_ms);
+            *first = (*first).min(i.first_seen_ms);
         }
     }
-    let mut versions: Vec<String> = versions.into_values().collect();
-    versions.dedup();
+    let mut versions: Vec<(String, i64)> = versions.into_iter().collect();
+    versions.sort_by_key(|(_, first)| *first);
+    let versions: Vec<String> = versions.into_iter().map(|(v, _)| v).collect();
     let members: BTreeSet<String> = all
         .into_iter()
         .filter(|i| {
@@ -53,8 +55,9 @@ pub fn service(
         .into_iter()
         .filter(|r| r.service == service && members.contains(&r.instance))
         .collect();
-    let (heap, not_drawn) = per_instance(store, sel, &members, metric::HEAP_ALLOCATED)?;
-    let (fds, _) = per_instance(store, sel, &members, metric::FDS)?;
+    let (heap, not_drawn) =
+        per_instance(store, sel, &instances, metric::HEAP_ALLOCATED, |r| &r.heap)?;
+    let (fds, _) = per_instance(store, sel, &instances, metric::FDS, |r| &r.fds)?;
     let chart = |id: &str, title: &str, unit, series| Chart {
         id: id.into(),
         title: title.into(),
@@ -81,39 +84,38 @@ pub fn service(
     }))
 }
 
-/// One series of `metric` per member instance, the largest last values
-/// first, at most [`DRAWN`]; and how many were left out.
+/// One series of `metric` for each of the [`DRAWN`] instances whose
+/// sparkline (kept by continuous evaluation) ends highest, as the
+/// envelope's peaks in 150 buckets, so that a day of a large fleet reads a
+/// few thousand rows; and how many instances were left out.
 fn per_instance(
     store: &dyn Store,
     sel: &Selector,
-    members: &BTreeSet<String>,
+    rows: &[InstanceSummary],
     metric: &str,
+    sparkline: impl Fn(&InstanceSummary) -> &[(i64, f64)],
 ) -> Result<(Vec<Series>, usize)> {
-    let mut by_instance: HashMap<String, Vec<(i64, f64)>> = HashMap::new();
-    for p in store.series(
-        &Selector {
-            instance: None,
-            ..sel.clone()
-        },
-        metric,
-    )? {
-        if members.contains(&p.instance) {
-            by_instance
-                .entry(p.instance)
-                .or_default()
-                .push((p.ts_ms, p.value));
-        }
-    }
-    let mut series: Vec<Series> = by_instance
-        .into_iter()
-        .map(|(name, points)| Series { name, points })
-        .collect();
-    let last = |s: &Series| s.points.last().map_or(0.0, |p| p.1);
-    series.sort_by(|a, b| last(b).total_cmp(&last(a)));
-    let left_out = series.len().saturating_sub(DRAWN);
-    series.truncate(DRAWN);
+    let last = |r: &InstanceSummary| sparkline(r).last().map_or(0.0, |p| p.1);
+    let mut chosen: Vec<&InstanceSummary> = rows.iter().collect();
+    chosen.sort_by(|a, b| last(b).total_cmp(&last(a)));
+    let left_out = chosen.len().saturating_sub(DRAWN);
+    chosen.truncate(DRAWN);
     // By name, so that each instance keeps its colour from chart to chart.
-    series.sort_by(|a, b| a.name.cmp(&b.name));
+    chosen.sort_by(|a, b| a.instance.cmp(&b.instance));
+    let bucket_ms = (sel.span_ms() / 150).max(1000);
+    let mut series = Vec::with_capacity(chosen.len());
+    for r in chosen {
+        let one = sel.for_instance(&r.service, &r.instance);
+        let points = store
+            .envelope(&one, metric, bucket_ms)?
+            .into_iter()
+            .map(|b| (b.ts_ms, b.max))
+            .collect();
+        series.push(Series {
+            name: r.instance.clone(),
+            points,
+        });
+    }
     Ok((series, left_out))
 }
 

@@ -54,7 +54,10 @@ fn the_service_page_merges_filters_and_compares_versions() {
             ],
         )
     };
-    let (v1, v2) = (start("svc-1", "version=1"), start("svc-2", "version=2"));
+    // Version 2 is deployed after version 1, as the page orders them.
+    let v1 = start("svc-1", "version=1");
+    std::thread::sleep(Duration::from_secs(2));
+    let v2 = start("svc-2", "version=2");
     let stop = AtomicBool::new(false);
     std::thread::scope(|scope| {
         // Version 1 fills its bounded cache; version 2 leaks as well.
@@ -143,6 +146,14 @@ fn frame(g: &str) -> Option<Frame> {
 /// Version 2 against version 1, per instance: the leaking stack is red.
 fn version_diff(b: &Browser, an: &Proc) {
     b.goto(&an.url("/ui/service?service=leaky-service"));
+    let text = b.eval(
+        "return document.getElementById('flame-compare').textContent;",
+        serde_json::json!([]),
+    );
+    assert_eq!(
+        text, "version 2 against 1",
+        "the newest against the one before"
+    );
     b.click("#flame-compare");
     let (status, svg) = get(
         &an.url("/ui/flame.svg?service=leaky-service&kind=compare&base=version:1&label=version:2")

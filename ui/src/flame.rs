@@ -30,6 +30,10 @@ pub struct FlameScope {
 impl FlameScope {
     /// `svc/instance`, `svc (all instances)` or `svc where version=2`.
     pub fn who(&self) -> String {
+        if self.kind == "compare" {
+            // The label values are the comparison itself, named in the title.
+            return self.service.clone();
+        }
         match (&self.instance, &self.label) {
             (Some(i), _) => format!("{}/{i}", self.service),
             (None, Some(l)) => format!("{} where {}", self.service, l.replacen(':', "=", 1)),

@@ -74,6 +74,24 @@ fn write_instance(store: &SqliteStore, k: usize, hours: i64, now: i64) {
         ts += 10_000;
         i += 1;
     }
+    // One heap profile, of 300 stacks over code every instance shares.
+    let stacks: Vec<_> = (0..300)
+        .map(|j| {
+            let (site, module) = (
+                format!("fleet::site_{j}"),
+                format!("fleet::module_{}", j % 20),
+            );
+            let bytes = 4096 * (1 + (j as i64 * 7 + k as i64) % 97);
+            fixtures::stack(
+                &["alloc::alloc", &site, &module, "fleet::main"],
+                bytes,
+                bytes / 64,
+            )
+        })
+        .collect();
+    batch
+        .profiles
+        .push(fixtures::heap_profile(now - 5_000, &stacks));
     store
         .ingest(
             &ingest::accept(batch, &Limits::default(), now).unwrap(),
@@ -107,6 +125,7 @@ fn main() {
     let hours: i64 = arg("--hours").and_then(|h| h.parse().ok()).unwrap_or(24);
     println!("| instances | write | engine in-process | `analyzer leaks --fresh` | one evaluation pass (findings + alerts) | its CPU time, every 1m, as a share of one core | `analyzer leaks` (kept) | overview view model (kept) | leaks found |");
     println!("|---|---|---|---|---|---|---|---|---|");
+    let mut pages = Vec::new();
     for n in sizes {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("fleet.db");
@@ -149,9 +168,60 @@ fn main() {
             kept_cli.as_secs_f64(),
             overview.as_secs_f64()
         );
+        pages.push((n, page_times(&store)));
         drop(store);
         let _ = store_size(&path);
     }
+    println!("\n| instances | overview page | service page, 1 h | service page, 24 h | instance page, 24 h | merged flamegraph |");
+    println!("|---|---|---|---|---|---|");
+    for (n, t) in pages {
+        let ms = t.map(|d| format!("{:.0} ms", d.as_secs_f64() * 1000.0));
+        println!(
+            "| {n} | {} | {} | {} | {} | {} |",
+            ms[0], ms[1], ms[2], ms[3], ms[4]
+        );
+    }
+}
+
+/// Each page, its view model built from the store and drawn to HTML,
+/// median of three: the overview, the service page over its default hour
+/// and over a day, one instance's page over a day, and the live-heap
+/// flamegraph of every instance merged.
+fn page_times(store: &SqliteStore) -> [Duration; 5] {
+    use heaptide_analyzer::{service_page, views};
+    use heaptide_ui::pages;
+    let now = now_ms();
+    let (overview, _) = time(3, || {
+        let rows = views::overview(store).unwrap();
+        pages::overview(&rows, now, 0)
+    });
+    let service = |hours: i64| {
+        let sel = Selector {
+            service: Some("fleet".into()),
+            ..Selector::all(now - hours * 3_600_000, now)
+        };
+        time(3, || {
+            let v = service_page::service(store, &sel, None).unwrap().unwrap();
+            heaptide_ui::service::service(&v, now)
+        })
+        .0
+    };
+    let (hour, day) = (service(1), service(24));
+    let sel = Selector::all(now - 24 * 3_600_000, now).for_instance("fleet", "fleet-3");
+    let (instance, _) = time(3, || {
+        let v = views::instance(store, &sel).unwrap().unwrap();
+        pages::instance(&v, "24h")
+    });
+    let merged = heaptide_ui::flame::FlameScope {
+        service: "fleet".into(),
+        kind: "live".into(),
+        ..Default::default()
+    };
+    let (flame, svg) = time(3, || {
+        heaptide_analyzer::flames::svg(store, &merged, now).unwrap()
+    });
+    assert!(svg.is_some_and(|s| s.contains("fleet::site_")));
+    [overview, hour, day, instance, flame]
 }
 
 /// `analyzer leaks --format json` over the store at `path`.
