@@ -150,6 +150,11 @@ fn instance_page(b: &Browser, an: &Proc) {
         "its history: the leak that began and the alert that fired"
     );
     b.screenshot(&shots().join("instance.png"));
+    b.eval(
+        "document.querySelector('svg.chart[data-chart=pauses]').scrollIntoView();",
+        serde_json::json!([]),
+    );
+    b.screenshot(&shots().join("instance-pauses.png"));
 }
 
 /// The page's URL query once it differs from `before`, within 10 s.

@@ -100,6 +100,11 @@ fn service_page(b: &Browser, an: &Proc) {
         "heap per instance, on shared axes"
     );
     assert!(b.count("#sites tr") >= 2, "the growing sites are listed");
+    assert_eq!(
+        b.count("#range input[type=datetime-local]"),
+        2,
+        "the range picker"
+    );
     b.screenshot(&shots().join("service.png"));
     b.click("a.label[href$='label=version%3A2']");
     let end = Instant::now() + Duration::from_secs(10);

@@ -173,7 +173,13 @@ pub fn instance(v: &InstanceView, window: &str) -> String {
         };
         let _ = write!(b, "<a href=\"/ui/instance?{q}&amp;since={w}\"{cur}>{w}</a>");
     }
-    range_form(&mut b, v);
+    range_form(
+        &mut b,
+        "/ui/instance",
+        &[("service", &v.service), ("instance", &v.instance)],
+        v.from_ms,
+        v.to_ms,
+    );
     current_alerts(&mut b, v);
     findings(&mut b, v);
     let has_data = v
@@ -227,21 +233,34 @@ fn alert_badges(alerts: &[AlertView], now: Option<i64>) -> String {
     b
 }
 
-/// Absolute start and end (UTC without the script, local time with it),
-/// and the auto-refresh toggle.
-fn range_form(b: &mut String, v: &InstanceView) {
+/// Absolute start and end (UTC without the script, local time with it)
+/// for the page at `action`, keeping its `hidden` parameters, and the
+/// auto-refresh toggle; it closes the page's `<nav>`.
+pub(crate) fn range_form(
+    b: &mut String,
+    action: &str,
+    hidden: &[(&str, &str)],
+    from_ms: i64,
+    to_ms: i64,
+) {
     let minute = |ms: i64| clock(ms)[..16].to_owned();
     let _ = write!(
         b,
-        "<form id=\"range\" style=\"display:inline\" action=\"/ui/instance\"><input type=\"hidden\" name=\"service\" value=\"{}\"><input type=\"hidden\" name=\"instance\" value=\"{}\">\
-         from <input type=\"datetime-local\" name=\"from\" value=\"{}\" data-ms=\"{}\"> to <input type=\"datetime-local\" name=\"to\" value=\"{}\" data-ms=\"{}\"> <button>show</button>\
+        "<form id=\"range\" style=\"display:inline\" action=\"{action}\">"
+    );
+    for (k, v) in hidden {
+        let _ = write!(
+            b,
+            "<input type=\"hidden\" name=\"{k}\" value=\"{}\">",
+            esc(v)
+        );
+    }
+    let _ = write!(
+        b,
+        " from <input type=\"datetime-local\" name=\"from\" value=\"{}\" data-ms=\"{from_ms}\"> to <input type=\"datetime-local\" name=\"to\" value=\"{}\" data-ms=\"{to_ms}\"> <button>show</button>\
          <label><input type=\"checkbox\" id=\"autorefresh\"> auto-refresh</label></form></nav>",
-        esc(&v.service),
-        esc(&v.instance),
-        minute(v.from_ms),
-        v.from_ms,
-        minute(v.to_ms),
-        v.to_ms
+        minute(from_ms),
+        minute(to_ms),
     );
 }
 

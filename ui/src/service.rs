@@ -40,7 +40,11 @@ pub fn service(v: &ServiceView, now: i64) -> String {
     for w in ["1h", "6h", "24h", "7d"] {
         let _ = write!(b, "<a href=\"/ui/service?{q}&amp;since={w}\">{w}</a>");
     }
-    b.push_str("<label><input type=\"checkbox\" id=\"autorefresh\"> auto-refresh</label></nav>");
+    let mut hidden = vec![("service", v.service.as_str())];
+    if let Some(l) = &v.label {
+        hidden.push(("label", l));
+    }
+    crate::pages::range_form(&mut b, "/ui/service", &hidden, v.from_ms, v.to_ms);
     flame_links(&mut b, v, &q);
     b.push_str(&crate::pages::instance_rows(&v.instances, now));
     b.push_str("<h2>Resources, per instance</h2>");
