@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-use crate::pages::{page, url};
+use crate::pages::{page, time, url};
 use crate::svg::esc;
 use crate::Error;
 
@@ -109,8 +109,13 @@ pub fn flame(s: &FlameScope) -> String {
             if s.objects { "-objects" } else { "" }
         );
     }
+    let when = match (s.kind.as_str(), s.from, s.to, s.at) {
+        ("growth", Some(f), Some(t), _) => format!("<p>from {} to {}</p>", time(f), time(t)),
+        (_, _, _, Some(at)) => format!("<p>at {}</p>", time(at)),
+        _ => String::new(),
+    };
     let body = format!(
-        "<h1>{}: {}</h1><p>{links}</p><object id=\"flamegraph\" type=\"image/svg+xml\" data=\"/ui/flame.svg?{}\" width=\"1200\"></object>",
+        "<h1>{}: {}</h1>{when}<p>{links}</p><object id=\"flamegraph\" type=\"image/svg+xml\" data=\"/ui/flame.svg?{}\" width=\"1200\"></object>",
         esc(&s.who()),
         esc(&title),
         s.query(s.objects)
