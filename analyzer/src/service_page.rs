@@ -8,8 +8,9 @@ use heaptide_ui::{format, Chart, InstanceSummary, Series, ServiceView, SiteRow, 
 use heaptide_wire::metric;
 
 use crate::error::Result;
+use crate::evaluate::Kept;
 use crate::select::Selector;
-use crate::store::Store;
+use crate::store::{InstanceInfo, Store};
 
 /// Instances drawn per chart: more lines than this cannot be told apart.
 const DRAWN: usize = 8;
@@ -25,14 +26,14 @@ pub fn service(
     let filter = label
         .map(|l| crate::flames::parse_label("label", l))
         .transpose()?;
-    let all = store.instances(Some(&service))?;
+    let all = crate::views::current(store, Some(&service))?;
     if all.is_empty() {
         return Ok(None);
     }
     let mut labels = BTreeSet::new();
     // Each version with when it was first seen, so the oldest comes first.
     let mut versions: BTreeMap<String, i64> = BTreeMap::new();
-    for i in &all {
+    for (i, _) in &all {
         labels.extend(i.labels.iter().map(|(k, v)| format!("{k}:{v}")));
         if let Some(v) = i.labels.get("version") {
             let first = versions.entry(v.clone()).or_insert(i.first_seen_ms);
@@ -42,19 +43,16 @@ pub fn service(
     let mut versions: Vec<(String, i64)> = versions.into_iter().collect();
     versions.sort_by_key(|(_, first)| *first);
     let versions: Vec<String> = versions.into_iter().map(|(v, _)| v).collect();
-    let members: BTreeSet<String> = all
+    let members: Vec<_> = all
         .into_iter()
-        .filter(|i| {
+        .filter(|(i, _)| {
             filter
                 .as_ref()
                 .is_none_or(|(k, v)| i.labels.get(k) == Some(v))
         })
-        .map(|i| i.instance)
         .collect();
-    let instances: Vec<_> = crate::views::overview(store)?
-        .into_iter()
-        .filter(|r| r.service == service && members.contains(&r.instance))
-        .collect();
+    let sites = growing_sites(&members);
+    let instances = crate::views::summaries(store, members)?;
     let (heap, not_drawn) =
         per_instance(store, sel, &instances, metric::HEAP_ALLOCATED, |r| &r.heap)?;
     let (fds, _) = per_instance(store, sel, &instances, metric::FDS, |r| &r.fds)?;
@@ -68,7 +66,7 @@ pub fn service(
         events: vec![],
     };
     Ok(Some(ServiceView {
-        sites: growing_sites(store, &service, &members)?,
+        sites,
         service,
         label: label.map(str::to_owned),
         labels: labels.into_iter().collect(),
@@ -119,28 +117,13 @@ fn per_instance(
     Ok((series, left_out))
 }
 
-/// The heap sites growing in the kept findings of the member instances,
-/// their rates summed over instances, fastest first.
-fn growing_sites(
-    store: &dyn Store,
-    service: &str,
-    members: &BTreeSet<String>,
-) -> Result<Vec<SiteRow>> {
+/// The heap sites growing in the findings of `members`, their rates
+/// summed over instances, fastest first.
+fn growing_sites(members: &[(InstanceInfo, Kept)]) -> Vec<SiteRow> {
     let mut sites: HashMap<String, (f64, usize)> = HashMap::new();
-    let mut kept = crate::evaluate::kept_by_instance(store, Some(service))?;
-    for instance in members {
-        // An instance no pass has reached yet is judged now, as the
-        // overview does.
-        let findings = match kept.remove(&(service.to_owned(), instance.clone())) {
-            Some(k) => k.findings,
-            None => {
-                let now = crate::select::now_ms();
-                let day = Selector::all(now - crate::evaluate::WINDOW_MS, now)
-                    .for_instance(service, instance);
-                crate::detect::analyze(store, &day, &Default::default())?.findings
-            }
-        };
-        for f in findings
+    for (_, kept) in members {
+        for f in kept
+            .findings
             .iter()
             .filter(|f| f.verdict == crate::detect::LeakVerdict::Leak)
         {
@@ -154,13 +137,12 @@ fn growing_sites(
     let mut rows: Vec<(String, f64, usize)> =
         sites.into_iter().map(|(n, (r, c))| (n, r, c)).collect();
     rows.sort_by(|a, b| b.1.total_cmp(&a.1));
-    Ok(rows
-        .into_iter()
+    rows.into_iter()
         .take(10)
         .map(|(name, rate, instances)| SiteRow {
             name,
             rate: format::rate_per_hour(Unit::Bytes, rate),
             instances,
         })
-        .collect())
+        .collect()
 }

@@ -12,7 +12,7 @@ use crate::error::Result;
 use crate::evaluate::Kept;
 use crate::query;
 use crate::select::{now_ms, Selector};
-use crate::store::Store;
+use crate::store::{InstanceInfo, Store};
 
 const HOUR_MS: i64 = 3_600_000;
 
@@ -29,14 +29,18 @@ fn analysis(store: &dyn Store, sel: &Selector) -> Result<Analysis> {
 }
 
 /// Every instance with its status over the last day and sparklines of its
-/// last hour, from what continuous evaluation keeps (computed here only for
-/// an instance it has not reached yet).
+/// last hour, from what continuous evaluation keeps.
 pub fn overview(store: &dyn Store) -> Result<Vec<InstanceSummary>> {
+    summaries(store, current(store, None)?)
+}
+
+/// Each instance of `service` (or of all) with what continuous evaluation
+/// kept of it, judged here only for an instance it has not reached yet.
+pub fn current(store: &dyn Store, service: Option<&str>) -> Result<Vec<(InstanceInfo, Kept)>> {
     let now = now_ms();
-    let mut kept = crate::evaluate::kept_by_instance(store, None)?;
-    let mut alerts = alerts_by_instance(store)?;
-    let mut rows = Vec::new();
-    for i in store.instances(None)? {
+    let mut kept = crate::evaluate::kept_by_instance(store, service)?;
+    let mut out = Vec::new();
+    for i in store.instances(service)? {
         let key = (i.service.clone(), i.instance.clone());
         // Kept findings serve until the next pass, except a verdict of too
         // little data on an instance that has sent more since (one that
@@ -61,18 +65,33 @@ pub fn overview(store: &dyn Store) -> Result<Vec<InstanceSummary>> {
                 }
             }
         };
-        rows.push(InstanceSummary {
+        out.push((i, k));
+    }
+    Ok(out)
+}
+
+/// The overview's rows of `instances`, with their alerts.
+pub fn summaries(
+    store: &dyn Store,
+    instances: Vec<(InstanceInfo, Kept)>,
+) -> Result<Vec<InstanceSummary>> {
+    let now = now_ms();
+    let mut alerts = alerts_by_instance(store)?;
+    Ok(instances
+        .into_iter()
+        .map(|(i, k)| InstanceSummary {
             status: status(&k.findings, now - i.last_seen_ms),
             exhaustion: soonest(&k.findings),
+            alerts: alerts
+                .remove(&(i.service.clone(), i.instance.clone()))
+                .unwrap_or_default(),
             heap: k.heap,
             fds: k.fds,
-            alerts: alerts.remove(&key).unwrap_or_default(),
             service: i.service,
             instance: i.instance,
             last_seen_ms: i.last_seen_ms,
-        });
-    }
-    Ok(rows)
+        })
+        .collect())
 }
 
 /// The pending and firing alerts, by (service, instance), firing first.

@@ -50,14 +50,6 @@ fn write_config(dir: &Path, body: &str) -> std::path::PathBuf {
     p
 }
 
-/// The alerts a receiver got, flattened: (status, labels, annotations).
-fn alerts_of(r: &Receiver) -> Vec<serde_json::Value> {
-    r.received()
-        .into_iter()
-        .flat_map(|g| g.body["alerts"].as_array().cloned().unwrap_or_default())
-        .collect()
-}
-
 fn metrics_text(an: &Proc) -> String {
     let (status, text) = get(&an.url("/metrics"));
     assert_eq!(status, 200, "{text}");
@@ -146,7 +138,7 @@ fn a_leak_fires_then_resolves_and_failing_receivers_change_nothing_for_ingest() 
     assert_eq!(post(&ingest, &fds_batch("leaky", 1, true, 50)), 200);
 
     let firing = wait_for("a firing critical alert", Duration::from_secs(60), || {
-        alerts_of(&good)
+        good.alerts()
             .into_iter()
             .find(|a| a["status"] == "firing" && a["labels"]["alertname"] == "HeaptideLeakCritical")
     });
@@ -193,7 +185,7 @@ fn a_leak_fires_then_resolves_and_failing_receivers_change_nothing_for_ingest() 
     // The process restarts without the leak: the alert resolves.
     assert_eq!(post(&ingest, &fds_batch("leaky", 2, false, 5)), 200);
     let resolved = wait_for("the resolved alert", Duration::from_secs(60), || {
-        alerts_of(&good).into_iter().find(|a| {
+        good.alerts().into_iter().find(|a| {
             a["status"] == "resolved" && a["labels"]["alertname"] == "HeaptideLeakCritical"
         })
     });

@@ -81,6 +81,15 @@ impl Receiver {
         *self.shared.answer.lock().unwrap() = Some(a);
     }
 
+    /// Every alert received so far, from the `alerts` of each
+    /// Alertmanager-shaped notification, in arrival order.
+    pub fn alerts(&self) -> Vec<serde_json::Value> {
+        self.received()
+            .into_iter()
+            .flat_map(|g| g.body["alerts"].as_array().cloned().unwrap_or_default())
+            .collect()
+    }
+
     /// Everything received so far.
     pub fn received(&self) -> Vec<Received> {
         self.shared.got.lock().unwrap().clone()

@@ -32,14 +32,11 @@ fn load_until<T>(
 }
 
 fn alert(r: &Receiver, status: &str) -> Option<serde_json::Value> {
-    r.received()
-        .into_iter()
-        .flat_map(|g| g.body["alerts"].as_array().cloned().unwrap_or_default())
-        .find(|a| {
-            a["status"] == status
-                && a["labels"]["alertname"] == "HeaptideLeakCritical"
-                && a["labels"]["resource"] == "heap"
-        })
+    r.alerts().into_iter().find(|a| {
+        a["status"] == status
+            && a["labels"]["alertname"] == "HeaptideLeakCritical"
+            && a["labels"]["resource"] == "heap"
+    })
 }
 
 #[test]

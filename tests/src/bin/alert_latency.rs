@@ -129,7 +129,7 @@ fn main() {
     let names: Vec<String> = (0..services).map(|i| format!("svc-{i}")).collect();
     // The processes start spread over one interval, so that each meets the
     // evaluation schedule at another phase.
-    let step = ms(interval) / services.max(1) as i64;
+    let step = heaptide_analyzer::select::ms(interval) / services.max(1) as i64;
     let starts: Vec<i64> = (0..services as i64).map(|i| t0 + i * step).collect();
     let mut detected: Vec<Option<Instant>> = vec![None; services];
     let mut notified: Vec<Option<Instant>> = vec![None; services];
@@ -155,10 +155,6 @@ fn main() {
     }
     let started: Vec<Instant> = starts.iter().map(|s| an_start(*s)).collect();
     report(&names, &detected, &notified, &started, interval, &every);
-}
-
-fn ms(d: Duration) -> i64 {
-    d.as_millis() as i64
 }
 
 /// The `Instant` of the wall-clock `start_ms`.
