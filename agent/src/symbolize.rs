@@ -54,8 +54,8 @@ impl Symbolizer {
         let mut frames: Vec<Frame> = misses
             .iter()
             .map(|a| Frame {
-                function: format!("{a:#x}"),
-                file: String::new(),
+                function: format!("{a:#x}").into(),
+                file: "".into(),
                 line: 0,
             })
             .collect();
@@ -69,7 +69,7 @@ impl Symbolizer {
                     let symbols = obj.symbol_map();
                     for (a, f) in misses.iter().zip(frames.iter_mut()) {
                         if let Some(sym) = symbols.before(probe(*a)) {
-                            f.function = format!("{:#}", rustc_demangle::demangle(sym.name()));
+                            f.function = format!("{:#}", rustc_demangle::demangle(sym.name())).into();
                         }
                     }
                 }
@@ -92,7 +92,7 @@ impl Symbolizer {
                         }
                     }
                     if let Some((file, line)) = outer {
-                        f.file = file;
+                        f.file = file.into();
                         f.line = line;
                     }
                 }
@@ -110,8 +110,8 @@ impl Symbolizer {
         }
         self.cache.get(&addr).cloned().unwrap_or_else(|| {
             vec![Frame {
-                function: format!("{addr:#x}"),
-                file: String::new(),
+                function: format!("{addr:#x}").into(),
+                file: "".into(),
                 line: 0,
             }]
             .into()

@@ -12,6 +12,8 @@ use crate::alerts::notify::Webhook;
 use crate::alerts::{AlertRules, WebhookConfig, WebhookKind};
 use crate::error::{Error, Result};
 use crate::select::Span;
+use crate::server::{RateLimit, ServerOptions};
+use crate::store::{Bounds, Durability};
 
 /// The TOML file's contents. Unknown keys are errors.
 #[derive(Debug, Default, Deserialize)]
@@ -21,25 +23,46 @@ pub struct FileConfig {
     pub store: Option<PathBuf>,
     pub retention: Option<Span>,
     pub token_file: Option<PathBuf>,
-    /// Batches per second allowed per agent.
+    pub read_token_file: Option<PathBuf>,
+    /// Batches per second allowed per agent (token and address).
     pub rate_limit: Option<f64>,
     /// How often every instance is judged.
     pub evaluate_every: Option<Span>,
+    pub durability: Option<Durability>,
+    pub max_instances_per_service: Option<u64>,
+    pub max_services: Option<u64>,
+    pub max_concurrent_requests: Option<usize>,
+    pub request_timeout: Option<Span>,
     /// Alert rules and webhooks (`docs/alerts.md`).
     pub alerts: Option<AlertRules>,
 }
 
+/// The largest config file read: far more than any real one, and a bound
+/// on what a wrong path (a log, a device) could make the parser hold.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
 impl FileConfig {
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::Config {
+        let err = |reason: String| Error::Config {
             path: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
-        toml::from_str(&text).map_err(|e| Error::Config {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })
+            reason,
+        };
+        let text = read_bounded(path, MAX_CONFIG_BYTES).map_err(err)?;
+        toml::from_str(&text).map_err(|e| err(e.to_string()))
     }
+}
+
+/// A small text file, refused past `max` bytes rather than read whole.
+pub fn read_bounded(path: &Path, max: u64) -> std::result::Result<String, String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(max + 1).read_to_string(&mut text))
+        .map_err(|e| e.to_string())?;
+    if text.len() as u64 > max {
+        return Err(format!("larger than {max} bytes"));
+    }
+    Ok(text)
 }
 
 /// One layer of settings: the command line's, or the file's.
@@ -49,8 +72,14 @@ pub struct Layer {
     pub store: Option<PathBuf>,
     pub retention: Option<Duration>,
     pub token_file: Option<PathBuf>,
+    pub read_token_file: Option<PathBuf>,
     pub rate_limit: Option<f64>,
     pub evaluate_every: Option<Duration>,
+    pub durability: Option<Durability>,
+    pub max_instances_per_service: Option<u64>,
+    pub max_services: Option<u64>,
+    pub max_concurrent_requests: Option<usize>,
+    pub request_timeout: Option<Duration>,
     /// Webhooks of the Alertmanager kind, added to the file's.
     pub alert_webhooks: Vec<String>,
 }
@@ -62,8 +91,18 @@ impl Layer {
             store: self.store.or(other.store),
             retention: self.retention.or(other.retention),
             token_file: self.token_file.or(other.token_file),
+            read_token_file: self.read_token_file.or(other.read_token_file),
             rate_limit: self.rate_limit.or(other.rate_limit),
             evaluate_every: self.evaluate_every.or(other.evaluate_every),
+            durability: self.durability.or(other.durability),
+            max_instances_per_service: self
+                .max_instances_per_service
+                .or(other.max_instances_per_service),
+            max_services: self.max_services.or(other.max_services),
+            max_concurrent_requests: self
+                .max_concurrent_requests
+                .or(other.max_concurrent_requests),
+            request_timeout: self.request_timeout.or(other.request_timeout),
             alert_webhooks: [self.alert_webhooks, other.alert_webhooks].concat(),
         }
     }
@@ -76,8 +115,14 @@ impl From<FileConfig> for Layer {
             store: f.store,
             retention: f.retention.map(|r| r.0),
             token_file: f.token_file,
+            read_token_file: f.read_token_file,
             rate_limit: f.rate_limit,
             evaluate_every: f.evaluate_every.map(|e| e.0),
+            durability: f.durability,
+            max_instances_per_service: f.max_instances_per_service,
+            max_services: f.max_services,
+            max_concurrent_requests: f.max_concurrent_requests,
+            request_timeout: f.request_timeout.map(|t| t.0),
             alert_webhooks: Vec::new(),
         }
     }
@@ -89,8 +134,10 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     pub store: PathBuf,
     pub retention: Duration,
-    pub token: Option<String>,
-    pub rate_limit: f64,
+    /// Tokens, ingest limits and load shedding.
+    pub server: ServerOptions,
+    pub durability: Durability,
+    pub bounds: Bounds,
     /// How often every instance is judged and its findings kept.
     pub evaluate_every: Duration,
     pub alerts: AlertRules,
@@ -102,8 +149,8 @@ pub struct ServeConfig {
 pub const DEFAULT_STORE: &str = "heaptide.db";
 
 impl ServeConfig {
-    /// Merges flags and file, and checks the result. A token may also come
-    /// from `HEAPTIDE_TOKEN` in `env`.
+    /// Merges flags and file, and checks the result. Tokens may also come
+    /// from `HEAPTIDE_TOKEN` and `HEAPTIDE_READ_TOKEN` in `env`.
     pub fn resolve(
         flags: Layer,
         env: impl Fn(&str) -> Option<String>,
@@ -114,7 +161,7 @@ impl ServeConfig {
             .and_then(|f| f.alerts.take())
             .unwrap_or_default();
         let merged = flags.or(file.map(Layer::from).unwrap_or_default());
-        let listen_text = merged.listen.unwrap_or_else(|| "127.0.0.1:4040".into());
+        let listen_text = merged.listen.clone().unwrap_or_else(|| "127.0.0.1:4040".into());
         let listen: SocketAddr = listen_text.parse().map_err(|_| {
             Error::invalid(
                 "listen",
@@ -125,36 +172,24 @@ impl ServeConfig {
         if retention < Duration::from_secs(3600) {
             return Err(Error::invalid("retention", "must be at least 1h"));
         }
-        let token = match merged.token_file {
-            Some(path) => {
-                let t = std::fs::read_to_string(&path).map_err(|e| {
-                    Error::invalid("token-file", format!("{}: {e}", path.display()))
-                })?;
-                let t = t.trim().to_owned();
-                if t.is_empty() {
-                    return Err(Error::invalid(
-                        "token-file",
-                        format!("{} is empty", path.display()),
-                    ));
-                }
-                Some(t)
-            }
-            None => env("HEAPTIDE_TOKEN").filter(|t| !t.is_empty()),
-        };
-        if token.is_none() && !listen.ip().is_loopback() {
+        let server = server_options(&merged, &env)?;
+        if server.token.is_none() && !listen.ip().is_loopback() {
             return Err(Error::invalid(
                 "listen",
                 format!("refusing to listen on non-loopback address {listen} without a token: anyone could write to the store; pass --token-file"),
             ));
         }
-        let rate_limit = merged.rate_limit.unwrap_or(5.0);
-        if !(rate_limit.is_finite() && rate_limit > 0.0) {
-            return Err(Error::invalid("rate_limit", "must be a positive number"));
-        }
         let evaluate_every = merged.evaluate_every.unwrap_or(Duration::from_secs(60));
         if evaluate_every < Duration::from_secs(1) {
             return Err(Error::invalid("evaluate_every", "must be at least 1s"));
         }
+        let defaults = Bounds::default();
+        let bounds = Bounds {
+            max_instances_per_service: merged
+                .max_instances_per_service
+                .unwrap_or(defaults.max_instances_per_service),
+            max_services: merged.max_services.unwrap_or(defaults.max_services),
+        };
         let webhooks = alert_webhooks(&alerts, merged.alert_webhooks)?;
         Ok(ServeConfig {
             alerts,
@@ -163,10 +198,74 @@ impl ServeConfig {
             listen,
             store: merged.store.unwrap_or_else(|| DEFAULT_STORE.into()),
             retention,
-            token,
-            rate_limit,
+            server,
+            durability: merged.durability.unwrap_or_default(),
+            bounds,
         })
     }
+}
+
+/// Tokens, the rate limit and load shedding, checked.
+fn server_options(m: &Layer, env: &impl Fn(&str) -> Option<String>) -> Result<ServerOptions> {
+    let token = match &m.token_file {
+        Some(path) => Some(read_token("token-file", path)?),
+        None => env("HEAPTIDE_TOKEN").filter(|t| !t.is_empty()),
+    };
+    let read_token = match &m.read_token_file {
+        Some(path) => Some(read_token("read-token-file", path)?),
+        None => env("HEAPTIDE_READ_TOKEN").filter(|t| !t.is_empty()),
+    };
+    if read_token.is_some() && token.is_none() {
+        return Err(Error::invalid(
+            "read-token-file",
+            "a read token needs a token for ingest too (--token-file)",
+        ));
+    }
+    let rate_limit = m.rate_limit.unwrap_or(5.0);
+    if !(rate_limit.is_finite() && (0.001..=1_000_000.0).contains(&rate_limit)) {
+        return Err(Error::invalid(
+            "rate_limit",
+            "must be a number of batches per second between 0.001 and 1000000",
+        ));
+    }
+    let defaults = ServerOptions::default();
+    let max_concurrent_requests = m
+        .max_concurrent_requests
+        .unwrap_or(defaults.max_concurrent_requests);
+    if !(1..=100_000).contains(&max_concurrent_requests) {
+        return Err(Error::invalid(
+            "max_concurrent_requests",
+            "must be between 1 and 100000",
+        ));
+    }
+    let request_timeout = m.request_timeout.unwrap_or(defaults.request_timeout);
+    if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&request_timeout) {
+        return Err(Error::invalid(
+            "request_timeout",
+            "must be between 1s and 1h",
+        ));
+    }
+    Ok(ServerOptions {
+        token,
+        read_token,
+        rate: RateLimit {
+            per_second: rate_limit,
+            burst: (rate_limit * 4.0).max(4.0),
+        },
+        max_concurrent_requests,
+        request_timeout,
+        ..defaults
+    })
+}
+
+fn read_token(flag: &str, path: &Path) -> Result<String> {
+    let t = read_bounded(path, 4096)
+        .map_err(|e| Error::invalid(flag, format!("{}: {e}", path.display())))?;
+    let t = t.trim().to_owned();
+    if t.is_empty() {
+        return Err(Error::invalid(flag, format!("{} is empty", path.display())));
+    }
+    Ok(t)
 }
 
 /// The file's webhooks and the flags' (of the Alertmanager kind),

@@ -90,9 +90,7 @@ pub async fn run(
     let addr = listener.local_addr()?;
     let state = Arc::new(crate::server::AppState::new(
         store.clone(),
-        None,
-        crate::ingest::Limits::default(),
-        crate::server::RateLimit::default(),
+        Default::default(),
     ));
     // The same server `serve` runs, retention included.
     let background = crate::server::Background::new(

@@ -20,6 +20,12 @@ pub enum Error {
     Config { path: String, reason: String },
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("more {what} than the {limit} this analyzer accepts (its `{setting}` setting)")]
+    Bound {
+        what: String,
+        limit: u64,
+        setting: &'static str,
+    },
 }
 
 impl Error {

@@ -32,16 +32,17 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Largest body once decompressed.
     pub max_decoded_bytes: u64,
-    /// Largest decompressed pprof.
-    pub max_profile_bytes: u64,
+    /// What one profile may hold; `max_frames` and `max_text_bytes` bound
+    /// the whole batch.
+    pub profile: pprof::DecodeLimits,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_body_bytes: 8 << 20,
-            max_decoded_bytes: 64 << 20,
-            max_profile_bytes: 64 << 20,
+            max_decoded_bytes: 16 << 20,
+            profile: pprof::DecodeLimits::default(),
         }
     }
 }
@@ -54,7 +55,6 @@ const MAX_SAMPLES: usize = 100_000;
 const MAX_METRICS_PER_SAMPLE: usize = 2_000;
 const MAX_PAUSES: usize = 100_000;
 const MAX_PROFILES: usize = 100;
-const MAX_STACKS: usize = 200_000;
 const MAX_ABS_VALUE: f64 = 1e18;
 
 /// Decodes and checks one request body. `gzip` says whether the body was
@@ -109,12 +109,19 @@ pub fn decode(body: &[u8], gzip: bool, limits: &Limits, now_ms: i64) -> Result<V
 /// Validates a batch already parsed, and decodes its profiles.
 pub fn accept(batch: Batch, limits: &Limits, now_ms: i64) -> Result<ValidBatch> {
     validate(&batch, now_ms)?;
-    let profiles = batch
-        .profiles
-        .iter()
-        .enumerate()
-        .map(|(i, p)| decode_profile(i, p, limits))
-        .collect::<Result<Vec<_>>>()?;
+    // The frame and text budgets are the batch's: each profile gets what
+    // the ones before it left.
+    let mut left = limits.profile.clone();
+    let mut profiles = Vec::with_capacity(batch.profiles.len());
+    for (i, p) in batch.profiles.iter().enumerate() {
+        let decoded = decode_profile(i, p, &left)?;
+        for s in &decoded.stacks {
+            left.max_frames -= s.frames.len() as u64;
+            let text: usize = s.frames.iter().map(|f| f.function.len() + f.file.len()).sum();
+            left.max_text_bytes = left.max_text_bytes.saturating_sub(text as u64);
+        }
+        profiles.push(decoded);
+    }
     Ok(ValidBatch { batch, profiles })
 }
 
@@ -263,22 +270,16 @@ fn validate_profiles(profiles: &[heaptide_wire::EncodedProfile], now_ms: i64) ->
 fn decode_profile(
     i: usize,
     p: &heaptide_wire::EncodedProfile,
-    limits: &Limits,
+    limits: &pprof::DecodeLimits,
 ) -> Result<DecodedProfile> {
     let field = || format!("profiles[{i}].pprof_gz_base64");
     let raw = base64::engine::general_purpose::STANDARD
         .decode(p.pprof_gz_base64.as_bytes())
         .map_err(|e| Error::invalid(field(), format!("not valid base64: {e}")))?;
-    let profile = pprof::decode(&raw, limits.max_profile_bytes)
-        .map_err(|e| Error::invalid(field(), e.to_string()))?;
+    let profile =
+        pprof::decode(&raw, limits).map_err(|e| Error::invalid(field(), e.to_string()))?;
     let stacks =
-        pprof::heap_stacks(&profile).map_err(|e| Error::invalid(field(), e.to_string()))?;
-    if stacks.len() > MAX_STACKS {
-        return Err(Error::invalid(
-            field(),
-            format!("more than {MAX_STACKS} stacks"),
-        ));
-    }
+        pprof::heap_stacks(&profile, limits).map_err(|e| Error::invalid(field(), e.to_string()))?;
     for (j, s) in stacks.iter().enumerate() {
         if s.bytes < 0 || s.objects < 0 {
             return Err(Error::invalid(
@@ -286,7 +287,7 @@ fn decode_profile(
                 format!("sample {j} has a negative value"),
             ));
         }
-        if s.frames.is_empty() || s.frames.len() > 512 {
+        if s.frames.is_empty() {
             return Err(Error::invalid(
                 field(),
                 format!("sample {j} has {} frames", s.frames.len()),

@@ -29,16 +29,10 @@ pub async fn serve(
     on_listen: impl FnOnce(std::net::SocketAddr),
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let store: Arc<dyn store::Store> = Arc::new(store::SqliteStore::open(&cfg.store)?);
-    let state = Arc::new(server::AppState::new(
-        store,
-        cfg.token.clone(),
-        ingest::Limits::default(),
-        server::RateLimit {
-            per_second: cfg.rate_limit,
-            burst: (cfg.rate_limit * 4.0).max(4.0),
-        },
-    ));
+    let store: Arc<dyn store::Store> = Arc::new(
+        store::SqliteStore::open_with(&cfg.store, cfg.durability)?.bounded(cfg.bounds.clone()),
+    );
+    let state = Arc::new(server::AppState::new(store, cfg.server.clone()));
     let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
     on_listen(listener.local_addr()?);
     let background = server::Background {

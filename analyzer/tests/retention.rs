@@ -74,7 +74,7 @@ fn old_samples_are_downsampled_with_min_and_max_and_expired_ones_deleted() {
 fn read_commands_refuse_a_missing_store_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("nope.db");
-    let err = SqliteStore::open_existing(&path)
+    let err = SqliteStore::open_read_only(&path)
         .err()
         .expect("a missing store is an error");
     assert!(err.to_string().contains("nope.db"), "{err}");

@@ -260,28 +260,42 @@ fn tokens_are_required_when_configured_and_open_listeners_refused() {
     assert!(err.contains("without a token"), "{err}");
 }
 
+/// The limit is keyed on the agent's token and address, both known before
+/// the body is read: a burst from one host is limited, whatever names its
+/// batches carry, and another host is not.
 #[test]
 fn each_agent_is_rate_limited_with_retry_after() {
+    use heaptide_testkit::raw::post_from;
     let dir = tempfile::tempdir().unwrap();
-    let an = analyzer(dir.path(), &dir.path().join("h.db"), "127.0.0.1:0", &[]);
+    let an = analyzer(
+        dir.path(),
+        &dir.path().join("h.db"),
+        "127.0.0.1:0",
+        &["--rate-limit", "5"],
+    );
+    let addr = an.addr;
+    let host = |n: u8| std::net::IpAddr::from([127, 0, 0, n]);
     let now = now_ms();
     let mut limited = None;
     for seq in 0..100u64 {
-        let body = serde_json::to_vec(&batch("busy", 1, seq, now + seq as i64, 1.0)).unwrap();
-        let (status, _, retry) = post(&ingest_url(&an), &body, &[]);
-        if status == 429 {
-            limited = Some(retry);
+        // A new instance name each time: names in the body change nothing.
+        let instance = format!("busy-{seq}");
+        let body = serde_json::to_vec(&batch(&instance, 1, seq, now + seq as i64, 1.0)).unwrap();
+        let r = post_from(host(2), addr, "/v1/ingest", &[], &body).unwrap();
+        if r.status == 429 {
+            limited = Some(r);
             break;
         }
-        assert_eq!(status, 200);
+        assert_eq!(r.status, 200, "{}", r.body);
     }
-    let retry = limited.expect("100 batches in a burst were never limited");
-    assert!(retry
+    let r = limited.expect("100 batches in a burst were never limited");
+    assert!(r
+        .header("retry-after")
         .and_then(|r| r.parse::<u64>().ok())
         .is_some_and(|s| s >= 1));
-    // Another agent is unaffected.
+    // An agent on another host is unaffected.
     let body = serde_json::to_vec(&batch("calm", 1, 1, now, 1.0)).unwrap();
-    assert_eq!(post(&ingest_url(&an), &body, &[]).0, 200);
+    assert_eq!(post_from(host(3), addr, "/v1/ingest", &[], &body).unwrap().status, 200);
 }
 
 #[test]

@@ -8,11 +8,14 @@
 //! - [`golden`]: golden files, blessed with `HEAPTIDE_BLESS=1`, that show
 //!   a diff when they differ;
 //! - [`receiver`]: a real HTTP server on loopback that records what
-//!   webhooks send it, and can answer slowly or with errors.
+//!   webhooks send it, and can answer slowly or with errors;
+//! - [`raw`]: raw HTTP from a chosen loopback address, to play agents on
+//!   other hosts.
 
 pub mod fixtures;
 pub mod golden;
 pub mod process;
+pub mod raw;
 pub mod receiver;
 
 pub use process::*;

@@ -29,6 +29,8 @@ pub struct Proc {
     pub child: Child,
     pub addr: SocketAddr,
     stderr_path: PathBuf,
+    /// The token reads send, for an analyzer started with one.
+    pub token: Option<String>,
 }
 
 impl Proc {
@@ -69,11 +71,34 @@ impl Proc {
             child,
             addr,
             stderr_path,
+            token: None,
         }
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// GETs `path`, with the bearer token if there is one.
+    pub fn get(&self, path: &str) -> (u16, String) {
+        let mut req = http().get(self.url(path));
+        if let Some(t) = &self.token {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        match req.call() {
+            Ok(mut r) => (
+                r.status().as_u16(),
+                r.body_mut().read_to_string().unwrap_or_default(),
+            ),
+            Err(e) => (0, e.to_string()),
+        }
+    }
+
+    /// GETs `path` as JSON, which must answer 200.
+    pub fn get_json(&self, path: &str) -> serde_json::Value {
+        let (status, body) = self.get(path);
+        assert_eq!(status, 200, "GET {path}: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
     }
 
     pub fn pid(&self) -> nix::unistd::Pid {
@@ -97,7 +122,10 @@ impl Drop for Proc {
     }
 }
 
-/// Starts `analyzer serve` on `listen` with the store at `store`.
+/// Starts `analyzer serve` on `listen` with the store at `store`. Every
+/// agent a test plays connects from the same loopback address, which the
+/// per-agent rate limit would count as one: unless `extra` sets its own,
+/// the limit is raised to 1,000 batches a second.
 pub fn analyzer(dir: &Path, store: &Path, listen: &str, extra: &[&str]) -> Proc {
     let mut cmd = Command::new(bin("analyzer"));
     cmd.arg("serve")
@@ -106,8 +134,18 @@ pub fn analyzer(dir: &Path, store: &Path, listen: &str, extra: &[&str]) -> Proc 
         .arg("--store")
         .arg(store)
         .args(extra);
+    if !extra.contains(&"--rate-limit") {
+        cmd.args(["--rate-limit", "1000"]);
+    }
+    let token = extra
+        .iter()
+        .position(|a| *a == "--token-file")
+        .and_then(|i| std::fs::read_to_string(extra.get(i + 1)?).ok())
+        .map(|t| t.trim().to_owned());
     cmd.env_remove("HEAPTIDE_TOKEN").env("RUST_LOG", "warn");
-    Proc::start(cmd, dir.join(format!("analyzer-{}.log", unique())))
+    let mut p = Proc::start(cmd, dir.join(format!("analyzer-{}.log", unique())));
+    p.token = token;
+    p
 }
 
 /// Starts the leaky example, streaming to `endpoint` with fast intervals.
@@ -209,8 +247,8 @@ pub fn now_ms() -> i64 {
 
 /// The latest value of `metric` for `instance`, if any.
 pub fn latest(an: &Proc, service: &str, instance: &str, metric: &str) -> Option<f64> {
-    let v = get_json(&an.url(&format!(
+    let v = an.get_json(&format!(
         "/v1/series?service={service}&instance={instance}&metric={metric}&since=10m"
-    )));
+    ));
     v["points"].as_array()?.last()?["value"].as_f64()
 }

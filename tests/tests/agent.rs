@@ -305,7 +305,7 @@ fn a_token_is_sent_and_without_profiling_the_batches_say_why() {
         "a batch through the token check",
         Duration::from_secs(30),
         || {
-            let (status, body) = get(&an.url(&format!("/v1/instances?service={SVC}")));
+            let (status, body) = an.get(&format!("/v1/instances?service={SVC}"));
             (status == 200)
                 .then(|| serde_json::from_str::<serde_json::Value>(&body).ok())
                 .flatten()

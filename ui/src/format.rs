@@ -162,6 +162,25 @@ pub fn civil(days: i64) -> (i64, i64, i64) {
     (y, mo, d)
 }
 
+/// Text safe for a terminal or a Markdown comment: control characters,
+/// the ESC of an escape sequence among them, become U+FFFD, so that a
+/// frame name cannot recolour, retitle or rewrite a user's terminal.
+/// Newlines and tabs stay.
+pub fn printable(s: String) -> String {
+    if !s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return s;
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                '\u{fffd}'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
 /// `s` cut to `n` characters, with an ellipsis when cut.
 pub fn truncate(s: &str, n: usize) -> String {
     if s.chars().count() <= n {
@@ -176,6 +195,15 @@ pub fn truncate(s: &str, n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn escape_sequences_are_not_printable() {
+        assert_eq!(
+            printable("a\x1b]0;pwned\x07b\u{9b}2J\n\tc".into()),
+            "a\u{fffd}]0;pwned\u{fffd}b\u{fffd}2J\n\tc"
+        );
+        assert_eq!(printable("plain".into()), "plain");
+    }
 
     #[test]
     fn units_read_well() {

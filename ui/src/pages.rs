@@ -59,7 +59,7 @@ pub(crate) fn page(title: &str, body: &str) -> String {
 
 /// The page script: local time, the range picker, auto-refresh, and hover,
 /// a shared cursor and drag to zoom on charts. Pages read without it.
-const SCRIPT: &str = include_str!("page.js");
+pub const SCRIPT: &str = include_str!("page.js");
 
 /// A time as pages show it: UTC in the markup, local time once the script
 /// runs, UTC on hover.
@@ -78,6 +78,24 @@ pub fn message(title: &str, message: &str) -> String {
             "<h1>{}</h1><p class=\"empty\">{}</p>",
             esc(title),
             esc(message)
+        ),
+    )
+}
+
+/// The sign-in form: one token field, then back to `next`.
+pub fn login(next: &str, error: Option<&str>) -> String {
+    let error = error
+        .map(|e| format!("<p class=\"bad\">{}</p>", esc(e)))
+        .unwrap_or_default();
+    page(
+        "sign in",
+        &format!(
+            "<h1>Sign in</h1>{error}<form method=\"post\" action=\"/login\">\
+             <input type=\"hidden\" name=\"next\" value=\"{}\">\
+             <label>Token <input type=\"password\" name=\"token\" autocomplete=\"current-password\" autofocus required></label> \
+             <button type=\"submit\">Sign in</button></form>\
+             <p class=\"empty\">The analyzer's token or its read token.</p>",
+            esc(next)
         ),
     )
 }

@@ -67,7 +67,7 @@ pub(super) fn growing_sites(
                 .take(8)
                 .map(|f| {
                     if f.file.is_empty() {
-                        f.function
+                        f.function.to_string()
                     } else {
                         format!("{} ({}:{})", f.function, f.file, f.line)
                     }

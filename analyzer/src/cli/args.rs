@@ -20,9 +20,9 @@ impl StoreArgs {
         self.store.clone().unwrap_or_else(|| DEFAULT_STORE.into())
     }
 
-    /// Opens a store that must already exist, as read commands do.
-    pub fn open_existing(&self) -> anyhow::Result<SqliteStore> {
-        Ok(SqliteStore::open_existing(self.path())?)
+    /// Opens a store that must already exist, read-only, as read commands do.
+    pub fn open_read_only(&self) -> anyhow::Result<SqliteStore> {
+        Ok(SqliteStore::open_read_only(self.path())?)
     }
 }
 
@@ -68,7 +68,7 @@ impl Analysis {
     /// is not an error, so that a cron job's JSON stays parseable: it gives
     /// no findings, and a note on stderr names what was asked for.
     pub fn analyze(&self) -> anyhow::Result<heaptide_analyzer::detect::Analysis> {
-        let store = self.store.open_existing()?;
+        let store = self.store.open_read_only()?;
         let kept_window = !self.fresh && self.since == Duration::from_secs(86_400);
         let analysis = heaptide_analyzer::evaluate::analysis(
             &store,

@@ -50,7 +50,7 @@ fn load_baseline(p: &PathBuf) -> anyhow::Result<Baseline> {
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let budgets = BudgetFile::load(&a.budget)?;
     let baseline = a.baseline.as_ref().map(load_baseline).transpose()?;
-    let store = a.store.open_existing()?;
+    let store = a.store.open_read_only()?;
     let (from_ms, to_ms) = window(Some(a.since), None, None, a.since, now_ms())?;
     let sel = Selector {
         service: a.service.clone(),
@@ -60,7 +60,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     };
     let result = check::check(&store, &budgets, &sel, baseline.as_ref())?;
     match a.format {
-        CheckFormat::Text => print!("{}", render::text(&result)),
+        CheckFormat::Text => print!("{}", heaptide_ui::format::printable(render::text(&result))),
         CheckFormat::Json => println!("{}", serde_json::to_string_pretty(&result)?),
         CheckFormat::Junit => print!("{}", render::junit(&result)),
     }
@@ -76,7 +76,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             .append(true)
             .open(&summary)
             .context("opening GITHUB_STEP_SUMMARY")?;
-        f.write_all(render::markdown(&result).as_bytes())?;
+        f.write_all(heaptide_ui::format::printable(render::markdown(&result)).as_bytes())?;
     }
     Ok(if result.passed {
         ExitCode::SUCCESS

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use heaptide_analyzer::detect::LeakVerdict;
 use heaptide_analyzer::report;
+use heaptide_ui::format::printable;
 
 use crate::args::{Analysis, Format};
 
@@ -18,7 +19,10 @@ pub fn run(a: Analysis) -> anyhow::Result<ExitCode> {
     let leaks = analysis.leaks();
     match a.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&leaks)?),
-        Format::Table => print!("{}", report::leaks_table(&leaks, &insufficient)),
+        Format::Table => print!(
+            "{}",
+            printable(report::leaks_table(&leaks, &insufficient))
+        ),
     }
     Ok(ExitCode::SUCCESS)
 }

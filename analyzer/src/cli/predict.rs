@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use heaptide_analyzer::report;
+use heaptide_ui::format::printable;
 use heaptide_analyzer::select::ms;
 
 use crate::args::{Analysis, Format};
@@ -23,7 +24,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         Format::Json => println!("{}", serde_json::to_string_pretty(&analysis)?),
         Format::Table => print!(
             "{}",
-            report::predict_table(&analysis, a.horizon.as_secs_f64())
+            printable(report::predict_table(&analysis, a.horizon.as_secs_f64()))
         ),
     }
     Ok(ExitCode::SUCCESS)

@@ -22,9 +22,31 @@ pub struct Args {
     /// How often every instance is judged and its findings kept [default: 1m].
     #[arg(long, env = "HEAPTIDE_EVALUATE_EVERY", value_parser = humantime::parse_duration)]
     pub evaluate_every: Option<Duration>,
-    /// File holding the bearer token agents must send.
+    /// File holding the bearer token agents must send; it also grants
+    /// reading.
     #[arg(long, env = "HEAPTIDE_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    /// File holding a token that grants only reading: the pages, the read
+    /// API and /metrics.
+    #[arg(long, env = "HEAPTIDE_READ_TOKEN_FILE")]
+    pub read_token_file: Option<PathBuf>,
+    /// Batches per second allowed per agent, keyed on its token and
+    /// address [default: 5].
+    #[arg(long, env = "HEAPTIDE_RATE_LIMIT")]
+    pub rate_limit: Option<f64>,
+    /// When a commit is on disk: normal (survives the analyzer being
+    /// killed) or full (also an OS crash) [default: normal].
+    #[arg(long, env = "HEAPTIDE_DURABILITY")]
+    pub durability: Option<heaptide_analyzer::store::Durability>,
+    /// Instances one service may have [default: 10000].
+    #[arg(long)]
+    pub max_instances_per_service: Option<u64>,
+    /// Requests served at once; past it, 503 at once [default: 512].
+    #[arg(long)]
+    pub max_concurrent_requests: Option<usize>,
+    /// The longest any request may take, body included [default: 30s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub request_timeout: Option<Duration>,
     /// Sends alerts to this URL as Alertmanager's webhook payload
     /// (repeatable; added to the config's `[[alerts.webhook]]`).
     #[arg(long = "alert-webhook", value_name = "URL")]
@@ -41,8 +63,14 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         store: a.store.store,
         retention: a.retention,
         token_file: a.token_file,
-        rate_limit: None,
+        read_token_file: a.read_token_file,
+        rate_limit: a.rate_limit,
         evaluate_every: a.evaluate_every,
+        durability: a.durability,
+        max_instances_per_service: a.max_instances_per_service,
+        max_services: None,
+        max_concurrent_requests: a.max_concurrent_requests,
+        request_timeout: a.request_timeout,
         alert_webhooks: a.alert_webhooks,
     };
     let cfg = ServeConfig::resolve(flags, |k| std::env::var(k).ok(), file)?;

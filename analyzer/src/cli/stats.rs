@@ -7,7 +7,7 @@ use heaptide_analyzer::store::Store;
 use crate::args::StoreArgs;
 
 pub fn run(a: StoreArgs) -> anyhow::Result<ExitCode> {
-    let store = a.open_existing()?;
+    let store = a.open_read_only()?;
     println!("{}", serde_json::to_string_pretty(&store.stats()?)?);
     Ok(ExitCode::SUCCESS)
 }

@@ -60,7 +60,7 @@ pub fn growing_sites(store: &dyn Store, sel: &Selector, opts: &Options) -> Resul
                     let f = &fr[i];
                     (!f.file.is_empty()).then(|| format!("{}:{}", f.file, f.line))
                 }),
-                frames: fr.into_iter().map(|f| f.function).collect(),
+                frames: fr.into_iter().map(|f| f.function.to_string()).collect(),
                 app_frame: app,
                 slope_per_hour: g.slope_per_hour,
                 slope_ci: g.slope_ci,

@@ -23,7 +23,6 @@ const DAY: Duration = Duration::from_secs(86_400);
 /// The read routes.
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
         .route("/v1/services", get(services))
         .route("/v1/instances", get(instances))
         .route("/v1/metrics", get(metrics))

@@ -23,14 +23,13 @@ type PageResult = Result<Response, PageError>;
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/", get(overview))
-        .route("/favicon.ico", get(favicon))
         .route("/ui/instance", get(instance))
         .route("/ui/service", get(service))
         .route("/ui/flame", get(flame_page))
         .route("/ui/flame.svg", get(flame_svg))
 }
 
-async fn favicon() -> Response {
+pub(super) async fn favicon() -> Response {
     let svg = "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 16 16\"><rect width=\"16\" height=\"16\" rx=\"3\" fill=\"#0f172a\"/><path d=\"M2 12 L6 9 L9 10 L14 4\" stroke=\"#38bdf8\" stroke-width=\"2\" fill=\"none\"/></svg>";
     ([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response()
 }
@@ -150,7 +149,14 @@ async fn flame_svg(State(state): State<Arc<AppState>>, Query(p): Query<Params>) 
         .await
         .map_err(ApiError::page)?;
     match svg {
-        Some(svg) => Ok(([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response()),
+        Some(svg) => Ok((
+            [
+                (header::CONTENT_TYPE, "image/svg+xml".to_owned()),
+                (header::CONTENT_SECURITY_POLICY, super::headers::svg_policy(&svg)),
+            ],
+            svg,
+        )
+            .into_response()),
         None => Ok((
             StatusCode::NOT_FOUND,
             [(header::CONTENT_TYPE, "image/svg+xml")],

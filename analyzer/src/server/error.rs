@@ -53,11 +53,43 @@ impl From<Error> for ApiError {
             Error::NotFound(what) => {
                 ApiError::new(StatusCode::NOT_FOUND, format!("{what} not found"))
             }
+            Error::Sqlite(e) => store_error(&e),
+            e @ Error::Bound { .. } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+            }
             other => {
                 tracing::error!("request failed: {other}");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string())
             }
         }
+    }
+}
+
+/// A store failure as clients see it: what kind of trouble, never the SQL
+/// or the store's own message, which go to the log. Trouble that passes
+/// (a full disk, a busy file) is a 503 with `Retry-After`, so that agents
+/// keep their data and send it again.
+fn store_error(e: &rusqlite::Error) -> ApiError {
+    use rusqlite::ErrorCode as C;
+    tracing::error!("store failed: {e}");
+    let transient = match e.sqlite_error_code() {
+        Some(C::DiskFull) => Some("the store's disk is full"),
+        Some(C::DatabaseBusy | C::DatabaseLocked) => Some("the store is busy"),
+        Some(C::SystemIoFailure | C::CannotOpen) => Some("the store cannot use its disk"),
+        _ => None,
+    };
+    match transient {
+        Some(why) => ApiError {
+            retry_after: Some(Duration::from_secs(10)),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{why}; nothing was stored, try again later"),
+            )
+        },
+        None => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the store failed; the analyzer's log has the details",
+        ),
     }
 }
 

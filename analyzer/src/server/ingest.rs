@@ -1,15 +1,25 @@
-//! `POST /v1/ingest`: auth, decoding off the runtime, the per-agent rate
-//! limit, and the store's commit before the acknowledgement.
+//! `POST /v1/ingest`, cheapest refusal first: the token, the per-agent
+//! rate limit (keyed on the token and the peer, never on the body), the
+//! declared size, a share of the body budget, then one of the decode
+//! slots, held until the store commits. Only then is the batch
+//! acknowledged. Every refusal before decoding costs no more than its
+//! headers.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
 
-use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use governor::clock::{Clock, DefaultClock};
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::Quota;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::auth::Access;
 use super::error::{blocking, ApiError, ApiResult};
 use super::AppState;
 use crate::ingest;
@@ -30,61 +40,77 @@ impl Default for RateLimit {
     }
 }
 
-/// A token bucket per (service, instance).
-#[derive(Debug, Default)]
+/// An agent as the rate limit knows it: what it authenticated with and
+/// where it connects from. Both come before the body is read.
+type AgentKey = (Access, IpAddr);
+
+/// A token bucket per [`AgentKey`] (`governor`'s GCRA).
 pub struct RateLimiter {
-    rate: RateLimit,
-    buckets: Mutex<HashMap<(String, String), (f64, Instant)>>,
+    limiter: governor::RateLimiter<AgentKey, DefaultKeyedStateStore<AgentKey>, DefaultClock>,
 }
+
+/// Peers remembered at most; past it the idle ones are forgotten.
+const MAX_PEERS: usize = 100_000;
 
 impl RateLimiter {
     pub fn new(rate: RateLimit) -> Self {
+        let period = Duration::from_secs_f64(1.0 / rate.per_second.max(1e-3));
+        let burst = NonZeroU32::new(rate.burst.max(1.0) as u32).unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::with_period(period)
+            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+            .allow_burst(burst);
         RateLimiter {
-            rate,
-            buckets: Mutex::new(HashMap::new()),
+            limiter: governor::RateLimiter::keyed(quota),
         }
     }
 
     /// The wait before the next batch would be accepted, if this one is
     /// over the limit.
-    fn over_rate(&self, service: &str, instance: &str) -> Option<Duration> {
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if buckets.len() > 100_000 {
-            buckets.clear();
+    fn over_rate(&self, key: &AgentKey) -> Option<Duration> {
+        if self.limiter.len() > MAX_PEERS {
+            self.limiter.retain_recent();
         }
-        let now = Instant::now();
-        let key = (service.to_owned(), instance.to_owned());
-        let (tokens, at) = buckets.entry(key).or_insert((self.rate.burst, now));
-        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.rate.per_second)
-            .min(self.rate.burst);
-        *at = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            None
-        } else {
-            Some(Duration::from_secs_f64(
-                (1.0 - *tokens) / self.rate.per_second,
-            ))
+        self.limiter
+            .check_key(key)
+            .err()
+            .map(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+}
+
+/// What ingest holds in memory at once: bodies being read, by their
+/// declared size, and batches being decoded and stored.
+pub struct IngestGates {
+    body_bytes: Arc<Semaphore>,
+    decode: Arc<Semaphore>,
+}
+
+/// Bodies in flight at most, in bytes as sent.
+const BODY_BUDGET: usize = 32 << 20;
+/// Batches decoded or waiting on the store at once: decoding is bound by
+/// the cores, and each decode may hold up to about 100 MiB of a hostile
+/// batch (`docs/security.md`).
+const DECODE_SLOTS: usize = 2;
+/// How long a batch may wait for a decode slot before the agent is told
+/// to come back later.
+const DECODE_WAIT: Duration = Duration::from_secs(5);
+
+impl Default for IngestGates {
+    fn default() -> Self {
+        IngestGates {
+            body_bytes: Arc::new(Semaphore::new(BODY_BUDGET)),
+            decode: Arc::new(Semaphore::new(DECODE_SLOTS)),
         }
     }
 }
 
-fn authorized(state: &AppState, headers: &HeaderMap) -> bool {
-    let Some(want) = &state.token else {
-        return true;
-    };
-    let got = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    // Compare in time independent of where the first difference is.
-    got.len() == want.len()
-        && got
-            .bytes()
-            .zip(want.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+fn overloaded(what: &str) -> ApiError {
+    ApiError {
+        retry_after: Some(Duration::from_secs(1)),
+        ..ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the analyzer is overloaded ({what}); try again later"),
+        )
+    }
 }
 
 /// Ingest, timed and counted for `/metrics`.
@@ -104,29 +130,27 @@ pub(super) async fn handler(
 }
 
 async fn accept(state: &Arc<AppState>, req: Request) -> ApiResult<Response> {
-    if !authorized(state, req.headers()) {
+    let access = state.auth.access(req.headers());
+    if access < Access::Write {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "missing or wrong bearer token",
         ));
     }
-    let gzip = match req
-        .headers()
-        .get(header::CONTENT_ENCODING)
-        .map(|v| v.to_str().unwrap_or("?"))
-    {
-        None | Some("identity") => false,
-        Some("gzip") => true,
-        Some(other) => {
-            return Err(ApiError {
-                status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                ..ApiError::bad(
-                    "Content-Encoding",
-                    format!("unsupported content encoding {other:?}; use gzip or none"),
-                )
-            })
-        }
-    };
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+    if let Some(wait) = state.rate.over_rate(&(access, peer)) {
+        return Err(ApiError {
+            retry_after: Some(wait),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many batches from this agent",
+            )
+        });
+    }
+    let gzip = content_encoding(&req)?;
     let limit = state.limits.max_body_bytes;
     let too_large = || ApiError {
         status: StatusCode::PAYLOAD_TOO_LARGE,
@@ -141,29 +165,54 @@ async fn accept(state: &Arc<AppState>, req: Request) -> ApiResult<Response> {
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
+    // A body without a length may be as large as the limit.
+    let share = declared.map_or(limit, |n| n as usize).clamp(1, BODY_BUDGET);
+    let body_permit = state
+        .gates
+        .body_bytes
+        .clone()
+        .try_acquire_many_owned(share as u32)
+        .map_err(|_| overloaded("too many bodies in flight"))?;
     let body = axum::body::to_bytes(req.into_body(), limit)
         .await
         .map_err(|_| too_large())?;
     state.telemetry.ingest_bytes.inc_by(body.len() as u64);
+    let slot = decode_slot(state).await?;
+    drop(body_permit);
     let st = state.clone();
-    let decoded = tokio::task::spawn_blocking(move || {
-        ingest::decode(&body, gzip, &st.limits, crate::select::now_ms())
+    let outcome = blocking(move || {
+        let decoded = ingest::decode(&body, gzip, &st.limits, crate::select::now_ms())?;
+        drop(body);
+        let outcome = st.store.ingest(&decoded, crate::select::now_ms());
+        drop(slot);
+        outcome
     })
-    .await
-    .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "decode task failed"))??;
-    if let Some(wait) = state
-        .rate
-        .over_rate(&decoded.batch.agent.service, &decoded.batch.agent.instance)
-    {
-        return Err(ApiError {
-            retry_after: Some(wait),
-            ..ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too many batches from this agent",
-            )
-        });
-    }
-    let store = state.store.clone();
-    let outcome = blocking(move || store.ingest(&decoded, crate::select::now_ms())).await?;
+    .await?;
     Ok(Json(outcome).into_response())
+}
+
+async fn decode_slot(state: &AppState) -> ApiResult<OwnedSemaphorePermit> {
+    let acquire = state.gates.decode.clone().acquire_owned();
+    match tokio::time::timeout(DECODE_WAIT, acquire).await {
+        Ok(Ok(p)) => Ok(p),
+        _ => Err(overloaded("every decode slot is busy")),
+    }
+}
+
+fn content_encoding(req: &Request) -> ApiResult<bool> {
+    match req
+        .headers()
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("?"))
+    {
+        None | Some("identity") => Ok(false),
+        Some("gzip") => Ok(true),
+        Some(other) => Err(ApiError {
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ..ApiError::bad(
+                "Content-Encoding",
+                format!("unsupported content encoding {other:?}; use gzip or none"),
+            )
+        }),
+    }
 }

@@ -2,14 +2,18 @@
 //! dashboards, built by one [`app`] for `serve`, `demo` and the tests.
 
 mod api;
+pub mod auth;
 mod dashboards;
 pub mod error;
+mod headers;
 mod ingest;
 mod metrics;
 pub mod params;
+mod shed;
 pub mod telemetry;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::routing::{get, post};
 use axum::Router;
@@ -24,38 +28,81 @@ use crate::store::{RetentionPolicy, Store};
 /// What every handler shares.
 pub struct AppState {
     pub store: Arc<dyn Store>,
-    /// The bearer token agents must send, if any.
-    pub token: Option<String>,
+    pub auth: auth::Auth,
     pub limits: crate::ingest::Limits,
     pub rate: RateLimiter,
+    gates: ingest::IngestGates,
     pub telemetry: Telemetry,
+    shed: shed::Shedding,
 }
 
-impl AppState {
-    pub fn new(
-        store: Arc<dyn Store>,
-        token: Option<String>,
-        limits: crate::ingest::Limits,
-        rate: RateLimit,
-    ) -> Self {
-        AppState {
-            store,
-            token,
-            limits,
-            rate: RateLimiter::new(rate),
-            telemetry: Telemetry::default(),
+/// The server's settings besides its store.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// The token agents send, which also grants reading.
+    pub token: Option<String>,
+    /// A token that grants only reading: pages, the read API, `/metrics`.
+    pub read_token: Option<String>,
+    pub limits: crate::ingest::Limits,
+    pub rate: RateLimit,
+    /// Requests served at once; past it, a 503 at once.
+    pub max_concurrent_requests: usize,
+    /// The longest any request may take, body included.
+    pub request_timeout: Duration,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            token: None,
+            read_token: None,
+            limits: Default::default(),
+            rate: Default::default(),
+            max_concurrent_requests: 512,
+            request_timeout: Duration::from_secs(30),
         }
     }
 }
 
-/// Every route: ingest, the read API and the dashboards.
+impl AppState {
+    pub fn new(store: Arc<dyn Store>, options: ServerOptions) -> Self {
+        AppState {
+            store,
+            auth: auth::Auth::new(options.token, options.read_token),
+            limits: options.limits,
+            rate: RateLimiter::new(options.rate),
+            gates: Default::default(),
+            telemetry: Telemetry::default(),
+            shed: shed::Shedding {
+                max_concurrent_requests: options.max_concurrent_requests,
+                request_timeout: options.request_timeout,
+            },
+        }
+    }
+}
+
+/// Every route: ingest, the read API and the dashboards, behind the
+/// read check, the security headers and load shedding.
 pub fn app(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route(heaptide_wire::INGEST_PATH, post(ingest::handler))
+    let read = Router::new()
         .route("/metrics", get(metrics::handler))
         .merge(api::routes())
         .merge(dashboards::routes())
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_read,
+        ));
+    let open = Router::new()
+        .route(heaptide_wire::INGEST_PATH, post(ingest::handler))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/favicon.ico", get(dashboards::favicon))
+        .route("/login", get(auth::login_page).post(auth::login));
+    let shed = state.shed.clone();
+    let router = open
+        .merge(read)
         .with_state(state)
+        .layer(axum::middleware::from_fn(headers::security));
+    shed.apply(router)
 }
 
 /// What the server does besides answering requests.
@@ -109,7 +156,8 @@ pub async fn run(
         Arc::new(notifier),
         background.evaluate_every,
     ));
-    let result = axum::serve(listener, app(state))
+    let service = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let result = axum::serve(listener, service)
         .with_graceful_shutdown(shutdown)
         .await;
     retention.abort();

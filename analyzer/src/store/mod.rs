@@ -10,7 +10,25 @@ use crate::ingest::ValidBatch;
 pub use crate::select::Selector;
 use heaptide_wire::pprof::Frame;
 
-pub use sqlite::SqliteStore;
+pub use sqlite::{Durability, SqliteStore};
+
+/// How much of the store one fleet may claim: every new instance is
+/// checked against these, so a caller that invents names cannot grow the
+/// store's catalogue without end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bounds {
+    pub max_instances_per_service: u64,
+    pub max_services: u64,
+}
+
+impl Default for Bounds {
+    fn default() -> Self {
+        Bounds {
+            max_instances_per_service: 10_000,
+            max_services: 10_000,
+        }
+    }
+}
 
 /// What ingest did with a batch.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

@@ -24,6 +24,7 @@ use write::IdCache;
 
 pub struct SqliteStore {
     path: PathBuf,
+    bounds: Bounds,
     writer: Mutex<Writer>,
     readers: Mutex<Vec<Connection>>,
 }
@@ -33,47 +34,89 @@ struct Writer {
     ids: IdCache,
 }
 
+/// When a commit is on disk: SQLite's `synchronous` setting.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// Synced at checkpoints: a commit survives the analyzer being killed,
+    /// and an OS crash or power loss can lose the last few.
+    #[default]
+    Normal,
+    /// Every commit synced before the batch is acknowledged.
+    Full,
+}
+
+impl Durability {
+    fn pragma(self) -> &'static str {
+        match self {
+            Durability::Normal => "NORMAL",
+            Durability::Full => "FULL",
+        }
+    }
+}
+
+impl std::str::FromStr for Durability {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "normal" => Ok(Durability::Normal),
+            "full" => Ok(Durability::Full),
+            _ => Err(Error::invalid("durability", "must be normal or full")),
+        }
+    }
+}
+
 impl SqliteStore {
-    /// Opens the store at `path`, creating it if needed.
+    /// Opens the store at `path`, creating it if needed, with
+    /// [`Durability::Normal`].
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(path, Durability::Normal)
+    }
+
+    /// Opens the store at `path` for writing, creating it if needed.
+    pub fn open_with(path: impl AsRef<Path>, durability: Durability) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         let open_err = |source| Error::StoreOpen {
             path: path.display().to_string(),
             source,
         };
         let conn = Connection::open(&path).map_err(open_err)?;
-        configure(&conn).map_err(open_err)?;
-        let version: i32 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(open_err)?;
-        if version > SCHEMA_VERSION {
-            return Err(Error::Config {
-                path: path.display().to_string(),
-                reason: format!(
-                    "store schema version {version} is newer than this analyzer's {SCHEMA_VERSION}"
-                ),
-            });
-        }
+        configure(&conn, durability.pragma()).map_err(open_err)?;
+        check_version(&conn, &path, false)?;
         conn.execute_batch(SCHEMA).map_err(open_err)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(open_err)?;
-        Ok(SqliteStore {
+        Ok(Self::with_writer(path, conn))
+    }
+
+    /// Opens a store that must already exist, read-only, as the read
+    /// commands do: they can neither change it nor upgrade its schema.
+    pub fn open_read_only(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        if !path.exists() {
+            return Err(Error::StoreMissing(path.display().to_string()));
+        }
+        let conn = read_only(&path)?;
+        check_version(&conn, &path, true)?;
+        Ok(Self::with_writer(path, conn))
+    }
+
+    /// The same store, holding new instances to `bounds`.
+    pub fn bounded(mut self, bounds: Bounds) -> Self {
+        self.bounds = bounds;
+        self
+    }
+
+    fn with_writer(path: PathBuf, conn: Connection) -> Self {
+        SqliteStore {
             path,
+            bounds: Bounds::default(),
             writer: Mutex::new(Writer {
                 conn,
                 ids: IdCache::default(),
             }),
             readers: Mutex::new(Vec::new()),
-        })
-    }
-
-    /// Opens a store that must already exist, as read commands do.
-    pub fn open_existing(path: impl AsRef<Path>) -> Result<Self> {
-        let p = path.as_ref();
-        if !p.exists() {
-            return Err(Error::StoreMissing(p.display().to_string()));
         }
-        Self::open(p)
     }
 
     pub fn path(&self) -> &Path {
@@ -84,18 +127,7 @@ impl SqliteStore {
         let conn = self.readers.lock().ok().and_then(|mut r| r.pop());
         let conn = match conn {
             Some(c) => c,
-            None => {
-                let c = Connection::open_with_flags(
-                    &self.path,
-                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                )
-                .map_err(|source| Error::StoreOpen {
-                    path: self.path.display().to_string(),
-                    source,
-                })?;
-                c.busy_timeout(std::time::Duration::from_secs(5))?;
-                c
-            }
+            None => read_only(&self.path)?,
         };
         let out = f(&conn);
         if let Ok(mut r) = self.readers.lock() {
@@ -109,6 +141,41 @@ impl SqliteStore {
     fn writer(&self) -> std::sync::MutexGuard<'_, Writer> {
         self.writer.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+fn read_only(path: &Path) -> Result<Connection> {
+    let c = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|source| Error::StoreOpen {
+        path: path.display().to_string(),
+        source,
+    })?;
+    c.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(c)
+}
+
+/// Refuses a store written by a newer analyzer, and, read-only, one that
+/// would need an upgrade first.
+fn check_version(conn: &Connection, path: &Path, read_only: bool) -> Result<()> {
+    let version: i32 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(|source| Error::StoreOpen {
+            path: path.display().to_string(),
+            source,
+        })?;
+    let reason = if version > SCHEMA_VERSION {
+        format!("store schema version {version} is newer than this analyzer's {SCHEMA_VERSION}")
+    } else if read_only && version < SCHEMA_VERSION {
+        format!("store schema version {version} is older than this analyzer's {SCHEMA_VERSION}; run `analyzer serve` on it once to upgrade it")
+    } else {
+        return Ok(());
+    };
+    Err(Error::Config {
+        path: path.display().to_string(),
+        reason,
+    })
 }
 
 impl Store for SqliteStore {

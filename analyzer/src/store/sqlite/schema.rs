@@ -109,13 +109,13 @@ CREATE INDEX IF NOT EXISTS transitions_by_instance ON transitions (service, inst
 -- profile, which is cheap, and an index would cost a third more space.
 ";
 
-pub(super) fn configure(conn: &Connection) -> rusqlite::Result<()> {
+/// `synchronous` is the store's durability (`Durability`): WAL lets readers
+/// run while `serve` writes; NORMAL syncs at checkpoints, FULL at every
+/// commit.
+pub(super) fn configure(conn: &Connection, synchronous: &str) -> rusqlite::Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    // WAL lets readers run while `serve` writes. NORMAL syncs at checkpoints:
-    // a committed transaction survives the process being killed, and only
-    // an OS crash or power loss could lose the last ones.
     conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "synchronous", synchronous)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     Ok(())
 }

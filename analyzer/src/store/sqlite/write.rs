@@ -1,8 +1,11 @@
 //! Ingest: one transaction per batch, with the ids of metric names and
-//! stacks cached.
+//! stacks cached. Ids found or made inside a transaction are staged and
+//! enter the cache only once it commits: after a rollback the database
+//! never saved them, and a cached one would hand the same id to another
+//! name for good.
 
 use std::collections::HashMap;
-use std::hash::Hasher;
+use std::hash::{BuildHasher, Hasher};
 
 use rusqlite::{params, OptionalExtension};
 
@@ -17,8 +20,40 @@ use heaptide_wire::pprof::Frame;
 #[derive(Default)]
 pub(super) struct IdCache {
     metric_ids: HashMap<String, i64>,
-    stack_ids: HashMap<u64, i64>,
+    stack_ids: HashMap<StackKey, i64>,
+    keys: StackKeys,
 }
+
+/// Ids looked up or inserted by the open transaction.
+#[derive(Default)]
+struct Staged {
+    metric_ids: HashMap<String, i64>,
+    stack_ids: HashMap<StackKey, i64>,
+}
+
+/// A stack's key in the cache: 128 bits of SipHash under keys drawn at
+/// random for this process, so that no one can craft two stacks that
+/// share a cache entry.
+type StackKey = (u64, u64);
+
+#[derive(Default)]
+struct StackKeys(std::hash::RandomState, std::hash::RandomState);
+
+impl StackKeys {
+    fn key(&self, frames: &[Frame]) -> StackKey {
+        let hash = |state: &std::hash::RandomState| {
+            let mut h = state.build_hasher();
+            std::hash::Hash::hash(frames, &mut h);
+            h.finish()
+        };
+        (hash(&self.0), hash(&self.1))
+    }
+}
+
+/// How many rows past its hash a stack may be stored when FNV hashes
+/// collide. Each probe compares the stored frames, so a collision costs a
+/// row, never a wrong stack.
+const MAX_PROBES: i64 = 16;
 
 /// FNV-1a over the frames: stable across processes and Rust versions,
 /// unlike `DefaultHasher`, because the hash is stored.
@@ -51,39 +86,79 @@ impl IdCache {
         self.stack_ids.clear();
     }
 
-    fn metric_id(&mut self, tx: &rusqlite::Transaction, name: &str) -> Result<i64> {
-        if let Some(id) = self.metric_ids.get(name) {
+    /// Takes in the ids of a transaction that committed.
+    fn absorb(&mut self, staged: Staged) {
+        if self.stack_ids.len() + staged.stack_ids.len() > 1_000_000 {
+            self.stack_ids.clear();
+        }
+        self.metric_ids.extend(staged.metric_ids);
+        self.stack_ids.extend(staged.stack_ids);
+    }
+
+    fn metric_id(
+        &self,
+        staged: &mut Staged,
+        tx: &rusqlite::Transaction,
+        name: &str,
+    ) -> Result<i64> {
+        if let Some(id) = self.metric_ids.get(name).or(staged.metric_ids.get(name)) {
             return Ok(*id);
         }
         tx.execute("INSERT OR IGNORE INTO metrics (name) VALUES (?1)", [name])?;
         let id: i64 = tx.query_row("SELECT id FROM metrics WHERE name = ?1", [name], |r| {
             r.get(0)
         })?;
-        self.metric_ids.insert(name.to_owned(), id);
+        staged.metric_ids.insert(name.to_owned(), id);
         Ok(id)
     }
 
-    fn stack_id(&mut self, tx: &rusqlite::Transaction, frames: &[Frame]) -> Result<i64> {
-        let hash = stack_hash(frames);
-        if let Some(id) = self.stack_ids.get(&hash) {
+    fn stack_id(
+        &self,
+        staged: &mut Staged,
+        tx: &rusqlite::Transaction,
+        frames: &[Frame],
+    ) -> Result<i64> {
+        let key = self.keys.key(frames);
+        if let Some(id) = self.stack_ids.get(&key).or(staged.stack_ids.get(&key)) {
             return Ok(*id);
         }
-        let json = serde_json::to_string(frames).unwrap_or_else(|_| "[]".into());
-        tx.execute(
-            "INSERT OR IGNORE INTO stacks (hash, frames) VALUES (?1, ?2)",
-            params![hash as i64, json],
-        )?;
-        let id: i64 = tx.query_row(
-            "SELECT id FROM stacks WHERE hash = ?1",
-            [hash as i64],
-            |r| r.get(0),
-        )?;
-        if self.stack_ids.len() > 1_000_000 {
-            self.stack_ids.clear();
-        }
-        self.stack_ids.insert(hash, id);
+        let id = stored_stack_id(tx, frames)?;
+        staged.stack_ids.insert(key, id);
         Ok(id)
     }
+}
+
+/// The stack's row, inserted if new. The FNV hash is where the search
+/// starts, and the frames decide: a stored stack with the same hash but
+/// other frames moves the search on to the next hash.
+fn stored_stack_id(tx: &rusqlite::Transaction, frames: &[Frame]) -> Result<i64> {
+    let json = serde_json::to_string(frames).unwrap_or_else(|_| "[]".into());
+    let start = stack_hash(frames) as i64;
+    for probe in 0..MAX_PROBES {
+        let hash = start.wrapping_add(probe);
+        let found: Option<(i64, String)> = tx
+            .query_row(
+                "SELECT id, frames FROM stacks WHERE hash = ?1",
+                [hash],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        match found {
+            Some((id, stored)) if stored == json => return Ok(id),
+            Some(_) => continue,
+            None => {
+                tx.execute(
+                    "INSERT INTO stacks (hash, frames) VALUES (?1, ?2)",
+                    params![hash, json],
+                )?;
+                return Ok(tx.last_insert_rowid());
+            }
+        }
+    }
+    Err(crate::error::Error::invalid(
+        "profiles",
+        format!("a stack collides with {MAX_PROBES} stored stacks"),
+    ))
 }
 
 impl SqliteStore {
@@ -91,13 +166,14 @@ impl SqliteStore {
         let b = &vb.batch;
         let mut guard = self.writer();
         let Writer { conn, ids } = &mut *guard;
+        let mut staged = Staged::default();
         let tx = conn.transaction()?;
-        let (segment_id, new_segment) = upsert_segment(&tx, b, received_ms)?;
+        let (segment_id, new_segment) = upsert_segment(&tx, b, received_ms, &self.bounds)?;
         // Replays of a batch whose acknowledgement was lost hit the primary
         // keys and are ignored.
         for s in &b.samples {
             for (name, v) in &s.metrics {
-                let metric_id = ids.metric_id(&tx, name)?;
+                let metric_id = ids.metric_id(&mut staged, &tx, name)?;
                 let mut stmt = tx.prepare_cached(
                     "INSERT OR IGNORE INTO samples (segment_id, metric_id, ts_ms, value) VALUES (?1, ?2, ?3, ?4)",
                 )?;
@@ -117,9 +193,10 @@ impl SqliteStore {
             ])?;
         }
         for (p, decoded) in b.profiles.iter().zip(&vb.profiles) {
-            insert_profile(&tx, ids, segment_id, p, decoded)?;
+            insert_profile(&tx, (ids, &mut staged), segment_id, p, decoded)?;
         }
         tx.commit()?;
+        ids.absorb(staged);
         Ok(IngestOutcome {
             samples: b.samples.len(),
             pause_events: b.pause_events.len(),
@@ -135,11 +212,15 @@ fn upsert_segment(
     tx: &rusqlite::Transaction,
     b: &heaptide_wire::Batch,
     received_ms: i64,
+    bounds: &Bounds,
 ) -> Result<(i64, bool)> {
-    tx.execute(
+    let added = tx.execute(
         "INSERT OR IGNORE INTO instances (service, instance) VALUES (?1, ?2)",
         params![b.agent.service, b.agent.instance],
     )?;
+    if added > 0 {
+        check_bounds(tx, &b.agent.service, bounds)?;
+    }
     let instance_id: i64 = tx.query_row(
         "SELECT id FROM instances WHERE service = ?1 AND instance = ?2",
         params![b.agent.service, b.agent.instance],
@@ -199,11 +280,39 @@ fn upsert_segment(
     Ok((tx.last_insert_rowid(), true))
 }
 
+/// Refuses a new instance past the bounds; the transaction then rolls back.
+fn check_bounds(tx: &rusqlite::Transaction, service: &str, bounds: &Bounds) -> Result<()> {
+    let instances: i64 = tx.query_row(
+        "SELECT count(*) FROM instances WHERE service = ?1",
+        [service],
+        |r| r.get(0),
+    )?;
+    if instances as u64 > bounds.max_instances_per_service {
+        return Err(crate::error::Error::Bound {
+            what: format!("instances of service {service:?}"),
+            limit: bounds.max_instances_per_service,
+            setting: "max_instances_per_service",
+        });
+    }
+    let services: i64 =
+        tx.query_row("SELECT count(DISTINCT service) FROM instances", [], |r| {
+            r.get(0)
+        })?;
+    if services as u64 > bounds.max_services {
+        return Err(crate::error::Error::Bound {
+            what: "services".into(),
+            limit: bounds.max_services,
+            setting: "max_services",
+        });
+    }
+    Ok(())
+}
+
 /// One profile and its (stack, bytes, objects) rows; a replayed profile
 /// is already there and is skipped.
 fn insert_profile(
     tx: &rusqlite::Transaction,
-    ids: &mut IdCache,
+    (ids, staged): (&IdCache, &mut Staged),
     segment_id: i64,
     p: &heaptide_wire::EncodedProfile,
     decoded: &crate::ingest::DecodedProfile,
@@ -222,7 +331,7 @@ fn insert_profile(
     // One row per distinct stack: pprof may repeat a stack.
     let mut merged: HashMap<i64, (i64, i64)> = HashMap::new();
     for s in &decoded.stacks {
-        let id = ids.stack_id(tx, &s.frames)?;
+        let id = ids.stack_id(staged, tx, &s.frames)?;
         let e = merged.entry(id).or_default();
         e.0 += s.bytes;
         e.1 += s.objects;

@@ -23,7 +23,7 @@ pub fn profile(variant: u64, rng: &mut fastrand::Rng) -> String {
             let depth = 10 + shape.usize(0..15);
             let mut frames: Vec<Frame> = (0..depth)
                 .map(|_| Frame {
-                    function: names[shape.usize(0..names.len())].clone(),
+                    function: names[shape.usize(0..names.len())].as_str().into(),
                     file: "src/lib.rs".into(),
                     line: 0,
                 })

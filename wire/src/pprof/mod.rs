@@ -6,6 +6,19 @@
 //! `github.com/google/pprof/proto/profile.proto`; fields heaptide never uses
 //! (labels, comments, drop/keep frames) are left out, which protobuf permits:
 //! a decoder skips unknown fields.
+//!
+//! Decoding is bounded while it runs ([`DecodeLimits`]): the gzip stream is
+//! inflated only up to a size, [`census::Census`] counts the protobuf
+//! before `prost` allocates, and [`heap_stacks`] expands inline frames
+//! within a frame and text budget.
+
+mod census;
+mod expand;
+
+use std::sync::Arc;
+
+pub use census::Census;
+pub use expand::heap_stacks;
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Profile {
@@ -107,18 +120,34 @@ pub struct Function {
     pub start_line: i64,
 }
 
-/// One frame of a symbolized stack.
+/// One frame of a symbolized stack. Names are shared: a profile's stacks
+/// repeat the same few thousand names, and expanding them must cost a
+/// pointer per frame, not a copy.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Frame {
-    pub function: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub file: String,
+    pub function: Arc<str>,
+    #[serde(default, skip_serializing_if = "str_is_empty")]
+    pub file: Arc<str>,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub line: u32,
 }
 
+impl Frame {
+    pub fn new(function: impl Into<Arc<str>>, file: impl Into<Arc<str>>, line: u32) -> Self {
+        Frame {
+            function: function.into(),
+            file: file.into(),
+            line,
+        }
+    }
+}
+
 fn is_zero(n: &u32) -> bool {
     *n == 0
+}
+
+fn str_is_empty(s: &Arc<str>) -> bool {
+    s.is_empty()
 }
 
 /// One stack of a heap profile with its live estimate.
@@ -272,25 +301,79 @@ pub enum PprofError {
     MissingSampleType(&'static str),
     #[error("profile refers to {what} {id}, which it does not define")]
     DanglingReference { what: &'static str, id: u64 },
+    #[error("profile has more than {limit} {what}")]
+    Limit { what: &'static str, limit: u64 },
+    #[error("profile is not a valid pprof protobuf: {0}")]
+    Malformed(&'static str),
 }
 
-/// Decodes a possibly gzipped pprof profile, inflating at most `max_bytes`.
-pub fn decode(bytes: &[u8], max_bytes: u64) -> Result<Profile, PprofError> {
+/// What one decode may hold. Every limit applies while decoding, so memory
+/// stays in proportion to the input.
+#[derive(Debug, Clone)]
+pub struct DecodeLimits {
+    /// Largest profile once decompressed.
+    pub max_bytes: u64,
+    pub max_samples: u64,
+    pub max_locations: u64,
+    pub max_functions: u64,
+    pub max_strings: u64,
+    /// Longest string (a function or file name), in bytes.
+    pub max_string_bytes: u64,
+    /// Location ids over all samples.
+    pub max_location_refs: u64,
+    /// Inline lines over all locations.
+    pub max_lines: u64,
+    /// Frames in one stack once inline frames are expanded.
+    pub max_frames_per_stack: u64,
+    /// Frames over all stacks once expanded.
+    pub max_frames: u64,
+    /// Bytes of function and file names over all expanded frames: what
+    /// storing the stacks would write.
+    pub max_text_bytes: u64,
+}
+
+impl Default for DecodeLimits {
+    /// Generous for a real heap profile (thousands of stacks of tens of
+    /// frames), and small enough that one decode stays under about 100 MiB.
+    fn default() -> Self {
+        DecodeLimits {
+            max_bytes: 8 << 20,
+            max_samples: 200_000,
+            max_locations: 1_000_000,
+            max_functions: 1_000_000,
+            max_strings: 1_000_000,
+            max_string_bytes: 16 << 10,
+            max_location_refs: 1_000_000,
+            max_lines: 1_000_000,
+            max_frames_per_stack: 512,
+            max_frames: 1_000_000,
+            max_text_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Decodes a possibly gzipped pprof profile within `limits`: inflating at
+/// most `max_bytes`, and counting the protobuf before decoding it.
+pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<Profile, PprofError> {
     use prost::Message;
     use std::io::Read;
-    if bytes.starts_with(&[0x1f, 0x8b]) {
+    let inflated;
+    let raw = if bytes.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(bytes)
-            .take(max_bytes + 1)
+            .take(limits.max_bytes + 1)
             .read_to_end(&mut out)
             .map_err(PprofError::Gzip)?;
-        if out.len() as u64 > max_bytes {
-            return Err(PprofError::TooLarge(max_bytes));
-        }
-        Ok(Profile::decode(out.as_slice())?)
+        inflated = out;
+        inflated.as_slice()
     } else {
-        Ok(Profile::decode(bytes)?)
+        bytes
+    };
+    if raw.len() as u64 > limits.max_bytes {
+        return Err(PprofError::TooLarge(limits.max_bytes));
     }
+    Census::take(raw)?.check(limits)?;
+    Ok(Profile::decode(raw)?)
 }
 
 /// Gzips an encoded profile.
@@ -303,78 +386,12 @@ pub fn encode_gzip(profile: &Profile) -> Vec<u8> {
     enc.finish().unwrap_or_default()
 }
 
-/// Turns a heap profile back into symbolized stacks with
-/// (`inuse_objects`, `inuse_space`) values. Stacks are leaf first; inlined
-/// frames are expanded, innermost first.
-pub fn heap_stacks(profile: &Profile) -> Result<Vec<ProfileSample>, PprofError> {
-    let st = |i: i64| {
-        profile
-            .string_table
-            .get(i as usize)
-            .cloned()
-            .unwrap_or_default()
-    };
-    let index_of = |name: &'static str| {
-        profile
-            .sample_type
-            .iter()
-            .position(|v| st(v.r#type) == name)
-            .ok_or(PprofError::MissingSampleType(name))
-    };
-    let objects_ix = index_of("inuse_objects")?;
-    let bytes_ix = index_of("inuse_space")?;
-    let functions: std::collections::HashMap<u64, &Function> =
-        profile.function.iter().map(|f| (f.id, f)).collect();
-    let locations: std::collections::HashMap<u64, &Location> =
-        profile.location.iter().map(|l| (l.id, l)).collect();
-    let mut out = Vec::with_capacity(profile.sample.len());
-    for sample in &profile.sample {
-        let mut frames = Vec::with_capacity(sample.location_id.len());
-        for id in &sample.location_id {
-            let loc = locations.get(id).ok_or(PprofError::DanglingReference {
-                what: "location",
-                id: *id,
-            })?;
-            if loc.line.is_empty() {
-                frames.push(Frame {
-                    function: format!("{:#x}", loc.address),
-                    file: String::new(),
-                    line: 0,
-                });
-            }
-            for line in &loc.line {
-                let f = functions
-                    .get(&line.function_id)
-                    .ok_or(PprofError::DanglingReference {
-                        what: "function",
-                        id: line.function_id,
-                    })?;
-                frames.push(Frame {
-                    function: st(f.name),
-                    file: st(f.filename),
-                    line: u32::try_from(line.line).unwrap_or(0),
-                });
-            }
-        }
-        out.push(ProfileSample {
-            frames,
-            objects: sample.value.get(objects_ix).copied().unwrap_or(0),
-            bytes: sample.value.get(bytes_ix).copied().unwrap_or(0),
-        });
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn frame(f: &str) -> Frame {
-        Frame {
-            function: f.into(),
-            file: "src/x.rs".into(),
-            line: 3,
-        }
+        Frame::new(f, "src/x.rs", 3)
     }
 
     #[test]
@@ -392,7 +409,8 @@ mod tests {
             },
         ];
         let bytes = encode_gzip(&build_heap_profile(&stacks, 524288, 5));
-        let back = heap_stacks(&decode(&bytes, 1 << 20).unwrap()).unwrap();
+        let limits = DecodeLimits::default();
+        let back = heap_stacks(&decode(&bytes, &limits).unwrap(), &limits).unwrap();
         assert_eq!(back, stacks);
     }
 
@@ -402,8 +420,12 @@ mod tests {
         let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
         enc.write_all(&vec![0u8; 1 << 20]).unwrap();
         let bomb = enc.finish().unwrap();
+        let limits = DecodeLimits {
+            max_bytes: 1024,
+            ..Default::default()
+        };
         assert!(matches!(
-            decode(&bomb, 1024),
+            decode(&bomb, &limits),
             Err(PprofError::TooLarge(1024))
         ));
     }
