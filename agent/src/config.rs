@@ -8,8 +8,11 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 
-/// Fully resolved settings of a running agent.
-#[derive(Debug, Clone)]
+/// Fully resolved settings of a running agent. Only [`Builder::build`]
+/// makes one, and [`crate::Agent::start`] checks it again, so a running
+/// agent's settings are always within [`Config::check`]'s bounds.
+#[derive(Clone)]
+#[non_exhaustive]
 pub struct Config {
     pub endpoint: String,
     pub service: String,
@@ -34,6 +37,76 @@ pub struct Config {
     pub send_timeout: Duration,
     /// How long `shutdown` may spend flushing.
     pub shutdown_timeout: Duration,
+}
+
+impl std::fmt::Debug for Config {
+    /// Everything but the token, which is only said to be there.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("endpoint", &self.endpoint)
+            .field("service", &self.service)
+            .field("instance", &self.instance)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("labels", &self.labels)
+            .field("interval", &self.interval)
+            .field("profile_interval", &self.profile_interval)
+            .field("heap_sample_period", &self.heap_sample_period)
+            .field("pause_tick", &self.pause_tick)
+            .field("pause_threshold", &self.pause_threshold)
+            .field("queue_bytes", &self.queue_bytes)
+            .field("symbol_lines", &self.symbol_lines)
+            .field("send_timeout", &self.send_timeout)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .finish()
+    }
+}
+
+/// The smallest queue: it must hold at least one typical heap profile
+/// (a few thousand stacks, 100 to 500 KiB gzipped and encoded) with room
+/// for the metric samples queued beside it.
+pub const MIN_QUEUE_BYTES: usize = 1 << 20;
+
+impl Config {
+    /// Checks every setting against its bounds: an interval of a
+    /// nanosecond would spin a core, a timeout of an hour would hold
+    /// `shutdown` for one.
+    pub fn check(&self) -> Result<()> {
+        let ms = Duration::from_millis;
+        let s = Duration::from_secs;
+        let durations = [
+            ("HEAPTIDE_INTERVAL", self.interval, ms(10), s(3600)),
+            ("HEAPTIDE_PROFILE_INTERVAL", self.profile_interval, ms(100), s(86_400)),
+            ("HEAPTIDE_PAUSE_TICK", self.pause_tick, ms(1), s(1)),
+            ("HEAPTIDE_PAUSE_THRESHOLD", self.pause_threshold, ms(1), s(3600)),
+            ("send_timeout", self.send_timeout, ms(10), s(600)),
+            ("shutdown_timeout", self.shutdown_timeout, ms(10), s(600)),
+        ];
+        for (key, value, min, max) in durations {
+            if !(min..=max).contains(&value) {
+                return Err(invalid(
+                    key,
+                    format!("{value:?}"),
+                    &format!("must be between {min:?} and {max:?}"),
+                ));
+            }
+        }
+        if !(1..=(1u64 << 40)).contains(&self.heap_sample_period) {
+            return Err(invalid(
+                "HEAPTIDE_HEAP_SAMPLE_PERIOD",
+                self.heap_sample_period.to_string(),
+                "must be between 1 byte and 1 TiB",
+            ));
+        }
+        if !(MIN_QUEUE_BYTES..=(1 << 30)).contains(&self.queue_bytes) {
+            return Err(invalid(
+                "HEAPTIDE_QUEUE_BYTES",
+                self.queue_bytes.to_string(),
+                "must be between 1 MiB (one heap profile) and 1 GiB",
+            ));
+        }
+        check_name("HEAPTIDE_SERVICE", &self.service)?;
+        check_name("HEAPTIDE_INSTANCE", &self.instance)
+    }
 }
 
 /// Builds a [`Config`] and starts the agent.
@@ -137,13 +210,6 @@ impl Builder {
             512 * 1024,
             "expected bytes such as 524288, 512KiB or 1MiB",
         )?;
-        if !(1..=(1u64 << 40)).contains(&heap_sample_period) {
-            return Err(invalid(
-                "HEAPTIDE_HEAP_SAMPLE_PERIOD",
-                heap_sample_period.to_string(),
-                "must be between 1 byte and 1 TiB",
-            ));
-        }
         let queue_bytes = bytes(
             env,
             "HEAPTIDE_QUEUE_BYTES",
@@ -151,14 +217,7 @@ impl Builder {
             4 << 20,
             "expected bytes such as 4MiB",
         )? as usize;
-        if queue_bytes < 16 * 1024 {
-            return Err(invalid(
-                "HEAPTIDE_QUEUE_BYTES",
-                queue_bytes.to_string(),
-                "must be at least 16 KiB",
-            ));
-        }
-        Ok(Config {
+        let config = Config {
             endpoint,
             symbol_lines: flag(env, "HEAPTIDE_SYMBOL_LINES", self.symbol_lines)?,
             service,
@@ -183,7 +242,9 @@ impl Builder {
             queue_bytes,
             send_timeout: duration(env, "send_timeout", self.send_timeout, secs(5))?,
             shutdown_timeout: duration(env, "shutdown_timeout", self.shutdown_timeout, secs(2))?,
-        })
+        };
+        config.check()?;
+        Ok(config)
     }
 
     /// Starts the agent with these settings.

@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 use std::ffi::CString;
-use std::path::PathBuf;
 use std::sync::Mutex;
 
 use tikv_jemalloc_ctl::{epoch, raw, stats, thread};
@@ -157,23 +156,38 @@ pub(crate) fn dump() -> Result<(u64, Vec<RawStack>)> {
 /// Like [`dump`], counting only what the thread named `thread` (through
 /// `thread.prof.name`) allocated and still holds.
 pub(crate) fn dump_for(thread: Option<&str>) -> Result<(u64, Vec<RawStack>)> {
-    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let path: PathBuf =
-        std::env::temp_dir().join(format!("heaptide-{}-{n}.heap", std::process::id()));
-    let c_path = CString::new(path.to_string_lossy().as_bytes())
-        .map_err(|_| Error::DumpRead(std::io::Error::other("temp path contains NUL")))?;
-    let text = {
+    use std::io::{Read, Seek};
+    // The dump goes to an anonymous in-memory file that only this process
+    // holds: no path in a shared directory for another user to read,
+    // predict or plant a link at. jemalloc opens it by its /proc name.
+    let fd = nix::sys::memfd::memfd_create(c"heaptide-heap", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+        .map_err(|e| Error::DumpRead(e.into()))?;
+    let mut file = std::fs::File::from(fd);
+    let path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&file));
+    let c_path = CString::new(path)
+        .map_err(|_| Error::DumpRead(std::io::Error::other("dump path contains NUL")))?;
+    let mut text = String::new();
+    {
         let _dump = DUMP_LOCK.lock().unwrap_or_else(|p| p.into_inner());
         // SAFETY: `prof.dump` takes a `const char *` naming the file to
         // write; `c_path` is NUL-terminated and outlives the call.
         unsafe { raw::write(b"prof.dump\0", c_path.as_ptr()) }.map_err(ctl_err("prof.dump"))?;
-        let text = std::fs::read_to_string(&path);
-        let _ = std::fs::remove_file(&path);
-        text.map_err(Error::DumpRead)?
-    };
+    }
+    file.rewind().map_err(Error::DumpRead)?;
+    file.take(MAX_DUMP_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(Error::DumpRead)?;
+    if text.len() as u64 > MAX_DUMP_BYTES {
+        return Err(Error::DumpRead(std::io::Error::other(format!(
+            "heap dump larger than {MAX_DUMP_BYTES} bytes"
+        ))));
+    }
     parse_dump_for(&text, thread)
 }
+
+/// The largest dump read back: far above a real one (tens of thousands of
+/// stacks), and a bound on the agent's memory if jemalloc wrote more.
+const MAX_DUMP_BYTES: u64 = 64 << 20;
 
 /// Names the calling thread in heap dumps (`thread.prof.name`).
 #[cfg(feature = "testing")]

@@ -200,6 +200,7 @@ impl std::fmt::Debug for Agent {
 impl Agent {
     /// Starts the sampler, sender and pause-meter threads.
     pub fn start(config: Config) -> Result<Agent> {
+        config.check()?;
         let mut running = RUNNING.write().map_err(|_| Error::AlreadyRunning)?;
         if running.is_some() {
             return Err(Error::AlreadyRunning);

@@ -13,6 +13,9 @@ use crate::Shared;
 
 /// Largest batch the sender builds, before compression.
 const MAX_BATCH_BYTES: usize = 1 << 20;
+/// Failed uploads allowed while flushing at exit, and the pause between.
+const MAX_FLUSH_ATTEMPTS: u32 = 3;
+const FLUSH_RETRY_PAUSE: Duration = Duration::from_millis(200);
 const BACKOFF_BASE: Duration = Duration::from_millis(500);
 const BACKOFF_CAP: Duration = Duration::from_secs(30);
 
@@ -51,6 +54,7 @@ impl Sender {
     pub(crate) fn run(mut self) {
         let shared = self.shared.clone();
         let mut attempt = 0u32;
+        let mut flush_attempts = 0u32;
         let mut pending: Option<(Vec<u8>, u64, u64)> = None; // (gzipped body, items, bytes)
         loop {
             if pending.is_none() && shared.queue.is_closed_and_empty() {
@@ -86,11 +90,17 @@ impl Sender {
                 Outcome::Retry(after) => {
                     shared.send_failures.fetch_add(1, Ordering::Relaxed);
                     attempt = attempt.saturating_add(1);
-                    if shared.stopping.load(Ordering::Relaxed) {
-                        // While flushing there is no time to back off.
-                        if shared.flush_deadline().is_some_and(|d| Instant::now() >= d) {
+                    if let Some(deadline) = shared.flush_deadline() {
+                        // At exit, a few spaced attempts and no more: a
+                        // process that finished its work must not spin on
+                        // an analyzer that is gone.
+                        flush_attempts += 1;
+                        if flush_attempts >= MAX_FLUSH_ATTEMPTS {
                             break;
                         }
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        std::thread::sleep(FLUSH_RETRY_PAUSE.min(left));
+                        continue;
                     }
                     let delay = backoff(attempt, after);
                     tracing::debug!(?delay, attempt, "heaptide upload failed; retrying");

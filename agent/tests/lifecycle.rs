@@ -43,10 +43,47 @@ fn start_errors_a_second_agent_and_a_bounded_shutdown() {
         "shutdown took {:?}",
         t.elapsed()
     );
-    // Once stopped, another agent may start.
+    // Once stopped, another agent may start. Its analyzer hangs up on
+    // every upload: at exit it makes a few spaced attempts, not a hot loop.
+    let rude = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = rude.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Instant>::new()));
+    let log = accepted.clone();
+    std::thread::spawn(move || {
+        for conn in rude.incoming().take(10_000) {
+            drop(conn);
+            log.lock().unwrap().push(Instant::now());
+        }
+    });
     let again = heaptide_agent::builder()
-        .endpoint("http://127.0.0.1:9")
+        .endpoint(format!("http://{addr}"))
+        .service("lifecycle")
+        .interval(Duration::from_millis(50))
+        .shutdown_timeout(Duration::from_secs(2))
         .start()
         .unwrap();
-    drop(again);
+    std::thread::sleep(Duration::from_millis(500));
+    let stop = Instant::now();
+    again.shutdown();
+    let took = stop.elapsed();
+    let at_exit = accepted.lock().unwrap().iter().filter(|t| **t >= stop).count();
+    assert!(at_exit <= 3, "{at_exit} connections while flushing");
+    assert!(took < Duration::from_millis(2500), "shutdown took {took:?}");
+}
+
+#[test]
+fn settings_are_bounded_and_the_token_is_never_printed() {
+    let e = heaptide_agent::builder()
+        .interval(Duration::from_nanos(1))
+        .build()
+        .unwrap_err();
+    assert!(e.to_string().contains("HEAPTIDE_INTERVAL"), "{e}");
+    let e = heaptide_agent::builder()
+        .queue_bytes(16usize << 10)
+        .build()
+        .unwrap_err();
+    assert!(e.to_string().contains("one heap profile"), "{e}");
+    let c = heaptide_agent::builder().token("hunter2").build().unwrap();
+    let shown = format!("{c:?}");
+    assert!(!shown.contains("hunter2") && shown.contains("redacted"), "{shown}");
 }

@@ -1,0 +1,230 @@
+//! The attacks `docs/security.md` names, each as a regression test against
+//! a real `analyzer serve`: unauthenticated reads, a small hostile pprof,
+//! a flood of invented instances, and escape sequences in frame names.
+
+use std::time::Duration;
+
+use base64::Engine;
+use heaptide_testkit::fixtures;
+use heaptide_testkit::*;
+use heaptide_wire::pprof::{self, Function, Line, Location, Sample};
+use heaptide_wire::{Batch, INGEST_PATH};
+
+fn no_redirects() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(10)))
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .build()
+        .into()
+}
+
+/// (status, a header, body) of a GET with `headers`.
+fn get_with(url: &str, headers: &[(&str, &str)], header: &str) -> (u16, String, String) {
+    let mut req = no_redirects().get(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let mut r = req.call().unwrap();
+    let h = r
+        .headers()
+        .get(header)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    (r.status().as_u16(), h, r.body_mut().read_to_string().unwrap_or_default())
+}
+
+fn post_batch(an: &Proc, batch: &Batch, token: Option<&str>) -> (u16, String) {
+    let mut req = http()
+        .post(an.url(INGEST_PATH))
+        .header("Content-Type", "application/json");
+    if let Some(t) = token {
+        req = req.header("Authorization", format!("bearer {t}"));
+    }
+    let mut r = req.send(&serde_json::to_vec(batch).unwrap()).unwrap();
+    (r.status().as_u16(), r.body_mut().read_to_string().unwrap_or_default())
+}
+
+fn small_batch(instance: &str, now: i64) -> Batch {
+    let mut b = fixtures::batch(fixtures::agent("svc", instance, 7, now - 60_000), 1, now);
+    b.samples.push(fixtures::metrics(now, &[("fds", 10.0)]));
+    b.profiles.push(fixtures::heap_profile(
+        now,
+        &[fixtures::stack(&["leaf", "main"], 4096, 1)],
+    ));
+    b
+}
+
+fn analyzer_with_tokens(dir: &std::path::Path, extra: &[&str]) -> Proc {
+    std::fs::write(dir.join("token"), "w-secret\n").unwrap();
+    std::fs::write(dir.join("read-token"), "r-secret\n").unwrap();
+    let (w, r) = (dir.join("token"), dir.join("read-token"));
+    let mut args = vec![
+        "--token-file",
+        w.to_str().unwrap(),
+        "--read-token-file",
+        r.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    analyzer(dir, &dir.join("h.db"), "127.0.0.1:0", &args)
+}
+
+#[test]
+fn every_route_but_health_and_sign_in_needs_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let an = analyzer_with_tokens(dir.path(), &[]);
+    let now = now_ms();
+    assert_eq!(post_batch(&an, &small_batch("i-1", now), Some("w-secret")).0, 200);
+    // The read token reads and never writes.
+    assert_eq!(post_batch(&an, &small_batch("i-2", now), Some("r-secret")).0, 401);
+    assert_eq!(post_batch(&an, &small_batch("i-2", now), None).0, 401);
+
+    let api = [
+        "/v1/services",
+        "/v1/instances?service=svc",
+        "/v1/leaks",
+        "/v1/store",
+        "/v1/profiles?service=svc&instance=i-1",
+        "/v1/profile?service=svc&instance=i-1",
+        "/metrics",
+    ];
+    for path in api {
+        let (status, challenge, _) = get_with(&an.url(path), &[], "www-authenticate");
+        assert_eq!((status, challenge.as_str()), (401, "Bearer"), "{path}");
+        let (status, _, body) =
+            get_with(&an.url(path), &[("Authorization", "BEARER r-secret")], "x");
+        assert_eq!(status, 200, "{path}: {body}");
+        let (status, _, _) = get_with(&an.url(path), &[("Authorization", "Bearer w-secre")], "x");
+        assert_eq!(status, 401, "{path}");
+    }
+    for page in ["/", "/ui/service?service=svc", "/ui/flame?service=svc&instance=i-1"] {
+        let (status, location, _) = get_with(&an.url(page), &[], "location");
+        assert_eq!(status, 303, "{page}");
+        assert!(location.starts_with("/login?next=/"), "{location}");
+    }
+    assert_eq!(get_with(&an.url("/healthz"), &[], "x").0, 200);
+}
+
+#[test]
+fn a_browser_signs_in_once_with_an_http_only_cookie() {
+    let dir = tempfile::tempdir().unwrap();
+    let an = analyzer_with_tokens(dir.path(), &[]);
+    let (status, csp, form) = get_with(&an.url("/login?next=/ui/service?service=svc"), &[], "content-security-policy");
+    assert_eq!(status, 200);
+    assert!(form.contains("type=\"password\""), "{form}");
+    let scripts = csp
+        .split(';')
+        .find(|d| d.trim().starts_with("script-src"))
+        .unwrap_or("");
+    assert!(
+        scripts.contains("'sha256-") && !scripts.contains("unsafe-inline"),
+        "{csp}"
+    );
+
+    let login = |token: &str| {
+        let mut r = no_redirects()
+            .post(an.url("/login"))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .send(format!("token={token}&next=%2Fui%2Fservice%3Fservice%3Dsvc"))
+            .unwrap();
+        let h = |n: &str| {
+            r.headers()
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned()
+        };
+        let (cookie, location) = (h("set-cookie"), h("location"));
+        (r.status().as_u16(), cookie, location, r.body_mut().read_to_string().unwrap_or_default())
+    };
+    let (status, cookie, _, page) = login("nope");
+    assert_eq!((status, cookie.as_str()), (401, ""), "{page}");
+    assert!(page.contains("not valid"), "{page}");
+
+    let (status, cookie, location, _) = login("r-secret");
+    assert_eq!(status, 303);
+    assert_eq!(location, "/ui/service?service=svc");
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    let session = cookie.split(';').next().unwrap().to_owned();
+    let (status, nosniff, page) = get_with(&an.url("/"), &[("Cookie", &session)], "x-content-type-options");
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(nosniff, "nosniff");
+    // The cookie opens pages, not ingest.
+    let mut r = http()
+        .post(an.url(INGEST_PATH))
+        .header("Cookie", &session)
+        .send(&serde_json::to_vec(&small_batch("c", now_ms())).unwrap())
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401, "{}", r.body_mut().read_to_string().unwrap());
+}
+
+/// The attack that once took the analyzer down, and two relatives that
+/// each pass the size caps and break a different budget.
+fn hostile_profile(name_bytes: usize, lines: usize, samples: usize, refs: usize) -> Vec<u8> {
+    let mut p = pprof::build_heap_profile(&[], 1, 0);
+    let name = p.string_table.len() as i64;
+    p.string_table.push("x".repeat(name_bytes));
+    p.function.push(Function { id: 1, name, system_name: name, filename: 0, start_line: 0 });
+    let line = Line { function_id: 1, line: 1 };
+    p.location.push(Location { id: 1, mapping_id: 0, address: 0, line: vec![line; lines] });
+    let sample = Sample { location_id: vec![1; refs], value: vec![1, 1] };
+    p.sample = vec![sample; samples];
+    pprof::encode_gzip(&p)
+}
+
+#[test]
+fn a_small_hostile_profile_is_refused_by_name_and_memory_stays_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let an = analyzer(dir.path(), &dir.path().join("h.db"), "127.0.0.1:0", &[]);
+    let now = now_ms();
+    let cases = [
+        (hostile_profile(1 << 20, 1000, 20_000, 300), "bytes in one string"),
+        (hostile_profile(16 << 10, 1000, 20_000, 300), "location references"),
+        (hostile_profile(16 << 10, 500, 2_000, 1), "bytes of frame names"),
+        (hostile_profile(100, 100, 2_000, 6), "frames in one stack"),
+    ];
+    for (pprof_gz, limit) in cases {
+        assert!(pprof_gz.len() < 64 << 10, "{limit}: {} bytes", pprof_gz.len());
+        let mut b = small_batch("victim", now);
+        b.profiles[0].pprof_gz_base64 = base64::engine::general_purpose::STANDARD.encode(&pprof_gz);
+        let (status, body) = post_batch(&an, &b, None);
+        assert_eq!(status, 400, "{limit}: {body}");
+        assert!(body.contains(limit), "{body} does not name {limit:?}");
+    }
+    // Nothing was stored, and the analyzer still takes a sound batch.
+    assert_eq!(post_batch(&an, &small_batch("after", now), None).0, 200);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", an.pid())).unwrap();
+    let peak_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    eprintln!("analyzer peak RSS after the hostile profiles: {peak_kib} KiB");
+    assert!(peak_kib < 256 << 10, "peak RSS {peak_kib} KiB");
+}
+
+#[test]
+fn a_service_holds_a_bounded_number_of_instances() {
+    let dir = tempfile::tempdir().unwrap();
+    let an = analyzer(
+        dir.path(),
+        &dir.path().join("h.db"),
+        "127.0.0.1:0",
+        &["--max-instances-per-service", "3"],
+    );
+    let now = now_ms();
+    for i in 0..3 {
+        assert_eq!(post_batch(&an, &small_batch(&format!("i-{i}"), now), None).0, 200);
+    }
+    let (status, body) = post_batch(&an, &small_batch("i-3", now), None);
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("max_instances_per_service") && body.contains("\\\"svc\\\""), "{body}");
+    // Known instances go on being accepted.
+    assert_eq!(post_batch(&an, &small_batch("i-0", now + 1), None).0, 200);
+    assert_eq!(an_instances(&an), 3);
+}
+
+fn an_instances(an: &Proc) -> usize {
+    an.get_json("/v1/instances?service=svc")["instances"].as_array().unwrap().len()
+}
