@@ -206,19 +206,43 @@ struct Load {
 }
 
 pub fn run_step(url: &str, pid: u32, agents: usize, seconds: u64, profiles: &[String]) -> Step {
+    let origin = Origin {
+        t0: Instant::now(),
+        ms: now_ms(),
+    };
+    run_step_at(url, pid, agents, seconds, profiles, origin)
+}
+
+/// When the simulated fleet started: steps run from one origin carry on
+/// each agent's process, clock and sequence.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin {
+    pub t0: Instant,
+    pub ms: i64,
+}
+
+pub fn run_step_at(
+    url: &str,
+    pid: u32,
+    agents: usize,
+    seconds: u64,
+    profiles: &[String],
+    origin: Origin,
+) -> Step {
     let t0 = Instant::now();
+    let seq0 = t0.duration_since(origin.t0).as_secs() / 10 + 1;
     // Every agent has a slot in a 10 s cycle and sends a profile every
     // sixth batch, so load is even, as a fleet's is.
     let mut queue = BinaryHeap::new();
     for a in 0..agents {
         let offset = Duration::from_millis((a as u64 * 10_000) / agents as u64);
-        queue.push(Reverse((t0 + offset, a, 0)));
+        queue.push(Reverse((t0 + offset, a, seq0)));
     }
     let load = Arc::new(Load {
         url: url.to_owned(),
         profiles: profiles.to_vec(),
-        start: now_ms(),
-        t0,
+        start: origin.ms,
+        t0: origin.t0,
         end: t0 + Duration::from_secs(seconds),
         queue: Mutex::new(queue),
         hist: Mutex::new(
