@@ -185,6 +185,12 @@ pub(crate) fn dump_for(thread: Option<&str>) -> Result<(u64, Vec<RawStack>)> {
     parse_dump_for(&text, thread)
 }
 
+/// Frames per stack: jemalloc records at most 128 (`PROF_BT_MAX`).
+const MAX_DUMP_FRAMES: usize = 256;
+/// Stacks per dump; each costs the agent its frames, so this bounds what
+/// a dump can make the parser hold.
+const MAX_DUMP_STACKS: usize = 200_000;
+
 /// The largest dump read back: far above a real one (tens of thousands of
 /// stacks), and a bound on the agent's memory if jemalloc wrote more.
 const MAX_DUMP_BYTES: u64 = 64 << 20;
@@ -258,9 +264,16 @@ pub(crate) fn parse_dump_for(text: &str, thread: Option<&str>) -> Result<(u64, V
         if let Some(rest) = line.strip_prefix("@ ") {
             let addrs = rest
                 .split_whitespace()
+                .take(MAX_DUMP_FRAMES + 1)
                 .map(|a| u64::from_str_radix(a.trim_start_matches("0x"), 16))
                 .collect::<std::result::Result<Vec<_>, _>>()
                 .map_err(|_| bad(lineno, "bad address"))?;
+            if addrs.len() > MAX_DUMP_FRAMES {
+                return Err(bad(lineno, "more frames than jemalloc records"));
+            }
+            if stacks.len() >= MAX_DUMP_STACKS {
+                return Err(bad(lineno, "more stacks than a dump can hold"));
+            }
             current = Some(addrs);
         } else if let Some((tag, rest)) = line.trim_start().split_once(':') {
             // The header's lines come before any `@` and have no stack.

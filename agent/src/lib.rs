@@ -42,6 +42,14 @@ macro_rules! global_allocator {
     };
 }
 
+/// The heap dump parser on `text`, for the fuzz targets: the number of
+/// stacks it found, or `None` for a rejected dump.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub fn fuzz_parse_heap_dump(text: &str) -> Option<usize> {
+    jemalloc::parse_dump_for(text, None).ok().map(|(_, s)| s.len())
+}
+
 /// A builder that reads `HEAPTIDE_*` variables for whatever it is not told.
 pub fn builder() -> Builder {
     Builder::default()

@@ -137,10 +137,11 @@ impl Budget {
 
 impl BudgetFile {
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::Config {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
+        let text =
+            crate::config::read_bounded(path, 1 << 20).map_err(|reason| Error::Config {
+                path: path.display().to_string(),
+                reason,
+            })?;
         Self::parse(&text).map_err(|reason| Error::Config {
             path: path.display().to_string(),
             reason,
