@@ -101,6 +101,13 @@ impl SqliteStore {
         Ok(Self::with_writer(path, conn))
     }
 
+    /// SQLite's `PRAGMA integrity_check`: `ok`, or what is wrong.
+    pub fn integrity_check(&self) -> Result<String> {
+        let w = self.writer();
+        Ok(w.conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get::<_, String>(0))?)
+    }
+
     /// The same store, holding new instances to `bounds`.
     pub fn bounded(mut self, bounds: Bounds) -> Self {
         self.bounds = bounds;
