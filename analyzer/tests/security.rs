@@ -228,3 +228,63 @@ fn a_service_holds_a_bounded_number_of_instances() {
 fn an_instances(an: &Proc) -> usize {
     an.get_json("/v1/instances?service=svc")["instances"].as_array().unwrap().len()
 }
+
+/// A leaking site whose name carries escape sequences (a window title, a
+/// screen clear) is named by `analyzer leaks`, with the escapes made
+/// harmless: no ESC or BEL reaches the terminal.
+#[test]
+fn escape_sequences_in_frame_names_stay_out_of_the_terminal() {
+    use heaptide_analyzer::ingest::{accept, Limits};
+    use heaptide_analyzer::store::{SqliteStore, Store};
+    const MIB: f64 = 1024.0 * 1024.0;
+    let evil = "evil\u{1b}]0;pwned\u{7}\u{1b}[2J::leak_here";
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("e.db");
+    let store = SqliteStore::open(&path).unwrap();
+    let now = now_ms();
+    let t0 = now - 2 * 3_600_000;
+    let agent = fixtures::agent("svc", "esc", 7, t0 - 1000);
+    let mut seq = 1;
+    for hour in 0..2i64 {
+        let mut b = fixtures::batch(agent.clone(), seq, now);
+        seq += 1;
+        for i in 0..360i64 {
+            let ts = t0 + (hour * 360 + i) * 10_000;
+            let h = (ts - t0) as f64 / 3_600_000.0;
+            let heap = 100.0 * MIB + 30.0 * MIB * h + ((i * 37) % 11) as f64 * 65536.0;
+            b.samples.push(fixtures::metrics(
+                ts,
+                &[("heap.allocated", heap), ("limit.physical_memory", 8192.0 * MIB)],
+            ));
+            if i % 6 == 0 {
+                let stacks = [
+                    fixtures::stack(&["alloc::alloc::alloc", evil, "main"], (30.0 * MIB * h) as i64 + 1, i + 1),
+                    fixtures::stack(&["alloc::alloc::alloc", "steady", "main"], 9 << 20, 9),
+                ];
+                b.profiles.push(fixtures::heap_profile(ts, &stacks));
+            }
+        }
+        store.ingest(&accept(b, &Limits::default(), now).unwrap(), now).unwrap();
+    }
+    drop(store);
+    let out = std::process::Command::new(bin("analyzer"))
+        .args(["leaks", "--fresh", "--service", "svc", "--store"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("leak_here"), "the site is named: {text}");
+    assert!(
+        !text.contains('\u{1b}') && !text.contains('\u{7}'),
+        "escapes reached the terminal: {text:?}"
+    );
+    // JSON keeps the name exactly, escaped as JSON.
+    let json = std::process::Command::new(bin("analyzer"))
+        .args(["leaks", "--fresh", "--service", "svc", "--format", "json", "--store"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let raw = String::from_utf8_lossy(&json.stdout);
+    assert!(!raw.contains('\u{1b}'), "{raw:?}");
+    assert!(raw.contains("\\u001b]0;pwned"), "{raw}");
+}
