@@ -288,3 +288,66 @@ fn escape_sequences_in_frame_names_stay_out_of_the_terminal() {
     assert!(!raw.contains('\u{1b}'), "{raw:?}");
     assert!(raw.contains("\\u001b]0;pwned"), "{raw}");
 }
+
+/// Opens a connection that sends a request head declaring `length` bytes
+/// of body, and some of them, then holds it open.
+fn stalled_upload(addr: std::net::SocketAddr, length: usize) -> std::net::TcpStream {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let head = format!(
+        "POST {INGEST_PATH} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n{{\"version\":"
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s
+}
+
+/// Slow clients hold neither memory nor the server: uploads past the body
+/// budget, and requests past the bound on requests in flight, are turned
+/// away at once with a 503, and a request that never finishes ends at its
+/// deadline.
+#[test]
+fn load_is_shed_before_bodies_are_read() {
+    use heaptide_testkit::raw::exchange;
+    let dir = tempfile::tempdir().unwrap();
+    let an = analyzer(
+        dir.path(),
+        &dir.path().join("h.db"),
+        "127.0.0.1:0",
+        &["--max-concurrent-requests", "5", "--request-timeout", "2s"],
+    );
+    let lo = std::net::IpAddr::from([127, 0, 0, 1]);
+    // Four stalled 8 MiB uploads take the 32 MiB body budget.
+    let held: Vec<_> = (0..4).map(|_| stalled_upload(an.addr, 8 << 20)).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let fifth = stalled_upload(an.addr, 8 << 20);
+    let mut fifth = fifth;
+    let mut answer = String::new();
+    use std::io::Read;
+    fifth
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let _ = fifth.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("bodies in flight"), "{answer}");
+    drop(held);
+    // Five small stalled uploads are five requests in flight: a sixth
+    // request is refused at once.
+    let small: Vec<_> = (0..5).map(|_| stalled_upload(an.addr, 100)).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let r = exchange(lo, an.addr, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    assert_eq!(r.status, 503, "{r:?}");
+    assert!(r.header("retry-after").is_some());
+    assert!(r.body.contains("as many requests"), "{}", r.body);
+    drop(small);
+    // The stalled uploads end at their deadline.
+    let started = std::time::Instant::now();
+    let mut slow = stalled_upload(an.addr, 100);
+    let mut answer = String::new();
+    slow.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = slow.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("longer than 2s"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(8));
+    let r = exchange(lo, an.addr, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+}

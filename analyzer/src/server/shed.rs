@@ -1,8 +1,8 @@
 //! Load shedding for every route: a bound on requests in flight, past
 //! which the server answers 503 at once instead of queueing, and a
 //! deadline on each request, body included, so that a slow client cannot
-//! hold a slot for ever (`tower`'s `ConcurrencyLimit`, `LoadShed` and
-//! `Timeout`).
+//! hold a slot for ever (`tower`'s `GlobalConcurrencyLimit`, `LoadShed`
+//! and `Timeout`).
 
 use std::time::Duration;
 
@@ -29,7 +29,11 @@ impl Shedding {
                     refusal(&e, timeout)
                 }))
                 .load_shed()
-                .concurrency_limit(self.max_concurrent_requests)
+                // One semaphore for every route: `Router::layer` wraps each
+                // route on its own, and a per-route limit is no limit.
+                .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+                    self.max_concurrent_requests,
+                ))
                 .timeout(timeout),
         )
     }
