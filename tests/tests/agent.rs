@@ -209,9 +209,11 @@ fn without_an_analyzer_the_host_runs_on_and_drops_are_counted() {
         &format!("http://{addr}"),
         "offline",
         &[
-            ("HEAPTIDE_QUEUE_BYTES", "16KiB"),
+            // The smallest queue (one profile's worth), filled by a
+            // profile every 100 ms.
+            ("HEAPTIDE_QUEUE_BYTES", "256KiB"),
             ("HEAPTIDE_INTERVAL", "50ms"),
-            ("HEAPTIDE_PROFILE_INTERVAL", "1s"),
+            ("HEAPTIDE_PROFILE_INTERVAL", "100ms"),
         ],
     );
     // The host answers every request, promptly, while nothing receives.
@@ -228,6 +230,8 @@ fn without_an_analyzer_the_host_runs_on_and_drops_are_counted() {
             std::thread::sleep(Duration::from_millis(500));
         }
     }
+    // Long enough for the queue to overflow.
+    std::thread::sleep(Duration::from_secs(3));
     // Once an analyzer appears, the next batch carries the drop count.
     let store = dir.path().join("late.db");
     let an = analyzer(dir.path(), &store, &addr.to_string(), &[]);
