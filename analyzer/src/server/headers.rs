@@ -40,7 +40,7 @@ fn page_policy() -> &'static str {
     POLICY.get_or_init(|| {
         format!(
             "default-src 'none'; script-src '{}'; style-src 'unsafe-inline'; img-src 'self' data:; \
-             object-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+             object-src 'self'; frame-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
             sha256(heaptide_ui::pages::SCRIPT)
         )
     })
@@ -49,12 +49,14 @@ fn page_policy() -> &'static str {
 /// The policy of one flamegraph SVG: its own script and its `onload`
 /// handler, by hash.
 pub fn svg_policy(svg: &str) -> String {
+    // The hash is of the script's text: its CDATA sections joined, without
+    // their markers (inferno's script has more than one).
     let script = svg
-        .split_once("<![CDATA[")
-        .and_then(|(_, rest)| rest.split_once("]]></script>"))
-        .map(|(s, _)| s);
+        .split_once("<script type=\"text/ecmascript\">")
+        .and_then(|(_, rest)| rest.split_once("</script>"))
+        .map(|(s, _)| s.replace("<![CDATA[", "").replace("]]>", ""));
     let scripts = match script {
-        Some(s) => format!("'unsafe-hashes' '{}' '{}'", sha256("init(evt)"), sha256(s)),
+        Some(s) => format!("'unsafe-hashes' '{}' '{}'", sha256("init(evt)"), sha256(&s)),
         None => "'none'".to_owned(),
     };
     format!("default-src 'none'; script-src {scripts}; style-src 'unsafe-inline'")
