@@ -160,8 +160,9 @@ pub(crate) fn dump_for(thread: Option<&str>) -> Result<(u64, Vec<RawStack>)> {
     // The dump goes to an anonymous in-memory file that only this process
     // holds: no path in a shared directory for another user to read,
     // predict or plant a link at. jemalloc opens it by its /proc name.
-    let fd = nix::sys::memfd::memfd_create(c"heaptide-heap", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
-        .map_err(|e| Error::DumpRead(e.into()))?;
+    let fd =
+        nix::sys::memfd::memfd_create(c"heaptide-heap", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+            .map_err(|e| Error::DumpRead(e.into()))?;
     let mut file = std::fs::File::from(fd);
     let path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&file));
     let c_path = CString::new(path)

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod bounds;
 mod config;
 mod error;
 pub mod jemalloc;
@@ -47,7 +48,9 @@ macro_rules! global_allocator {
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub fn fuzz_parse_heap_dump(text: &str) -> Option<usize> {
-    jemalloc::parse_dump_for(text, None).ok().map(|(_, s)| s.len())
+    jemalloc::parse_dump_for(text, None)
+        .ok()
+        .map(|(_, s)| s.len())
 }
 
 /// A builder that reads `HEAPTIDE_*` variables for whatever it is not told.
@@ -205,6 +208,19 @@ impl std::fmt::Debug for Agent {
     }
 }
 
+/// Who is sending, as every batch says.
+fn agent_info(config: &Config) -> AgentInfo {
+    AgentInfo {
+        service: config.service.clone(),
+        instance: config.instance.clone(),
+        host: config::hostname(),
+        pid: std::process::id(),
+        start_time_ms: process::start_time_ms(),
+        agent_version: env!("CARGO_PKG_VERSION").into(),
+        labels: config.labels.clone(),
+    }
+}
+
 impl Agent {
     /// Starts the sampler, sender and pause-meter threads.
     pub fn start(config: Config) -> Result<Agent> {
@@ -217,15 +233,7 @@ impl Agent {
         if let Some(reason) = &profiling.reason {
             tracing::warn!("heaptide: heap profiles are off: {reason}");
         }
-        let agent_info = AgentInfo {
-            service: config.service.clone(),
-            instance: config.instance.clone(),
-            host: config::hostname(),
-            pid: std::process::id(),
-            start_time_ms: process::start_time_ms(),
-            agent_version: env!("CARGO_PKG_VERSION").into(),
-            labels: config.labels.clone(),
-        };
+        let agent_info = agent_info(&config);
         let shared = Arc::new(Shared {
             queue: queue::Queue::new(config.queue_bytes),
             pauses: Arc::new(pause::PauseRecorder::new(config.pause_threshold)),

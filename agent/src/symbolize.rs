@@ -69,7 +69,8 @@ impl Symbolizer {
                     let symbols = obj.symbol_map();
                     for (a, f) in misses.iter().zip(frames.iter_mut()) {
                         if let Some(sym) = symbols.before(probe(*a)) {
-                            f.function = format!("{:#}", rustc_demangle::demangle(sym.name())).into();
+                            f.function =
+                                format!("{:#}", rustc_demangle::demangle(sym.name())).into();
                         }
                     }
                 }

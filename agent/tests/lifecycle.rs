@@ -66,7 +66,12 @@ fn start_errors_a_second_agent_and_a_bounded_shutdown() {
     let stop = Instant::now();
     again.shutdown();
     let took = stop.elapsed();
-    let at_exit = accepted.lock().unwrap().iter().filter(|t| **t >= stop).count();
+    let at_exit = accepted
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|t| **t >= stop)
+        .count();
     assert!(at_exit <= 3, "{at_exit} connections while flushing");
     assert!(took < Duration::from_millis(2500), "shutdown took {took:?}");
 }
@@ -85,5 +90,8 @@ fn settings_are_bounded_and_the_token_is_never_printed() {
     assert!(e.to_string().contains("one heap profile"), "{e}");
     let c = heaptide_agent::builder().token("hunter2").build().unwrap();
     let shown = format!("{c:?}");
-    assert!(!shown.contains("hunter2") && shown.contains("redacted"), "{shown}");
+    assert!(
+        !shown.contains("hunter2") && shown.contains("redacted"),
+        "{shown}"
+    );
 }

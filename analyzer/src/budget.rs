@@ -137,11 +137,10 @@ impl Budget {
 
 impl BudgetFile {
     pub fn load(path: &Path) -> Result<Self> {
-        let text =
-            crate::config::read_bounded(path, 1 << 20).map_err(|reason| Error::Config {
-                path: path.display().to_string(),
-                reason,
-            })?;
+        let text = crate::config::read_bounded(path, 1 << 20).map_err(|reason| Error::Config {
+            path: path.display().to_string(),
+            reason,
+        })?;
         Self::parse(&text).map_err(|reason| Error::Config {
             path: path.display().to_string(),
             reason,

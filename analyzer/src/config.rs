@@ -161,7 +161,10 @@ impl ServeConfig {
             .and_then(|f| f.alerts.take())
             .unwrap_or_default();
         let merged = flags.or(file.map(Layer::from).unwrap_or_default());
-        let listen_text = merged.listen.clone().unwrap_or_else(|| "127.0.0.1:4040".into());
+        let listen_text = merged
+            .listen
+            .clone()
+            .unwrap_or_else(|| "127.0.0.1:4040".into());
         let listen: SocketAddr = listen_text.parse().map_err(|_| {
             Error::invalid(
                 "listen",

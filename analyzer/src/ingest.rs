@@ -117,7 +117,11 @@ pub fn accept(batch: Batch, limits: &Limits, now_ms: i64) -> Result<ValidBatch> 
         let decoded = decode_profile(i, p, &left)?;
         for s in &decoded.stacks {
             left.max_frames -= s.frames.len() as u64;
-            let text: usize = s.frames.iter().map(|f| f.function.len() + f.file.len()).sum();
+            let text: usize = s
+                .frames
+                .iter()
+                .map(|f| f.function.len() + f.file.len())
+                .sum();
             left.max_text_bytes = left.max_text_bytes.saturating_sub(text as u64);
         }
         profiles.push(decoded);

@@ -12,8 +12,10 @@ const NOW: i64 = 1_800_000_000_000;
 
 fn valid_body() -> Vec<u8> {
     let mut b = fixtures::batch(fixtures::agent("svc", "i-1", 7, NOW - 60_000), 1, NOW);
-    b.samples
-        .push(fixtures::metrics(NOW, &[("fds", 10.0), ("heap.allocated", 1e6)]));
+    b.samples.push(fixtures::metrics(
+        NOW,
+        &[("fds", 10.0), ("heap.allocated", 1e6)],
+    ));
     b.profiles.push(fixtures::heap_profile(
         NOW,
         &[fixtures::stack(&["leaf", "main"], 4096, 1)],

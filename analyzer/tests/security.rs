@@ -32,7 +32,11 @@ fn get_with(url: &str, headers: &[(&str, &str)], header: &str) -> (u16, String, 
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    (r.status().as_u16(), h, r.body_mut().read_to_string().unwrap_or_default())
+    (
+        r.status().as_u16(),
+        h,
+        r.body_mut().read_to_string().unwrap_or_default(),
+    )
 }
 
 fn post_batch(an: &Proc, batch: &Batch, token: Option<&str>) -> (u16, String) {
@@ -43,7 +47,10 @@ fn post_batch(an: &Proc, batch: &Batch, token: Option<&str>) -> (u16, String) {
         req = req.header("Authorization", format!("bearer {t}"));
     }
     let mut r = req.send(&serde_json::to_vec(batch).unwrap()).unwrap();
-    (r.status().as_u16(), r.body_mut().read_to_string().unwrap_or_default())
+    (
+        r.status().as_u16(),
+        r.body_mut().read_to_string().unwrap_or_default(),
+    )
 }
 
 fn small_batch(instance: &str, now: i64) -> Batch {
@@ -75,9 +82,15 @@ fn every_route_but_health_and_sign_in_needs_a_token() {
     let dir = tempfile::tempdir().unwrap();
     let an = analyzer_with_tokens(dir.path(), &[]);
     let now = now_ms();
-    assert_eq!(post_batch(&an, &small_batch("i-1", now), Some("w-secret")).0, 200);
+    assert_eq!(
+        post_batch(&an, &small_batch("i-1", now), Some("w-secret")).0,
+        200
+    );
     // The read token reads and never writes.
-    assert_eq!(post_batch(&an, &small_batch("i-2", now), Some("r-secret")).0, 401);
+    assert_eq!(
+        post_batch(&an, &small_batch("i-2", now), Some("r-secret")).0,
+        401
+    );
     assert_eq!(post_batch(&an, &small_batch("i-2", now), None).0, 401);
 
     let api = [
@@ -98,7 +111,11 @@ fn every_route_but_health_and_sign_in_needs_a_token() {
         let (status, _, _) = get_with(&an.url(path), &[("Authorization", "Bearer w-secre")], "x");
         assert_eq!(status, 401, "{path}");
     }
-    for page in ["/", "/ui/service?service=svc", "/ui/flame?service=svc&instance=i-1"] {
+    for page in [
+        "/",
+        "/ui/service?service=svc",
+        "/ui/flame?service=svc&instance=i-1",
+    ] {
         let (status, location, _) = get_with(&an.url(page), &[], "location");
         assert_eq!(status, 303, "{page}");
         assert!(location.starts_with("/login?next=/"), "{location}");
@@ -110,7 +127,11 @@ fn every_route_but_health_and_sign_in_needs_a_token() {
 fn a_browser_signs_in_once_with_an_http_only_cookie() {
     let dir = tempfile::tempdir().unwrap();
     let an = analyzer_with_tokens(dir.path(), &[]);
-    let (status, csp, form) = get_with(&an.url("/login?next=/ui/service?service=svc"), &[], "content-security-policy");
+    let (status, csp, form) = get_with(
+        &an.url("/login?next=/ui/service?service=svc"),
+        &[],
+        "content-security-policy",
+    );
     assert_eq!(status, 200);
     assert!(form.contains("type=\"password\""), "{form}");
     let scripts = csp
@@ -126,7 +147,9 @@ fn a_browser_signs_in_once_with_an_http_only_cookie() {
         let mut r = no_redirects()
             .post(an.url("/login"))
             .header("Content-Type", "application/x-www-form-urlencoded")
-            .send(format!("token={token}&next=%2Fui%2Fservice%3Fservice%3Dsvc"))
+            .send(format!(
+                "token={token}&next=%2Fui%2Fservice%3Fservice%3Dsvc"
+            ))
             .unwrap();
         let h = |n: &str| {
             r.headers()
@@ -136,7 +159,12 @@ fn a_browser_signs_in_once_with_an_http_only_cookie() {
                 .to_owned()
         };
         let (cookie, location) = (h("set-cookie"), h("location"));
-        (r.status().as_u16(), cookie, location, r.body_mut().read_to_string().unwrap_or_default())
+        (
+            r.status().as_u16(),
+            cookie,
+            location,
+            r.body_mut().read_to_string().unwrap_or_default(),
+        )
     };
     let (status, cookie, _, page) = login("nope");
     assert_eq!((status, cookie.as_str()), (401, ""), "{page}");
@@ -145,9 +173,16 @@ fn a_browser_signs_in_once_with_an_http_only_cookie() {
     let (status, cookie, location, _) = login("r-secret");
     assert_eq!(status, 303);
     assert_eq!(location, "/ui/service?service=svc");
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
     let session = cookie.split(';').next().unwrap().to_owned();
-    let (status, nosniff, page) = get_with(&an.url("/"), &[("Cookie", &session)], "x-content-type-options");
+    let (status, nosniff, page) = get_with(
+        &an.url("/"),
+        &[("Cookie", &session)],
+        "x-content-type-options",
+    );
     assert_eq!(status, 200, "{page}");
     assert_eq!(nosniff, "nosniff");
     // The cookie opens pages, not ingest.
@@ -156,7 +191,12 @@ fn a_browser_signs_in_once_with_an_http_only_cookie() {
         .header("Cookie", &session)
         .send(&serde_json::to_vec(&small_batch("c", now_ms())).unwrap())
         .unwrap();
-    assert_eq!(r.status().as_u16(), 401, "{}", r.body_mut().read_to_string().unwrap());
+    assert_eq!(
+        r.status().as_u16(),
+        401,
+        "{}",
+        r.body_mut().read_to_string().unwrap()
+    );
 }
 
 /// The attack that once took the analyzer down, and two relatives that
@@ -165,10 +205,27 @@ fn hostile_profile(name_bytes: usize, lines: usize, samples: usize, refs: usize)
     let mut p = pprof::build_heap_profile(&[], 1, 0);
     let name = p.string_table.len() as i64;
     p.string_table.push("x".repeat(name_bytes));
-    p.function.push(Function { id: 1, name, system_name: name, filename: 0, start_line: 0 });
-    let line = Line { function_id: 1, line: 1 };
-    p.location.push(Location { id: 1, mapping_id: 0, address: 0, line: vec![line; lines] });
-    let sample = Sample { location_id: vec![1; refs], value: vec![1, 1] };
+    p.function.push(Function {
+        id: 1,
+        name,
+        system_name: name,
+        filename: 0,
+        start_line: 0,
+    });
+    let line = Line {
+        function_id: 1,
+        line: 1,
+    };
+    p.location.push(Location {
+        id: 1,
+        mapping_id: 0,
+        address: 0,
+        line: vec![line; lines],
+    });
+    let sample = Sample {
+        location_id: vec![1; refs],
+        value: vec![1, 1],
+    };
     p.sample = vec![sample; samples];
     pprof::encode_gzip(&p)
 }
@@ -179,13 +236,26 @@ fn a_small_hostile_profile_is_refused_by_name_and_memory_stays_bounded() {
     let an = analyzer(dir.path(), &dir.path().join("h.db"), "127.0.0.1:0", &[]);
     let now = now_ms();
     let cases = [
-        (hostile_profile(1 << 20, 1000, 20_000, 300), "bytes in one string"),
-        (hostile_profile(16 << 10, 1000, 20_000, 300), "location references"),
-        (hostile_profile(16 << 10, 500, 2_000, 1), "bytes of frame names"),
+        (
+            hostile_profile(1 << 20, 1000, 20_000, 300),
+            "bytes in one string",
+        ),
+        (
+            hostile_profile(16 << 10, 1000, 20_000, 300),
+            "location references",
+        ),
+        (
+            hostile_profile(16 << 10, 500, 2_000, 1),
+            "bytes of frame names",
+        ),
         (hostile_profile(100, 100, 2_000, 6), "frames in one stack"),
     ];
     for (pprof_gz, limit) in cases {
-        assert!(pprof_gz.len() < 64 << 10, "{limit}: {} bytes", pprof_gz.len());
+        assert!(
+            pprof_gz.len() < 64 << 10,
+            "{limit}: {} bytes",
+            pprof_gz.len()
+        );
         let mut b = small_batch("victim", now);
         b.profiles[0].pprof_gz_base64 = base64::engine::general_purpose::STANDARD.encode(&pprof_gz);
         let (status, body) = post_batch(&an, &b, None);
@@ -215,18 +285,27 @@ fn a_service_holds_a_bounded_number_of_instances() {
     );
     let now = now_ms();
     for i in 0..3 {
-        assert_eq!(post_batch(&an, &small_batch(&format!("i-{i}"), now), None).0, 200);
+        assert_eq!(
+            post_batch(&an, &small_batch(&format!("i-{i}"), now), None).0,
+            200
+        );
     }
     let (status, body) = post_batch(&an, &small_batch("i-3", now), None);
     assert_eq!(status, 422, "{body}");
-    assert!(body.contains("max_instances_per_service") && body.contains("\\\"svc\\\""), "{body}");
+    assert!(
+        body.contains("max_instances_per_service") && body.contains("\\\"svc\\\""),
+        "{body}"
+    );
     // Known instances go on being accepted.
     assert_eq!(post_batch(&an, &small_batch("i-0", now + 1), None).0, 200);
     assert_eq!(an_instances(&an), 3);
 }
 
 fn an_instances(an: &Proc) -> usize {
-    an.get_json("/v1/instances?service=svc")["instances"].as_array().unwrap().len()
+    an.get_json("/v1/instances?service=svc")["instances"]
+        .as_array()
+        .unwrap()
+        .len()
 }
 
 /// A leaking site whose name carries escape sequences (a window title, a
@@ -244,27 +323,34 @@ fn escape_sequences_in_frame_names_stay_out_of_the_terminal() {
     let now = now_ms();
     let t0 = now - 2 * 3_600_000;
     let agent = fixtures::agent("svc", "esc", 7, t0 - 1000);
-    let mut seq = 1;
     for hour in 0..2i64 {
-        let mut b = fixtures::batch(agent.clone(), seq, now);
-        seq += 1;
+        let mut b = fixtures::batch(agent.clone(), hour as u64 + 1, now);
         for i in 0..360i64 {
             let ts = t0 + (hour * 360 + i) * 10_000;
             let h = (ts - t0) as f64 / 3_600_000.0;
             let heap = 100.0 * MIB + 30.0 * MIB * h + ((i * 37) % 11) as f64 * 65536.0;
             b.samples.push(fixtures::metrics(
                 ts,
-                &[("heap.allocated", heap), ("limit.physical_memory", 8192.0 * MIB)],
+                &[
+                    ("heap.allocated", heap),
+                    ("limit.physical_memory", 8192.0 * MIB),
+                ],
             ));
             if i % 6 == 0 {
                 let stacks = [
-                    fixtures::stack(&["alloc::alloc::alloc", evil, "main"], (30.0 * MIB * h) as i64 + 1, i + 1),
+                    fixtures::stack(
+                        &["alloc::alloc::alloc", evil, "main"],
+                        (30.0 * MIB * h) as i64 + 1,
+                        i + 1,
+                    ),
                     fixtures::stack(&["alloc::alloc::alloc", "steady", "main"], 9 << 20, 9),
                 ];
                 b.profiles.push(fixtures::heap_profile(ts, &stacks));
             }
         }
-        store.ingest(&accept(b, &Limits::default(), now).unwrap(), now).unwrap();
+        store
+            .ingest(&accept(b, &Limits::default(), now).unwrap(), now)
+            .unwrap();
     }
     drop(store);
     let out = std::process::Command::new(bin("analyzer"))
@@ -280,7 +366,15 @@ fn escape_sequences_in_frame_names_stay_out_of_the_terminal() {
     );
     // JSON keeps the name exactly, escaped as JSON.
     let json = std::process::Command::new(bin("analyzer"))
-        .args(["leaks", "--fresh", "--service", "svc", "--format", "json", "--store"])
+        .args([
+            "leaks",
+            "--fresh",
+            "--service",
+            "svc",
+            "--format",
+            "json",
+            "--store",
+        ])
         .arg(&path)
         .output()
         .unwrap();
@@ -334,7 +428,12 @@ fn load_is_shed_before_bodies_are_read() {
     // request is refused at once.
     let small: Vec<_> = (0..5).map(|_| stalled_upload(an.addr, 100)).collect();
     std::thread::sleep(Duration::from_millis(300));
-    let r = exchange(lo, an.addr, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let r = exchange(
+        lo,
+        an.addr,
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
     assert_eq!(r.status, 503, "{r:?}");
     assert!(r.header("retry-after").is_some());
     assert!(r.body.contains("as many requests"), "{}", r.body);
@@ -343,11 +442,17 @@ fn load_is_shed_before_bodies_are_read() {
     let started = std::time::Instant::now();
     let mut slow = stalled_upload(an.addr, 100);
     let mut answer = String::new();
-    slow.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let _ = slow.read_to_string(&mut answer);
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     assert!(answer.contains("longer than 2s"), "{answer}");
     assert!(started.elapsed() < Duration::from_secs(8));
-    let r = exchange(lo, an.addr, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let r = exchange(
+        lo,
+        an.addr,
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
     assert_eq!(r.status, 200, "{r:?}");
 }

@@ -295,7 +295,12 @@ fn each_agent_is_rate_limited_with_retry_after() {
         .is_some_and(|s| s >= 1));
     // An agent on another host is unaffected.
     let body = serde_json::to_vec(&batch("calm", 1, 1, now, 1.0)).unwrap();
-    assert_eq!(post_from(host(3), addr, "/v1/ingest", &[], &body).unwrap().status, 200);
+    assert_eq!(
+        post_from(host(3), addr, "/v1/ingest", &[], &body)
+            .unwrap()
+            .status,
+        200
+    );
 }
 
 #[test]

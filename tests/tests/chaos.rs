@@ -88,7 +88,12 @@ fn no_acknowledged_batch_is_lost_across_twenty_sigkills() {
                     }
                     let body = batch(&format!("a-{i}"), seq, &[("fds", seq as f64)]);
                     if send(&url, &body).0 == 200 {
-                        acked.lock().unwrap().entry(i).or_default().insert(seq as i64);
+                        acked
+                            .lock()
+                            .unwrap()
+                            .entry(i)
+                            .or_default()
+                            .insert(seq as i64);
                         seq += 1;
                     } else {
                         std::thread::sleep(Duration::from_millis(50));
@@ -172,7 +177,10 @@ fn a_full_disk_is_a_503_and_nothing_acknowledged_is_lost() {
     let an = analyzer(dir.path(), &store, "127.0.0.1:0", &[]);
     let url = an.url(INGEST_PATH);
     for seq in 1..=5 {
-        assert_eq!(send(&url, &batch("full", seq, &[("fds", seq as f64)])).0, 200);
+        assert_eq!(
+            send(&url, &batch("full", seq, &[("fds", seq as f64)])).0,
+            200
+        );
     }
     fill(&disk.0.join("filler"));
     // New metric names need new rows: the first batch that cannot be
@@ -180,7 +188,10 @@ fn a_full_disk_is_a_503_and_nothing_acknowledged_is_lost() {
     let mut refused = None;
     for seq in 6..200u64 {
         let name = format!("m.poison{seq}");
-        let (status, retry) = send(&url, &batch("full", seq, &[(&name, 1.0), ("fds", seq as f64)]));
+        let (status, retry) = send(
+            &url,
+            &batch("full", seq, &[(&name, 1.0), ("fds", seq as f64)]),
+        );
         match status {
             200 => continue,
             503 => {
@@ -196,7 +207,10 @@ fn a_full_disk_is_a_503_and_nothing_acknowledged_is_lost() {
     // Space is back: a new name, then the refused one, each with its own value.
     let fresh = "m.fresh";
     assert_eq!(send(&url, &batch("full", seq + 1, &[(fresh, 2.0)])).0, 200);
-    assert_eq!(send(&url, &batch("full", seq + 2, &[(&poisoned, 3.0)])).0, 200);
+    assert_eq!(
+        send(&url, &batch("full", seq + 2, &[(&poisoned, 3.0)])).0,
+        200
+    );
     assert_eq!(stored(&an, "full", fresh), BTreeSet::from([2]));
     assert_eq!(stored(&an, "full", &poisoned), BTreeSet::from([3]));
     let fds = stored(&an, "full", "fds");
@@ -222,7 +236,12 @@ fn bad_analyzer(answer: fn(std::net::TcpStream)) -> std::net::SocketAddr {
 /// and its RSS in MiB at the end.
 fn host_under_load(endpoint: &str, secs: u64) -> (f64, f64) {
     let dir = tempfile::tempdir().unwrap();
-    let svc = leaky(dir.path(), endpoint, "host", &[("HEAPTIDE_INTERVAL", "100ms")]);
+    let svc = leaky(
+        dir.path(),
+        endpoint,
+        "host",
+        &[("HEAPTIDE_INTERVAL", "100ms")],
+    );
     let agent = http();
     let start = Instant::now();
     let mut n = 0u64;
@@ -270,7 +289,13 @@ fn a_hung_or_garbage_analyzer_leaves_the_host_alone() {
         );
         // Generous bounds: this machine is shared with the build; the
         // point is that a bad analyzer never stalls the host.
-        assert!(rate > 0.5 * healthy_rate, "{name}: {rate:.0} vs {healthy_rate:.0} req/s");
-        assert!(rss < healthy_rss + 8.0, "{name}: {rss:.1} vs {healthy_rss:.1} MiB");
+        assert!(
+            rate > 0.5 * healthy_rate,
+            "{name}: {rate:.0} vs {healthy_rate:.0} req/s"
+        );
+        assert!(
+            rss < healthy_rss + 8.0,
+            "{name}: {rss:.1} vs {healthy_rss:.1} MiB"
+        );
     }
 }

@@ -19,10 +19,7 @@ pub fn run(a: Analysis) -> anyhow::Result<ExitCode> {
     let leaks = analysis.leaks();
     match a.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&leaks)?),
-        Format::Table => print!(
-            "{}",
-            printable(report::leaks_table(&leaks, &insufficient))
-        ),
+        Format::Table => print!("{}", printable(report::leaks_table(&leaks, &insufficient))),
     }
     Ok(ExitCode::SUCCESS)
 }

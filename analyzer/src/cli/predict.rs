@@ -4,8 +4,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use heaptide_analyzer::report;
-use heaptide_ui::format::printable;
 use heaptide_analyzer::select::ms;
+use heaptide_ui::format::printable;
 
 use crate::args::{Analysis, Format};
 

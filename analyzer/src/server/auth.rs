@@ -86,7 +86,9 @@ impl Auth {
         let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         // The lookup is by hash; the id is 256 random bits, so its timing
         // tells nothing useful.
-        sessions.get(id).is_some_and(|t| t.elapsed() < SESSION_LIFETIME)
+        sessions
+            .get(id)
+            .is_some_and(|t| t.elapsed() < SESSION_LIFETIME)
     }
 
     fn new_session(&self) -> Option<String> {
@@ -96,7 +98,10 @@ impl Auth {
         let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         sessions.retain(|_, t| t.elapsed() < SESSION_LIFETIME);
         while sessions.len() >= MAX_SESSIONS {
-            let oldest = sessions.iter().min_by_key(|(_, t)| **t).map(|(k, _)| k.clone());
+            let oldest = sessions
+                .iter()
+                .min_by_key(|(_, t)| **t)
+                .map(|(k, _)| k.clone());
             match oldest {
                 Some(k) => sessions.remove(&k),
                 None => break,
@@ -112,9 +117,7 @@ impl Auth {
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 fn cookie(headers: &HeaderMap) -> Option<&str> {
@@ -129,7 +132,11 @@ fn cookie(headers: &HeaderMap) -> Option<&str> {
 /// Lets a request through to the read API, `/metrics` and the pages only
 /// with read access. A browser asking for a page is sent to sign in; an
 /// API client gets a 401.
-pub async fn require_read(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+pub async fn require_read(
+    State(state): State<Arc<AppState>>,
+    req: Request,
+    next: Next,
+) -> Response {
     if state.auth.access(req.headers()) >= Access::Read {
         return next.run(req).await;
     }
@@ -142,8 +149,8 @@ pub async fn require_read(State(state): State<Arc<AppState>>, req: Request, next
             .unwrap_or("/");
         return Redirect::to(&format!("/login?next={}", encode(here))).into_response();
     }
-    let mut resp = ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong bearer token")
-        .into_response();
+    let mut resp =
+        ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response();
     resp.headers_mut()
         .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     resp
@@ -161,7 +168,10 @@ pub struct LoginForm {
 }
 
 pub async fn login_page(axum::extract::Query(q): axum::extract::Query<LoginQuery>) -> Html<String> {
-    Html(heaptide_ui::pages::login(&safe_next(q.next.as_deref()), None))
+    Html(heaptide_ui::pages::login(
+        &safe_next(q.next.as_deref()),
+        None,
+    ))
 }
 
 /// Checks the token and, if it grants reading, starts a session.
@@ -172,8 +182,11 @@ pub async fn login(State(state): State<Arc<AppState>>, Form(f): Form<LoginForm>)
         return (StatusCode::UNAUTHORIZED, Html(page)).into_response();
     }
     let Some(id) = state.auth.new_session() else {
-        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no randomness for a session")
-            .into_response();
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no randomness for a session",
+        )
+        .into_response();
     };
     let cookie = format!(
         "{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
@@ -234,12 +247,18 @@ mod tests {
         let a = Auth::new(Some("t".into()), None);
         let id = a.new_session().unwrap();
         let mut h = HeaderMap::new();
-        h.insert(header::COOKIE, format!("x=1; {COOKIE}={id}").parse().unwrap());
+        h.insert(
+            header::COOKIE,
+            format!("x=1; {COOKIE}={id}").parse().unwrap(),
+        );
         assert_eq!(a.access(&h), Access::Read);
         h.insert(header::COOKIE, format!("{COOKIE}=nope").parse().unwrap());
         assert_eq!(a.access(&h), Access::None);
         assert_eq!(safe_next(Some("//evil.example/")), "/");
         assert_eq!(safe_next(Some("https://evil.example/")), "/");
-        assert_eq!(safe_next(Some("/ui/service?service=a")), "/ui/service?service=a");
+        assert_eq!(
+            safe_next(Some("/ui/service?service=a")),
+            "/ui/service?service=a"
+        );
     }
 }

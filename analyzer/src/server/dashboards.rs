@@ -152,7 +152,10 @@ async fn flame_svg(State(state): State<Arc<AppState>>, Query(p): Query<Params>) 
         Some(svg) => Ok((
             [
                 (header::CONTENT_TYPE, "image/svg+xml".to_owned()),
-                (header::CONTENT_SECURITY_POLICY, super::headers::svg_policy(&svg)),
+                (
+                    header::CONTENT_SECURITY_POLICY,
+                    super::headers::svg_policy(&svg),
+                ),
             ],
             svg,
         )

@@ -25,9 +25,9 @@ impl Shedding {
         let timeout = self.request_timeout;
         router.layer(
             ServiceBuilder::new()
-                .layer(HandleErrorLayer::new(move |e: tower::BoxError| async move {
-                    refusal(&e, timeout)
-                }))
+                .layer(HandleErrorLayer::new(
+                    move |e: tower::BoxError| async move { refusal(&e, timeout) },
+                ))
                 .load_shed()
                 // One semaphore for every route: `Router::layer` wraps each
                 // route on its own, and a per-route limit is no limit.
@@ -51,7 +51,10 @@ fn refusal(e: &tower::BoxError, timeout: Duration) -> Response {
             format!("the request took longer than {}s", timeout.as_secs()),
         )
     } else {
-        (StatusCode::INTERNAL_SERVER_ERROR, "the request failed".to_owned())
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the request failed".to_owned(),
+        )
     };
     ApiError {
         retry_after: Some(Duration::from_secs(1)),

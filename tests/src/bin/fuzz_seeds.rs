@@ -12,8 +12,10 @@ fn main() {
     let dir: PathBuf = std::env::args().nth(1).expect("corpus directory").into();
     let now = 1_800_000_000_000;
     let mut b = fixtures::batch(fixtures::agent("svc", "i-1", 7, now - 60_000), 1, now);
-    b.samples
-        .push(fixtures::metrics(now, &[("fds", 10.0), ("heap.allocated", 1e6)]));
+    b.samples.push(fixtures::metrics(
+        now,
+        &[("fds", 10.0), ("heap.allocated", 1e6)],
+    ));
     let stacks = [
         fixtures::stack(&["alloc::alloc::alloc", "leaf", "main"], 4096, 1),
         fixtures::stack(&["other", "main"], 64, 2),

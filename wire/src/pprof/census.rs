@@ -53,12 +53,20 @@ impl Census {
     /// The first limit this census breaks, if any.
     pub fn check(&self, l: &DecodeLimits) -> Result<(), PprofError> {
         let checks = [
-            ("bytes in one string", self.longest_string, l.max_string_bytes),
+            (
+                "bytes in one string",
+                self.longest_string,
+                l.max_string_bytes,
+            ),
             ("samples", self.samples, l.max_samples),
             ("locations", self.locations, l.max_locations),
             ("functions", self.functions, l.max_functions),
             ("strings", self.strings, l.max_strings),
-            ("location references", self.location_refs, l.max_location_refs),
+            (
+                "location references",
+                self.location_refs,
+                l.max_location_refs,
+            ),
             ("inline lines", self.lines, l.max_lines),
         ];
         for (what, got, limit) in checks {

@@ -187,7 +187,10 @@ mod tests {
     fn a_stack_past_its_frame_limit_stops_expansion() {
         let p = hostile(1 << 10, 1000, 20, 300);
         let e = heap_stacks(&p, &DecodeLimits::default()).unwrap_err();
-        assert_eq!(e.to_string(), "profile has more than 512 frames in one stack");
+        assert_eq!(
+            e.to_string(),
+            "profile has more than 512 frames in one stack"
+        );
     }
 
     #[test]

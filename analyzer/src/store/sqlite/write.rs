@@ -294,10 +294,9 @@ fn check_bounds(tx: &rusqlite::Transaction, service: &str, bounds: &Bounds) -> R
             setting: "max_instances_per_service",
         });
     }
-    let services: i64 =
-        tx.query_row("SELECT count(DISTINCT service) FROM instances", [], |r| {
-            r.get(0)
-        })?;
+    let services: i64 = tx.query_row("SELECT count(DISTINCT service) FROM instances", [], |r| {
+        r.get(0)
+    })?;
     if services as u64 > bounds.max_services {
         return Err(crate::error::Error::Bound {
             what: "services".into(),
