@@ -108,6 +108,13 @@ impl SqliteStore {
             .query_row("PRAGMA integrity_check", [], |r| r.get::<_, String>(0))?)
     }
 
+    /// SQLite's `synchronous` on the writing connection: 1 is NORMAL, 2
+    /// FULL ([`Durability`]).
+    pub fn synchronous(&self) -> Result<i64> {
+        let w = self.writer();
+        Ok(w.conn.query_row("PRAGMA synchronous", [], |r| r.get(0))?)
+    }
+
     /// The same store, holding new instances to `bounds`.
     pub fn bounded(mut self, bounds: Bounds) -> Self {
         self.bounds = bounds;
