@@ -57,9 +57,13 @@ impl From<Error> for ApiError {
             e @ Error::Bound { .. } => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
             }
+            // Paths, SQLite's text and the like stay in the log.
             other => {
                 tracing::error!("request failed: {other}");
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string())
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the analyzer failed; its log has the details",
+                )
             }
         }
     }
