@@ -159,3 +159,14 @@ pub fn markdown(r: &CheckResult) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hostile_names_cannot_break_the_junit_report() {
+        assert_eq!(
+            super::xml("evil\u{1b}]0;x\u{7}<a b=\"c\">&'"),
+            "evil\u{fffd}]0;x\u{fffd}&lt;a b=&quot;c&quot;&gt;&amp;&apos;"
+        );
+    }
+}
