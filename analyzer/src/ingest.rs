@@ -41,7 +41,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_body_bytes: 8 << 20,
-            max_decoded_bytes: 16 << 20,
+            max_decoded_bytes: 4 << 20,
             profile: pprof::DecodeLimits::default(),
         }
     }
@@ -51,10 +51,11 @@ impl Default for Limits {
 const MIN_TS_MS: i64 = 946_684_800_000;
 /// How far ahead of the analyzer's clock an agent's clock may be.
 const MAX_CLOCK_SKEW_MS: i64 = 24 * 3_600_000;
-const MAX_SAMPLES: usize = 100_000;
-const MAX_METRICS_PER_SAMPLE: usize = 2_000;
-const MAX_PAUSES: usize = 100_000;
-const MAX_PROFILES: usize = 100;
+// The counts are the wire contract's, enforced while decoding JSON; they
+// are checked again here for batches built in code.
+use heaptide_wire::bounded::{
+    MAX_LABELS, MAX_METRICS_PER_SAMPLE, MAX_PAUSES, MAX_PROFILES, MAX_SAMPLES,
+};
 const MAX_ABS_VALUE: f64 = 1e18;
 
 /// Decodes and checks one request body. `gzip` says whether the body was
@@ -166,8 +167,11 @@ fn validate_agent(b: &Batch, now_ms: i64) -> Result<()> {
     check_text("agent.instance", &b.agent.instance, 200)?;
     check_text("agent.host", &b.agent.host, 255)?;
     check_text("agent.agent_version", &b.agent.agent_version, 64)?;
-    if b.agent.labels.len() > 64 {
-        return Err(Error::invalid("agent.labels", "at most 64 labels"));
+    if b.agent.labels.len() > MAX_LABELS {
+        return Err(Error::invalid(
+            "agent.labels",
+            format!("at most {MAX_LABELS} labels"),
+        ));
     }
     for (k, v) in &b.agent.labels {
         check_text(&format!("agent.labels.{k}"), k, 128)?;

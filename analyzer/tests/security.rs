@@ -230,6 +230,23 @@ fn hostile_profile(name_bytes: usize, lines: usize, samples: usize, refs: usize)
     pprof::encode_gzip(&p)
 }
 
+/// A profile of `n` locations with nothing in them: two bytes each on
+/// the wire, and a struct each once decoded.
+fn many_locations(n: usize) -> Vec<u8> {
+    let mut p = pprof::build_heap_profile(&[], 1, 0);
+    p.location = (1..=n as u64)
+        .map(|id| Location { id, mapping_id: 0, address: 0, line: vec![] })
+        .collect();
+    pprof::encode_gzip(&p)
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(bytes).unwrap();
+    enc.finish().unwrap()
+}
+
 #[test]
 fn a_small_hostile_profile_is_refused_by_name_and_memory_stays_bounded() {
     let dir = tempfile::tempdir().unwrap();
@@ -249,10 +266,12 @@ fn a_small_hostile_profile_is_refused_by_name_and_memory_stays_bounded() {
             "bytes of frame names",
         ),
         (hostile_profile(100, 100, 2_000, 6), "frames in one stack"),
+        (many_locations(300_000), "more than 200000 locations"),
     ];
     for (pprof_gz, limit) in cases {
+        // Each far inside the body cap: small inputs, large expansions.
         assert!(
-            pprof_gz.len() < 64 << 10,
+            pprof_gz.len() < 1 << 20,
             "{limit}: {} bytes",
             pprof_gz.len()
         );
@@ -261,6 +280,35 @@ fn a_small_hostile_profile_is_refused_by_name_and_memory_stays_bounded() {
         let (status, body) = post_batch(&an, &b, None);
         assert_eq!(status, 400, "{limit}: {body}");
         assert!(body.contains(limit), "{body} does not name {limit:?}");
+    }
+    // A JSON body that would build millions of tiny entries, gzipped to
+    // a few KiB, is refused at the first entry past the limit.
+    let mut base = small_batch("v", now);
+    base.samples.clear();
+    base.profiles.clear();
+    let mut sample = format!("\"samples\":[{{\"ts_ms\":{now},\"metrics\":{{");
+    for i in 0..300_000 {
+        sample.push_str(&format!("\"m{i}\":1,"));
+    }
+    sample.push_str("\"z\":1}}]");
+    let json = serde_json::to_string(&base)
+        .unwrap()
+        .replace("\"samples\":[]", &sample);
+    for (body, limit) in [
+        (json.clone(), "more than 2000 entries"),
+        (" ".repeat(5 << 20) + "{}", "larger than 4194304 bytes once decompressed"),
+    ] {
+        let gz = gzip(body.as_bytes());
+        assert!(gz.len() < 4 << 20, "{limit}: {} bytes", gz.len());
+        let mut r = http()
+            .post(an.url(INGEST_PATH))
+            .header("Content-Type", "application/json")
+            .header("Content-Encoding", "gzip")
+            .send(&gz)
+            .unwrap();
+        let text = r.body_mut().read_to_string().unwrap();
+        assert_eq!(r.status().as_u16(), 400, "{text}");
+        assert!(text.contains(limit), "{text} does not name {limit:?}");
     }
     // Nothing was stored, and the analyzer still takes a sound batch.
     assert_eq!(post_batch(&an, &small_batch("after", now), None).0, 200);

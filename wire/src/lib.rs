@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub mod bounded;
 pub mod pprof;
 
 /// The wire version this crate speaks. The analyzer rejects other versions.
@@ -26,11 +27,20 @@ pub struct Batch {
     pub sent_at_ms: i64,
     pub heap_profiling: HeapProfilingStatus,
     pub agent_stats: AgentStats,
-    #[serde(default)]
+    #[serde(
+        default,
+        deserialize_with = "bounded::vec::<_, _, { bounded::MAX_SAMPLES }>"
+    )]
     pub samples: Vec<MetricSample>,
-    #[serde(default)]
+    #[serde(
+        default,
+        deserialize_with = "bounded::vec::<_, _, { bounded::MAX_PAUSES }>"
+    )]
     pub pause_events: Vec<PauseEvent>,
-    #[serde(default)]
+    #[serde(
+        default,
+        deserialize_with = "bounded::vec::<_, _, { bounded::MAX_PROFILES }>"
+    )]
     pub profiles: Vec<EncodedProfile>,
 }
 
@@ -47,7 +57,10 @@ pub struct AgentInfo {
     pub start_time_ms: i64,
     /// Version of the agent crate.
     pub agent_version: String,
-    #[serde(default)]
+    #[serde(
+        default,
+        deserialize_with = "bounded::map::<_, _, { bounded::MAX_LABELS }>"
+    )]
     pub labels: BTreeMap<String, String>,
 }
 
@@ -87,6 +100,7 @@ pub struct AgentStats {
 #[serde(deny_unknown_fields)]
 pub struct MetricSample {
     pub ts_ms: i64,
+    #[serde(deserialize_with = "bounded::map::<_, _, { bounded::MAX_METRICS_PER_SAMPLE }>")]
     pub metrics: BTreeMap<String, f64>,
 }
 

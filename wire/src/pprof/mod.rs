@@ -339,9 +339,9 @@ impl Default for DecodeLimits {
         DecodeLimits {
             max_bytes: 8 << 20,
             max_samples: 200_000,
-            max_locations: 1_000_000,
-            max_functions: 1_000_000,
-            max_strings: 1_000_000,
+            max_locations: 200_000,
+            max_functions: 200_000,
+            max_strings: 200_000,
             max_string_bytes: 16 << 10,
             max_location_refs: 1_000_000,
             max_lines: 1_000_000,
