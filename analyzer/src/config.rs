@@ -268,6 +268,14 @@ fn read_token(flag: &str, path: &Path) -> Result<String> {
     if t.is_empty() {
         return Err(Error::invalid(flag, format!("{} is empty", path.display())));
     }
+    if t.len() < 16 {
+        // Guessable by brute force over the sign-in form; allowed, as a
+        // test's token is, but said.
+        tracing::warn!(
+            "{flag}: the token in {} is shorter than 16 characters; use 32 random characters or more",
+            path.display()
+        );
+    }
     Ok(t)
 }
 
