@@ -46,15 +46,29 @@ impl PauseRecorder {
         }
     }
 
-    fn record_lateness(&self, source: PauseSource, late: Duration, started: Instant) {
+    /// Records one tick that came `late`. A stall hides the ticks that
+    /// should have happened during it (coordinated omission): a 300 ms stall
+    /// at a 5 ms tick would be one sample among thousands and vanish from
+    /// p99. As jHiccup does, the missed ticks are recorded too, each as late
+    /// as it would have been (`record_correct`).
+    fn record_lateness(
+        &self,
+        source: PauseSource,
+        late: Duration,
+        started: Instant,
+        tick: Duration,
+    ) {
         let hist = if source == PauseSource::Tokio {
             &self.tokio
         } else {
             &self.meter
         };
         let micros = (late.as_micros() as u64).clamp(1, 3_600_000_000);
+        let interval = (tick.as_micros() as u64).max(1);
         if let Ok(mut h) = hist.lock() {
-            h.saturating_record(micros);
+            if h.record_correct(micros, interval).is_err() {
+                h.saturating_record(micros);
+            }
         }
         if late >= self.threshold {
             self.push_event(source, String::new(), started, late);
@@ -123,7 +137,7 @@ pub(crate) fn run_meter(
         let asked = Instant::now();
         std::thread::sleep(tick);
         let late = asked.elapsed().saturating_sub(tick);
-        rec.record_lateness(PauseSource::Meter, late, asked + tick);
+        rec.record_lateness(PauseSource::Meter, late, asked + tick, tick);
         n = n.wrapping_add(1);
         if n.is_multiple_of(256) {
             cpu.update();
@@ -186,7 +200,7 @@ pub fn spawn_tokio_probe(handle: &tokio::runtime::Handle, tick: Duration) -> boo
             let asked = Instant::now();
             tokio::time::sleep(tick).await;
             let late = asked.elapsed().saturating_sub(tick);
-            rec.record_lateness(PauseSource::Tokio, late, asked + tick);
+            rec.record_lateness(PauseSource::Tokio, late, asked + tick, tick);
         }
     });
     true
@@ -200,8 +214,9 @@ mod tests {
     fn lateness_over_threshold_is_an_event() {
         let rec = PauseRecorder::new(Duration::from_millis(10));
         let t = Instant::now();
-        rec.record_lateness(PauseSource::Meter, Duration::from_micros(200), t);
-        rec.record_lateness(PauseSource::Meter, Duration::from_millis(300), t);
+        let tick = Duration::from_secs(1);
+        rec.record_lateness(PauseSource::Meter, Duration::from_micros(200), t, tick);
+        rec.record_lateness(PauseSource::Meter, Duration::from_millis(300), t, tick);
         let (events, meter, tokio) = rec.drain();
         assert_eq!(events.len(), 1);
         assert!((events[0].duration_ms - 300.0).abs() < 1.0);
@@ -210,5 +225,21 @@ mod tests {
         assert!(m.p50 < 1.0);
         assert!(tokio.is_none());
         assert!(rec.drain().1.is_none(), "drain resets");
+    }
+
+    /// A 300 ms stall among a thousand on-time 5 ms ticks: uncorrected it
+    /// is one sample in a thousand and p99 stays near zero; corrected, the
+    /// sixty ticks it hid are counted, and p99 shows the stall.
+    #[test]
+    fn a_stall_shows_in_p99_despite_coordinated_omission() {
+        let rec = PauseRecorder::new(Duration::from_secs(10));
+        let (t, tick) = (Instant::now(), Duration::from_millis(5));
+        for _ in 0..1000 {
+            rec.record_lateness(PauseSource::Meter, Duration::from_micros(50), t, tick);
+        }
+        rec.record_lateness(PauseSource::Meter, Duration::from_millis(300), t, tick);
+        let m = rec.drain().1.unwrap();
+        assert!(m.p99 > 200.0, "{m:?}");
+        assert!(m.p50 < 1.0, "{m:?}");
     }
 }

@@ -235,7 +235,12 @@ fn hostile_profile(name_bytes: usize, lines: usize, samples: usize, refs: usize)
 fn many_locations(n: usize) -> Vec<u8> {
     let mut p = pprof::build_heap_profile(&[], 1, 0);
     p.location = (1..=n as u64)
-        .map(|id| Location { id, mapping_id: 0, address: 0, line: vec![] })
+        .map(|id| Location {
+            id,
+            mapping_id: 0,
+            address: 0,
+            line: vec![],
+        })
         .collect();
     pprof::encode_gzip(&p)
 }
@@ -296,7 +301,10 @@ fn a_small_hostile_profile_is_refused_by_name_and_memory_stays_bounded() {
         .replace("\"samples\":[]", &sample);
     for (body, limit) in [
         (json.clone(), "more than 2000 entries"),
-        (" ".repeat(5 << 20) + "{}", "larger than 4194304 bytes once decompressed"),
+        (
+            " ".repeat(5 << 20) + "{}",
+            "larger than 4194304 bytes once decompressed",
+        ),
     ] {
         let gz = gzip(body.as_bytes());
         assert!(gz.len() < 4 << 20, "{limit}: {} bytes", gz.len());

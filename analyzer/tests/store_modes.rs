@@ -29,7 +29,11 @@ fn a_read_only_store_reads_and_refuses_to_write() {
     let err = ro.ingest(&one_batch(2), NOW).unwrap_err();
     assert!(err.to_string().contains("readonly"), "{err}");
     drop(ro);
-    assert_eq!(std::fs::read(&path).unwrap(), before, "the file is unchanged");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        before,
+        "the file is unchanged"
+    );
 }
 
 #[test]
