@@ -12,6 +12,8 @@ mod sender;
 mod symbolize;
 #[cfg(feature = "testing")]
 pub mod testing;
+#[cfg(feature = "tokio")]
+mod tokio_probe;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
@@ -22,10 +24,10 @@ use heaptide_wire::{AgentInfo, AgentStats, HeapProfilingStatus};
 
 pub use config::{Builder, Config};
 pub use error::{Error, Result};
-#[cfg(feature = "tokio")]
-pub use pause::spawn_tokio_probe;
 pub use pause::{pause, record_pause, PauseGuard};
 pub use tikv_jemallocator::Jemalloc;
+#[cfg(feature = "tokio")]
+pub use tokio_probe::spawn_tokio_probe;
 
 /// Installs jemalloc as the global allocator with heap profiling switched
 /// on (`prof:true`, sampling every 512 KiB on average). Put it at the top

@@ -46,12 +46,17 @@ impl PauseRecorder {
         }
     }
 
+    /// Pauses at least this long are recorded as events.
+    pub(crate) fn threshold(&self) -> Duration {
+        self.threshold
+    }
+
     /// Records one tick that came `late`. A stall hides the ticks that
     /// should have happened during it (coordinated omission): a 300 ms stall
     /// at a 5 ms tick would be one sample among thousands and vanish from
     /// p99. As jHiccup does, the missed ticks are recorded too, each as late
     /// as it would have been (`record_correct`).
-    fn record_lateness(
+    pub(crate) fn record_lateness(
         &self,
         source: PauseSource,
         late: Duration,
@@ -185,25 +190,6 @@ pub fn record_pause(name: impl Into<String>, duration: Duration) {
             .unwrap_or_else(Instant::now);
         rec.push_event(PauseSource::App, name.into(), started, duration);
     }
-}
-
-/// Measures scheduling lag on a tokio runtime: a task sleeps one tick and
-/// records how late it ran. Returns `false` when no agent runs.
-#[cfg(feature = "tokio")]
-pub fn spawn_tokio_probe(handle: &tokio::runtime::Handle, tick: Duration) -> bool {
-    let Some(rec) = crate::recorder() else {
-        return false;
-    };
-    let stop = crate::stopping_flag();
-    handle.spawn(async move {
-        while !stop.load(Ordering::Relaxed) {
-            let asked = Instant::now();
-            tokio::time::sleep(tick).await;
-            let late = asked.elapsed().saturating_sub(tick);
-            rec.record_lateness(PauseSource::Tokio, late, asked + tick, tick);
-        }
-    });
-    true
 }
 
 #[cfg(test)]

@@ -93,7 +93,7 @@ mod tests {
     #[test]
     fn past_the_limit_is_an_error_naming_it() {
         let ok: Small = serde_json::from_str(r#"{"v":[1,2,3],"m":{"a":1,"b":2}}"#).unwrap();
-        assert_eq!(ok.v.len(), 3);
+        assert_eq!((ok.v.len(), ok.m.len()), (3, 2));
         let e = serde_json::from_str::<Small>(r#"{"v":[1,2,3,4],"m":{}}"#).unwrap_err();
         assert!(e.to_string().contains("more than 3 items"), "{e}");
         let e = serde_json::from_str::<Small>(r#"{"v":[],"m":{"a":1,"b":2,"c":3}}"#).unwrap_err();

@@ -1,0 +1,143 @@
+//! Pauses of a tokio runtime, seen from the agent's own thread rather than
+//! from a task on the runtime's timers: such a task panics on a runtime
+//! built without timers, and sleeps through the very stall it should see.
+//!
+//! Two measures, each tick:
+//! - **scheduling delay**: a task spawned from this thread records how long
+//!   it waited to run; a runtime whose workers are all busy or blocked runs
+//!   it late. Recorded with the coordinated-omission correction.
+//! - **a blocked worker**: tokio's stable metrics say, per worker, how
+//!   often it parked and unparked (even: running, odd: parked). A worker
+//!   that keeps running without parking while another worker parks, for
+//!   longer than the pause threshold, is stuck in one poll: a blocking call
+//!   in async code. Its stall is recorded as a pause event naming the
+//!   worker, as long as it lasted.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use heaptide_wire::PauseSource;
+
+use crate::pause::PauseRecorder;
+
+/// Measures a tokio runtime's pauses from a thread of the agent's, every
+/// `tick`. Returns `false` when no agent runs or the thread cannot start.
+pub fn spawn_tokio_probe(handle: &tokio::runtime::Handle, tick: Duration) -> bool {
+    let Some(rec) = crate::recorder() else {
+        return false;
+    };
+    let stop = crate::stopping_flag();
+    let handle = handle.clone();
+    std::thread::Builder::new()
+        .name("heaptide-tokio".into())
+        .spawn(move || run(&rec, &handle, tick, &stop))
+        .is_ok()
+}
+
+/// One worker as last seen: its park/unpark count, since when, and whether
+/// another worker parked meanwhile.
+struct Seen {
+    count: u64,
+    since: Instant,
+    others_parked: bool,
+}
+
+pub(crate) fn run(
+    rec: &Arc<PauseRecorder>,
+    handle: &tokio::runtime::Handle,
+    tick: Duration,
+    stop: &AtomicBool,
+) {
+    let metrics = handle.metrics();
+    let workers = metrics.num_workers();
+    let now = Instant::now();
+    let mut seen: Vec<Seen> = (0..workers)
+        .map(|w| Seen {
+            count: metrics.worker_park_unpark_count(w),
+            since: now,
+            others_parked: false,
+        })
+        .collect();
+    while !stop.load(Ordering::Relaxed) {
+        let sent = Instant::now();
+        let r = rec.clone();
+        // A runtime that has shut down drops the task; nothing panics.
+        drop(handle.spawn(async move {
+            r.record_lateness(PauseSource::Tokio, sent.elapsed(), sent, tick);
+        }));
+        std::thread::sleep(tick);
+        watch_workers(rec, &metrics, &mut seen);
+    }
+}
+
+fn watch_workers(rec: &PauseRecorder, metrics: &tokio::runtime::RuntimeMetrics, seen: &mut [Seen]) {
+    let counts: Vec<u64> = (0..seen.len())
+        .map(|w| metrics.worker_park_unpark_count(w))
+        .collect();
+    let now = Instant::now();
+    for (w, s) in seen.iter_mut().enumerate() {
+        let others_parked = counts.iter().enumerate().any(|(o, c)| o != w && c % 2 == 1);
+        if counts[w] == s.count {
+            s.others_parked |= others_parked;
+            continue;
+        }
+        // The worker moved on. If it had been running all along while
+        // another idled, the stretch was one blocked poll.
+        let ran = now.duration_since(s.since);
+        if s.count % 2 == 0 && s.others_parked && ran >= rec.threshold() {
+            rec.push_event(
+                PauseSource::Tokio,
+                format!("tokio worker {w} blocked"),
+                s.since,
+                ran,
+            );
+        }
+        *s = Seen {
+            count: counts[w],
+            since: now,
+            others_parked: false,
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A runtime without timers, where one task blocks one of two workers
+    /// for 300 ms: the probe runs, does not panic, and names the worker.
+    #[test]
+    fn one_blocked_worker_is_seen_on_a_runtime_without_timers() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        let rec = Arc::new(PauseRecorder::new(Duration::from_millis(100)));
+        let stop = Arc::new(AtomicBool::new(false));
+        let probe = {
+            let (rec, stop, handle) = (rec.clone(), stop.clone(), rt.handle().clone());
+            std::thread::spawn(move || run(&rec, &handle, Duration::from_millis(5), &stop))
+        };
+        std::thread::sleep(Duration::from_millis(200));
+        rt.spawn(async {
+            // A blocking call in async code.
+            std::thread::sleep(Duration::from_millis(300));
+        });
+        std::thread::sleep(Duration::from_millis(600));
+        stop.store(true, Ordering::Relaxed);
+        probe.join().unwrap();
+        let (events, _, tokio) = rec.drain();
+        assert!(tokio.is_some(), "scheduling delay was measured");
+        let blocked: Vec<_> = events
+            .iter()
+            .filter(|e| e.name.starts_with("tokio worker"))
+            .collect();
+        assert_eq!(blocked.len(), 1, "{events:?}");
+        assert!(
+            (250.0..1000.0).contains(&blocked[0].duration_ms),
+            "{:?}",
+            blocked[0]
+        );
+    }
+}
