@@ -13,14 +13,20 @@ use std::sync::Arc;
 
 use heaptide_wire::pprof::Frame;
 
-/// Caches resolved addresses. Bounded by entry count: when full it is
-/// cleared, which costs one re-resolution of live stacks and keeps memory
-/// flat however many distinct addresses a long-running service produces.
+/// Caches resolved addresses, bounded by entry count and evicting the
+/// least recently used: each [`Symbolizer::prepare`] is one generation,
+/// every address of the profile it prepares is marked with it, and past
+/// the bound the entries of the oldest generations go first. Addresses of
+/// the current profile are never evicted while it is symbolized, so each
+/// profile's misses are resolved in one pass over the binary.
 pub(crate) struct Symbolizer {
-    cache: HashMap<u64, Arc<[Frame]>>,
+    cache: HashMap<u64, (Arc<[Frame]>, u64)>,
+    generation: u64,
     max_entries: usize,
     lines: bool,
     bias: u64,
+    /// Passes over the binary so far.
+    passes: u64,
 }
 
 impl Symbolizer {
@@ -29,27 +35,55 @@ impl Symbolizer {
     pub(crate) fn new(max_entries: usize, lines: bool) -> Self {
         Symbolizer {
             cache: HashMap::new(),
+            generation: 0,
             max_entries,
             lines,
             bias: load_bias(),
+            passes: 0,
         }
     }
 
     /// Resolves every address not yet cached, opening the executable once
     /// and closing it after: nothing of it stays mapped between profiles.
     pub(crate) fn prepare(&mut self, addrs: impl IntoIterator<Item = u64>) {
-        let mut misses: Vec<u64> = addrs
-            .into_iter()
-            .filter(|a| !self.cache.contains_key(a))
-            .collect();
+        self.generation += 1;
+        let now = self.generation;
+        let mut misses: Vec<u64> = Vec::new();
+        for a in addrs {
+            match self.cache.get_mut(&a) {
+                Some((_, used)) => *used = now,
+                None => misses.push(a),
+            }
+        }
         if misses.is_empty() {
             return;
         }
         misses.sort_unstable();
         misses.dedup();
-        if self.cache.len() + misses.len() > self.max_entries {
-            self.cache.clear();
+        self.passes += 1;
+        let frames = self.lookup(&misses);
+        for (a, f) in misses.into_iter().zip(frames) {
+            self.cache.insert(a, (vec![f].into(), now));
         }
+        self.evict();
+    }
+
+    /// Drops the least recently used entries past the bound, down to nine
+    /// tenths of it so that eviction is rare; never this generation's.
+    fn evict(&mut self) {
+        if self.cache.len() <= self.max_entries {
+            return;
+        }
+        let keep = self.max_entries - self.max_entries / 10;
+        let mut ages: Vec<u64> = self.cache.values().map(|(_, g)| *g).collect();
+        ages.sort_unstable();
+        let cut = ages[ages.len() - keep.max(1)].min(self.generation);
+        let now = self.generation;
+        self.cache.retain(|_, (_, g)| *g >= cut || *g == now);
+    }
+
+    /// Names (and lines) of `misses`, sorted, in one pass over the binary.
+    fn lookup(&self, misses: &[u64]) -> Vec<Frame> {
         let probe = |a: u64| a.wrapping_sub(1).wrapping_sub(self.bias);
         let mut frames: Vec<Frame> = misses
             .iter()
@@ -99,9 +133,7 @@ impl Symbolizer {
                 }
             }
         }
-        for (a, f) in misses.into_iter().zip(frames) {
-            self.cache.insert(a, vec![f].into());
-        }
+        frames
     }
 
     /// Frames for one address, after [`Symbolizer::prepare`].
@@ -109,14 +141,17 @@ impl Symbolizer {
         if !self.cache.contains_key(&addr) {
             self.prepare([addr]);
         }
-        self.cache.get(&addr).cloned().unwrap_or_else(|| {
-            vec![Frame {
-                function: format!("{addr:#x}").into(),
-                file: "".into(),
-                line: 0,
-            }]
-            .into()
-        })
+        self.cache
+            .get(&addr)
+            .map(|(f, _)| f.clone())
+            .unwrap_or_else(|| {
+                vec![Frame {
+                    function: format!("{addr:#x}").into(),
+                    file: "".into(),
+                    line: 0,
+                }]
+                .into()
+            })
     }
 
     /// A whole stack, leaf first, without jemalloc's own sampling frames.
@@ -136,6 +171,11 @@ impl Symbolizer {
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.cache.len()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn passes(&self) -> u64 {
+        self.passes
     }
 }
 
@@ -204,5 +244,35 @@ mod tests {
                 assert!(s.len() <= 2);
             }
         }
+    }
+
+    /// A profile larger than what is left of the cache is resolved in one
+    /// pass, keeps its own entries, and evicts the least recently used.
+    #[test]
+    fn each_profile_is_one_pass_and_eviction_is_least_recently_used() {
+        let here = a_function_with_a_distinct_name();
+        let mut s = Symbolizer::new(10, false);
+        let first: Vec<u64> = (0..8).map(|i| here + 1 + i).collect();
+        s.prepare(first.clone());
+        assert_eq!(s.passes(), 1);
+        // The next profile shares two addresses and brings eight new ones.
+        let second: Vec<u64> = first[..2]
+            .iter()
+            .copied()
+            .chain((0..8).map(|i| 0x1000 + i))
+            .collect();
+        s.prepare(second.clone());
+        assert_eq!(s.passes(), 2);
+        for a in &second {
+            s.stack(&[*a]);
+        }
+        assert_eq!(
+            s.passes(),
+            2,
+            "no address of the profile was looked up again"
+        );
+        assert!(s.len() <= 10, "{}", s.len());
+        assert!(second.iter().all(|a| s.cache.contains_key(a)));
+        assert!(!s.cache.contains_key(&first[7]), "the oldest went first");
     }
 }
