@@ -4,6 +4,7 @@ mod bounds;
 mod config;
 mod error;
 pub mod jemalloc;
+mod objects;
 mod pause;
 mod process;
 mod queue;

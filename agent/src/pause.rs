@@ -47,6 +47,7 @@ impl PauseRecorder {
     }
 
     /// Pauses at least this long are recorded as events.
+    #[cfg(feature = "tokio")]
     pub(crate) fn threshold(&self) -> Duration {
         self.threshold
     }

@@ -24,9 +24,34 @@ pub(crate) struct Symbolizer {
     generation: u64,
     max_entries: usize,
     lines: bool,
-    bias: u64,
     /// Passes over the binary so far.
     passes: u64,
+}
+
+/// `file:line` from the DWARF of the object at `path`, for (file
+/// address, index into `frames`) pairs.
+fn add_lines(path: &str, addrs: impl Iterator<Item = (u64, usize)>, frames: &mut [Frame]) {
+    let Ok(loader) = addr2line::Loader::new(path) else {
+        return;
+    };
+    for (probe, i) in addrs {
+        // The outermost frame at this address is the function the symbol
+        // table names; its line is the call site in it. Inner frames are
+        // code inlined into it.
+        let Ok(mut iter) = loader.find_frames(probe) else {
+            continue;
+        };
+        let mut outer = None;
+        while let Ok(Some(frame)) = iter.next() {
+            if let Some(loc) = frame.location {
+                outer = Some((loc.file.unwrap_or("").to_owned(), loc.line.unwrap_or(0)));
+            }
+        }
+        if let Some((file, line)) = outer {
+            frames[i].file = file.into();
+            frames[i].line = line;
+        }
+    }
 }
 
 impl Symbolizer {
@@ -38,7 +63,6 @@ impl Symbolizer {
             generation: 0,
             max_entries,
             lines,
-            bias: load_bias(),
             passes: 0,
         }
     }
@@ -84,53 +108,32 @@ impl Symbolizer {
 
     /// Names (and lines) of `misses`, sorted, in one pass over the binary.
     fn lookup(&self, misses: &[u64]) -> Vec<Frame> {
-        let probe = |a: u64| a.wrapping_sub(1).wrapping_sub(self.bias);
         let mut frames: Vec<Frame> = misses
             .iter()
-            .map(|a| Frame {
-                function: format!("{a:#x}").into(),
-                file: "".into(),
-                line: 0,
-            })
+            .map(|a| Frame::new(format!("{a:#x}"), "", 0))
             .collect();
-        if let Ok(file) = std::fs::File::open("/proc/self/exe") {
-            // SAFETY: the executable of a running process cannot be
-            // truncated (the kernel refuses writes to it with ETXTBSY), so
-            // the mapping stays valid while it is read.
-            if let Ok(map) = unsafe { memmap2::Mmap::map(&file) } {
-                if let Ok(obj) = object::File::parse(&*map) {
-                    use object::Object;
-                    let symbols = obj.symbol_map();
-                    for (a, f) in misses.iter().zip(frames.iter_mut()) {
-                        if let Some(sym) = symbols.before(probe(*a)) {
-                            f.function =
-                                format!("{:#}", rustc_demangle::demangle(sym.name())).into();
-                        }
+        for obj in crate::objects::loaded() {
+            let mine: Vec<usize> = (0..misses.len())
+                .filter(|i| obj.contains(misses[*i]))
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            // A return address points after the call: look up the call.
+            let probe = |a: u64| a.wrapping_sub(1).wrapping_sub(obj.bias);
+            if let Some(functions) = crate::objects::Functions::read(&obj.path) {
+                for &i in &mine {
+                    if let Some(name) = functions.name(probe(misses[i])) {
+                        frames[i].function = format!("{:#}", rustc_demangle::demangle(name)).into();
                     }
                 }
             }
-        }
-        if self.lines {
-            if let Ok(loader) = addr2line::Loader::new("/proc/self/exe") {
-                for (a, f) in misses.iter().zip(frames.iter_mut()) {
-                    // The outermost frame at this address is the function
-                    // the symbol table names; its line is the call site
-                    // in it. Inner frames are code inlined into it.
-                    let Ok(mut iter) = loader.find_frames(probe(*a)) else {
-                        continue;
-                    };
-                    let mut outer = None;
-                    while let Ok(Some(frame)) = iter.next() {
-                        if let Some(loc) = frame.location {
-                            outer =
-                                Some((loc.file.unwrap_or("").to_owned(), loc.line.unwrap_or(0)));
-                        }
-                    }
-                    if let Some((file, line)) = outer {
-                        f.file = file.into();
-                        f.line = line;
-                    }
-                }
+            if self.lines {
+                add_lines(
+                    &obj.path,
+                    mine.iter().map(|&i| (probe(misses[i]), i)),
+                    &mut frames,
+                );
             }
         }
         frames
@@ -179,30 +182,6 @@ impl Symbolizer {
     }
 }
 
-/// Where the executable is loaded: addresses in the file are runtime
-/// addresses minus this (non-zero for position-independent executables).
-fn load_bias() -> u64 {
-    unsafe extern "C" fn first(
-        info: *mut libc::dl_phdr_info,
-        _size: usize,
-        data: *mut libc::c_void,
-    ) -> libc::c_int {
-        // SAFETY: dl_iterate_phdr passes a valid `info` for the duration of
-        // the callback, and `data` is the `u64` handed in below.
-        unsafe {
-            *(data as *mut u64) = (*info).dlpi_addr;
-        }
-        1 // the first object is the executable itself
-    }
-    let mut bias: u64 = 0;
-    // SAFETY: `first` matches the callback signature and only writes
-    // through `data`, which points at `bias` for the whole call.
-    unsafe {
-        libc::dl_iterate_phdr(Some(first), &mut bias as *mut u64 as *mut libc::c_void);
-    }
-    bias
-}
-
 /// Frames of jemalloc's sampling path itself, which every stack starts with.
 fn is_jemalloc_internal(name: &str) -> bool {
     name.starts_with("_rjem_")
@@ -244,6 +223,21 @@ mod tests {
                 assert!(s.len() <= 2);
             }
         }
+    }
+
+    /// An address in libc is named from libc's own symbols, and an address
+    /// in data is never named after a data symbol.
+    #[test]
+    fn libc_frames_carry_libc_names_and_data_is_never_a_function() {
+        static DATA: [u8; 4096] = [1; 4096];
+        let mut s = Symbolizer::new(100, false);
+        // +1: a "return address" just past the function's first byte.
+        let qsort = libc::qsort as *const () as u64 + 1;
+        let f = s.resolve(qsort);
+        assert!(f[0].function.contains("qsort"), "{f:?}");
+        let data = std::hint::black_box(DATA.as_ptr()) as u64 + 100;
+        let f = s.resolve(data);
+        assert!(f[0].function.starts_with("0x"), "{f:?}");
     }
 
     /// A profile larger than what is left of the cache is resolved in one

@@ -1,0 +1,119 @@
+//! The objects loaded into this process (the executable, libc, every
+//! shared library) and their functions, so that an address is named from
+//! the object that holds it, by a function whose range covers it: never by
+//! a data symbol, and never by the nearest symbol of another object.
+
+use std::ffi::CStr;
+
+/// One loaded object: where its file is, its load bias, and the address
+/// ranges of its loadable segments.
+pub(crate) struct Loaded {
+    pub path: String,
+    pub bias: u64,
+    ranges: Vec<(u64, u64)>,
+}
+
+impl Loaded {
+    pub fn contains(&self, addr: u64) -> bool {
+        self.ranges
+            .iter()
+            .any(|(lo, hi)| (*lo..*hi).contains(&addr))
+    }
+}
+
+/// Every object the dynamic loader has mapped, the executable first.
+/// Objects without a file (the vDSO) are left out.
+pub(crate) fn loaded() -> Vec<Loaded> {
+    unsafe extern "C" fn each(
+        info: *mut libc::dl_phdr_info,
+        _size: usize,
+        data: *mut libc::c_void,
+    ) -> libc::c_int {
+        // SAFETY: dl_iterate_phdr passes a valid `info` for the duration of
+        // the callback, and `data` is the `Vec<Loaded>` handed in below.
+        let (info, out) = unsafe { (&*info, &mut *(data as *mut Vec<Loaded>)) };
+        let name = if info.dlpi_name.is_null() {
+            String::new()
+        } else {
+            // SAFETY: a non-null `dlpi_name` is a NUL-terminated string the
+            // loader keeps for the object's lifetime.
+            unsafe { CStr::from_ptr(info.dlpi_name) }
+                .to_string_lossy()
+                .into_owned()
+        };
+        let path = match name.as_str() {
+            "" if out.is_empty() => "/proc/self/exe".to_owned(),
+            n if n.starts_with('/') => name,
+            _ => return 0,
+        };
+        let phdrs: &[libc::Elf64_Phdr] = if info.dlpi_phdr.is_null() {
+            &[]
+        } else {
+            // SAFETY: `dlpi_phdr` points at `dlpi_phnum` program headers,
+            // valid for the duration of the callback.
+            unsafe { std::slice::from_raw_parts(info.dlpi_phdr, usize::from(info.dlpi_phnum)) }
+        };
+        let ranges = phdrs
+            .iter()
+            .filter(|p| p.p_type == libc::PT_LOAD)
+            .map(|p| {
+                let lo = info.dlpi_addr.wrapping_add(p.p_vaddr);
+                (lo, lo.wrapping_add(p.p_memsz))
+            })
+            .collect();
+        out.push(Loaded {
+            path,
+            bias: info.dlpi_addr,
+            ranges,
+        });
+        0
+    }
+    let mut out: Vec<Loaded> = Vec::new();
+    // SAFETY: `each` matches the callback signature and only writes
+    // through `data`, which points at `out` for the whole call.
+    unsafe {
+        libc::dl_iterate_phdr(
+            Some(each),
+            &mut out as *mut Vec<Loaded> as *mut libc::c_void,
+        );
+    }
+    out
+}
+
+/// The function symbols of one object file, by address, with sizes.
+pub(crate) struct Functions(Vec<(u64, u64, String)>);
+
+impl Functions {
+    /// Reads the symbol table (and the dynamic one, which is all a
+    /// stripped library keeps) of the file at `path`.
+    pub fn read(path: &str) -> Option<Functions> {
+        use object::{Object, ObjectSymbol, SymbolKind};
+        let file = std::fs::File::open(path).ok()?;
+        // SAFETY: loaded objects are mapped by the process itself; the
+        // kernel refuses writes to a running executable (ETXTBSY), and a
+        // library replaced on disk is a new file, so the mapping stays
+        // valid while it is read.
+        let map = unsafe { memmap2::Mmap::map(&file) }.ok()?;
+        let obj = object::File::parse(&*map).ok()?;
+        let mut syms: Vec<(u64, u64, String)> = obj
+            .symbols()
+            .chain(obj.dynamic_symbols())
+            .filter(|s| s.kind() == SymbolKind::Text && s.address() != 0)
+            .filter_map(|s| Some((s.address(), s.size(), s.name().ok()?.to_owned())))
+            .collect();
+        syms.sort_unstable_by_key(|(a, size, _)| (*a, std::cmp::Reverse(*size)));
+        syms.dedup_by_key(|(a, _, _)| *a);
+        Some(Functions(syms))
+    }
+
+    /// The function whose range holds `addr` (a file address). A symbol
+    /// without a size is trusted up to the next symbol.
+    pub fn name(&self, addr: u64) -> Option<&str> {
+        let i = self
+            .0
+            .partition_point(|(a, _, _)| *a <= addr)
+            .checked_sub(1)?;
+        let (start, size, name) = &self.0[i];
+        (*size == 0 || addr < start + size).then_some(name.as_str())
+    }
+}
