@@ -3,9 +3,10 @@
 //! built without timers, and sleeps through the very stall it should see.
 //!
 //! Two measures, each tick:
-//! - **scheduling delay**: a task spawned from this thread records how long
-//!   it waited to run; a runtime whose workers are all busy or blocked runs
-//!   it late. Recorded with the coordinated-omission correction.
+//! - **lateness**: a task spawned from this thread on a fixed-rate
+//!   schedule records how long after it was due it ran; a runtime whose
+//!   workers are all busy or blocked, or a stalled process, runs it late.
+//!   Recorded with the coordinated-omission correction.
 //! - **a blocked worker**: tokio's stable metrics say, per worker, how
 //!   often it parked and unparked (even: running, odd: parked). A worker
 //!   that keeps running without parking while another worker parks, for
@@ -59,15 +60,28 @@ pub(crate) fn run(
             others_parked: false,
         })
         .collect();
+    // A fixed-rate schedule: each task is due a tick after the last, and
+    // records how long after that it ran. A stall of the whole process
+    // delays the spawn itself, and shows as well.
+    let mut due = Instant::now() + tick;
     while !stop.load(Ordering::Relaxed) {
-        let sent = Instant::now();
-        let r = rec.clone();
+        let now = Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
+        }
+        let (r, d) = (rec.clone(), due);
         // A runtime that has shut down drops the task; nothing panics.
         drop(handle.spawn(async move {
-            r.record_lateness(PauseSource::Tokio, sent.elapsed(), sent, tick);
+            r.record_lateness(PauseSource::Tokio, d.elapsed(), d, tick);
         }));
-        std::thread::sleep(tick);
         watch_workers(rec, &metrics, &mut seen);
+        due += tick;
+        // After a stall, take up the schedule from now: the stall's missed
+        // ticks are already counted by the correction.
+        let now = Instant::now();
+        if now > due + tick {
+            due = now + tick;
+        }
     }
 }
 
