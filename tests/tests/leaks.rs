@@ -142,3 +142,28 @@ fn a_bounded_cache_alone_is_not_a_leak() {
         "false positive: {v:#}"
     );
 }
+
+/// A leak inside a third-party crate: the example interns about 100 bytes
+/// per call with `internment`, which keeps everything it interns, a few
+/// hundred KiB/s in all. The top site names the library's function.
+#[test]
+fn a_leak_inside_a_library_names_the_library_function() {
+    let v = leaks_after_load("lib", &["/intern?n=25", "/work"], 60);
+    let heap = finding(&v, "heap").unwrap_or_else(|| panic!("no heap finding: {v:#}"));
+    let top = &heap["sites"][0];
+    let frames: Vec<&str> = top["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f.as_str())
+        .collect();
+    let app = top["app_frame"].as_u64().unwrap() as usize;
+    assert!(
+        frames[app].starts_with("internment::") || frames[app].contains("internment::Intern"),
+        "the first frame outside the allocator is the library's: {frames:?}"
+    );
+    assert!(
+        frames.iter().any(|f| f.contains("intern_request_ids")),
+        "and the caller is on the stack: {frames:?}"
+    );
+}

@@ -7,6 +7,8 @@
 //! - `GET /leak-fd`: opens a file and never closes it; an fd leak.
 //! - `GET /cache?key=K`: fills a cache bounded at 2,000 entries of 4 KiB; healthy growth to a plateau.
 //! - `GET /work`: allocates and frees; no growth.
+//! - `GET /intern?n=N`: interns N new strings of about 100 bytes with the
+//!   `internment` crate, which keeps them for ever; a leak inside a library.
 //! - `GET /spawn-thread`: starts a parked thread named `leaky-worker-N`; a thread leak.
 //! - `GET /pause?ms=N`: an application pause reported through the agent.
 //! - `GET /healthz`
@@ -99,6 +101,21 @@ fn transient_work() -> usize {
     std::hint::black_box(v).len()
 }
 
+/// Request ids interned for cheap comparison: each is new, and the
+/// interner never lets one go.
+#[inline(never)]
+fn intern_request_ids(n: usize) -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    (0..n)
+        .map(|_| {
+            let id = NEXT.fetch_add(1, Ordering::Relaxed);
+            // The interner copies the text into storage of its own.
+            let s = format!("request-{id:016}-{}", "x".repeat(72));
+            internment::Intern::<str>::from(s.as_str()).len()
+        })
+        .sum()
+}
+
 fn main() -> std::process::ExitCode {
     match run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -183,6 +200,13 @@ fn routes() -> Router {
             get(|Query(p): Query<Params>| async move {
                 heaptide_agent::count_requests(1);
                 format!("{}\n", fill_bounded_cache(p.key.unwrap_or(0)))
+            }),
+        )
+        .route(
+            "/intern",
+            get(|Query(p): Query<Params>| async move {
+                heaptide_agent::count_requests(1);
+                format!("{}\n", intern_request_ids(p.n.unwrap_or(10).min(10_000)))
             }),
         )
         .route(
