@@ -216,6 +216,12 @@ fn routes() -> Router {
                 format!("{}\n", transient_work())
             }),
         )
+        .merge(thread_and_pause_routes())
+}
+
+/// The thread leak and the application pause.
+fn thread_and_pause_routes() -> Router {
+    Router::new()
         .route(
             "/spawn-thread",
             get(|| async {
