@@ -210,10 +210,12 @@ fn without_an_analyzer_the_host_runs_on_and_drops_are_counted() {
         "offline",
         &[
             // The smallest queue (one profile's worth), filled by a
-            // profile every 100 ms.
+            // profile every 100 ms, each large: a 4 KiB sample period
+            // keeps many stacks.
             ("HEAPTIDE_QUEUE_BYTES", "256KiB"),
             ("HEAPTIDE_INTERVAL", "50ms"),
             ("HEAPTIDE_PROFILE_INTERVAL", "100ms"),
+            ("HEAPTIDE_HEAP_SAMPLE_PERIOD", "4KiB"),
         ],
     );
     // The host answers every request, promptly, while nothing receives.
@@ -230,8 +232,8 @@ fn without_an_analyzer_the_host_runs_on_and_drops_are_counted() {
             std::thread::sleep(Duration::from_millis(500));
         }
     }
-    // Long enough for the queue to overflow.
-    std::thread::sleep(Duration::from_secs(3));
+    // Long enough for the queue to overflow, even on a loaded machine.
+    std::thread::sleep(Duration::from_secs(8));
     // Once an analyzer appears, the next batch carries the drop count.
     let store = dir.path().join("late.db");
     let an = analyzer(dir.path(), &store, &addr.to_string(), &[]);
