@@ -1,12 +1,12 @@
 //! Turns return addresses from heap dumps into function names and
 //! `file:line`.
 //!
-//! Names come from the symbol table of the object that holds each address
-//! (`objects`); with `file:line` on, the DWARF (`addr2line`) adds the line
-//! of each frame and expands inlined code into frames of their own,
-//! innermost first. The symbol table costs about a megabyte to read where
-//! the DWARF of a large binary costs tens (measured in
-//! `docs/benchmarks.md`), which is why lines are off by default.
+//! Names come from the executable's symbol table (`object`); `file:line`
+//! from its DWARF line tables (`addr2line`) when asked for. Inlined frames
+//! are not expanded: the symbol table names the function the code was
+//! inlined into, which is the code a reader can act on, and the symbol
+//! table costs about a megabyte to read where the DWARF of a large binary
+//! costs tens (measured in `docs/benchmarks.md`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,49 +30,29 @@ pub(crate) struct Symbolizer {
 
 /// `file:line` from the DWARF of the object at `path`, for (file
 /// address, index into `frames`) pairs.
-fn add_lines(path: &str, addrs: impl Iterator<Item = (u64, usize)>, frames: &mut [Vec<Frame>]) {
+fn add_lines(path: &str, addrs: impl Iterator<Item = (u64, usize)>, frames: &mut [Frame]) {
     let Ok(loader) = addr2line::Loader::new(path) else {
         return;
     };
     for (probe, i) in addrs {
-        // Frames at one address come innermost first: code inlined into
-        // code inlined into the function the symbol table names, which is
-        // the outermost. Each gets its own name and line; the outermost
-        // keeps the symbol table's name.
+        // The outermost frame at this address is the function the symbol
+        // table names; its line is the call site in it. Inner frames are
+        // code inlined into it.
         let Ok(mut iter) = loader.find_frames(probe) else {
             continue;
         };
-        let mut found: Vec<Frame> = Vec::new();
+        let mut outer = None;
         while let Ok(Some(frame)) = iter.next() {
-            let name = frame
-                .function
-                .as_ref()
-                .and_then(|f| f.raw_name().ok())
-                .map(|n| format!("{:#}", rustc_demangle::demangle(&n)))
-                .unwrap_or_default();
-            let (file, line) = frame
-                .location
-                .map(|l| (l.file.unwrap_or(""), l.line.unwrap_or(0)))
-                .unwrap_or(("", 0));
-            found.push(Frame::new(name, file, line));
-            if found.len() >= MAX_INLINED {
-                break;
+            if let Some(loc) = frame.location {
+                outer = Some((loc.file.unwrap_or("").to_owned(), loc.line.unwrap_or(0)));
             }
         }
-        let Some(outer) = found.last_mut() else {
-            continue;
-        };
-        outer.function = frames[i][0].function.clone();
-        for f in found.iter_mut().filter(|f| f.function.is_empty()) {
-            f.function = frames[i][0].function.clone();
+        if let Some((file, line)) = outer {
+            frames[i].file = file.into();
+            frames[i].line = line;
         }
-        frames[i] = found;
     }
 }
-
-/// Inlined frames kept per address: real inlining is a few deep, and a
-/// bound keeps a corrupt line table from making a stack of thousands.
-const MAX_INLINED: usize = 16;
 
 impl Symbolizer {
     /// `lines` adds `file:line` from DWARF, at the cost of parsing the
@@ -107,7 +87,7 @@ impl Symbolizer {
         self.passes += 1;
         let frames = self.lookup(&misses);
         for (a, f) in misses.into_iter().zip(frames) {
-            self.cache.insert(a, (f.into(), now));
+            self.cache.insert(a, (vec![f].into(), now));
         }
         self.evict();
     }
@@ -127,10 +107,10 @@ impl Symbolizer {
     }
 
     /// Names (and lines) of `misses`, sorted, in one pass over the binary.
-    fn lookup(&self, misses: &[u64]) -> Vec<Vec<Frame>> {
-        let mut frames: Vec<Vec<Frame>> = misses
+    fn lookup(&self, misses: &[u64]) -> Vec<Frame> {
+        let mut frames: Vec<Frame> = misses
             .iter()
-            .map(|a| vec![Frame::new(format!("{a:#x}"), "", 0)])
+            .map(|a| Frame::new(format!("{a:#x}"), "", 0))
             .collect();
         for obj in crate::objects::loaded() {
             let mine: Vec<usize> = (0..misses.len())
@@ -144,8 +124,7 @@ impl Symbolizer {
             if let Some(functions) = crate::objects::Functions::read(&obj.path) {
                 for &i in &mine {
                     if let Some(name) = functions.name(probe(misses[i])) {
-                        frames[i][0].function =
-                            format!("{:#}", rustc_demangle::demangle(name)).into();
+                        frames[i].function = format!("{:#}", rustc_demangle::demangle(name)).into();
                     }
                 }
             }
@@ -259,43 +238,6 @@ mod tests {
         let data = std::hint::black_box(DATA.as_ptr()) as u64 + 100;
         let f = s.resolve(data);
         assert!(f[0].function.starts_with("0x"), "{f:?}");
-    }
-
-    #[inline(always)]
-    fn inlined_helper() -> u64 {
-        // The caller's own address, read inside the inlined body.
-        std::hint::black_box(a_caller_of_inlined_code as *const () as u64)
-    }
-
-    #[inline(never)]
-    fn a_caller_of_inlined_code() -> u64 {
-        inlined_helper()
-    }
-
-    /// With lines on, code inlined into a function is a frame of its own,
-    /// innermost first, and the outermost keeps the symbol table's name.
-    #[test]
-    fn inlined_frames_are_expanded_with_lines() {
-        let caller = a_caller_of_inlined_code();
-        let mut s = Symbolizer::new(1000, true);
-        // Every byte of the caller: one of them is inside the inlined body.
-        let addrs: Vec<u64> = (1..200).map(|i| caller + i).collect();
-        s.prepare(addrs.clone());
-        let expanded = addrs
-            .iter()
-            .map(|a| s.resolve(*a))
-            .find(|f| f.len() > 1)
-            .expect("some address inside the inlined helper");
-        assert!(
-            expanded[0].function.contains("inlined_helper"),
-            "{expanded:?}"
-        );
-        let outer = expanded.last().unwrap();
-        assert!(
-            outer.function.contains("a_caller_of_inlined_code"),
-            "{expanded:?}"
-        );
-        assert!(expanded.iter().all(|f| f.line > 0), "{expanded:?}");
     }
 
     /// A profile larger than what is left of the cache is resolved in one
