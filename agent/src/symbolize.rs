@@ -1,12 +1,14 @@
 //! Turns return addresses from heap dumps into function names and
 //! `file:line`.
 //!
-//! Names come from the executable's symbol table (`object`); `file:line`
-//! from its DWARF line tables (`addr2line`) when asked for. Inlined frames
-//! are not expanded: the symbol table names the function the code was
-//! inlined into, which is the code a reader can act on, and the symbol
-//! table costs about a megabyte to read where the DWARF of a large binary
-//! costs tens (measured in `docs/benchmarks.md`).
+//! Names come from the symbol table of the loaded object that holds each
+//! address (`objects`); `file:line` from that object's DWARF line tables
+//! (`addr2line`) when asked for. Inlined frames are not expanded: DWARF
+//! names inlined functions without their module path, so they could not
+//! be told from the standard library's, while the symbol table names the
+//! function the code was inlined into, the code a reader can act on. The
+//! symbol table costs about a megabyte to read where the DWARF of a large
+//! binary costs tens (measured in `docs/benchmarks.md`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
