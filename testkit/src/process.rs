@@ -252,3 +252,22 @@ pub fn latest(an: &Proc, service: &str, instance: &str, metric: &str) -> Option<
     ));
     v["points"].as_array()?.last()?["value"].as_f64()
 }
+
+/// Resident memory of process `pid` in MiB: now (`VmRSS`) and at its peak
+/// (`VmHWM`); zero when it cannot be read.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Resident {
+    pub now_mib: f64,
+    pub peak_mib: f64,
+}
+
+pub fn resident(pid: u32) -> Resident {
+    let Ok(st) = procfs::process::Process::new(pid as i32).and_then(|p| p.status()) else {
+        return Resident::default();
+    };
+    let mib = |kib: Option<u64>| kib.unwrap_or(0) as f64 / 1024.0;
+    Resident {
+        now_mib: mib(st.vmrss),
+        peak_mib: mib(st.vmhwm),
+    }
+}

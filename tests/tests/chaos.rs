@@ -254,13 +254,9 @@ fn host_under_load(endpoint: &str, secs: u64) -> (f64, f64) {
         n += 1;
     }
     let rate = n as f64 / start.elapsed().as_secs_f64();
-    let status = std::fs::read_to_string(format!("/proc/{}/status", svc.child.id())).unwrap();
-    let rss_kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap();
-    (rate, rss_kib / 1024.0)
+    let rss = resident(svc.child.id()).now_mib;
+    assert!(rss > 0.0, "the host's RSS could not be read");
+    (rate, rss)
 }
 
 /// An analyzer that accepts and never answers, or answers garbage,

@@ -59,6 +59,19 @@ fn finding<'a>(v: &'a serde_json::Value, resource: &str) -> Option<&'a serde_jso
         .find(|f| f["resource"] == resource)
 }
 
+/// The top site of a heap finding: its frames, leaf first, and the index
+/// of the first frame outside the allocator and the standard library.
+fn top_site(heap: &serde_json::Value) -> (Vec<&str>, usize) {
+    let top = &heap["sites"][0];
+    let frames = top["frames"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no top site: {heap:#}"))
+        .iter()
+        .filter_map(|f| f.as_str())
+        .collect();
+    (frames, top["app_frame"].as_u64().unwrap() as usize)
+}
+
 #[test]
 fn the_heap_leak_is_found_with_its_function_in_the_top_site() {
     let v = leaks_after_load("leak", &["/leak?kb=16", "/work"], 60);
@@ -69,18 +82,11 @@ fn the_heap_leak_is_found_with_its_function_in_the_top_site() {
         heap["time_to_exhaustion_seconds"].as_f64().is_some(),
         "{heap:#}"
     );
-    let top = &heap["sites"][0];
-    let frames: Vec<&str> = top["frames"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|f| f.as_str())
-        .collect();
+    let (frames, app) = top_site(heap);
     assert!(
         frames.iter().any(|f| f.contains("leak_request_buffer")),
         "top site: {frames:?}"
     );
-    let app = top["app_frame"].as_u64().unwrap() as usize;
     assert!(
         frames[app].contains("leak_request_buffer"),
         "the first frame outside the allocator: {frames:?}"
@@ -150,14 +156,7 @@ fn a_bounded_cache_alone_is_not_a_leak() {
 fn a_leak_inside_a_library_names_the_library_function() {
     let v = leaks_after_load("lib", &["/intern?n=25", "/work"], 60);
     let heap = finding(&v, "heap").unwrap_or_else(|| panic!("no heap finding: {v:#}"));
-    let top = &heap["sites"][0];
-    let frames: Vec<&str> = top["frames"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|f| f.as_str())
-        .collect();
-    let app = top["app_frame"].as_u64().unwrap() as usize;
+    let (frames, app) = top_site(heap);
     assert!(
         frames[app].starts_with("internment::") || frames[app].contains("internment::Intern"),
         "the first frame outside the allocator is the library's: {frames:?}"

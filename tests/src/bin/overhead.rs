@@ -157,16 +157,10 @@ fn fastrand_state(seed: u64) -> u64 {
     seed ^ 0x9E37_79B9_7F4A_7C15
 }
 
-/// Peak resident memory (VmHWM), which catches the moment a profile is
-/// taken as well as the steady state.
+/// Peak resident memory in bytes (VmHWM), which catches the moment a
+/// profile is taken as well as the steady state.
 fn peak_rss_of(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map(|kb| kb * 1024.0)
-        .unwrap_or(0.0)
+    heaptide_tests::resident(pid).peak_mib * 1024.0 * 1024.0
 }
 
 #[derive(Debug, Clone, Default)]

@@ -167,14 +167,9 @@ pub fn post(http: &ureq::Agent, url: &str, body: &[u8]) -> u16 {
         .unwrap_or(0)
 }
 
+/// Peak resident memory of `pid`, in MiB.
 pub fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
+    heaptide_tests::resident(pid).peak_mib
 }
 
 pub struct Step {

@@ -66,16 +66,6 @@ fn serve() {
     .expect("serve");
 }
 
-fn vm_rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
-}
-
 fn drive() {
     let agents: usize = flag_value("--agents").map_or(200, |v| v.parse().unwrap());
     let minutes: u64 = flag_value("--minutes").map_or(60, |v| v.parse().unwrap());
@@ -110,7 +100,7 @@ fn drive() {
             s.p50,
             s.p99,
             s.cpu,
-            vm_rss_mib(pid)
+            heaptide_tests::resident(pid).now_mib
         );
     }
     std::thread::sleep(Duration::from_secs(15));
