@@ -22,6 +22,7 @@ impl std::fmt::Debug for Config {
             .field("pause_threshold", &self.pause_threshold)
             .field("queue_bytes", &self.queue_bytes)
             .field("symbol_lines", &self.symbol_lines)
+            .field("unwinder", &self.unwinder)
             .field("send_timeout", &self.send_timeout)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .finish()

@@ -33,6 +33,8 @@ pub struct Config {
     pub queue_bytes: usize,
     /// Whether heap profiles carry `file:line` from DWARF as well as names.
     pub symbol_lines: bool,
+    /// Which unwinder records sampled allocations' stacks.
+    pub unwinder: crate::Unwinder,
     /// Timeout of one upload.
     pub send_timeout: Duration,
     /// How long `shutdown` may spend flushing.
@@ -64,6 +66,7 @@ pub struct Builder {
     pause_threshold: Option<Duration>,
     queue_bytes: Option<usize>,
     symbol_lines: Option<bool>,
+    unwinder: Option<crate::Unwinder>,
     send_timeout: Option<Duration>,
     shutdown_timeout: Option<Duration>,
 }
@@ -102,6 +105,9 @@ impl Builder {
     setter!(/// Add `file:line` to profile frames (default off: it parses the
         /// binary's DWARF, briefly tens of MiB for a large one).
         symbol_lines: bool);
+    setter!(/// Unwinder of sampled allocations (default `Auto`: frame pointers
+        /// when the binary keeps them, else libgcc).
+        unwinder: crate::Unwinder);
     setter!(/// Timeout of one upload (default 5 s).
         send_timeout: Duration);
     setter!(/// Time `shutdown` may spend flushing (default 2 s).
@@ -150,6 +156,7 @@ impl Builder {
         let config = Config {
             endpoint,
             symbol_lines: flag(env, "HEAPTIDE_SYMBOL_LINES", self.symbol_lines)?,
+            unwinder: unwinder(env, self.unwinder)?,
             service,
             instance,
             token,
@@ -315,6 +322,20 @@ fn flag(
         None | Some("") | Some("0") | Some("false") => Ok(false),
         Some("1") | Some("true") => Ok(true),
         Some(other) => Err(invalid(key, other.to_owned(), "expected true or false")),
+    }
+}
+
+/// `HEAPTIDE_UNWINDER`: `auto`, `frame-pointers` or `libgcc`.
+fn unwinder(
+    env: &dyn Fn(&str) -> Option<String>,
+    set: Option<crate::Unwinder>,
+) -> Result<crate::Unwinder> {
+    const KEY: &str = "HEAPTIDE_UNWINDER";
+    match (set, env(KEY)) {
+        (Some(u), _) => Ok(u),
+        (None, None) => Ok(crate::Unwinder::Auto),
+        (None, Some(v)) => crate::Unwinder::parse(v.trim())
+            .ok_or_else(|| invalid(KEY, v, "expected auto, frame-pointers or libgcc")),
     }
 }
 

@@ -112,6 +112,12 @@ fn lg_sample() -> Result<usize> {
     unsafe { raw::read::<usize>(b"prof.lg_sample\0") }.map_err(ctl_err("prof.lg_sample"))
 }
 
+/// The mean sampling period in bytes.
+#[cfg(feature = "testing")]
+pub(crate) fn sample_period() -> Result<u64> {
+    Ok(1u64 << lg_sample()?)
+}
+
 /// Sets the mean sampling period to the power of two nearest `period`.
 /// jemalloc can only change it by resetting all profile data, so this is a
 /// no-op when the period already matches.

@@ -15,6 +15,7 @@ mod symbolize;
 pub mod testing;
 #[cfg(feature = "tokio")]
 mod tokio_probe;
+mod unwind;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
@@ -29,6 +30,7 @@ pub use pause::{pause, record_pause, PauseGuard};
 pub use tikv_jemallocator::Jemalloc;
 #[cfg(feature = "tokio")]
 pub use tokio_probe::spawn_tokio_probe;
+pub use unwind::Unwinder;
 
 /// Installs jemalloc as the global allocator with heap profiling switched
 /// on (`prof:true`, sampling every 512 KiB on average). Put it at the top
@@ -155,6 +157,7 @@ impl Shared {
                 enabled: false,
                 reason: Some("status unavailable".into()),
                 sample_period_bytes: None,
+                unwinder: None,
             })
     }
 
@@ -338,6 +341,7 @@ impl Agent {
         if let Ok(mut running) = RUNNING.write() {
             *running = None;
         }
+        unwind::uninstall();
     }
 }
 

@@ -19,24 +19,29 @@ const SYMBOL_CACHE_ENTRIES: usize = 32 * 1024;
 
 /// Checks whether profiles can be taken and applies the sampling period.
 pub(crate) fn init_profiling(config: &Config) -> HeapProfilingStatus {
-    match jemalloc::profiling_state() {
-        ProfilingState::Off(reason) => HeapProfilingStatus {
-            enabled: false,
-            reason: Some(reason),
-            sample_period_bytes: None,
-        },
-        ProfilingState::On => match jemalloc::set_sample_period(config.heap_sample_period) {
-            Ok(period) => HeapProfilingStatus {
-                enabled: true,
-                reason: None,
-                sample_period_bytes: Some(period),
-            },
-            Err(e) => HeapProfilingStatus {
-                enabled: false,
-                reason: Some(e.to_string()),
-                sample_period_bytes: None,
-            },
-        },
+    let off = |reason: String| HeapProfilingStatus {
+        enabled: false,
+        reason: Some(reason),
+        sample_period_bytes: None,
+        unwinder: None,
+    };
+    if let ProfilingState::Off(reason) = jemalloc::profiling_state() {
+        return off(reason);
+    }
+    let period = match jemalloc::set_sample_period(config.heap_sample_period) {
+        Ok(period) => period,
+        Err(e) => return off(e.to_string()),
+    };
+    // A failed install leaves jemalloc's own unwinder, which works.
+    let unwinder = crate::unwind::install(config.unwinder).unwrap_or_else(|e| {
+        tracing::warn!("heaptide: keeping jemalloc's unwinder: {e}");
+        crate::Unwinder::Libgcc
+    });
+    HeapProfilingStatus {
+        enabled: true,
+        reason: None,
+        sample_period_bytes: Some(period),
+        unwinder: Some(unwinder.as_str().into()),
     }
 }
 

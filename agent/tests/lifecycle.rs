@@ -29,6 +29,11 @@ fn start_errors_a_second_agent_and_a_bounded_shutdown() {
         "{:?}",
         agent.heap_profiling()
     );
+    // The workspace builds with frame pointers, so the probe finds them.
+    assert_eq!(
+        agent.heap_profiling().unwinder.as_deref(),
+        Some("frame-pointers")
+    );
     let second = heaptide_agent::builder().start().unwrap_err();
     assert!(
         matches!(second, heaptide_agent::Error::AlreadyRunning),

@@ -38,6 +38,7 @@ pub fn batch(agent: AgentInfo, seq: u64, sent_at_ms: i64) -> Batch {
             enabled: true,
             reason: None,
             sample_period_bytes: Some(SAMPLE_PERIOD),
+            unwinder: None,
         },
         agent_stats: AgentStats::default(),
         samples: Vec::new(),

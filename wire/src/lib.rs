@@ -75,6 +75,10 @@ pub struct HeapProfilingStatus {
     /// Mean bytes between heap samples (jemalloc's `2^lg_prof_sample`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sample_period_bytes: Option<u64>,
+    /// What records the stacks of sampled allocations: `frame-pointers`
+    /// or `libgcc`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unwinder: Option<String>,
 }
 
 /// What the agent costs its host, cumulative since the agent started.

@@ -30,6 +30,8 @@
 
 mod message;
 
+pub use crate::unwind::compare_unwinders;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, Once};
 

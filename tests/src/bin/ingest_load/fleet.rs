@@ -143,6 +143,7 @@ pub fn batch(
             enabled: true,
             reason: None,
             sample_period_bytes: Some(524288),
+            unwinder: None,
         },
         agent_stats: AgentStats::default(),
         samples,
