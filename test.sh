@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace. Debian packages the tests need are
 # installed here when missing: Chromium and chromedriver for the browser
-# tests, and prometheus for promtool, which checks /metrics and the
-# example rules.
+# tests, prometheus for promtool, which checks /metrics and the example
+# rules, and Go (golang-go) for `go tool pprof` and the Go service whose
+# heap profiles the pprof tests ingest.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -11,6 +12,7 @@ if ! command -v chromedriver >/dev/null 2>&1 || ! [ -x /usr/bin/chromium ]; then
   missing+=(chromium chromium-driver)
 fi
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v go >/dev/null 2>&1 || missing+=(golang-go)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "test.sh: installing ${missing[*]} for the tests" >&2
   sudo=""

@@ -11,6 +11,10 @@ pub(crate) struct Loaded {
     pub path: String,
     pub bias: u64,
     ranges: Vec<(u64, u64)>,
+    /// Executable segments: (start, end, file offset).
+    pub text: Vec<(u64, u64, u64)>,
+    /// The GNU build-id, from the object's notes in memory.
+    pub build_id: Option<Vec<u8>>,
 }
 
 impl Loaded {
@@ -42,7 +46,9 @@ pub(crate) fn loaded() -> Vec<Loaded> {
                 .into_owned()
         };
         let path = match name.as_str() {
-            "" if out.is_empty() => "/proc/self/exe".to_owned(),
+            "" if out.is_empty() => std::env::current_exe()
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_else(|_| "/proc/self/exe".to_owned()),
             n if n.starts_with('/') => name,
             _ => return 0,
         };
@@ -61,10 +67,31 @@ pub(crate) fn loaded() -> Vec<Loaded> {
                 (lo, lo.wrapping_add(p.p_memsz))
             })
             .collect();
+        let text = phdrs
+            .iter()
+            .filter(|p| p.p_type == libc::PT_LOAD && p.p_flags & libc::PF_X != 0)
+            .map(|p| {
+                let lo = info.dlpi_addr.wrapping_add(p.p_vaddr);
+                (lo, lo.wrapping_add(p.p_memsz), p.p_offset)
+            })
+            .collect();
+        let build_id = phdrs
+            .iter()
+            .filter(|p| p.p_type == libc::PT_NOTE)
+            .find_map(|p| {
+                let start = info.dlpi_addr.wrapping_add(p.p_vaddr) as *const u8;
+                // SAFETY: a PT_NOTE segment lies inside a loaded segment of
+                // this object, mapped readable for as long as the object
+                // is loaded, which covers this callback.
+                let notes = unsafe { std::slice::from_raw_parts(start, p.p_memsz as usize) };
+                gnu_build_id(notes, p.p_align)
+            });
         out.push(Loaded {
             path,
             bias: info.dlpi_addr,
             ranges,
+            text,
+            build_id,
         });
         0
     }
@@ -78,6 +105,41 @@ pub(crate) fn loaded() -> Vec<Loaded> {
         );
     }
     out
+}
+
+/// The `NT_GNU_BUILD_ID` note among `notes`, a PT_NOTE segment.
+fn gnu_build_id(notes: &[u8], align: u64) -> Option<Vec<u8>> {
+    use object::elf::{FileHeader64, NT_GNU_BUILD_ID};
+    use object::read::elf::NoteIterator;
+    let mut it =
+        NoteIterator::<FileHeader64<object::NativeEndian>>::new(object::NativeEndian, align, notes)
+            .ok()?;
+    while let Ok(Some(note)) = it.next() {
+        if note.name() == b"GNU" && note.n_type(object::NativeEndian) == NT_GNU_BUILD_ID {
+            return Some(note.desc().to_vec());
+        }
+    }
+    None
+}
+
+/// The executable mappings of every loaded object, for profiles that
+/// carry addresses.
+pub(crate) fn mappings(objects: &[Loaded]) -> Vec<heaptide_wire::pprof::ObjectMapping> {
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    objects
+        .iter()
+        .flat_map(|o| {
+            o.text
+                .iter()
+                .map(|&(lo, hi, offset)| heaptide_wire::pprof::ObjectMapping {
+                    memory_start: lo,
+                    memory_limit: hi,
+                    file_offset: offset,
+                    file: o.path.clone(),
+                    build_id: o.build_id.as_deref().map(hex).unwrap_or_default(),
+                })
+        })
+        .collect()
 }
 
 /// The function symbols of one object file, by address, with sizes.

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use heaptide_wire::pprof::{build_heap_profile, encode_gzip, ProfileSample};
+use heaptide_wire::pprof::{build_native_heap_profile, encode_gzip, ProfileSample};
 use heaptide_wire::{metric, EncodedProfile, HeapProfilingStatus, MetricSample};
 
 use crate::jemalloc::{self, ProfilingState};
@@ -147,15 +147,27 @@ fn profile(shared: &Shared, symbols: &mut Symbolizer) -> Option<EncodedProfile> 
         }
     };
     symbols.prepare(raw.iter().flat_map(|r| r.addrs.iter().copied()));
-    let stacks: Vec<ProfileSample> = raw
+    let (addresses, stacks): (Vec<Vec<u64>>, Vec<ProfileSample>) = raw
         .iter()
-        .map(|r| ProfileSample {
-            frames: symbols.stack(&r.addrs),
-            objects: r.objects as i64,
-            bytes: r.bytes as i64,
+        .map(|r| {
+            let (at, frames) = symbols.stack(&r.addrs);
+            let sample = ProfileSample {
+                frames,
+                objects: r.objects as i64,
+                bytes: r.bytes as i64,
+            };
+            (at, sample)
         })
-        .collect();
-    let pprof = build_heap_profile(&stacks, period as i64, ts_ms * 1_000_000);
+        .unzip();
+    let mappings = crate::objects::mappings(&crate::objects::loaded());
+    let pprof = build_native_heap_profile(
+        &stacks,
+        &addresses,
+        &mappings,
+        shared.config.symbol_lines,
+        period as i64,
+        ts_ms * 1_000_000,
+    );
     Some(EncodedProfile {
         ts_ms,
         sample_period_bytes: period,

@@ -159,18 +159,24 @@ impl Symbolizer {
             })
     }
 
-    /// A whole stack, leaf first, without jemalloc's own sampling frames.
-    pub(crate) fn stack(&mut self, addrs: &[u64]) -> Vec<Frame> {
-        let mut out = Vec::with_capacity(addrs.len());
+    /// A whole stack, leaf first, without jemalloc's own sampling frames:
+    /// each frame with the return address it was named from.
+    pub(crate) fn stack(&mut self, addrs: &[u64]) -> (Vec<u64>, Vec<Frame>) {
+        let mut frames = Vec::with_capacity(addrs.len());
+        let mut at = Vec::with_capacity(addrs.len());
         for &a in addrs {
-            out.extend(self.resolve(a).iter().cloned());
+            let resolved = self.resolve(a);
+            at.extend(std::iter::repeat_n(a, resolved.len()));
+            frames.extend(resolved.iter().cloned());
         }
-        let internal = out
+        let internal = frames
             .iter()
             .take_while(|f| is_jemalloc_internal(&f.function))
-            .count();
-        out.drain(..internal.min(out.len().saturating_sub(1)));
-        out
+            .count()
+            .min(frames.len().saturating_sub(1));
+        frames.drain(..internal);
+        at.drain(..internal);
+        (at, frames)
     }
 
     #[cfg(test)]

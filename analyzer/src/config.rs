@@ -33,6 +33,10 @@ pub struct FileConfig {
     pub max_services: Option<u64>,
     pub max_concurrent_requests: Option<usize>,
     pub request_timeout: Option<Span>,
+    /// pprof endpoints to pull, `NAME=URL` each.
+    #[serde(default)]
+    pub scrape: Vec<String>,
+    pub scrape_interval: Option<Span>,
     /// Alert rules and webhooks (`docs/alerts.md`).
     pub alerts: Option<AlertRules>,
 }
@@ -82,6 +86,9 @@ pub struct Layer {
     pub request_timeout: Option<Duration>,
     /// Webhooks of the Alertmanager kind, added to the file's.
     pub alert_webhooks: Vec<String>,
+    /// pprof endpoints to pull, `NAME=URL`, added to the file's.
+    pub scrape: Vec<String>,
+    pub scrape_interval: Option<Duration>,
 }
 
 impl Layer {
@@ -104,6 +111,8 @@ impl Layer {
                 .or(other.max_concurrent_requests),
             request_timeout: self.request_timeout.or(other.request_timeout),
             alert_webhooks: [self.alert_webhooks, other.alert_webhooks].concat(),
+            scrape: [self.scrape, other.scrape].concat(),
+            scrape_interval: self.scrape_interval.or(other.scrape_interval),
         }
     }
 }
@@ -124,6 +133,8 @@ impl From<FileConfig> for Layer {
             max_concurrent_requests: f.max_concurrent_requests,
             request_timeout: f.request_timeout.map(|t| t.0),
             alert_webhooks: Vec::new(),
+            scrape: f.scrape,
+            scrape_interval: f.scrape_interval.map(|s| s.0),
         }
     }
 }
@@ -143,6 +154,9 @@ pub struct ServeConfig {
     pub alerts: AlertRules,
     /// Every webhook, the file's and the flags', checked and ready.
     pub webhooks: Vec<Webhook>,
+    /// pprof endpoints pulled every `scrape_every`.
+    pub scrape: Vec<crate::foreign::ScrapeTarget>,
+    pub scrape_every: Duration,
 }
 
 /// The store used when none is named.
@@ -194,9 +208,20 @@ impl ServeConfig {
             max_services: merged.max_services.unwrap_or(defaults.max_services),
         };
         let webhooks = alert_webhooks(&alerts, merged.alert_webhooks)?;
+        let scrape = merged
+            .scrape
+            .iter()
+            .map(|t| crate::foreign::ScrapeTarget::parse(t))
+            .collect::<Result<Vec<_>>>()?;
+        let scrape_every = merged.scrape_interval.unwrap_or(Duration::from_secs(60));
+        if scrape_every < Duration::from_secs(1) {
+            return Err(Error::invalid("scrape_interval", "must be at least 1s"));
+        }
         Ok(ServeConfig {
             alerts,
             webhooks,
+            scrape,
+            scrape_every,
             evaluate_every,
             listen,
             store: merged.store.unwrap_or_else(|| DEFAULT_STORE.into()),

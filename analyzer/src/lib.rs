@@ -9,6 +9,7 @@ pub mod detect;
 pub mod error;
 pub mod evaluate;
 pub mod flames;
+pub mod foreign;
 pub mod ingest;
 pub mod query;
 pub mod report;
@@ -41,6 +42,8 @@ pub async fn serve(
         external_url: cfg.alerts.external_url.clone().unwrap_or_default(),
         alerts: cfg.alerts,
         webhooks: cfg.webhooks,
+        scrape: cfg.scrape,
+        scrape_every: cfg.scrape_every,
     };
     server::run(listener, state, background, shutdown).await
 }

@@ -1,6 +1,9 @@
 #![doc = include_str!("../README.md")]
 
+mod findings;
 pub mod webdriver;
+
+pub use findings::{finding, leaks_json, top_site};
 
 pub use heaptide_testkit::*;
 

@@ -36,42 +36,6 @@ fn leaks_after_load(instance: &str, routes: &[&str], secs: u64) -> serde_json::V
     v
 }
 
-/// `analyzer leaks --since 10m --format json` over `store`.
-fn leaks_json(store: &std::path::Path) -> serde_json::Value {
-    let out = Command::new(bin("analyzer"))
-        .args(["leaks", "--since", "10m", "--format", "json", "--store"])
-        .arg(store)
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn finding<'a>(v: &'a serde_json::Value, resource: &str) -> Option<&'a serde_json::Value> {
-    v["findings"]
-        .as_array()?
-        .iter()
-        .find(|f| f["resource"] == resource)
-}
-
-/// The top site of a heap finding: its frames, leaf first, and the index
-/// of the first frame outside the allocator and the standard library.
-fn top_site(heap: &serde_json::Value) -> (Vec<&str>, usize) {
-    let top = &heap["sites"][0];
-    let frames = top["frames"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no top site: {heap:#}"))
-        .iter()
-        .filter_map(|f| f.as_str())
-        .collect();
-    (frames, top["app_frame"].as_u64().unwrap() as usize)
-}
-
 #[test]
 fn the_heap_leak_is_found_with_its_function_in_the_top_site() {
     let v = leaks_after_load("leak", &["/leak?kb=16", "/work"], 60);

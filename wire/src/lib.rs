@@ -12,6 +12,9 @@ pub const WIRE_VERSION: u32 = 1;
 
 /// The ingest path on the analyzer.
 pub const INGEST_PATH: &str = "/v1/ingest";
+/// Where heap profiles from other pprof sources are posted, with
+/// `?service=&instance=`.
+pub const INGEST_PPROF_PATH: &str = "/v1/ingest/pprof";
 
 /// One upload from one agent.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

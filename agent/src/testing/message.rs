@@ -62,6 +62,7 @@ pub(super) fn growing_sites(
             bytes,
             frames: symbols
                 .stack(addrs)
+                .1
                 .into_iter()
                 .filter(|f| !heaptide_wire::pprof::is_runtime_frame(&f.function))
                 .take(8)

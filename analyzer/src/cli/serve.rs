@@ -51,6 +51,13 @@ pub struct Args {
     /// (repeatable; added to the config's `[[alerts.webhook]]`).
     #[arg(long = "alert-webhook", value_name = "URL")]
     pub alert_webhooks: Vec<String>,
+    /// Pulls heap profiles from a pprof endpoint (Go's /debug/pprof/heap,
+    /// jemalloc_pprof) as service NAME (repeatable).
+    #[arg(long = "scrape", value_name = "NAME=URL")]
+    pub scrape: Vec<String>,
+    /// How often each --scrape target is pulled [default: 1m].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub scrape_interval: Option<Duration>,
     /// TOML file with the same settings; flags and environment win.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -72,6 +79,8 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         max_concurrent_requests: a.max_concurrent_requests,
         request_timeout: a.request_timeout,
         alert_webhooks: a.alert_webhooks,
+        scrape: a.scrape,
+        scrape_interval: a.scrape_interval,
     };
     let cfg = ServeConfig::resolve(flags, |k| std::env::var(k).ok(), file)?;
     let rt = tokio::runtime::Builder::new_multi_thread()

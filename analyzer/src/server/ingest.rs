@@ -113,13 +113,48 @@ fn overloaded(what: &str) -> ApiError {
     }
 }
 
-/// Ingest, timed and counted for `/metrics`.
+/// What a body holds: an agent's batch, or a heap profile from another
+/// pprof source.
+enum Body {
+    Agent,
+    Pprof(crate::foreign::Source),
+}
+
+/// The query of `POST /v1/ingest/pprof`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PprofParams {
+    service: String,
+    instance: String,
+}
+
+/// `POST /v1/ingest`, timed and counted for `/metrics`.
 pub(super) async fn handler(
     State(state): State<Arc<AppState>>,
     req: Request,
 ) -> ApiResult<Response> {
+    counted(&state, req, Body::Agent).await
+}
+
+/// `POST /v1/ingest/pprof?service=&instance=`: a heap profile from any
+/// pprof source, under the same gates as an agent's batch.
+pub(super) async fn pprof_handler(
+    State(state): State<Arc<AppState>>,
+    req: Request,
+) -> ApiResult<Response> {
+    let params = axum::extract::Query::<PprofParams>::try_from_uri(req.uri())
+        .map_err(|e| ApiError::bad("query", e.body_text()))?;
+    let source = crate::foreign::Source {
+        service: params.0.service,
+        instance: params.0.instance,
+        origin: "push".into(),
+    };
+    counted(&state, req, Body::Pprof(source)).await
+}
+
+async fn counted(state: &Arc<AppState>, req: Request, kind: Body) -> ApiResult<Response> {
     let started = std::time::Instant::now();
-    let result = accept(&state, req).await;
+    let result = accept(state, req, kind).await;
     let t = &state.telemetry;
     t.ingest_seconds.observe(started.elapsed().as_secs_f64());
     match &result {
@@ -129,7 +164,7 @@ pub(super) async fn handler(
     result
 }
 
-async fn accept(state: &Arc<AppState>, req: Request) -> ApiResult<Response> {
+async fn accept(state: &Arc<AppState>, req: Request, kind: Body) -> ApiResult<Response> {
     let access = state.auth.access(req.headers());
     if access < Access::Write {
         return Err(ApiError::new(
@@ -181,7 +216,12 @@ async fn accept(state: &Arc<AppState>, req: Request) -> ApiResult<Response> {
     drop(body_permit);
     let st = state.clone();
     let outcome = blocking(move || {
-        let decoded = ingest::decode(&body, gzip, &st.limits, crate::select::now_ms())?;
+        let now = crate::select::now_ms();
+        let decoded = match kind {
+            Body::Agent => ingest::decode(&body, gzip, &st.limits, now)?,
+            // A pprof body is gzipped or not by its own magic bytes.
+            Body::Pprof(source) => crate::foreign::batch(&body, &source, &st.limits, now)?,
+        };
         drop(body);
         let outcome = st.store.ingest(&decoded, crate::select::now_ms());
         drop(slot);
@@ -191,7 +231,7 @@ async fn accept(state: &Arc<AppState>, req: Request) -> ApiResult<Response> {
     Ok(Json(outcome).into_response())
 }
 
-async fn decode_slot(state: &AppState) -> ApiResult<OwnedSemaphorePermit> {
+pub(super) async fn decode_slot(state: &AppState) -> ApiResult<OwnedSemaphorePermit> {
     let acquire = state.gates.decode.clone().acquire_owned();
     match tokio::time::timeout(DECODE_WAIT, acquire).await {
         Ok(Ok(p)) => Ok(p),

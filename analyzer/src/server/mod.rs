@@ -9,6 +9,7 @@ mod headers;
 mod ingest;
 mod metrics;
 pub mod params;
+mod scrape;
 mod shed;
 pub mod telemetry;
 
@@ -94,6 +95,10 @@ pub fn app(state: Arc<AppState>) -> Router {
         ));
     let open = Router::new()
         .route(heaptide_wire::INGEST_PATH, post(ingest::handler))
+        .route(
+            heaptide_wire::INGEST_PPROF_PATH,
+            post(ingest::pprof_handler),
+        )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/favicon.ico", get(dashboards::favicon))
         .route("/login", get(auth::login_page).post(auth::login));
@@ -115,6 +120,9 @@ pub struct Background {
     pub webhooks: Vec<crate::alerts::notify::Webhook>,
     /// The base of links in notifications.
     pub external_url: String,
+    /// pprof endpoints pulled every `scrape_every`.
+    pub scrape: Vec<crate::foreign::ScrapeTarget>,
+    pub scrape_every: std::time::Duration,
 }
 
 impl Background {
@@ -127,6 +135,8 @@ impl Background {
             alerts: Default::default(),
             webhooks: Vec::new(),
             external_url: String::new(),
+            scrape: Vec::new(),
+            scrape_every: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -156,12 +166,24 @@ pub async fn run(
         Arc::new(notifier),
         background.evaluate_every,
     ));
+    let scrapes: Vec<_> = background
+        .scrape
+        .into_iter()
+        .map(|t| {
+            tokio::spawn(scrape::scrape_loop(
+                state.clone(),
+                t,
+                background.scrape_every,
+            ))
+        })
+        .collect();
     let service = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let result = axum::serve(listener, service)
         .with_graceful_shutdown(shutdown)
         .await;
     retention.abort();
     evaluation.abort();
+    scrapes.iter().for_each(tokio::task::JoinHandle::abort);
     Ok(result?)
 }
 

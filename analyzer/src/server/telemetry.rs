@@ -27,6 +27,8 @@ pub struct Telemetry {
     pub ingest_seconds: Histogram,
     pub evaluation_seconds: Histogram,
     pub evaluation_failures: IntCounter,
+    /// Pulls of `--scrape` targets that failed.
+    pub scrape_failures: IntCounter,
     /// Each webhook's delivery counts, in config order.
     pub webhooks: Mutex<Vec<(WebhookKind, Arc<DeliveryStats>)>>,
 }
@@ -77,6 +79,10 @@ impl Default for Telemetry {
                 "heaptide_evaluation_failures_total",
                 "Evaluation passes that failed.",
             ),
+            scrape_failures: counter(
+                "heaptide_scrape_failures_total",
+                "Pulls of pprof scrape targets that failed.",
+            ),
             webhooks: Mutex::new(Vec::new()),
         }
     }
@@ -106,6 +112,7 @@ impl Telemetry {
             Box::new(self.ingest_seconds.clone()),
             Box::new(self.evaluation_seconds.clone()),
             Box::new(self.evaluation_failures.clone()),
+            Box::new(self.scrape_failures.clone()),
         ]
     }
 }

@@ -20,6 +20,10 @@ pub struct Census {
     pub location_refs: u64,
     /// Inline lines over all locations.
     pub lines: u64,
+    /// Values over all samples.
+    pub values: u64,
+    /// Mappings and sample types.
+    pub mappings: u64,
     pub longest_string: u64,
 }
 
@@ -31,9 +35,11 @@ impl Census {
             let (tag, value) = field?;
             let Value::Len(body) = value else { continue };
             match tag {
+                1 | 3 => c.mappings += 1,
                 2 => {
                     c.samples += 1;
                     c.location_refs += count_refs(body, 1)?;
+                    c.values += count_refs(body, 2)?;
                 }
                 4 => {
                     c.locations += 1;
@@ -68,6 +74,8 @@ impl Census {
                 l.max_location_refs,
             ),
             ("inline lines", self.lines, l.max_lines),
+            ("sample values", self.values, l.max_values),
+            ("mappings and sample types", self.mappings, l.max_mappings),
         ];
         for (what, got, limit) in checks {
             if got > limit {

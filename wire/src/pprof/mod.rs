@@ -12,11 +12,13 @@
 //! before `prost` allocates, and [`heap_stacks`] expands inline frames
 //! within a frame and text budget.
 
+mod build;
 mod census;
 mod expand;
 
 use std::sync::Arc;
 
+pub use build::{build_heap_profile, build_native_heap_profile, ObjectMapping, SAMPLE_TYPES};
 pub use census::Census;
 pub use expand::heap_stacks;
 
@@ -75,6 +77,9 @@ pub struct Mapping {
     pub file_offset: u64,
     #[prost(int64, tag = "5")]
     pub filename: i64,
+    /// Index of the object's build-id (hex) in the string table.
+    #[prost(int64, tag = "6")]
+    pub build_id: i64,
     #[prost(bool, tag = "7")]
     pub has_functions: bool,
     #[prost(bool, tag = "8")]
@@ -159,96 +164,6 @@ pub struct ProfileSample {
     pub bytes: i64,
 }
 
-/// The heap sample types heaptide writes, in order.
-pub const SAMPLE_TYPES: [(&str, &str); 2] = [("inuse_objects", "count"), ("inuse_space", "bytes")];
-
-/// Builds a heap profile from symbolized stacks.
-pub fn build_heap_profile(stacks: &[ProfileSample], period: i64, time_nanos: i64) -> Profile {
-    let mut b = Builder::default();
-    b.string(""); // pprof requires string 0 to be empty
-    let mut profile = Profile {
-        sample_type: SAMPLE_TYPES
-            .iter()
-            .map(|(t, u)| ValueType {
-                r#type: b.string(t),
-                unit: b.string(u),
-            })
-            .collect(),
-        period_type: Some(ValueType {
-            r#type: b.string("space"),
-            unit: b.string("bytes"),
-        }),
-        period,
-        time_nanos,
-        ..Default::default()
-    };
-    profile.default_sample_type = profile.sample_type[1].r#type;
-    for stack in stacks {
-        let location_id = stack.frames.iter().map(|f| b.location(f)).collect();
-        profile.sample.push(Sample {
-            location_id,
-            value: vec![stack.objects, stack.bytes],
-        });
-    }
-    profile.string_table = b.strings;
-    profile.function = b.functions;
-    profile.location = b.locations;
-    profile
-}
-
-#[derive(Default)]
-struct Builder {
-    strings: Vec<String>,
-    string_ids: std::collections::HashMap<String, i64>,
-    functions: Vec<Function>,
-    function_ids: std::collections::HashMap<(i64, i64), u64>,
-    locations: Vec<Location>,
-    location_ids: std::collections::HashMap<Frame, u64>,
-}
-
-impl Builder {
-    fn string(&mut self, s: &str) -> i64 {
-        if let Some(id) = self.string_ids.get(s) {
-            return *id;
-        }
-        let id = self.strings.len() as i64;
-        self.strings.push(s.to_owned());
-        self.string_ids.insert(s.to_owned(), id);
-        id
-    }
-
-    fn location(&mut self, frame: &Frame) -> u64 {
-        if let Some(id) = self.location_ids.get(frame) {
-            return *id;
-        }
-        let name = self.string(&frame.function);
-        let file = self.string(&frame.file);
-        let next_fn = self.functions.len() as u64 + 1;
-        let function_id = *self.function_ids.entry((name, file)).or_insert(next_fn);
-        if function_id == next_fn {
-            self.functions.push(Function {
-                id: function_id,
-                name,
-                system_name: name,
-                filename: file,
-                start_line: 0,
-            });
-        }
-        let id = self.locations.len() as u64 + 1;
-        self.locations.push(Location {
-            id,
-            mapping_id: 0,
-            address: 0,
-            line: vec![Line {
-                function_id,
-                line: i64::from(frame.line),
-            }],
-        });
-        self.location_ids.insert(frame.clone(), id);
-        id
-    }
-}
-
 /// Frames of the allocator, the standard library and heaptide itself:
 /// never the code responsible for a leak.
 pub fn is_runtime_frame(function: &str) -> bool {
@@ -272,6 +187,8 @@ pub fn is_runtime_frame(function: &str) -> bool {
         "0x",
         "[",
         "{closure",
+        // Go's runtime, in profiles from Go services.
+        "runtime.",
     ];
     let runtime = |path: &str| PREFIXES.iter().any(|p| path.starts_with(p));
     let f = function.trim_start_matches('<');
@@ -323,6 +240,10 @@ pub struct DecodeLimits {
     pub max_location_refs: u64,
     /// Inline lines over all locations.
     pub max_lines: u64,
+    /// Values over all samples (a heap profile has two to four each).
+    pub max_values: u64,
+    /// Mappings and sample types together.
+    pub max_mappings: u64,
     /// Frames in one stack once inline frames are expanded.
     pub max_frames_per_stack: u64,
     /// Frames over all stacks once expanded.
@@ -345,6 +266,8 @@ impl Default for DecodeLimits {
             max_string_bytes: 16 << 10,
             max_location_refs: 1_000_000,
             max_lines: 1_000_000,
+            max_values: 1_000_000,
+            max_mappings: 10_000,
             max_frames_per_stack: 512,
             max_frames: 1_000_000,
             max_text_bytes: 64 << 20,
