@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod age;
 mod bounds;
 mod config;
 mod error;
@@ -342,6 +343,7 @@ impl Agent {
             *running = None;
         }
         unwind::uninstall();
+        age::uninstall();
     }
 }
 

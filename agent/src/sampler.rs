@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use heaptide_wire::pprof::{build_native_heap_profile, encode_gzip, ProfileSample};
-use heaptide_wire::{metric, EncodedProfile, HeapProfilingStatus, MetricSample};
+use heaptide_wire::{metric, EncodedProfile, HeapProfilingStatus, MetricSample, StackAges};
 
 use crate::jemalloc::{self, ProfilingState};
 use crate::process::{Metrics, ProcessSampler};
@@ -32,6 +32,9 @@ pub(crate) fn init_profiling(config: &Config) -> HeapProfilingStatus {
         Ok(period) => period,
         Err(e) => return off(e.to_string()),
     };
+    if let Err(e) = crate::age::install() {
+        tracing::warn!("heaptide: live memory will have no ages: {e}");
+    }
     // A failed install leaves jemalloc's own unwinder, which works.
     let unwinder = crate::unwind::install(config.unwinder).unwrap_or_else(|e| {
         tracing::warn!("heaptide: keeping jemalloc's unwinder: {e}");
@@ -81,6 +84,24 @@ pub(crate) fn run(shared: &Shared) {
             return;
         }
     }
+}
+
+/// Live bytes by age for each stack of `raw` the age table knows.
+fn ages(raw: &[jemalloc::RawStack], period: u64) -> Vec<StackAges> {
+    let (by_site, _) = crate::age::by_site(period);
+    if by_site.is_empty() {
+        return Vec::new();
+    }
+    raw.iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            let bytes = *by_site.get(&crate::age::site_of(r.addrs.iter().copied()))?;
+            Some(StackAges {
+                sample: u32::try_from(i).ok()?,
+                bytes,
+            })
+        })
+        .collect()
 }
 
 /// Keeps a fixed cadence, but skips missed ticks rather than bursting.
@@ -172,5 +193,6 @@ fn profile(shared: &Shared, symbols: &mut Symbolizer) -> Option<EncodedProfile> 
         ts_ms,
         sample_period_bytes: period,
         pprof_gz_base64: base64::engine::general_purpose::STANDARD.encode(encode_gzip(&pprof)),
+        ages: ages(&raw, period),
     })
 }

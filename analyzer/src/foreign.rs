@@ -134,6 +134,7 @@ pub fn batch(body: &[u8], source: &Source, limits: &Limits, now_ms: i64) -> Resu
             // The decoded profile is what the store keeps (`raw`); the
             // base64 form is never read again.
             pprof_gz_base64: String::new(),
+            ages: Vec::new(),
         }],
     };
     Ok(ValidBatch {

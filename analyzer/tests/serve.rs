@@ -88,12 +88,14 @@ fn bad_bodies(now: i64) -> Vec<(&'static str, Vec<u8>, &'static str)> {
         ts_ms: now,
         sample_period_bytes: 524288,
         pprof_gz_base64: "!!".into(),
+        ages: Vec::new(),
     });
     let mut garbage_pprof = batch("a", 1, 2, now, 5.0);
     garbage_pprof.profiles.push(EncodedProfile {
         ts_ms: now,
         sample_period_bytes: 524288,
         pprof_gz_base64: "AAECAwQ=".into(),
+        ages: Vec::new(),
     });
     vec![
         ("malformed json", b"{\"version\": 1, ".to_vec(), "body"),

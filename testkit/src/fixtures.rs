@@ -87,5 +87,6 @@ pub fn heap_profile(ts_ms: i64, stacks: &[ProfileSample]) -> EncodedProfile {
         ts_ms,
         sample_period_bytes: SAMPLE_PERIOD,
         pprof_gz_base64: base64::engine::general_purpose::STANDARD.encode(pprof),
+        ages: Vec::new(),
     }
 }

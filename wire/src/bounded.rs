@@ -20,6 +20,8 @@ pub const MAX_METRICS_PER_SAMPLE: usize = 2_000;
 pub const MAX_PAUSES: usize = 100_000;
 /// Heap profiles per batch.
 pub const MAX_PROFILES: usize = 100;
+/// Age rows of one profile: at most one per sample of the profile.
+pub const MAX_AGE_ROWS: usize = 200_000;
 /// Labels per agent.
 pub const MAX_LABELS: usize = 64;
 

@@ -193,6 +193,30 @@ pub struct EncodedProfile {
     /// `inuse_objects/count` and `inuse_space/bytes`, already scaled to
     /// unbiased estimates, in standard base64.
     pub pprof_gz_base64: String,
+    /// Live bytes by age for the profile's stacks whose sampled
+    /// allocations the agent saw being made; absent from older agents and
+    /// from other pprof sources.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "bounded::vec::<_, _, { bounded::MAX_AGE_ROWS }>"
+    )]
+    pub ages: Vec<StackAges>,
+}
+
+/// Upper edges, in seconds, of the age buckets of [`StackAges`]: under ten
+/// seconds, a minute, ten minutes, an hour, six hours, a day, and older
+/// (the last edge is never reached).
+pub const AGE_BUCKETS_SECS: [u64; 7] = [10, 60, 600, 3600, 21_600, 86_400, u64::MAX];
+
+/// One stack's live bytes by age, unbiased like the profile's values.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct StackAges {
+    /// Index of the stack among the profile's samples.
+    pub sample: u32,
+    /// Bytes per bucket of [`AGE_BUCKETS_SECS`].
+    pub bytes: [u64; AGE_BUCKETS_SECS.len()],
 }
 
 /// Metric names, so that the agent and the analyzer cannot drift apart.

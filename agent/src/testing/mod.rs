@@ -30,7 +30,15 @@
 
 mod message;
 
+pub use crate::age::live_bytes_by_age;
 pub use crate::unwind::compare_unwinders;
+
+/// Starts tracking the age of sampled allocations, as a running agent
+/// does, with every allocation sampled; for the agent's tests.
+pub fn track_ages_of_every_allocation() -> crate::Result<()> {
+    crate::jemalloc::set_sample_period(1)?;
+    crate::age::install()
+}
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, Once};

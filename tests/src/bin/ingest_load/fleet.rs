@@ -297,6 +297,7 @@ fn worker(load: &Load) {
                 sample_period_bytes: 524288,
                 pprof_gz_base64: load.profiles[(seq as usize + agent) % load.profiles.len()]
                     .clone(),
+                ages: Vec::new(),
             }]
         } else {
             vec![]

@@ -71,6 +71,7 @@ fn agent_week(dir: &std::path::Path, days: i64) -> (u64, u64, RetentionReportLit
                     ts_ms: t,
                     sample_period_bytes: 524288,
                     pprof_gz_base64: variants[(i / 6 % 6) as usize].clone(),
+                    ages: Vec::new(),
                 });
             }
         }
