@@ -62,10 +62,10 @@ pub fn folded_at(
     if ids.is_empty() {
         return Ok(None);
     }
-    let value = if scope.objects {
-        Value::Objects
-    } else {
-        Value::Bytes
+    let value = match (scope.kind.as_str(), scope.objects) {
+        ("old", _) => Value::BytesOlderThan(scope.older_secs()),
+        (_, true) => Value::Objects,
+        (_, false) => Value::Bytes,
     };
     let scale = if per_instance {
         1.0 / ids.len() as f64
@@ -121,6 +121,24 @@ pub fn svg(store: &dyn Store, scope: &FlameScope, now_ms: i64) -> Result<Option<
                 base.replacen(':', "=", 1)
             );
             differential_svg(&b, &a, &title, t0, t1, scope.objects)
+        }
+        "old" => {
+            let Some((t, _, folded)) = folded_at(
+                store,
+                scope,
+                scope.label.as_deref(),
+                scope.at.unwrap_or(now_ms),
+                false,
+            )?
+            else {
+                return Ok(None);
+            };
+            let who = format!(
+                "{}: live bytes older than {}",
+                scope.who(),
+                heaptide_ui::format::span(scope.older_secs() as f64)
+            );
+            flame_svg(&folded, &who, t, false)
         }
         _ => {
             let Some((t, _, folded)) = folded_at(

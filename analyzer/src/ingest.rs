@@ -302,5 +302,15 @@ fn decode_profile(
             ));
         }
     }
+    if let Some(a) = p.ages.iter().find(|a| a.sample as usize >= stacks.len()) {
+        return Err(Error::invalid(
+            format!("profiles[{i}].ages"),
+            format!(
+                "sample {} is past the profile's {} samples",
+                a.sample,
+                stacks.len()
+            ),
+        ));
+    }
     Ok(DecodedProfile { raw, stacks })
 }

@@ -66,6 +66,9 @@ pub enum Rendered {
 pub enum Value {
     Bytes,
     Objects,
+    /// Live bytes that have lived at least this many seconds, from the
+    /// ages agents track; stacks without ages count nothing.
+    BytesOlderThan(u64),
 }
 
 /// Folded stacks (`root;...;leaf value`), as inferno and flamegraph.pl read.
@@ -84,10 +87,16 @@ pub fn folded_sum(
 ) -> Result<String> {
     let mut sums: HashMap<i64, i64> = HashMap::new();
     for id in profile_ids {
+        if let Value::BytesOlderThan(secs) = value {
+            for (stack, ages) in store.profile_ages(*id)? {
+                *sums.entry(stack).or_default() += bytes_older_than(&ages, secs) as i64;
+            }
+            continue;
+        }
         for v in store.profile_values(*id)? {
             let n = match value {
-                Value::Bytes => v.bytes,
                 Value::Objects => v.objects,
+                _ => v.bytes,
             };
             *sums.entry(v.stack_id).or_default() += n;
         }
@@ -111,6 +120,17 @@ pub fn folded_sum(
         out.push('\n');
     }
     Ok(out)
+}
+
+/// The bytes of `ages` in buckets that begin at or after `secs`: memory
+/// that has certainly lived that long.
+pub fn bytes_older_than(ages: &crate::store::Ages, secs: u64) -> u64 {
+    let edges = heaptide_wire::AGE_BUCKETS_SECS;
+    ages.iter()
+        .enumerate()
+        .filter(|(i, _)| *i > 0 && edges[i - 1] >= secs)
+        .map(|(_, b)| *b)
+        .sum()
 }
 
 /// One folded line's stack part: root first, `;`-separated, with the

@@ -2,7 +2,6 @@
 //! `analyzer serve`, with intervals shortened so each test takes about a
 //! minute.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use heaptide_tests::*;

@@ -25,9 +25,20 @@ pub struct FlameScope {
     pub from: Option<i64>,
     pub to: Option<i64>,
     pub objects: bool,
+    /// For `old`: the least age shown, in seconds (default ten minutes).
+    pub older: Option<u64>,
 }
 
+/// The ages the `old` view offers, in seconds: the lower edges of the
+/// wire's age buckets.
+pub const OLDER_CHOICES: [u64; 6] = [10, 60, 600, 3600, 21_600, 86_400];
+
 impl FlameScope {
+    /// The least age of the `old` view.
+    pub fn older_secs(&self) -> u64 {
+        self.older.unwrap_or(600)
+    }
+
     /// `svc/instance`, `svc (all instances)` or `svc where version=2`.
     pub fn who(&self) -> String {
         if self.kind == "compare" {
@@ -64,6 +75,9 @@ impl FlameScope {
                 let _ = write!(q, "&amp;{k}={v}");
             }
         }
+        if let Some(o) = self.older {
+            let _ = write!(q, "&amp;older={o}");
+        }
         q
     }
 
@@ -89,6 +103,10 @@ pub fn flame(s: &FlameScope) -> String {
             s.label.as_deref().unwrap_or("?").replacen(':', "=", 1),
             s.base.as_deref().unwrap_or("?").replacen(':', "=", 1)
         ),
+        "old" => format!(
+            "live heap older than {}: memory that stays, where leaks collect",
+            crate::format::span(s.older_secs() as f64)
+        ),
         _ => "live heap".to_owned(),
     };
     let mut links = format!(
@@ -97,6 +115,21 @@ pub fn flame(s: &FlameScope) -> String {
         s.query(!s.objects),
         if s.objects { "in bytes" } else { "in objects" }
     );
+    if s.kind == "old" {
+        links.push_str(" · older than");
+        for o in OLDER_CHOICES {
+            let other = FlameScope {
+                older: Some(o),
+                ..s.clone()
+            };
+            let _ = write!(
+                links,
+                " <a href=\"/ui/flame?{}\">{}</a>",
+                other.query(false),
+                crate::format::span(o as f64)
+            );
+        }
+    }
     if let Some(inst) = &s.instance {
         let at =
             s.to.or(s.at)

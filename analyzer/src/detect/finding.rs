@@ -23,6 +23,15 @@ pub struct Site {
     pub slope_ci: [f64; 2],
     pub share: f64,
     pub current_bytes: f64,
+    /// Live bytes by age in the latest profile
+    /// ([`heaptide_wire::AGE_BUCKETS_SECS`]), when the agent tracked them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ages: Option<crate::store::Ages>,
+    /// The share of those bytes older than half the window judged: near 0
+    /// for memory that churns, about half or more for memory that is
+    /// never freed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_share: Option<f64>,
 }
 
 impl Site {

@@ -9,6 +9,7 @@ use crate::error::Result;
 use crate::select::Selector;
 use crate::store::Store;
 use heaptide_wire::pprof::is_runtime_frame;
+use heaptide_wire::AGE_BUCKETS_SECS;
 
 /// Names the growing allocation sites from the profiles in `sel`.
 pub fn growing_sites(store: &dyn Store, sel: &Selector, opts: &Options) -> Result<Vec<Site>> {
@@ -45,13 +46,20 @@ pub fn growing_sites(store: &dyn Store, sel: &Selector, opts: &Options) -> Resul
         })
         .collect();
     let growth = assess_sites(&series, period, opts);
-    let top: Vec<_> = growth.into_iter().take(opts.max_sites).collect();
-    let ids: Vec<i64> = top.iter().map(|s| s.stack_id).collect();
+    let (first, last) = match (profiles.first(), profiles.last()) {
+        (Some(f), Some(l)) => (f, l),
+        _ => return Ok(Vec::new()),
+    };
+    let ages = store.profile_ages(last.id)?;
+    let horizon_s = ((last.ts_ms - first.ts_ms) / 2000).max(0) as u64;
+    let old_share = |id: i64| ages.get(&id).and_then(|a| old_share(a, horizon_s));
+    let top = rank_old_first(growth, old_share, opts.max_sites);
+    let ids: Vec<i64> = top.iter().map(|s| s.0.stack_id).collect();
     let frames: HashMap<i64, Vec<heaptide_wire::pprof::Frame>> =
         store.stacks(&ids)?.into_iter().collect();
     Ok(top
         .into_iter()
-        .map(|g| {
+        .map(|(g, old_share)| {
             let fr = frames.get(&g.stack_id).cloned().unwrap_or_default();
             let app = fr.iter().position(|f| !is_runtime_frame(&f.function));
             Site {
@@ -66,7 +74,98 @@ pub fn growing_sites(store: &dyn Store, sel: &Selector, opts: &Options) -> Resul
                 slope_ci: g.slope_ci,
                 share: g.share,
                 current_bytes: g.current_bytes,
+                ages: ages.get(&g.stack_id).copied(),
+                old_share,
             }
         })
         .collect())
+}
+
+/// The share of `ages`' bytes in buckets that begin at or after the
+/// latest bucket edge below `horizon_s`: memory that has certainly lived
+/// that long. `None` without bytes.
+pub fn old_share(ages: &crate::store::Ages, horizon_s: u64) -> Option<f64> {
+    let total: u64 = ages.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    // Bucket i covers [edge(i-1), edge(i)); its lower edge is 0 for i = 0.
+    let lower = |i: usize| if i == 0 { 0 } else { AGE_BUCKETS_SECS[i - 1] };
+    let from = (0..ages.len())
+        .rev()
+        .find(|&i| lower(i) <= horizon_s)
+        .unwrap_or(0)
+        .max(1);
+    let old: u64 = ages[from..].iter().sum();
+    Some(old as f64 / total as f64)
+}
+
+/// Growing sites ranked by growth weighted by age: memory that is old and
+/// still accumulating is a leak's signature, so a site whose live bytes
+/// are all old counts up to twice its growth, one whose bytes all churn
+/// counts its growth alone. Sites without ages keep their growth.
+fn rank_old_first(
+    growth: Vec<super::assess::SiteGrowth>,
+    old_share: impl Fn(i64) -> Option<f64>,
+    max: usize,
+) -> Vec<(super::assess::SiteGrowth, Option<f64>)> {
+    let mut ranked: Vec<_> = growth
+        .into_iter()
+        .map(|g| {
+            let old = old_share(g.stack_id);
+            (g, old)
+        })
+        .collect();
+    let score = |(g, old): &(super::assess::SiteGrowth, Option<f64>)| {
+        g.slope_per_hour * (1.0 + old.unwrap_or(0.0))
+    };
+    ranked.sort_by(|a, b| {
+        score(b)
+            .total_cmp(&score(a))
+            .then(a.0.stack_id.cmp(&b.0.stack_id))
+    });
+    ranked.truncate(max);
+    ranked
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::assess::SiteGrowth;
+
+    fn grows(stack_id: i64, slope: f64) -> SiteGrowth {
+        SiteGrowth {
+            stack_id,
+            slope_per_hour: slope,
+            slope_ci: [slope * 0.9, slope * 1.1],
+            share: 0.5,
+            current_bytes: 1e6,
+        }
+    }
+
+    #[test]
+    fn old_memory_is_the_share_past_the_horizon() {
+        // 10 s, 1 min, 10 min, 1 h, ... buckets; a 20-minute window's
+        // horizon is 10 minutes: the buckets from 10 minutes on are old.
+        let ages = [100, 100, 100, 700, 0, 0, 0];
+        assert_eq!(old_share(&ages, 600), Some(0.7));
+        assert_eq!(old_share(&ages, 30), Some(0.9), "from 10 s on");
+        assert_eq!(old_share(&ages, 0), Some(0.9), "never the youngest");
+        assert_eq!(old_share(&[0; 7], 600), None);
+    }
+
+    #[test]
+    fn old_and_accumulating_outranks_young_growth_of_the_same_rate() {
+        let growth = vec![grows(1, 1000.0), grows(2, 900.0), grows(3, 500.0)];
+        // Site 1's bytes are all young (a queue under load); site 2's old.
+        let old = |id| match id {
+            1 => Some(0.0),
+            2 => Some(0.8),
+            _ => None,
+        };
+        let ranked = rank_old_first(growth, old, 2);
+        let ids: Vec<i64> = ranked.iter().map(|r| r.0.stack_id).collect();
+        assert_eq!(ids, [2, 1]);
+        assert_eq!(ranked[0].1, Some(0.8));
+    }
 }

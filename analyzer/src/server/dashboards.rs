@@ -134,6 +134,7 @@ fn scope(p: &Params) -> Result<heaptide_ui::flame::FlameScope, ApiError> {
         from: p.from,
         to: p.to,
         objects: p.objects(),
+        older: p.older,
     })
 }
 

@@ -34,8 +34,10 @@ pub struct Params {
     pub horizon: Option<String>,
     /// For flamegraphs: `bytes` (default) or `objects`.
     pub value: Option<String>,
-    /// For flamegraphs: `live` (default) or `growth`.
+    /// For flamegraphs: `live` (default), `growth`, `compare` or `old`.
     pub kind: Option<String>,
+    /// For `kind=old` flamegraphs: the least age shown, in seconds.
+    pub older: Option<u64>,
     /// For the service page and flamegraphs: only instances with this
     /// label, `key:value`.
     pub label: Option<String>,

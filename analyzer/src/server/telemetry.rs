@@ -124,7 +124,7 @@ mod tests {
     #[test]
     fn every_metric_is_defined() {
         let t = super::Telemetry::default();
-        assert_eq!(t.collectors().len(), 6);
+        assert_eq!(t.collectors().len(), 7);
         assert_eq!(
             t.ingest_batches.desc()[0].fq_name,
             "heaptide_ingest_batches_total"

@@ -223,6 +223,9 @@ impl RetentionPolicy {
 
 /// The storage contract. Every method is synchronous; async callers run
 /// them on a blocking thread.
+/// Live bytes by age bucket ([`heaptide_wire::AGE_BUCKETS_SECS`]).
+pub type Ages = [u64; heaptide_wire::AGE_BUCKETS_SECS.len()];
+
 pub trait Store: Send + Sync + 'static {
     fn ingest(&self, batch: &ValidBatch, received_ms: i64) -> Result<IngestOutcome>;
     fn instances(&self, service: Option<&str>) -> Result<Vec<InstanceInfo>>;
@@ -248,6 +251,8 @@ pub trait Store: Send + Sync + 'static {
     /// The gzipped pprof as received, while it is kept (see
     /// [`RetentionPolicy::raw_profile_keep_ms`]).
     fn profile_raw(&self, profile_id: i64) -> Result<Option<Vec<u8>>>;
+    /// Live bytes by age of the profile's stacks that have them.
+    fn profile_ages(&self, profile_id: i64) -> Result<std::collections::HashMap<i64, Ages>>;
     /// One stack's values in the profiles of `sel`, ordered by time.
     fn site_series(&self, sel: &Selector, stack_id: i64) -> Result<Vec<SitePoint>>;
     /// Every stack's value in every profile of `sel`, ordered by time.

@@ -11,6 +11,7 @@ mod retention;
 mod schema;
 mod write;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -249,6 +250,10 @@ impl Store for SqliteStore {
 
     fn profile_raw(&self, profile_id: i64) -> Result<Option<Vec<u8>>> {
         self.read_profile_raw(profile_id)
+    }
+
+    fn profile_ages(&self, profile_id: i64) -> Result<HashMap<i64, Ages>> {
+        self.read_profile_ages(profile_id)
     }
 
     fn site_series(&self, sel: &Selector, stack_id: i64) -> Result<Vec<SitePoint>> {

@@ -1,5 +1,7 @@
 //! Every read: instances, series, pauses, profiles and stacks.
 
+use std::collections::HashMap;
+
 use rusqlite::{params, OptionalExtension};
 
 use super::SqliteStore;
@@ -303,6 +305,26 @@ impl SqliteStore {
                 })
             })?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    pub(super) fn read_profile_ages(&self, profile_id: i64) -> Result<HashMap<i64, Ages>> {
+        self.with_reader(|c| {
+            let mut stmt =
+                c.prepare_cached("SELECT stack_id, ages FROM profile_ages WHERE profile_id = ?1")?;
+            let rows = stmt.query_map([profile_id], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+            })?;
+            let mut out = HashMap::new();
+            for row in rows {
+                let (id, text) = row?;
+                // A row this analyzer cannot read is skipped, not fatal:
+                // ages only refine the ranking.
+                if let Ok(a) = serde_json::from_str::<Ages>(&text) {
+                    out.insert(id, a);
+                }
+            }
+            Ok(out)
         })
     }
 

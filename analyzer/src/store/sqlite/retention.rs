@@ -32,10 +32,12 @@ impl SqliteStore {
              OR (ts_ms < ?2 AND id NOT IN (
                  SELECT min(id) FROM profiles WHERE ts_ms < ?2 GROUP BY segment_id, ts_ms / ?3))";
         let thin_before = now_ms - policy.profile_thin_after_ms;
-        tx.execute(
-            &format!("DELETE FROM profile_stacks WHERE profile_id IN ({doomed})"),
-            params![cutoff, thin_before, policy.profile_bucket_ms],
-        )?;
+        for table in ["profile_stacks", "profile_ages"] {
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE profile_id IN ({doomed})"),
+                params![cutoff, thin_before, policy.profile_bucket_ms],
+            )?;
+        }
         report.profiles_deleted = tx.execute(
             &format!("DELETE FROM profiles WHERE id IN ({doomed})"),
             params![cutoff, thin_before, policy.profile_bucket_ms],

@@ -3,8 +3,8 @@
 use rusqlite::Connection;
 
 /// 2 added `findings`: the latest judgement of each instance; 3 added
-/// `alerts` and `transitions`.
-pub(super) const SCHEMA_VERSION: i32 = 3;
+/// `alerts` and `transitions`; 4 added `profile_ages`.
+pub(super) const SCHEMA_VERSION: i32 = 4;
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS instances (
@@ -78,6 +78,14 @@ CREATE TABLE IF NOT EXISTS profile_stacks (
     stack_id INTEGER NOT NULL,
     bytes INTEGER NOT NULL,
     objects INTEGER NOT NULL,
+    PRIMARY KEY (profile_id, stack_id)
+) WITHOUT ROWID;
+-- Live bytes of a profile's stack by age, as a JSON array over the wire's
+-- age buckets; only for stacks whose agent tracked ages.
+CREATE TABLE IF NOT EXISTS profile_ages (
+    profile_id INTEGER NOT NULL,
+    stack_id INTEGER NOT NULL,
+    ages TEXT NOT NULL,
     PRIMARY KEY (profile_id, stack_id)
 ) WITHOUT ROWID;
 -- The latest findings of each instance, as the engine's JSON, so pages

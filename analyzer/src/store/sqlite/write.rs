@@ -329,17 +329,47 @@ fn insert_profile(
     let profile_id = tx.last_insert_rowid();
     // One row per distinct stack: pprof may repeat a stack.
     let mut merged: HashMap<i64, (i64, i64)> = HashMap::new();
+    let mut stack_ids = Vec::with_capacity(decoded.stacks.len());
     for s in &decoded.stacks {
         let id = ids.stack_id(staged, tx, &s.frames)?;
         let e = merged.entry(id).or_default();
         e.0 += s.bytes;
         e.1 += s.objects;
+        stack_ids.push(id);
     }
     let mut stmt = tx.prepare_cached(
         "INSERT INTO profile_stacks (profile_id, stack_id, bytes, objects) VALUES (?1, ?2, ?3, ?4)",
     )?;
     for (stack_id, (bytes, objects)) in merged {
         stmt.execute(params![profile_id, stack_id, bytes, objects])?;
+    }
+    insert_ages(tx, profile_id, &stack_ids, &p.ages)
+}
+
+/// The ages of a profile's stacks, summed per stored stack.
+fn insert_ages(
+    tx: &rusqlite::Transaction,
+    profile_id: i64,
+    stack_ids: &[i64],
+    ages: &[heaptide_wire::StackAges],
+) -> Result<()> {
+    let mut merged: HashMap<i64, crate::store::Ages> = HashMap::new();
+    for a in ages {
+        // Indices were checked against the profile at ingest.
+        let Some(&id) = stack_ids.get(a.sample as usize) else {
+            continue;
+        };
+        let e = merged.entry(id).or_default();
+        for (sum, b) in e.iter_mut().zip(a.bytes) {
+            *sum = sum.saturating_add(b);
+        }
+    }
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO profile_ages (profile_id, stack_id, ages) VALUES (?1, ?2, ?3)",
+    )?;
+    for (stack_id, a) in merged {
+        let text = serde_json::to_string(&a).unwrap_or_else(|_| "[]".into());
+        stmt.execute(params![profile_id, stack_id, text])?;
     }
     Ok(())
 }
