@@ -287,6 +287,18 @@ fn flamegraphs(b: &Browser, an: &Proc) {
     );
     b.screenshot(&shots().join("growth.png"));
 
+    // Memory the leak has held for over ten seconds, from the ages the
+    // agent tracks: the leaking function is in it.
+    b.goto(&an.url(&format!(
+        "/ui/flame.svg?service=leaky-service&instance=ui-1&kind=old&older=10&at={at}"
+    )));
+    let old = b.eval(
+        "return Array.from(document.querySelectorAll('#frames > g title')).some(t => t.textContent.includes('leak_request_buffer'));",
+        serde_json::json!([]),
+    );
+    assert_eq!(old, true, "the leak's old memory is drawn");
+    b.screenshot(&shots().join("old-memory.png"));
+
     b.goto(&an.url("/ui/flame?service=leaky-service&instance=ui-1&kind=live"));
     assert_eq!(b.count("object#flamegraph"), 1);
     assert!(
