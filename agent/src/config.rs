@@ -31,7 +31,8 @@ pub struct Config {
     pub pause_threshold: Duration,
     /// Bound on queued, unsent data.
     pub queue_bytes: usize,
-    /// Whether heap profiles carry `file:line` from DWARF as well as names.
+    /// Whether heap profiles carry inlined frames and `file:line` from
+    /// DWARF as well as names.
     pub symbol_lines: bool,
     /// Which unwinder records sampled allocations' stacks.
     pub unwinder: crate::Unwinder,
@@ -102,8 +103,8 @@ impl Builder {
         pause_threshold: Duration);
     setter!(/// Bound on queued, unsent data (default 4 MiB).
         queue_bytes: usize);
-    setter!(/// Add `file:line` to profile frames (default off: it parses the
-        /// binary's DWARF, briefly tens of MiB for a large one).
+    setter!(/// Add inlined frames and `file:line` to profile frames, from the
+        /// binary's DWARF (default on).
         symbol_lines: bool);
     setter!(/// Unwinder of sampled allocations (default `Auto`: frame pointers
         /// when the binary keeps them, else libgcc).
@@ -155,7 +156,7 @@ impl Builder {
         )? as usize;
         let config = Config {
             endpoint,
-            symbol_lines: flag(env, "HEAPTIDE_SYMBOL_LINES", self.symbol_lines)?,
+            symbol_lines: flag(env, "HEAPTIDE_SYMBOL_LINES", self.symbol_lines, true)?,
             unwinder: unwinder(env, self.unwinder)?,
             service,
             instance,
@@ -308,18 +309,20 @@ fn bytes(
     }
 }
 
-/// A switch: as set, else `true`/`1` or `false`/`0` from `key`; off by
-/// default.
+/// A switch: as set, else `true`/`1` or `false`/`0` from `key`, else
+/// `default`.
 fn flag(
     env: &dyn Fn(&str) -> Option<String>,
     key: &'static str,
     set: Option<bool>,
+    default: bool,
 ) -> Result<bool> {
     if let Some(b) = set {
         return Ok(b);
     }
     match env(key).as_deref().map(str::trim) {
-        None | Some("") | Some("0") | Some("false") => Ok(false),
+        None | Some("") => Ok(default),
+        Some("0") | Some("false") => Ok(false),
         Some("1") | Some("true") => Ok(true),
         Some(other) => Err(invalid(key, other.to_owned(), "expected true or false")),
     }

@@ -3,6 +3,7 @@
 mod age;
 mod bounds;
 mod config;
+mod dwarf;
 mod error;
 pub mod jemalloc;
 mod objects;

@@ -1,14 +1,11 @@
-//! Turns return addresses from heap dumps into function names and
-//! `file:line`.
+//! Turns return addresses from heap dumps into function names, inlined
+//! frames and `file:line`.
 //!
 //! Names come from the symbol table of the loaded object that holds each
-//! address (`objects`); `file:line` from that object's DWARF line tables
-//! (`addr2line`) when asked for. Inlined frames are not expanded: DWARF
-//! names inlined functions without their module path, so they could not
-//! be told from the standard library's, while the symbol table names the
-//! function the code was inlined into, the code a reader can act on. The
-//! symbol table costs about a megabyte to read where the DWARF of a large
-//! binary costs tens (measured in `docs/benchmarks.md`).
+//! address (`objects`): the function the code was compiled into, with its
+//! full path. With lines on, that object's DWARF adds the functions
+//! inlined at the address, innermost first, each with its `file:line`
+//! (`dwarf`), within a bounded amount of memory.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,35 +27,8 @@ pub(crate) struct Symbolizer {
     passes: u64,
 }
 
-/// `file:line` from the DWARF of the object at `path`, for (file
-/// address, index into `frames`) pairs.
-fn add_lines(path: &str, addrs: impl Iterator<Item = (u64, usize)>, frames: &mut [Frame]) {
-    let Ok(loader) = addr2line::Loader::new(path) else {
-        return;
-    };
-    for (probe, i) in addrs {
-        // The outermost frame at this address is the function the symbol
-        // table names; its line is the call site in it. Inner frames are
-        // code inlined into it.
-        let Ok(mut iter) = loader.find_frames(probe) else {
-            continue;
-        };
-        let mut outer = None;
-        while let Ok(Some(frame)) = iter.next() {
-            if let Some(loc) = frame.location {
-                outer = Some((loc.file.unwrap_or("").to_owned(), loc.line.unwrap_or(0)));
-            }
-        }
-        if let Some((file, line)) = outer {
-            frames[i].file = file.into();
-            frames[i].line = line;
-        }
-    }
-}
-
 impl Symbolizer {
-    /// `lines` adds `file:line` from DWARF, at the cost of parsing the
-    /// binary's debug info (tens of MiB for a large binary, briefly).
+    /// `lines` adds inlined frames and `file:line` from DWARF.
     pub(crate) fn new(max_entries: usize, lines: bool) -> Self {
         Symbolizer {
             cache: HashMap::new(),
@@ -89,7 +59,7 @@ impl Symbolizer {
         self.passes += 1;
         let frames = self.lookup(&misses);
         for (a, f) in misses.into_iter().zip(frames) {
-            self.cache.insert(a, (vec![f].into(), now));
+            self.cache.insert(a, (f.into(), now));
         }
         self.evict();
     }
@@ -108,11 +78,12 @@ impl Symbolizer {
         self.cache.retain(|_, (_, g)| *g >= cut || *g == now);
     }
 
-    /// Names (and lines) of `misses`, sorted, in one pass over the binary.
-    fn lookup(&self, misses: &[u64]) -> Vec<Frame> {
-        let mut frames: Vec<Frame> = misses
+    /// Frames of `misses`, sorted, in one pass over each object: for each
+    /// address innermost first, the last named from the symbol table.
+    fn lookup(&self, misses: &[u64]) -> Vec<Vec<Frame>> {
+        let mut frames: Vec<Vec<Frame>> = misses
             .iter()
-            .map(|a| Frame::new(format!("{a:#x}"), "", 0))
+            .map(|a| vec![Frame::new(format!("{a:#x}"), "", 0)])
             .collect();
         for obj in crate::objects::loaded() {
             let mine: Vec<usize> = (0..misses.len())
@@ -126,16 +97,16 @@ impl Symbolizer {
             if let Some(functions) = crate::objects::Functions::read(&obj.path) {
                 for &i in &mine {
                     if let Some(name) = functions.name(probe(misses[i])) {
-                        frames[i].function = format!("{:#}", rustc_demangle::demangle(name)).into();
+                        frames[i][0].function =
+                            format!("{:#}", rustc_demangle::demangle(name)).into();
                     }
                 }
             }
             if self.lines {
-                add_lines(
-                    &obj.path,
-                    mine.iter().map(|&i| (probe(misses[i]), i)),
-                    &mut frames,
-                );
+                let probes: Vec<u64> = mine.iter().map(|&i| probe(misses[i])).collect();
+                for (&i, inlined) in mine.iter().zip(crate::dwarf::frames(&obj.path, &probes)) {
+                    frames[i] = with_inlined(frames[i].pop(), inlined);
+                }
             }
         }
         frames
@@ -149,33 +120,26 @@ impl Symbolizer {
         self.cache
             .get(&addr)
             .map(|(f, _)| f.clone())
-            .unwrap_or_else(|| {
-                vec![Frame {
-                    function: format!("{addr:#x}").into(),
-                    file: "".into(),
-                    line: 0,
-                }]
-                .into()
-            })
+            .unwrap_or_else(|| vec![Frame::new(format!("{addr:#x}"), "", 0)].into())
     }
 
     /// A whole stack, leaf first, without jemalloc's own sampling frames:
     /// each frame with the return address it was named from.
     pub(crate) fn stack(&mut self, addrs: &[u64]) -> (Vec<u64>, Vec<Frame>) {
+        let resolved: Vec<Arc<[Frame]>> = addrs.iter().map(|&a| self.resolve(a)).collect();
+        // An address is jemalloc's when the function it is in is, whatever
+        // was inlined there.
+        let internal = resolved
+            .iter()
+            .take_while(|f| f.last().is_some_and(|f| is_jemalloc_internal(&f.function)))
+            .count()
+            .min(addrs.len().saturating_sub(1));
         let mut frames = Vec::with_capacity(addrs.len());
         let mut at = Vec::with_capacity(addrs.len());
-        for &a in addrs {
-            let resolved = self.resolve(a);
-            at.extend(std::iter::repeat_n(a, resolved.len()));
-            frames.extend(resolved.iter().cloned());
+        for (a, f) in addrs.iter().zip(&resolved).skip(internal) {
+            at.extend(std::iter::repeat_n(*a, f.len()));
+            frames.extend(f.iter().cloned());
         }
-        let internal = frames
-            .iter()
-            .take_while(|f| is_jemalloc_internal(&f.function))
-            .count()
-            .min(frames.len().saturating_sub(1));
-        frames.drain(..internal);
-        at.drain(..internal);
         (at, frames)
     }
 
@@ -188,6 +152,33 @@ impl Symbolizer {
     pub(crate) fn passes(&self) -> u64 {
         self.passes
     }
+}
+
+/// The frames at one address: the functions DWARF says were inlined there
+/// (innermost first, each named by its module) and then `outer`, the
+/// function the symbol table names, at the call site DWARF gives for it.
+fn with_inlined(outer: Option<Frame>, inlined: Vec<crate::dwarf::DwarfFrame>) -> Vec<Frame> {
+    let Some(mut outer) = outer else {
+        return Vec::new();
+    };
+    let Some((last, inner)) = inlined.split_last() else {
+        return vec![outer];
+    };
+    let mut out: Vec<Frame> = inner
+        .iter()
+        .map(|d| {
+            let name = d.function.as_deref().unwrap_or("?");
+            Frame::new(
+                crate::dwarf::qualified(name, &d.file),
+                d.file.as_str(),
+                d.line,
+            )
+        })
+        .collect();
+    outer.file = last.file.as_str().into();
+    outer.line = last.line;
+    out.push(outer);
+    out
 }
 
 /// Frames of jemalloc's sampling path itself, which every stack starts with.
@@ -231,6 +222,41 @@ mod tests {
                 assert!(s.len() <= 2);
             }
         }
+    }
+
+    #[inline(never)]
+    fn outer_with_an_inlined_call() -> u64 {
+        std::hint::black_box(inlined_helper_with_a_distinct_name())
+    }
+
+    /// Inlined even in a debug build; the address it returns is inside its
+    /// inlined code, in `outer_with_an_inlined_call`.
+    #[inline(always)]
+    fn inlined_helper_with_a_distinct_name() -> u64 {
+        let mut at = [0usize; 1];
+        crate::unwind::walk(&mut at, 0);
+        at[0] as u64
+    }
+
+    /// With lines on, an inlined call is a frame of its own, named with its
+    /// module and placed at its line, inside the function it was inlined
+    /// into, which the symbol table names.
+    #[test]
+    fn inlined_calls_are_frames_of_their_own() {
+        let mut s = Symbolizer::new(100, true);
+        let frames = s.resolve(outer_with_an_inlined_call());
+        assert_eq!(frames.len(), 2, "{frames:?}");
+        assert!(
+            frames[0]
+                .function
+                .ends_with("symbolize::inlined_helper_with_a_distinct_name"),
+            "{frames:?}"
+        );
+        assert!(frames[0].file.ends_with("symbolize.rs") && frames[0].line > 0);
+        assert!(frames[1].function.contains("outer_with_an_inlined_call"));
+        assert!(frames[1].line > 0 && frames[1].line < frames[0].line);
+        let names_only = Symbolizer::new(100, false).resolve(outer_with_an_inlined_call());
+        assert_eq!(names_only.len(), 1);
     }
 
     /// An address in libc is named from libc's own symbols, and an address
