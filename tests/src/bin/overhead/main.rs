@@ -7,13 +7,20 @@
 //! profiling off), in alternating rounds so that drift in the machine's
 //! speed hits both alike:
 //! 1. allocation-heavy: one thread allocating and freeing 16 B to 4 KiB
-//!    objects with 10,000 live;
+//!    objects with 10,000 live, also with the agent on but jemalloc's
+//!    libgcc unwinder, and with profiling on and no agent;
 //! 2. the leaky-service example under HTTP load from this process.
 //!
 //! It prints a Markdown table of throughput, p99 latency, the agent's CPU
 //! and its memory.
+//!
+//! `-- --callgrind 2000000` instead counts the instructions of a fixed
+//! number of allocations under `valgrind --tool=callgrind` in each
+//! allocation mode: a figure the machine's noise does not move.
 
 heaptide_agent::global_allocator!();
+
+mod callgrind;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -29,11 +36,17 @@ fn arg(name: &str, default: u64) -> u64 {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("alloc-child") {
-        alloc_child(args[2] == "on", args[3].parse().unwrap_or(10));
+        alloc_child(
+            args[2] == "on",
+            args[3].parse().unwrap_or(10),
+            args.get(4).and_then(|o| o.parse().ok()).unwrap_or(0),
+        );
         return;
     }
-    // Modes: 0 plain jemalloc, 1 agent on, 2 jemalloc profiling on but no
-    // agent (what the sampling itself costs).
+    if let Some(ops) = heaptide_tests::flag_value("--callgrind") {
+        callgrind::run(ops.parse().expect("--callgrind OPS"));
+        return;
+    }
     let seconds = arg("--seconds", 65);
     let rounds = arg("--rounds", 2);
     let alloc_seconds = arg("--alloc-seconds", 20);
@@ -59,12 +72,14 @@ fn main() {
     let an = analyzer(dir.path(), &dir.path().join("bench.db"), "127.0.0.1:0", &[]);
     let endpoint = format!("http://{}", an.addr);
 
-    let mut alloc: [Vec<AllocRun>; 3] = [vec![], vec![], vec![]];
+    let mut alloc: [Vec<AllocRun>; 4] = [vec![], vec![], vec![], vec![]];
     let mut service: [Vec<ServiceRun>; 2] = [vec![], vec![]];
     for round in 0..rounds {
-        // Modes: 0 plain jemalloc, 1 agent on, 2 jemalloc profiling on but
-        // no agent (what the sampling itself costs).
-        let order: [usize; 3] = if round % 2 == 0 { [0, 1, 2] } else { [2, 1, 0] };
+        let order: [usize; 4] = if round % 2 == 0 {
+            [0, 1, 2, 3]
+        } else {
+            [3, 2, 1, 0]
+        };
         for mode in order {
             eprintln!("round {round}: allocation workload, mode {mode}");
             alloc[mode].push(run_alloc(mode, alloc_seconds, &endpoint));
@@ -95,13 +110,18 @@ struct AllocRun {
     rss: f64,
 }
 
-fn run_alloc(mode: usize, seconds: u64, endpoint: &str) -> AllocRun {
-    let on = mode == 1;
+/// The allocation workload's modes: 0 plain jemalloc, 1 agent on (its
+/// frame-pointer unwinder), 2 jemalloc profiling on but no agent (libgcc's
+/// unwinder: what the sampling itself costs), 3 agent on with libgcc's
+/// unwinder.
+pub(crate) fn alloc_command(mode: usize, seconds: u64, ops: u64, endpoint: &str) -> Command {
+    let on = mode == 1 || mode == 3;
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args([
         "alloc-child",
         if on { "on" } else { "off" },
         &seconds.to_string(),
+        &ops.to_string(),
     ])
     .env("HEAPTIDE_ENDPOINT", endpoint)
     .env("HEAPTIDE_SERVICE", "bench-alloc")
@@ -109,6 +129,14 @@ fn run_alloc(mode: usize, seconds: u64, endpoint: &str) -> AllocRun {
     if mode == 0 {
         cmd.env("_RJEM_MALLOC_CONF", "prof:false");
     }
+    if mode == 3 {
+        cmd.env("HEAPTIDE_UNWINDER", "libgcc");
+    }
+    cmd
+}
+
+fn run_alloc(mode: usize, seconds: u64, endpoint: &str) -> AllocRun {
+    let mut cmd = alloc_command(mode, seconds, 0, endpoint);
     let out = cmd.output().expect("alloc child");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("child output");
     AllocRun {
@@ -120,13 +148,22 @@ fn run_alloc(mode: usize, seconds: u64, endpoint: &str) -> AllocRun {
     }
 }
 
-fn alloc_child(on: bool, seconds: u64) {
+/// Allocates for `seconds`, or exactly `max_ops` allocations when that is
+/// not 0.
+fn alloc_child(on: bool, seconds: u64, max_ops: u64) {
     let agent = on.then(|| heaptide_agent::start().expect("agent"));
     let start = Instant::now();
     let mut live: Vec<Vec<u8>> = (0..10_000).map(|_| Vec::new()).collect();
     let mut rng = fastrand_state(42);
     let mut ops = 0u64;
-    while start.elapsed() < Duration::from_secs(seconds) {
+    let more = |ops: u64| {
+        if max_ops > 0 {
+            ops < max_ops
+        } else {
+            start.elapsed() < Duration::from_secs(seconds)
+        }
+    };
+    while more(ops) {
         for _ in 0..10_000 {
             rng = rng
                 .wrapping_mul(6364136223846793005)
@@ -273,7 +310,7 @@ fn mean(v: impl Iterator<Item = f64>) -> f64 {
 }
 
 fn report(
-    alloc: &[Vec<AllocRun>; 3],
+    alloc: &[Vec<AllocRun>; 4],
     service: &[Vec<ServiceRun>; 2],
     seconds: u64,
     rounds: u64,
@@ -290,6 +327,7 @@ fn report(
     let a_heap = alloc[1].iter().map(|r| r.agent_heap).fold(0.0, f64::max);
     let a_rss = mean(alloc[1].iter().map(|r| r.rss)) - mean(alloc[0].iter().map(|r| r.rss));
     let a_prof = mean(alloc[2].iter().map(|r| r.ops_per_sec));
+    let a_gcc = mean(alloc[3].iter().map(|r| r.ops_per_sec));
     let s_off = mean(service[0].iter().map(|r| r.rps));
     let s_on = mean(service[1].iter().map(|r| r.rps));
     let p_off = mean(service[0].iter().map(|r| r.p99_ms));
@@ -309,7 +347,11 @@ fn report(
         a_on / a_off
     );
     println!(
-        "| allocation-heavy | throughput, jemalloc profiling on, no agent | {a_off:.0} | {a_prof:.0} | {:.3} |",
+        "| allocation-heavy | throughput, agent on with libgcc's unwinder | {a_off:.0} | {a_gcc:.0} | {:.3} |",
+        a_gcc / a_off
+    );
+    println!(
+        "| allocation-heavy | throughput, jemalloc profiling on, no agent (libgcc) | {a_off:.0} | {a_prof:.0} | {:.3} |",
         a_prof / a_off
     );
     println!("| allocation-heavy | agent CPU (% of a core) | - | {a_cpu:.2} | |");
