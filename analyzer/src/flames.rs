@@ -122,24 +122,6 @@ pub fn svg(store: &dyn Store, scope: &FlameScope, now_ms: i64) -> Result<Option<
             );
             differential_svg(&b, &a, &title, t0, t1, scope.objects)
         }
-        "old" => {
-            let Some((t, _, folded)) = folded_at(
-                store,
-                scope,
-                scope.label.as_deref(),
-                scope.at.unwrap_or(now_ms),
-                false,
-            )?
-            else {
-                return Ok(None);
-            };
-            let who = format!(
-                "{}: live bytes older than {}",
-                scope.who(),
-                heaptide_ui::format::span(scope.older_secs() as f64)
-            );
-            flame_svg(&folded, &who, t, false)
-        }
         _ => {
             let Some((t, _, folded)) = folded_at(
                 store,
@@ -151,7 +133,16 @@ pub fn svg(store: &dyn Store, scope: &FlameScope, now_ms: i64) -> Result<Option<
             else {
                 return Ok(None);
             };
-            flame_svg(&folded, &scope.who(), t, scope.objects)
+            if scope.kind == "old" {
+                let who = format!(
+                    "{}: live bytes older than {}",
+                    scope.who(),
+                    heaptide_ui::format::span(scope.older_secs() as f64)
+                );
+                flame_svg(&folded, &who, t, false)
+            } else {
+                flame_svg(&folded, &scope.who(), t, scope.objects)
+            }
         }
     };
     drawn
