@@ -76,7 +76,9 @@ fn the_service_page_merges_filters_and_compares_versions() {
 
 /// The merged live heap at one time is both instances' heaps added up.
 fn merged_holds_both(an: &Proc) {
-    let at = now_ms();
+    // A moment already past: every instance's profile nearest it has
+    // arrived, so no profile sent between the requests below is nearer.
+    let at = now_ms() - 3_000;
     let svg = |q: &str| {
         let (status, body) =
             get(&an.url(&format!("/ui/flame.svg?service=leaky-service&at={at}{q}")));
