@@ -175,6 +175,34 @@ mod tests {
         assert_eq!(v.batch.profiles[0].sample_period_bytes, 524288);
     }
 
+    /// `jemalloc_pprof` writes `inuse_space` alone, with addresses for
+    /// names when it does not symbolize.
+    #[test]
+    fn a_profile_with_space_alone_is_taken() {
+        use heaptide_wire::pprof::{Location, Sample, ValueType};
+        let profile = pprof::Profile {
+            sample_type: vec![ValueType { r#type: 1, unit: 2 }],
+            sample: vec![Sample {
+                location_id: vec![1],
+                value: vec![4096],
+            }],
+            location: vec![Location {
+                id: 1,
+                mapping_id: 0,
+                address: 0x4010,
+                line: vec![],
+            }],
+            string_table: vec!["".into(), "inuse_space".into(), "bytes".into()],
+            period: 524288,
+            ..Default::default()
+        };
+        let body = pprof::encode_gzip(&profile);
+        let v = batch(&body, &source(), &Limits::default(), 1_800_000_000_000).unwrap();
+        let s = &v.profiles[0].stacks[0];
+        assert_eq!((s.bytes, s.objects), (4096, 0));
+        assert_eq!(s.frames[0].function.as_ref(), "0x4010");
+    }
+
     #[test]
     fn scrape_targets_are_named_after_their_host() {
         let t = ScrapeTarget::parse("go-api=http://10.0.0.7:6060/debug/pprof/heap").unwrap();

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use super::{DecodeLimits, Frame, PprofError, Profile, ProfileSample};
 
 /// Turns a heap profile back into symbolized stacks with
-/// (`inuse_objects`, `inuse_space`) values. Stacks are leaf first; inlined
+/// (`inuse_objects`, `inuse_space`) values; a profile with `inuse_space`
+/// alone (`jemalloc_pprof` writes no object counts) has 0 objects. Stacks are leaf first; inlined
 /// frames are expanded, innermost first. Every frame shares its names with
 /// the profile's string table, and expansion stops at the first stack or
 /// total past `limits`, before it is built.
@@ -34,7 +35,7 @@ pub fn heap_stacks(
             .position(|v| &*st(v.r#type) == name)
             .ok_or(PprofError::MissingSampleType(name))
     };
-    let objects_ix = index_of("inuse_objects")?;
+    let objects_ix = index_of("inuse_objects").ok();
     let bytes_ix = index_of("inuse_space")?;
     let functions: HashMap<u64, (Arc<str>, Arc<str>)> = profile
         .function
@@ -60,7 +61,10 @@ pub fn heap_stacks(
         }
         out.push(ProfileSample {
             frames,
-            objects: sample.value.get(objects_ix).copied().unwrap_or(0),
+            objects: objects_ix
+                .and_then(|i| sample.value.get(i))
+                .copied()
+                .unwrap_or(0),
             bytes: sample.value.get(bytes_ix).copied().unwrap_or(0),
         });
     }
