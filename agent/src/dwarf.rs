@@ -4,10 +4,11 @@
 //! A general DWARF context (`addr2line`'s) parses the header of every
 //! compilation unit up front, line tables' file lists included: 23 MiB for
 //! the example service, whatever the addresses asked about. Here units are
-//! visited one at a time: a unit none of the addresses fall in costs its
-//! abbreviations and first entry, and one they do is walked once, depth
-//! first, for the inlined calls that hold each address, and its line table
-//! once for where each address is. Functions inlined from another unit
+//! visited one at a time. The first pass over an object notes where each
+//! unit lies (`UnitIndex`); after that only the units the addresses fall
+//! in are parsed, each walked once, depth first, for the inlined calls
+//! that hold each address, and its line table once for where each
+//! address is. Functions inlined from another unit
 //! (ThinLTO inlines across the units of a crate) are named by reading that
 //! one entry there. The mapped file's pages are handed back to the kernel
 //! after each unit (`MADV_DONTNEED`: the file stays in the page cache, not
@@ -36,9 +37,55 @@ pub(crate) struct DwarfFrame {
 
 type Reader<'a> = gimli::EndianSlice<'a, gimli::RunTimeEndian>;
 
+/// Where each compilation unit of one object lies: the span of addresses
+/// its ranges cover and its offset in `.debug_info`. Built on the first
+/// pass over an object, it lets later passes parse only the units their
+/// addresses fall in; a few dozen bytes a unit.
+#[derive(Default)]
+pub(crate) struct UnitIndex {
+    built: bool,
+    units: Vec<(u64, u64, usize)>,
+}
+
+impl UnitIndex {
+    fn build(&mut self, dwarf: &gimli::Dwarf<Reader<'_>>) {
+        let mut headers = dwarf.units();
+        while let Ok(Some(header)) = headers.next() {
+            let (Some(offset), Ok(unit)) = (header.debug_info_offset(), dwarf.unit(header)) else {
+                continue;
+            };
+            let Ok(mut ranges) = dwarf.unit_ranges(&unit) else {
+                continue;
+            };
+            let (mut lo, mut hi) = (u64::MAX, 0);
+            while let Ok(Some(r)) = ranges.next() {
+                lo = lo.min(r.begin);
+                hi = hi.max(r.end);
+            }
+            if lo < hi {
+                self.units.push((lo, hi, offset.0));
+            }
+        }
+        self.built = true;
+    }
+
+    /// Offsets of the units whose span holds one of `sorted`.
+    fn candidates(&self, sorted: &[u64]) -> Vec<usize> {
+        self.units
+            .iter()
+            .filter(|(lo, hi, _)| {
+                let from = sorted.partition_point(|a| a < lo);
+                sorted.get(from).is_some_and(|a| a < hi)
+            })
+            .map(|u| u.2)
+            .collect()
+    }
+}
+
 /// The frames at each of `probes` (file addresses), innermost first, in
-/// the order given; an empty list where DWARF knows nothing.
-pub(crate) fn frames(path: &str, probes: &[u64]) -> Vec<Vec<DwarfFrame>> {
+/// the order given; an empty list where DWARF knows nothing. `index` is
+/// the object's unit index, built here on first use.
+pub(crate) fn frames(path: &str, probes: &[u64], index: &mut UnitIndex) -> Vec<Vec<DwarfFrame>> {
     let mut out = vec![Vec::new(); probes.len()];
     let Ok(file) = std::fs::File::open(path) else {
         return out;
@@ -51,16 +98,21 @@ pub(crate) fn frames(path: &str, probes: &[u64]) -> Vec<Vec<DwarfFrame>> {
     let Some(dwarf) = load(&map) else {
         return out;
     };
+    if !index.built {
+        index.build(&dwarf);
+    }
     let mut order: Vec<usize> = (0..probes.len()).collect();
     order.sort_unstable_by_key(|&i| probes[i]);
     let sorted: Vec<u64> = order.iter().map(|&i| probes[i]).collect();
     // Names of functions inlined across units, by their entry's offset.
     let mut names: HashMap<usize, Option<String>> = HashMap::new();
-    let mut headers = dwarf.units();
-    while let Ok(Some(header)) = headers.next() {
-        // The unit's abbreviations and line-table header are parsed for
-        // its ranges and dropped with `unit` before the next.
-        let Ok(unit) = dwarf.unit(header) else {
+    for offset in index.candidates(&sorted) {
+        // The unit's abbreviations and line-table header are parsed here
+        // and dropped with `unit` before the next.
+        let header = dwarf
+            .debug_info
+            .header_from_offset(gimli::DebugInfoOffset(offset));
+        let Some(unit) = header.ok().and_then(|h| dwarf.unit(h).ok()) else {
             continue;
         };
         let mine = unit_probes(&dwarf, &unit, &sorted);
@@ -415,6 +467,27 @@ fn strip_generics(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A later pass over an object parses only the units its addresses
+    /// fall in, and finds what a first pass finds.
+    #[test]
+    fn the_unit_index_finds_what_a_full_pass_finds() {
+        let exe = std::env::current_exe().unwrap();
+        let path = exe.to_str().unwrap();
+        let here = the_unit_index_finds_what_a_full_pass_finds as *const () as u64;
+        let obj = crate::objects::loaded().into_iter().next().unwrap();
+        let probes: Vec<u64> = [here, here + 8, qualified as *const () as u64]
+            .iter()
+            .map(|a| a - obj.bias)
+            .collect();
+        let mut index = UnitIndex::default();
+        let first = frames(path, &probes, &mut index);
+        assert!(index.built && !index.units.is_empty());
+        assert!(first.iter().all(|f| !f.is_empty()), "{first:?}");
+        assert_eq!(frames(path, &probes, &mut index), first);
+        let candidates = index.candidates(&[probes[0]]);
+        assert!(candidates.len() < index.units.len() / 2, "{candidates:?}");
+    }
 
     #[test]
     fn inlined_names_are_qualified_by_their_file() {

@@ -25,6 +25,8 @@ pub(crate) struct Symbolizer {
     lines: bool,
     /// Passes over the binary so far.
     passes: u64,
+    /// Each object's DWARF unit index, by path.
+    units: HashMap<String, crate::dwarf::UnitIndex>,
 }
 
 impl Symbolizer {
@@ -36,6 +38,7 @@ impl Symbolizer {
             max_entries,
             lines,
             passes: 0,
+            units: HashMap::new(),
         }
     }
 
@@ -80,7 +83,7 @@ impl Symbolizer {
 
     /// Frames of `misses`, sorted, in one pass over each object: for each
     /// address innermost first, the last named from the symbol table.
-    fn lookup(&self, misses: &[u64]) -> Vec<Vec<Frame>> {
+    fn lookup(&mut self, misses: &[u64]) -> Vec<Vec<Frame>> {
         let mut frames: Vec<Vec<Frame>> = misses
             .iter()
             .map(|a| vec![Frame::new(format!("{a:#x}"), "", 0)])
@@ -104,7 +107,9 @@ impl Symbolizer {
             }
             if self.lines {
                 let probes: Vec<u64> = mine.iter().map(|&i| probe(misses[i])).collect();
-                for (&i, inlined) in mine.iter().zip(crate::dwarf::frames(&obj.path, &probes)) {
+                let index = self.units.entry(obj.path.clone()).or_default();
+                let found = crate::dwarf::frames(&obj.path, &probes, index);
+                for (&i, inlined) in mine.iter().zip(found) {
                     frames[i] = with_inlined(frames[i].pop(), inlined);
                 }
             }
