@@ -117,7 +117,7 @@ fn a_bounded_cache_alone_is_not_a_leak() {
 /// hundred KiB/s in all. The top site names the library's function.
 #[test]
 fn a_leak_inside_a_library_names_the_library_function() {
-    let v = leaks_after_load("lib", &["/intern?n=25", "/work"], 60);
+    let v = leaks_after_load("lib", &["/intern?n=50", "/work"], 60);
     let heap = finding(&v, "heap").unwrap_or_else(|| panic!("no heap finding: {v:#}"));
     let (frames, app) = top_site(heap);
     assert!(
