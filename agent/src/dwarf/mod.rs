@@ -26,6 +26,10 @@ use std::collections::HashMap;
 
 use gimli::AttributeValue;
 
+mod names;
+
+pub(crate) use names::qualified;
+
 /// One frame at an address: the function's name as DWARF has it (short,
 /// for inlined code) and where in it the address is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -406,64 +410,6 @@ fn udata(v: Option<AttributeValue<Reader<'_>>>) -> u64 {
     }
 }
 
-/// An inlined function's name, qualified by the module its file is in,
-/// without generic arguments: `alloc::raw_vec::with_capacity_in`.
-pub(crate) fn qualified(short: &str, file: &str) -> String {
-    let bare = strip_generics(short);
-    // A linkage name is already a full path; `__rust_alloc` and its kin
-    // are the compiler's shims, named alike in every crate.
-    if bare.contains("::") || bare.starts_with("__") {
-        return bare;
-    }
-    match module_of(file) {
-        Some(m) => format!("{m}::{bare}"),
-        None => bare,
-    }
-}
-
-/// `crate::module::path` of a Rust source file, from where the standard
-/// library, registry crates and workspace crates keep their sources.
-fn module_of(file: &str) -> Option<String> {
-    let file = file.strip_suffix(".rs")?;
-    let (krate, rest) = if let Some((_, after)) = file.split_once("/library/") {
-        let (krate, rest) = after.split_once("/src/")?;
-        (krate.to_owned(), rest)
-    } else {
-        let (before, rest) = file.rsplit_once("/src/")?;
-        let dir = before.rsplit('/').next()?;
-        // A registry crate's directory is `name-1.2.3`.
-        let name = match dir.rsplit_once('-') {
-            Some((n, v)) if v.starts_with(|c: char| c.is_ascii_digit()) => n,
-            _ => dir,
-        };
-        (name.replace('-', "_"), rest)
-    };
-    let mut parts: Vec<&str> = rest.split('/').collect();
-    if matches!(parts.last(), Some(&("mod" | "lib" | "main"))) {
-        parts.pop();
-    }
-    let mut path = krate;
-    for p in parts.into_iter().filter(|p| !p.is_empty()) {
-        path.push_str("::");
-        path.push_str(p);
-    }
-    Some(path)
-}
-
-fn strip_generics(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    let mut depth = 0usize;
-    for c in name.chars() {
-        match c {
-            '<' => depth += 1,
-            '>' => depth = depth.saturating_sub(1),
-            _ if depth == 0 => out.push(c),
-            _ => {}
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -487,35 +433,5 @@ mod tests {
         assert_eq!(frames(path, &probes, &mut index), first);
         let candidates = index.candidates(&[probes[0]]);
         assert!(candidates.len() < index.units.len() / 2, "{candidates:?}");
-    }
-
-    #[test]
-    fn inlined_names_are_qualified_by_their_file() {
-        assert_eq!(
-            qualified(
-                "with_capacity_in<u8, alloc::alloc::Global>",
-                "/rustc/abc/library/alloc/src/raw_vec/mod.rs"
-            ),
-            "alloc::raw_vec::with_capacity_in"
-        );
-        assert_eq!(
-            qualified(
-                "intern<str>",
-                "/home/u/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/internment-0.8.6/src/intern.rs"
-            ),
-            "internment::intern::intern"
-        );
-        assert_eq!(
-            qualified(
-                "leak_request_buffer",
-                "/src/app/examples/leaky-service/src/main.rs"
-            ),
-            "leaky_service::leak_request_buffer"
-        );
-        assert_eq!(qualified("{closure#0}<T>", "weird.c"), "{closure#0}");
-        assert_eq!(
-            qualified("__rust_alloc", "/src/app/agent/src/lib.rs"),
-            "__rust_alloc"
-        );
     }
 }
