@@ -13,14 +13,18 @@ use crate::alerts::{AlertRules, WebhookConfig, WebhookKind};
 use crate::error::{Error, Result};
 use crate::select::Span;
 use crate::server::{RateLimit, ServerOptions};
-use crate::store::{Bounds, Durability};
+use crate::store::{Bounds, Durability, Location, Shard};
 
 /// The TOML file's contents. Unknown keys are errors.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub listen: Option<String>,
-    pub store: Option<PathBuf>,
+    /// A SQLite file, or `clickhouse://[USER[:PASSWORD]@]HOST:PORT/DB`.
+    pub store: Option<String>,
+    /// `INDEX/COUNT`: which services this analyzer evaluates and alerts
+    /// on, when several share a ClickHouse store.
+    pub shard: Option<String>,
     pub retention: Option<Span>,
     pub token_file: Option<PathBuf>,
     pub read_token_file: Option<PathBuf>,
@@ -73,7 +77,8 @@ pub fn read_bounded(path: &Path, max: u64) -> std::result::Result<String, String
 #[derive(Debug, Default, Clone)]
 pub struct Layer {
     pub listen: Option<String>,
-    pub store: Option<PathBuf>,
+    pub store: Option<String>,
+    pub shard: Option<String>,
     pub retention: Option<Duration>,
     pub token_file: Option<PathBuf>,
     pub read_token_file: Option<PathBuf>,
@@ -96,6 +101,7 @@ impl Layer {
         Layer {
             listen: self.listen.or(other.listen),
             store: self.store.or(other.store),
+            shard: self.shard.or(other.shard),
             retention: self.retention.or(other.retention),
             token_file: self.token_file.or(other.token_file),
             read_token_file: self.read_token_file.or(other.read_token_file),
@@ -122,6 +128,7 @@ impl From<FileConfig> for Layer {
         Layer {
             listen: f.listen,
             store: f.store,
+            shard: f.shard,
             retention: f.retention.map(|r| r.0),
             token_file: f.token_file,
             read_token_file: f.read_token_file,
@@ -143,7 +150,9 @@ impl From<FileConfig> for Layer {
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     pub listen: SocketAddr,
-    pub store: PathBuf,
+    pub store: Location,
+    /// The services this analyzer evaluates and alerts on.
+    pub shard: Shard,
     pub retention: Duration,
     /// Tokens, ingest limits and load shedding.
     pub server: ServerOptions,
@@ -217,14 +226,28 @@ impl ServeConfig {
         if scrape_every < Duration::from_secs(1) {
             return Err(Error::invalid("scrape_interval", "must be at least 1s"));
         }
+        let store = Location::parse(merged.store.as_deref().unwrap_or(DEFAULT_STORE), &env)?;
+        let shard: Shard = merged
+            .shard
+            .as_deref()
+            .map(str::parse)
+            .transpose()?
+            .unwrap_or_default();
+        if shard.count > 1 && matches!(store, Location::Sqlite(_)) {
+            return Err(Error::invalid(
+                "shard",
+                "sharding splits work between analyzers that share a store: use a clickhouse:// store",
+            ));
+        }
         Ok(ServeConfig {
+            store,
+            shard,
             alerts,
             webhooks,
             scrape,
             scrape_every,
             evaluate_every,
             listen,
-            store: merged.store.unwrap_or_else(|| DEFAULT_STORE.into()),
             retention,
             server,
             durability: merged.durability.unwrap_or_default(),
@@ -345,7 +368,7 @@ mod tests {
         };
         let c = ServeConfig::resolve(flags, env(&[]), Some(file)).unwrap();
         assert_eq!(c.listen.port(), 3);
-        assert_eq!(c.store, PathBuf::from("f.db"));
+        assert_eq!(c.store, Location::Sqlite(PathBuf::from("f.db")));
         assert_eq!(c.retention, Duration::from_secs(2 * 86400));
     }
 

@@ -12,6 +12,17 @@ pub enum Error {
     StoreMissing(String),
     #[error("store query failed: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// The networked store did not answer, or cannot take work now: a
+    /// request should be tried again later.
+    #[error("store {url} is unreachable: {reason}")]
+    StoreUnavailable { url: String, reason: String },
+    /// The store refused the analyzer's credentials. The URL and the user
+    /// are named; the password never is.
+    #[error("store {url} refused user {user:?}: wrong user or password (set them in the URL or HEAPTIDE_CLICKHOUSE_USER and HEAPTIDE_CLICKHOUSE_PASSWORD)")]
+    StoreAuth { url: String, user: String },
+    /// The store refused a statement.
+    #[error("store {url} failed: {reason}")]
+    StoreQuery { url: String, reason: String },
     #[error("{field}: {reason}")]
     Invalid { field: String, reason: String },
     #[error("{0} not found")]

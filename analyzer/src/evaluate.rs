@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use crate::detect::{self, Analysis, Finding, LeakVerdict};
 use crate::error::{Error, Result};
 use crate::select::Selector;
-use crate::store::{Store, Transition};
+use crate::store::{Shard, Store, Transition};
 use heaptide_wire::metric;
 
 /// How far back each evaluation looks: what the overview shows.
@@ -86,10 +86,19 @@ pub struct Pass {
 /// ended. A service is judged whole, so that findings keep their
 /// corroboration across instances.
 pub fn evaluate(store: &dyn Store, now_ms: i64) -> Result<Pass> {
+    evaluate_shard(store, Shard::default(), now_ms)
+}
+
+/// [`evaluate`] for the services of one shard, when several analyzers
+/// share a store.
+pub fn evaluate_shard(store: &dyn Store, shard: Shard, now_ms: i64) -> Result<Pass> {
     let mut kept = kept_by_instance(store, None)?;
     let mut stale: Vec<String> = Vec::new();
     let mut pass = Pass::default();
     for inst in store.instances(None)? {
+        if !shard.owns(&inst.service) {
+            continue;
+        }
         let key = (inst.service.clone(), inst.instance.clone());
         if kept
             .get(&key)

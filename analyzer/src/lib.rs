@@ -30,9 +30,7 @@ pub async fn serve(
     on_listen: impl FnOnce(std::net::SocketAddr),
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let store: Arc<dyn store::Store> = Arc::new(
-        store::SqliteStore::open_with(&cfg.store, cfg.durability)?.bounded(cfg.bounds.clone()),
-    );
+    let store = store::open(&cfg.store, cfg.durability, cfg.bounds.clone())?;
     let state = Arc::new(server::AppState::new(store, cfg.server.clone()));
     let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
     on_listen(listener.local_addr()?);
@@ -44,6 +42,7 @@ pub async fn serve(
         webhooks: cfg.webhooks,
         scrape: cfg.scrape,
         scrape_every: cfg.scrape_every,
+        shard: cfg.shard,
     };
     server::run(listener, state, background, shutdown).await
 }

@@ -3,6 +3,8 @@
 //!
 //! - [`process`]: workspace binaries started as real processes on
 //!   loopback, killed when dropped, and small HTTP helpers;
+//! - [`clickhouse`]: a real ClickHouse server with a private data path
+//!   on loopback ports;
 //! - [`fixtures`]: wire batches with metric samples and real gzipped pprof
 //!   heap profiles;
 //! - [`golden`]: golden files, blessed with `HEAPTIDE_BLESS=1`, that show
@@ -12,6 +14,7 @@
 //! - [`raw`]: raw HTTP from a chosen loopback address, to play agents on
 //!   other hosts.
 
+pub mod clickhouse;
 pub mod fixtures;
 pub mod golden;
 pub mod process;

@@ -13,15 +13,15 @@ pub use rules::{AlertRules, WebhookConfig, WebhookKind};
 pub use state::{Alert, AlertKey, State};
 
 use crate::error::{Error, Result};
-use crate::store::{Store, Transition};
+use crate::store::{KeptAlert, Shard, Store, Transition};
 
 /// The active (pending and firing) alerts the store keeps.
 pub fn active(store: &dyn Store) -> Result<Vec<Alert>> {
     store
         .kept_alerts()?
         .iter()
-        .map(|j| {
-            serde_json::from_str(j)
+        .map(|a| {
+            serde_json::from_str(&a.alert)
                 .map_err(|e| Error::invalid("alerts", format!("kept alert unreadable: {e}")))
         })
         .collect()
@@ -30,20 +30,35 @@ pub fn active(store: &dyn Store) -> Result<Vec<Alert>> {
 /// One alert evaluation at `now_ms`: checks the rules, keeps the active
 /// alerts and records what fired or resolved. Returns the alerts to send.
 pub fn evaluate(store: &dyn Store, rules: &AlertRules, now_ms: i64) -> Result<Vec<Alert>> {
+    evaluate_shard(store, rules, Shard::default(), now_ms)
+}
+
+/// [`evaluate`] for the services of one shard: each analyzer that shares
+/// a store checks, keeps and notifies only its own, so no alert is sent
+/// twice.
+pub fn evaluate_shard(
+    store: &dyn Store,
+    rules: &AlertRules,
+    shard: Shard,
+    now_ms: i64,
+) -> Result<Vec<Alert>> {
     let kept = crate::evaluate::kept_by_instance(store, None)?;
-    let holding = conditions::conditions(store, rules, &kept, now_ms)?;
-    let adv = state::advance(rules, active(store)?, &holding, now_ms);
+    let mut holding = conditions::conditions(store, rules, &kept, now_ms)?;
+    holding.retain(|c| shard.owns(&c.key.service));
+    let mut mine = active(store)?;
+    mine.retain(|a| shard.owns(&a.key.service));
+    let adv = state::advance(rules, mine, &holding, now_ms);
     let rows = adv
         .active
         .iter()
         .map(|a| {
             let key = payload::fingerprint(a);
             serde_json::to_string(a)
-                .map(|j| (key, j))
+                .map(|alert| KeptAlert { key, alert })
                 .map_err(|e| Error::invalid("alerts", e.to_string()))
         })
         .collect::<Result<Vec<_>>>()?;
-    store.keep_alerts(&rows)?;
+    store.keep_alerts(shard, &rows)?;
     let history: Vec<Transition> = adv
         .changed
         .iter()

@@ -1,28 +1,30 @@
 //! Arguments several commands share, declared once.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use heaptide_analyzer::config::DEFAULT_STORE;
 use heaptide_analyzer::select::{now_ms, window, Selector};
-use heaptide_analyzer::store::SqliteStore;
+use heaptide_analyzer::store::{Location, Store};
 
 /// The store a command reads or writes.
 #[derive(clap::Args, Debug)]
 pub struct StoreArgs {
-    /// The SQLite store [default: ./heaptide.db].
+    /// A SQLite file, or clickhouse://[USER[:PASSWORD]@]HOST:PORT/DATABASE
+    /// (the user and password may also come from HEAPTIDE_CLICKHOUSE_USER
+    /// and HEAPTIDE_CLICKHOUSE_PASSWORD) [default: ./heaptide.db].
     #[arg(long, env = "HEAPTIDE_STORE")]
-    pub store: Option<PathBuf>,
+    pub store: Option<String>,
 }
 
 impl StoreArgs {
-    pub fn path(&self) -> PathBuf {
-        self.store.clone().unwrap_or_else(|| DEFAULT_STORE.into())
+    pub fn location(&self) -> anyhow::Result<Location> {
+        let text = self.store.as_deref().unwrap_or(DEFAULT_STORE);
+        Ok(Location::parse(text, |k| std::env::var(k).ok())?)
     }
 
     /// Opens a store that must already exist, read-only, as read commands do.
-    pub fn open_read_only(&self) -> anyhow::Result<SqliteStore> {
-        Ok(SqliteStore::open_read_only(self.path())?)
+    pub fn open_read_only(&self) -> anyhow::Result<Box<dyn Store>> {
+        Ok(heaptide_analyzer::store::open_read_only(&self.location()?)?)
     }
 }
 
@@ -71,7 +73,7 @@ impl Analysis {
         let store = self.store.open_read_only()?;
         let kept_window = !self.fresh && self.since == Duration::from_secs(86_400);
         let analysis = heaptide_analyzer::evaluate::analysis(
-            &store,
+            &*store,
             &self.selector()?,
             kept_window,
             now_ms(),
@@ -84,7 +86,7 @@ impl Analysis {
                 .unwrap_or_else(|| "any service".into());
             eprintln!(
                 "analyzer: no data for {what} in {} yet (is an agent sending to it?)",
-                self.store.path().display()
+                self.store.location()?
             );
         }
         Ok(analysis)

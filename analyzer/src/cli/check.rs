@@ -58,7 +58,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         from_ms,
         to_ms,
     };
-    let result = check::check(&store, &budgets, &sel, baseline.as_ref())?;
+    let result = check::check(&*store, &budgets, &sel, baseline.as_ref())?;
     match a.format {
         CheckFormat::Text => print!("{}", heaptide_ui::format::printable(render::text(&result))),
         CheckFormat::Json => println!("{}", serde_json::to_string_pretty(&result)?),

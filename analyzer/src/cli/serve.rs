@@ -38,6 +38,11 @@ pub struct Args {
     /// killed) or full (also an OS crash) [default: normal].
     #[arg(long, env = "HEAPTIDE_DURABILITY")]
     pub durability: Option<heaptide_analyzer::store::Durability>,
+    /// INDEX/COUNT, like 0/2: the share of services this analyzer
+    /// evaluates and alerts on, when several share a ClickHouse store
+    /// [default: 0/1, all].
+    #[arg(long, env = "HEAPTIDE_SHARD")]
+    pub shard: Option<String>,
     /// Instances one service may have [default: 10000].
     #[arg(long)]
     pub max_instances_per_service: Option<u64>,
@@ -68,6 +73,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let flags = Layer {
         listen: a.listen,
         store: a.store.store,
+        shard: a.shard,
         retention: a.retention,
         token_file: a.token_file,
         read_token_file: a.read_token_file,
@@ -87,7 +93,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    let store = cfg.store.display().to_string();
+    let store = cfg.store.to_string();
     rt.block_on(heaptide_analyzer::serve(
         cfg,
         |addr| {

@@ -2,8 +2,6 @@
 
 use std::process::ExitCode;
 
-use heaptide_analyzer::store::Store;
-
 use crate::args::StoreArgs;
 
 pub fn run(a: StoreArgs) -> anyhow::Result<ExitCode> {

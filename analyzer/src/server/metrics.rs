@@ -188,7 +188,7 @@ fn health(r: &Registry, state: &AppState) -> Result<()> {
         "The store's file and WAL on disk.",
     )
     .map_err(prom)?;
-    size.set(state.store.file_bytes()? as f64);
+    size.set(state.store.disk_bytes()? as f64);
     r.register(Box::new(size)).map_err(prom)?;
     let calls = IntCounterVec::new(
         Opts::new(

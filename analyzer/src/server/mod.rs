@@ -123,6 +123,8 @@ pub struct Background {
     /// pprof endpoints pulled every `scrape_every`.
     pub scrape: Vec<crate::foreign::ScrapeTarget>,
     pub scrape_every: std::time::Duration,
+    /// The services this analyzer evaluates and alerts on.
+    pub shard: crate::store::Shard,
 }
 
 impl Background {
@@ -137,6 +139,7 @@ impl Background {
             external_url: String::new(),
             scrape: Vec::new(),
             scrape_every: std::time::Duration::from_secs(60),
+            shard: Default::default(),
         }
     }
 }
@@ -164,7 +167,7 @@ pub async fn run(
         state.clone(),
         Arc::new(background.alerts),
         Arc::new(notifier),
-        background.evaluate_every,
+        (background.evaluate_every, background.shard),
     ));
     let scrapes: Vec<_> = background
         .scrape
@@ -193,15 +196,15 @@ async fn evaluation_loop(
     state: Arc<AppState>,
     rules: Arc<crate::alerts::AlertRules>,
     notifier: Arc<crate::alerts::notify::Notifier>,
-    every: std::time::Duration,
+    (every, shard): (std::time::Duration, crate::store::Shard),
 ) {
     loop {
         let (st, r, n) = (state.clone(), rules.clone(), notifier.clone());
         let started = std::time::Instant::now();
         let pass = tokio::task::spawn_blocking(move || {
             let now = crate::select::now_ms();
-            let p = crate::evaluate::evaluate(&*st.store, now)?;
-            n.notify(&crate::alerts::evaluate(&*st.store, &r, now)?);
+            let p = crate::evaluate::evaluate_shard(&*st.store, shard, now)?;
+            n.notify(&crate::alerts::evaluate_shard(&*st.store, &r, shard, now)?);
             Ok::<_, crate::Error>(p)
         })
         .await;

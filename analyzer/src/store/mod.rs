@@ -1,6 +1,13 @@
-//! Storage behind one narrow trait, so that a distributed backend can sit
-//! beside the embedded SQLite one.
+//! Storage behind one narrow trait: the embedded SQLite file, and
+//! ClickHouse for fleets that need several analyzers.
+//!
+//! The trait speaks of what the engine asks (envelopes, the latest point,
+//! a site's series), never of how a backend stores it, so each backend
+//! answers aggregations natively. Ids are opaque `i64`s the store hands
+//! out: row ids in SQLite, content hashes in ClickHouse.
 
+pub mod clickhouse;
+mod location;
 mod sqlite;
 
 use serde::Serialize;
@@ -10,6 +17,8 @@ use crate::ingest::ValidBatch;
 pub use crate::select::Selector;
 use heaptide_wire::pprof::Frame;
 
+pub use clickhouse::{ClickHouseStore, ClickHouseUrl};
+pub use location::{open, open_read_only, Location};
 pub use sqlite::{Durability, SqliteStore};
 
 /// How much of the store one fleet may claim: every new instance is
@@ -180,10 +189,12 @@ pub struct RetentionReport {
 /// Size of the store and how it divides over agent-days.
 #[derive(Debug, Clone, Serialize)]
 pub struct StoreStats {
-    /// The file and its WAL on disk.
-    pub file_bytes: u64,
-    /// Pages holding data; freed pages are reused before the file grows.
-    pub used_bytes: u64,
+    /// Everything the store holds on disk: SQLite's file and WAL, or the
+    /// active parts of ClickHouse's tables.
+    pub disk_bytes: u64,
+    /// The bytes that hold data: SQLite's pages in use (freed pages are
+    /// reused before the file grows), or ClickHouse's compressed columns.
+    pub data_bytes: u64,
     pub instances: u64,
     pub segments: u64,
     pub samples: u64,
@@ -221,11 +232,70 @@ impl RetentionPolicy {
     }
 }
 
-/// The storage contract. Every method is synchronous; async callers run
-/// them on a blocking thread.
 /// Live bytes by age bucket ([`heaptide_wire::AGE_BUCKETS_SECS`]).
 pub type Ages = [u64; heaptide_wire::AGE_BUCKETS_SECS.len()];
 
+/// One active alert as kept: its fingerprint and the alert as JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptAlert {
+    pub key: String,
+    pub alert: String,
+}
+
+/// Which services one analyzer evaluates and alerts on, when several
+/// share a store: `index` of `count`, by a hash of the service name, as
+/// Prometheus's `hashmod` splits targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl Default for Shard {
+    fn default() -> Self {
+        Shard { index: 0, count: 1 }
+    }
+}
+
+impl Shard {
+    /// Whether this shard evaluates `service`. A service is judged whole
+    /// (findings are corroborated across its instances), so the hash is of
+    /// the service alone.
+    pub fn owns(&self, service: &str) -> bool {
+        use std::hash::Hasher;
+        let mut h = fnv::FnvHasher::default();
+        h.write(service.as_bytes());
+        h.finish() % u64::from(self.count) == u64::from(self.index)
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+impl std::str::FromStr for Shard {
+    type Err = crate::error::Error;
+    fn from_str(s: &str) -> Result<Shard> {
+        let bad = || {
+            crate::error::Error::invalid(
+                "shard",
+                format!("{s:?} is not INDEX/COUNT, like 0/2, with INDEX below COUNT"),
+            )
+        };
+        let (i, n) = s.trim().split_once('/').ok_or_else(bad)?;
+        let (index, count): (u32, u32) =
+            (i.parse().map_err(|_| bad())?, n.parse().map_err(|_| bad())?);
+        if count == 0 || index >= count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+/// The storage contract. Every method is synchronous; async callers run
+/// them on a blocking thread.
 pub trait Store: Send + Sync + 'static {
     fn ingest(&self, batch: &ValidBatch, received_ms: i64) -> Result<IngestOutcome>;
     fn instances(&self, service: Option<&str>) -> Result<Vec<InstanceInfo>>;
@@ -269,14 +339,14 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<()>;
     /// The kept findings of every instance of `service` (or of all).
     fn kept_findings(&self, service: Option<&str>) -> Result<Vec<KeptFindings>>;
-    /// Replaces the active alerts: (key, alert as JSON) pairs.
-    fn keep_alerts(&self, alerts: &[(String, String)]) -> Result<()>;
-    /// The active alerts, as JSON.
-    fn kept_alerts(&self) -> Result<Vec<String>>;
+    /// Replaces the active alerts of `shard`.
+    fn keep_alerts(&self, shard: Shard, alerts: &[KeptAlert]) -> Result<()>;
+    /// The active alerts of every shard.
+    fn kept_alerts(&self) -> Result<Vec<KeptAlert>>;
     fn record_transitions(&self, transitions: &[Transition]) -> Result<()>;
     /// The newest `limit` transitions of one instance, newest first.
     fn transitions(&self, service: &str, instance: &str, limit: usize) -> Result<Vec<Transition>>;
     /// The store's size on disk, cheaply, for `/metrics`.
-    fn file_bytes(&self) -> Result<u64>;
+    fn disk_bytes(&self) -> Result<u64>;
     fn stats(&self) -> Result<StoreStats>;
 }

@@ -6,7 +6,7 @@ use rusqlite::params;
 
 use super::SqliteStore;
 use crate::error::Result;
-use crate::store::{KeptFindings, Transition};
+use crate::store::{KeptAlert, KeptFindings, Transition};
 
 impl SqliteStore {
     pub(super) fn write_findings(
@@ -47,25 +47,31 @@ impl SqliteStore {
         })
     }
 
-    pub(super) fn write_alerts(&self, alerts: &[(String, String)]) -> Result<()> {
+    pub(super) fn write_alerts(&self, alerts: &[KeptAlert]) -> Result<()> {
         let mut guard = self.writer();
         let tx = guard.conn.transaction()?;
         tx.execute("DELETE FROM alerts", [])?;
         {
             let mut stmt =
                 tx.prepare_cached("INSERT INTO alerts (alert_key, alert) VALUES (?1, ?2)")?;
-            for (key, json) in alerts {
-                stmt.execute(params![key, json])?;
+            for a in alerts {
+                stmt.execute(params![a.key, a.alert])?;
             }
         }
         tx.commit()?;
         Ok(())
     }
 
-    pub(super) fn read_alerts(&self) -> Result<Vec<String>> {
+    pub(super) fn read_alerts(&self) -> Result<Vec<KeptAlert>> {
         self.with_reader(|c| {
-            let mut stmt = c.prepare_cached("SELECT alert FROM alerts ORDER BY alert_key")?;
-            let rows = stmt.query_map([], |r| r.get(0))?;
+            let mut stmt =
+                c.prepare_cached("SELECT alert_key, alert FROM alerts ORDER BY alert_key")?;
+            let rows = stmt.query_map([], |r| {
+                Ok(KeptAlert {
+                    key: r.get(0)?,
+                    alert: r.get(1)?,
+                })
+            })?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
         })
     }

@@ -286,11 +286,13 @@ impl Store for SqliteStore {
         self.read_findings(service)
     }
 
-    fn keep_alerts(&self, alerts: &[(String, String)]) -> Result<()> {
+    /// One analyzer writes a SQLite file, so it holds every shard:
+    /// `serve` refuses `--shard` with this store.
+    fn keep_alerts(&self, _shard: Shard, alerts: &[KeptAlert]) -> Result<()> {
         self.write_alerts(alerts)
     }
 
-    fn kept_alerts(&self) -> Result<Vec<String>> {
+    fn kept_alerts(&self) -> Result<Vec<KeptAlert>> {
         self.read_alerts()
     }
 
@@ -302,7 +304,7 @@ impl Store for SqliteStore {
         self.read_transitions(service, instance, limit)
     }
 
-    fn file_bytes(&self) -> Result<u64> {
+    fn disk_bytes(&self) -> Result<u64> {
         self.measure_file()
     }
 

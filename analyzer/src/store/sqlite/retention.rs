@@ -75,8 +75,8 @@ impl SqliteStore {
             };
             let page_count = count("PRAGMA page_count")?;
             let page_size = count("PRAGMA page_size")?;
-            let file_bytes = file_bytes(c, &self.path)?;
-            let used_bytes = (page_count - count("PRAGMA freelist_count")?) * page_size;
+            let disk_bytes = file_bytes(c, &self.path)?;
+            let data_bytes = (page_count - count("PRAGMA freelist_count")?) * page_size;
             let agent_ms: f64 = c.query_row(
                 "SELECT coalesce(sum(max(last_seen_ms - first_seen_ms, 0)), 0) FROM segments",
                 [],
@@ -84,15 +84,15 @@ impl SqliteStore {
             )?;
             let agent_days = agent_ms / 86_400_000.0;
             Ok(StoreStats {
-                file_bytes,
-                used_bytes,
+                disk_bytes,
+                data_bytes,
                 instances: count("SELECT count(*) FROM instances")?,
                 segments: count("SELECT count(*) FROM segments")?,
                 samples: count("SELECT count(*) FROM samples")?,
                 profiles: count("SELECT count(*) FROM profiles")?,
                 stacks: count("SELECT count(*) FROM stacks")?,
                 agent_days,
-                bytes_per_agent_day: (agent_days > 0.0).then(|| used_bytes as f64 / agent_days),
+                bytes_per_agent_day: (agent_days > 0.0).then(|| data_bytes as f64 / agent_days),
             })
         })
     }

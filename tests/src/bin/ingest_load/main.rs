@@ -105,8 +105,8 @@ fn agent_week(dir: &std::path::Path, days: i64) -> (u64, u64, RetentionReportLit
     drop(store);
     ui_timings(dir, &path);
     (
-        stats.used_bytes,
-        stats.file_bytes,
+        stats.data_bytes,
+        stats.disk_bytes,
         RetentionReportLite {
             profiles_deleted: r.profiles_deleted,
             samples_downsampled: r.samples_downsampled,

@@ -1,0 +1,417 @@
+//! Ingest: each batch becomes rows for every table it touches; one
+//! flusher per analyzer gathers the rows of every agent's batch and
+//! inserts them as one block per table, because ClickHouse wants a few
+//! large inserts, not many small ones. A batch is acknowledged only once
+//! the block that holds it is in; a failed block fails every batch in it,
+//! and their agents send them again, which the tables' sorting keys fold.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use super::http::Client;
+use super::rowbinary::{lit, RowWriter};
+use super::{id63, ChError, ClickHouseStore};
+use crate::error::{Error, Result};
+use crate::ingest::ValidBatch;
+use crate::store::*;
+
+/// The shortest time between the starts of two inserts: under load,
+/// batches arriving meanwhile share the next one.
+const FLUSH_EVERY: Duration = Duration::from_millis(200);
+/// Rows waiting past this many bytes are inserted without waiting for
+/// [`FLUSH_EVERY`].
+const FLUSH_BYTES: usize = 8 << 20;
+/// Rows waiting past this many bytes refuse new batches (503, retry):
+/// backpressure instead of unbounded memory when ClickHouse falls behind.
+const MAX_PENDING_BYTES: usize = 128 << 20;
+/// How many ids each cache holds before it starts again.
+const MAX_KNOWN: usize = 200_000;
+
+/// Rows for each table, in the order they are inserted: stacks and
+/// segments before what refers to them, profiles last, so a profile is
+/// never visible before its stacks.
+#[derive(Default)]
+pub(super) struct Block {
+    tables: [RowWriter; 8],
+}
+
+const TABLES: [&str; 8] = [
+    "stacks",
+    "segments",
+    "samples",
+    "pauses",
+    "profile_raw",
+    "profile_stacks",
+    "profile_ages",
+    "profiles",
+];
+
+impl Block {
+    fn bytes(&self) -> usize {
+        self.tables.iter().map(|t| t.buf.len()).sum()
+    }
+
+    fn append(&mut self, other: Block) {
+        for (mine, theirs) in self.tables.iter_mut().zip(other.tables) {
+            mine.append(theirs);
+        }
+    }
+
+    fn table(&mut self, name: &str) -> &mut RowWriter {
+        let i = TABLES.iter().position(|t| *t == name).unwrap_or(0);
+        &mut self.tables[i]
+    }
+}
+
+/// What this analyzer has seen stored, so that it asks ClickHouse once.
+#[derive(Default)]
+pub(super) struct Known {
+    /// Segment id → its first-seen time.
+    segments: HashMap<i64, i64>,
+    instances: HashSet<(String, String)>,
+    stacks: HashSet<i64>,
+}
+
+struct Pending {
+    block: Block,
+    waiters: Vec<mpsc::SyncSender<Result<(), ChError>>>,
+    closed: bool,
+}
+
+struct Shared {
+    pending: Mutex<Pending>,
+    wake: Condvar,
+}
+
+/// The flusher: a thread that inserts what ingest left for it.
+pub(super) struct Flusher {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        let mut p = lock(&self.shared.pending);
+        p.closed = true;
+        self.shared.wake.notify_all();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Flusher {
+    pub(super) fn start(client: Arc<Client>) -> Flusher {
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(Pending {
+                block: Block::default(),
+                waiters: Vec::new(),
+                closed: false,
+            }),
+            wake: Condvar::new(),
+        });
+        let s = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name("heaptide-flusher".into())
+            .spawn(move || flush_loop(&s, &client));
+        if let Err(e) = spawned {
+            // Without its thread every batch would wait forever: refuse them.
+            tracing::error!("cannot start the ClickHouse flusher: {e}");
+            lock(&shared.pending).closed = true;
+        }
+        Flusher { shared }
+    }
+
+    /// Leaves `block` for the next insert and waits until it is in.
+    fn submit(&self, block: Block) -> Result<(), ChError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        {
+            let mut p = lock(&self.shared.pending);
+            if p.closed {
+                return Err(ChError::Unreachable("the analyzer is stopping".into()));
+            }
+            if p.block.bytes() + block.bytes() > MAX_PENDING_BYTES {
+                return Err(ChError::Behind);
+            }
+            p.block.append(block);
+            p.waiters.push(tx);
+            self.shared.wake.notify_all();
+        }
+        rx.recv()
+            .unwrap_or_else(|_| Err(ChError::Unreachable("the flusher stopped".into())))
+    }
+}
+
+fn flush_loop(shared: &Shared, client: &Client) {
+    let mut last = Instant::now() - FLUSH_EVERY;
+    loop {
+        let (block, waiters) = {
+            let mut p = lock(&shared.pending);
+            while p.waiters.is_empty() && !p.closed {
+                p = shared.wake.wait(p).unwrap_or_else(|e| e.into_inner());
+            }
+            if p.waiters.is_empty() {
+                return;
+            }
+            // Gather more batches until the interval is up or the block
+            // is large.
+            while last.elapsed() < FLUSH_EVERY && p.block.bytes() < FLUSH_BYTES && !p.closed {
+                let left = FLUSH_EVERY.saturating_sub(last.elapsed());
+                p = shared
+                    .wake
+                    .wait_timeout(p, left)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+            (std::mem::take(&mut p.block), std::mem::take(&mut p.waiters))
+        };
+        last = Instant::now();
+        let result = insert(client, &block);
+        if let Err(e) = &result {
+            tracing::warn!("insert of {} batches failed: {e:?}", waiters.len());
+        }
+        for w in waiters {
+            let _ = w.send(result.clone());
+        }
+    }
+}
+
+fn insert(client: &Client, block: &Block) -> Result<(), ChError> {
+    for (name, rows) in TABLES.iter().zip(&block.tables) {
+        if rows.rows > 0 {
+            client.insert(name, &rows.buf)?;
+        }
+    }
+    Ok(())
+}
+
+/// A stack's stored form and id: the same frames get the same id on
+/// every analyzer.
+pub(super) fn stack_id(json: &str) -> i64 {
+    id63(&[b"stack", json.as_bytes()])
+}
+
+pub(super) fn segment_id(service: &str, instance: &str, pid: u32, start_time_ms: i64) -> i64 {
+    let (pid, start) = (pid.to_le_bytes(), start_time_ms.to_le_bytes());
+    id63(&[
+        b"segment",
+        service.as_bytes(),
+        instance.as_bytes(),
+        &pid,
+        &start,
+    ])
+}
+
+pub(super) fn profile_id(segment: i64, ts_ms: i64) -> i64 {
+    id63(&[b"profile", &segment.to_le_bytes(), &ts_ms.to_le_bytes()])
+}
+
+impl ClickHouseStore {
+    pub(super) fn write_batch(&self, vb: &ValidBatch, received_ms: i64) -> Result<IngestOutcome> {
+        let flusher = self
+            .flusher
+            .as_ref()
+            .ok_or_else(|| Error::invalid("store", "this store was opened read-only"))?;
+        let b = &vb.batch;
+        let seg = segment_id(
+            &b.agent.service,
+            &b.agent.instance,
+            b.agent.pid,
+            b.agent.start_time_ms,
+        );
+        let (first_seen, new_segment) = self.first_seen(b, seg, received_ms)?;
+        let mut block = Block::default();
+        segment_row(&mut block, b, seg, first_seen, received_ms);
+        for s in &b.samples {
+            for (name, v) in &s.metrics {
+                let w = block.table("samples");
+                w.i64(seg)
+                    .str(name)
+                    .u32(0)
+                    .i64(s.ts_ms)
+                    .f64(*v)
+                    .f64(*v)
+                    .f64(*v)
+                    .u32(1);
+                w.row();
+            }
+        }
+        for p in &b.pause_events {
+            let w = block.table("pauses");
+            w.i64(seg)
+                .i64(p.start_ms)
+                .str(p.source.as_str())
+                .str(&p.name)
+                .f64(p.duration_ms);
+            w.row();
+        }
+        let mut new_stacks = Vec::new();
+        for (p, decoded) in b.profiles.iter().zip(&vb.profiles) {
+            self.encode_profile(&mut block, &mut new_stacks, seg, p, decoded);
+        }
+        flusher.submit(block).map_err(|e| self.fail(e))?;
+        let mut known = lock(&self.known);
+        if known.stacks.len() + new_stacks.len() > MAX_KNOWN {
+            known.stacks.clear();
+        }
+        known.stacks.extend(new_stacks);
+        Ok(IngestOutcome {
+            samples: b.samples.len(),
+            pause_events: b.pause_events.len(),
+            profiles: b.profiles.len(),
+            new_segment,
+        })
+    }
+
+    /// When the segment was first seen, and whether this batch is its
+    /// first. Asks ClickHouse once per segment, and checks the store's
+    /// bounds once per instance this analyzer has not seen.
+    fn first_seen(&self, b: &heaptide_wire::Batch, seg: i64, now: i64) -> Result<(i64, bool)> {
+        if let Some(t) = lock(&self.known).segments.get(&seg) {
+            return Ok((*t, false));
+        }
+        let key = (b.agent.service.clone(), b.agent.instance.clone());
+        if !lock(&self.known).instances.contains(&key) {
+            self.check_bounds(&key.0, &key.1)?;
+        }
+        let stored = self.rows(
+            &format!(
+                "SELECT min(first_seen_ms) FROM segments WHERE service = {} AND instance = {} AND id = {seg} HAVING count() > 0",
+                lit(&key.0),
+                lit(&key.1)
+            ),
+            |r| r.i64(),
+        )?;
+        let mut known = lock(&self.known);
+        if known.segments.len() >= MAX_KNOWN {
+            known.segments.clear();
+            known.instances.clear();
+        }
+        known.instances.insert(key);
+        let first = stored.first().copied().unwrap_or(now);
+        known.segments.insert(seg, first);
+        Ok((first, stored.is_empty()))
+    }
+
+    /// Refuses a new instance past the bounds. Analyzers check on their
+    /// own, so two that add instances at the same moment can pass a bound
+    /// by one each.
+    fn check_bounds(&self, service: &str, instance: &str) -> Result<()> {
+        let counts = self.rows(
+            &format!(
+                "SELECT uniqExact(instance), countIf(instance = {}) FROM segments WHERE service = {}",
+                lit(instance),
+                lit(service)
+            ),
+            |r| Ok((r.u64()?, r.u64()?)),
+        )?;
+        let (instances, this) = counts.first().copied().unwrap_or((0, 0));
+        if this > 0 {
+            return Ok(());
+        }
+        if instances >= self.bounds.max_instances_per_service {
+            return Err(Error::Bound {
+                what: format!("instances of service {service:?}"),
+                limit: self.bounds.max_instances_per_service,
+                setting: "max_instances_per_service",
+            });
+        }
+        let services = self.rows(
+            &format!(
+                "SELECT uniqExact(service), countIf(service = {}) FROM segments",
+                lit(service)
+            ),
+            |r| Ok((r.u64()?, r.u64()?)),
+        )?;
+        let (services, this) = services.first().copied().unwrap_or((0, 0));
+        if this == 0 && services >= self.bounds.max_services {
+            return Err(Error::Bound {
+                what: "services".into(),
+                limit: self.bounds.max_services,
+                setting: "max_services",
+            });
+        }
+        Ok(())
+    }
+
+    fn encode_profile(
+        &self,
+        block: &mut Block,
+        new_stacks: &mut Vec<i64>,
+        seg: i64,
+        p: &heaptide_wire::EncodedProfile,
+        decoded: &crate::ingest::DecodedProfile,
+    ) {
+        let id = profile_id(seg, p.ts_ms);
+        let mut merged: HashMap<i64, (i64, i64)> = HashMap::new();
+        let mut stack_ids = Vec::with_capacity(decoded.stacks.len());
+        for s in &decoded.stacks {
+            let json = serde_json::to_string(&s.frames).unwrap_or_else(|_| "[]".into());
+            let sid = stack_id(&json);
+            if !lock(&self.known).stacks.contains(&sid) && !new_stacks.contains(&sid) {
+                block.table("stacks").i64(sid).str(&json).row();
+                new_stacks.push(sid);
+            }
+            let e = merged.entry(sid).or_default();
+            e.0 += s.bytes;
+            e.1 += s.objects;
+            stack_ids.push(sid);
+        }
+        let (total_bytes, total_objects) = merged
+            .values()
+            .fold((0i64, 0i64), |a, v| (a.0 + v.0, a.1 + v.1));
+        for (sid, (bytes, objects)) in &merged {
+            let w = block.table("profile_stacks");
+            w.i64(seg)
+                .i64(p.ts_ms)
+                .i64(id)
+                .i64(*sid)
+                .i64(*bytes)
+                .i64(*objects);
+            w.row();
+        }
+        let mut ages: HashMap<i64, Ages> = HashMap::new();
+        for a in &p.ages {
+            let Some(&sid) = stack_ids.get(a.sample as usize) else {
+                continue;
+            };
+            let e = ages.entry(sid).or_default();
+            for (sum, b) in e.iter_mut().zip(a.bytes) {
+                *sum = sum.saturating_add(b);
+            }
+        }
+        for (sid, a) in &ages {
+            let w = block.table("profile_ages");
+            w.i64(seg).i64(p.ts_ms).i64(id).i64(*sid).u64s(a);
+            w.row();
+        }
+        block
+            .table("profile_raw")
+            .i64(id)
+            .i64(p.ts_ms)
+            .bytes(&decoded.raw)
+            .row();
+        let w = block.table("profiles");
+        w.i64(id).i64(seg).i64(p.ts_ms).u64(p.sample_period_bytes);
+        w.i64(total_bytes).i64(total_objects).row();
+    }
+}
+
+fn segment_row(block: &mut Block, b: &heaptide_wire::Batch, seg: i64, first: i64, now: i64) {
+    let labels = serde_json::to_string(&b.agent.labels).unwrap_or_else(|_| "{}".into());
+    let stats = serde_json::to_string(&b.agent_stats).unwrap_or_else(|_| "{}".into());
+    let w = block.table("segments");
+    w.i64(seg)
+        .str(&b.agent.service)
+        .str(&b.agent.instance)
+        .u32(b.agent.pid);
+    w.i64(b.agent.start_time_ms)
+        .str(&b.agent.host)
+        .str(&b.agent.agent_version);
+    w.str(&labels).i64(first).i64(now).u64(b.seq);
+    w.u8(b.heap_profiling.enabled as u8)
+        .opt_str(b.heap_profiling.reason.as_deref())
+        .str(&stats);
+    w.row();
+}
