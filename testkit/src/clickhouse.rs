@@ -15,7 +15,8 @@ pub const PASSWORD: &str = "heaptide-test-password";
 /// Runs the server (`$0 "$@"`) and kills the process group once the test
 /// process (`HEAPTIDE_TEST_PID`) is gone.
 const WATCHDOG: &str = r#""$0" "$@" &
-while kill -0 "$HEAPTIDE_TEST_PID" 2>/dev/null; do sleep 1; done
+server=$!
+while kill -0 "$HEAPTIDE_TEST_PID" 2>/dev/null && kill -0 "$server" 2>/dev/null; do sleep 1; done
 kill -KILL 0"#;
 
 /// One server: killed when dropped, and when the test process exits.
@@ -38,9 +39,20 @@ fn server_binary() -> PathBuf {
     panic!("clickhouse-server is not installed: run ./test.sh, which installs Debian's clickhouse-server, or set HEAPTIDE_CLICKHOUSE_SERVER")
 }
 
+/// A free port below the ephemeral range (32768 up), where no `bind(0)`
+/// of a concurrent test can take it between this check and the server's
+/// own bind; each call of a process tries the next.
 fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    l.local_addr().expect("addr").port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 30_000 + (std::process::id() % 1_000) as u16 * 2;
+    for _ in 0..2_000 {
+        let port = 30_000 + (base - 30_000 + NEXT.fetch_add(1, Ordering::Relaxed)) % 2_700;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between 30000 and 32700")
 }
 
 /// Every server of this test run lives under the target directory; the
@@ -179,9 +191,10 @@ impl ClickHouse {
                     return;
                 }
             }
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                let log = std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default();
-                panic!("clickhouse-server exited with {status}:\n{log}");
+            let log = std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default();
+            if log.contains("Application: ") || log.contains("<Error> Application") {
+                self.stop();
+                panic!("clickhouse-server failed to start:\n{log}");
             }
             std::thread::sleep(Duration::from_millis(100));
         }

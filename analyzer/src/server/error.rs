@@ -54,6 +54,18 @@ impl From<Error> for ApiError {
                 ApiError::new(StatusCode::NOT_FOUND, format!("{what} not found"))
             }
             Error::Sqlite(e) => store_error(&e),
+            // The networked store is away: nothing was stored, and agents
+            // keep their batches and send them again.
+            e @ Error::StoreUnavailable { .. } => {
+                tracing::warn!("{e}");
+                ApiError {
+                    retry_after: Some(Duration::from_secs(5)),
+                    ..ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the store is unreachable; nothing was stored, try again later",
+                    )
+                }
+            }
             e @ Error::Bound { .. } => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
             }

@@ -223,11 +223,15 @@ async fn accept(state: &Arc<AppState>, req: Request, kind: Body) -> ApiResult<Re
             Body::Pprof(source) => crate::foreign::batch(&body, &source, &st.limits, now)?,
         };
         drop(body);
-        let outcome = st.store.ingest(&decoded, crate::select::now_ms());
+        let receipt = st.store.submit(&decoded, crate::select::now_ms());
+        // The slot bounds decoded batches in memory; a batch waiting in a
+        // store's insert is held there, under the store's own bound.
+        drop(decoded);
         drop(slot);
-        outcome
+        receipt
     })
     .await?;
+    let outcome = outcome.done().await?;
     Ok(Json(outcome).into_response())
 }
 

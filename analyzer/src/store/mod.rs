@@ -294,10 +294,74 @@ impl std::str::FromStr for Shard {
     }
 }
 
+/// A batch handed to the store: stored already, or waiting in an insert
+/// that gathers many agents' batches. Either way it is acknowledged only
+/// once [`Receipt::wait`] or [`Receipt::done`] says it is stored.
+pub struct Receipt {
+    outcome: IngestOutcome,
+    stored: Option<tokio::sync::oneshot::Receiver<Result<()>>>,
+}
+
+impl Receipt {
+    /// A batch already stored.
+    pub fn ready(outcome: IngestOutcome) -> Self {
+        Receipt {
+            outcome,
+            stored: None,
+        }
+    }
+
+    /// A batch that is stored once `stored` says so.
+    pub(crate) fn pending(
+        outcome: IngestOutcome,
+        stored: tokio::sync::oneshot::Receiver<Result<()>>,
+    ) -> Self {
+        Receipt {
+            outcome,
+            stored: Some(stored),
+        }
+    }
+
+    /// Blocks until the batch is stored; not from async code.
+    pub fn wait(self) -> Result<IngestOutcome> {
+        match self.stored {
+            None => Ok(self.outcome),
+            Some(rx) => rx
+                .blocking_recv()
+                .unwrap_or_else(|_| Err(stopped()))
+                .map(|()| self.outcome),
+        }
+    }
+
+    /// Waits until the batch is stored, without a thread.
+    pub async fn done(self) -> Result<IngestOutcome> {
+        match self.stored {
+            None => Ok(self.outcome),
+            Some(rx) => rx
+                .await
+                .unwrap_or_else(|_| Err(stopped()))
+                .map(|()| self.outcome),
+        }
+    }
+}
+
+fn stopped() -> crate::error::Error {
+    crate::error::Error::StoreUnavailable {
+        url: "store".into(),
+        reason: "the store's writer stopped".into(),
+    }
+}
+
 /// The storage contract. Every method is synchronous; async callers run
 /// them on a blocking thread.
 pub trait Store: Send + Sync + 'static {
-    fn ingest(&self, batch: &ValidBatch, received_ms: i64) -> Result<IngestOutcome>;
+    /// Hands a batch to the store. The batch may be dropped as soon as
+    /// this returns; the receipt says when it is stored.
+    fn submit(&self, batch: &ValidBatch, received_ms: i64) -> Result<Receipt>;
+    /// Stores a batch and waits until it is stored.
+    fn ingest(&self, batch: &ValidBatch, received_ms: i64) -> Result<IngestOutcome> {
+        self.submit(batch, received_ms)?.wait()
+    }
     fn instances(&self, service: Option<&str>) -> Result<Vec<InstanceInfo>>;
     fn segments(&self, service: &str, instance: &str) -> Result<Vec<Segment>>;
     fn metric_names(&self, service: &str, instance: Option<&str>) -> Result<Vec<String>>;

@@ -53,7 +53,7 @@ pub struct ClickHouseStore {
     bounds: Bounds,
     /// Ingest's flusher; read-only stores have none.
     flusher: Option<write::Flusher>,
-    known: Mutex<write::Known>,
+    known: std::sync::Arc<Mutex<write::Known>>,
     /// The last alert generation this analyzer wrote.
     generation: std::sync::atomic::AtomicI64,
 }
@@ -64,7 +64,11 @@ impl ClickHouseStore {
     pub fn open(url: ClickHouseUrl) -> Result<Self> {
         let client = Client::new(&url);
         let mut store = Self::connect(url, client, false)?;
-        store.flusher = Some(write::Flusher::start(store.client.clone()));
+        store.flusher = Some(write::Flusher::start(
+            store.client.clone(),
+            store.url.clone(),
+            store.known.clone(),
+        ));
         Ok(store)
     }
 
@@ -102,7 +106,7 @@ impl ClickHouseStore {
             client: std::sync::Arc::new(client),
             bounds: Bounds::default(),
             flusher: None,
-            known: Mutex::new(write::Known::default()),
+            known: Default::default(),
             generation: std::sync::atomic::AtomicI64::new(0),
         })
     }
@@ -185,7 +189,7 @@ pub(crate) fn id63(parts: &[&[u8]]) -> i64 {
 }
 
 impl Store for ClickHouseStore {
-    fn ingest(&self, vb: &ValidBatch, received_ms: i64) -> Result<IngestOutcome> {
+    fn submit(&self, vb: &ValidBatch, received_ms: i64) -> Result<Receipt> {
         self.write_batch(vb, received_ms)
     }
 

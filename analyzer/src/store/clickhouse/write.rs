@@ -6,12 +6,14 @@
 //! and their agents send them again, which the tables' sorting keys fold.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+
 use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
 
 use super::http::Client;
 use super::rowbinary::{lit, RowWriter};
-use super::{id63, ChError, ClickHouseStore};
+use super::{id63, named, ChError, ClickHouseStore, ClickHouseUrl};
 use crate::error::{Error, Result};
 use crate::ingest::ValidBatch;
 use crate::store::*;
@@ -34,6 +36,9 @@ const MAX_KNOWN: usize = 200_000;
 #[derive(Default)]
 pub(super) struct Block {
     tables: [RowWriter; 8],
+    /// Stacks in `tables` this analyzer had not stored before: known once
+    /// the block is in.
+    new_stacks: HashSet<i64>,
 }
 
 const TABLES: [&str; 8] = [
@@ -56,6 +61,7 @@ impl Block {
         for (mine, theirs) in self.tables.iter_mut().zip(other.tables) {
             mine.append(theirs);
         }
+        self.new_stacks.extend(other.new_stacks);
     }
 
     fn table(&mut self, name: &str) -> &mut RowWriter {
@@ -75,7 +81,7 @@ pub(super) struct Known {
 
 struct Pending {
     block: Block,
-    waiters: Vec<mpsc::SyncSender<Result<(), ChError>>>,
+    waiters: Vec<oneshot::Sender<Result<()>>>,
     closed: bool,
 }
 
@@ -102,7 +108,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Flusher {
-    pub(super) fn start(client: Arc<Client>) -> Flusher {
+    pub(super) fn start(
+        client: Arc<Client>,
+        url: ClickHouseUrl,
+        known: Arc<Mutex<Known>>,
+    ) -> Flusher {
         let shared = Arc::new(Shared {
             pending: Mutex::new(Pending {
                 block: Block::default(),
@@ -114,7 +124,7 @@ impl Flusher {
         let s = shared.clone();
         let spawned = std::thread::Builder::new()
             .name("heaptide-flusher".into())
-            .spawn(move || flush_loop(&s, &client));
+            .spawn(move || flush_loop(&s, &client, &url, &known));
         if let Err(e) = spawned {
             // Without its thread every batch would wait forever: refuse them.
             tracing::error!("cannot start the ClickHouse flusher: {e}");
@@ -123,9 +133,10 @@ impl Flusher {
         Flusher { shared }
     }
 
-    /// Leaves `block` for the next insert and waits until it is in.
-    fn submit(&self, block: Block) -> Result<(), ChError> {
-        let (tx, rx) = mpsc::sync_channel(1);
+    /// Leaves `block` for the next insert; the receiver says when it is
+    /// in.
+    fn submit(&self, block: Block) -> Result<oneshot::Receiver<Result<()>>, ChError> {
+        let (tx, rx) = oneshot::channel();
         {
             let mut p = lock(&self.shared.pending);
             if p.closed {
@@ -138,12 +149,11 @@ impl Flusher {
             p.waiters.push(tx);
             self.shared.wake.notify_all();
         }
-        rx.recv()
-            .unwrap_or_else(|_| Err(ChError::Unreachable("the flusher stopped".into())))
+        Ok(rx)
     }
 }
 
-fn flush_loop(shared: &Shared, client: &Client) {
+fn flush_loop(shared: &Shared, client: &Client, url: &ClickHouseUrl, known: &Mutex<Known>) {
     let mut last = Instant::now() - FLUSH_EVERY;
     loop {
         let (block, waiters) = {
@@ -168,11 +178,18 @@ fn flush_loop(shared: &Shared, client: &Client) {
         };
         last = Instant::now();
         let result = insert(client, &block);
-        if let Err(e) = &result {
-            tracing::warn!("insert of {} batches failed: {e:?}", waiters.len());
+        match &result {
+            Ok(()) => {
+                let mut k = lock(known);
+                if k.stacks.len() + block.new_stacks.len() > MAX_KNOWN {
+                    k.stacks.clear();
+                }
+                k.stacks.extend(block.new_stacks);
+            }
+            Err(e) => tracing::warn!("insert of {} batches failed: {e:?}", waiters.len()),
         }
         for w in waiters {
-            let _ = w.send(result.clone());
+            let _ = w.send(result.clone().map_err(|e| named(url, e)));
         }
     }
 }
@@ -208,7 +225,7 @@ pub(super) fn profile_id(segment: i64, ts_ms: i64) -> i64 {
 }
 
 impl ClickHouseStore {
-    pub(super) fn write_batch(&self, vb: &ValidBatch, received_ms: i64) -> Result<IngestOutcome> {
+    pub(super) fn write_batch(&self, vb: &ValidBatch, received_ms: i64) -> Result<Receipt> {
         let flusher = self
             .flusher
             .as_ref()
@@ -246,22 +263,17 @@ impl ClickHouseStore {
                 .f64(p.duration_ms);
             w.row();
         }
-        let mut new_stacks = Vec::new();
         for (p, decoded) in b.profiles.iter().zip(&vb.profiles) {
-            self.encode_profile(&mut block, &mut new_stacks, seg, p, decoded);
+            self.encode_profile(&mut block, seg, p, decoded);
         }
-        flusher.submit(block).map_err(|e| self.fail(e))?;
-        let mut known = lock(&self.known);
-        if known.stacks.len() + new_stacks.len() > MAX_KNOWN {
-            known.stacks.clear();
-        }
-        known.stacks.extend(new_stacks);
-        Ok(IngestOutcome {
+        let stored = flusher.submit(block).map_err(|e| self.fail(e))?;
+        let outcome = IngestOutcome {
             samples: b.samples.len(),
             pause_events: b.pause_events.len(),
             profiles: b.profiles.len(),
             new_segment,
-        })
+        };
+        Ok(Receipt::pending(outcome, stored))
     }
 
     /// When the segment was first seen, and whether this batch is its
@@ -338,7 +350,6 @@ impl ClickHouseStore {
     fn encode_profile(
         &self,
         block: &mut Block,
-        new_stacks: &mut Vec<i64>,
         seg: i64,
         p: &heaptide_wire::EncodedProfile,
         decoded: &crate::ingest::DecodedProfile,
@@ -346,18 +357,19 @@ impl ClickHouseStore {
         let id = profile_id(seg, p.ts_ms);
         let mut merged: HashMap<i64, (i64, i64)> = HashMap::new();
         let mut stack_ids = Vec::with_capacity(decoded.stacks.len());
+        let known = lock(&self.known);
         for s in &decoded.stacks {
             let json = serde_json::to_string(&s.frames).unwrap_or_else(|_| "[]".into());
             let sid = stack_id(&json);
-            if !lock(&self.known).stacks.contains(&sid) && !new_stacks.contains(&sid) {
+            if !known.stacks.contains(&sid) && block.new_stacks.insert(sid) {
                 block.table("stacks").i64(sid).str(&json).row();
-                new_stacks.push(sid);
             }
             let e = merged.entry(sid).or_default();
             e.0 += s.bytes;
             e.1 += s.objects;
             stack_ids.push(sid);
         }
+        drop(known);
         let (total_bytes, total_objects) = merged
             .values()
             .fold((0i64, 0i64), |a, v| (a.0 + v.0, a.1 + v.1));

@@ -194,8 +194,9 @@ fn check_version(conn: &Connection, path: &Path, read_only: bool) -> Result<()> 
 }
 
 impl Store for SqliteStore {
-    fn ingest(&self, vb: &ValidBatch, received_ms: i64) -> Result<IngestOutcome> {
-        self.write_batch(vb, received_ms)
+    /// One transaction per batch: stored when this returns.
+    fn submit(&self, vb: &ValidBatch, received_ms: i64) -> Result<Receipt> {
+        self.write_batch(vb, received_ms).map(Receipt::ready)
     }
 
     fn instances(&self, service: Option<&str>) -> Result<Vec<InstanceInfo>> {
