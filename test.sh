@@ -2,8 +2,10 @@
 # Runs every test of the workspace. Debian packages the tests need are
 # installed here when missing: Chromium and chromedriver for the browser
 # tests, prometheus for promtool, which checks /metrics and the example
-# rules, and Go (golang-go) for `go tool pprof` and the Go service whose
-# heap profiles the pprof tests ingest.
+# rules, Go (golang-go) for `go tool pprof` and the Go service whose
+# heap profiles the pprof tests ingest, and clickhouse-server, which the
+# store and scale-out tests start themselves on loopback ports with a
+# private data path (no system service is used).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -13,6 +15,9 @@ if ! command -v chromedriver >/dev/null 2>&1 || ! [ -x /usr/bin/chromium ]; then
 fi
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v go >/dev/null 2>&1 || missing+=(golang-go)
+if ! [ -x /usr/sbin/clickhouse-server ] && ! [ -x /usr/bin/clickhouse-server ]; then
+  missing+=(clickhouse-server)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "test.sh: installing ${missing[*]} for the tests" >&2
   sudo=""

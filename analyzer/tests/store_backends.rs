@@ -97,8 +97,26 @@ fn every_read_answers_alike_and_replays_store_once() {
         );
         assert_eq!((env[0].min, env[0].max), (1e6, 1.05e6), "{name}");
         assert_eq!(env[0].instance, "a", "{name}");
+        let each = store
+            .envelope_each(&sel, &["heap.allocated", "fds", "absent"], 60_000)
+            .unwrap();
+        assert_eq!(
+            each["heap.allocated"], env,
+            "{name}: one metric's envelope alike either way"
+        );
+        assert_eq!((each["fds"].len(), each["absent"].len()), (10, 0), "{name}");
         let latest = store.latest(&sel, "heap.allocated").unwrap().unwrap();
         assert_eq!(latest.value, 1e6 + 59.0 * 1e4, "{name}");
+        let each = store
+            .latest_each(&sel, &["heap.allocated", "fds", "absent"])
+            .unwrap();
+        assert_eq!(each.len(), 2, "{name}: {each:?}");
+        assert_eq!(each["heap.allocated"].value, latest.value, "{name}");
+        assert_eq!(
+            (each["fds"].value, each["fds"].instance.as_str()),
+            (10.0, "a"),
+            "{name}"
+        );
         assert_eq!(store.pauses(&sel).unwrap().len(), 1, "{name}");
         let profiles = store.profiles(&sel).unwrap();
         assert_eq!(profiles.len(), 2, "{name}");

@@ -201,6 +201,13 @@ impl ClickHouse {
         panic!("clickhouse-server did not answer {ping} within 60 s");
     }
 
+    /// The server's process id (a child of its watchdog), for measuring it.
+    pub fn server_pid(&self) -> Option<u32> {
+        let sh = self.child.as_ref()?.id();
+        let children = std::fs::read_to_string(format!("/proc/{sh}/task/{sh}/children")).ok()?;
+        children.split_whitespace().next()?.parse().ok()
+    }
+
     /// Kills the server, as a crash or a lost network would.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {

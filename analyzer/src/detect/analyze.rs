@@ -21,15 +21,24 @@ pub(crate) fn to_h(ms: i64) -> f64 {
 /// The envelope of one metric of one instance, split by segment: the
 /// store computes each bucket's floor and peak, so raw points stay there.
 fn segmented(store: &dyn Store, sel: &Selector, metric: &str) -> Result<Vec<Lifetime>> {
-    let bucket_ms = (sel.span_ms() / MAX_BUCKETS as i64).max(1000);
+    Ok(split(store.envelope(sel, metric, bucket_ms(sel))?))
+}
+
+/// The envelope's bucket width for a window: the engine's resolution.
+fn bucket_ms(sel: &Selector) -> i64 {
+    (sel.span_ms() / MAX_BUCKETS as i64).max(1000)
+}
+
+/// An envelope's buckets, split into one lifetime per segment.
+fn split(buckets: Vec<EnvelopeBucket>) -> Vec<Lifetime> {
     let mut segs: Vec<(i64, Vec<EnvelopeBucket>)> = Vec::new();
-    for b in store.envelope(sel, metric, bucket_ms)? {
+    for b in buckets {
         match segs.iter_mut().find(|(id, _)| *id == b.segment) {
             Some((_, v)) => v.push(b),
             None => segs.push((b.segment, vec![b])),
         }
     }
-    Ok(segs.into_iter().map(|(_, v)| lifetime(v)).collect())
+    segs.into_iter().map(|(_, v)| lifetime(v)).collect()
 }
 
 /// A lifetime from its envelope. A bucket cut short by the window's edge
@@ -62,8 +71,43 @@ fn lifetime(mut v: Vec<EnvelopeBucket>) -> Lifetime {
     }
 }
 
-fn latest(store: &dyn Store, sel: &Selector, metric: &str) -> Result<Option<f64>> {
-    Ok(store.latest(sel, metric)?.map(|p| p.value))
+/// What the judgement of one instance reads of every resource, read in
+/// two calls rather than one per use: each resource's envelope, and the
+/// latest value of its metric, its limits and what the heap's room needs.
+struct Reads {
+    values: HashMap<String, f64>,
+    envelopes: HashMap<String, Vec<EnvelopeBucket>>,
+}
+
+impl Reads {
+    fn fetch(store: &dyn Store, sel: &Selector) -> Result<Reads> {
+        let resources: Vec<&str> = Resource::ALL.iter().map(|r| r.metric()).collect();
+        let mut metrics = vec![
+            metric::CGROUP_MEMORY_CURRENT,
+            metric::RSS,
+            metric::HEAP_ALLOCATED,
+        ];
+        for r in Resource::ALL {
+            metrics.push(r.metric());
+            metrics.extend(r.limits().0.iter().map(|(m, _)| *m));
+        }
+        metrics.sort_unstable();
+        metrics.dedup();
+        let points = store.latest_each(sel, &metrics)?;
+        Ok(Reads {
+            values: points.into_iter().map(|(m, p)| (m, p.value)).collect(),
+            envelopes: store.envelope_each(sel, &resources, bucket_ms(sel))?,
+        })
+    }
+
+    fn get(&self, metric: &str) -> Option<f64> {
+        self.values.get(metric).copied()
+    }
+
+    /// A resource's lifetimes, taken from what was read.
+    fn lifetimes(&mut self, metric: &str) -> Vec<Lifetime> {
+        split(self.envelopes.remove(metric).unwrap_or_default())
+    }
 }
 
 /// Runs the engine over every resource of every matching instance.
@@ -75,10 +119,11 @@ pub fn analyze(store: &dyn Store, q: &Selector, opts: &Options) -> Result<Analys
         .collect();
     // Instances are judged apart, on as many threads as the machine has
     // cores unless told fewer (the store hands each its own read
-    // connection).
+    // connection), times the reads per core the store serves well.
     let workers = opts
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .saturating_mul(store.reads_per_core().max(1))
         .min(instances.len())
         .max(1);
     let chunk = instances.len().div_ceil(workers).max(1);
@@ -146,8 +191,9 @@ fn judge_instances(
         let first = inst.first_seen_ms.min(inst.start_time_ms);
         let from = q.from_ms.max(first.min(q.to_ms - 1));
         let sel = q.for_instance(&inst.service, &inst.instance).starting(from);
+        let mut read = Reads::fetch(store, &sel)?;
         for r in Resource::ALL {
-            out.push(judge(store, &sel, r, opts)?);
+            out.push(judge(store, &mut read, &sel, r, opts)?);
         }
     }
     Ok(out)
@@ -169,14 +215,20 @@ fn rank(f: &Finding) -> f64 {
     }
 }
 
-fn judge(store: &dyn Store, sel: &Selector, r: Resource, opts: &Options) -> Result<Finding> {
-    let segs = segmented(store, sel, r.metric())?;
+fn judge(
+    store: &dyn Store,
+    reads: &mut Reads,
+    sel: &Selector,
+    r: Resource,
+    opts: &Options,
+) -> Result<Finding> {
+    let segs = reads.lifetimes(r.metric());
     let a = if segs.is_empty() {
         Assessment::no_samples(r.metric())
     } else {
         assess_lifetimes(&segs, opts)
     };
-    let (limit, limit_source) = limit_of(store, sel, r)?;
+    let (limit, limit_source) = limit_of(reads, r);
     let mut f = Finding {
         service: sel.service.clone().unwrap_or_default(),
         instance: sel.instance.clone().unwrap_or_default(),
@@ -190,7 +242,7 @@ fn judge(store: &dyn Store, sel: &Selector, r: Resource, opts: &Options) -> Resu
         slope_ci: a.fit.map(|g| [g.trend.lo, g.trend.hi]),
         confidence: a.fit.map(|g| (1.0 - g.trend.p_up).clamp(0.0, 0.9999)),
         started_ms: a.started_ms,
-        current: latest(store, sel, r.metric())?,
+        current: reads.get(r.metric()),
         limit,
         limit_source: limit_source.map(str::to_owned),
         time_to_exhaustion_seconds: None,
@@ -201,7 +253,7 @@ fn judge(store: &dyn Store, sel: &Selector, r: Resource, opts: &Options) -> Resu
         sites: Vec::new(),
     };
     let room = match limit {
-        Some(l) => Some(room(store, sel, r, l)?),
+        Some(l) => Some(room(store, reads, sel, r, l)?),
         None => None,
     };
     if let Some((mid, lo, hi)) = room.and_then(|(l, peak)| runway(&a, l, peak)) {
@@ -250,15 +302,20 @@ fn judge(store: &dyn Store, sel: &Selector, r: Resource, opts: &Options) -> Resu
 /// heap runs out when allocated bytes reach the limit less everything in
 /// memory that is not heap (RSS, or the cgroup's `memory.current`, less
 /// allocated); RSS from its peaks of the last hour, not its floor.
-fn room(store: &dyn Store, sel: &Selector, r: Resource, limit: f64) -> Result<(f64, f64)> {
+fn room(
+    store: &dyn Store,
+    reads: &Reads,
+    sel: &Selector,
+    r: Resource,
+    limit: f64,
+) -> Result<(f64, f64)> {
     let recent = sel.starting(sel.to_ms - 3_600_000);
     match r {
         Resource::Heap => {
-            let memory = match latest(store, sel, metric::CGROUP_MEMORY_CURRENT)? {
-                Some(m) => Some(m),
-                None => latest(store, sel, metric::RSS)?,
-            };
-            let heap = latest(store, sel, metric::HEAP_ALLOCATED)?;
+            let memory = reads
+                .get(metric::CGROUP_MEMORY_CURRENT)
+                .or_else(|| reads.get(metric::RSS));
+            let heap = reads.get(metric::HEAP_ALLOCATED);
             let other = match (memory, heap) {
                 (Some(m), Some(h)) => (m - h).max(0.0),
                 _ => 0.0,
@@ -277,18 +334,14 @@ fn room(store: &dyn Store, sel: &Selector, r: Resource, limit: f64) -> Result<(f
     }
 }
 
-fn limit_of(
-    store: &dyn Store,
-    sel: &Selector,
-    r: Resource,
-) -> Result<(Option<f64>, Option<&'static str>)> {
+fn limit_of(reads: &Reads, r: Resource) -> (Option<f64>, Option<&'static str>) {
     let (candidates, smallest) = r.limits();
     let mut best: Option<(f64, &'static str)> = None;
     for (m, source) in candidates {
-        if let Some(v) = latest(store, sel, m)? {
+        if let Some(v) = reads.get(m) {
             // A cgroup limit above physical memory means "none".
             if *m == metric::LIMIT_MEMORY_MAX || *m == metric::LIMIT_AS {
-                if let Some(phys) = latest(store, sel, metric::LIMIT_PHYSICAL_MEMORY)? {
+                if let Some(phys) = reads.get(metric::LIMIT_PHYSICAL_MEMORY) {
                     if v >= phys {
                         continue;
                     }
@@ -304,5 +357,5 @@ fn limit_of(
             }
         }
     }
-    Ok((best.map(|b| b.0), best.map(|b| b.1)))
+    (best.map(|b| b.0), best.map(|b| b.1))
 }

@@ -371,8 +371,37 @@ pub trait Store: Send + Sync + 'static {
     /// data is, so raw points never reach the analyzer.
     fn envelope(&self, sel: &Selector, metric: &str, bucket_ms: i64)
         -> Result<Vec<EnvelopeBucket>>;
+    /// [`Store::envelope`] of each of `metrics`, by metric: one query for
+    /// a networked store.
+    fn envelope_each(
+        &self,
+        sel: &Selector,
+        metrics: &[&str],
+        bucket_ms: i64,
+    ) -> Result<std::collections::HashMap<String, Vec<EnvelopeBucket>>> {
+        let mut out = std::collections::HashMap::new();
+        for m in metrics {
+            out.insert((*m).to_owned(), self.envelope(sel, m, bucket_ms)?);
+        }
+        Ok(out)
+    }
     /// The last point of `metric` in `sel`, without reading the rest.
     fn latest(&self, sel: &Selector, metric: &str) -> Result<Option<Point>>;
+    /// The last point of each of `metrics` in `sel` that has one: the
+    /// latest per series, which a networked store answers in one query.
+    fn latest_each(
+        &self,
+        sel: &Selector,
+        metrics: &[&str],
+    ) -> Result<std::collections::HashMap<String, Point>> {
+        let mut out = std::collections::HashMap::new();
+        for m in metrics {
+            if let Some(p) = self.latest(sel, m)? {
+                out.insert((*m).to_owned(), p);
+            }
+        }
+        Ok(out)
+    }
     fn pauses(&self, sel: &Selector) -> Result<Vec<StoredPause>>;
     fn profiles(&self, sel: &Selector) -> Result<Vec<StoredProfile>>;
     fn profile_nearest(
@@ -410,6 +439,12 @@ pub trait Store: Send + Sync + 'static {
     fn record_transitions(&self, transitions: &[Transition]) -> Result<()>;
     /// The newest `limit` transitions of one instance, newest first.
     fn transitions(&self, service: &str, instance: &str, limit: usize) -> Result<Vec<Transition>>;
+    /// Reads worth running at once per core of the analyzer: 1 where a
+    /// read is the analyzer's own CPU work (SQLite), more where it mostly
+    /// waits on another server.
+    fn reads_per_core(&self) -> usize {
+        1
+    }
     /// The store's size on disk, cheaply, for `/metrics`.
     fn disk_bytes(&self) -> Result<u64>;
     fn stats(&self) -> Result<StoreStats>;

@@ -1,8 +1,11 @@
 //! How long `leaks` takes over a fleet's day, and the overview page.
 //!
-//! `cargo run --release -p heaptide-tests --bin leaks_load [-- --instances 100,1000 --hours 24]`
+//! `cargo run --release -p heaptide-tests --bin leaks_load [-- --instances 100,1000 --hours 24 --clickhouse]`
 //!
-//! Writes, for each fleet size, a real SQLite store with that many instances
+//! Writes, for each fleet size, a real SQLite store (or, with
+//! `--clickhouse`, a database on a ClickHouse server this run starts with
+//! a private data path, or with `--clickhouse-url clickhouse://HOST:PORT`
+//! on a server already running) with that many instances
 //! and `--hours` of 10 s samples of every metric the engine reads (one
 //! instance in ten leaks heap, one in twenty fds), then times, side by side
 //! in one run: the engine in-process over the whole fleet (what
@@ -16,7 +19,7 @@ use std::time::{Duration, Instant};
 use heaptide_analyzer::detect::{analyze, LeakVerdict, Options};
 use heaptide_analyzer::ingest::{self, Limits};
 use heaptide_analyzer::select::Selector;
-use heaptide_analyzer::store::{SqliteStore, Store};
+use heaptide_analyzer::store::{ClickHouseStore, ClickHouseUrl, Receipt, SqliteStore, Store};
 use heaptide_testkit::{bin, fixtures, now_ms};
 use heaptide_tests::cpu_seconds;
 
@@ -32,8 +35,10 @@ fn wobble(i: u64) -> f64 {
     (x % 20_000) as f64 / 10_000.0 - 1.0
 }
 
-/// One instance's day, in batches of at most 10,000 samples.
-fn write_instance(store: &SqliteStore, k: usize, hours: i64, now: i64) {
+/// One instance's day, in batches of at most 10,000 samples, handed to
+/// the store without waiting: the receipts say when they are stored.
+fn write_instance(store: &dyn Store, k: usize, hours: i64, now: i64) -> Vec<Receipt> {
+    let mut receipts = Vec::new();
     let start = now - hours * 3_600_000;
     let agent = fixtures::agent(
         "fleet",
@@ -67,9 +72,8 @@ fn write_instance(store: &SqliteStore, k: usize, hours: i64, now: i64) {
         ));
         if batch.samples.len() == 10_000 {
             let full = std::mem::replace(&mut batch, fixtures::batch(agent.clone(), i, ts));
-            store
-                .ingest(&ingest::accept(full, &Limits::default(), now).unwrap(), now)
-                .unwrap();
+            let valid = ingest::accept(full, &Limits::default(), now).unwrap();
+            receipts.push(store.submit(&valid, now).unwrap());
         }
         ts += 10_000;
         i += 1;
@@ -92,12 +96,9 @@ fn write_instance(store: &SqliteStore, k: usize, hours: i64, now: i64) {
     batch
         .profiles
         .push(fixtures::heap_profile(now - 5_000, &stacks));
-    store
-        .ingest(
-            &ingest::accept(batch, &Limits::default(), now).unwrap(),
-            now,
-        )
-        .unwrap();
+    let valid = ingest::accept(batch, &Limits::default(), now).unwrap();
+    receipts.push(store.submit(&valid, now).unwrap());
+    receipts
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -126,18 +127,45 @@ fn main() {
     println!("| instances | write | engine in-process | `analyzer leaks --fresh` | one evaluation pass (findings + alerts) | its CPU time, every 1m, as a share of one core | `analyzer leaks` (kept) | overview view model (kept) | leaks found |");
     println!("|---|---|---|---|---|---|---|---|---|");
     let mut pages = Vec::new();
+    let clickhouse = std::env::args()
+        .any(|a| a == "--clickhouse")
+        .then(heaptide_testkit::clickhouse::ClickHouse::start);
+    // Or a server already running, left with the data for a look after.
+    let external = arg("--clickhouse-url");
     for n in sizes {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("fleet.db");
-        let store = SqliteStore::open(&path).unwrap();
+        let server = clickhouse.as_ref().map(|ch| ch.url(&format!("fleet_{n}")));
+        let server = server.or(external.as_ref().map(|u| format!("{u}/fleet_{n}")));
+        let (store, location): (Box<dyn Store>, String) = match server {
+            Some(url) => {
+                let parsed = ClickHouseUrl::parse(&url).unwrap();
+                (Box::new(ClickHouseStore::open(parsed).unwrap()), url)
+            }
+            None => {
+                let path = dir.path().join("fleet.db");
+                (
+                    Box::new(SqliteStore::open(&path).unwrap()),
+                    path.display().to_string(),
+                )
+            }
+        };
+        let store = &*store;
+        let path = std::path::Path::new(&location);
         let now = now_ms();
         let written = Instant::now();
-        for k in 0..n {
-            write_instance(&store, k, hours, now);
+        // Instances in groups, so that a batching store gathers them.
+        for group in (0..n).collect::<Vec<_>>().chunks(16) {
+            let receipts: Vec<Receipt> = group
+                .iter()
+                .flat_map(|k| write_instance(store, *k, hours, now))
+                .collect();
+            for r in receipts {
+                r.wait().unwrap();
+            }
         }
         let write = written.elapsed();
         let sel = Selector::all(now - 24 * 3_600_000, now);
-        let (engine, analysis) = time(3, || analyze(&store, &sel, &Options::default()).unwrap());
+        let (engine, analysis) = time(3, || analyze(store, &sel, &Options::default()).unwrap());
         let found: Vec<String> = analysis
             .findings
             .iter()
@@ -146,17 +174,17 @@ fn main() {
             .collect();
         eprintln!("leaks found: {found:?}");
         let leaks = found.len();
-        let (cli, _) = time(3, || leaks_cli(&path, &["--fresh"]));
+        let (cli, _) = time(3, || leaks_cli(path, &["--fresh"]));
         // The overview reads the findings continuous evaluation keeps: one
         // pass first, as `serve` runs at start.
         let (evaluated, cpu0) = (Instant::now(), cpu_seconds(std::process::id()));
-        heaptide_analyzer::evaluate::evaluate(&store, now_ms()).unwrap();
+        heaptide_analyzer::evaluate::evaluate(store, now_ms()).unwrap();
         let rules = heaptide_analyzer::alerts::AlertRules::default();
-        heaptide_analyzer::alerts::evaluate(&store, &rules, now_ms()).unwrap();
+        heaptide_analyzer::alerts::evaluate(store, &rules, now_ms()).unwrap();
         let pass = evaluated.elapsed();
         let pass_cpu = cpu_seconds(std::process::id()) - cpu0;
-        let (kept_cli, _) = time(3, || leaks_cli(&path, &[]));
-        let (overview, rows) = time(3, || heaptide_analyzer::views::overview(&store).unwrap());
+        let (kept_cli, _) = time(3, || leaks_cli(path, &[]));
+        let (overview, rows) = time(3, || heaptide_analyzer::views::overview(store).unwrap());
         assert_eq!(rows.len(), n);
         println!(
             "| {n} | {:.1} s | {:.2} s | {:.2} s | {:.2} s | {:.0}% | {:.3} s | {:.3} s | {leaks} |",
@@ -168,9 +196,10 @@ fn main() {
             kept_cli.as_secs_f64(),
             overview.as_secs_f64()
         );
-        pages.push((n, page_times(&store)));
-        drop(store);
-        let _ = store_size(&path);
+        pages.push((n, page_times(store)));
+        if !location.starts_with("clickhouse://") {
+            let _ = store_size(path);
+        }
     }
     println!("\n| instances | overview page | service page, 1 h | service page, 24 h | instance page, 24 h | merged flamegraph |");
     println!("|---|---|---|---|---|---|");
@@ -187,7 +216,7 @@ fn main() {
 /// median of three: the overview, the service page over its default hour
 /// and over a day, one instance's page over a day, and the live-heap
 /// flamegraph of every instance merged.
-fn page_times(store: &SqliteStore) -> [Duration; 5] {
+fn page_times(store: &dyn Store) -> [Duration; 5] {
     use heaptide_analyzer::{service_page, views};
     use heaptide_ui::pages;
     let now = now_ms();

@@ -131,10 +131,16 @@ impl ClickHouseStore {
         sql: &str,
         mut row: impl FnMut(&mut rowbinary::RowReader) -> Result<T, ChError>,
     ) -> Result<Vec<T>> {
+        let started = std::time::Instant::now();
         let data = self
             .client
             .query(&format!("{sql} FORMAT RowBinary"))
             .map_err(|e| self.fail(e))?;
+        tracing::trace!(
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            bytes = data.len(),
+            "{sql}"
+        );
         let mut r = rowbinary::RowReader::new(&data);
         let mut out = Vec::new();
         while !r.done() {
@@ -222,6 +228,19 @@ impl Store for ClickHouseStore {
         self.read_latest(sel, metric)
     }
 
+    fn envelope_each(
+        &self,
+        sel: &Selector,
+        metrics: &[&str],
+        bucket_ms: i64,
+    ) -> Result<HashMap<String, Vec<EnvelopeBucket>>> {
+        self.read_envelope_each(sel, metrics, bucket_ms)
+    }
+
+    fn latest_each(&self, sel: &Selector, metrics: &[&str]) -> Result<HashMap<String, Point>> {
+        self.read_latest_each(sel, metrics)
+    }
+
     fn pauses(&self, sel: &Selector) -> Result<Vec<StoredPause>> {
         self.read_pauses(sel)
     }
@@ -295,6 +314,12 @@ impl Store for ClickHouseStore {
 
     fn transitions(&self, service: &str, instance: &str, limit: usize) -> Result<Vec<Transition>> {
         self.read_transitions(service, instance, limit)
+    }
+
+    /// A read here is mostly a wait on ClickHouse, which runs many at
+    /// once.
+    fn reads_per_core(&self) -> usize {
+        4
     }
 
     fn disk_bytes(&self) -> Result<u64> {

@@ -12,26 +12,29 @@ use crate::error::{Error, Result};
 use crate::store::*;
 use heaptide_wire::pprof::Frame;
 
-/// A selected segment and the names it is shown under.
-struct Seg {
-    service: String,
-    instance: String,
+/// The segments of a selector, as SQL: a filter on a `segment` column,
+/// and a join that names each segment's service and instance. Both are
+/// subqueries of the one statement, so a read is one round trip.
+struct Scope {
+    filter: String,
+    join: String,
 }
 
-/// The segments of a selector, by id.
-struct Segs(HashMap<i64, Seg>);
-
-impl Segs {
-    fn ids(&self) -> String {
-        let ids: Vec<i64> = self.0.keys().copied().collect();
-        id_list(&ids)
-    }
-
-    fn instance(&self, id: i64) -> String {
-        self.0
-            .get(&id)
-            .map(|s| s.instance.clone())
-            .unwrap_or_default()
+impl Scope {
+    fn of(sel: &Selector) -> Scope {
+        let names = names_clause(sel.service.as_deref(), sel.instance.as_deref());
+        Scope {
+            filter: format!(
+                "segment IN (SELECT id FROM segments WHERE {names} GROUP BY id
+                   HAVING max(last_seen_ms) >= {} AND min(first_seen_ms) <= {})",
+                sel.from_ms, sel.to_ms
+            ),
+            join: format!(
+                "ANY LEFT JOIN (SELECT id AS segment, any(service) AS service_name,
+                   any(instance) AS instance_name FROM segments WHERE {names} GROUP BY id)
+                 USING segment"
+            ),
+        }
     }
 }
 
@@ -46,10 +49,11 @@ fn names_clause(service: Option<&str>, instance: Option<&str>) -> String {
     c.join(" AND ")
 }
 
-fn point(segs: &Segs, r: &mut RowReader) -> Result<Point, ChError> {
+/// `segment, instance_name, ts_ms, value, min, max`.
+fn point(r: &mut RowReader) -> Result<Point, ChError> {
     let segment = r.i64()?;
     Ok(Point {
-        instance: segs.instance(segment),
+        instance: r.string()?,
         segment,
         ts_ms: r.i64()?,
         value: r.f64()?,
@@ -94,28 +98,6 @@ fn instance_row(r: &mut RowReader) -> Result<InstanceInfo, ChError> {
 }
 
 impl ClickHouseStore {
-    fn segs(&self, sel: &Selector) -> Result<Segs> {
-        let rows = self.rows(
-            &format!(
-                "SELECT id, any(service), any(instance) FROM segments WHERE {}
-                 GROUP BY id HAVING max(last_seen_ms) >= {} AND min(first_seen_ms) <= {}",
-                names_clause(sel.service.as_deref(), sel.instance.as_deref()),
-                sel.from_ms,
-                sel.to_ms
-            ),
-            |r| {
-                Ok((
-                    r.i64()?,
-                    Seg {
-                        service: r.string()?,
-                        instance: r.string()?,
-                    },
-                ))
-            },
-        )?;
-        Ok(Segs(rows.into_iter().collect()))
-    }
-
     pub(super) fn read_instances(&self, service: Option<&str>) -> Result<Vec<InstanceInfo>> {
         self.rows(
             &format!(
@@ -165,44 +147,50 @@ impl ClickHouseStore {
         service: &str,
         instance: Option<&str>,
     ) -> Result<Vec<String>> {
-        let segs = self.segs(&Selector {
+        let scope = Scope::of(&Selector {
             service: Some(service.to_owned()),
             instance: instance.map(str::to_owned),
             from_ms: 0,
             to_ms: i64::MAX,
-        })?;
+        });
         self.rows(
             &format!(
-                "SELECT DISTINCT metric FROM samples WHERE segment IN ({}) ORDER BY metric",
-                segs.ids()
+                "SELECT DISTINCT metric FROM samples WHERE {} ORDER BY metric",
+                scope.filter
             ),
             |r| r.string(),
         )
     }
 
-    /// The samples of `metric` in `sel`, one row per stored point with
-    /// replays folded: `segment, res, ts_ms, value, vmin, vmax, n`.
-    fn points_sql(&self, segs: &Segs, sel: &Selector, metric: &str) -> String {
+    /// The samples of `metrics` in `sel`, one row per stored point with
+    /// replays folded: `metric, segment, res, ts_ms, value, lo, hi, k`.
+    fn points_sql(&self, scope: &Scope, sel: &Selector, metrics: &[&str]) -> String {
+        let names: Vec<String> = metrics.iter().map(|m| lit(m)).collect();
         format!(
-            "SELECT segment, res, ts_ms, any(value) AS value, any(vmin) AS lo,
+            "SELECT metric, segment, res, ts_ms, any(value) AS value, any(vmin) AS lo,
                 any(vmax) AS hi, any(n) AS k
-             FROM samples WHERE segment IN ({}) AND metric = {} AND ts_ms >= {} AND ts_ms <= {}
-             GROUP BY segment, res, ts_ms",
-            segs.ids(),
-            lit(metric),
+             FROM samples WHERE {} AND metric IN ({}) AND ts_ms >= {} AND ts_ms <= {}
+             GROUP BY metric, segment, res, ts_ms",
+            scope.filter,
+            if names.is_empty() {
+                "''".to_owned()
+            } else {
+                names.join(",")
+            },
             sel.from_ms,
             sel.to_ms
         )
     }
 
     pub(super) fn read_series(&self, sel: &Selector, metric: &str) -> Result<Vec<Point>> {
-        let segs = self.segs(sel)?;
+        let scope = Scope::of(sel);
         let mut points = self.rows(
             &format!(
-                "SELECT segment, ts_ms, value, lo, hi FROM ({}) ORDER BY ts_ms",
-                self.points_sql(&segs, sel, metric)
+                "SELECT segment, instance_name, ts_ms, value, lo, hi FROM ({}) {} ORDER BY ts_ms",
+                self.points_sql(&scope, sel, &[metric]),
+                scope.join
             ),
-            |r| point(&segs, r),
+            point,
         )?;
         points.sort_by(|a, b| a.instance.cmp(&b.instance).then(a.ts_ms.cmp(&b.ts_ms)));
         Ok(points)
@@ -214,65 +202,118 @@ impl ClickHouseStore {
         metric: &str,
         bucket_ms: i64,
     ) -> Result<Vec<EnvelopeBucket>> {
-        let segs = self.segs(sel)?;
-        self.rows(
+        let mut each = self.read_envelope_each(sel, &[metric], bucket_ms)?;
+        Ok(each.remove(metric).unwrap_or_default())
+    }
+
+    pub(super) fn read_envelope_each(
+        &self,
+        sel: &Selector,
+        metrics: &[&str],
+        bucket_ms: i64,
+    ) -> Result<HashMap<String, Vec<EnvelopeBucket>>> {
+        let scope = Scope::of(sel);
+        let rows = self.rows(
             &format!(
-                "SELECT segment, intDiv(min(ts_ms) + max(ts_ms), 2) AS mid, min(ts_ms),
-                    min(lo), max(hi), sum(k)
-                 FROM ({}) GROUP BY segment, intDiv(ts_ms, {}) ORDER BY mid",
-                self.points_sql(&segs, sel, metric),
-                bucket_ms.max(1)
+                "SELECT metric, segment, service_name, instance_name, mid, first, lo, hi, k FROM (
+                   SELECT metric, segment, intDiv(min(ts_ms) + max(ts_ms), 2) AS mid,
+                       min(ts_ms) AS first, min(lo) AS lo, max(hi) AS hi, sum(k) AS k
+                   FROM ({}) GROUP BY metric, segment, intDiv(ts_ms, {}))
+                 {} ORDER BY metric, mid",
+                self.points_sql(&scope, sel, metrics),
+                bucket_ms.max(1),
+                scope.join
             ),
             |r| {
-                let segment = r.i64()?;
-                let seg = segs.0.get(&segment);
-                Ok(EnvelopeBucket {
-                    service: seg.map(|s| s.service.clone()).unwrap_or_default(),
-                    instance: seg.map(|s| s.instance.clone()).unwrap_or_default(),
+                let (metric, segment) = (r.string()?, r.i64()?);
+                let bucket = EnvelopeBucket {
+                    service: r.string()?,
+                    instance: r.string()?,
                     segment,
                     ts_ms: r.i64()?,
                     first_ms: r.i64()?,
                     min: r.f64()?,
                     max: r.f64()?,
                     samples: r.u64()? as i64,
-                })
+                };
+                Ok((metric, bucket))
             },
-        )
+        )?;
+        let mut out: HashMap<String, Vec<EnvelopeBucket>> = metrics
+            .iter()
+            .map(|m| ((*m).to_owned(), Vec::new()))
+            .collect();
+        for (metric, b) in rows {
+            out.entry(metric).or_default().push(b);
+        }
+        Ok(out)
     }
 
     pub(super) fn read_latest(&self, sel: &Selector, metric: &str) -> Result<Option<Point>> {
-        let segs = self.segs(sel)?;
+        let scope = Scope::of(sel);
         let rows = self.rows(
             &format!(
-                "SELECT segment, ts_ms, value, vmin, vmax FROM samples
-                 WHERE segment IN ({}) AND metric = {} AND ts_ms >= {} AND ts_ms <= {}
-                 ORDER BY ts_ms DESC LIMIT 1",
-                segs.ids(),
+                "SELECT segment, instance_name, ts_ms, value, vmin, vmax FROM (
+                   SELECT segment, ts_ms, value, vmin, vmax FROM samples
+                   WHERE {} AND metric = {} AND ts_ms >= {} AND ts_ms <= {}
+                   ORDER BY ts_ms DESC LIMIT 1) {}",
+                scope.filter,
                 lit(metric),
                 sel.from_ms,
-                sel.to_ms
+                sel.to_ms,
+                scope.join
             ),
-            |r| point(&segs, r),
+            point,
         )?;
         Ok(rows.into_iter().next())
     }
 
+    pub(super) fn read_latest_each(
+        &self,
+        sel: &Selector,
+        metrics: &[&str],
+    ) -> Result<HashMap<String, Point>> {
+        let scope = Scope::of(sel);
+        let names: Vec<String> = metrics.iter().map(|m| lit(m)).collect();
+        let rows = self.rows(
+            &format!(
+                "SELECT metric, segment, instance_name, ts, v, lo, hi FROM (
+                   SELECT metric, s AS segment, ts, v, lo, hi FROM (
+                     SELECT metric, argMax(segment, ts_ms) AS s, max(ts_ms) AS ts,
+                         argMax(value, ts_ms) AS v, argMax(vmin, ts_ms) AS lo,
+                         argMax(vmax, ts_ms) AS hi
+                     FROM samples WHERE {} AND metric IN ({}) AND ts_ms >= {} AND ts_ms <= {}
+                     GROUP BY metric)) {}",
+                scope.filter,
+                if names.is_empty() {
+                    "''".to_owned()
+                } else {
+                    names.join(",")
+                },
+                sel.from_ms,
+                sel.to_ms,
+                scope.join
+            ),
+            |r| Ok((r.string()?, point(r)?)),
+        )?;
+        Ok(rows.into_iter().collect())
+    }
+
     pub(super) fn read_pauses(&self, sel: &Selector) -> Result<Vec<StoredPause>> {
-        let segs = self.segs(sel)?;
+        let scope = Scope::of(sel);
         self.rows(
             &format!(
-                "SELECT DISTINCT segment, start_ms, duration_ms, source, name FROM pauses
-                 WHERE segment IN ({}) AND start_ms >= {} AND start_ms <= {}
-                 ORDER BY start_ms LIMIT 10000",
-                segs.ids(),
-                sel.from_ms,
-                sel.to_ms
+                "SELECT instance_name, start_ms, duration_ms, source, name FROM (
+                   SELECT DISTINCT segment, start_ms, duration_ms, source, name FROM pauses
+                   WHERE {} AND start_ms >= {} AND start_ms <= {}
+                   ORDER BY start_ms LIMIT 10000) {} ORDER BY start_ms",
+                scope.filter, sel.from_ms, sel.to_ms, scope.join
             ),
             |r| {
-                let segment = r.i64()?;
+                let instance = r.string()?;
                 let (start_ms, duration_ms, source) = (r.i64()?, r.f64()?, r.string()?);
                 Ok(StoredPause {
-                    instance: segs.instance(segment),
+                    instance,
                     start_ms,
                     duration_ms,
                     source: heaptide_wire::PauseSource::parse(&source).ok_or_else(|| {
@@ -284,20 +325,20 @@ impl ClickHouseStore {
         )
     }
 
-    fn profile_rows(&self, segs: &Segs, filter: &str) -> Result<Vec<StoredProfile>> {
+    fn profile_rows(&self, scope: &Scope, filter: &str) -> Result<Vec<StoredProfile>> {
         self.rows(
             &format!(
-                "SELECT id, segment, ts_ms, any(sample_period), any(total_bytes), any(total_objects)
-                 FROM profiles WHERE segment IN ({}) AND {filter}
-                 GROUP BY id, segment, ts_ms",
-                segs.ids()
+                "SELECT id, instance_name, segment, ts_ms, sp, tb, tob FROM (
+                   SELECT id, segment, ts_ms, any(sample_period) AS sp, any(total_bytes) AS tb,
+                       any(total_objects) AS tob
+                   FROM profiles WHERE {} AND {filter} GROUP BY id, segment, ts_ms) {}",
+                scope.filter, scope.join
             ),
             |r| {
-                let (id, segment) = (r.i64()?, r.i64()?);
                 Ok(StoredProfile {
-                    id,
-                    instance: segs.instance(segment),
-                    segment,
+                    id: r.i64()?,
+                    instance: r.string()?,
+                    segment: r.i64()?,
                     ts_ms: r.i64()?,
                     sample_period_bytes: r.u64()?,
                     total_bytes: r.i64()?,
@@ -308,9 +349,8 @@ impl ClickHouseStore {
     }
 
     pub(super) fn read_profiles(&self, sel: &Selector) -> Result<Vec<StoredProfile>> {
-        let segs = self.segs(sel)?;
         let filter = format!("ts_ms >= {} AND ts_ms <= {}", sel.from_ms, sel.to_ms);
-        let mut out = self.profile_rows(&segs, &filter)?;
+        let mut out = self.profile_rows(&Scope::of(sel), &filter)?;
         out.sort_by(|a, b| a.instance.cmp(&b.instance).then(a.ts_ms.cmp(&b.ts_ms)));
         Ok(out)
     }
@@ -321,12 +361,12 @@ impl ClickHouseStore {
         instance: &str,
         at_ms: i64,
     ) -> Result<Option<StoredProfile>> {
-        let segs = self.segs(&Selector::all(0, i64::MAX).for_instance(service, instance))?;
+        let scope = Scope::of(&Selector::all(0, i64::MAX).for_instance(service, instance));
         let filter = format!(
-            "ts_ms = (SELECT ts_ms FROM profiles WHERE segment IN ({}) ORDER BY abs(ts_ms - {at_ms}) LIMIT 1)",
-            segs.ids()
+            "ts_ms = (SELECT ts_ms FROM profiles WHERE {} ORDER BY abs(ts_ms - {at_ms}) LIMIT 1)",
+            scope.filter
         );
-        Ok(self.profile_rows(&segs, &filter)?.into_iter().next())
+        Ok(self.profile_rows(&scope, &filter)?.into_iter().next())
     }
 
     /// Where a profile's rows are: its segment and time, which lead the
@@ -396,16 +436,14 @@ impl ClickHouseStore {
         sel: &Selector,
         stack: Option<i64>,
     ) -> Result<Vec<SitePoint>> {
-        let segs = self.segs(sel)?;
+        let scope = Scope::of(sel);
         let one = stack.map_or(String::new(), |s| format!("AND stack = {s}"));
         self.rows(
             &format!(
                 "SELECT profile, ts_ms, stack, any(bytes), any(objects) FROM profile_stacks
-                 WHERE segment IN ({}) AND ts_ms >= {} AND ts_ms <= {} {one}
+                 WHERE {} AND ts_ms >= {} AND ts_ms <= {} {one}
                  GROUP BY segment, ts_ms, stack, profile ORDER BY ts_ms",
-                segs.ids(),
-                sel.from_ms,
-                sel.to_ms
+                scope.filter, sel.from_ms, sel.to_ms
             ),
             site_point,
         )

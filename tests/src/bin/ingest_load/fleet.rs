@@ -173,6 +173,7 @@ pub fn rss_mib(pid: u32) -> f64 {
     heaptide_tests::resident(pid).peak_mib
 }
 
+#[derive(Clone)]
 pub struct Step {
     pub agents: usize,
     pub batches: u64,

@@ -10,6 +10,11 @@
 //! seven days are written as history and retention is applied, to measure
 //! bytes stored per agent-day in steady state.
 //!
+//! `-- --scale-out 1000,2000,3000` instead runs each fleet size against
+//! one analyzer on SQLite and against two analyzers sharing a ClickHouse
+//! server (started by this run), side by side; `-- --clickhouse-week 7`
+//! measures bytes per agent-day in ClickHouse.
+//!
 //! `-- --steps "" --compare-evaluation 1000` instead runs that many
 //! agents twice, side by side: against an analyzer that evaluates every
 //! 5 s (twelve times the default rate) and one that evaluates only at
@@ -22,6 +27,7 @@ use heaptide_tests::{analyzer, http, now_ms};
 use heaptide_wire::*;
 
 mod fleet;
+mod scale_out;
 
 use fleet::{batch, metrics, post, profile, rss_mib, run_step};
 
@@ -45,7 +51,28 @@ fn agent_week(dir: &std::path::Path, days: i64) -> (u64, u64, RetentionReportLit
         "127.0.0.1:0",
         &["--config", &write_config(dir)],
     );
-    let url = an.url(INGEST_PATH);
+    upload_week(&an.url(INGEST_PATH), days);
+    drop(an);
+    let store = SqliteStore::open(&path).unwrap();
+    let r = store
+        .retain(now_ms(), &RetentionPolicy::with_retention(7 * 86_400_000))
+        .unwrap();
+    let stats = store.stats().unwrap();
+    drop(store);
+    ui_timings(dir, &path);
+    (
+        stats.data_bytes,
+        stats.disk_bytes,
+        RetentionReportLite {
+            profiles_deleted: r.profiles_deleted,
+            samples_downsampled: r.samples_downsampled,
+        },
+    )
+}
+
+/// Uploads one agent's `days` of history to `url`, an hour of 10 s
+/// samples and a profile a minute per request.
+pub fn upload_week(url: &str, days: i64) {
     let http = http();
     let now = now_ms();
     let start = now - days * 86_400_000;
@@ -87,7 +114,7 @@ fn agent_week(dir: &std::path::Path, days: i64) -> (u64, u64, RetentionReportLit
                 chunk_s.to_vec(),
             );
             loop {
-                match post(&http, &url, &body) {
+                match post(&http, url, &body) {
                     200 => break,
                     429 => std::thread::sleep(Duration::from_millis(300)),
                     s => panic!("history upload failed with {s}"),
@@ -96,22 +123,6 @@ fn agent_week(dir: &std::path::Path, days: i64) -> (u64, u64, RetentionReportLit
         }
         ts += 3_600_000;
     }
-    drop(an);
-    let store = SqliteStore::open(&path).unwrap();
-    let r = store
-        .retain(now_ms(), &RetentionPolicy::with_retention(7 * 86_400_000))
-        .unwrap();
-    let stats = store.stats().unwrap();
-    drop(store);
-    ui_timings(dir, &path);
-    (
-        stats.data_bytes,
-        stats.disk_bytes,
-        RetentionReportLite {
-            profiles_deleted: r.profiles_deleted,
-            samples_downsampled: r.samples_downsampled,
-        },
-    )
 }
 
 /// Server time of the pages over the week's store: the last 24 hours of
@@ -176,7 +187,7 @@ struct RetentionReportLite {
     samples_downsampled: u64,
 }
 
-fn write_config(dir: &std::path::Path) -> String {
+pub fn write_config(dir: &std::path::Path) -> String {
     let p = dir.join("serve.toml");
     std::fs::write(&p, "rate_limit = 1000.0\n").unwrap();
     p.display().to_string()
@@ -242,6 +253,14 @@ fn main() {
         if over {
             break;
         }
+    }
+    if let Some(steps) = arg("--scale-out") {
+        scale_out::compare(dir.path(), &steps, seconds, &profiles);
+        return;
+    }
+    if let Some(days) = arg("--clickhouse-week").and_then(|s| s.parse().ok()) {
+        scale_out::clickhouse_week(dir.path(), days);
+        return;
     }
     if let Some(n) = arg("--compare-evaluation").and_then(|s| s.parse().ok()) {
         compare_evaluation(dir.path(), n, seconds, &profiles);
