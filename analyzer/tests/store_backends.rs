@@ -312,3 +312,33 @@ fn retention_expires_and_downsamples_on_both() {
         );
     }
 }
+
+#[test]
+fn names_that_look_like_sql_are_stored_and_read_as_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = heaptide_analyzer::select::now_ms();
+    let (service, instance) = ("s'vc\\", "a'); DROP TABLE samples; --é");
+    for (name, store) in backends(dir.path()) {
+        let mut b = fixtures::batch(fixtures::agent(service, instance, 1, now - 60_000), 1, now);
+        b.samples
+            .push(fixtures::metrics(now - 1_000, &[("fds", 3.0)]));
+        store
+            .ingest(&accept(b, &Limits::default(), now).unwrap(), now)
+            .unwrap();
+        let inst = store.instances(Some(service)).unwrap();
+        assert_eq!(
+            (inst[0].service.as_str(), inst[0].instance.as_str()),
+            (service, instance),
+            "{name}"
+        );
+        let sel = Selector::all(now - 120_000, now).for_instance(service, instance);
+        assert_eq!(store.series(&sel, "fds").unwrap()[0].value, 3.0, "{name}");
+        // A metric name from a query string, which ingest would refuse.
+        assert!(
+            store.latest(&sel, "fds' OR '1'='1").unwrap().is_none(),
+            "{name}"
+        );
+        // Another service's name with a quote reads nothing of this one.
+        assert!(store.instances(Some("s'")).unwrap().is_empty(), "{name}");
+    }
+}
