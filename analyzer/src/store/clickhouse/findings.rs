@@ -8,15 +8,6 @@ use crate::error::Result;
 use crate::store::{KeptAlert, KeptFindings, Shard, Transition};
 
 impl ClickHouseStore {
-    fn insert(&self, table: &str, rows: &RowWriter) -> Result<()> {
-        if rows.rows == 0 {
-            return Ok(());
-        }
-        self.client
-            .insert(table, &rows.buf)
-            .map_err(|e| self.fail(e))
-    }
-
     pub(super) fn write_findings(
         &self,
         service: &str,

@@ -149,6 +149,16 @@ impl ClickHouseStore {
         Ok(out)
     }
 
+    /// Inserts rows outside ingest's flusher: what evaluation keeps.
+    fn insert(&self, table: &str, rows: &rowbinary::RowWriter) -> Result<()> {
+        if rows.rows == 0 {
+            return Ok(());
+        }
+        self.client
+            .insert(table, &rows.buf)
+            .map_err(|e| self.fail(e))
+    }
+
     /// Runs a statement that answers nothing.
     fn exec(&self, sql: &str) -> Result<()> {
         self.client.query(sql).map(|_| ()).map_err(|e| self.fail(e))

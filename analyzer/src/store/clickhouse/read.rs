@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use super::rowbinary::{id_list, lit, RowReader};
+use super::rowbinary::{id_list, lit, str_list, RowReader};
 use super::{ChError, ClickHouseStore};
 use crate::error::{Error, Result};
 use crate::store::*;
@@ -165,18 +165,13 @@ impl ClickHouseStore {
     /// The samples of `metrics` in `sel`, one row per stored point with
     /// replays folded: `metric, segment, res, ts_ms, value, lo, hi, k`.
     fn points_sql(&self, scope: &Scope, sel: &Selector, metrics: &[&str]) -> String {
-        let names: Vec<String> = metrics.iter().map(|m| lit(m)).collect();
         format!(
             "SELECT metric, segment, res, ts_ms, any(value) AS value, any(vmin) AS lo,
                 any(vmax) AS hi, any(n) AS k
              FROM samples WHERE {} AND metric IN ({}) AND ts_ms >= {} AND ts_ms <= {}
              GROUP BY metric, segment, res, ts_ms",
             scope.filter,
-            if names.is_empty() {
-                "''".to_owned()
-            } else {
-                names.join(",")
-            },
+            str_list(metrics),
             sel.from_ms,
             sel.to_ms
         )
@@ -274,7 +269,6 @@ impl ClickHouseStore {
         metrics: &[&str],
     ) -> Result<HashMap<String, Point>> {
         let scope = Scope::of(sel);
-        let names: Vec<String> = metrics.iter().map(|m| lit(m)).collect();
         let rows = self.rows(
             &format!(
                 "SELECT metric, segment, instance_name, ts, v, lo, hi FROM (
@@ -285,11 +279,7 @@ impl ClickHouseStore {
                      FROM samples WHERE {} AND metric IN ({}) AND ts_ms >= {} AND ts_ms <= {}
                      GROUP BY metric)) {}",
                 scope.filter,
-                if names.is_empty() {
-                    "''".to_owned()
-                } else {
-                    names.join(",")
-                },
+                str_list(metrics),
                 sel.from_ms,
                 sel.to_ms,
                 scope.join

@@ -197,6 +197,15 @@ pub(super) fn lit(s: &str) -> String {
     out
 }
 
+/// A list of string literals for `IN (...)`.
+pub(super) fn str_list(items: &[&str]) -> String {
+    if items.is_empty() {
+        // `IN ()` is a syntax error; no name is empty.
+        return "''".to_owned();
+    }
+    items.iter().map(|s| lit(s)).collect::<Vec<_>>().join(",")
+}
+
 /// A list of ids for `IN (...)`.
 pub(super) fn id_list(ids: &[i64]) -> String {
     if ids.is_empty() {
