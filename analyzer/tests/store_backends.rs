@@ -118,39 +118,7 @@ fn every_read_answers_alike_and_replays_store_once() {
             "{name}"
         );
         assert_eq!(store.pauses(&sel).unwrap().len(), 1, "{name}");
-        let profiles = store.profiles(&sel).unwrap();
-        assert_eq!(profiles.len(), 2, "{name}");
-        assert_eq!(profiles[1].total_bytes, 3_500_000, "{name}");
-        let values = store.profile_values(profiles[1].id).unwrap();
-        assert_eq!(values.len(), 2, "{name}");
-        let ids: Vec<i64> = values.iter().map(|v| v.stack_id).collect();
-        let stacks = store.stacks(&ids).unwrap();
-        assert_eq!(stacks.len(), 2, "{name}");
-        let leak = stacks
-            .iter()
-            .find(|(_, f)| &*f[0].function == "leak")
-            .unwrap()
-            .0;
-        let series = store.site_series(&sel, leak).unwrap();
-        assert_eq!(
-            series.iter().map(|p| p.bytes).collect::<Vec<_>>(),
-            vec![1_000_000, 3_000_000],
-            "{name}"
-        );
-        assert_eq!(store.site_points(&sel).unwrap().len(), 4, "{name}");
-        assert!(
-            store.profile_raw(profiles[0].id).unwrap().is_some(),
-            "{name}"
-        );
-        assert!(
-            store.profile_raw(12345).is_err(),
-            "{name}: an unknown profile is not found"
-        );
-        let near = store
-            .profile_nearest("svc", "a", start + 170_000)
-            .unwrap()
-            .unwrap();
-        assert_eq!(near.id, profiles[1].id, "{name}");
+        profiles_read_back(name, &*store, &sel, start);
         let stats = store.stats().unwrap();
         assert_eq!(
             (stats.instances, stats.profiles, stats.stacks),
@@ -162,6 +130,43 @@ fn every_read_answers_alike_and_replays_store_once() {
             "{name}: {stats:?}"
         );
     }
+}
+
+/// The profiles of the batch of [`batch`], by every read of them.
+fn profiles_read_back(name: &str, store: &dyn Store, sel: &Selector, start: i64) {
+    let profiles = store.profiles(sel).unwrap();
+    assert_eq!(profiles.len(), 2, "{name}");
+    assert_eq!(profiles[1].total_bytes, 3_500_000, "{name}");
+    let values = store.profile_values(profiles[1].id).unwrap();
+    assert_eq!(values.len(), 2, "{name}");
+    let ids: Vec<i64> = values.iter().map(|v| v.stack_id).collect();
+    let stacks = store.stacks(&ids).unwrap();
+    assert_eq!(stacks.len(), 2, "{name}");
+    let leak = stacks
+        .iter()
+        .find(|(_, f)| &*f[0].function == "leak")
+        .unwrap()
+        .0;
+    let series = store.site_series(sel, leak).unwrap();
+    assert_eq!(
+        series.iter().map(|p| p.bytes).collect::<Vec<_>>(),
+        vec![1_000_000, 3_000_000],
+        "{name}"
+    );
+    assert_eq!(store.site_points(sel).unwrap().len(), 4, "{name}");
+    assert!(
+        store.profile_raw(profiles[0].id).unwrap().is_some(),
+        "{name}"
+    );
+    assert!(
+        store.profile_raw(12345).is_err(),
+        "{name}: an unknown profile is not found"
+    );
+    let near = store
+        .profile_nearest("svc", "a", start + 170_000)
+        .unwrap()
+        .unwrap();
+    assert_eq!(near.id, profiles[1].id, "{name}");
 }
 
 #[test]

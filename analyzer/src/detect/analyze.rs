@@ -264,26 +264,7 @@ fn judge(
         return Ok(f);
     }
     f.severity = Some(Severity::of(f.time_to_exhaustion_seconds));
-    if let Some((prefix, key)) = r.detail_prefix() {
-        let mut best: Option<(f64, String)> = None;
-        // The names are read only for a leak: what part of it grows.
-        let names = store.metric_names(&f.service, Some(&f.instance))?;
-        for name in names
-            .iter()
-            .filter(|n| n.starts_with(prefix) && n.as_str() != r.metric())
-        {
-            let segs = segmented(store, sel, name)?;
-            let sub = assess_lifetimes(&segs, opts);
-            if let (LeakVerdict::Leak, Some(g)) = (sub.verdict, sub.fit) {
-                if best.as_ref().is_none_or(|(s, _)| g.trend.slope > *s) {
-                    best = Some((g.trend.slope, name[prefix.len()..].to_owned()));
-                }
-            }
-        }
-        if let Some((_, what)) = best {
-            f.detail = Some(HashMap::from([(key.to_owned(), what)]));
-        }
-    }
+    f.detail = detail(store, sel, r, &f, opts)?;
     if r == Resource::Heap {
         let from = f.started_ms.unwrap_or(sel.from_ms).max(sel.from_ms);
         f.sites = growing_sites(
@@ -296,6 +277,36 @@ fn judge(
         )?;
     }
     Ok(f)
+}
+
+/// What part of a leaking resource grows (`fds` of kind `file`): the
+/// breakdown metric under its prefix with the steepest leak.
+fn detail(
+    store: &dyn Store,
+    sel: &Selector,
+    r: Resource,
+    f: &Finding,
+    opts: &Options,
+) -> Result<Option<HashMap<String, String>>> {
+    let Some((prefix, key)) = r.detail_prefix() else {
+        return Ok(None);
+    };
+    let mut best: Option<(f64, String)> = None;
+    // The names are read only for a leak: what part of it grows.
+    let names = store.metric_names(&f.service, Some(&f.instance))?;
+    for name in names
+        .iter()
+        .filter(|n| n.starts_with(prefix) && n.as_str() != r.metric())
+    {
+        let segs = segmented(store, sel, name)?;
+        let sub = assess_lifetimes(&segs, opts);
+        if let (LeakVerdict::Leak, Some(g)) = (sub.verdict, sub.fit) {
+            if best.as_ref().is_none_or(|(s, _)| g.trend.slope > *s) {
+                best = Some((g.trend.slope, name[prefix.len()..].to_owned()));
+            }
+        }
+    }
+    Ok(best.map(|(_, what)| HashMap::from([(key.to_owned(), what)])))
 }
 
 /// The limit a resource's growth really has left, and its recent peak:

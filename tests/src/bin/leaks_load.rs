@@ -101,6 +101,36 @@ fn write_instance(store: &dyn Store, k: usize, hours: i64, now: i64) -> Vec<Rece
     receipts
 }
 
+/// The store of one fleet size: a database on ClickHouse at `server`, or
+/// a SQLite file in `dir`; and where it is, for the CLI.
+fn open_store(server: Option<String>, dir: &std::path::Path) -> (Box<dyn Store>, String) {
+    match server {
+        Some(url) => {
+            let parsed = ClickHouseUrl::parse(&url).unwrap();
+            (Box::new(ClickHouseStore::open(parsed).unwrap()), url)
+        }
+        None => {
+            let path = dir.join("fleet.db");
+            let store = SqliteStore::open(&path).unwrap();
+            (Box::new(store), path.display().to_string())
+        }
+    }
+}
+
+/// Every instance's day, in groups of 16, so that a batching store
+/// gathers them into shared inserts.
+fn write_fleet(store: &dyn Store, n: usize, hours: i64, now: i64) {
+    for group in (0..n).collect::<Vec<_>>().chunks(16) {
+        let receipts: Vec<Receipt> = group
+            .iter()
+            .flat_map(|k| write_instance(store, *k, hours, now))
+            .collect();
+        for r in receipts {
+            r.wait().unwrap();
+        }
+    }
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -136,33 +166,12 @@ fn main() {
         let dir = tempfile::tempdir().unwrap();
         let server = clickhouse.as_ref().map(|ch| ch.url(&format!("fleet_{n}")));
         let server = server.or(external.as_ref().map(|u| format!("{u}/fleet_{n}")));
-        let (store, location): (Box<dyn Store>, String) = match server {
-            Some(url) => {
-                let parsed = ClickHouseUrl::parse(&url).unwrap();
-                (Box::new(ClickHouseStore::open(parsed).unwrap()), url)
-            }
-            None => {
-                let path = dir.path().join("fleet.db");
-                (
-                    Box::new(SqliteStore::open(&path).unwrap()),
-                    path.display().to_string(),
-                )
-            }
-        };
+        let (store, location) = open_store(server, dir.path());
         let store = &*store;
         let path = std::path::Path::new(&location);
         let now = now_ms();
         let written = Instant::now();
-        // Instances in groups, so that a batching store gathers them.
-        for group in (0..n).collect::<Vec<_>>().chunks(16) {
-            let receipts: Vec<Receipt> = group
-                .iter()
-                .flat_map(|k| write_instance(store, *k, hours, now))
-                .collect();
-            for r in receipts {
-                r.wait().unwrap();
-            }
-        }
+        write_fleet(store, n, hours, now);
         let write = written.elapsed();
         let sel = Selector::all(now - 24 * 3_600_000, now);
         let (engine, analysis) = time(3, || analyze(store, &sel, &Options::default()).unwrap());

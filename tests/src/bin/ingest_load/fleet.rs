@@ -249,7 +249,12 @@ pub fn run_step_at(
         behind: Mutex::new(0.0),
     });
     let cpu0 = cpu_seconds(pid);
-    let workers: Vec<_> = (0..48)
+    // Sending threads: 48 by default. More keep the schedule when answers
+    // are slow, and take CPU from the analyzer on a small machine.
+    let senders: usize = heaptide_tests::flag_value("--senders")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(48);
+    let workers: Vec<_> = (0..senders)
         .map(|_| {
             let load = load.clone();
             std::thread::spawn(move || worker(&load))

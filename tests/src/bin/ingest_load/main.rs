@@ -235,6 +235,14 @@ fn main() {
         "profile: {} bytes of gzipped, base64 pprof",
         profiles[0].len()
     );
+    if let Some(steps) = arg("--scale-out") {
+        scale_out::compare(dir.path(), &steps, seconds, &profiles);
+        return;
+    }
+    if let Some(days) = arg("--clickhouse-week").and_then(|s| s.parse().ok()) {
+        scale_out::clickhouse_week(dir.path(), days);
+        return;
+    }
     let mut rows = Vec::new();
     // --steps "" skips the load steps (to time only the pages and the store).
     for &n in &steps {
@@ -253,14 +261,6 @@ fn main() {
         if over {
             break;
         }
-    }
-    if let Some(steps) = arg("--scale-out") {
-        scale_out::compare(dir.path(), &steps, seconds, &profiles);
-        return;
-    }
-    if let Some(days) = arg("--clickhouse-week").and_then(|s| s.parse().ok()) {
-        scale_out::clickhouse_week(dir.path(), days);
-        return;
     }
     if let Some(n) = arg("--compare-evaluation").and_then(|s| s.parse().ok()) {
         compare_evaluation(dir.path(), n, seconds, &profiles);

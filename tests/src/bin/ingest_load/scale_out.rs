@@ -34,87 +34,101 @@ pub fn compare(dir: &Path, steps: &str, seconds: u64, profiles: &[String]) {
         .filter_map(|s| s.trim().parse::<usize>().ok())
     {
         if !sqlite_over {
-            let an = analyzer(
-                dir,
-                &dir.join(format!("scale-{n}.db")),
-                "127.0.0.1:0",
-                &["--config", &write_config(dir)],
-            );
-            eprintln!("sqlite: {n} agents for {seconds} s");
-            let origin = Origin {
-                t0: std::time::Instant::now(),
-                ms: now_ms(),
-            };
-            let s = run_step_at(
-                &an.url(INGEST_PATH),
-                an.child.id(),
-                n,
-                seconds,
-                profiles,
-                origin,
-            );
-            row("SQLite, 1 analyzer", &s, s.cpu, rss_mib(an.child.id()));
-            sqlite_over = s.p99 > P99_LIMIT_MS || s.errors > 0;
+            sqlite_over = !sqlite_step(dir, n, seconds, profiles);
         }
         if !ch_over {
-            let url = ch.url(&format!("scale_{n}"));
-            let store = Path::new(&url);
-            let ans: Vec<_> = (0..2)
-                .map(|i| {
-                    let shard = format!("{i}/2");
-                    analyzer(
-                        dir,
-                        store,
-                        "127.0.0.1:0",
-                        &["--config", &write_config(dir), "--shard", &shard],
-                    )
-                })
-                .collect();
-            eprintln!("clickhouse: {n} agents for {seconds} s over two analyzers");
-            let server = ch.server_pid().unwrap_or(0);
-            let (server_cpu0, t0) = (cpu_seconds(server), std::time::Instant::now());
-            let origin = Origin {
-                t0: std::time::Instant::now(),
-                ms: now_ms(),
-            };
-            let halves: Vec<Step> = std::thread::scope(|scope| {
-                let runs: Vec<_> = ans
-                    .iter()
-                    .map(|an| {
-                        let url = an.url(INGEST_PATH);
-                        let pid = an.child.id();
-                        scope
-                            .spawn(move || run_step_at(&url, pid, n / 2, seconds, profiles, origin))
-                    })
-                    .collect();
-                runs.into_iter()
-                    .map(|r| r.join().expect("a half of the fleet"))
-                    .collect()
-            });
-            // The worse half's latencies stand for the fleet's; counts add.
-            let mut s = halves
-                .iter()
-                .max_by(|a, b| a.p99.total_cmp(&b.p99))
-                .cloned()
-                .unwrap();
-            s.agents = halves.iter().map(|h| h.agents).sum();
-            s.batches = halves.iter().map(|h| h.batches).sum();
-            s.errors = halves.iter().map(|h| h.errors).sum();
-            let cpu: f64 = halves.iter().map(|h| h.cpu).sum();
-            let server_cpu =
-                100.0 * (cpu_seconds(server) - server_cpu0) / t0.elapsed().as_secs_f64();
-            let rss: f64 = ans.iter().map(|a| rss_mib(a.child.id())).sum();
-            row("ClickHouse, 2 analyzers", &s, cpu, rss);
-            println!(
-                "| (clickhouse-server itself) | | | | | | | | {server_cpu:.0} | {:.0} |",
-                rss_mib(server)
-            );
-            ch_over = s.p99 > P99_LIMIT_MS || s.errors > 0;
+            ch_over = !clickhouse_step(dir, &ch, n, seconds, profiles);
         }
         if sqlite_over && ch_over {
             break;
         }
     }
+}
+
+fn now() -> Origin {
+    Origin {
+        t0: std::time::Instant::now(),
+        ms: now_ms(),
+    }
+}
+
+fn sustained(s: &Step) -> bool {
+    s.p99 <= P99_LIMIT_MS && s.errors == 0
+}
+
+/// `n` agents against one analyzer on SQLite; whether it held.
+fn sqlite_step(dir: &Path, n: usize, seconds: u64, profiles: &[String]) -> bool {
+    let store = dir.join(format!("scale-{n}.db"));
+    let an = analyzer(
+        dir,
+        &store,
+        "127.0.0.1:0",
+        &["--config", &write_config(dir)],
+    );
+    eprintln!("sqlite: {n} agents for {seconds} s");
+    let s = run_step_at(
+        &an.url(INGEST_PATH),
+        an.child.id(),
+        n,
+        seconds,
+        profiles,
+        now(),
+    );
+    row("SQLite, 1 analyzer", &s, s.cpu, rss_mib(an.child.id()));
+    sustained(&s)
+}
+
+/// `n` agents split between two analyzers on `ch`; whether it held.
+fn clickhouse_step(
+    dir: &Path,
+    ch: &ClickHouse,
+    n: usize,
+    seconds: u64,
+    profiles: &[String],
+) -> bool {
+    let url = ch.url(&format!("scale_{n}"));
+    let ans: Vec<_> = (0..2)
+        .map(|i| {
+            let shard = format!("{i}/2");
+            let args = ["--config", &write_config(dir), "--shard", &shard];
+            analyzer(dir, Path::new(&url), "127.0.0.1:0", &args)
+        })
+        .collect();
+    eprintln!("clickhouse: {n} agents for {seconds} s over two analyzers");
+    let server = ch.server_pid().unwrap_or(0);
+    let (server_cpu0, t0) = (cpu_seconds(server), std::time::Instant::now());
+    let origin = now();
+    let halves: Vec<Step> = std::thread::scope(|scope| {
+        let runs: Vec<_> = ans
+            .iter()
+            .map(|an| {
+                let url = an.url(INGEST_PATH);
+                let pid = an.child.id();
+                scope.spawn(move || run_step_at(&url, pid, n / 2, seconds, profiles, origin))
+            })
+            .collect();
+        runs.into_iter()
+            .map(|r| r.join().expect("a half of the fleet"))
+            .collect()
+    });
+    // The worse half's latencies stand for the fleet's; counts add.
+    let mut s = halves
+        .iter()
+        .max_by(|a, b| a.p99.total_cmp(&b.p99))
+        .cloned()
+        .expect("two halves");
+    s.agents = halves.iter().map(|h| h.agents).sum();
+    s.batches = halves.iter().map(|h| h.batches).sum();
+    s.errors = halves.iter().map(|h| h.errors).sum();
+    let cpu: f64 = halves.iter().map(|h| h.cpu).sum();
+    let server_cpu = 100.0 * (cpu_seconds(server) - server_cpu0) / t0.elapsed().as_secs_f64();
+    let rss: f64 = ans.iter().map(|a| rss_mib(a.child.id())).sum();
+    row("ClickHouse, 2 analyzers", &s, cpu, rss);
+    println!(
+        "| (clickhouse-server itself) | | | | | | | | {server_cpu:.0} | {:.0} |",
+        rss_mib(server)
+    );
+    sustained(&s)
 }
 
 /// One agent's `days` of history through an analyzer into ClickHouse,

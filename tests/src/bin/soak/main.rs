@@ -41,7 +41,7 @@ fn serve() {
     let store = flag_value("--store").expect("--store");
     let flags = Layer {
         listen: Some("127.0.0.1:0".into()),
-        store: Some(store.into()),
+        store: Some(store),
         // Every simulated agent connects from loopback.
         rate_limit: Some(100_000.0),
         ..Default::default()
