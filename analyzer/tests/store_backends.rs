@@ -2,7 +2,8 @@
 //! a real ClickHouse server (Debian's 18.16, started by the test with a
 //! private data path on loopback ports). Every read the engine and the
 //! pages make must answer alike, replays must store once, and retention
-//! must expire and downsample on both.
+//! must expire and downsample on both, and read commands refuse a store
+//! that does not exist.
 
 use heaptide_analyzer::ingest::{accept, Limits, ValidBatch};
 use heaptide_analyzer::select::Selector;
@@ -346,4 +347,21 @@ fn names_that_look_like_sql_are_stored_and_read_as_names() {
         // Another service's name with a quote reads nothing of this one.
         assert!(store.instances(Some("s'")).unwrap().is_empty(), "{name}");
     }
+}
+
+#[test]
+fn read_commands_refuse_a_missing_store_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nope.db");
+    let err = SqliteStore::open_read_only(&path)
+        .err()
+        .expect("a missing store is an error");
+    assert!(err.to_string().contains("nope.db"), "{err}");
+    assert!(!path.exists(), "nothing was created");
+    let url = ClickHouse::shared().url(&database("nope"));
+    let err = ClickHouseStore::open_read_only(ClickHouseUrl::parse(&url).unwrap())
+        .err()
+        .expect("a missing database is an error");
+    let shown = url.replace("clickhouse://", "clickhouse://default@");
+    assert!(err.to_string().contains(&shown), "{err}");
 }
