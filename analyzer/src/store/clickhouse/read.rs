@@ -24,10 +24,12 @@ impl Scope {
     fn of(sel: &Selector) -> Scope {
         let names = names_clause(sel.service.as_deref(), sel.instance.as_deref());
         Scope {
+            // A segment heard from before the window holds nothing of it;
+            // one first heard from after it may (a backfill), as in SQLite.
             filter: format!(
                 "segment IN (SELECT id FROM segments WHERE {names} GROUP BY id
-                   HAVING max(last_seen_ms) >= {} AND min(first_seen_ms) <= {})",
-                sel.from_ms, sel.to_ms
+                   HAVING max(last_seen_ms) >= {})",
+                sel.from_ms
             ),
             join: format!(
                 "ANY LEFT JOIN (SELECT id AS segment, any(service) AS service_name,

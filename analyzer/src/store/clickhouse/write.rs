@@ -154,7 +154,9 @@ impl Flusher {
 }
 
 fn flush_loop(shared: &Shared, client: &Client, url: &ClickHouseUrl, known: &Mutex<Known>) {
-    let mut last = Instant::now() - FLUSH_EVERY;
+    // The first batch need not wait for an interval to pass.
+    let now = Instant::now();
+    let mut last = now.checked_sub(FLUSH_EVERY).unwrap_or(now);
     loop {
         let (block, waiters) = {
             let mut p = lock(&shared.pending);
