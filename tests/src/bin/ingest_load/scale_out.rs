@@ -148,6 +148,13 @@ pub fn clickhouse_week(dir: &Path, days: i64) {
     let r = store
         .retain(now_ms(), &RetentionPolicy::with_retention(7 * 86_400_000))
         .unwrap();
+    // Thinning is a mutation, which runs in the background: wait for it.
+    let pending =
+        || ch.query("SELECT count() FROM system.mutations WHERE database = 'week' AND NOT is_done");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while pending().trim() != "0" && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
     // Merges fold the many parts an upload leaves into the few a steady
     // state has; OPTIMIZE runs them now rather than in the background.
     for t in [
@@ -163,6 +170,12 @@ pub fn clickhouse_week(dir: &Path, days: i64) {
         ch.query(&format!("OPTIMIZE TABLE week.{t} FINAL"));
     }
     let s = store.stats().unwrap();
+    eprintln!(
+        "after retention: {} profiles, {} sample rows, mutations pending: {}",
+        s.profiles,
+        s.samples,
+        pending().trim()
+    );
     println!(
         "\none agent, {days} days in ClickHouse after retention (samples downsampled: {}, profiles dropped: {}):\n\n| disk bytes | compressed data bytes | disk per agent-day |\n|---|---|---|\n| {:.1} MiB | {:.1} MiB | {:.2} MiB |",
         r.samples_downsampled,
