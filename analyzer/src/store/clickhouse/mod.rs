@@ -62,8 +62,7 @@ impl ClickHouseStore {
     /// Connects, creates the database and tables if needed, and starts
     /// the flusher.
     pub fn open(url: ClickHouseUrl) -> Result<Self> {
-        let client = Client::new(&url);
-        let mut store = Self::connect(url, client, false)?;
+        let mut store = Self::connect(url, false)?;
         store.flusher = Some(write::Flusher::start(
             store.client.clone(),
             store.url.clone(),
@@ -75,11 +74,11 @@ impl ClickHouseStore {
     /// Connects to a store that must already hold this analyzer's schema,
     /// without changing it: the read commands.
     pub fn open_read_only(url: ClickHouseUrl) -> Result<Self> {
-        let client = Client::new(&url);
-        Self::connect(url, client, true)
+        Self::connect(url, true)
     }
 
-    fn connect(url: ClickHouseUrl, client: Client, read_only: bool) -> Result<Self> {
+    fn connect(url: ClickHouseUrl, read_only: bool) -> Result<Self> {
+        let client = Client::new(&url);
         let fail = |e| named(&url, e);
         let version = schema::stored_version(&client, &url.database).map_err(fail)?;
         let reason = if version > schema::SCHEMA_VERSION {
@@ -192,7 +191,7 @@ fn named(url: &ClickHouseUrl, e: ChError) -> Error {
 /// 63 bits of SHA-256 over `parts`, each ended by a 0xff byte (which UTF-8
 /// never holds): an id every analyzer computes alike. Two things share an
 /// id with odds of about n²/2⁶⁴, one in 10⁷ for a million stacks.
-pub(crate) fn id63(parts: &[&[u8]]) -> i64 {
+pub(crate) fn id63<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> i64 {
     let mut h = Sha256::new();
     for p in parts {
         h.update(p);

@@ -17,6 +17,7 @@ use super::{id63, named, ChError, ClickHouseStore, ClickHouseUrl};
 use crate::error::{Error, Result};
 use crate::ingest::ValidBatch;
 use crate::store::*;
+use heaptide_wire::pprof::Frame;
 
 /// The shortest time between the starts of two inserts: under load,
 /// batches arriving meanwhile share the next one.
@@ -30,15 +31,19 @@ const MAX_PENDING_BYTES: usize = 128 << 20;
 /// How many ids each cache holds before it starts again.
 const MAX_KNOWN: usize = 200_000;
 
-/// Rows for each table, in the order they are inserted: stacks and
+/// The tables ingest writes, in the order they are inserted: stacks and
 /// segments before what refers to them, profiles last, so a profile is
 /// never visible before its stacks.
-#[derive(Default)]
-pub(super) struct Block {
-    tables: [RowWriter; 8],
-    /// Stacks in `tables` this analyzer had not stored before: known once
-    /// the block is in.
-    new_stacks: HashSet<i64>,
+#[derive(Clone, Copy)]
+enum Table {
+    Stacks,
+    Segments,
+    Samples,
+    Pauses,
+    ProfileRaw,
+    ProfileStacks,
+    ProfileAges,
+    Profiles,
 }
 
 const TABLES: [&str; 8] = [
@@ -52,6 +57,15 @@ const TABLES: [&str; 8] = [
     "profiles",
 ];
 
+/// Rows for each [`Table`], by its index.
+#[derive(Default)]
+pub(super) struct Block {
+    tables: [RowWriter; 8],
+    /// Stacks in `tables` this analyzer had not stored before: known once
+    /// the block is in.
+    new_stacks: HashSet<i64>,
+}
+
 impl Block {
     fn bytes(&self) -> usize {
         self.tables.iter().map(|t| t.buf.len()).sum()
@@ -64,9 +78,8 @@ impl Block {
         self.new_stacks.extend(other.new_stacks);
     }
 
-    fn table(&mut self, name: &str) -> &mut RowWriter {
-        let i = TABLES.iter().position(|t| *t == name).unwrap_or(0);
-        &mut self.tables[i]
+    fn table(&mut self, t: Table) -> &mut RowWriter {
+        &mut self.tables[t as usize]
     }
 }
 
@@ -205,16 +218,21 @@ fn insert(client: &Client, block: &Block) -> Result<(), ChError> {
     Ok(())
 }
 
-/// A stack's stored form and id: the same frames get the same id on
-/// every analyzer.
-pub(super) fn stack_id(json: &str) -> i64 {
-    id63(&[b"stack", json.as_bytes()])
+/// A stack's id, from its frames: the same frames get the same id on
+/// every analyzer, without serializing them.
+pub(super) fn stack_id(frames: &[Frame]) -> i64 {
+    let lines: Vec<[u8; 4]> = frames.iter().map(|f| f.line.to_le_bytes()).collect();
+    let parts = frames
+        .iter()
+        .zip(&lines)
+        .flat_map(|(f, line)| [f.function.as_bytes(), f.file.as_bytes(), line.as_slice()]);
+    id63(std::iter::once(&b"stack"[..]).chain(parts))
 }
 
 pub(super) fn segment_id(service: &str, instance: &str, pid: u32, start_time_ms: i64) -> i64 {
     let (pid, start) = (pid.to_le_bytes(), start_time_ms.to_le_bytes());
-    id63(&[
-        b"segment",
+    id63([
+        &b"segment"[..],
         service.as_bytes(),
         instance.as_bytes(),
         &pid,
@@ -223,7 +241,11 @@ pub(super) fn segment_id(service: &str, instance: &str, pid: u32, start_time_ms:
 }
 
 pub(super) fn profile_id(segment: i64, ts_ms: i64) -> i64 {
-    id63(&[b"profile", &segment.to_le_bytes(), &ts_ms.to_le_bytes()])
+    id63([
+        &b"profile"[..],
+        &segment.to_le_bytes(),
+        &ts_ms.to_le_bytes(),
+    ])
 }
 
 impl ClickHouseStore {
@@ -244,7 +266,7 @@ impl ClickHouseStore {
         segment_row(&mut block, b, seg, first_seen, received_ms);
         for s in &b.samples {
             for (name, v) in &s.metrics {
-                let w = block.table("samples");
+                let w = block.table(Table::Samples);
                 w.i64(seg)
                     .str(name)
                     .u32(0)
@@ -257,7 +279,7 @@ impl ClickHouseStore {
             }
         }
         for p in &b.pause_events {
-            let w = block.table("pauses");
+            let w = block.table(Table::Pauses);
             w.i64(seg)
                 .i64(p.start_ms)
                 .str(p.source.as_str())
@@ -361,10 +383,11 @@ impl ClickHouseStore {
         let mut stack_ids = Vec::with_capacity(decoded.stacks.len());
         let known = lock(&self.known);
         for s in &decoded.stacks {
-            let json = serde_json::to_string(&s.frames).unwrap_or_else(|_| "[]".into());
-            let sid = stack_id(&json);
+            let sid = stack_id(&s.frames);
+            // Frames are serialized only for a stack not stored before.
             if !known.stacks.contains(&sid) && block.new_stacks.insert(sid) {
-                block.table("stacks").i64(sid).str(&json).row();
+                let json = serde_json::to_string(&s.frames).unwrap_or_else(|_| "[]".into());
+                block.table(Table::Stacks).i64(sid).str(&json).row();
             }
             let e = merged.entry(sid).or_default();
             e.0 += s.bytes;
@@ -376,7 +399,7 @@ impl ClickHouseStore {
             .values()
             .fold((0i64, 0i64), |a, v| (a.0 + v.0, a.1 + v.1));
         for (sid, (bytes, objects)) in &merged {
-            let w = block.table("profile_stacks");
+            let w = block.table(Table::ProfileStacks);
             w.i64(seg)
                 .i64(p.ts_ms)
                 .i64(id)
@@ -396,17 +419,17 @@ impl ClickHouseStore {
             }
         }
         for (sid, a) in &ages {
-            let w = block.table("profile_ages");
+            let w = block.table(Table::ProfileAges);
             w.i64(seg).i64(p.ts_ms).i64(id).i64(*sid).u64s(a);
             w.row();
         }
         block
-            .table("profile_raw")
+            .table(Table::ProfileRaw)
             .i64(id)
             .i64(p.ts_ms)
             .bytes(&decoded.raw)
             .row();
-        let w = block.table("profiles");
+        let w = block.table(Table::Profiles);
         w.i64(id).i64(seg).i64(p.ts_ms).u64(p.sample_period_bytes);
         w.i64(total_bytes).i64(total_objects).row();
     }
@@ -415,7 +438,7 @@ impl ClickHouseStore {
 fn segment_row(block: &mut Block, b: &heaptide_wire::Batch, seg: i64, first: i64, now: i64) {
     let labels = serde_json::to_string(&b.agent.labels).unwrap_or_else(|_| "{}".into());
     let stats = serde_json::to_string(&b.agent_stats).unwrap_or_else(|_| "{}".into());
-    let w = block.table("segments");
+    let w = block.table(Table::Segments);
     w.i64(seg)
         .str(&b.agent.service)
         .str(&b.agent.instance)
@@ -428,4 +451,40 @@ fn segment_row(block: &mut Block, b: &heaptide_wire::Batch, seg: i64, first: i64
         .opt_str(b.heap_profiling.reason.as_deref())
         .str(&stats);
     w.row();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_table_is_inserted_under_its_own_name() {
+        let named = [
+            (Table::Stacks, "stacks"),
+            (Table::Segments, "segments"),
+            (Table::Samples, "samples"),
+            (Table::Pauses, "pauses"),
+            (Table::ProfileRaw, "profile_raw"),
+            (Table::ProfileStacks, "profile_stacks"),
+            (Table::ProfileAges, "profile_ages"),
+            (Table::Profiles, "profiles"),
+        ];
+        for (t, name) in named {
+            assert_eq!(TABLES[t as usize], name);
+        }
+    }
+
+    #[test]
+    fn stack_ids_tell_frames_apart_without_serializing_them() {
+        let f = |function: &str, line| Frame {
+            function: function.into(),
+            file: "src/a.rs".into(),
+            line,
+        };
+        let a = stack_id(&[f("x", 1), f("y", 2)]);
+        assert_eq!(a, stack_id(&[f("x", 1), f("y", 2)]));
+        assert_ne!(a, stack_id(&[f("x", 1), f("y", 3)]));
+        assert_ne!(a, stack_id(&[f("xy", 1)]));
+        assert!(a >= 0);
+    }
 }
