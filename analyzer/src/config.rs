@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::alerts::notify::Webhook;
-use crate::alerts::{AlertRules, WebhookConfig, WebhookKind};
+use crate::continuous::alerts::notify::Webhook;
+use crate::continuous::alerts::{AlertRules, WebhookConfig, WebhookKind};
 use crate::error::{Error, Result};
 use crate::select::Span;
 use crate::server::{RateLimit, ServerOptions};
@@ -164,7 +164,7 @@ pub struct ServeConfig {
     /// Every webhook, the file's and the flags', checked and ready.
     pub webhooks: Vec<Webhook>,
     /// pprof endpoints pulled every `scrape_every`.
-    pub scrape: Vec<crate::foreign::ScrapeTarget>,
+    pub scrape: Vec<crate::ingest::foreign::ScrapeTarget>,
     pub scrape_every: Duration,
 }
 
@@ -220,7 +220,7 @@ impl ServeConfig {
         let scrape = merged
             .scrape
             .iter()
-            .map(|t| crate::foreign::ScrapeTarget::parse(t))
+            .map(|t| crate::ingest::foreign::ScrapeTarget::parse(t))
             .collect::<Result<Vec<_>>>()?;
         let scrape_every = merged.scrape_interval.unwrap_or(Duration::from_secs(60));
         if scrape_every < Duration::from_secs(1) {

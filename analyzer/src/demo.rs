@@ -119,7 +119,7 @@ pub async fn run(
         "\n$ analyzer leaks --since 10m --store {}\n",
         store_path.display()
     );
-    print!("{}", crate::report::leaks_table(&found.leaks(), &[]));
+    print!("{}", crate::read::report::leaks_table(&found.leaks(), &[]));
     if !opts.exit_when_found {
         println!("\nThe dashboard stays up at http://{addr}/ until Ctrl-C.");
         shutdown.await;

@@ -3,7 +3,7 @@
 //! and valid inputs with a few bytes changed, are accepted within the
 //! limits or refused with an error. None panics.
 
-use heaptide_analyzer::budget::BudgetFile;
+use heaptide_analyzer::check::budget::BudgetFile;
 use heaptide_analyzer::ingest::{decode, Limits};
 use heaptide_testkit::fixtures;
 use proptest::prelude::*;

@@ -2,8 +2,8 @@
 //! instance, an instance without new data is not judged again, and new
 //! data makes it judged again.
 
-use heaptide_analyzer::alerts;
-use heaptide_analyzer::evaluate::{evaluate, kept};
+use heaptide_analyzer::continuous::alerts;
+use heaptide_analyzer::continuous::{evaluate, kept};
 use heaptide_analyzer::ingest;
 use heaptide_analyzer::select::now_ms;
 use heaptide_analyzer::store::{SqliteStore, Store};
@@ -80,7 +80,7 @@ fn findings_are_kept_and_judged_again_only_after_new_data() {
 /// of every active alert.
 fn active_alerts(store: &SqliteStore, now: i64) -> Vec<(String, String, &'static str)> {
     let rules = alerts::AlertRules::default();
-    alerts::evaluate(store, &rules, now).unwrap();
+    alerts::advance(store, &rules, now).unwrap();
     let mut out: Vec<_> = alerts::active(store)
         .unwrap()
         .into_iter()

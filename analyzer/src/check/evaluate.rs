@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 use super::rules::{GrowthRule, Per, GROWTH, PEAKS};
 use super::{Baseline, BudgetVerdict, InstanceResult, Item, Measure};
-use crate::budget::{Budget, Inconclusive};
+use crate::check::budget::{Budget, Inconclusive};
 use crate::detect::stats::{fit_growth, median, GrowthFit, Pt, RecipeOptions};
 use crate::detect::{self, Options};
 use crate::error::{Error, Result};

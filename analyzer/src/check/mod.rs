@@ -10,15 +10,16 @@
 //! [`evaluate`](check) judges; [`render`] turns a result into text, JUnit
 //! XML or Markdown.
 
+pub mod budget;
 mod evaluate;
 pub mod render;
-pub mod rules;
+pub(crate) mod rules;
 
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::budget::BudgetFile;
+use crate::check::budget::BudgetFile;
 use crate::detect;
 use crate::error::{Error, Result};
 use crate::select::Selector;

@@ -3,7 +3,7 @@
 
 use serde::{Serialize, Serializer};
 
-use crate::budget::Budget;
+use crate::check::budget::Budget;
 use heaptide_wire::{metric, Unit};
 
 /// What a budget line measures against.

@@ -15,7 +15,7 @@ use super::error::{blocking, ApiError, ApiResult};
 use super::params::Params;
 use super::AppState;
 use crate::error::Error;
-use crate::query;
+use crate::read::query;
 
 const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(86_400);
@@ -190,7 +190,8 @@ async fn site(State(state): State<Arc<AppState>>, Query(q): Query<Params>) -> Ap
 async fn analysis(state: &AppState, q: &Params) -> ApiResult<crate::detect::Analysis> {
     let sel = q.selector(DAY)?;
     let (store, kept) = (state.store.clone(), q.kept_window());
-    blocking(move || crate::evaluate::analysis(&*store, &sel, kept, crate::select::now_ms())).await
+    blocking(move || crate::continuous::analysis(&*store, &sel, kept, crate::select::now_ms()))
+        .await
 }
 
 async fn leaks(State(state): State<Arc<AppState>>, Query(q): Query<Params>) -> ApiResult<Response> {

@@ -1,5 +1,5 @@
 //! The dashboards' routes: `/`, `/ui/service`, `/ui/instance`,
-//! `/ui/flame` and the flamegraph SVGs. View models come from [`crate::views`]; `heaptide-ui`
+//! `/ui/flame` and the flamegraph SVGs. View models come from [`crate::read::views`]; `heaptide-ui`
 //! draws them. Every asset is inline; nothing is fetched from elsewhere.
 
 use std::sync::Arc;
@@ -14,8 +14,8 @@ use axum::Router;
 use super::error::{blocking, ApiError, PageError};
 use super::params::Params;
 use super::AppState;
+use crate::read::views;
 use crate::select::now_ms;
-use crate::views;
 use heaptide_ui::pages;
 
 type PageResult = Result<Response, PageError>;
@@ -53,9 +53,10 @@ async fn service(State(state): State<Arc<AppState>>, Query(p): Query<Params>) ->
     let name = sel.service.clone().unwrap_or_default();
     let label = p.label.clone().filter(|l| !l.is_empty());
     let store = state.store.clone();
-    let found = blocking(move || crate::service_page::service(&*store, &sel, label.as_deref()))
-        .await
-        .map_err(ApiError::page)?;
+    let found =
+        blocking(move || crate::read::service_page::service(&*store, &sel, label.as_deref()))
+            .await
+            .map_err(ApiError::page)?;
     let Some(mut view) = found else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -121,7 +122,7 @@ fn scope(p: &Params) -> Result<heaptide_ui::flame::FlameScope, ApiError> {
     let service = p.required(&p.service, "service")?.to_owned();
     for (field, v) in [("label", &p.label), ("base", &p.base)] {
         if let Some(v) = v {
-            crate::flames::parse_label(field, v)?;
+            crate::read::flames::parse_label(field, v)?;
         }
     }
     Ok(heaptide_ui::flame::FlameScope {
@@ -146,7 +147,7 @@ async fn flame_page(Query(p): Query<Params>) -> PageResult {
 async fn flame_svg(State(state): State<Arc<AppState>>, Query(p): Query<Params>) -> PageResult {
     let scope = scope(&p).map_err(ApiError::page)?;
     let store = state.store.clone();
-    let svg = blocking(move || crate::flames::svg(&*store, &scope, now_ms()))
+    let svg = blocking(move || crate::read::flames::svg(&*store, &scope, now_ms()))
         .await
         .map_err(ApiError::page)?;
     match svg {

@@ -117,7 +117,7 @@ fn overloaded(what: &str) -> ApiError {
 /// pprof source.
 enum Body {
     Agent,
-    Pprof(crate::foreign::Source),
+    Pprof(crate::ingest::foreign::Source),
 }
 
 /// The query of `POST /v1/ingest/pprof`.
@@ -144,7 +144,7 @@ pub(super) async fn pprof_handler(
 ) -> ApiResult<Response> {
     let params = axum::extract::Query::<PprofParams>::try_from_uri(req.uri())
         .map_err(|e| ApiError::bad("query", e.body_text()))?;
-    let source = crate::foreign::Source {
+    let source = crate::ingest::foreign::Source {
         service: params.0.service,
         instance: params.0.instance,
         origin: "push".into(),
@@ -220,7 +220,7 @@ async fn accept(state: &Arc<AppState>, req: Request, kind: Body) -> ApiResult<Re
         let decoded = match kind {
             Body::Agent => ingest::decode(&body, gzip, &st.limits, now)?,
             // A pprof body is gzipped or not by its own magic bytes.
-            Body::Pprof(source) => crate::foreign::batch(&body, &source, &st.limits, now)?,
+            Body::Pprof(source) => crate::ingest::foreign::batch(&body, &source, &st.limits, now)?,
         };
         drop(body);
         let receipt = st.store.submit(&decoded, crate::select::now_ms());

@@ -10,7 +10,7 @@ use prometheus::{Encoder, GaugeVec, IntCounterVec, Opts, Registry, TextEncoder};
 
 use super::error::{blocking, ApiResult};
 use super::AppState;
-use crate::alerts::{self, State as AlertState};
+use crate::continuous::alerts::{self, State as AlertState};
 use crate::detect::LeakVerdict;
 use crate::error::{Error, Result};
 use crate::store::Store;
@@ -98,12 +98,12 @@ fn resources(r: &Registry, store: &dyn Store, now_ms: i64) -> Result<()> {
         &["service", "instance"],
     )?;
     for i in store.instances(None)? {
-        let up = now_ms - i.last_seen_ms < crate::query::STALE_AFTER_MS;
+        let up = now_ms - i.last_seen_ms < crate::read::query::STALE_AFTER_MS;
         reporting
             .with_label_values(&[&i.service, &i.instance])
             .set(f64::from(u8::from(up)));
     }
-    for ((service, instance), k) in crate::evaluate::kept_by_instance(store, None)? {
+    for ((service, instance), k) in crate::continuous::kept_by_instance(store, None)? {
         evaluated
             .with_label_values(&[&service, &instance])
             .set(k.evaluated_ms as f64 / 1000.0);

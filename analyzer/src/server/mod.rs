@@ -19,9 +19,8 @@ use std::time::Duration;
 use axum::routing::{get, post};
 use axum::Router;
 
-pub use error::{ApiError, ApiResult};
+pub use error::ApiError;
 pub use ingest::{RateLimit, RateLimiter};
-pub use metrics::render as render_metrics;
 pub use telemetry::Telemetry;
 
 use crate::store::{RetentionPolicy, Store};
@@ -116,12 +115,12 @@ pub struct Background {
     pub retention: RetentionPolicy,
     /// How often every instance is judged and its findings kept.
     pub evaluate_every: std::time::Duration,
-    pub alerts: crate::alerts::AlertRules,
-    pub webhooks: Vec<crate::alerts::notify::Webhook>,
+    pub alerts: crate::continuous::alerts::AlertRules,
+    pub webhooks: Vec<crate::continuous::alerts::notify::Webhook>,
     /// The base of links in notifications.
     pub external_url: String,
     /// pprof endpoints pulled every `scrape_every`.
-    pub scrape: Vec<crate::foreign::ScrapeTarget>,
+    pub scrape: Vec<crate::ingest::foreign::ScrapeTarget>,
     pub scrape_every: std::time::Duration,
     /// The services this analyzer evaluates and alerts on.
     pub shard: crate::store::Shard,
@@ -144,6 +143,30 @@ impl Background {
     }
 }
 
+/// Runs `analyzer serve` until `shutdown` resolves. `on_listen` is told the
+/// bound address once the server accepts connections.
+pub async fn serve(
+    cfg: crate::config::ServeConfig,
+    on_listen: impl FnOnce(std::net::SocketAddr),
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> crate::Result<()> {
+    let store = crate::store::open(&cfg.store, cfg.durability, cfg.bounds.clone())?;
+    let state = Arc::new(AppState::new(store, cfg.server.clone()));
+    let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
+    on_listen(listener.local_addr()?);
+    let background = Background {
+        retention: RetentionPolicy::with_retention(crate::select::ms(cfg.retention)),
+        evaluate_every: cfg.evaluate_every,
+        external_url: cfg.alerts.external_url.clone().unwrap_or_default(),
+        alerts: cfg.alerts,
+        webhooks: cfg.webhooks,
+        scrape: cfg.scrape,
+        scrape_every: cfg.scrape_every,
+        shard: cfg.shard,
+    };
+    run(listener, state, background, shutdown).await
+}
+
 /// Serves [`app`] on `listener`, with retention applied at start and every
 /// ten minutes and continuous evaluation with alerts, until `shutdown`
 /// resolves.
@@ -158,16 +181,24 @@ pub async fn run(
     } else {
         background.external_url.clone()
     };
-    let notifier = crate::alerts::notify::Notifier::start(background.webhooks, external_url)?;
+    let notifier =
+        crate::continuous::alerts::notify::Notifier::start(background.webhooks, external_url)?;
     if let Ok(mut hooks) = state.telemetry.webhooks.lock() {
         *hooks = notifier.stats();
     }
     let retention = tokio::spawn(retention_loop(state.store.clone(), background.retention));
-    let evaluation = tokio::spawn(evaluation_loop(
-        state.clone(),
-        Arc::new(background.alerts),
-        Arc::new(notifier),
-        (background.evaluate_every, background.shard),
+    let evaluation = tokio::spawn(crate::continuous::schedule::run(
+        state.store.clone(),
+        crate::continuous::schedule::Meters {
+            seconds: state.telemetry.evaluation_seconds.clone(),
+            failures: state.telemetry.evaluation_failures.clone(),
+        },
+        crate::continuous::schedule::Plan {
+            rules: background.alerts,
+            notifier,
+            every: background.evaluate_every,
+            shard: background.shard,
+        },
     ));
     let scrapes: Vec<_> = background
         .scrape
@@ -188,43 +219,6 @@ pub async fn run(
     evaluation.abort();
     scrapes.iter().for_each(tokio::task::JoinHandle::abort);
     Ok(result?)
-}
-
-/// Judges every instance, then the alert rules, then hands what fired or
-/// resolved to the notifier, which never waits.
-async fn evaluation_loop(
-    state: Arc<AppState>,
-    rules: Arc<crate::alerts::AlertRules>,
-    notifier: Arc<crate::alerts::notify::Notifier>,
-    (every, shard): (std::time::Duration, crate::store::Shard),
-) {
-    loop {
-        let (st, r, n) = (state.clone(), rules.clone(), notifier.clone());
-        let started = std::time::Instant::now();
-        let pass = tokio::task::spawn_blocking(move || {
-            let now = crate::select::now_ms();
-            let p = crate::evaluate::evaluate_shard(&*st.store, shard, now)?;
-            n.notify(&crate::alerts::evaluate_shard(&*st.store, &r, shard, now)?);
-            Ok::<_, crate::Error>(p)
-        })
-        .await;
-        state
-            .telemetry
-            .evaluation_seconds
-            .observe(started.elapsed().as_secs_f64());
-        match pass {
-            Ok(Ok(p)) => tracing::debug!(?p, "evaluation pass"),
-            Ok(Err(e)) => {
-                state.telemetry.evaluation_failures.inc();
-                tracing::warn!("evaluation pass failed: {e}");
-            }
-            Err(_) => {
-                state.telemetry.evaluation_failures.inc();
-                tracing::warn!("evaluation pass panicked");
-            }
-        }
-        tokio::time::sleep(every).await;
-    }
 }
 
 async fn retention_loop(store: Arc<dyn Store>, policy: RetentionPolicy) {

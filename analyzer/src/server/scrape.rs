@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::AppState;
-use crate::foreign::ScrapeTarget;
+use crate::ingest::foreign::ScrapeTarget;
 
 /// The longest one pull may take.
 const MAX_SCRAPE_TIME: Duration = Duration::from_secs(30);
@@ -64,7 +64,7 @@ fn scrape_once(state: &AppState, target: &ScrapeTarget, agent: &ureq::Agent) -> 
         .map_err(|e| format!("reading the profile: {e}"))?;
     state.telemetry.ingest_bytes.inc_by(body.len() as u64);
     let now = crate::select::now_ms();
-    let batch = crate::foreign::batch(&body, &target.source, &state.limits, now)
+    let batch = crate::ingest::foreign::batch(&body, &target.source, &state.limits, now)
         .map_err(|e| e.to_string())?;
     state
         .store

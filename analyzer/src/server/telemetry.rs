@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex};
 
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts};
 
-use crate::alerts::notify::DeliveryStats;
-use crate::alerts::WebhookKind;
+use crate::continuous::alerts::notify::DeliveryStats;
+use crate::continuous::alerts::WebhookKind;
 
 /// Why ingest refused a batch: the `reason` label.
 pub const REJECTION_REASONS: [&str; 7] = [

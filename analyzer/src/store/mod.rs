@@ -6,7 +6,7 @@
 //! answers aggregations natively. Ids are opaque `i64`s the store hands
 //! out: row ids in SQLite, content hashes in ClickHouse.
 
-pub mod clickhouse;
+pub(crate) mod clickhouse;
 mod location;
 mod sqlite;
 

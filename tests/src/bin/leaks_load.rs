@@ -187,13 +187,15 @@ fn main() {
         // The overview reads the findings continuous evaluation keeps: one
         // pass first, as `serve` runs at start.
         let (evaluated, cpu0) = (Instant::now(), cpu_seconds(std::process::id()));
-        heaptide_analyzer::evaluate::evaluate(store, now_ms()).unwrap();
-        let rules = heaptide_analyzer::alerts::AlertRules::default();
-        heaptide_analyzer::alerts::evaluate(store, &rules, now_ms()).unwrap();
+        heaptide_analyzer::continuous::evaluate(store, now_ms()).unwrap();
+        let rules = heaptide_analyzer::continuous::alerts::AlertRules::default();
+        heaptide_analyzer::continuous::alerts::advance(store, &rules, now_ms()).unwrap();
         let pass = evaluated.elapsed();
         let pass_cpu = cpu_seconds(std::process::id()) - cpu0;
         let (kept_cli, _) = time(3, || leaks_cli(path, &[]));
-        let (overview, rows) = time(3, || heaptide_analyzer::views::overview(store).unwrap());
+        let (overview, rows) = time(3, || {
+            heaptide_analyzer::read::views::overview(store).unwrap()
+        });
         assert_eq!(rows.len(), n);
         println!(
             "| {n} | {:.1} s | {:.2} s | {:.2} s | {:.2} s | {:.0}% | {:.3} s | {:.3} s | {leaks} |",
@@ -226,7 +228,7 @@ fn main() {
 /// and over a day, one instance's page over a day, and the live-heap
 /// flamegraph of every instance merged.
 fn page_times(store: &dyn Store) -> [Duration; 5] {
-    use heaptide_analyzer::{service_page, views};
+    use heaptide_analyzer::read::{service_page, views};
     use heaptide_ui::pages;
     let now = now_ms();
     let (overview, _) = time(3, || {
@@ -256,7 +258,7 @@ fn page_times(store: &dyn Store) -> [Duration; 5] {
         ..Default::default()
     };
     let (flame, svg) = time(3, || {
-        heaptide_analyzer::flames::svg(store, &merged, now).unwrap()
+        heaptide_analyzer::read::flames::svg(store, &merged, now).unwrap()
     });
     assert!(svg.is_some_and(|s| s.contains("fleet::site_")));
     [overview, hour, day, instance, flame]

@@ -139,7 +139,7 @@ pub fn slack(external_url: &str, alerts: &[Alert]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alerts::state::AlertKey;
+    use crate::continuous::alerts::state::AlertKey;
 
     fn alert(state: State) -> Alert {
         Alert {

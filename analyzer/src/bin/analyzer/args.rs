@@ -37,7 +37,7 @@ pub enum Format {
 
 /// What `leaks` and `predict` look at.
 #[derive(clap::Args)]
-pub struct Analysis {
+pub struct FindingsArgs {
     /// How far back to look.
     #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
     pub since: Duration,
@@ -55,7 +55,7 @@ pub struct Analysis {
     pub store: StoreArgs,
 }
 
-impl Analysis {
+impl FindingsArgs {
     pub fn selector(&self) -> anyhow::Result<Selector> {
         let (from_ms, to_ms) = window(Some(self.since), None, None, self.since, now_ms())?;
         Ok(Selector {
@@ -72,7 +72,7 @@ impl Analysis {
     pub fn analyze(&self) -> anyhow::Result<heaptide_analyzer::detect::Analysis> {
         let store = self.store.open_read_only()?;
         let kept_window = !self.fresh && self.since == Duration::from_secs(86_400);
-        let analysis = heaptide_analyzer::evaluate::analysis(
+        let analysis = heaptide_analyzer::continuous::analysis(
             &*store,
             &self.selector()?,
             kept_window,

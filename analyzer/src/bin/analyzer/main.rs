@@ -30,7 +30,7 @@ enum Command {
     /// Receive agent data, store it and serve the read API and dashboards.
     Serve(serve::Args),
     /// List suspected leaks, worst first. Exits 0 whatever it finds.
-    Leaks(args::Analysis),
+    Leaks(args::FindingsArgs),
     /// Predict when each resource of each instance reaches its limit.
     Predict(predict::Args),
     /// Gate a run on growth budgets: exit 0 pass, 1 over budget, 2 error.

@@ -3,16 +3,16 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use heaptide_analyzer::report;
+use heaptide_analyzer::read::report;
 use heaptide_analyzer::select::ms;
 use heaptide_ui::format::printable;
 
-use crate::args::{Analysis, Format};
+use crate::args::{FindingsArgs, Format};
 
 #[derive(clap::Args)]
 pub struct Args {
     #[command(flatten)]
-    pub analysis: Analysis,
+    pub analysis: FindingsArgs,
     /// Only exhaustion within this long is predicted.
     #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
     pub horizon: Duration,

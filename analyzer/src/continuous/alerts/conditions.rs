@@ -7,9 +7,9 @@ use heaptide_ui::format;
 
 use super::rules::{name, AlertRules};
 use super::state::{AlertKey, Condition};
+use crate::continuous::{Kept, WINDOW_MS};
 use crate::detect::{Finding, LeakVerdict};
 use crate::error::Result;
-use crate::evaluate::{Kept, WINDOW_MS};
 use crate::select::{ms, Selector};
 use crate::store::{InstanceInfo, Store};
 

@@ -5,7 +5,7 @@
 use heaptide_ui::flame::FlameScope;
 
 use crate::error::{Error, Result};
-use crate::query::{self, Value};
+use crate::read::query::{self, Value};
 use crate::store::{InstanceInfo, Store};
 
 /// A label filter, `key:value`, as the pages' `label` parameter gives it.

@@ -7,10 +7,10 @@ use heaptide_ui::{
 };
 use heaptide_wire::metric;
 
+use crate::continuous::Kept;
 use crate::detect::{self, Analysis, Finding, LeakVerdict, Resource, Severity};
 use crate::error::Result;
-use crate::evaluate::Kept;
-use crate::query;
+use crate::read::query;
 use crate::select::{now_ms, Selector};
 use crate::store::{InstanceInfo, Store};
 
@@ -38,7 +38,7 @@ pub fn overview(store: &dyn Store) -> Result<Vec<InstanceSummary>> {
 /// kept of it, judged here only for an instance it has not reached yet.
 pub fn current(store: &dyn Store, service: Option<&str>) -> Result<Vec<(InstanceInfo, Kept)>> {
     let now = now_ms();
-    let mut kept = crate::evaluate::kept_by_instance(store, service)?;
+    let mut kept = crate::continuous::kept_by_instance(store, service)?;
     let mut out = Vec::new();
     for i in store.instances(service)? {
         let key = (i.service.clone(), i.instance.clone());
@@ -56,7 +56,8 @@ pub fn current(store: &dyn Store, service: Option<&str>) -> Result<Vec<(Instance
             None => {
                 let day =
                     Selector::all(now - 24 * HOUR_MS, now).for_instance(&i.service, &i.instance);
-                let spark = |m| crate::evaluate::sparkline(store, &i.service, &i.instance, m, now);
+                let spark =
+                    |m| crate::continuous::sparkline(store, &i.service, &i.instance, m, now);
                 Kept {
                     evaluated_ms: now,
                     findings: analysis(store, &day)?.findings,
@@ -99,13 +100,13 @@ fn alerts_by_instance(
     store: &dyn Store,
 ) -> Result<std::collections::HashMap<(String, String), Vec<AlertView>>> {
     let mut out: std::collections::HashMap<_, Vec<AlertView>> = Default::default();
-    let mut active = crate::alerts::active(store)?;
+    let mut active = crate::continuous::alerts::active(store)?;
     // Firing first, the most severe first; a warning is left out where a
     // critical alert of the same resource says more.
     active.sort_by(|a, b| {
-        let rank = |a: &crate::alerts::Alert| {
+        let rank = |a: &crate::continuous::alerts::Alert| {
             (
-                a.state != crate::alerts::State::Firing,
+                a.state != crate::continuous::alerts::State::Firing,
                 a.severity != "critical",
             )
         };
@@ -115,7 +116,7 @@ fn alerts_by_instance(
     });
     let critical: std::collections::HashSet<_> = active
         .iter()
-        .filter(|a| a.key.alertname == crate::alerts::rules::name::LEAK_CRITICAL)
+        .filter(|a| a.key.alertname == crate::continuous::alerts::rules::name::LEAK_CRITICAL)
         .map(|a| {
             (
                 a.key.service.clone(),
@@ -125,7 +126,7 @@ fn alerts_by_instance(
         })
         .collect();
     active.retain(|a| {
-        a.key.alertname != crate::alerts::rules::name::LEAK_WARNING
+        a.key.alertname != crate::continuous::alerts::rules::name::LEAK_WARNING
             || !critical.contains(&(
                 a.key.service.clone(),
                 a.key.instance.clone(),
@@ -413,7 +414,7 @@ fn finding_views(analysis: &Analysis) -> Vec<FindingView> {
                 resource: f.resource.name().to_owned(),
                 summary: format!(
                     "{rate}{}, confidence {:.1}%{tte}",
-                    crate::report::detail(f),
+                    crate::read::report::detail(f),
                     f.confidence.unwrap_or(0.0) * 100.0
                 ),
                 sites: f.sites.iter().map(|s| site_view(f, s)).collect(),

@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use heaptide_ui::{format, Chart, InstanceSummary, Series, ServiceView, SiteRow, Unit};
 use heaptide_wire::metric;
 
+use crate::continuous::Kept;
 use crate::error::Result;
-use crate::evaluate::Kept;
 use crate::select::Selector;
 use crate::store::{InstanceInfo, Store};
 
@@ -24,9 +24,9 @@ pub fn service(
 ) -> Result<Option<ServiceView>> {
     let service = sel.service.clone().unwrap_or_default();
     let filter = label
-        .map(|l| crate::flames::parse_label("label", l))
+        .map(|l| crate::read::flames::parse_label("label", l))
         .transpose()?;
-    let all = crate::views::current(store, Some(&service))?;
+    let all = crate::read::views::current(store, Some(&service))?;
     if all.is_empty() {
         return Ok(None);
     }
@@ -52,7 +52,7 @@ pub fn service(
         })
         .collect();
     let sites = growing_sites(&members);
-    let instances = crate::views::summaries(store, members)?;
+    let instances = crate::read::views::summaries(store, members)?;
     let (heap, not_drawn) =
         per_instance(store, sel, &instances, metric::HEAP_ALLOCATED, |r| &r.heap)?;
     let (fds, _) = per_instance(store, sel, &instances, metric::FDS, |r| &r.fds)?;

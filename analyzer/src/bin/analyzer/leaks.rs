@@ -3,12 +3,12 @@
 use std::process::ExitCode;
 
 use heaptide_analyzer::detect::LeakVerdict;
-use heaptide_analyzer::report;
+use heaptide_analyzer::read::report;
 use heaptide_ui::format::printable;
 
-use crate::args::{Analysis, Format};
+use crate::args::{FindingsArgs, Format};
 
-pub fn run(a: Analysis) -> anyhow::Result<ExitCode> {
+pub fn run(a: FindingsArgs) -> anyhow::Result<ExitCode> {
     let analysis = a.analyze()?;
     let insufficient: Vec<_> = analysis
         .findings

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use heaptide_analyzer::budget::BudgetFile;
+use heaptide_analyzer::check::budget::BudgetFile;
 use heaptide_analyzer::check::{self, render, Baseline};
 use heaptide_analyzer::select::{now_ms, window, Selector};
 

@@ -3,11 +3,11 @@
 //! through pending, firing and resolved; the store keeps the active ones
 //! and the history; [`notify`] tells the webhooks.
 
-pub mod conditions;
-pub mod notify;
-pub mod payload;
+pub(crate) mod conditions;
+pub(crate) mod notify;
+pub(crate) mod payload;
 pub mod rules;
-pub mod state;
+pub(crate) mod state;
 
 pub use rules::{AlertRules, WebhookConfig, WebhookKind};
 pub use state::{Alert, AlertKey, State};
@@ -27,22 +27,23 @@ pub fn active(store: &dyn Store) -> Result<Vec<Alert>> {
         .collect()
 }
 
-/// One alert evaluation at `now_ms`: checks the rules, keeps the active
-/// alerts and records what fired or resolved. Returns the alerts to send.
-pub fn evaluate(store: &dyn Store, rules: &AlertRules, now_ms: i64) -> Result<Vec<Alert>> {
-    evaluate_shard(store, rules, Shard::default(), now_ms)
+/// Advances every alert at `now_ms`: checks the rules against the kept
+/// findings, keeps the active alerts and records what fired or resolved.
+/// Returns the alerts to send.
+pub fn advance(store: &dyn Store, rules: &AlertRules, now_ms: i64) -> Result<Vec<Alert>> {
+    advance_shard(store, rules, Shard::default(), now_ms)
 }
 
-/// [`evaluate`] for the services of one shard: each analyzer that shares
+/// [`advance`] for the services of one shard: each analyzer that shares
 /// a store checks, keeps and notifies only its own, so no alert is sent
 /// twice.
-pub fn evaluate_shard(
+pub fn advance_shard(
     store: &dyn Store,
     rules: &AlertRules,
     shard: Shard,
     now_ms: i64,
 ) -> Result<Vec<Alert>> {
-    let kept = crate::evaluate::kept_by_instance(store, None)?;
+    let kept = crate::continuous::kept_by_instance(store, None)?;
     let mut holding = conditions::conditions(store, rules, &kept, now_ms)?;
     holding.retain(|c| shard.owns(&c.key.service));
     let mut mine = active(store)?;

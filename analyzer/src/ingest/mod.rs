@@ -1,0 +1,12 @@
+//! Ingest: every way data arrives, decoded and validated into one
+//! [`ValidBatch`] before anything reaches the store.
+//!
+//! - [`native`](decode): the agent's own batches, `POST /v1/ingest`
+//!   (`docs/wire.md`);
+//! - [`foreign`]: heap profiles from any pprof source, pushed or scraped,
+//!   each made a batch as if an agent had sent it.
+
+pub mod foreign;
+mod native;
+
+pub use native::{accept, decode, DecodedProfile, Limits, ValidBatch};
