@@ -131,15 +131,40 @@ pub fn parse_duration(field: &str, s: &str) -> Result<Duration> {
 }
 
 /// A duration written as text in a file, such as `"1m"` or `"7d"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Span(pub Duration);
+
+impl std::fmt::Display for Span {
+    /// The shortest whole unit: `7d`, `1h`, `30s`, `250ms`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = self.0.as_millis();
+        let units = [
+            (86_400_000, "d"),
+            (3_600_000, "h"),
+            (60_000, "m"),
+            (1_000, "s"),
+        ];
+        match units.iter().find(|(n, _)| ms >= *n && ms % n == 0) {
+            Some((n, unit)) => write!(f, "{}{unit}", ms / n),
+            None => write!(f, "{ms}ms"),
+        }
+    }
+}
+
+impl std::str::FromStr for Span {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        humantime::parse_duration(s.trim())
+            .map(Span)
+            .map_err(|e| format!("{s:?} is not a duration such as 90s or 7d: {e}"))
+    }
+}
 
 impl<'de> serde::Deserialize<'de> for Span {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(s.trim()).map(Span).map_err(|e| {
-            serde::de::Error::custom(format!("{s:?} is not a duration such as 90s or 7d: {e}"))
-        })
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 

@@ -29,3 +29,40 @@ pub fn assert_golden(crate_dir: &str, name: &str, actual: &str) {
         );
     }
 }
+
+/// Compares `actual` with the part of the document at `path` between the
+/// line `<!-- generated: NAME -->` and the line `<!-- /generated -->`, as
+/// [`assert_golden`] compares a file: a generated table inside prose.
+pub fn assert_doc_section(path: &Path, name: &str, actual: &str) {
+    let begin = format!("<!-- generated: {name} -->\n");
+    let end = "<!-- /generated -->";
+    let doc =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let start = doc
+        .find(&begin)
+        .unwrap_or_else(|| panic!("{} has no line {begin:?}", path.display()))
+        + begin.len();
+    let stop = start
+        + doc[start..]
+            .find(end)
+            .unwrap_or_else(|| panic!("{} has no {end:?} after {name}", path.display()));
+    let expected = &doc[start..stop];
+    if expected == actual {
+        return;
+    }
+    if std::env::var_os(BLESS).is_some() {
+        let blessed = format!("{}{actual}{}", &doc[..start], &doc[stop..]);
+        std::fs::write(path, blessed)
+            .unwrap_or_else(|e| panic!("blessing {}: {e}", path.display()));
+        return;
+    }
+    let diff = similar::TextDiff::from_lines(expected, actual)
+        .unified_diff()
+        .context_radius(3)
+        .header("document", "declaration")
+        .to_string();
+    panic!(
+        "{}'s {name} is not what its declaration makes; bless it with {BLESS}=1\n{diff}",
+        path.display()
+    );
+}

@@ -58,8 +58,8 @@ impl Default for ServerOptions {
             read_token: None,
             limits: Default::default(),
             rate: Default::default(),
-            max_concurrent_requests: 512,
-            request_timeout: Duration::from_secs(30),
+            max_concurrent_requests: crate::config::DEFAULT_MAX_CONCURRENT_REQUESTS,
+            request_timeout: crate::config::DEFAULT_REQUEST_TIMEOUT.0,
         }
     }
 }

@@ -33,8 +33,8 @@ pub struct Bounds {
 impl Default for Bounds {
     fn default() -> Self {
         Bounds {
-            max_instances_per_service: 10_000,
-            max_services: 10_000,
+            max_instances_per_service: crate::config::DEFAULT_MAX_INSTANCES_PER_SERVICE,
+            max_services: crate::config::DEFAULT_MAX_SERVICES,
         }
     }
 }

@@ -9,11 +9,18 @@ use heaptide_analyzer::store::{Location, Store};
 /// The store a command reads or writes.
 #[derive(clap::Args, Debug)]
 pub struct StoreArgs {
-    /// A SQLite file, or clickhouse://[USER[:PASSWORD]@]HOST:PORT/DATABASE
-    /// (the user and password may also come from HEAPTIDE_CLICKHOUSE_USER
-    /// and HEAPTIDE_CLICKHOUSE_PASSWORD) [default: ./heaptide.db].
-    #[arg(long, env = "HEAPTIDE_STORE")]
+    /// `serve`'s `store` setting, for the commands that only read: the
+    /// declaration's help, flag and variable (a test holds them equal).
+    #[arg(long, env = "HEAPTIDE_STORE", help = store_help())]
     pub store: Option<String>,
+}
+
+fn store_help() -> String {
+    let table = heaptide_analyzer::config::table();
+    let store = table.iter().find(|s| s.key == "store");
+    store.map_or_else(String::new, |s| {
+        format!("{} [default: {DEFAULT_STORE}]", s.help)
+    })
 }
 
 impl StoreArgs {

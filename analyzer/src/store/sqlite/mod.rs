@@ -56,6 +56,15 @@ impl Durability {
     }
 }
 
+impl std::fmt::Display for Durability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Durability::Normal => "normal",
+            Durability::Full => "full",
+        })
+    }
+}
+
 impl std::str::FromStr for Durability {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {

@@ -37,9 +37,9 @@ fn main() {
 
 /// The analyzer, profiling itself.
 fn serve() {
-    use heaptide_analyzer::config::{Layer, ServeConfig};
+    use heaptide_analyzer::config::{ServeConfig, Settings};
     let store = flag_value("--store").expect("--store");
-    let flags = Layer {
+    let flags = Settings {
         listen: Some("127.0.0.1:0".into()),
         store: Some(store),
         // Every simulated agent connects from loopback.
