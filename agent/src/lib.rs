@@ -1,7 +1,6 @@
 #![doc = include_str!("../README.md")]
 
 mod age;
-mod bounds;
 mod config;
 mod dwarf;
 mod error;

@@ -144,7 +144,7 @@ impl std::fmt::Display for Span {
             (60_000, "m"),
             (1_000, "s"),
         ];
-        match units.iter().find(|(n, _)| ms >= *n && ms % n == 0) {
+        match units.iter().find(|(n, _)| ms >= *n && (ms / n) * n == ms) {
             Some((n, unit)) => write!(f, "{}{unit}", ms / n),
             None => write!(f, "{ms}ms"),
         }

@@ -28,7 +28,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Receive agent data, store it and serve the read API and dashboards.
-    Serve(serve::Args),
+    Serve(Box<serve::Args>),
     /// List suspected leaks, worst first. Exits 0 whatever it finds.
     Leaks(args::FindingsArgs),
     /// Predict when each resource of each instance reaches its limit.
@@ -59,7 +59,7 @@ fn main() -> ExitCode {
         }
     };
     let outcome = match cli.command {
-        Command::Serve(a) => serve::run(a),
+        Command::Serve(a) => serve::run(*a),
         Command::Leaks(a) => leaks::run(a),
         Command::Predict(a) => predict::run(a),
         Command::Check(a) => check::run(a),
