@@ -324,6 +324,30 @@ fn unbias(objects: u64, bytes: u64, period: u64) -> (u64, u64) {
     )
 }
 
+/// Installs jemalloc as the global allocator with heap profiling switched
+/// on (`prof:true`, sampling every 512 KiB on average). Put it at the top
+/// level of `main.rs`.
+#[macro_export]
+macro_rules! global_allocator {
+    () => {
+        #[global_allocator]
+        static HEAPTIDE_GLOBAL_ALLOCATOR: $crate::Jemalloc = $crate::Jemalloc;
+
+        // jemalloc reads its options from this symbol at start-up.
+        #[allow(non_upper_case_globals)]
+        #[export_name = "_rjem_malloc_conf"]
+        pub static heaptide_malloc_conf: &[u8] = b"prof:true,prof_active:true,lg_prof_sample:19\0";
+    };
+}
+
+/// The heap dump parser on `text`, for the fuzz targets: the number of
+/// stacks it found, or `None` for a rejected dump.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub fn fuzz_parse_heap_dump(text: &str) -> Option<usize> {
+    parse_dump_for(text, None).ok().map(|(_, s)| s.len())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

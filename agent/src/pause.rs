@@ -88,7 +88,7 @@ impl PauseRecorder {
         started: Instant,
         d: Duration,
     ) {
-        let start_ms = crate::now_ms() - started.elapsed().as_millis() as i64;
+        let start_ms = crate::runtime::now_ms() - started.elapsed().as_millis() as i64;
         let ev = PauseEvent {
             start_ms,
             duration_ms: d.as_secs_f64() * 1000.0,
@@ -136,7 +136,7 @@ pub(crate) fn run_meter(
     rec: &PauseRecorder,
     tick: Duration,
     stop: &AtomicBool,
-    cpu: &crate::ThreadCost,
+    cpu: &crate::runtime::ThreadCost,
 ) {
     let mut n = 0u32;
     while !stop.load(Ordering::Relaxed) {
@@ -179,13 +179,13 @@ pub fn pause(name: impl Into<String>) -> PauseGuard {
     PauseGuard {
         name: Some(name.into()),
         started: Instant::now(),
-        recorder: crate::recorder(),
+        recorder: crate::runtime::recorder(),
     }
 }
 
 /// Records an application pause that already happened.
 pub fn record_pause(name: impl Into<String>, duration: Duration) {
-    if let Some(rec) = crate::recorder() {
+    if let Some(rec) = crate::runtime::recorder() {
         let started = Instant::now()
             .checked_sub(duration)
             .unwrap_or_else(Instant::now);

@@ -254,7 +254,7 @@ pub(crate) fn start_time_ms() -> i64 {
         let since_boot = stat.starttime as f64 / procfs::ticks_per_second() as f64;
         Some(((boot + since_boot) * 1000.0) as i64)
     };
-    from_proc().unwrap_or_else(crate::now_ms)
+    from_proc().unwrap_or_else(crate::runtime::now_ms)
 }
 
 #[cfg(test)]

@@ -8,11 +8,12 @@ use base64::Engine;
 use heaptide_wire::pprof::{build_native_heap_profile, encode_gzip, ProfileSample};
 use heaptide_wire::{metric, EncodedProfile, HeapProfilingStatus, MetricSample, StackAges};
 
+use crate::config::Config;
 use crate::jemalloc::{self, ProfilingState};
 use crate::process::{Metrics, ProcessSampler};
 use crate::queue::Item;
+use crate::runtime::Shared;
 use crate::symbolize::Symbolizer;
-use crate::{Config, Shared};
 
 /// Most resolved addresses kept; about 100 bytes each plus names.
 const SYMBOL_CACHE_ENTRIES: usize = 32 * 1024;
@@ -137,7 +138,7 @@ fn sample(shared: &Shared, procs: &mut ProcessSampler) -> Vec<Item> {
         m.insert(metric::TOKIO_LAG_P99_MS.into(), p.p99);
         m.insert(metric::TOKIO_LAG_MAX_MS.into(), p.max);
     }
-    let requests = crate::REQUESTS.load(Ordering::Relaxed);
+    let requests = crate::runtime::REQUESTS.load(Ordering::Relaxed);
     if requests > 0 {
         m.insert(metric::REQUESTS.into(), requests as f64);
     }
@@ -147,7 +148,7 @@ fn sample(shared: &Shared, procs: &mut ProcessSampler) -> Vec<Item> {
     m.insert("agent.dropped_items".into(), stats.dropped_items as f64);
     let mut items = Vec::with_capacity(events.len() + 1);
     items.push(Item::Metrics(MetricSample {
-        ts_ms: crate::now_ms(),
+        ts_ms: crate::runtime::now_ms(),
         metrics: m,
     }));
     items.extend(events.into_iter().map(Item::Pause));
@@ -158,7 +159,7 @@ fn profile(shared: &Shared, symbols: &mut Symbolizer) -> Option<EncodedProfile> 
     if !shared.heap_profiling_status().enabled {
         return None;
     }
-    let ts_ms = crate::now_ms();
+    let ts_ms = crate::runtime::now_ms();
     let (period, raw) = match jemalloc::dump() {
         Ok(d) => d,
         Err(e) => {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use heaptide_wire::{Batch, WIRE_VERSION};
 
 use crate::queue::Item;
-use crate::Shared;
+use crate::runtime::Shared;
 
 /// Largest batch the sender builds, before compression.
 const MAX_BATCH_BYTES: usize = 1 << 20;
@@ -126,7 +126,7 @@ impl Sender {
             version: WIRE_VERSION,
             agent: self.shared.agent_info.clone(),
             seq: self.seq,
-            sent_at_ms: crate::now_ms(),
+            sent_at_ms: crate::runtime::now_ms(),
             heap_profiling: self.shared.heap_profiling_status(),
             agent_stats: self.shared.agent_stats(),
             samples: Vec::new(),

@@ -25,10 +25,10 @@ use crate::pause::PauseRecorder;
 /// Measures a tokio runtime's pauses from a thread of the agent's, every
 /// `tick`. Returns `false` when no agent runs or the thread cannot start.
 pub fn spawn_tokio_probe(handle: &tokio::runtime::Handle, tick: Duration) -> bool {
-    let Some(rec) = crate::recorder() else {
+    let Some(rec) = crate::runtime::recorder() else {
         return false;
     };
-    let stop = crate::stopping_flag();
+    let stop = crate::runtime::stopping_flag();
     let handle = handle.clone();
     std::thread::Builder::new()
         .name("heaptide-tokio".into())

@@ -317,6 +317,10 @@ extern "C" {
 /// Runs `f` with every allocation sampled and each stack recorded by
 /// both unwinders; returns how many stacks were compared and how many
 /// agreed for at least `min` frames. For the agent's tests.
+///
+/// # Errors
+///
+/// When heap profiling is off, so nothing can be sampled.
 #[cfg(feature = "testing")]
 pub fn compare_unwinders(min: usize, f: impl FnOnce()) -> Result<(u64, u64)> {
     use std::sync::atomic::AtomicU64;

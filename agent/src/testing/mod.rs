@@ -35,6 +35,10 @@ pub use crate::unwind::compare_unwinders;
 
 /// Starts tracking the age of sampled allocations, as a running agent
 /// does, with every allocation sampled; for the agent's tests.
+///
+/// # Errors
+///
+/// When jemalloc's sample period cannot be set (heap profiling is off).
 pub fn track_ages_of_every_allocation() -> crate::Result<()> {
     crate::jemalloc::set_sample_period(1)?;
     crate::age::install()
@@ -208,6 +212,10 @@ impl LeakCheck {
     }
 
     /// Runs the check; panics with the failure message if it fails.
+    ///
+    /// # Panics
+    ///
+    /// When the check fails or cannot run: that is its purpose in a test.
     #[track_caller]
     pub fn assert(self, f: impl FnMut()) -> LeakReport {
         match self.run(f) {
@@ -217,6 +225,11 @@ impl LeakCheck {
     }
 
     /// Runs the check.
+    ///
+    /// # Errors
+    ///
+    /// [`LeakCheckError`]: the settings are invalid, heap profiling is
+    /// off, or a resource grew past its budget per iteration.
     pub fn run(self, mut f: impl FnMut()) -> Result<LeakReport, LeakCheckError> {
         if self.iterations < 20 {
             return Err(LeakCheckError::Invalid {
