@@ -6,12 +6,17 @@ pub enum Error {
     StoreOpen {
         path: String,
         #[source]
-        source: rusqlite::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     #[error("store {0} does not exist (start `analyzer serve` first, or pass --store)")]
     StoreMissing(String),
-    #[error("store query failed: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    /// The store failed a read or a write. `trouble` says whether it may
+    /// pass; the backend's own message is in `reason`, for the log.
+    #[error("store query failed: {reason}")]
+    StoreFailed {
+        trouble: StoreTrouble,
+        reason: String,
+    },
     /// The networked store did not answer, or cannot take work now: a
     /// request should be tried again later.
     #[error("store {url} is unreachable: {reason}")]
@@ -37,6 +42,34 @@ pub enum Error {
         limit: u64,
         setting: &'static str,
     },
+}
+
+/// What kind of trouble a store is in, as each backend sorts its own
+/// errors: trouble that passes is answered with a 503 and `Retry-After`,
+/// so that agents keep their data and send it again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreTrouble {
+    /// The store's disk is full.
+    DiskFull,
+    /// Another writer holds the store.
+    Busy,
+    /// The store cannot read or write its disk.
+    DiskUnusable,
+    /// Anything else: not expected to pass by itself.
+    Other,
+}
+
+impl StoreTrouble {
+    /// Why trouble that may pass is there, as a client is told.
+    pub fn passing(self) -> Option<&'static str> {
+        match self {
+            StoreTrouble::DiskFull => Some("the store's disk is full"),
+            StoreTrouble::Busy => Some("the store is busy"),
+            StoreTrouble::DiskUnusable => Some("the store cannot use its disk"),
+            StoreTrouble::Other => None,
+        }
+    }
 }
 
 impl Error {

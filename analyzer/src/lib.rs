@@ -12,5 +12,5 @@ pub mod select;
 pub(crate) mod server;
 pub mod store;
 
-pub use error::{Error, Result};
+pub use error::{Error, Result, StoreTrouble};
 pub use server::serve;

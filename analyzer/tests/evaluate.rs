@@ -111,7 +111,7 @@ fn a_silent_instance_is_judged_once_then_alerted_as_not_reporting() {
     let history = store.transitions("svc", "gone", 10).unwrap();
     let states: Vec<(&str, &str)> = history
         .iter()
-        .map(|t| (t.subject.as_str(), t.state.as_str()))
+        .map(|t| (t.subject.as_str(), t.state.name()))
         .collect();
     assert_eq!(
         states,

@@ -5,11 +5,12 @@
 //! must expire and downsample on both, and read commands refuse a store
 //! that does not exist.
 
+use heaptide_analyzer::detect::Resource;
 use heaptide_analyzer::ingest::{accept, Limits, ValidBatch};
 use heaptide_analyzer::select::Selector;
 use heaptide_analyzer::store::{
     ClickHouseStore, ClickHouseUrl, KeptAlert, RetentionPolicy, Shard, SqliteStore, Store,
-    Transition,
+    Transition, TransitionState, Watched,
 };
 use heaptide_testkit::clickhouse::{database, ClickHouse};
 use heaptide_testkit::fixtures;
@@ -210,8 +211,8 @@ fn findings_alerts_and_transitions_are_kept_per_shard() {
             service: "svc".into(),
             instance: "a".into(),
             subject: "finding".into(),
-            resource: "heap".into(),
-            state: "began".into(),
+            resource: Watched::Resource(Resource::Heap),
+            state: TransitionState::Began,
             severity: None,
             summary: "grows".into(),
         };

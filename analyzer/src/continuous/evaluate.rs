@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use crate::detect::{self, Analysis, Finding, LeakVerdict};
 use crate::error::{Error, Result};
 use crate::select::Selector;
-use crate::store::{Shard, Store, Transition};
+use crate::store::{Shard, Store, Transition, TransitionState, Watched};
 use heaptide_wire::metric;
 
 /// How far back each evaluation looks: what the overview shows.
@@ -160,27 +160,27 @@ fn transitions(before: &[Finding], after: &[Finding], now_ms: i64) -> Vec<Transi
             .find(|g| g.metric == f.metric && g.verdict == LeakVerdict::Leak)
             .map(|g| g.severity)
     };
-    let record = |f: &Finding, state: &str| Transition {
+    let record = |f: &Finding, state: TransitionState| Transition {
         at_ms: now_ms,
         service: f.service.clone(),
         instance: f.instance.clone(),
         subject: "finding".into(),
-        resource: f.resource.name().to_owned(),
-        state: state.to_owned(),
-        severity: f.severity.map(|s| s.name().to_owned()),
+        resource: Watched::Resource(f.resource),
+        state,
+        severity: f.severity,
         summary: f.reason.clone(),
     };
     let mut out = Vec::new();
     for f in after.iter().filter(|f| f.verdict == LeakVerdict::Leak) {
         match leak(before, f) {
-            None => out.push(record(f, "began")),
-            Some(s) if s != f.severity => out.push(record(f, "changed")),
+            None => out.push(record(f, TransitionState::Began)),
+            Some(s) if s != f.severity => out.push(record(f, TransitionState::Changed)),
             Some(_) => {}
         }
     }
     for f in before.iter().filter(|f| f.verdict == LeakVerdict::Leak) {
         if leak(after, f).is_none() {
-            out.push(record(f, "ended"));
+            out.push(record(f, TransitionState::Ended));
         }
     }
     out

@@ -196,9 +196,9 @@ pub fn instance(store: &dyn Store, sel: &Selector) -> Result<Option<InstanceView
         .map(|t| HistoryEntry {
             at_ms: t.at_ms,
             subject: t.subject,
-            resource: t.resource,
-            state: t.state,
-            severity: t.severity,
+            resource: t.resource.name().to_owned(),
+            state: t.state.name().to_owned(),
+            severity: t.severity.map(|s| s.name().to_owned()),
             summary: t.summary,
         })
         .collect();

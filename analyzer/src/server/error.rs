@@ -8,7 +8,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use crate::error::Error;
+use crate::error::{Error, StoreTrouble};
 
 /// An error as the server reports it: a status, a message, the field at
 /// fault, and how long to wait before retrying.
@@ -53,7 +53,7 @@ impl From<Error> for ApiError {
             Error::NotFound(what) => {
                 ApiError::new(StatusCode::NOT_FOUND, format!("{what} not found"))
             }
-            Error::Sqlite(e) => store_error(&e),
+            Error::StoreFailed { trouble, reason } => store_error(trouble, &reason),
             // The networked store is away: nothing was stored, and agents
             // keep their batches and send them again.
             e @ Error::StoreUnavailable { .. } => {
@@ -85,16 +85,9 @@ impl From<Error> for ApiError {
 /// or the store's own message, which go to the log. Trouble that passes
 /// (a full disk, a busy file) is a 503 with `Retry-After`, so that agents
 /// keep their data and send it again.
-fn store_error(e: &rusqlite::Error) -> ApiError {
-    use rusqlite::ErrorCode as C;
-    tracing::error!("store failed: {e}");
-    let transient = match e.sqlite_error_code() {
-        Some(C::DiskFull) => Some("the store's disk is full"),
-        Some(C::DatabaseBusy | C::DatabaseLocked) => Some("the store is busy"),
-        Some(C::SystemIoFailure | C::CannotOpen) => Some("the store cannot use its disk"),
-        _ => None,
-    };
-    match transient {
+fn store_error(trouble: StoreTrouble, reason: &str) -> ApiError {
+    tracing::error!("store failed: {reason}");
+    match trouble.passing() {
         Some(why) => ApiError {
             retry_after: Some(Duration::from_secs(10)),
             ..ApiError::new(

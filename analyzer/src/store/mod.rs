@@ -9,6 +9,7 @@
 pub(crate) mod clickhouse;
 mod location;
 mod sqlite;
+mod transition;
 
 use serde::Serialize;
 
@@ -20,6 +21,8 @@ use heaptide_wire::pprof::Frame;
 pub use clickhouse::{ClickHouseStore, ClickHouseUrl};
 pub use location::{open, open_read_only, Location};
 pub use sqlite::{Durability, SqliteStore};
+pub(crate) use transition::StoredTransition;
+pub use transition::{parse_severity, Transition, TransitionState, Watched};
 
 /// How much of the store one fleet may claim: every new instance is
 /// checked against these, so a caller that invents names cannot grow the
@@ -145,23 +148,6 @@ pub struct SitePoint {
     pub stack_id: i64,
     pub bytes: i64,
     pub objects: i64,
-}
-
-/// A finding that began, changed severity or ended, or an alert that
-/// fired or resolved.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Transition {
-    pub at_ms: i64,
-    pub service: String,
-    pub instance: String,
-    /// `finding`, or the alert's name.
-    pub subject: String,
-    pub resource: String,
-    /// For findings: `began`, `changed` or `ended`; for alerts: `firing`
-    /// or `resolved`.
-    pub state: String,
-    pub severity: Option<String>,
-    pub summary: String,
 }
 
 /// The latest findings kept for one instance.

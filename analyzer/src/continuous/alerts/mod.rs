@@ -13,7 +13,7 @@ pub use rules::{AlertRules, WebhookConfig, WebhookKind};
 pub use state::{Alert, AlertKey, State};
 
 use crate::error::{Error, Result};
-use crate::store::{KeptAlert, Shard, Store, Transition};
+use crate::store::{parse_severity, KeptAlert, Shard, Store, Transition, TransitionState, Watched};
 
 /// The active (pending and firing) alerts the store keeps.
 pub fn active(store: &dyn Store) -> Result<Vec<Alert>> {
@@ -60,20 +60,26 @@ pub fn advance_shard(
         })
         .collect::<Result<Vec<_>>>()?;
     store.keep_alerts(shard, &rows)?;
-    let history: Vec<Transition> = adv
+    let history = adv
         .changed
         .iter()
-        .map(|a| Transition {
-            at_ms: now_ms,
-            service: a.key.service.clone(),
-            instance: a.key.instance.clone(),
-            subject: a.key.alertname.clone(),
-            resource: a.key.resource.clone(),
-            state: a.state.name().to_owned(),
-            severity: Some(a.severity.clone()),
-            summary: a.summary.clone(),
+        .map(|a| {
+            Ok(Transition {
+                at_ms: now_ms,
+                service: a.key.service.clone(),
+                instance: a.key.instance.clone(),
+                subject: a.key.alertname.clone(),
+                resource: Watched::parse(&a.key.resource)?,
+                state: match a.state {
+                    State::Pending => TransitionState::Pending,
+                    State::Firing => TransitionState::Firing,
+                    State::Resolved => TransitionState::Resolved,
+                },
+                severity: Some(parse_severity(&a.severity)?),
+                summary: a.summary.clone(),
+            })
         })
-        .collect();
+        .collect::<Result<Vec<_>>>()?;
     store.record_transitions(&history)?;
     Ok(adv.notify)
 }

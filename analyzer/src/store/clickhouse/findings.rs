@@ -5,7 +5,7 @@
 use super::rowbinary::{lit, RowWriter};
 use super::ClickHouseStore;
 use crate::error::Result;
-use crate::store::{KeptAlert, KeptFindings, Shard, Transition};
+use crate::store::{KeptAlert, KeptFindings, Shard, StoredTransition, Transition};
 
 impl ClickHouseStore {
     pub(super) fn write_findings(
@@ -92,9 +92,9 @@ impl ClickHouseStore {
                 .str(&t.service)
                 .str(&t.instance)
                 .str(&t.subject);
-            w.str(&t.resource)
-                .str(&t.state)
-                .opt_str(t.severity.as_deref());
+            w.str(t.resource.name())
+                .str(t.state.name())
+                .opt_str(t.severity.map(|s| s.name()));
             w.str(&t.summary).row();
         }
         self.insert("transitions", &w)
@@ -116,7 +116,7 @@ impl ClickHouseStore {
                 limit.min(100_000)
             ),
             |r| {
-                Ok(Transition {
+                Ok(StoredTransition {
                     at_ms: r.i64()?,
                     service: r.string()?,
                     instance: r.string()?,
@@ -127,6 +127,9 @@ impl ClickHouseStore {
                     summary: r.string()?,
                 })
             },
-        )
+        )?
+        .into_iter()
+        .map(StoredTransition::typed)
+        .collect()
     }
 }

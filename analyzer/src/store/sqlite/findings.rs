@@ -6,7 +6,7 @@ use rusqlite::params;
 
 use super::SqliteStore;
 use crate::error::Result;
-use crate::store::{KeptAlert, KeptFindings, Transition};
+use crate::store::{KeptAlert, KeptFindings, StoredTransition, Transition};
 
 impl SqliteStore {
     pub(super) fn write_findings(
@@ -87,7 +87,13 @@ impl SqliteStore {
             )?;
             for t in ts {
                 stmt.execute(params![
-                    t.at_ms, t.service, t.instance, t.subject, t.resource, t.state, t.severity,
+                    t.at_ms,
+                    t.service,
+                    t.instance,
+                    t.subject,
+                    t.resource.name(),
+                    t.state.name(),
+                    t.severity.map(|s| s.name()),
                     t.summary
                 ])?;
             }
@@ -109,7 +115,7 @@ impl SqliteStore {
                  ORDER BY at_ms DESC, rowid DESC LIMIT ?3",
             )?;
             let rows = stmt.query_map(params![service, instance, limit as i64], |r| {
-                Ok(Transition {
+                Ok(StoredTransition {
                     at_ms: r.get(0)?,
                     service: r.get(1)?,
                     instance: r.get(2)?,
@@ -120,7 +126,7 @@ impl SqliteStore {
                     summary: r.get(7)?,
                 })
             })?;
-            Ok(rows.collect::<rusqlite::Result<_>>()?)
+            rows.map(|r| r?.typed()).collect()
         })
     }
 }

@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use rusqlite::{Connection, OpenFlags};
 
 use super::*;
-use crate::error::Error;
+use crate::error::{Error, StoreTrouble};
 use crate::ingest::ValidBatch;
 use schema::{configure, SCHEMA, SCHEMA_VERSION};
 use write::IdCache;
@@ -86,9 +86,9 @@ impl SqliteStore {
     /// Opens the store at `path` for writing, creating it if needed.
     pub fn open_with(path: impl AsRef<Path>, durability: Durability) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let open_err = |source| Error::StoreOpen {
+        let open_err = |source: rusqlite::Error| Error::StoreOpen {
             path: path.display().to_string(),
-            source,
+            source: source.into(),
         };
         let conn = Connection::open(&path).map_err(open_err)?;
         configure(&conn, durability.pragma()).map_err(open_err)?;
@@ -167,6 +167,23 @@ impl SqliteStore {
     }
 }
 
+/// SQLite's errors, sorted into the trouble every backend reports.
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode as C;
+        let trouble = match e.sqlite_error_code() {
+            Some(C::DiskFull) => StoreTrouble::DiskFull,
+            Some(C::DatabaseBusy | C::DatabaseLocked) => StoreTrouble::Busy,
+            Some(C::SystemIoFailure | C::CannotOpen) => StoreTrouble::DiskUnusable,
+            _ => StoreTrouble::Other,
+        };
+        Error::StoreFailed {
+            trouble,
+            reason: e.to_string(),
+        }
+    }
+}
+
 fn read_only(path: &Path) -> Result<Connection> {
     let c = Connection::open_with_flags(
         path,
@@ -174,7 +191,7 @@ fn read_only(path: &Path) -> Result<Connection> {
     )
     .map_err(|source| Error::StoreOpen {
         path: path.display().to_string(),
-        source,
+        source: source.into(),
     })?;
     c.busy_timeout(std::time::Duration::from_secs(5))?;
     Ok(c)
@@ -187,7 +204,7 @@ fn check_version(conn: &Connection, path: &Path, read_only: bool) -> Result<()> 
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .map_err(|source| Error::StoreOpen {
             path: path.display().to_string(),
-            source,
+            source: source.into(),
         })?;
     let reason = if version > SCHEMA_VERSION {
         format!("store schema version {version} is newer than this analyzer's {SCHEMA_VERSION}")
