@@ -6,7 +6,7 @@ use heaptide_analyzer::continuous::alerts;
 use heaptide_analyzer::continuous::{evaluate, kept};
 use heaptide_analyzer::ingest;
 use heaptide_analyzer::select::now_ms;
-use heaptide_analyzer::store::{SqliteStore, Store};
+use heaptide_analyzer::store::{EvaluationState, SqliteStore, Store};
 use heaptide_testkit::fixtures;
 
 fn send(

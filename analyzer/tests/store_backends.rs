@@ -9,8 +9,8 @@ use heaptide_analyzer::detect::Resource;
 use heaptide_analyzer::ingest::{accept, Limits, ValidBatch};
 use heaptide_analyzer::select::Selector;
 use heaptide_analyzer::store::{
-    ClickHouseStore, ClickHouseUrl, KeptAlert, RetentionPolicy, Shard, SqliteStore, Store,
-    Transition, TransitionState, Watched,
+    ClickHouseStore, ClickHouseUrl, EvaluationState, KeptAlert, RetentionPolicy, Shard,
+    SqliteStore, Store, Transition, TransitionState, Watched,
 };
 use heaptide_testkit::clickhouse::{database, ClickHouse};
 use heaptide_testkit::fixtures;

@@ -338,9 +338,10 @@ fn stopped() -> crate::error::Error {
     }
 }
 
-/// The storage contract. Every method is synchronous; async callers run
-/// them on a blocking thread.
-pub trait Store: Send + Sync + 'static {
+/// The storage contract: the data agents send, and (as the supertrait
+/// [`EvaluationState`]) what continuous evaluation keeps of its own. Every
+/// method is synchronous; async callers run them on a blocking thread.
+pub trait Store: EvaluationState + Send + Sync + 'static {
     /// Hands a batch to the store. The batch may be dropped as soon as
     /// this returns; the receipt says when it is stored.
     fn submit(&self, batch: &ValidBatch, received_ms: i64) -> Result<Receipt>;
@@ -408,6 +409,22 @@ pub trait Store: Send + Sync + 'static {
     fn site_points(&self, sel: &Selector) -> Result<Vec<SitePoint>>;
     fn stacks(&self, ids: &[i64]) -> Result<Vec<(i64, Vec<Frame>)>>;
     fn retain(&self, now_ms: i64, policy: &RetentionPolicy) -> Result<RetentionReport>;
+    /// Reads worth running at once per core of the analyzer: 1 where a
+    /// read is the analyzer's own CPU work (SQLite), more where it mostly
+    /// waits on another server.
+    fn reads_per_core(&self) -> usize {
+        1
+    }
+    /// The store's size on disk, cheaply, for `/metrics`.
+    fn disk_bytes(&self) -> Result<u64>;
+    fn stats(&self) -> Result<StoreStats>;
+}
+
+/// What continuous evaluation keeps between passes: each instance's
+/// latest findings, each shard's active alerts, and the history of what
+/// began, changed, fired and resolved. Small, rewritten often, and read by
+/// every page; apart from the data so that a backend may keep it elsewhere.
+pub trait EvaluationState {
     /// Replaces the kept findings of one instance.
     fn keep_findings(
         &self,
@@ -425,13 +442,4 @@ pub trait Store: Send + Sync + 'static {
     fn record_transitions(&self, transitions: &[Transition]) -> Result<()>;
     /// The newest `limit` transitions of one instance, newest first.
     fn transitions(&self, service: &str, instance: &str, limit: usize) -> Result<Vec<Transition>>;
-    /// Reads worth running at once per core of the analyzer: 1 where a
-    /// read is the analyzer's own CPU work (SQLite), more where it mostly
-    /// waits on another server.
-    fn reads_per_core(&self) -> usize {
-        1
-    }
-    /// The store's size on disk, cheaply, for `/metrics`.
-    fn disk_bytes(&self) -> Result<u64>;
-    fn stats(&self) -> Result<StoreStats>;
 }

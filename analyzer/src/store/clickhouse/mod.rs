@@ -295,6 +295,22 @@ impl Store for ClickHouseStore {
         self.apply_retention(now_ms, policy)
     }
 
+    /// A read here is mostly a wait on ClickHouse, which runs many at
+    /// once.
+    fn reads_per_core(&self) -> usize {
+        4
+    }
+
+    fn disk_bytes(&self) -> Result<u64> {
+        self.measure_disk()
+    }
+
+    fn stats(&self) -> Result<StoreStats> {
+        self.measure()
+    }
+}
+
+impl EvaluationState for ClickHouseStore {
     fn keep_findings(
         &self,
         service: &str,
@@ -323,19 +339,5 @@ impl Store for ClickHouseStore {
 
     fn transitions(&self, service: &str, instance: &str, limit: usize) -> Result<Vec<Transition>> {
         self.read_transitions(service, instance, limit)
-    }
-
-    /// A read here is mostly a wait on ClickHouse, which runs many at
-    /// once.
-    fn reads_per_core(&self) -> usize {
-        4
-    }
-
-    fn disk_bytes(&self) -> Result<u64> {
-        self.measure_disk()
-    }
-
-    fn stats(&self) -> Result<StoreStats> {
-        self.measure()
     }
 }

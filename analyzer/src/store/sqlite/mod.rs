@@ -299,6 +299,16 @@ impl Store for SqliteStore {
         self.apply_retention(now_ms, policy)
     }
 
+    fn disk_bytes(&self) -> Result<u64> {
+        self.measure_file()
+    }
+
+    fn stats(&self) -> Result<StoreStats> {
+        self.measure()
+    }
+}
+
+impl EvaluationState for SqliteStore {
     fn keep_findings(
         &self,
         service: &str,
@@ -329,13 +339,5 @@ impl Store for SqliteStore {
 
     fn transitions(&self, service: &str, instance: &str, limit: usize) -> Result<Vec<Transition>> {
         self.read_transitions(service, instance, limit)
-    }
-
-    fn disk_bytes(&self) -> Result<u64> {
-        self.measure_file()
-    }
-
-    fn stats(&self) -> Result<StoreStats> {
-        self.measure()
     }
 }
