@@ -52,7 +52,7 @@ fn first_line_address(child: &mut Child) -> Result<String> {
 }
 
 /// Builds the example next to this executable when it is not there yet.
-pub fn ensure_example(bin_dir: &Path) -> Result<()> {
+pub(crate) fn ensure_example(bin_dir: &Path) -> Result<()> {
     if bin_dir.join("leaky-service").exists() && bin_dir.join("leaky-load").exists() {
         return Ok(());
     }

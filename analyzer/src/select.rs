@@ -92,7 +92,7 @@ pub fn window(
 /// 3339 (`2026-11-28T08:00:00Z`), read as UTC when it names no offset, and
 /// without seconds as a browser's date picker sends it
 /// (`2026-11-28T08:00`). Names `field` on error.
-pub fn parse_time(field: &str, s: &str) -> Result<i64> {
+pub(crate) fn parse_time(field: &str, s: &str) -> Result<i64> {
     let s = s.trim();
     if let Ok(ms) = s.parse::<i64>() {
         return Ok(ms);

@@ -56,7 +56,7 @@ impl<'de> Deserialize<'de> for Size {
 
 /// Parses `1024`, `512KiB`, `64 MiB`, `1.5GiB` (also KB/MB/GB, as binary).
 /// Hand-written: three suffixes do not justify a crate.
-pub fn parse_size(s: &str) -> Option<f64> {
+pub(crate) fn parse_size(s: &str) -> Option<f64> {
     let t = s.trim();
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))

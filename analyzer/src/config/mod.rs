@@ -35,7 +35,7 @@ impl Settings {
 }
 
 /// A small text file, refused past `max` bytes rather than read whole.
-pub fn read_bounded(path: &Path, max: u64) -> std::result::Result<String, String> {
+pub(crate) fn read_bounded(path: &Path, max: u64) -> std::result::Result<String, String> {
     use std::io::Read;
     let mut text = String::new();
     std::fs::File::open(path)

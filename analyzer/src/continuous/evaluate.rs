@@ -13,7 +13,7 @@ use crate::store::{Shard, Store, Transition, TransitionState, Watched};
 use heaptide_wire::metric;
 
 /// How far back each evaluation looks: what the overview shows.
-pub const WINDOW_MS: i64 = 24 * 3_600_000;
+pub(crate) const WINDOW_MS: i64 = 24 * 3_600_000;
 
 /// What is kept of one instance: its findings, and the last hour of heap
 /// and fds for the overview's sparklines.
@@ -91,7 +91,7 @@ pub fn evaluate(store: &dyn Store, now_ms: i64) -> Result<Pass> {
 
 /// [`evaluate`] for the services of one shard, when several analyzers
 /// share a store.
-pub fn evaluate_shard(store: &dyn Store, shard: Shard, now_ms: i64) -> Result<Pass> {
+pub(crate) fn evaluate_shard(store: &dyn Store, shard: Shard, now_ms: i64) -> Result<Pass> {
     let mut kept = kept_by_instance(store, None)?;
     let mut stale: Vec<String> = Vec::new();
     let mut pass = Pass::default();
@@ -188,7 +188,7 @@ fn transitions(before: &[Finding], after: &[Finding], now_ms: i64) -> Vec<Transi
 
 /// What is kept of each instance of `service` (or of all), by (service,
 /// instance).
-pub fn kept_by_instance(
+pub(crate) fn kept_by_instance(
     store: &dyn Store,
     service: Option<&str>,
 ) -> Result<HashMap<(String, String), Kept>> {
@@ -209,7 +209,7 @@ pub fn kept_by_instance(
 
 /// Kept findings older than this are not read as current: the store is
 /// not being fed by a `serve` that evaluates at least this often.
-pub const KEPT_CURRENT_MS: i64 = 5 * 60_000;
+pub(crate) const KEPT_CURRENT_MS: i64 = 5 * 60_000;
 
 /// The kept findings of `service` (or of all), worst first, as one
 /// analysis of the last day; `None` when nothing is kept, or the newest

@@ -9,6 +9,5 @@ pub mod alerts;
 mod evaluate;
 pub(crate) mod schedule;
 
-pub use evaluate::{
-    analysis, evaluate, evaluate_shard, kept, kept_by_instance, sparkline, Kept, Pass, WINDOW_MS,
-};
+pub use evaluate::{analysis, evaluate, kept, sparkline, Kept, Pass};
+pub(crate) use evaluate::{evaluate_shard, kept_by_instance, WINDOW_MS};

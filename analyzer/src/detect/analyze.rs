@@ -201,7 +201,7 @@ fn judge_instances(
 
 /// Orders findings worst first: leaks by time to exhaustion, then the
 /// rest.
-pub fn sort_worst_first(findings: &mut [Finding]) {
+pub(crate) fn sort_worst_first(findings: &mut [Finding]) {
     findings.sort_by(|a, b| rank(a).total_cmp(&rank(b)));
 }
 

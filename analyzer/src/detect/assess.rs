@@ -132,7 +132,7 @@ pub fn assess(segments: &[Vec<Pt>], opts: &Options) -> Assessment {
 }
 
 /// Judges one resource from the envelopes of its lifetimes, in time order.
-pub fn assess_lifetimes(segments: &[Lifetime], opts: &Options) -> Assessment {
+pub(crate) fn assess_lifetimes(segments: &[Lifetime], opts: &Options) -> Assessment {
     let total: usize = segments.iter().map(|l| l.samples).sum();
     let fits: Vec<Result<GrowthFit, String>> =
         segments.iter().map(|s| fit_segment(s, opts)).collect();

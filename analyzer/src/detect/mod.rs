@@ -23,14 +23,16 @@ mod sites;
 /// The statistics, shared with `check` and the agent's in-test checks.
 pub use heaptide_stats as stats;
 
+pub use analyze::analyze;
+pub(crate) use analyze::sort_worst_first;
 pub(crate) use analyze::to_h;
-pub use analyze::{analyze, sort_worst_first};
+pub(crate) use assess::assess_lifetimes;
 pub use assess::{
-    assess, assess_lifetimes, assess_sites, runway, time_to_exhaustion, Assessment, LeakVerdict,
-    Lifetime, Options, SiteGrowth,
+    assess, assess_sites, runway, time_to_exhaustion, Assessment, LeakVerdict, Lifetime, Options,
+    SiteGrowth,
 };
 pub use finding::{Analysis, Finding, Severity, Site};
 pub use resource::Resource;
-pub use sites::growing_sites;
+pub(crate) use sites::growing_sites;
 
 pub(crate) const MS_PER_HOUR: f64 = 3_600_000.0;

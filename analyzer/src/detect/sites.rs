@@ -12,7 +12,11 @@ use heaptide_wire::pprof::is_runtime_frame;
 use heaptide_wire::AGE_BUCKETS_SECS;
 
 /// Names the growing allocation sites from the profiles in `sel`.
-pub fn growing_sites(store: &dyn Store, sel: &Selector, opts: &Options) -> Result<Vec<Site>> {
+pub(crate) fn growing_sites(
+    store: &dyn Store,
+    sel: &Selector,
+    opts: &Options,
+) -> Result<Vec<Site>> {
     let points = store.site_points(sel)?;
     let profiles = store.profiles(sel)?;
     if profiles.len() < 8 {

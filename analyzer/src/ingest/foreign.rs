@@ -68,7 +68,7 @@ impl ScrapeTarget {
 }
 
 /// The agent version recorded for foreign profiles.
-pub const FOREIGN_AGENT: &str = "pprof";
+pub(crate) const FOREIGN_AGENT: &str = "pprof";
 
 /// Decodes `body` (a pprof profile, gzipped or not) into a batch for
 /// `source`, within `limits`. `now_ms` dates a profile that carries no

@@ -9,7 +9,7 @@ use crate::read::query::{self, Value};
 use crate::store::{InstanceInfo, Store};
 
 /// A label filter, `key:value`, as the pages' `label` parameter gives it.
-pub fn parse_label(field: &str, s: &str) -> Result<(String, String)> {
+pub(crate) fn parse_label(field: &str, s: &str) -> Result<(String, String)> {
     s.split_once(':')
         .filter(|(k, _)| !k.is_empty())
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -44,7 +44,7 @@ fn members(
 /// The folded stacks of the profiles nearest `at_ms` of every member with
 /// a label, summed (or averaged per instance), with the newest profile's
 /// time and how many instances had one; `None` when none did.
-pub fn folded_at(
+pub(crate) fn folded_at(
     store: &dyn Store,
     scope: &FlameScope,
     label: Option<&str>,

@@ -72,7 +72,7 @@ pub fn current(store: &dyn Store, service: Option<&str>) -> Result<Vec<(Instance
 }
 
 /// The overview's rows of `instances`, with their alerts.
-pub fn summaries(
+pub(crate) fn summaries(
     store: &dyn Store,
     instances: Vec<(InstanceInfo, Kept)>,
 ) -> Result<Vec<InstanceSummary>> {

@@ -21,8 +21,9 @@ use heaptide_wire::pprof::Frame;
 pub use clickhouse::{ClickHouseStore, ClickHouseUrl};
 pub use location::{open, open_read_only, Location};
 pub use sqlite::{Durability, SqliteStore};
+pub(crate) use transition::parse_severity;
 pub(crate) use transition::StoredTransition;
-pub use transition::{parse_severity, Transition, TransitionState, Watched};
+pub use transition::{Transition, TransitionState, Watched};
 
 /// How much of the store one fleet may claim: every new instance is
 /// checked against these, so a caller that invents names cannot grow the

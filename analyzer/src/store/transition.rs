@@ -134,7 +134,7 @@ impl Serialize for Watched {
 }
 
 /// A stored severity, by name.
-pub fn parse_severity(s: &str) -> Result<Severity> {
+pub(crate) fn parse_severity(s: &str) -> Result<Severity> {
     [Severity::Critical, Severity::Warning, Severity::Info]
         .into_iter()
         .find(|v| v.name() == s)

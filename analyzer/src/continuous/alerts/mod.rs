@@ -37,7 +37,7 @@ pub fn advance(store: &dyn Store, rules: &AlertRules, now_ms: i64) -> Result<Vec
 /// [`advance`] for the services of one shard: each analyzer that shares
 /// a store checks, keeps and notifies only its own, so no alert is sent
 /// twice.
-pub fn advance_shard(
+pub(crate) fn advance_shard(
     store: &dyn Store,
     rules: &AlertRules,
     shard: Shard,

@@ -30,7 +30,7 @@ impl std::fmt::Display for ClickHouseUrl {
     }
 }
 
-pub const SCHEME: &str = "clickhouse://";
+pub(crate) const SCHEME: &str = "clickhouse://";
 
 impl ClickHouseUrl {
     /// Parses a store URL. The user defaults to `default` with no
