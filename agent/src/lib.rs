@@ -5,6 +5,7 @@ mod config;
 mod dwarf;
 mod error;
 pub mod jemalloc;
+mod kept;
 mod objects;
 mod pause;
 mod process;

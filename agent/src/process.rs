@@ -1,13 +1,17 @@
-//! Resource counts from `/proc` (through `procfs`) and limits (through
-//! `nix`). Every reader fails on its own: an unreadable file drops its
-//! metrics from the sample, never the sample itself.
+//! Resource counts from `/proc` (parsed by `procfs`, from files kept open
+//! since the start, so that sampling goes on at the fd limit) and limits
+//! (through `nix`). Every reader fails on its own: an unreadable file drops
+//! its metrics from the sample, never the sample itself.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use heaptide_wire::{metric, thread_name_prefix};
 use nix::sys::resource::{getrlimit, Resource, RLIM_INFINITY};
-use procfs::process::{FDTarget, Process};
-use procfs::Current;
+use procfs::net::TcpNetEntries;
+use procfs::process::{FDTarget, Process, Stat, Status};
+use std::io::Read;
+
+use crate::kept::{KeptDir, KeptFile};
 
 pub(crate) type Metrics = BTreeMap<String, f64>;
 
@@ -15,76 +19,126 @@ pub(crate) type Metrics = BTreeMap<String, f64>;
 /// so a service that names threads by request id cannot flood the store.
 const MAX_THREAD_PREFIXES: usize = 32;
 
+/// The files every sample reads, held open from the start ([`crate::kept`]).
+struct Files {
+    stat: Option<KeptFile>,
+    status: Option<KeptFile>,
+    tcp: [Option<KeptFile>; 2],
+    fd_dir: Option<KeptDir>,
+    task_dir: Option<KeptDir>,
+    meminfo: Option<KeptFile>,
+    threads_max: Option<KeptFile>,
+    /// `memory.max`, `memory.current` and `pids.max` of the cgroup, each
+    /// with its metric.
+    cgroup: Vec<(KeptFile, &'static str)>,
+}
+
+impl Files {
+    fn open() -> Files {
+        let cgroup = Process::myself()
+            .ok()
+            .and_then(|me| cgroup_v2_dir(&me))
+            .map(|dir| {
+                [
+                    ("memory.max", metric::LIMIT_MEMORY_MAX),
+                    ("memory.current", metric::CGROUP_MEMORY_CURRENT),
+                    ("pids.max", metric::LIMIT_PIDS_MAX),
+                ]
+                .into_iter()
+                .filter_map(|(f, key)| KeptFile::open(dir.join(f)).map(|k| (k, key)))
+                .collect()
+            })
+            .unwrap_or_default();
+        Files {
+            stat: KeptFile::open("/proc/self/stat"),
+            status: KeptFile::open("/proc/self/status"),
+            tcp: [
+                KeptFile::open("/proc/self/net/tcp"),
+                KeptFile::open("/proc/self/net/tcp6"),
+            ],
+            fd_dir: KeptDir::open("/proc/self/fd"),
+            task_dir: KeptDir::open("/proc/self/task"),
+            meminfo: KeptFile::open("/proc/meminfo"),
+            threads_max: KeptFile::open("/proc/sys/kernel/threads-max"),
+            cgroup,
+        }
+    }
+}
+
 pub(crate) struct ProcessSampler {
-    me: Option<Process>,
+    files: Files,
     page_size: u64,
-    cgroup_dir: Option<std::path::PathBuf>,
+    buf: Vec<u8>,
 }
 
 impl ProcessSampler {
     pub(crate) fn new() -> Self {
-        let me = Process::myself().ok();
-        let cgroup_dir = me.as_ref().and_then(cgroup_v2_dir);
         ProcessSampler {
-            me,
+            files: Files::open(),
             page_size: procfs::page_size(),
-            cgroup_dir,
+            buf: Vec::new(),
         }
     }
 
     /// Reads everything it can into `out`; returns how many readers failed.
     pub(crate) fn sample(&mut self, out: &mut Metrics) -> u32 {
-        let Some(me) = &self.me else {
-            self.me = Process::myself().ok();
-            return 1;
-        };
+        let f = &mut self.files;
+        let buf = &mut self.buf;
         let mut failures = 0;
-        let mut set = |k: &str, v: f64| {
-            out.insert(k.to_owned(), v);
-        };
-        match me.stat() {
-            Ok(stat) => {
-                set(metric::RSS, (stat.rss * self.page_size) as f64);
-                set(metric::VSIZE, stat.vsize as f64);
-                set(metric::MINOR_FAULTS, stat.minflt as f64);
-                set(metric::MAJOR_FAULTS, stat.majflt as f64);
+        match parse::<Stat>(f.stat.as_ref(), buf) {
+            Some(stat) => {
+                out.insert(metric::RSS.into(), (stat.rss * self.page_size) as f64);
+                out.insert(metric::VSIZE.into(), stat.vsize as f64);
+                out.insert(metric::MINOR_FAULTS.into(), stat.minflt as f64);
+                out.insert(metric::MAJOR_FAULTS.into(), stat.majflt as f64);
             }
-            Err(_) => failures += 1,
+            None => failures += 1,
         }
-        match me.status() {
-            Ok(st) => {
+        match parse::<Status>(f.status.as_ref(), buf) {
+            Some(st) => {
                 if let Some(v) = st.voluntary_ctxt_switches {
-                    set(metric::VOLUNTARY_CTXT, v as f64);
+                    out.insert(metric::VOLUNTARY_CTXT.into(), v as f64);
                 }
                 if let Some(v) = st.nonvoluntary_ctxt_switches {
-                    set(metric::INVOLUNTARY_CTXT, v as f64);
+                    out.insert(metric::INVOLUNTARY_CTXT.into(), v as f64);
                 }
             }
-            Err(_) => failures += 1,
+            None => failures += 1,
         }
-        let sockets = match fds(me, out) {
-            Some(s) => s,
-            None => {
-                failures += 1;
-                HashSet::new()
+        let sockets = fds(f.fd_dir.as_mut(), out).unwrap_or_else(|| {
+            failures += 1;
+            HashSet::new()
+        });
+        if tcp(&f.tcp, buf, &sockets, out).is_none() {
+            failures += 1;
+        }
+        if threads(f.task_dir.as_mut(), out).is_none() {
+            failures += 1;
+        }
+        limits(f, buf, out);
+        for (file, key) in &f.cgroup {
+            if let Some(v) = number(file, buf) {
+                out.insert((*key).to_owned(), v);
             }
-        };
-        if tcp(me, &sockets, out).is_none() {
-            failures += 1;
-        }
-        if threads(me, out).is_none() {
-            failures += 1;
-        }
-        limits(out);
-        if let Some(dir) = &self.cgroup_dir {
-            cgroup(dir, out);
         }
         failures
     }
 }
 
+/// A kept file parsed with `procfs`'s parser for it.
+fn parse<T: procfs::FromRead>(file: Option<&KeptFile>, buf: &mut Vec<u8>) -> Option<T> {
+    T::from_read(file?.read(buf).ok()?).ok()
+}
+
+/// A kept file that holds one number; `max` (no limit) is `None`.
+fn number(file: &KeptFile, buf: &mut Vec<u8>) -> Option<f64> {
+    let text = std::str::from_utf8(file.read(buf).ok()?).ok()?;
+    text.trim().parse::<u64>().ok().map(|v| v as f64)
+}
+
 /// Counts fds by kind; returns the inodes of the sockets among them.
-fn fds(me: &Process, out: &mut Metrics) -> Option<HashSet<u64>> {
+fn fds(dir: Option<&mut KeptDir>, out: &mut Metrics) -> Option<HashSet<u64>> {
+    let dir = dir?;
     let mut kinds: [(&str, u64); 5] = [
         ("file", 0),
         ("socket", 0),
@@ -94,16 +148,20 @@ fn fds(me: &Process, out: &mut Metrics) -> Option<HashSet<u64>> {
     ];
     let mut sockets = HashSet::new();
     let mut total = 0u64;
-    for fd in me.fd().ok()?.flatten() {
+    for name in dir.names().ok()? {
+        // A descriptor closed between the listing and the link is gone.
+        let Ok(link) = dir.read_link(&name) else {
+            continue;
+        };
         total += 1;
-        let kind = match fd.target {
-            FDTarget::Path(_) | FDTarget::MemFD(_) => 0,
-            FDTarget::Socket(inode) => {
+        let kind = match link.to_str().and_then(|l| l.parse::<FDTarget>().ok()) {
+            Some(FDTarget::Path(_) | FDTarget::MemFD(_)) => 0,
+            Some(FDTarget::Socket(inode)) => {
                 sockets.insert(inode);
                 1
             }
-            FDTarget::Pipe(_) => 2,
-            FDTarget::AnonInode(_) => 3,
+            Some(FDTarget::Pipe(_)) => 2,
+            Some(FDTarget::AnonInode(_)) => 3,
             _ => 4,
         };
         kinds[kind].1 += 1;
@@ -116,11 +174,23 @@ fn fds(me: &Process, out: &mut Metrics) -> Option<HashSet<u64>> {
 }
 
 /// Counts the process's own TCP sockets by state, matched by inode.
-fn tcp(me: &Process, sockets: &HashSet<u64>, out: &mut Metrics) -> Option<()> {
+fn tcp(
+    tables: &[Option<KeptFile>; 2],
+    buf: &mut Vec<u8>,
+    sockets: &HashSet<u64>,
+    out: &mut Metrics,
+) -> Option<()> {
+    use procfs::FromReadSI;
     let mut by_state: HashMap<&'static str, u64> = HashMap::new();
     let mut ok = false;
-    for table in [me.tcp(), me.tcp6()] {
-        let Ok(entries) = table else { continue };
+    for table in tables.iter().flatten() {
+        let Some(TcpNetEntries(entries)) = table
+            .read(buf)
+            .ok()
+            .and_then(|b| TcpNetEntries::from_read(b, procfs::current_system_info()).ok())
+        else {
+            continue;
+        };
         ok = true;
         for e in entries
             .iter()
@@ -163,13 +233,27 @@ fn tcp_state_name(s: &procfs::net::TcpState) -> &'static str {
     }
 }
 
-fn threads(me: &Process, out: &mut Metrics) -> Option<()> {
+/// Counts threads by name prefix. A name needs a descriptor of its own;
+/// at the fd limit the thread is counted, under `other`.
+fn threads(dir: Option<&mut KeptDir>, out: &mut Metrics) -> Option<()> {
+    let dir = dir?;
     let mut by_prefix: HashMap<String, u64> = HashMap::new();
     let mut total = 0u64;
-    for task in me.tasks().ok()?.flatten() {
+    let mut comm = String::new();
+    for tid in dir.names().ok()? {
         total += 1;
-        let name = task.stat().map(|s| s.comm).unwrap_or_default();
-        *by_prefix.entry(thread_name_prefix(&name)).or_default() += 1;
+        comm.clear();
+        let named = tid.to_str().is_some_and(|t| {
+            dir.open_file(&format!("{t}/comm"))
+                .and_then(|mut f| f.read_to_string(&mut comm))
+                .is_ok()
+        });
+        let prefix = if named {
+            thread_name_prefix(comm.trim_end())
+        } else {
+            "other".to_owned()
+        };
+        *by_prefix.entry(prefix).or_default() += 1;
     }
     out.insert(metric::THREADS.to_owned(), total as f64);
     let mut prefixes: Vec<(String, u64)> = by_prefix.into_iter().collect();
@@ -190,7 +274,7 @@ fn threads(me: &Process, out: &mut Metrics) -> Option<()> {
 }
 
 /// Limits are reported as numbers; an unlimited one is left out.
-fn limits(out: &mut Metrics) {
+fn limits(f: &Files, buf: &mut Vec<u8>, out: &mut Metrics) {
     let mut rl = |res, soft_key: &str, hard_key: Option<&str>| {
         if let Ok((soft, hard)) = getrlimit(res) {
             if soft != RLIM_INFINITY {
@@ -208,10 +292,10 @@ fn limits(out: &mut Metrics) {
     );
     rl(Resource::RLIMIT_NPROC, metric::LIMIT_NPROC, None);
     rl(Resource::RLIMIT_AS, metric::LIMIT_AS, None);
-    if let Ok(n) = procfs::sys::kernel::threads_max() {
-        out.insert(metric::LIMIT_THREADS_MAX.to_owned(), f64::from(n));
+    if let Some(n) = f.threads_max.as_ref().and_then(|k| number(k, buf)) {
+        out.insert(metric::LIMIT_THREADS_MAX.to_owned(), n);
     }
-    if let Ok(m) = procfs::Meminfo::current() {
+    if let Some(m) = parse::<procfs::Meminfo>(f.meminfo.as_ref(), buf) {
         out.insert(metric::LIMIT_PHYSICAL_MEMORY.to_owned(), m.mem_total as f64);
     }
 }
@@ -225,25 +309,6 @@ fn cgroup_v2_dir(me: &Process) -> Option<std::path::PathBuf> {
         .find(|r| std::path::Path::new(r).join("cgroup.controllers").exists())?;
     let dir = std::path::Path::new(root).join(unified.pathname.trim_start_matches('/'));
     dir.exists().then_some(dir)
-}
-
-/// Reads `memory.max`, `memory.current` and `pids.max`; `max` means no limit
-/// and is left out. cgroupfs files are single numbers, which procfs does not
-/// cover.
-fn cgroup(dir: &std::path::Path, out: &mut Metrics) {
-    let read = |f: &str| -> Option<f64> {
-        let t = std::fs::read_to_string(dir.join(f)).ok()?;
-        t.trim().parse::<u64>().ok().map(|v| v as f64)
-    };
-    for (file, key) in [
-        ("memory.max", metric::LIMIT_MEMORY_MAX),
-        ("memory.current", metric::CGROUP_MEMORY_CURRENT),
-        ("pids.max", metric::LIMIT_PIDS_MAX),
-    ] {
-        if let Some(v) = read(file) {
-            out.insert(key.to_owned(), v);
-        }
-    }
 }
 
 /// Unix milliseconds at which this process started.

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use heaptide_wire::{Batch, WIRE_VERSION};
 
+use crate::kept::{out_of_descriptors, Spare};
 use crate::queue::Item;
 use crate::runtime::Shared;
 
@@ -30,14 +31,21 @@ enum Outcome {
 pub(crate) struct Sender {
     shared: Arc<Shared>,
     http: ureq::Agent,
+    /// Held for a connection at the fd limit.
+    spare: Spare,
     url: String,
     seq: u64,
 }
 
 impl Sender {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        // A pooled connection outlives a few intervals, so that a process
+        // at its fd limit, which can open no new one, keeps sending.
+        let idle =
+            (shared.config.interval * 3).clamp(Duration::from_secs(60), Duration::from_secs(600));
         let http: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(shared.config.send_timeout))
+            .max_idle_age(idle)
             .http_status_as_error(false)
             .user_agent(concat!("heaptide-agent/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -48,6 +56,7 @@ impl Sender {
             http,
             url,
             seq: 0,
+            spare: Spare::hold(),
         }
     }
 
@@ -146,7 +155,22 @@ impl Sender {
         (gz.finish().unwrap_or_default(), n_items, n_bytes)
     }
 
-    fn post(&self, body: &[u8]) -> Outcome {
+    /// Posts a batch. At the fd limit, a new connection cannot be made:
+    /// the spare descriptor is given up for it, once.
+    fn post(&mut self, body: &[u8]) -> Outcome {
+        match self.send(body) {
+            Err(ureq::Error::Io(e)) if out_of_descriptors(&e) && self.spare.is_held() => {
+                tracing::debug!("heaptide: out of descriptors; connecting on the spare");
+                let mut spare = std::mem::replace(&mut self.spare, Spare::none());
+                let outcome = spare.spend(|| self.send(body));
+                self.spare = spare;
+                Self::outcome(outcome)
+            }
+            r => Self::outcome(r),
+        }
+    }
+
+    fn send(&self, body: &[u8]) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
         let mut req = self
             .http
             .post(&self.url)
@@ -155,7 +179,11 @@ impl Sender {
         if let Some(token) = &self.shared.config.token {
             req = req.header("Authorization", &format!("Bearer {token}"));
         }
-        match req.send(body) {
+        req.send(body)
+    }
+
+    fn outcome(sent: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Outcome {
+        match sent {
             Ok(resp) => {
                 let status = resp.status().as_u16();
                 match status {

@@ -328,3 +328,50 @@ fn a_token_is_sent_and_without_profiling_the_batches_say_why() {
     assert!(latest(&an, SVC, "no-prof", "fds").is_some());
     assert!(latest(&an, SVC, "no-prof", "heap.allocated").is_some());
 }
+
+/// The newest timestamp of `metric` for `instance`, if any.
+fn newest_ms(an: &Proc, instance: &str, metric: &str) -> Option<i64> {
+    let v = an.get_json(&format!(
+        "/v1/series?service={SVC}&instance={instance}&metric={metric}&since=10m"
+    ));
+    v["points"].as_array()?.last()?["ts_ms"].as_i64()
+}
+
+#[test]
+fn at_the_fd_limit_the_agent_still_samples_and_sends() {
+    let dir = tempfile::tempdir().unwrap();
+    let an = analyzer(dir.path(), &dir.path().join("h.db"), "127.0.0.1:0", &[]);
+    // A low soft limit, as a container's would be, set by the shell the
+    // service is exec'd from.
+    let mut cmd = std::process::Command::new("sh");
+    cmd.args(["-c", "ulimit -n 256 && exec \"$0\""])
+        .arg(bin("leaky-service"))
+        .env("HEAPTIDE_ENDPOINT", format!("http://{}", an.addr))
+        .env("HEAPTIDE_INSTANCE", "limit")
+        .env("HEAPTIDE_INTERVAL", "200ms")
+        .env("HEAPTIDE_PROFILE_INTERVAL", "1s")
+        .env("LEAKY_LISTEN", "127.0.0.1:0");
+    let leaky = Proc::start(cmd, dir.path().join("leaky-limit.log"));
+    wait_for("first sample", Duration::from_secs(30), || {
+        latest(&an, SVC, "limit", "fds")
+    });
+    assert_eq!(latest(&an, SVC, "limit", "limit.nofile.soft"), Some(256.0));
+    // Every descriptor the process has left, and more: the burst stops at
+    // the first open that fails.
+    let (_, body) = get(&leaky.url("/leak-fd-burst?n=1000"));
+    assert!(
+        body.contains("error"),
+        "the burst reached the limit: {body}"
+    );
+    let at_limit = now_ms();
+    for metric in ["fds", "process.rss", "threads"] {
+        wait_for(
+            &format!("{metric} sampled after the limit was reached"),
+            Duration::from_secs(20),
+            || newest_ms(&an, "limit", metric).filter(|t| *t > at_limit + 1000),
+        );
+    }
+    let fds = latest(&an, SVC, "limit", "fds").unwrap();
+    assert!(fds >= 250.0, "the count at the limit is {fds}");
+    assert!(latest(&an, SVC, "limit", "threads").unwrap() >= 2.0);
+}

@@ -18,7 +18,8 @@ fn load(services: &[&Proc], secs: u64) {
     while Instant::now() < end {
         for s in services {
             let route = ["/leak?kb=16", "/work"][n % 2];
-            assert_eq!(get(&s.url(route)).0, 200, "{route}");
+            let (status, body) = get(&s.url(route));
+            assert_eq!(status, 200, "{route}: {body}");
         }
         n += 1;
         std::thread::sleep(Duration::from_millis(8));
