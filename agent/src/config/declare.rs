@@ -29,11 +29,25 @@ macro_rules! error_text {
 /// The docs' text of a default: the one written, else the value shown.
 #[cfg(test)]
 macro_rules! default_text {
+    ($ty:ty, $default:expr) => {
+        format!(
+            "`{}`",
+            $crate::config::value::Value::show(&<$ty>::from($default))
+        )
+    };
+    ($ty:ty, $default:expr, $text:literal) => {
+        String::from($text)
+    };
+}
+
+/// The setter's line about its default: the named constant, linked, or
+/// the text written for a default that is not one value.
+macro_rules! default_doc {
     ($default:expr) => {
-        format!("`{}`", $crate::config::value::Value::show(&$default))
+        concat!("Default: [`", stringify!($default), "`].")
     };
     ($default:expr, $text:literal) => {
-        String::from($text)
+        concat!("Default: ", $text, ".")
     };
 }
 
@@ -90,7 +104,7 @@ macro_rules! agent_settings {
             $(
                 $(#[doc = $doc])*
                 #[doc = ""]
-                #[doc = concat!("Read from `", $env, "` when not set here.")]
+                #[doc = concat!("Read from `", $env, "` when not set here. ", default_doc!($default $(, $text)?))]
                 pub fn $key(mut self, value: impl Into<setter_type!($ty $(, $set)?)>) -> Self {
                     self.$key = Some(<$ty>::from(value.into()));
                     self
@@ -107,7 +121,8 @@ macro_rules! agent_settings {
                 let env: &dyn Fn(&str) -> Option<String> = &env;
                 let config = Config {
                     $( $key: {
-                        let v = resolve::<$ty>(self.$key, env, $env)?.unwrap_or_else(|| $default);
+                        let v = resolve::<$ty>(self.$key, env, $env)?
+                            .unwrap_or_else(|| <$ty>::from($default));
                         $( let v = $tidy(v); )?
                         v
                     }, )*
@@ -174,7 +189,7 @@ macro_rules! agent_settings {
             vec![$(
                 Row {
                     env: $env,
-                    default: default_text!($default $(, $text)?),
+                    default: default_text!($ty, $default $(, $text)?),
                     help: concat!($($doc, "\n"),*).lines().map(str::trim).collect::<Vec<_>>().join(" ").trim().to_owned(),
                     example: $example,
                 },
@@ -185,4 +200,4 @@ macro_rules! agent_settings {
 
 #[cfg(test)]
 pub(crate) use default_text;
-pub(crate) use {agent_settings, error_text, setter_type, shown};
+pub(crate) use {agent_settings, default_doc, error_text, setter_type, shown};

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 #[cfg(test)]
 use declare::default_text;
-use declare::{agent_settings, error_text, setter_type, shown};
+use declare::{agent_settings, default_doc, error_text, setter_type, shown};
 
 use crate::error::{Error, Result};
 use crate::Unwinder;
@@ -46,7 +46,7 @@ pub const MIN_QUEUE_BYTES: usize = 256 << 10;
 agent_settings! {
     /// Base URL of the analyzer, e.g. `http://127.0.0.1:4040`; plain
     /// http only (terminate TLS in a local proxy).
-    endpoint: String, env "HEAPTIDE_ENDPOINT", default String::from(DEFAULT_ENDPOINT),
+    endpoint: String, env "HEAPTIDE_ENDPOINT", default DEFAULT_ENDPOINT,
         tidy |e: String| e.trim().trim_end_matches('/').to_owned(),
         check |e| if e.starts_with("http://") {
             Ok(())
@@ -111,7 +111,7 @@ agent_settings! {
     /// profile frames (read one compilation unit at a time: a few MiB at
     /// peak, see `docs/benchmarks.md`); `false` keeps names from the symbol
     /// table only.
-    symbol_lines: bool, env "HEAPTIDE_SYMBOL_LINES", default true,
+    symbol_lines: bool, env "HEAPTIDE_SYMBOL_LINES", default true, shown "`true`",
         example "false";
     /// What records a sampled allocation's stack: `frame-pointers`,
     /// `libgcc`, or `auto` (frame pointers when the binary keeps them, else

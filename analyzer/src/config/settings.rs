@@ -70,6 +70,9 @@ macro_rules! settings {
         pub struct Settings {
             $(
                 $(#[doc = $doc])*
+                #[doc = ""]
+                #[doc = concat!("Flag `--", stringify!($key), "` (with dashes), variable `", $env, "`.")]
+                $( #[doc = concat!("Default: [`", stringify!($dname), "`].")] )?
                 #[arg(long, env = $env, help = help_text(concat!($($doc, "\n"),*), optional!($($dname.to_string())?)))]
                 #[serde(default)]
                 pub $key: $ty,
