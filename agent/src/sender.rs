@@ -184,7 +184,10 @@ impl Sender {
 
     fn outcome(sent: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Outcome {
         match sent {
-            Ok(resp) => {
+            Ok(mut resp) => {
+                // Read to the end, so that the connection goes back to the
+                // pool: a process at its fd limit cannot open another.
+                let _ = resp.body_mut().with_config().limit(64 << 10).read_to_vec();
                 let status = resp.status().as_u16();
                 match status {
                     200..=299 => Outcome::Sent,

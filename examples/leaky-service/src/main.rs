@@ -5,6 +5,9 @@
 //! Routes:
 //! - `GET /leak?kb=N`: keeps N KiB (default 64) per request in a global; a heap leak.
 //! - `GET /leak-fd`: opens a file and never closes it; an fd leak.
+//! - `GET /leak-fd-all`: starts a thread that opens files until none is
+//!   left, and takes every descriptor freed after that: a process pinned at
+//!   its fd limit.
 //! - `GET /cache?key=K`: fills a cache bounded at 2,000 entries of 4 KiB; healthy growth to a plateau.
 //! - `GET /work`: allocates and frees; no growth.
 //! - `GET /intern?n=N`: interns N new strings of about 100 bytes with the
@@ -76,6 +79,17 @@ fn leak_file_burst(n: usize) -> std::io::Result<usize> {
         total = leak_file_handle()?;
     }
     Ok(total)
+}
+
+/// Takes every descriptor there is, for ever: what a leak that reached
+/// the limit does to the rest of the process.
+#[inline(never)]
+fn leak_every_file_handle() {
+    loop {
+        if leak_file_handle().is_err() {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
 }
 
 /// Healthy growth: a cache that stops at its bound.
@@ -193,6 +207,14 @@ fn routes() -> Router {
                     Ok(n) => format!("{n}\n"),
                     Err(e) => format!("error: {e}\n"),
                 }
+            }),
+        )
+        .route(
+            "/leak-fd-all",
+            get(|| async {
+                heaptide_agent::count_requests(1);
+                std::thread::spawn(leak_every_file_handle);
+                "leaking every descriptor\n"
             }),
         )
         .route(
