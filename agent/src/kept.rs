@@ -87,22 +87,14 @@ impl Spare {
         Spare(File::open("/dev/null").ok())
     }
 
-    /// No spare, for while one is being spent.
-    pub(crate) fn none() -> Spare {
-        Spare(None)
-    }
-
     pub(crate) fn is_held(&self) -> bool {
         self.0.is_some()
     }
 
-    /// Runs `f` with the spare given up, then takes one back if any is
-    /// free again.
-    pub(crate) fn spend<T>(&mut self, f: impl FnOnce() -> T) -> T {
+    /// Gives the spare up: the next descriptor the process opens takes
+    /// its place. [`Spare::hold`] takes one back once any is free.
+    pub(crate) fn release(&mut self) {
         self.0 = None;
-        let out = f();
-        *self = Spare::hold();
-        out
     }
 }
 

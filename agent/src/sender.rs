@@ -161,9 +161,9 @@ impl Sender {
         match self.send(body) {
             Err(ureq::Error::Io(e)) if out_of_descriptors(&e) && self.spare.is_held() => {
                 tracing::debug!("heaptide: out of descriptors; connecting on the spare");
-                let mut spare = std::mem::replace(&mut self.spare, Spare::none());
-                let outcome = spare.spend(|| self.send(body));
-                self.spare = spare;
+                self.spare.release();
+                let outcome = self.send(body);
+                self.spare = Spare::hold();
                 Self::outcome(outcome)
             }
             r => Self::outcome(r),
