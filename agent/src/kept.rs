@@ -10,7 +10,7 @@
 
 use std::ffi::OsString;
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 
 use nix::dir::Dir;
@@ -36,7 +36,31 @@ impl KeptFile {
         f.read_to_end(buf)?;
         Ok(buf)
     }
+
+    /// Calls `each` with every line of the file now, read through a fixed
+    /// buffer. For tables that grow with the host rather than with this
+    /// process (`/proc/net/tcp` lists every socket of the namespace), so
+    /// that a busy host cannot grow the agent's own memory: reading them
+    /// whole would keep a buffer as large as the largest table ever seen,
+    /// and that buffer would show as a growing site in the service's heap.
+    pub(crate) fn for_each_line(&self, mut each: impl FnMut(&[u8])) -> io::Result<()> {
+        let mut f = &self.0;
+        f.seek(SeekFrom::Start(0))?;
+        let mut lines = BufReader::with_capacity(LINE_BUFFER, f);
+        // Lines of these tables are short (150 bytes), so this stays small.
+        let mut line = Vec::with_capacity(256);
+        loop {
+            line.clear();
+            if lines.read_until(b'\n', &mut line)? == 0 {
+                return Ok(());
+            }
+            each(&line);
+        }
+    }
 }
+
+/// The buffer [`KeptFile::for_each_line`] reads through.
+const LINE_BUFFER: usize = 16 * 1024;
 
 /// A directory kept open and listed again on each [`KeptDir::names`].
 pub(crate) struct KeptDir(Dir);

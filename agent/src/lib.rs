@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod age;
+mod cadence;
 mod config;
 mod dwarf;
 mod error;

@@ -7,7 +7,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use heaptide_wire::{metric, thread_name_prefix};
 use nix::sys::resource::{getrlimit, Resource, RLIM_INFINITY};
-use procfs::net::TcpNetEntries;
 use procfs::process::{FDTarget, Process, Stat, Status};
 use std::io::Read;
 
@@ -109,7 +108,7 @@ impl ProcessSampler {
             failures += 1;
             HashSet::new()
         });
-        if tcp(&f.tcp, buf, &sockets, out).is_none() {
+        if tcp(&f.tcp, &sockets, out).is_none() {
             failures += 1;
         }
         if threads(f.task_dir.as_mut(), out).is_none() {
@@ -174,30 +173,16 @@ fn fds(dir: Option<&mut KeptDir>, out: &mut Metrics) -> Option<HashSet<u64>> {
 }
 
 /// Counts the process's own TCP sockets by state, matched by inode.
-fn tcp(
-    tables: &[Option<KeptFile>; 2],
-    buf: &mut Vec<u8>,
-    sockets: &HashSet<u64>,
-    out: &mut Metrics,
-) -> Option<()> {
-    use procfs::FromReadSI;
+fn tcp(tables: &[Option<KeptFile>; 2], sockets: &HashSet<u64>, out: &mut Metrics) -> Option<()> {
     let mut by_state: HashMap<&'static str, u64> = HashMap::new();
     let mut ok = false;
     for table in tables.iter().flatten() {
-        let Some(TcpNetEntries(entries)) = table
-            .read(buf)
-            .ok()
-            .and_then(|b| TcpNetEntries::from_read(b, procfs::current_system_info()).ok())
-        else {
-            continue;
-        };
-        ok = true;
-        for e in entries
-            .iter()
-            .filter(|e| e.inode != 0 && sockets.contains(&e.inode))
-        {
-            *by_state.entry(tcp_state_name(&e.state)).or_default() += 1;
-        }
+        let read = table.for_each_line(|line| {
+            if let Some(state) = own_socket_state(line, sockets) {
+                *by_state.entry(tcp_state_name(&state)).or_default() += 1;
+            }
+        });
+        ok |= read.is_ok();
     }
     if !ok {
         return None;
@@ -213,6 +198,22 @@ fn tcp(
         out.insert(format!("{}{state}", metric::TCP_STATE_PREFIX), n as f64);
     }
     Some(())
+}
+
+/// The state of the socket on one line of `/proc/net/tcp{,6}` when its
+/// inode is one of `sockets`. Only the two fields needed are read, line by
+/// line, rather than `procfs`'s `TcpNetEntries`, which builds every entry
+/// of the namespace (thousands on a busy host) into one vector per sample.
+fn own_socket_state(line: &[u8], sockets: &HashSet<u64>) -> Option<procfs::net::TcpState> {
+    let line = std::str::from_utf8(line).ok()?;
+    let mut fields = line.split_ascii_whitespace();
+    // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+    let state = fields.nth(3)?;
+    let inode: u64 = fields.nth(5)?.parse().ok()?;
+    if inode == 0 || !sockets.contains(&inode) {
+        return None;
+    }
+    procfs::net::TcpState::from_u8(u8::from_str_radix(state, 16).ok()?)
 }
 
 fn tcp_state_name(s: &procfs::net::TcpState) -> &'static str {
@@ -341,5 +342,20 @@ mod tests {
         assert!(m[metric::THREADS] >= 1.0);
         assert!(m.contains_key(metric::LIMIT_NOFILE_SOFT));
         drop((listener, r, w));
+    }
+
+    #[test]
+    fn a_tcp_table_line_gives_its_state_only_for_own_sockets() {
+        let line = b"   1: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 \
+                     00000000  1000        0 424242 1 0000000000000000 100 0 0 10 0\n";
+        let own: HashSet<u64> = [424242].into();
+        assert_eq!(
+            own_socket_state(line, &own),
+            Some(procfs::net::TcpState::Listen)
+        );
+        assert_eq!(own_socket_state(line, &HashSet::new()), None);
+        let header = b"  sl  local_address rem_address   st tx_queue rx_queue tr tm->when \
+                       retrnsmt   uid  timeout inode\n";
+        assert_eq!(own_socket_state(header, &own), None);
     }
 }

@@ -8,6 +8,7 @@ use base64::Engine;
 use heaptide_wire::pprof::{build_native_heap_profile, encode_gzip, ProfileSample};
 use heaptide_wire::{metric, EncodedProfile, HeapProfilingStatus, MetricSample, StackAges};
 
+use crate::cadence::{profile_times, Cadence};
 use crate::config::Config;
 use crate::jemalloc::{self, ProfilingState};
 use crate::process::{Metrics, ProcessSampler};
@@ -54,8 +55,10 @@ pub(crate) fn run(shared: &Shared) {
     let mut procs = ProcessSampler::new();
     let mut symbols = Symbolizer::new(SYMBOL_CACHE_ENTRIES, cfg.symbol_lines);
     let start = Instant::now();
+    let mut cadence = Cadence::new(cfg.interval, start);
+    let mut profiles = profile_times(cfg.profile_interval).map(|d| start + d);
     let mut next_sample = start;
-    let mut next_profile = start + cfg.profile_interval;
+    let mut next_profile = profiles.next().unwrap_or(start + cfg.profile_interval);
     loop {
         let now = Instant::now();
         let next = next_sample.min(next_profile);
@@ -66,10 +69,10 @@ pub(crate) fn run(shared: &Shared) {
         let now = Instant::now();
         if now >= next_sample || stopping {
             guarded("sample", || {
-                let items = sample(shared, &mut procs);
+                let items = sample(shared, &mut procs, &mut cadence, now);
                 shared.queue.push_all(items);
             });
-            next_sample = advance(next_sample, cfg.interval, now);
+            next_sample = advance(next_sample, cadence.next_delay(now), now);
         }
         if now >= next_profile && !stopping {
             guarded("profile", || {
@@ -77,7 +80,11 @@ pub(crate) fn run(shared: &Shared) {
                     shared.queue.push_all([Item::Profile(p)]);
                 }
             });
-            next_profile = advance(next_profile, cfg.profile_interval, now);
+            // Missed profiles are skipped rather than taken in a burst.
+            next_profile = profiles
+                .by_ref()
+                .find(|t| *t > now)
+                .unwrap_or(now + cfg.profile_interval);
         }
         shared.thread_costs.sampler.update();
         if stopping {
@@ -121,12 +128,23 @@ fn guarded(what: &str, f: impl FnOnce()) {
     }
 }
 
-fn sample(shared: &Shared, procs: &mut ProcessSampler) -> Vec<Item> {
+fn sample(
+    shared: &Shared,
+    procs: &mut ProcessSampler,
+    cadence: &mut Cadence,
+    now: Instant,
+) -> Vec<Item> {
     let mut m = Metrics::new();
     if let Err(e) = jemalloc::read_stats(&mut m) {
         tracing::debug!("heaptide: {e}");
     }
     procs.sample(&mut m);
+    let urgent = cadence.observe(now, &m);
+    m.insert(metric::AGENT_URGENT.into(), f64::from(u8::from(urgent)));
+    m.insert(
+        metric::AGENT_INTERVAL_SECONDS.into(),
+        shared.config.interval.as_secs_f64(),
+    );
     let (events, meter, tokio) = shared.pauses.drain();
     if let Some(p) = meter {
         m.insert(metric::PAUSE_P50_MS.into(), p.p50);

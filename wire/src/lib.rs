@@ -261,6 +261,16 @@ pub mod metric {
     pub const TOKIO_LAG_MAX_MS: &str = "tokio.lag_max_ms";
     /// Requests served, when the application reports them.
     pub const REQUESTS: &str = "app.requests";
+    /// 1 when a resource is at its limit, or grew since the previous
+    /// sample at a rate that exhausts it within the hour; else 0. The
+    /// agent then samples fast, and the analyzer judges the instance at
+    /// once rather than at its next scheduled pass.
+    pub const AGENT_URGENT: &str = "agent.urgent";
+    /// The agent's configured sampling interval, in seconds. It samples
+    /// faster at times; the analyzer counts evidence in these intervals,
+    /// so that fast samples sharpen a verdict without making one sooner
+    /// than the configured pace would, unless the growth is urgent.
+    pub const AGENT_INTERVAL_SECONDS: &str = "agent.interval_seconds";
 }
 
 /// Checks a metric name: 1 to 128 bytes of `[a-z0-9._-]`.

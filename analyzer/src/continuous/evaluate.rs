@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use crate::detect::{self, Analysis, Finding, LeakVerdict};
+use crate::detect::{self, Analysis, Finding};
 use crate::error::{Error, Result};
 use crate::select::Selector;
 use crate::store::{Shard, Store, Transition, TransitionState, Watched};
@@ -92,7 +92,7 @@ pub fn evaluate(store: &dyn Store, now_ms: i64) -> Result<Pass> {
 /// [`evaluate`] for the services of one shard, when several analyzers
 /// share a store.
 pub(crate) fn evaluate_shard(store: &dyn Store, shard: Shard, now_ms: i64) -> Result<Pass> {
-    let mut kept = kept_by_instance(store, None)?;
+    let kept = kept_by_instance(store, None)?;
     let mut stale: Vec<String> = Vec::new();
     let mut pass = Pass::default();
     for inst in store.instances(None)? {
@@ -109,9 +109,37 @@ pub(crate) fn evaluate_shard(store: &dyn Store, shard: Shard, now_ms: i64) -> Re
             stale.push(inst.service);
         }
     }
+    pass.judged = judge_services(store, kept, &stale, now_ms)?;
+    Ok(pass)
+}
+
+/// Judges `services` now, out of schedule: an early pass for services
+/// whose agents said a resource is about to run out.
+pub(crate) fn evaluate_services(
+    store: &dyn Store,
+    services: &[String],
+    now_ms: i64,
+) -> Result<Pass> {
+    let kept = kept_by_instance(store, None)?;
+    Ok(Pass {
+        judged: judge_services(store, kept, services, now_ms)?,
+        skipped: 0,
+    })
+}
+
+/// Judges each of `services` whole, keeps the findings and records their
+/// transitions against what was kept before; returns the instances
+/// judged.
+fn judge_services(
+    store: &dyn Store,
+    mut kept: HashMap<(String, String), Kept>,
+    services: &[String],
+    now_ms: i64,
+) -> Result<usize> {
     let window = Selector::all(now_ms - WINDOW_MS, now_ms);
     let mut history = Vec::new();
-    for service in stale {
+    let mut judged = 0;
+    for service in services {
         let sel = Selector {
             service: Some(service.clone()),
             ..window.clone()
@@ -125,20 +153,20 @@ pub(crate) fn evaluate_shard(store: &dyn Store, shard: Shard, now_ms: i64) -> Re
             let next = Kept {
                 evaluated_ms: now_ms,
                 findings: findings.into_iter().cloned().collect(),
-                heap: sparkline(store, &service, instance, metric::HEAP_ALLOCATED, now_ms)?,
-                fds: sparkline(store, &service, instance, metric::FDS, now_ms)?,
+                heap: sparkline(store, service, instance, metric::HEAP_ALLOCATED, now_ms)?,
+                fds: sparkline(store, service, instance, metric::FDS, now_ms)?,
             };
             let before = kept.remove(&(service.clone(), instance.to_owned()));
             let before = before.as_ref().map_or(&[][..], |k| &k.findings[..]);
             history.extend(transitions(before, &next.findings, now_ms));
             let json = serde_json::to_string(&next)
                 .map_err(|e| Error::invalid("findings", e.to_string()))?;
-            store.keep_findings(&service, instance, now_ms, &json)?;
-            pass.judged += 1;
+            store.keep_findings(service, instance, now_ms, &json)?;
+            judged += 1;
         }
     }
     store.record_transitions(&history)?;
-    Ok(pass)
+    Ok(judged)
 }
 
 /// The engine's options for a pass: one worker fewer than the machine
@@ -157,7 +185,7 @@ fn background_options() -> detect::Options {
 fn transitions(before: &[Finding], after: &[Finding], now_ms: i64) -> Vec<Transition> {
     let leak = |fs: &[Finding], f: &Finding| {
         fs.iter()
-            .find(|g| g.metric == f.metric && g.verdict == LeakVerdict::Leak)
+            .find(|g| g.metric == f.metric && g.verdict.alarms())
             .map(|g| g.severity)
     };
     let record = |f: &Finding, state: TransitionState| Transition {
@@ -171,14 +199,14 @@ fn transitions(before: &[Finding], after: &[Finding], now_ms: i64) -> Vec<Transi
         summary: f.reason.clone(),
     };
     let mut out = Vec::new();
-    for f in after.iter().filter(|f| f.verdict == LeakVerdict::Leak) {
+    for f in after.iter().filter(|f| f.verdict.alarms()) {
         match leak(before, f) {
             None => out.push(record(f, TransitionState::Began)),
             Some(s) if s != f.severity => out.push(record(f, TransitionState::Changed)),
             Some(_) => {}
         }
     }
-    for f in before.iter().filter(|f| f.verdict == LeakVerdict::Leak) {
+    for f in before.iter().filter(|f| f.verdict.alarms()) {
         if leak(after, f).is_none() {
             out.push(record(f, TransitionState::Ended));
         }

@@ -6,8 +6,8 @@
 //! another, beside `serve`.
 
 pub mod alerts;
-mod evaluate;
-pub(crate) mod schedule;
+pub(crate) mod evaluate;
+pub mod schedule;
 
 pub use evaluate::{analysis, evaluate, kept, sparkline, Kept, Pass};
 pub(crate) use evaluate::{evaluate_shard, kept_by_instance, WINDOW_MS};

@@ -83,6 +83,7 @@ impl Reads {
     fn fetch(store: &dyn Store, sel: &Selector) -> Result<Reads> {
         let resources: Vec<&str> = Resource::ALL.iter().map(|r| r.metric()).collect();
         let mut metrics = vec![
+            metric::AGENT_INTERVAL_SECONDS,
             metric::CGROUP_MEMORY_CURRENT,
             metric::RSS,
             metric::HEAP_ALLOCATED,
@@ -104,9 +105,15 @@ impl Reads {
         self.values.get(metric).copied()
     }
 
-    /// A resource's lifetimes, taken from what was read.
+    /// A resource's lifetimes, taken from what was read, each counting
+    /// its samples at the agent's configured pace
+    /// ([`Lifetime::at_pace`]).
     fn lifetimes(&mut self, metric: &str) -> Vec<Lifetime> {
-        split(self.envelopes.remove(metric).unwrap_or_default())
+        let mut lives = split(self.envelopes.remove(metric).unwrap_or_default());
+        if let Some(secs) = self.get(metric::AGENT_INTERVAL_SECONDS) {
+            lives.iter_mut().for_each(|l| l.at_pace(secs / 3600.0));
+        }
+        lives
     }
 }
 
@@ -208,6 +215,7 @@ pub(crate) fn sort_worst_first(findings: &mut [Finding]) {
 /// Sort key, worst first: leaks by time to exhaustion, then the rest.
 fn rank(f: &Finding) -> f64 {
     match f.verdict {
+        LeakVerdict::Exhausted => -1.0,
         LeakVerdict::Leak => f.time_to_exhaustion_seconds.unwrap_or(1e15),
         LeakVerdict::Bounded => 2e15,
         LeakVerdict::Flat => 3e15,
@@ -229,6 +237,12 @@ fn judge(
         assess_lifetimes(&segs, opts)
     };
     let (limit, limit_source) = limit_of(reads, r);
+    let room = match limit {
+        Some(l) => Some(room(store, reads, sel, r, l)?),
+        None => None,
+    };
+    let runway_h = room.and_then(|(l, peak)| runway(&a, l, peak));
+    let a = a.settle_early(runway_h.map(|(_, _, slowest)| slowest * 3600.0), opts);
     let mut f = Finding {
         service: sel.service.clone().unwrap_or_default(),
         instance: sel.instance.clone().unwrap_or_default(),
@@ -252,18 +266,24 @@ fn judge(
         instances: 0,
         sites: Vec::new(),
     };
-    let room = match limit {
-        Some(l) => Some(room(store, reads, sel, r, l)?),
-        None => None,
-    };
-    if let Some((mid, lo, hi)) = room.and_then(|(l, peak)| runway(&a, l, peak)) {
+    if let Some((mid, lo, hi)) = runway_h.filter(|_| a.verdict == LeakVerdict::Leak) {
         f.time_to_exhaustion_seconds = Some(mid * 3600.0);
         f.time_to_exhaustion_bounds_seconds = Some([lo * 3600.0, hi * 3600.0]);
     }
-    if a.verdict != LeakVerdict::Leak {
+    if let (Some(current), Some(limit)) = (f.current, f.limit) {
+        if at_limit(r, current, limit) {
+            exhausted(&mut f, current, limit);
+        }
+    }
+    if !f.verdict.alarms() {
         return Ok(f);
     }
     f.severity = Some(Severity::of(f.time_to_exhaustion_seconds));
+    if f.verdict == LeakVerdict::Exhausted {
+        // What ran out is named like a leak's growth, when it grew.
+        f.detail = detail(store, sel, r, &f, opts)?;
+        return Ok(f);
+    }
     f.detail = detail(store, sel, r, &f, opts)?;
     if r == Resource::Heap {
         let from = f.started_ms.unwrap_or(sel.from_ms).max(sel.from_ms);
@@ -277,6 +297,36 @@ fn judge(
         )?;
     }
     Ok(f)
+}
+
+/// Whether `current` has reached `limit`: a count within half a percent
+/// (at least two) of it, since the agent's own descriptors and a thread
+/// or two come and go at the edge; memory within 2%, where the kernel
+/// reclaims and kills. The heap is judged through RSS, and sockets
+/// through the fds they share a limit with.
+fn at_limit(r: Resource, current: f64, limit: f64) -> bool {
+    match r {
+        Resource::Fds | Resource::Threads => current >= limit - (limit * 0.005).max(2.0),
+        Resource::Rss => current >= limit * 0.98,
+        Resource::Heap | Resource::Sockets => false,
+    }
+}
+
+/// Marks a finding as a resource run out: the most urgent finding there
+/// is, whatever its trend (a resource held at its limit cannot grow).
+fn exhausted(f: &mut Finding, current: f64, limit: f64) {
+    f.verdict = LeakVerdict::Exhausted;
+    f.reason = format!(
+        "at its limit: {} of {}{}",
+        heaptide_ui::format::amount(f.unit, current),
+        heaptide_ui::format::amount(f.unit, limit),
+        f.limit_source
+            .as_deref()
+            .map(|s| format!(" ({s})"))
+            .unwrap_or_default()
+    );
+    f.time_to_exhaustion_seconds = Some(0.0);
+    f.time_to_exhaustion_bounds_seconds = Some([0.0, 0.0]);
 }
 
 /// What part of a leaking resource grows (`fds` of kind `file`): the

@@ -3,6 +3,7 @@
 //! functions take points, in hours, and return verdicts.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -15,8 +16,14 @@ use super::stats::{
 /// Tuning of the engine. The defaults are what `docs/detection.md` measured.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Fewest raw samples in a segment for it to be judged.
+    /// Raw samples in a segment for the standard verdict.
     pub min_points: usize,
+    /// Fewest raw samples for an early verdict: one made before
+    /// `min_points`, only on strong evidence of urgent growth.
+    pub min_early_points: usize,
+    /// An early leak verdict stands only when even the slowest rate of its
+    /// interval exhausts the resource within this many seconds.
+    pub early_runway_secs: f64,
     /// One-sided significance of an upward trend.
     pub alpha: f64,
     /// The same for an allocation site.
@@ -32,6 +39,8 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             min_points: 30,
+            min_early_points: 8,
+            early_runway_secs: 3600.0,
             alpha: 1e-3,
             site_alpha: 1e-3,
             max_sites: 5,
@@ -44,6 +53,8 @@ impl Default for Options {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LeakVerdict {
+    /// At its limit now: the resource has run out, whatever its trend.
+    Exhausted,
     /// Unbounded growth: a leak.
     Leak,
     /// Growth that slows toward a cap: a cache or pool filling up.
@@ -52,6 +63,13 @@ pub enum LeakVerdict {
     Flat,
     /// Too little data to say.
     InsufficientData,
+}
+
+impl LeakVerdict {
+    /// A verdict that calls for action: a leak, or a resource run out.
+    pub fn alarms(self) -> bool {
+        matches!(self, LeakVerdict::Leak | LeakVerdict::Exhausted)
+    }
 }
 
 /// The engine's judgement of one series.
@@ -69,6 +87,9 @@ pub struct Assessment {
     /// Segments that grew, of those judged.
     pub segments_growing: usize,
     pub segments_judged: usize,
+    /// The raw samples of the judged lifetime, when it had fewer than the
+    /// standard count: an early verdict, with wider bounds.
+    pub early: Option<usize>,
 }
 
 impl Assessment {
@@ -81,6 +102,44 @@ impl Assessment {
             current_floor: None,
             segments_growing: 0,
             segments_judged: 0,
+            early: None,
+        }
+    }
+
+    /// An early verdict (see [`fit_segment`]) settled by its urgency: a
+    /// leak judged on fewer than the standard count of samples stands only
+    /// when even the slowest rate of its interval exhausts the resource
+    /// within [`Options::early_runway_secs`] (`slowest_runway_secs`, `None`
+    /// when no limit is known). Otherwise the verdict waits for the
+    /// standard count.
+    pub fn settle_early(mut self, slowest_runway_secs: Option<f64>, opts: &Options) -> Self {
+        let Some(n) = self.early else {
+            return self;
+        };
+        let urgent = slowest_runway_secs.is_some_and(|s| s <= opts.early_runway_secs);
+        if self.verdict == LeakVerdict::Leak && urgent {
+            self.reason = format!(
+                "{}; judged early, on {n} samples, with wider bounds",
+                self.reason
+            );
+            return self;
+        }
+        // An early look only ever finds an urgent leak; anything else
+        // waits for the standard count.
+        let why = if self.verdict == LeakVerdict::Leak {
+            format!(
+                "the growth is significant, but a verdict before {} samples needs a runway under {}",
+                opts.min_points,
+                humantime::format_duration(Duration::from_secs_f64(opts.early_runway_secs))
+            )
+        } else {
+            format!("need at least {}", opts.min_points)
+        };
+        Assessment {
+            early: Some(n),
+            segments_growing: self.segments_growing,
+            segments_judged: self.segments_judged,
+            ..Assessment::insufficient(format!("{n} samples; {why}"))
         }
     }
 
@@ -103,6 +162,22 @@ pub struct Lifetime {
 }
 
 impl Lifetime {
+    /// Counts samples at most one per `interval_h` of the span: an agent
+    /// that samples faster than its configured interval (while young, or
+    /// while a resource runs out) adds resolution, but the standard
+    /// verdict still waits for as long as the configured pace would take
+    /// to gather its samples. Only urgent growth is judged sooner, by the
+    /// early rule.
+    pub fn at_pace(&mut self, interval_h: f64) {
+        let (Some(first), Some(last)) = (self.buckets.first(), self.buckets.last()) else {
+            return;
+        };
+        if interval_h > 0.0 {
+            let paced = ((last.t - first.start).max(0.0) / interval_h).floor() as usize + 1;
+            self.samples = self.samples.min(paced);
+        }
+    }
+
     /// The envelope of raw points, cut as the recipe cuts them.
     pub fn from_points(pts: &[Pt]) -> Lifetime {
         Lifetime {
@@ -112,30 +187,65 @@ impl Lifetime {
     }
 }
 
+/// The normal quantile of a two-sided interval at `alpha`, for early
+/// verdicts' wider bounds: 99.9% for the default significance.
+const EARLY_Z: f64 = 3.29;
+
 /// One process lifetime through the workspace's growth recipe.
-fn fit_segment(life: &Lifetime, opts: &Options) -> Result<GrowthFit, String> {
-    if life.samples < opts.min_points {
-        return Err(format!(
-            "{} samples; need at least {}",
-            life.samples, opts.min_points
-        ));
+///
+/// The standard verdict needs `min_points` samples. A lifetime with fewer
+/// (down to `min_early_points`) is judged early: its growth must then be
+/// significant at `alpha` divided by the number of early looks a lifetime
+/// can get (Bonferroni), so the chance that any early look flags a series
+/// without growth stays under `alpha`; its interval is the wider 99.9%
+/// one. Whether the verdict stands also depends on its urgency, which
+/// needs the limit ([`super::analyze`]).
+/// Only the newest lifetime is judged early: an ended one had its chance.
+fn fit_segment(life: &Lifetime, opts: &Options, newest: bool) -> Result<GrowthFit, String> {
+    let least = if newest {
+        opts.min_early_points.min(opts.min_points)
+    } else {
+        opts.min_points
+    };
+    if life.samples < least {
+        return Err(format!("{} samples; need at least {least}", life.samples));
     }
-    fit_floors(&life.buckets, &RecipeOptions::default())
-        .ok_or_else(|| "too few points to fit".into())
+    let recipe = if life.samples < opts.min_points {
+        RecipeOptions {
+            z: EARLY_Z,
+            ..RecipeOptions::default()
+        }
+    } else {
+        RecipeOptions::default()
+    };
+    fit_floors(&life.buckets, &recipe).ok_or_else(|| "too few points to fit".into())
+}
+
+/// The significance an early verdict needs: `alpha` shared among the
+/// early looks a lifetime gets, one per sample from `min_early_points`.
+fn early_alpha(opts: &Options) -> f64 {
+    let looks = opts.min_points.saturating_sub(opts.min_early_points).max(1);
+    opts.alpha / looks as f64
 }
 
 /// Judges one resource from its raw series, split at restarts. Times are
 /// in hours; segments are in time order.
+///
+/// With no limit to say how urgent it is, an early verdict waits for the
+/// standard count of samples ([`Assessment::settle_early`]).
 pub fn assess(segments: &[Vec<Pt>], opts: &Options) -> Assessment {
     let lives: Vec<Lifetime> = segments.iter().map(|s| Lifetime::from_points(s)).collect();
-    assess_lifetimes(&lives, opts)
+    assess_lifetimes(&lives, opts).settle_early(None, opts)
 }
 
 /// Judges one resource from the envelopes of its lifetimes, in time order.
 pub(crate) fn assess_lifetimes(segments: &[Lifetime], opts: &Options) -> Assessment {
     let total: usize = segments.iter().map(|l| l.samples).sum();
-    let fits: Vec<Result<GrowthFit, String>> =
-        segments.iter().map(|s| fit_segment(s, opts)).collect();
+    let fits: Vec<Result<GrowthFit, String>> = segments
+        .iter()
+        .enumerate()
+        .map(|(i, s)| fit_segment(s, opts, i + 1 == segments.len()))
+        .collect();
     let judged: Vec<&GrowthFit> = fits.iter().filter_map(|f| f.as_ref().ok()).collect();
     let Some(last) = judged.last().copied() else {
         let why = fits
@@ -150,6 +260,10 @@ pub(crate) fn assess_lifetimes(segments: &[Lifetime], opts: &Options) -> Assessm
         .filter(|f| f.is_growing(opts.alpha))
         .collect();
     let last_is_judged = fits.last().is_some_and(Result::is_ok);
+    let early = segments
+        .last()
+        .map(|l| l.samples)
+        .filter(|n| last_is_judged && *n < opts.min_points);
     let mut a = Assessment {
         verdict: LeakVerdict::Flat,
         reason: "no significant growth".into(),
@@ -158,8 +272,14 @@ pub(crate) fn assess_lifetimes(segments: &[Lifetime], opts: &Options) -> Assessm
         current_floor: Some(last.current_floor),
         segments_growing: growing.len(),
         segments_judged: judged.len(),
+        early,
     };
-    if last_is_judged && last.is_growing(opts.alpha) {
+    let alpha = if early.is_some() {
+        early_alpha(opts)
+    } else {
+        opts.alpha
+    };
+    if last_is_judged && last.is_growing(alpha) {
         a.verdict = LeakVerdict::Leak;
         a.started_ms = Some(hours_to_ms(last.regime_start));
         a.reason = if let Shape::Staircase { steps } = last.shape {
@@ -358,5 +478,48 @@ mod tests {
         let a = assess(&[series(10, |t| t)], &Options::default());
         assert_eq!(a.verdict, LeakVerdict::InsufficientData);
         assert!(a.reason.contains("10 samples"), "{}", a.reason);
+    }
+
+    #[test]
+    fn few_samples_judge_only_an_urgent_leak() {
+        let mut seed = 3;
+        let pts = series(15, |t| 100.0 + 600.0 * t + 0.5 * noise(&mut seed.clone()));
+        let _ = &mut seed;
+        // One bucket a sample, as the store's envelope gives a young
+        // instance.
+        let lives = [Lifetime {
+            buckets: buckets(&pts, pts.len()),
+            samples: pts.len(),
+        }];
+        let opts = Options::default();
+        let a = assess_lifetimes(&lives, &opts);
+        assert_eq!(a.early, Some(15));
+        // Runs out within the hour even at its slowest: a verdict now.
+        let urgent = a.clone().settle_early(Some(1800.0), &opts);
+        assert_eq!(urgent.verdict, LeakVerdict::Leak, "{}", urgent.reason);
+        assert!(
+            urgent.reason.contains("judged early, on 15 samples"),
+            "{}",
+            urgent.reason
+        );
+        // Hours of room: it waits for the standard count.
+        let calm = a.settle_early(Some(5.0 * 3600.0), &opts);
+        assert_eq!(calm.verdict, LeakVerdict::InsufficientData);
+        assert!(calm.reason.contains("runway under 1h"), "{}", calm.reason);
+        // Flat and few: no verdict at all, not "flat".
+        let flat = series(15, |_| 100.0);
+        let a = assess_lifetimes(&[Lifetime::from_points(&flat)], &opts);
+        let a = a.settle_early(Some(60.0), &opts);
+        assert_eq!(a.verdict, LeakVerdict::InsufficientData, "{}", a.reason);
+    }
+
+    #[test]
+    fn fast_samples_count_at_the_configured_pace() {
+        // 60 samples a second apart, from an agent whose interval is 10 s:
+        // six intervals' worth, so an early look at most.
+        let pts: Vec<Pt> = (0..60).map(|i| (i as f64 / 3600.0, i as f64)).collect();
+        let mut life = Lifetime::from_points(&pts);
+        life.at_pace(10.0 / 3600.0);
+        assert!((6..=7).contains(&life.samples), "{}", life.samples);
     }
 }

@@ -121,7 +121,7 @@ pub struct Analysis {
 impl Analysis {
     /// Only the leaks: what `analyzer leaks` reports.
     pub fn leaks(mut self) -> Analysis {
-        self.findings.retain(|f| f.verdict == LeakVerdict::Leak);
+        self.findings.retain(|f| f.verdict.alarms());
         self
     }
 

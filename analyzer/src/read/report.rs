@@ -36,11 +36,7 @@ pub fn detail(f: &Finding) -> String {
 /// The `leaks` table.
 pub fn leaks_table(a: &Analysis, insufficient: &[Finding]) -> String {
     let mut out = String::new();
-    let leaks: Vec<&Finding> = a
-        .findings
-        .iter()
-        .filter(|f| f.verdict == LeakVerdict::Leak)
-        .collect();
+    let leaks: Vec<&Finding> = a.findings.iter().filter(|f| f.verdict.alarms()).collect();
     let _ = writeln!(
         out,
         "{} suspected leak{} in the last {}",
@@ -127,6 +123,9 @@ fn leak_lines(out: &mut String, rank: usize, f: &Finding) {
         f.time_to_exhaustion_seconds,
         f.time_to_exhaustion_bounds_seconds,
     ) {
+        _ if f.verdict == LeakVerdict::Exhausted => {
+            let _ = writeln!(out, "   exhausted now: at its limit");
+        }
         (Some(t), Some([lo, hi])) => {
             let _ = writeln!(
                 out,
@@ -194,6 +193,7 @@ pub fn predict_table(a: &Analysis, horizon_secs: f64) -> String {
             }
             (LeakVerdict::Leak, Some(_), _) => "beyond horizon".into(),
             (LeakVerdict::Leak, None, _) => "no known limit".into(),
+            (LeakVerdict::Exhausted, ..) => "now: at its limit".into(),
             (LeakVerdict::Bounded, ..) => "no: levels off".into(),
             (LeakVerdict::Flat, ..) => "no growth".into(),
             (LeakVerdict::InsufficientData, ..) => "too little data".into(),

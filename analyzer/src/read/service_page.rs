@@ -122,11 +122,7 @@ fn per_instance(
 fn growing_sites(members: &[(InstanceInfo, Kept)]) -> Vec<SiteRow> {
     let mut sites: HashMap<String, (f64, usize)> = HashMap::new();
     for (_, kept) in members {
-        for f in kept
-            .findings
-            .iter()
-            .filter(|f| f.verdict == crate::detect::LeakVerdict::Leak)
-        {
+        for f in kept.findings.iter().filter(|f| f.verdict.alarms()) {
             for s in &f.sites {
                 let e = sites.entry(s.name().to_owned()).or_default();
                 e.0 += s.slope_per_hour;

@@ -152,13 +152,13 @@ fn alerts_by_instance(
 fn soonest(findings: &[Finding]) -> Option<(String, f64)> {
     findings
         .iter()
-        .filter(|f| f.verdict == LeakVerdict::Leak)
+        .filter(|f| f.verdict.alarms())
         .filter_map(|f| Some((f.resource.name().to_owned(), f.time_to_exhaustion_seconds?)))
         .min_by(|a, b| a.1.total_cmp(&b.1))
 }
 
 fn status(findings: &[Finding], silent_ms: i64) -> Status {
-    let leaking = findings.iter().any(|f| f.verdict == LeakVerdict::Leak);
+    let leaking = findings.iter().any(|f| f.verdict.alarms());
     if silent_ms > query::STALE_AFTER_MS {
         Status::Stale
     } else if findings
@@ -397,7 +397,7 @@ fn finding_views(analysis: &Analysis) -> Vec<FindingView> {
     analysis
         .findings
         .iter()
-        .filter(|f| f.verdict == LeakVerdict::Leak)
+        .filter(|f| f.verdict.alarms())
         .map(|f| {
             let rate = f
                 .slope_per_hour

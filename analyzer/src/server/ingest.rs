@@ -223,15 +223,26 @@ async fn accept(state: &Arc<AppState>, req: Request, kind: Body) -> ApiResult<Re
             Body::Pprof(source) => crate::ingest::foreign::batch(&body, &source, &st.limits, now)?,
         };
         drop(body);
+        let urgent = decoded.batch.samples.iter().any(|s| {
+            s.metrics
+                .get(heaptide_wire::metric::AGENT_URGENT)
+                .is_some_and(|v| *v >= 1.0)
+        });
+        let urgent = urgent.then(|| decoded.batch.agent.service.clone());
         let receipt = st.store.submit(&decoded, crate::select::now_ms());
         // The slot bounds decoded batches in memory; a batch waiting in a
         // store's insert is held there, under the store's own bound.
         drop(decoded);
         drop(slot);
-        receipt
+        Ok((receipt?, urgent))
     })
     .await?;
-    let outcome = outcome.done().await?;
+    let (receipt, urgent) = outcome;
+    let outcome = receipt.done().await?;
+    // Judged once stored: an early pass reads what this batch brought.
+    if let Some(service) = urgent {
+        state.urgent.flag(&service);
+    }
     Ok(Json(outcome).into_response())
 }
 

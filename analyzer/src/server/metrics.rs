@@ -11,7 +11,6 @@ use prometheus::{Encoder, GaugeVec, IntCounterVec, Opts, Registry, TextEncoder};
 use super::error::{blocking, ApiResult};
 use super::AppState;
 use crate::continuous::alerts::{self, State as AlertState};
-use crate::detect::LeakVerdict;
 use crate::error::{Error, Result};
 use crate::store::Store;
 
@@ -124,10 +123,7 @@ fn resources(r: &Registry, store: &dyn Store, now_ms: i64) -> Result<()> {
             set(&limit, f.limit);
             set(&growth, f.slope_per_hour);
             set(&tte, f.time_to_exhaustion_seconds);
-            set(
-                &leaking,
-                Some(f64::from(u8::from(f.verdict == LeakVerdict::Leak))),
-            );
+            set(&leaking, Some(f64::from(u8::from(f.verdict.alarms()))));
         }
     }
     Ok(())

@@ -34,6 +34,9 @@ pub struct AppState {
     gates: ingest::IngestGates,
     pub telemetry: Telemetry,
     shed: shed::Shedding,
+    /// Services whose batches said a resource is about to run out, for
+    /// the schedule to judge at once.
+    pub urgent: Arc<crate::continuous::schedule::Urgent>,
 }
 
 /// The server's settings besides its store.
@@ -77,6 +80,7 @@ impl AppState {
                 max_concurrent_requests: options.max_concurrent_requests,
                 request_timeout: options.request_timeout,
             },
+            urgent: Default::default(),
         }
     }
 }
@@ -199,6 +203,7 @@ pub async fn run(
             every: background.evaluate_every,
             shard: background.shard,
         },
+        state.urgent.clone(),
     ));
     let scrapes: Vec<_> = background
         .scrape

@@ -69,12 +69,16 @@ fn not_reporting(i: &InstanceInfo, silent_ms: i64) -> Condition {
             i.service, i.instance, i.pid, i.host
         ),
         site: None,
+        runway_ms: None,
     }
 }
 
 /// The leak rules that a finding meets: both, for a leak that exhausts
 /// within a day, as Alertmanager's inhibition expects.
 fn leak_conditions(rules: &AlertRules, f: &Finding) -> Vec<Condition> {
+    if f.verdict == LeakVerdict::Exhausted {
+        return Vec::from_iter(rules.exhausted.enabled.then(|| exhausted_condition(f)));
+    }
     let Some(tte) = f.time_to_exhaustion_seconds else {
         return Vec::new();
     };
@@ -128,6 +132,32 @@ fn leak_condition(f: &Finding, alertname: &str, severity: &'static str, tte: f64
         ),
         description,
         site: site.map(|s| s.name().to_owned()),
+        runway_ms: Some((tte * 1000.0) as i64),
+    }
+}
+
+/// `HeaptideExhausted`: a resource at its limit, critical, at once.
+fn exhausted_condition(f: &Finding) -> Condition {
+    let resource = f.resource.name();
+    let at = |v: Option<f64>| v.map_or("?".into(), |v| format::amount(f.unit, v));
+    let source = f.limit_source.as_deref().unwrap_or("limit");
+    let detail = f
+        .detail
+        .as_ref()
+        .and_then(|d| d.iter().next())
+        .map(|(k, v)| format!(", most of it {} {v}", k.replace('_', " ")))
+        .unwrap_or_default();
+    Condition {
+        key: key(name::EXHAUSTED, &f.service, &f.instance, resource),
+        severity: "critical",
+        summary: format!("{}/{}: {resource} exhausted", f.service, f.instance),
+        description: format!(
+            "{resource} is at {} of {} ({source}){detail}: new {resource} fail now.",
+            at(f.current),
+            at(f.limit)
+        ),
+        site: None,
+        runway_ms: Some(0),
     }
 }
 
@@ -168,6 +198,7 @@ fn pause_conditions(
                         d.len()
                     ),
                     site: None,
+                    runway_ms: None,
                 });
             }
         }

@@ -13,6 +13,8 @@ pub mod name {
     pub const LEAK_CRITICAL: &str = "HeaptideLeakCritical";
     /// A leak that exhausts its resource within a week.
     pub const LEAK_WARNING: &str = "HeaptideLeakWarning";
+    /// A resource at its limit now.
+    pub const EXHAUSTED: &str = "HeaptideExhausted";
     /// Long pauses, sustained.
     pub const PAUSE_P99: &str = "HeaptidePauseP99High";
     /// An instance that stopped sending.
@@ -46,6 +48,27 @@ pub struct LeakRule {
     /// False turns the rule off.
     #[serde(default = "yes")]
     pub enabled: bool,
+}
+
+/// Fires for a resource at its limit, whatever its trend or how few
+/// samples it has.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExhaustedRule {
+    #[serde(rename = "for")]
+    pub for_: Span,
+    pub resolve_after: Span,
+    pub enabled: bool,
+}
+
+impl Default for ExhaustedRule {
+    fn default() -> Self {
+        ExhaustedRule {
+            for_: span("0s"),
+            resolve_after: five_minutes(),
+            enabled: true,
+        }
+    }
 }
 
 /// Fires when the p99 of the pauses of the last `window` is over
@@ -136,6 +159,7 @@ pub enum WebhookKind {
 pub struct AlertRules {
     pub leak_critical: LeakRule,
     pub leak_warning: LeakRule,
+    pub exhausted: ExhaustedRule,
     pub pause: PauseRule,
     pub not_reporting: SilenceRule,
     /// A firing alert is sent again this often.
@@ -157,6 +181,7 @@ impl Default for AlertRules {
         AlertRules {
             leak_critical: leak("24h"),
             leak_warning: leak("7d"),
+            exhausted: ExhaustedRule::default(),
             pause: PauseRule::default(),
             not_reporting: SilenceRule::default(),
             repeat_every: span("4h"),
@@ -172,6 +197,7 @@ impl AlertRules {
         let (f, r) = match alertname {
             name::LEAK_CRITICAL => (self.leak_critical.for_, self.leak_critical.resolve_after),
             name::LEAK_WARNING => (self.leak_warning.for_, self.leak_warning.resolve_after),
+            name::EXHAUSTED => (self.exhausted.for_, self.exhausted.resolve_after),
             name::PAUSE_P99 => (self.pause.for_, self.pause.resolve_after),
             _ => (self.not_reporting.for_, self.not_reporting.resolve_after),
         };
@@ -180,7 +206,22 @@ impl AlertRules {
             resolve_after_ms: ms(r.0),
         }
     }
+
+    /// The timing of an alert whose resource runs out in `runway_ms`: a
+    /// rule's `for` is cut to a quarter of the runway, so that a leak
+    /// that runs out in a few evaluation intervals fires while there is
+    /// still time to act; `resolve_after` is kept.
+    pub fn timing_for_runway(&self, alertname: &str, runway_ms: Option<i64>) -> Timing {
+        let mut t = self.timing(alertname);
+        if let Some(r) = runway_ms {
+            t.for_ms = t.for_ms.min(r.max(0) / RUNWAY_SHARE_OF_FOR);
+        }
+        t
+    }
 }
+
+/// A leak's `for` is at most its runway divided by this.
+pub const RUNWAY_SHARE_OF_FOR: i64 = 4;
 
 #[cfg(test)]
 mod tests {
@@ -194,6 +235,18 @@ mod tests {
         assert_eq!(r.pause.p99_over.0, Duration::from_millis(100));
         assert_eq!(r.not_reporting.after.0, Duration::from_secs(300));
         assert_eq!(r.timing(name::LEAK_CRITICAL).for_ms, 60_000);
+        assert_eq!(r.timing(name::EXHAUSTED).for_ms, 0);
+        assert_eq!(
+            r.timing_for_runway(name::LEAK_CRITICAL, Some(120_000))
+                .for_ms,
+            30_000,
+            "a two-minute runway waits half a minute, not the rule's minute"
+        );
+        assert_eq!(
+            r.timing_for_runway(name::LEAK_CRITICAL, Some(3_600_000))
+                .for_ms,
+            60_000
+        );
         let r: AlertRules =
             toml::from_str("[leak_critical]\nwithin = \"2h\"\nresolve_after = \"1s\"").unwrap();
         assert_eq!(r.timing(name::LEAK_CRITICAL).resolve_after_ms, 1000);

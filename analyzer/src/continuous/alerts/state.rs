@@ -24,6 +24,9 @@ pub struct Condition {
     pub description: String,
     /// The function named by the top allocation site, for leaks of heap.
     pub site: Option<String>,
+    /// How long until the resource runs out, for leaks: a short runway
+    /// shortens the rule's `for` ([`AlertRules::timing_for_runway`]).
+    pub runway_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -158,7 +161,8 @@ pub fn advance(
     let repeat_ms = crate::select::ms(rules.repeat_every.0);
     let mut visit = |prev: Option<Alert>, cond: Option<&Condition>, alertname: &str| {
         let before = prev.as_ref().map(|a| a.state);
-        let Some(mut a) = step(prev, cond, rules.timing(alertname), now_ms) else {
+        let timing = rules.timing_for_runway(alertname, cond.and_then(|c| c.runway_ms));
+        let Some(mut a) = step(prev, cond, timing, now_ms) else {
             return;
         };
         let changed = before != Some(a.state);
@@ -200,6 +204,7 @@ mod tests {
             summary: "s".into(),
             description: "d".into(),
             site: None,
+            runway_ms: None,
         }
     }
 
