@@ -30,7 +30,7 @@ fn bucket_ms(sel: &Selector) -> i64 {
 }
 
 /// An envelope's buckets, split into one lifetime per segment.
-fn split(buckets: Vec<EnvelopeBucket>) -> Vec<Lifetime> {
+pub(super) fn split(buckets: Vec<EnvelopeBucket>) -> Vec<Lifetime> {
     let mut segs: Vec<(i64, Vec<EnvelopeBucket>)> = Vec::new();
     for b in buckets {
         match segs.iter_mut().find(|(id, _)| *id == b.segment) {
@@ -241,8 +241,17 @@ fn judge(
         Some(l) => Some(room(store, reads, sel, r, l)?),
         None => None,
     };
-    let runway_h = room.and_then(|(l, peak)| runway(&a, l, peak));
-    let a = a.settle_early(runway_h.map(|(_, _, slowest)| slowest * 3600.0), opts);
+    let (mut a, mut runway_h) = settle(a, room, opts);
+    let urgent = reads.get(metric::AGENT_URGENT).is_some_and(|u| u >= 1.0);
+    if !a.verdict.alarms() && urgent && room.is_some() {
+        let pace = reads.get(metric::AGENT_INTERVAL_SECONDS);
+        if let Some(life) = super::early::recent_lifetime(store, sel, r.metric(), pace, opts)? {
+            let (b, b_runway) = settle(assess_lifetimes(&[life], opts), room, opts);
+            if b.verdict == LeakVerdict::Leak {
+                (a, runway_h) = (super::early::recent(b), b_runway);
+            }
+        }
+    }
     let mut f = Finding {
         service: sel.service.clone().unwrap_or_default(),
         instance: sel.instance.clone().unwrap_or_default(),
@@ -266,13 +275,13 @@ fn judge(
         instances: 0,
         sites: Vec::new(),
     };
-    if let Some((mid, lo, hi)) = runway_h.filter(|_| a.verdict == LeakVerdict::Leak) {
+    if let Some((mid, lo, hi)) = runway_h {
         f.time_to_exhaustion_seconds = Some(mid * 3600.0);
         f.time_to_exhaustion_bounds_seconds = Some([lo * 3600.0, hi * 3600.0]);
     }
     if let (Some(current), Some(limit)) = (f.current, f.limit) {
-        if at_limit(r, current, limit) {
-            exhausted(&mut f, current, limit);
+        if super::early::at_limit(r, current, limit) {
+            super::early::exhausted(&mut f, current, limit);
         }
     }
     if !f.verdict.alarms() {
@@ -299,34 +308,17 @@ fn judge(
     Ok(f)
 }
 
-/// Whether `current` has reached `limit`: a count within half a percent
-/// (at least two) of it, since the agent's own descriptors and a thread
-/// or two come and go at the edge; memory within 2%, where the kernel
-/// reclaims and kills. The heap is judged through RSS, and sockets
-/// through the fds they share a limit with.
-fn at_limit(r: Resource, current: f64, limit: f64) -> bool {
-    match r {
-        Resource::Fds | Resource::Threads => current >= limit - (limit * 0.005).max(2.0),
-        Resource::Rss => current >= limit * 0.98,
-        Resource::Heap | Resource::Sockets => false,
-    }
-}
-
-/// Marks a finding as a resource run out: the most urgent finding there
-/// is, whatever its trend (a resource held at its limit cannot grow).
-fn exhausted(f: &mut Finding, current: f64, limit: f64) {
-    f.verdict = LeakVerdict::Exhausted;
-    f.reason = format!(
-        "at its limit: {} of {}{}",
-        heaptide_ui::format::amount(f.unit, current),
-        heaptide_ui::format::amount(f.unit, limit),
-        f.limit_source
-            .as_deref()
-            .map(|s| format!(" ({s})"))
-            .unwrap_or_default()
-    );
-    f.time_to_exhaustion_seconds = Some(0.0);
-    f.time_to_exhaustion_bounds_seconds = Some([0.0, 0.0]);
+/// An assessment with its early verdict settled by its runway, in hours,
+/// and that runway when the verdict is a leak.
+fn settle(
+    a: Assessment,
+    room: Option<(f64, f64)>,
+    opts: &Options,
+) -> (Assessment, Option<(f64, f64, f64)>) {
+    let runway_h = room.and_then(|(l, peak)| runway(&a, l, peak));
+    let a = a.settle_early(runway_h.map(|(_, _, slowest)| slowest * 3600.0), opts);
+    let leak = a.verdict == LeakVerdict::Leak;
+    (a, runway_h.filter(|_| leak))
 }
 
 /// What part of a leaking resource grows (`fds` of kind `file`): the

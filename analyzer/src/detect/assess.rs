@@ -3,7 +3,6 @@
 //! functions take points, in hours, and return verdicts.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use serde::Serialize;
 
@@ -93,7 +92,7 @@ pub struct Assessment {
 }
 
 impl Assessment {
-    fn insufficient(reason: String) -> Self {
+    pub(super) fn insufficient(reason: String) -> Self {
         Assessment {
             verdict: LeakVerdict::InsufficientData,
             reason,
@@ -103,43 +102,6 @@ impl Assessment {
             segments_growing: 0,
             segments_judged: 0,
             early: None,
-        }
-    }
-
-    /// An early verdict (see [`fit_segment`]) settled by its urgency: a
-    /// leak judged on fewer than the standard count of samples stands only
-    /// when even the slowest rate of its interval exhausts the resource
-    /// within [`Options::early_runway_secs`] (`slowest_runway_secs`, `None`
-    /// when no limit is known). Otherwise the verdict waits for the
-    /// standard count.
-    pub fn settle_early(mut self, slowest_runway_secs: Option<f64>, opts: &Options) -> Self {
-        let Some(n) = self.early else {
-            return self;
-        };
-        let urgent = slowest_runway_secs.is_some_and(|s| s <= opts.early_runway_secs);
-        if self.verdict == LeakVerdict::Leak && urgent {
-            self.reason = format!(
-                "{}; judged early, on {n} samples, with wider bounds",
-                self.reason
-            );
-            return self;
-        }
-        // An early look only ever finds an urgent leak; anything else
-        // waits for the standard count.
-        let why = if self.verdict == LeakVerdict::Leak {
-            format!(
-                "the growth is significant, but a verdict before {} samples needs a runway under {}",
-                opts.min_points,
-                humantime::format_duration(Duration::from_secs_f64(opts.early_runway_secs))
-            )
-        } else {
-            format!("need at least {}", opts.min_points)
-        };
-        Assessment {
-            early: Some(n),
-            segments_growing: self.segments_growing,
-            segments_judged: self.segments_judged,
-            ..Assessment::insufficient(format!("{n} samples; {why}"))
         }
     }
 
@@ -162,22 +124,6 @@ pub struct Lifetime {
 }
 
 impl Lifetime {
-    /// Counts samples at most one per `interval_h` of the span: an agent
-    /// that samples faster than its configured interval (while young, or
-    /// while a resource runs out) adds resolution, but the standard
-    /// verdict still waits for as long as the configured pace would take
-    /// to gather its samples. Only urgent growth is judged sooner, by the
-    /// early rule.
-    pub fn at_pace(&mut self, interval_h: f64) {
-        let (Some(first), Some(last)) = (self.buckets.first(), self.buckets.last()) else {
-            return;
-        };
-        if interval_h > 0.0 {
-            let paced = ((last.t - first.start).max(0.0) / interval_h).floor() as usize + 1;
-            self.samples = self.samples.min(paced);
-        }
-    }
-
     /// The envelope of raw points, cut as the recipe cuts them.
     pub fn from_points(pts: &[Pt]) -> Lifetime {
         Lifetime {
@@ -187,10 +133,6 @@ impl Lifetime {
     }
 }
 
-/// The normal quantile of a two-sided interval at `alpha`, for early
-/// verdicts' wider bounds: 99.9% for the default significance.
-const EARLY_Z: f64 = 3.29;
-
 /// One process lifetime through the workspace's growth recipe.
 ///
 /// The standard verdict needs `min_points` samples. A lifetime with fewer
@@ -199,7 +141,7 @@ const EARLY_Z: f64 = 3.29;
 /// can get (Bonferroni), so the chance that any early look flags a series
 /// without growth stays under `alpha`; its interval is the wider 99.9%
 /// one. Whether the verdict stands also depends on its urgency, which
-/// needs the limit ([`super::analyze`]).
+/// needs the limit ([`super::early`]).
 /// Only the newest lifetime is judged early: an ended one had its chance.
 fn fit_segment(life: &Lifetime, opts: &Options, newest: bool) -> Result<GrowthFit, String> {
     let least = if newest {
@@ -212,20 +154,13 @@ fn fit_segment(life: &Lifetime, opts: &Options, newest: bool) -> Result<GrowthFi
     }
     let recipe = if life.samples < opts.min_points {
         RecipeOptions {
-            z: EARLY_Z,
+            z: super::early::EARLY_Z,
             ..RecipeOptions::default()
         }
     } else {
         RecipeOptions::default()
     };
     fit_floors(&life.buckets, &recipe).ok_or_else(|| "too few points to fit".into())
-}
-
-/// The significance an early verdict needs: `alpha` shared among the
-/// early looks a lifetime gets, one per sample from `min_early_points`.
-fn early_alpha(opts: &Options) -> f64 {
-    let looks = opts.min_points.saturating_sub(opts.min_early_points).max(1);
-    opts.alpha / looks as f64
 }
 
 /// Judges one resource from its raw series, split at restarts. Times are
@@ -275,7 +210,7 @@ pub(crate) fn assess_lifetimes(segments: &[Lifetime], opts: &Options) -> Assessm
         early,
     };
     let alpha = if early.is_some() {
-        early_alpha(opts)
+        super::early::early_alpha(opts)
     } else {
         opts.alpha
     };
@@ -478,48 +413,5 @@ mod tests {
         let a = assess(&[series(10, |t| t)], &Options::default());
         assert_eq!(a.verdict, LeakVerdict::InsufficientData);
         assert!(a.reason.contains("10 samples"), "{}", a.reason);
-    }
-
-    #[test]
-    fn few_samples_judge_only_an_urgent_leak() {
-        let mut seed = 3;
-        let pts = series(15, |t| 100.0 + 600.0 * t + 0.5 * noise(&mut seed.clone()));
-        let _ = &mut seed;
-        // One bucket a sample, as the store's envelope gives a young
-        // instance.
-        let lives = [Lifetime {
-            buckets: buckets(&pts, pts.len()),
-            samples: pts.len(),
-        }];
-        let opts = Options::default();
-        let a = assess_lifetimes(&lives, &opts);
-        assert_eq!(a.early, Some(15));
-        // Runs out within the hour even at its slowest: a verdict now.
-        let urgent = a.clone().settle_early(Some(1800.0), &opts);
-        assert_eq!(urgent.verdict, LeakVerdict::Leak, "{}", urgent.reason);
-        assert!(
-            urgent.reason.contains("judged early, on 15 samples"),
-            "{}",
-            urgent.reason
-        );
-        // Hours of room: it waits for the standard count.
-        let calm = a.settle_early(Some(5.0 * 3600.0), &opts);
-        assert_eq!(calm.verdict, LeakVerdict::InsufficientData);
-        assert!(calm.reason.contains("runway under 1h"), "{}", calm.reason);
-        // Flat and few: no verdict at all, not "flat".
-        let flat = series(15, |_| 100.0);
-        let a = assess_lifetimes(&[Lifetime::from_points(&flat)], &opts);
-        let a = a.settle_early(Some(60.0), &opts);
-        assert_eq!(a.verdict, LeakVerdict::InsufficientData, "{}", a.reason);
-    }
-
-    #[test]
-    fn fast_samples_count_at_the_configured_pace() {
-        // 60 samples a second apart, from an agent whose interval is 10 s:
-        // six intervals' worth, so an early look at most.
-        let pts: Vec<Pt> = (0..60).map(|i| (i as f64 / 3600.0, i as f64)).collect();
-        let mut life = Lifetime::from_points(&pts);
-        life.at_pace(10.0 / 3600.0);
-        assert!((6..=7).contains(&life.samples), "{}", life.samples);
     }
 }

@@ -16,6 +16,7 @@
 
 mod analyze;
 mod assess;
+mod early;
 mod finding;
 mod resource;
 mod sites;

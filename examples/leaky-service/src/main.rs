@@ -9,6 +9,9 @@
 //!   left, and takes every descriptor freed after that: a process pinned at
 //!   its fd limit.
 //! - `GET /cache?key=K`: fills a cache bounded at 2,000 entries of 4 KiB; healthy growth to a plateau.
+//! - `GET /warm?kb=N`: keeps N KiB (default 64) per request in a buffer
+//!   pool bounded at 128 MiB, the oldest evicted past it: a warm-up that
+//!   climbs fast and then holds.
 //! - `GET /work`: allocates and frees; no growth.
 //! - `GET /intern?n=N`: interns N new strings of about 100 bytes with the
 //!   `internment` crate, which keeps them for ever; a leak inside a library.
@@ -34,8 +37,11 @@ static LEAKED: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 static LEAKED_FILES: Mutex<Vec<std::fs::File>> = Mutex::new(Vec::new());
 static CACHE: Mutex<Option<BoundedCache>> = Mutex::new(None);
 static THREADS: AtomicUsize = AtomicUsize::new(0);
+static WARM: Mutex<VecDeque<Vec<u8>>> = Mutex::new(VecDeque::new());
 
 const CACHE_ENTRIES: usize = 2_000;
+/// The warm-up's bound: what a connection or buffer pool holds once warm.
+const WARM_CAP_BYTES: usize = 128 << 20;
 
 #[derive(Default)]
 struct BoundedCache {
@@ -107,6 +113,18 @@ fn fill_bounded_cache(key: u64) -> usize {
         cache.order.push_back(key);
     }
     cache.map.len()
+}
+
+/// The warm-up: buffers pooled up to a bound, the oldest recycled past
+/// it, so the heap climbs once and then holds.
+#[inline(never)]
+fn warm_buffer_pool(kb: usize) -> usize {
+    let mut pool = WARM.lock().unwrap_or_else(|p| p.into_inner());
+    pool.push_back(std::hint::black_box(vec![0x5Au8; kb * 1024]));
+    while pool.iter().map(Vec::len).sum::<usize>() > WARM_CAP_BYTES {
+        pool.pop_front();
+    }
+    pool.len()
 }
 
 #[inline(never)]
@@ -229,6 +247,13 @@ fn routes() -> Router {
             get(|Query(p): Query<Params>| async move {
                 heaptide_agent::count_requests(1);
                 format!("{}\n", intern_request_ids(p.n.unwrap_or(10).min(10_000)))
+            }),
+        )
+        .route(
+            "/warm",
+            get(|Query(p): Query<Params>| async move {
+                heaptide_agent::count_requests(1);
+                format!("{}\n", warm_buffer_pool(p.kb.unwrap_or(64).min(4096)))
             }),
         )
         .route(
