@@ -84,6 +84,7 @@ impl Reads {
         let resources: Vec<&str> = Resource::ALL.iter().map(|r| r.metric()).collect();
         let mut metrics = vec![
             metric::AGENT_INTERVAL_SECONDS,
+            metric::AGENT_URGENT,
             metric::CGROUP_MEMORY_CURRENT,
             metric::RSS,
             metric::HEAP_ALLOCATED,
