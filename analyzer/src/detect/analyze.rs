@@ -243,14 +243,9 @@ fn judge(
         None => None,
     };
     let (mut a, mut runway_h) = settle(a, room, opts);
-    let urgent = reads.get(metric::AGENT_URGENT).is_some_and(|u| u >= 1.0);
-    if !a.verdict.alarms() && urgent && room.is_some() {
-        let pace = reads.get(metric::AGENT_INTERVAL_SECONDS);
-        if let Some(life) = super::early::recent_lifetime(store, sel, r.metric(), pace, opts)? {
-            let (b, b_runway) = settle(assess_lifetimes(&[life], opts), room, opts);
-            if b.verdict == LeakVerdict::Leak {
-                (a, runway_h) = (super::early::recent(b), b_runway);
-            }
+    if !a.verdict.alarms() && room.is_some() {
+        if let Some(found) = recent_look(store, reads, sel, r, room, opts)? {
+            (a, runway_h) = found;
         }
     }
     let mut f = Finding {
@@ -307,6 +302,27 @@ fn judge(
         )?;
     }
     Ok(f)
+}
+
+/// The recent look ([`super::early::recent_lifetime`]), while the agent
+/// says the resource runs out: a leak it finds, with its runway.
+fn recent_look(
+    store: &dyn Store,
+    reads: &Reads,
+    sel: &Selector,
+    r: Resource,
+    room: Option<(f64, f64)>,
+    opts: &Options,
+) -> Result<Option<(Assessment, Option<(f64, f64, f64)>)>> {
+    if !reads.get(metric::AGENT_URGENT).is_some_and(|u| u >= 1.0) {
+        return Ok(None);
+    }
+    let pace = reads.get(metric::AGENT_INTERVAL_SECONDS);
+    let Some(life) = super::early::recent_lifetime(store, sel, r.metric(), pace, opts)? else {
+        return Ok(None);
+    };
+    let (b, runway_h) = settle(assess_lifetimes(&[life], opts), room, opts);
+    Ok((b.verdict == LeakVerdict::Leak).then(|| (super::early::recent(b), runway_h)))
 }
 
 /// An assessment with its early verdict settled by its runway, in hours,
