@@ -333,7 +333,7 @@ fn settle(
     opts: &Options,
 ) -> (Assessment, Option<(f64, f64, f64)>) {
     let runway_h = room.and_then(|(l, peak)| runway(&a, l, peak));
-    let a = a.settle_early(runway_h.map(|(_, _, slowest)| slowest * 3600.0), opts);
+    let a = a.settle_early(runway_h.map(|(fitted, _, _)| fitted * 3600.0), opts);
     let leak = a.verdict == LeakVerdict::Leak;
     (a, runway_h.filter(|_| leak))
 }

@@ -20,8 +20,8 @@ pub struct Options {
     /// Fewest raw samples for an early verdict: one made before
     /// `min_points`, only on strong evidence of urgent growth.
     pub min_early_points: usize,
-    /// An early leak verdict stands only when even the slowest rate of its
-    /// interval exhausts the resource within this many seconds.
+    /// An early leak verdict stands only when its fitted rate exhausts
+    /// the resource within this many seconds.
     pub early_runway_secs: f64,
     /// One-sided significance of an upward trend.
     pub alpha: f64,

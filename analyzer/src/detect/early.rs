@@ -27,15 +27,15 @@ pub(super) fn early_alpha(opts: &Options) -> f64 {
 impl Assessment {
     /// An early verdict (see [`fit_segment`]) settled by its urgency: a
     /// leak judged on fewer than the standard count of samples stands only
-    /// when even the slowest rate of its interval exhausts the resource
-    /// within [`Options::early_runway_secs`] (`slowest_runway_secs`, `None`
+    /// when its fitted rate exhausts the resource within
+    /// [`Options::early_runway_secs`] (`runway_secs`, `None`
     /// when no limit is known). Otherwise the verdict waits for the
     /// standard count.
-    pub fn settle_early(mut self, slowest_runway_secs: Option<f64>, opts: &Options) -> Self {
+    pub fn settle_early(mut self, runway_secs: Option<f64>, opts: &Options) -> Self {
         let Some(n) = self.early else {
             return self;
         };
-        let urgent = slowest_runway_secs.is_some_and(|s| s <= opts.early_runway_secs);
+        let urgent = runway_secs.is_some_and(|s| s <= opts.early_runway_secs);
         if self.verdict == LeakVerdict::Leak && urgent {
             self.reason = format!(
                 "{}; judged early, on {n} samples, with wider bounds",
@@ -88,7 +88,7 @@ impl Lifetime {
 /// last [`RECENT_MS`] is judged again at fine resolution. The look is held
 /// to the early rule whatever its count of samples (its samples are
 /// capped below the standard count): significance at the early level,
-/// wider bounds, and a runway under the hour even at its slowest.
+/// wider bounds, and a runway under the hour at its fitted rate.
 pub(crate) fn recent_lifetime(
     store: &dyn Store,
     sel: &Selector,
@@ -195,7 +195,7 @@ mod tests {
         let opts = Options::default();
         let a = assess_lifetimes(&lives, &opts);
         assert_eq!(a.early, Some(15));
-        // Runs out within the hour even at its slowest: a verdict now.
+        // Runs out within the hour: a verdict now.
         let urgent = a.clone().settle_early(Some(1800.0), &opts);
         assert_eq!(urgent.verdict, LeakVerdict::Leak, "{}", urgent.reason);
         assert!(
