@@ -304,6 +304,10 @@ fn judge(
     Ok(f)
 }
 
+/// A leak's time to exhaustion in hours: at its fitted rate, and at the
+/// fast and slow ends of its interval.
+type Runway = (f64, f64, f64);
+
 /// The recent look ([`super::early::recent_lifetime`]), while the agent
 /// says the resource runs out: a leak it finds, with its runway.
 fn recent_look(
@@ -313,7 +317,7 @@ fn recent_look(
     r: Resource,
     room: Option<(f64, f64)>,
     opts: &Options,
-) -> Result<Option<(Assessment, Option<(f64, f64, f64)>)>> {
+) -> Result<Option<(Assessment, Option<Runway>)>> {
     if !reads.get(metric::AGENT_URGENT).is_some_and(|u| u >= 1.0) {
         return Ok(None);
     }
@@ -327,11 +331,7 @@ fn recent_look(
 
 /// An assessment with its early verdict settled by its runway, in hours,
 /// and that runway when the verdict is a leak.
-fn settle(
-    a: Assessment,
-    room: Option<(f64, f64)>,
-    opts: &Options,
-) -> (Assessment, Option<(f64, f64, f64)>) {
+fn settle(a: Assessment, room: Option<(f64, f64)>, opts: &Options) -> (Assessment, Option<Runway>) {
     let runway_h = room.and_then(|(l, peak)| runway(&a, l, peak));
     let a = a.settle_early(runway_h.map(|(fitted, _, _)| fitted * 3600.0), opts);
     let leak = a.verdict == LeakVerdict::Leak;
