@@ -189,6 +189,17 @@ pub fn get_json(url: &str) -> serde_json::Value {
 }
 
 /// GETs `url`, returning the status and body.
+/// Posts `batch` as JSON to an ingest `url`, as an agent would, and
+/// asserts that it was accepted.
+pub fn post_batch(url: &str, batch: &heaptide_wire::Batch) {
+    let r = http()
+        .post(url)
+        .header("Content-Type", "application/json")
+        .send(serde_json::to_vec(batch).expect("a batch serializes"))
+        .expect("the analyzer answers");
+    assert_eq!(r.status().as_u16(), 200, "batch refused");
+}
+
 pub fn get(url: &str) -> (u16, String) {
     match http().get(url).call() {
         Ok(mut r) => (

@@ -18,15 +18,6 @@ use std::time::{Duration, Instant};
 use heaptide_tests::receiver::{Answer, Receiver};
 use heaptide_tests::*;
 
-fn post(url: &str, batch: &heaptide_wire::Batch) {
-    let r = http()
-        .post(url)
-        .header("Content-Type", "application/json")
-        .send(serde_json::to_vec(batch).unwrap())
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
-}
-
 /// One sample at `ts` of a process started at `started`, of `fds(ts)`.
 fn batch(service: &str, seq: u64, started: i64, ts: i64, fds: f64) -> heaptide_wire::Batch {
     let agent = fixtures::agent(service, "i-1", 1, started);
@@ -139,7 +130,7 @@ fn main() {
         let now = now_ms();
         for (i, s) in names.iter().enumerate().filter(|(i, _)| now >= starts[*i]) {
             let fds = 20.0 + ((now - starts[i]) / 1000) as f64;
-            post(&url, &batch(s, seq, starts[i], now, fds));
+            post_batch(&url, &batch(s, seq, starts[i], now, fds));
             if detected[i].is_none() && critical(&an, s) {
                 detected[i] = Some(Instant::now());
             }

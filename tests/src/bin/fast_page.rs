@@ -145,15 +145,6 @@ impl Sim {
     }
 }
 
-fn post(url: &str, batch: &heaptide_wire::Batch) {
-    let r = http()
-        .post(url)
-        .header("Content-Type", "application/json")
-        .send(serde_json::to_vec(batch).unwrap())
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
-}
-
 fn sims(runs: usize, seed: u64, now: i64) -> Vec<Sim> {
     let kinds = [
         Kind::Start,
@@ -214,7 +205,7 @@ fn backfill(url: &str, s: &mut Sim) {
             t += INTERVAL_MS;
         }
         let b = s.batch(samples);
-        post(url, &b);
+        post_batch(url, &b);
     }
     s.last = None;
 }
@@ -247,7 +238,7 @@ fn main() {
             if now >= s.next_ms && s.paged.is_none() && !over {
                 let sample = s.sample(now);
                 let b = s.batch(vec![sample]);
-                post(&url, &b);
+                post_batch(&url, &b);
             }
         }
         for a in hook.alerts() {
