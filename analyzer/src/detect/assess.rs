@@ -348,10 +348,10 @@ pub fn assess_sites(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn noise(seed: &mut u64) -> f64 {
+    pub(in crate::detect) fn noise(seed: &mut u64) -> f64 {
         let mut s = 0.0;
         for _ in 0..12 {
             *seed = seed
@@ -362,7 +362,7 @@ mod tests {
         s - 6.0
     }
 
-    fn series(n: usize, f: impl Fn(f64) -> f64) -> Vec<Pt> {
+    pub(in crate::detect) fn series(n: usize, f: impl Fn(f64) -> f64) -> Vec<Pt> {
         (0..n)
             .map(|i| {
                 let t = i as f64 / 60.0;

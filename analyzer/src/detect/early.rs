@@ -150,25 +150,10 @@ pub(crate) fn exhausted(f: &mut Finding, current: f64, limit: f64) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::assess::tests::{noise, series};
     use super::super::assess_lifetimes;
     use super::super::stats::{buckets, Pt};
     use super::*;
-
-    fn noise(seed: &mut u64) -> f64 {
-        *seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((*seed >> 11) as f64) / ((1u64 << 53) as f64) - 0.5
-    }
-
-    fn series(n: usize, f: impl Fn(f64) -> f64) -> Vec<Pt> {
-        (0..n)
-            .map(|i| {
-                let t = i as f64 / 60.0;
-                (t, f(t))
-            })
-            .collect()
-    }
 
     #[test]
     fn counts_near_the_limit_are_exhausted_and_memory_within_two_percent() {

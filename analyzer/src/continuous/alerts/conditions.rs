@@ -141,12 +141,7 @@ fn exhausted_condition(f: &Finding) -> Condition {
     let resource = f.resource.name();
     let at = |v: Option<f64>| v.map_or("?".into(), |v| format::amount(f.unit, v));
     let source = f.limit_source.as_deref().unwrap_or("limit");
-    let detail = f
-        .detail
-        .as_ref()
-        .and_then(|d| d.iter().next())
-        .map(|(k, v)| format!(", most of it {} {v}", k.replace('_', " ")))
-        .unwrap_or_default();
+    let detail = crate::read::report::detail(f);
     Condition {
         key: key(name::EXHAUSTED, &f.service, &f.instance, resource),
         severity: "critical",
