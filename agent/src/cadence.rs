@@ -100,7 +100,12 @@ impl Cadence {
         }
     }
 
-    /// Takes in one sample; returns whether any resource is urgent now.
+    /// Takes in one sample; returns whether the agent is in an urgent
+    /// stretch: a resource was urgent in this sample or within the last
+    /// [`URGENT_HOLD`]. The analyzer looks again at fine resolution while
+    /// the flag is up, so it is held as long as fast sampling is: a slow
+    /// leak's sample-to-sample growth is often lost in noise at the fast
+    /// interval, and a flag that flickers would leave it unjudged.
     pub(crate) fn observe(&mut self, now: Instant, m: &Metrics) -> bool {
         let levels = WATCHED.map(|(value, limits)| {
             let limit = limits
@@ -125,7 +130,7 @@ impl Cadence {
             self.urgent_until = Some(now + URGENT_HOLD);
         }
         self.last = Some((now, levels));
-        urgent
+        self.urgent_until.is_some_and(|u| now < u)
     }
 
     /// The delay until the next sample.
@@ -189,9 +194,11 @@ mod tests {
         assert_eq!(c.next_delay(later), Duration::from_secs(2));
         // It stays fast for the hold, then slows down again.
         let quiet = later + ten;
-        assert!(!c.observe(quiet, &sample(110.0, 1024.0)));
+        assert!(c.observe(quiet, &sample(110.0, 1024.0)), "held");
         assert_eq!(c.next_delay(quiet), Duration::from_secs(2));
         assert_eq!(c.next_delay(later + URGENT_HOLD), ten);
+        let after = later + URGENT_HOLD;
+        assert!(!c.observe(after, &sample(110.0, 1024.0)), "hold over");
         // Slow growth is not urgent: 1 fd a minute has hours of room.
         let mut c = Cadence::new(ten, t0);
         assert!(!c.observe(old, &sample(100.0, 1024.0)));

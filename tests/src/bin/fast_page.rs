@@ -130,7 +130,7 @@ impl Sim {
                 ("process.rss", heap * 1.3),
                 ("limit.nofile.soft", LIMIT),
                 ("limit.physical_memory", MEMORY),
-                ("agent.urgent", f64::from(u8::from(urgent))),
+                ("agent.urgent", f64::from(u8::from(t < self.urgent_until))),
                 ("agent.interval_seconds", 10.0),
             ],
         )
