@@ -49,6 +49,15 @@ impl Selector {
         }
     }
 
+    /// Every instance of one service, over this selector's window.
+    pub fn for_service(&self, service: &str) -> Selector {
+        Selector {
+            service: Some(service.to_owned()),
+            instance: None,
+            ..self.clone()
+        }
+    }
+
     /// The same data from `from_ms` on.
     pub fn starting(&self, from_ms: i64) -> Selector {
         Selector {

@@ -326,3 +326,65 @@ fn bad_alert_config_stops_serve_with_a_message_that_names_it() {
     );
     refused("", &["--alert-webhook", "not a url"], "not a url");
 }
+
+/// A pass longer than its interval is an alert, not a silent lag. The
+/// store stalls (its ClickHouse server stopped for 3 s, as a saturated
+/// one would answer), so the pass then running takes longer than the 1 s
+/// interval: `HeaptideEvaluationBehind` fires for the analyzer's shard,
+/// and `/metrics` shows the pass's duration, the instances it judged and
+/// the lag.
+#[test]
+fn a_pass_longer_than_its_interval_fires_evaluation_behind() {
+    use heaptide_testkit::clickhouse::{database, ClickHouse};
+    use nix::sys::signal::{kill, Signal};
+    let dir = tempfile::tempdir().unwrap();
+    let ch = ClickHouse::start();
+    let good = Receiver::start(Answer::Ok);
+    let an = analyzer(
+        dir.path(),
+        Path::new(&ch.url(&database("behind"))),
+        "127.0.0.1:0",
+        &["--evaluate-every", "1s", "--alert-webhook", &good.url()],
+    );
+    let ingest = an.url(heaptide_wire::INGEST_PATH);
+    for i in 0..5 {
+        assert_eq!(
+            post(&ingest, &fds_batch(&format!("i-{i}"), 1, false, 50)),
+            200
+        );
+    }
+    let judged = |text: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix("heaptide_evaluation_instances_judged_sum "))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    wait_for(
+        "a pass that judged all five",
+        Duration::from_secs(60),
+        || (judged(&metrics_text(&an)) >= 5.0).then_some(()),
+    );
+    assert!(metrics_text(&an).contains("heaptide_evaluation_behind 0"));
+    let server = nix::unistd::Pid::from_raw(ch.server_pid().unwrap() as i32);
+    kill(server, Signal::SIGSTOP).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    kill(server, Signal::SIGCONT).unwrap();
+    let behind = wait_for("HeaptideEvaluationBehind", Duration::from_secs(60), || {
+        good.alerts().into_iter().find(|a| {
+            a["status"] == "firing" && a["labels"]["alertname"] == "HeaptideEvaluationBehind"
+        })
+    });
+    assert_eq!(behind["labels"]["service"], "heaptide-analyzer");
+    assert_eq!(behind["labels"]["instance"], "shard 0/1");
+    assert_eq!(behind["labels"]["resource"], "evaluation");
+    let summary = behind["annotations"]["summary"].as_str().unwrap();
+    assert!(summary.contains("every 1s"), "{summary}");
+    let text = metrics_text(&an);
+    let last: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("heaptide_evaluation_last_duration_seconds "))
+        .and_then(|v| v.parse().ok())
+        .expect("the last pass's duration");
+    assert!(last > 0.0, "{last}");
+    promtool_check(&text);
+}

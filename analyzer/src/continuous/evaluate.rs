@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use crate::detect::{self, Analysis, Finding};
 use crate::error::{Error, Result};
 use crate::select::Selector;
-use crate::store::{Shard, Store, Transition, TransitionState, Watched};
+use crate::store::{KeptFindings, Shard, Store, Transition, TransitionState, Watched};
 use heaptide_wire::metric;
 
 /// How far back each evaluation looks: what the overview shows.
@@ -27,6 +27,12 @@ pub struct Kept {
     pub fds: Vec<(i64, f64)>,
 }
 
+/// A sparkline's points: time and peak.
+type Sparkline = Vec<(i64, f64)>;
+
+/// What is kept of each instance, by (service, instance).
+pub(crate) type KeptByInstance = HashMap<(String, String), Kept>;
+
 /// The last hour of `metric` of one instance's newest segment, in 30
 /// buckets (over the data, when the instance is younger than an hour),
 /// each at its peak.
@@ -37,9 +43,22 @@ pub fn sparkline(
     metric: &str,
     now_ms: i64,
 ) -> Result<Vec<(i64, f64)>> {
-    const HOUR: i64 = 3_600_000;
     let hour = Selector::all(now_ms - HOUR, now_ms).for_instance(service, instance);
-    let mut buckets = store.envelope(&hour, metric, HOUR / 30)?;
+    let buckets = store.envelope(&hour, metric, HOUR / 30)?;
+    sparkline_from(store, &hour, metric, buckets, now_ms)
+}
+
+const HOUR: i64 = 3_600_000;
+
+/// A sparkline from the hour's buckets of one instance (`hour` names it):
+/// read again over its data when that spans less than half the hour.
+fn sparkline_from(
+    store: &dyn Store,
+    hour: &Selector,
+    metric: &str,
+    mut buckets: Vec<crate::store::EnvelopeBucket>,
+    now_ms: i64,
+) -> Result<Vec<(i64, f64)>> {
     let first = buckets.iter().map(|b| b.first_ms).min();
     if let Some(first) = first.filter(|f| now_ms - f < HOUR / 2) {
         buckets = store.envelope(
@@ -54,6 +73,39 @@ pub fn sparkline(
         .filter(|b| Some(b.segment) == newest)
         .map(|b| (b.ts_ms, b.max))
         .collect())
+}
+
+/// The heap and fds sparklines of each of `instances` of `service`, from
+/// one read of the service's last hour.
+fn sparklines(
+    store: &dyn Store,
+    service: &str,
+    instances: &[&str],
+    now_ms: i64,
+) -> Result<HashMap<String, [Sparkline; 2]>> {
+    const METRICS: [&str; 2] = [metric::HEAP_ALLOCATED, metric::FDS];
+    let hour = Selector::all(now_ms - HOUR, now_ms).for_service(service);
+    let mut read = store.envelope_each(&hour, &METRICS, HOUR / 30)?;
+    let mut out = HashMap::new();
+    for instance in instances {
+        let mine = hour.for_instance(service, instance);
+        let mut lines: [Sparkline; 2] = Default::default();
+        for (line, m) in lines.iter_mut().zip(METRICS) {
+            let buckets = read
+                .get_mut(m)
+                .map(|all| {
+                    let (own, rest) = std::mem::take(all)
+                        .into_iter()
+                        .partition(|b| b.instance == *instance);
+                    *all = rest;
+                    own
+                })
+                .unwrap_or_default();
+            *line = sparkline_from(store, &mine, m, buckets, now_ms)?;
+        }
+        out.insert((*instance).to_owned(), lines);
+    }
+    Ok(out)
 }
 
 /// What `leaks` and `predict` report, from the CLI and the API alike:
@@ -92,7 +144,7 @@ pub fn evaluate(store: &dyn Store, now_ms: i64) -> Result<Pass> {
 /// [`evaluate`] for the services of one shard, when several analyzers
 /// share a store.
 pub(crate) fn evaluate_shard(store: &dyn Store, shard: Shard, now_ms: i64) -> Result<Pass> {
-    let kept = kept_by_instance(store, None)?;
+    let kept = store.kept_times()?;
     let mut stale: Vec<String> = Vec::new();
     let mut pass = Pass::default();
     for inst in store.instances(None)? {
@@ -100,16 +152,13 @@ pub(crate) fn evaluate_shard(store: &dyn Store, shard: Shard, now_ms: i64) -> Re
             continue;
         }
         let key = (inst.service.clone(), inst.instance.clone());
-        if kept
-            .get(&key)
-            .is_some_and(|k| k.evaluated_ms >= inst.last_seen_ms)
-        {
+        if kept.get(&key).is_some_and(|t| *t >= inst.last_seen_ms) {
             pass.skipped += 1;
         } else if stale.last() != Some(&inst.service) {
             stale.push(inst.service);
         }
     }
-    pass.judged = judge_services(store, kept, &stale, now_ms)?;
+    pass.judged = judge_services(store, &stale, now_ms)?;
     Ok(pass)
 }
 
@@ -120,53 +169,64 @@ pub(crate) fn evaluate_services(
     services: &[String],
     now_ms: i64,
 ) -> Result<Pass> {
-    let kept = kept_by_instance(store, None)?;
     Ok(Pass {
-        judged: judge_services(store, kept, services, now_ms)?,
+        judged: judge_services(store, services, now_ms)?,
         skipped: 0,
     })
 }
 
 /// Judges each of `services` whole, keeps the findings and records their
 /// transitions against what was kept before; returns the instances
-/// judged.
-fn judge_services(
-    store: &dyn Store,
-    mut kept: HashMap<(String, String), Kept>,
-    services: &[String],
-    now_ms: i64,
-) -> Result<usize> {
-    let window = Selector::all(now_ms - WINDOW_MS, now_ms);
+/// judged. One service is in memory at a time, whatever the fleet's size.
+fn judge_services(store: &dyn Store, services: &[String], now_ms: i64) -> Result<usize> {
     let mut history = Vec::new();
     let mut judged = 0;
     for service in services {
-        let sel = Selector {
-            service: Some(service.clone()),
-            ..window.clone()
-        };
-        let analysis = detect::analyze(store, &sel, &background_options())?;
-        let mut by_instance: HashMap<&str, Vec<&Finding>> = HashMap::new();
-        for f in &analysis.findings {
-            by_instance.entry(&f.instance).or_default().push(f);
-        }
-        for (instance, findings) in by_instance {
-            let next = Kept {
-                evaluated_ms: now_ms,
-                findings: findings.into_iter().cloned().collect(),
-                heap: sparkline(store, service, instance, metric::HEAP_ALLOCATED, now_ms)?,
-                fds: sparkline(store, service, instance, metric::FDS, now_ms)?,
-            };
-            let before = kept.remove(&(service.clone(), instance.to_owned()));
-            let before = before.as_ref().map_or(&[][..], |k| &k.findings[..]);
-            history.extend(transitions(before, &next.findings, now_ms));
-            let json = serde_json::to_string(&next)
-                .map_err(|e| Error::invalid("findings", e.to_string()))?;
-            store.keep_findings(service, instance, now_ms, &json)?;
-            judged += 1;
-        }
+        judged += judge_service(store, service, now_ms, &mut history)?;
     }
     store.record_transitions(&history)?;
     Ok(judged)
+}
+
+/// Judges one service, keeps its findings in one write, and adds its
+/// transitions to `history`; returns the instances judged.
+fn judge_service(
+    store: &dyn Store,
+    service: &str,
+    now_ms: i64,
+    history: &mut Vec<Transition>,
+) -> Result<usize> {
+    let mut kept = kept_by_instance(store, Some(service))?;
+    let sel = Selector::all(now_ms - WINDOW_MS, now_ms).for_service(service);
+    let analysis = detect::analyze(store, &sel, &background_options())?;
+    let mut by_instance: HashMap<&str, Vec<&Finding>> = HashMap::new();
+    for f in &analysis.findings {
+        by_instance.entry(&f.instance).or_default().push(f);
+    }
+    let names: Vec<&str> = by_instance.keys().copied().collect();
+    let mut lines = sparklines(store, service, &names, now_ms)?;
+    let mut rows = Vec::with_capacity(by_instance.len());
+    for (instance, findings) in by_instance {
+        let [heap, fds] = lines.remove(instance).unwrap_or_default();
+        let next = Kept {
+            evaluated_ms: now_ms,
+            findings: findings.into_iter().cloned().collect(),
+            heap,
+            fds,
+        };
+        let before = kept.remove(&(service.to_owned(), instance.to_owned()));
+        let before = before.as_ref().map_or(&[][..], |k| &k.findings[..]);
+        history.extend(transitions(before, &next.findings, now_ms));
+        rows.push(KeptFindings {
+            service: service.to_owned(),
+            instance: instance.to_owned(),
+            evaluated_ms: now_ms,
+            findings: serde_json::to_string(&next)
+                .map_err(|e| Error::invalid("findings", e.to_string()))?,
+        });
+    }
+    store.keep_findings_each(&rows)?;
+    Ok(rows.len())
 }
 
 /// The engine's options for a pass: one worker fewer than the machine
@@ -216,10 +276,7 @@ fn transitions(before: &[Finding], after: &[Finding], now_ms: i64) -> Vec<Transi
 
 /// What is kept of each instance of `service` (or of all), by (service,
 /// instance).
-pub(crate) fn kept_by_instance(
-    store: &dyn Store,
-    service: Option<&str>,
-) -> Result<HashMap<(String, String), Kept>> {
+pub(crate) fn kept_by_instance(store: &dyn Store, service: Option<&str>) -> Result<KeptByInstance> {
     store
         .kept_findings(service)?
         .into_iter()

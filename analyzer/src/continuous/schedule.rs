@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use prometheus::{Histogram, IntCounter};
+use prometheus::{Gauge, Histogram, IntCounter, IntGauge};
 use tokio::sync::Notify;
 
 use super::alerts::notify::Notifier;
@@ -32,10 +32,17 @@ pub(crate) struct Plan {
     pub shard: Shard,
 }
 
-/// How long each pass took, and how many failed: `/metrics` shows both.
+/// How long each pass took, what it judged, and how many failed:
+/// `/metrics` shows them.
 pub(crate) struct Meters {
     pub seconds: Histogram,
     pub failures: IntCounter,
+    /// The last full pass's duration.
+    pub last_seconds: Gauge,
+    /// Instances each pass judged.
+    pub judged: Histogram,
+    /// 1 while the last full pass took longer than the interval.
+    pub behind: IntGauge,
 }
 
 /// Services flagged by urgent batches since the last early pass. Bounded
@@ -71,6 +78,7 @@ impl Urgent {
 /// an early one for urgent services in between.
 pub(crate) async fn run(store: Arc<dyn Store>, meters: Meters, plan: Plan, urgent: Arc<Urgent>) {
     let plan = Arc::new(plan);
+    let meters = Arc::new(meters);
     let mut next_full = Instant::now();
     let mut last_pass: Option<Instant> = None;
     loop {
@@ -96,14 +104,16 @@ pub(crate) async fn run(store: Arc<dyn Store>, meters: Meters, plan: Plan, urgen
 }
 
 /// One pass: every stale instance of the shard, or only `services`; then
-/// the alert rules and their notifications.
+/// the alert rules and their notifications. A full pass that took longer
+/// than the interval is [`super::alerts::rules::name::EVALUATION_BEHIND`];
+/// an early pass keeps the last full pass's verdict on that.
 async fn pass(
     store: &Arc<dyn Store>,
-    meters: &Meters,
+    meters: &Arc<Meters>,
     plan: &Arc<Plan>,
     services: Option<Vec<String>>,
 ) {
-    let (st, p) = (store.clone(), plan.clone());
+    let (st, p, m) = (store.clone(), plan.clone(), meters.clone());
     let started = Instant::now();
     let pass = tokio::task::spawn_blocking(move || {
         let now = crate::select::now_ms();
@@ -111,8 +121,23 @@ async fn pass(
             None => super::evaluate_shard(&*st, p.shard, now)?,
             Some(s) => super::evaluate::evaluate_services(&*st, s, now)?,
         };
-        p.notifier
-            .notify(&super::alerts::advance_shard(&*st, &p.rules, p.shard, now)?);
+        m.judged.observe(pass.judged as f64);
+        if services.is_none() {
+            m.last_seconds.set(started.elapsed().as_secs_f64());
+        }
+        let lag = super::alerts::Lag {
+            pass_seconds: m.last_seconds.get(),
+            every_seconds: p.every.as_secs_f64(),
+        };
+        m.behind
+            .set(i64::from(lag.pass_seconds > lag.every_seconds));
+        p.notifier.notify(&super::alerts::advance_shard(
+            &*st,
+            &p.rules,
+            p.shard,
+            Some(lag),
+            now,
+        )?);
         Ok::<_, crate::Error>((pass, services.is_some()))
     })
     .await;

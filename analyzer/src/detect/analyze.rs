@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::stats::growth::MAX_BUCKETS;
+use super::reads::{bucket_ms, Reads, PEAK_MS};
 use super::stats::Bucket;
 use super::{
     assess_lifetimes, growing_sites, runway, Analysis, Assessment, Finding, LeakVerdict, Lifetime,
@@ -11,7 +11,7 @@ use super::{
 };
 use crate::error::Result;
 use crate::select::Selector;
-use crate::store::{EnvelopeBucket, Store};
+use crate::store::{EnvelopeBucket, InstanceInfo, Store};
 use heaptide_wire::metric;
 
 pub(crate) fn to_h(ms: i64) -> f64 {
@@ -22,11 +22,6 @@ pub(crate) fn to_h(ms: i64) -> f64 {
 /// store computes each bucket's floor and peak, so raw points stay there.
 fn segmented(store: &dyn Store, sel: &Selector, metric: &str) -> Result<Vec<Lifetime>> {
     Ok(split(store.envelope(sel, metric, bucket_ms(sel))?))
-}
-
-/// The envelope's bucket width for a window: the engine's resolution.
-fn bucket_ms(sel: &Selector) -> i64 {
-    (sel.span_ms() / MAX_BUCKETS as i64).max(1000)
 }
 
 /// An envelope's buckets, split into one lifetime per segment.
@@ -71,53 +66,6 @@ fn lifetime(mut v: Vec<EnvelopeBucket>) -> Lifetime {
     }
 }
 
-/// What the judgement of one instance reads of every resource, read in
-/// two calls rather than one per use: each resource's envelope, and the
-/// latest value of its metric, its limits and what the heap's room needs.
-struct Reads {
-    values: HashMap<String, f64>,
-    envelopes: HashMap<String, Vec<EnvelopeBucket>>,
-}
-
-impl Reads {
-    fn fetch(store: &dyn Store, sel: &Selector) -> Result<Reads> {
-        let resources: Vec<&str> = Resource::ALL.iter().map(|r| r.metric()).collect();
-        let mut metrics = vec![
-            metric::AGENT_INTERVAL_SECONDS,
-            metric::AGENT_URGENT,
-            metric::CGROUP_MEMORY_CURRENT,
-            metric::RSS,
-            metric::HEAP_ALLOCATED,
-        ];
-        for r in Resource::ALL {
-            metrics.push(r.metric());
-            metrics.extend(r.limits().0.iter().map(|(m, _)| *m));
-        }
-        metrics.sort_unstable();
-        metrics.dedup();
-        let points = store.latest_each(sel, &metrics)?;
-        Ok(Reads {
-            values: points.into_iter().map(|(m, p)| (m, p.value)).collect(),
-            envelopes: store.envelope_each(sel, &resources, bucket_ms(sel))?,
-        })
-    }
-
-    fn get(&self, metric: &str) -> Option<f64> {
-        self.values.get(metric).copied()
-    }
-
-    /// A resource's lifetimes, taken from what was read, each counting
-    /// its samples at the agent's configured pace
-    /// ([`Lifetime::at_pace`]).
-    fn lifetimes(&mut self, metric: &str) -> Vec<Lifetime> {
-        let mut lives = split(self.envelopes.remove(metric).unwrap_or_default());
-        if let Some(secs) = self.get(metric::AGENT_INTERVAL_SECONDS) {
-            lives.iter_mut().for_each(|l| l.at_pace(secs / 3600.0));
-        }
-        lives
-    }
-}
-
 /// Runs the engine over every resource of every matching instance.
 pub fn analyze(store: &dyn Store, q: &Selector, opts: &Options) -> Result<Analysis> {
     let instances: Vec<_> = store
@@ -125,21 +73,34 @@ pub fn analyze(store: &dyn Store, q: &Selector, opts: &Options) -> Result<Analys
         .into_iter()
         .filter(|i| q.instance.as_deref().is_none_or(|x| x == i.instance))
         .collect();
-    // Instances are judged apart, on as many threads as the machine has
-    // cores unless told fewer (the store hands each its own read
-    // connection), times the reads per core the store serves well.
+    // Instances are judged in units (a service's instances that span the
+    // whole window together, from one batch of reads; any other alone),
+    // on as many threads as the machine has cores unless told fewer (the
+    // store hands each its own read connection), times the reads per core
+    // the store serves well.
+    let units = units(q, &instances);
     let workers = opts
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .saturating_mul(store.reads_per_core().max(1))
-        .min(instances.len())
+        .min(units.len())
         .max(1);
-    let chunk = instances.len().div_ceil(workers).max(1);
+    let next = std::sync::atomic::AtomicUsize::new(0);
     let mut findings = Vec::with_capacity(instances.len() * Resource::ALL.len());
     std::thread::scope(|scope| -> Result<()> {
-        let handles: Vec<_> = instances
-            .chunks(chunk)
-            .map(|part| scope.spawn(move || judge_instances(store, q, part, opts)))
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| -> Result<Vec<Finding>> {
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(unit) = units.get(i) else {
+                            return Ok(out);
+                        };
+                        out.extend(judge_unit(store, q, unit, opts)?);
+                    }
+                })
+            })
             .collect();
         for h in handles {
             let part = h
@@ -185,21 +146,58 @@ pub fn analyze(store: &dyn Store, q: &Selector, opts: &Options) -> Result<Analys
     })
 }
 
-/// Every resource of each of `instances`.
-fn judge_instances(
+/// The window an instance is judged over: a young instance's data spans
+/// less than the window, so its envelope's buckets are cut to the data,
+/// not to the window.
+fn window(q: &Selector, inst: &InstanceInfo) -> Selector {
+    let first = inst.first_seen_ms.min(inst.start_time_ms);
+    let from = q.from_ms.max(first.min(q.to_ms - 1));
+    q.for_instance(&inst.service, &inst.instance).starting(from)
+}
+
+/// Instances judged together: several of one service over the whole
+/// window, or one alone.
+type Unit<'a> = Vec<&'a InstanceInfo>;
+
+/// Groups instances into units, largest first, so that the longest work
+/// starts first.
+fn units<'a>(q: &Selector, instances: &'a [InstanceInfo]) -> Vec<Unit<'a>> {
+    let mut whole: HashMap<&str, Unit<'a>> = HashMap::new();
+    let mut out: Vec<Unit<'a>> = Vec::new();
+    for inst in instances {
+        if window(q, inst).from_ms == q.from_ms {
+            whole.entry(&inst.service).or_default().push(inst);
+        } else {
+            out.push(vec![inst]);
+        }
+    }
+    out.extend(whole.into_values());
+    out.sort_by_key(|u| std::cmp::Reverse(u.len()));
+    out
+}
+
+/// Every resource of each instance of a unit: from one batch of reads
+/// when it holds several, else from the instance's own.
+fn judge_unit(
     store: &dyn Store,
     q: &Selector,
-    instances: &[crate::store::InstanceInfo],
+    unit: &[&InstanceInfo],
     opts: &Options,
 ) -> Result<Vec<Finding>> {
     let mut out = Vec::new();
-    for inst in instances {
-        // A young instance's data spans less than the window: cut the
-        // envelope's buckets to the data, not to the window.
-        let first = inst.first_seen_ms.min(inst.start_time_ms);
-        let from = q.from_ms.max(first.min(q.to_ms - 1));
-        let sel = q.for_instance(&inst.service, &inst.instance).starting(from);
-        let mut read = Reads::fetch(store, &sel)?;
+    let mut batch = match unit {
+        [first, _, ..] => {
+            let names: Vec<&str> = unit.iter().map(|i| i.instance.as_str()).collect();
+            Reads::fetch_service(store, &q.for_service(&first.service), &names)?
+        }
+        _ => HashMap::new(),
+    };
+    for inst in unit {
+        let sel = window(q, inst);
+        let mut read = match batch.remove(&inst.instance) {
+            Some(r) => r,
+            None => Reads::fetch(store, &sel)?,
+        };
         for r in Resource::ALL {
             out.push(judge(store, &mut read, &sel, r, opts)?);
         }
@@ -379,7 +377,7 @@ fn room(
     r: Resource,
     limit: f64,
 ) -> Result<(f64, f64)> {
-    let recent = sel.starting(sel.to_ms - 3_600_000);
+    let recent = sel.starting(sel.to_ms - PEAK_MS);
     match r {
         Resource::Heap => {
             let memory = reads
@@ -393,11 +391,14 @@ fn room(
             Ok((limit - other, f64::NEG_INFINITY))
         }
         Resource::Rss => {
-            let peak = store
-                .series(&recent, metric::RSS)?
-                .iter()
-                .map(|p| p.max)
-                .fold(f64::NEG_INFINITY, f64::max);
+            let peak = match reads.rss_peak {
+                Some(peak) => peak,
+                None => store
+                    .series(&recent, metric::RSS)?
+                    .iter()
+                    .map(|p| p.max)
+                    .fold(f64::NEG_INFINITY, f64::max),
+            };
             Ok((limit, peak))
         }
         _ => Ok((limit, f64::NEG_INFINITY)),

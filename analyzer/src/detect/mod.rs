@@ -18,6 +18,7 @@ mod analyze;
 mod assess;
 mod early;
 mod finding;
+mod reads;
 mod resource;
 mod sites;
 

@@ -196,6 +196,9 @@ pub async fn run(
         crate::continuous::schedule::Meters {
             seconds: state.telemetry.evaluation_seconds.clone(),
             failures: state.telemetry.evaluation_failures.clone(),
+            last_seconds: state.telemetry.evaluation_last_seconds.clone(),
+            judged: state.telemetry.evaluation_judged.clone(),
+            behind: state.telemetry.evaluation_behind.clone(),
         },
         crate::continuous::schedule::Plan {
             rules: background.alerts,

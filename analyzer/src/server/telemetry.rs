@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts};
+use prometheus::{Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts};
 
 use crate::continuous::alerts::notify::DeliveryStats;
 use crate::continuous::alerts::WebhookKind;
@@ -27,6 +27,9 @@ pub struct Telemetry {
     pub ingest_seconds: Histogram,
     pub evaluation_seconds: Histogram,
     pub evaluation_failures: IntCounter,
+    pub evaluation_last_seconds: Gauge,
+    pub evaluation_judged: Histogram,
+    pub evaluation_behind: IntGauge,
     /// Pulls of `--scrape` targets that failed.
     pub scrape_failures: IntCounter,
     /// Each webhook's delivery counts, in config order.
@@ -79,6 +82,21 @@ impl Default for Telemetry {
                 "heaptide_evaluation_failures_total",
                 "Evaluation passes that failed.",
             ),
+            evaluation_last_seconds: Gauge::new(
+                "heaptide_evaluation_last_duration_seconds",
+                "Time the last full evaluation pass took, findings and alerts' conditions.",
+            )
+            .expect("literal metric definition"),
+            evaluation_judged: histogram(
+                "heaptide_evaluation_instances_judged",
+                "Instances one evaluation pass judged (those with new data).",
+                vec![0.0, 1.0, 10.0, 100.0, 1000.0, 10000.0, 100000.0],
+            ),
+            evaluation_behind: IntGauge::new(
+                "heaptide_evaluation_behind",
+                "1 while the last full evaluation pass took longer than the interval between passes.",
+            )
+            .expect("literal metric definition"),
             scrape_failures: counter(
                 "heaptide_scrape_failures_total",
                 "Pulls of pprof scrape targets that failed.",
@@ -112,6 +130,9 @@ impl Telemetry {
             Box::new(self.ingest_seconds.clone()),
             Box::new(self.evaluation_seconds.clone()),
             Box::new(self.evaluation_failures.clone()),
+            Box::new(self.evaluation_last_seconds.clone()),
+            Box::new(self.evaluation_judged.clone()),
+            Box::new(self.evaluation_behind.clone()),
             Box::new(self.scrape_failures.clone()),
         ]
     }
@@ -124,7 +145,7 @@ mod tests {
     #[test]
     fn every_metric_is_defined() {
         let t = super::Telemetry::default();
-        assert_eq!(t.collectors().len(), 7);
+        assert_eq!(t.collectors().len(), 10);
         assert_eq!(
             t.ingest_batches.desc()[0].fq_name,
             "heaptide_ingest_batches_total"

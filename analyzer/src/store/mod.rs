@@ -8,6 +8,7 @@
 
 pub(crate) mod clickhouse;
 mod location;
+pub(crate) mod rollup;
 mod sqlite;
 mod transition;
 
@@ -390,6 +391,24 @@ pub trait Store: EvaluationState + Send + Sync + 'static {
         }
         Ok(out)
     }
+    /// [`Store::latest_each`] of every instance of `sel`, by instance:
+    /// one query for a networked store. Each instance's newest segment
+    /// with a point of the metric gives it.
+    fn latest_by_instance(
+        &self,
+        sel: &Selector,
+        metrics: &[&str],
+    ) -> Result<std::collections::HashMap<String, std::collections::HashMap<String, Point>>> {
+        let mut out = std::collections::HashMap::new();
+        for i in self.instances(sel.service.as_deref())? {
+            if sel.instance.as_deref().is_some_and(|x| x != i.instance) {
+                continue;
+            }
+            let one = sel.for_instance(&i.service, &i.instance);
+            out.insert(i.instance, self.latest_each(&one, metrics)?);
+        }
+        Ok(out)
+    }
     fn pauses(&self, sel: &Selector) -> Result<Vec<StoredPause>>;
     fn profiles(&self, sel: &Selector) -> Result<Vec<StoredProfile>>;
     fn profile_nearest(
@@ -434,8 +453,20 @@ pub trait EvaluationState {
         evaluated_ms: i64,
         findings_json: &str,
     ) -> Result<()>;
+    /// Replaces the kept findings of each instance in `rows`: one write
+    /// for a networked store.
+    fn keep_findings_each(&self, rows: &[KeptFindings]) -> Result<()> {
+        for r in rows {
+            self.keep_findings(&r.service, &r.instance, r.evaluated_ms, &r.findings)?;
+        }
+        Ok(())
+    }
     /// The kept findings of every instance of `service` (or of all).
     fn kept_findings(&self, service: Option<&str>) -> Result<Vec<KeptFindings>>;
+    /// When each instance's kept findings were made, by (service,
+    /// instance), without the findings: what a pass needs to pick the
+    /// services to judge, in memory that does not grow with findings.
+    fn kept_times(&self) -> Result<std::collections::HashMap<(String, String), i64>>;
     /// Replaces the active alerts of `shard`.
     fn keep_alerts(&self, shard: Shard, alerts: &[KeptAlert]) -> Result<()>;
     /// The active alerts of every shard.

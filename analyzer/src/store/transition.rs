@@ -98,12 +98,14 @@ impl TransitionState {
 }
 
 /// What a transition is about: a resource, or for the alerts that watch
-/// no resource, the agent itself (silence) or its pauses.
+/// no resource, the agent itself (silence), its pauses, or the
+/// analyzer's own evaluation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Watched {
     Resource(Resource),
     Agent,
     Pauses,
+    Evaluation,
 }
 
 impl Watched {
@@ -112,6 +114,7 @@ impl Watched {
             Watched::Resource(r) => r.name(),
             Watched::Agent => "agent",
             Watched::Pauses => "pauses",
+            Watched::Evaluation => "evaluation",
         }
     }
 
@@ -120,6 +123,7 @@ impl Watched {
         match s {
             "agent" => Ok(Watched::Agent),
             "pauses" => Ok(Watched::Pauses),
+            "evaluation" => Ok(Watched::Evaluation),
             _ => Resource::parse(s)
                 .map(Watched::Resource)
                 .ok_or_else(|| unknown("resource", s)),
@@ -157,11 +161,11 @@ mod tests {
         for t in TransitionState::ALL {
             assert_eq!(TransitionState::parse(t.name()).unwrap(), t);
         }
-        for w in Resource::ALL
-            .map(Watched::Resource)
-            .into_iter()
-            .chain([Watched::Agent, Watched::Pauses])
-        {
+        for w in Resource::ALL.map(Watched::Resource).into_iter().chain([
+            Watched::Agent,
+            Watched::Pauses,
+            Watched::Evaluation,
+        ]) {
             assert_eq!(Watched::parse(w.name()).unwrap(), w);
         }
         assert_eq!(parse_severity("warning").unwrap(), Severity::Warning);

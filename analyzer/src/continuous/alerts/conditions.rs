@@ -7,22 +7,27 @@ use heaptide_ui::format;
 
 use super::rules::{name, AlertRules};
 use super::state::{AlertKey, Condition};
-use crate::continuous::{Kept, WINDOW_MS};
+use crate::continuous::evaluate::KeptByInstance;
+use crate::continuous::{kept_by_instance, WINDOW_MS};
 use crate::detect::{Finding, LeakVerdict};
 use crate::error::Result;
 use crate::select::{ms, Selector};
-use crate::store::{InstanceInfo, Store};
+use crate::store::{InstanceInfo, Shard, Store};
 
-/// Every condition that holds at `now_ms`.
+/// Every condition of `shard`'s services that holds at `now_ms`. The
+/// kept findings are read a service at a time, so memory follows the
+/// largest service, not the fleet.
 pub fn conditions(
     store: &dyn Store,
     rules: &AlertRules,
-    kept: &HashMap<(String, String), Kept>,
+    shard: Shard,
     now_ms: i64,
 ) -> Result<Vec<Condition>> {
-    let instances = store.instances(None)?;
+    let mut instances = store.instances(None)?;
+    instances.retain(|i| shard.owns(&i.service));
     let mut out = Vec::new();
     let silent_after = ms(rules.not_reporting.after.0);
+    let mut kept: Option<(&str, KeptByInstance)> = None;
     for i in &instances {
         let silent_ms = now_ms - i.last_seen_ms;
         // An instance gone for longer than the evaluation window is
@@ -38,8 +43,12 @@ pub fn conditions(
             // findings stand on the page, and the silence is the alert.
             continue;
         }
+        if kept.as_ref().is_none_or(|(s, _)| *s != i.service) {
+            kept = Some((&i.service, kept_by_instance(store, Some(&i.service))?));
+        }
         let key = (i.service.clone(), i.instance.clone());
-        for f in kept.get(&key).map_or(&[][..], |k| &k.findings) {
+        let findings = kept.as_ref().and_then(|(_, k)| k.get(&key));
+        for f in findings.map_or(&[][..], |k| &k.findings) {
             out.extend(leak_conditions(rules, f));
         }
     }
@@ -47,6 +56,38 @@ pub fn conditions(
         out.extend(pause_conditions(store, rules, &instances, now_ms)?);
     }
     Ok(out)
+}
+
+/// The `service` label of the analyzer's own alerts.
+pub(crate) const ANALYZER_SERVICE: &str = "heaptide-analyzer";
+
+/// The `instance` label of a shard's own alerts.
+pub(crate) fn analyzer_instance(shard: Shard) -> String {
+    format!("shard {shard}")
+}
+
+/// [`name::EVALUATION_BEHIND`]: the last full pass took longer than the
+/// interval between passes.
+pub fn behind(rules: &AlertRules, shard: Shard, lag: Option<super::Lag>) -> Option<Condition> {
+    let lag =
+        lag.filter(|l| rules.evaluation_behind.enabled && l.pass_seconds > l.every_seconds)?;
+    let took = format::duration(lag.pass_seconds);
+    let every = format::duration(lag.every_seconds);
+    Some(Condition {
+        key: key(
+            name::EVALUATION_BEHIND,
+            ANALYZER_SERVICE,
+            &analyzer_instance(shard),
+            "evaluation",
+        ),
+        severity: "warning",
+        summary: format!("evaluation of shard {shard} is behind: a pass took {took}, every {every}"),
+        description: format!(
+            "The last full evaluation pass took {took}, longer than the {every} between passes, so findings and alerts lag behind the data. Shard the services over more analyzers (--shard), or evaluate less often."
+        ),
+        site: None,
+        runway_ms: None,
+    })
 }
 
 fn key(alertname: &str, service: &str, instance: &str, resource: &str) -> AlertKey {
@@ -217,5 +258,25 @@ mod tests {
         assert_eq!(super::p99(&mut d), 198.0);
         assert_eq!(super::p99(&mut [5.0]), 5.0);
         assert_eq!(super::p99(&mut []), 0.0);
+    }
+
+    #[test]
+    fn a_pass_is_behind_only_when_longer_than_its_interval_and_the_rule_is_on() {
+        use super::super::{AlertRules, Lag};
+        use crate::store::Shard;
+        let mut rules = AlertRules::default();
+        let lag = |pass_seconds| {
+            Some(Lag {
+                pass_seconds,
+                every_seconds: 60.0,
+            })
+        };
+        let shard = Shard { index: 1, count: 2 };
+        let c = super::behind(&rules, shard, lag(61.0)).unwrap();
+        assert_eq!(c.key.instance, "shard 1/2");
+        assert!(super::behind(&rules, shard, lag(59.0)).is_none());
+        assert!(super::behind(&rules, shard, None).is_none());
+        rules.evaluation_behind.enabled = false;
+        assert!(super::behind(&rules, shard, lag(61.0)).is_none());
     }
 }

@@ -31,7 +31,26 @@ pub fn active(store: &dyn Store) -> Result<Vec<Alert>> {
 /// findings, keeps the active alerts and records what fired or resolved.
 /// Returns the alerts to send.
 pub fn advance(store: &dyn Store, rules: &AlertRules, now_ms: i64) -> Result<Vec<Alert>> {
-    advance_shard(store, rules, Shard::default(), now_ms)
+    advance_shard(store, rules, Shard::default(), None, now_ms)
+}
+
+/// How long the last full evaluation pass took, against the interval
+/// between passes: [`rules::name::EVALUATION_BEHIND`] holds when it is
+/// longer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Lag {
+    pub pass_seconds: f64,
+    pub every_seconds: f64,
+}
+
+/// Whether `key` is one of `shard`'s alerts: those of its services, and
+/// its own evaluation's.
+fn owns(shard: Shard, key: &AlertKey) -> bool {
+    if key.alertname == rules::name::EVALUATION_BEHIND {
+        key.instance == conditions::analyzer_instance(shard)
+    } else {
+        shard.owns(&key.service)
+    }
 }
 
 /// [`advance`] for the services of one shard: each analyzer that shares
@@ -41,13 +60,13 @@ pub(crate) fn advance_shard(
     store: &dyn Store,
     rules: &AlertRules,
     shard: Shard,
+    lag: Option<Lag>,
     now_ms: i64,
 ) -> Result<Vec<Alert>> {
-    let kept = crate::continuous::kept_by_instance(store, None)?;
-    let mut holding = conditions::conditions(store, rules, &kept, now_ms)?;
-    holding.retain(|c| shard.owns(&c.key.service));
+    let mut holding = conditions::conditions(store, rules, shard, now_ms)?;
+    holding.extend(conditions::behind(rules, shard, lag));
     let mut mine = active(store)?;
-    mine.retain(|a| shard.owns(&a.key.service));
+    mine.retain(|a| owns(shard, &a.key));
     let adv = state::advance(rules, mine, &holding, now_ms);
     let rows = adv
         .active

@@ -19,6 +19,8 @@ pub mod name {
     pub const PAUSE_P99: &str = "HeaptidePauseP99High";
     /// An instance that stopped sending.
     pub const NOT_REPORTING: &str = "HeaptideNotReporting";
+    /// An evaluation pass that took longer than its interval.
+    pub const EVALUATION_BEHIND: &str = "HeaptideEvaluationBehind";
 }
 
 /// How long a condition must hold before its alert fires (`for`), and how
@@ -119,6 +121,27 @@ impl Default for SilenceRule {
     }
 }
 
+/// Fires when a full evaluation pass takes longer than the interval
+/// between passes: findings and alerts then lag behind the data.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BehindRule {
+    #[serde(rename = "for")]
+    pub for_: Span,
+    pub resolve_after: Span,
+    pub enabled: bool,
+}
+
+impl Default for BehindRule {
+    fn default() -> Self {
+        BehindRule {
+            for_: span("0s"),
+            resolve_after: five_minutes(),
+            enabled: true,
+        }
+    }
+}
+
 fn yes() -> bool {
     true
 }
@@ -162,6 +185,7 @@ pub struct AlertRules {
     pub exhausted: ExhaustedRule,
     pub pause: PauseRule,
     pub not_reporting: SilenceRule,
+    pub evaluation_behind: BehindRule,
     /// A firing alert is sent again this often.
     pub repeat_every: Span,
     /// The base of each alert's `generatorURL` (the instance page);
@@ -184,6 +208,7 @@ impl Default for AlertRules {
             exhausted: ExhaustedRule::default(),
             pause: PauseRule::default(),
             not_reporting: SilenceRule::default(),
+            evaluation_behind: BehindRule::default(),
             repeat_every: span("4h"),
             external_url: None,
             webhook: Vec::new(),
@@ -199,6 +224,10 @@ impl AlertRules {
             name::LEAK_WARNING => (self.leak_warning.for_, self.leak_warning.resolve_after),
             name::EXHAUSTED => (self.exhausted.for_, self.exhausted.resolve_after),
             name::PAUSE_P99 => (self.pause.for_, self.pause.resolve_after),
+            name::EVALUATION_BEHIND => (
+                self.evaluation_behind.for_,
+                self.evaluation_behind.resolve_after,
+            ),
             _ => (self.not_reporting.for_, self.not_reporting.resolve_after),
         };
         Timing {

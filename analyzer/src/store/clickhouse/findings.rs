@@ -24,6 +24,32 @@ impl ClickHouseStore {
         self.insert("findings", &w)
     }
 
+    /// Every row in one insert: a pass keeps a service's findings at once.
+    pub(super) fn write_findings_each(&self, rows: &[KeptFindings]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut w = RowWriter::default();
+        for r in rows {
+            w.str(&r.service)
+                .str(&r.instance)
+                .i64(r.evaluated_ms)
+                .str(&r.findings);
+            w.u64(r.evaluated_ms.max(0) as u64).row();
+        }
+        self.insert("findings", &w)
+    }
+
+    pub(super) fn read_kept_times(
+        &self,
+    ) -> Result<std::collections::HashMap<(String, String), i64>> {
+        let rows = self.rows(
+            "SELECT service, instance, max(evaluated_ms) FROM findings GROUP BY service, instance",
+            |r| Ok(((r.string()?, r.string()?), r.i64()?)),
+        )?;
+        Ok(rows.into_iter().collect())
+    }
+
     pub(super) fn read_findings(&self, service: Option<&str>) -> Result<Vec<KeptFindings>> {
         let filter = service.map_or("1".to_owned(), |s| format!("service = {}", lit(s)));
         self.rows(

@@ -88,6 +88,11 @@ impl ClickHouseStore {
             ))
         } else if read_only && version == 0 {
             return Err(Error::StoreMissing(url.to_string()));
+        } else if read_only && version < schema::SCHEMA_VERSION {
+            Some(format!(
+                "store schema version {version} is older than this analyzer's {}; run `analyzer serve` on it once to upgrade it",
+                schema::SCHEMA_VERSION
+            ))
         } else {
             None
         };
@@ -98,7 +103,7 @@ impl ClickHouseStore {
             });
         }
         if !read_only {
-            schema::create(&client, &url.database).map_err(fail)?;
+            schema::create(&client, &url.database, version).map_err(fail)?;
         }
         Ok(ClickHouseStore {
             url,
@@ -250,6 +255,14 @@ impl Store for ClickHouseStore {
         self.read_latest_each(sel, metrics)
     }
 
+    fn latest_by_instance(
+        &self,
+        sel: &Selector,
+        metrics: &[&str],
+    ) -> Result<HashMap<String, HashMap<String, Point>>> {
+        self.read_latest_by_instance(sel, metrics)
+    }
+
     fn pauses(&self, sel: &Selector) -> Result<Vec<StoredPause>> {
         self.read_pauses(sel)
     }
@@ -323,6 +336,14 @@ impl EvaluationState for ClickHouseStore {
 
     fn kept_findings(&self, service: Option<&str>) -> Result<Vec<KeptFindings>> {
         self.read_findings(service)
+    }
+
+    fn kept_times(&self) -> Result<std::collections::HashMap<(String, String), i64>> {
+        self.read_kept_times()
+    }
+
+    fn keep_findings_each(&self, rows: &[KeptFindings]) -> Result<()> {
+        self.write_findings_each(rows)
     }
 
     fn keep_alerts(&self, shard: Shard, alerts: &[KeptAlert]) -> Result<()> {

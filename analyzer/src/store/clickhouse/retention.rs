@@ -61,6 +61,16 @@ impl Part {
     }
 }
 
+/// Where a rollup partition of resolution `res` expires: its tier's own
+/// keep, if it has one, else the store's.
+fn rollup_cutoff(res: Option<i64>, cutoff: i64, now_ms: i64) -> i64 {
+    crate::store::rollup::TIERS
+        .iter()
+        .find(|t| Some(t.res_ms) == res)
+        .and_then(|t| t.keep_ms)
+        .map_or(cutoff, |k| cutoff.max(now_ms - k))
+}
+
 impl ClickHouseStore {
     fn parts(&self) -> Result<Vec<Part>> {
         self.rows(
@@ -99,6 +109,7 @@ impl ClickHouseStore {
             let expired = match p.table.as_str() {
                 "profile_raw" => end <= now_ms - policy.raw_profile_keep_ms,
                 "samples" => end <= cutoff,
+                "rollups" => end <= rollup_cutoff(p.res(), cutoff, now_ms),
                 t => DAY_TABLES.contains(&t) && end <= cutoff,
             };
             if expired {

@@ -2,6 +2,8 @@
 //! instance (so that pages and commands read them instead of judging a
 //! fleet on every request), the active alerts, and the history of both.
 
+use std::collections::HashMap;
+
 use rusqlite::params;
 
 use super::SqliteStore;
@@ -43,6 +45,17 @@ impl SqliteStore {
                     findings: r.get(3)?,
                 })
             })?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    pub(super) fn read_kept_times(&self) -> Result<HashMap<(String, String), i64>> {
+        self.with_reader(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT i.service, i.instance, f.evaluated_ms
+                 FROM findings f JOIN instances i ON i.id = f.instance_id",
+            )?;
+            let rows = stmt.query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
         })
     }

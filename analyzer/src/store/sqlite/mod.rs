@@ -92,8 +92,11 @@ impl SqliteStore {
         };
         let conn = Connection::open(&path).map_err(open_err)?;
         configure(&conn, durability.pragma()).map_err(open_err)?;
-        check_version(&conn, &path, false)?;
+        let version = check_version(&conn, &path, false)?;
         conn.execute_batch(SCHEMA).map_err(open_err)?;
+        if (1..5).contains(&version) {
+            schema::backfill_rollups(&conn).map_err(open_err)?;
+        }
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(open_err)?;
         Ok(Self::with_writer(path, conn))
@@ -199,7 +202,7 @@ fn read_only(path: &Path) -> Result<Connection> {
 
 /// Refuses a store written by a newer analyzer, and, read-only, one that
 /// would need an upgrade first.
-fn check_version(conn: &Connection, path: &Path, read_only: bool) -> Result<()> {
+fn check_version(conn: &Connection, path: &Path, read_only: bool) -> Result<i32> {
     let version: i32 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .map_err(|source| Error::StoreOpen {
@@ -211,7 +214,7 @@ fn check_version(conn: &Connection, path: &Path, read_only: bool) -> Result<()> 
     } else if read_only && version < SCHEMA_VERSION {
         format!("store schema version {version} is older than this analyzer's {SCHEMA_VERSION}; run `analyzer serve` on it once to upgrade it")
     } else {
-        return Ok(());
+        return Ok(version);
     };
     Err(Error::Config {
         path: path.display().to_string(),
@@ -321,6 +324,10 @@ impl EvaluationState for SqliteStore {
 
     fn kept_findings(&self, service: Option<&str>) -> Result<Vec<KeptFindings>> {
         self.read_findings(service)
+    }
+
+    fn kept_times(&self) -> Result<HashMap<(String, String), i64>> {
+        self.read_kept_times()
     }
 
     /// One analyzer writes a SQLite file, so it holds every shard:

@@ -6,6 +6,7 @@ use rusqlite::{params, OptionalExtension};
 
 use super::SqliteStore;
 use crate::error::{Error, Result};
+use crate::store::rollup;
 use crate::store::*;
 use heaptide_wire::pprof::Frame;
 
@@ -159,44 +160,110 @@ impl SqliteStore {
         })
     }
 
+    /// The envelope from rollups where a tier serves it
+    /// ([`rollup::plan`]), else from raw samples.
     pub(super) fn read_envelope(
         &self,
         sel: &Selector,
         metric: &str,
         bucket_ms: i64,
     ) -> Result<Vec<EnvelopeBucket>> {
-        self.with_reader(|c| {
-            let mut stmt = c.prepare_cached(&format!(
-                "SELECT i.service, i.instance, x.segment_id, (min(x.ts_ms) + max(x.ts_ms)) / 2, min(x.ts_ms),
+        let bucket_ms = bucket_ms.max(1);
+        let Some(plan) = rollup::plan(sel.from_ms, sel.to_ms, bucket_ms, crate::select::now_ms())
+        else {
+            return Ok(rollup::merge(
+                self.raw_parts(sel, metric, bucket_ms, (sel.from_ms, sel.to_ms))?,
+                bucket_ms,
+            ));
+        };
+        let mut parts = self.rollup_parts(sel, metric, bucket_ms, &plan)?;
+        for edge in &plan.edges {
+            parts.extend(self.raw_parts(sel, metric, bucket_ms, *edge)?);
+        }
+        Ok(rollup::merge(parts, bucket_ms))
+    }
+
+    /// Raw samples of `metric` in `sel`'s instances with times in `range`
+    /// (inclusive), by segment and bucket.
+    fn raw_parts(
+        &self,
+        sel: &Selector,
+        metric: &str,
+        bucket_ms: i64,
+        range: (i64, i64),
+    ) -> Result<Vec<rollup::Part>> {
+        self.parts(
+            &format!(
+                "SELECT i.service, i.instance, x.segment_id, min(x.ts_ms), max(x.ts_ms),
                         min(coalesce(x.vmin, x.value)), max(coalesce(x.vmax, x.value)), sum(x.n)
                  {}
-                   AND x.ts_ms >= ?4 AND x.ts_ms <= ?5
-                 GROUP BY x.segment_id, x.ts_ms / ?6
-                 ORDER BY 4",
+                   AND x.ts_ms >= ?6 AND x.ts_ms <= ?7
+                 GROUP BY x.segment_id, x.ts_ms / ?8",
                 samples_of(sel)
-            ))?;
-            let rows = stmt.query_map(
-                params![
-                    sel.service,
-                    sel.instance,
-                    metric,
-                    sel.from_ms,
-                    sel.to_ms,
-                    bucket_ms.max(1)
-                ],
-                |r| {
-                    Ok(EnvelopeBucket {
-                        service: r.get(0)?,
-                        instance: r.get(1)?,
-                        segment: r.get(2)?,
-                        ts_ms: r.get(3)?,
-                        first_ms: r.get(4)?,
-                        min: r.get(5)?,
-                        max: r.get(6)?,
-                        samples: r.get(7)?,
-                    })
-                },
-            )?;
+            ),
+            params![
+                sel.service,
+                sel.instance,
+                metric,
+                sel.from_ms,
+                sel.to_ms,
+                range.0,
+                range.1,
+                bucket_ms
+            ],
+        )
+    }
+
+    /// The rollup buckets of `plan`, by segment and envelope bucket.
+    fn rollup_parts(
+        &self,
+        sel: &Selector,
+        metric: &str,
+        bucket_ms: i64,
+        plan: &rollup::Plan,
+    ) -> Result<Vec<rollup::Part>> {
+        self.parts(
+            &format!(
+                "SELECT i.service, i.instance, r.segment_id, min(r.first_ms), max(r.last_ms),
+                        min(r.vmin), max(r.vmax), sum(r.n)
+                 FROM instances i
+                 JOIN segments s ON s.instance_id = i.id
+                 CROSS JOIN rollups r
+                 WHERE {} AND s.last_seen_ms >= ?4
+                   AND r.segment_id = s.id
+                   AND r.metric_id = (SELECT id FROM metrics WHERE name = ?3)
+                   AND r.res = ?5 AND r.bucket_ms >= ?6 AND r.bucket_ms < ?7
+                 GROUP BY r.segment_id, r.bucket_ms / ?8",
+                selector_clause(sel)
+            ),
+            params![
+                sel.service,
+                sel.instance,
+                metric,
+                sel.from_ms,
+                plan.res_ms,
+                plan.from_ms,
+                plan.to_ms,
+                bucket_ms
+            ],
+        )
+    }
+
+    fn parts(&self, sql: &str, params: impl rusqlite::Params) -> Result<Vec<rollup::Part>> {
+        self.with_reader(|c| {
+            let mut stmt = c.prepare_cached(sql)?;
+            let rows = stmt.query_map(params, |r| {
+                Ok(rollup::Part {
+                    service: r.get(0)?,
+                    instance: r.get(1)?,
+                    segment: r.get(2)?,
+                    first_ms: r.get(3)?,
+                    last_ms: r.get(4)?,
+                    min: r.get(5)?,
+                    max: r.get(6)?,
+                    samples: r.get(7)?,
+                })
+            })?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
         })
     }

@@ -23,6 +23,13 @@ impl SqliteStore {
         report.pauses_deleted =
             tx.execute("DELETE FROM pauses WHERE start_ms < ?1", [cutoff])? as u64;
         report.samples_downsampled = downsample(&tx, now_ms, policy)?;
+        for t in crate::store::rollup::TIERS {
+            let before = t.keep_ms.map_or(cutoff, |k| cutoff.max(now_ms - k));
+            tx.execute(
+                "DELETE FROM rollups WHERE bucket_ms < ?1 AND res = ?2",
+                params![before, t.res_ms],
+            )?;
+        }
         report.raw_profiles_dropped = tx.execute(
             "UPDATE profiles SET pprof = NULL WHERE ts_ms < ?1 AND pprof IS NOT NULL",
             [now_ms - policy.raw_profile_keep_ms],

@@ -3,8 +3,8 @@
 use rusqlite::Connection;
 
 /// 2 added `findings`: the latest judgement of each instance; 3 added
-/// `alerts` and `transitions`; 4 added `profile_ages`.
-pub(super) const SCHEMA_VERSION: i32 = 4;
+/// `alerts` and `transitions`; 4 added `profile_ages`; 5 added `rollups`.
+pub(super) const SCHEMA_VERSION: i32 = 5;
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS instances (
@@ -47,6 +47,22 @@ CREATE TABLE IF NOT EXISTS samples (
     PRIMARY KEY (segment_id, metric_id, ts_ms)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS samples_ts ON samples (ts_ms);
+-- Per-series buckets of raw samples, res ms wide from bucket_ms, written
+-- in each batch's transaction for the samples that were new
+-- (`store::rollup`).
+CREATE TABLE IF NOT EXISTS rollups (
+    segment_id INTEGER NOT NULL,
+    metric_id INTEGER NOT NULL,
+    res INTEGER NOT NULL,
+    bucket_ms INTEGER NOT NULL,
+    vmin REAL NOT NULL,
+    vmax REAL NOT NULL,
+    n INTEGER NOT NULL,
+    first_ms INTEGER NOT NULL,
+    last_ms INTEGER NOT NULL,
+    PRIMARY KEY (segment_id, metric_id, res, bucket_ms)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS rollups_bucket ON rollups (bucket_ms);
 CREATE TABLE IF NOT EXISTS pauses (
     segment_id INTEGER NOT NULL,
     start_ms INTEGER NOT NULL,
@@ -126,4 +142,21 @@ pub(super) fn configure(conn: &Connection, synchronous: &str) -> rusqlite::Resul
     conn.pragma_update(None, "synchronous", synchronous)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     Ok(())
+}
+
+/// Fills the rollups of a store written before they existed, from its
+/// samples, raw and downsampled alike: each row joins the bucket its time
+/// falls in. Run once, in the upgrade's transaction.
+pub(super) fn backfill_rollups(conn: &Connection) -> rusqlite::Result<()> {
+    let tx = conn.unchecked_transaction()?;
+    for t in crate::store::rollup::TIERS {
+        tx.execute(
+            "INSERT OR IGNORE INTO rollups (segment_id, metric_id, res, bucket_ms, vmin, vmax, n, first_ms, last_ms)
+             SELECT segment_id, metric_id, ?1, (ts_ms / ?1) * ?1, min(coalesce(vmin, value)),
+                    max(coalesce(vmax, value)), sum(n), min(ts_ms), max(ts_ms)
+             FROM samples WHERE ts_ms >= 0 GROUP BY segment_id, metric_id, ts_ms / ?1",
+            [t.res_ms],
+        )?;
+    }
+    tx.commit()
 }

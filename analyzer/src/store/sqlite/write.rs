@@ -177,7 +177,9 @@ impl SqliteStore {
                 let mut stmt = tx.prepare_cached(
                     "INSERT OR IGNORE INTO samples (segment_id, metric_id, ts_ms, value) VALUES (?1, ?2, ?3, ?4)",
                 )?;
-                stmt.execute(params![segment_id, metric_id, s.ts_ms, num(*v)])?;
+                if stmt.execute(params![segment_id, metric_id, s.ts_ms, num(*v)])? == 1 {
+                    roll_up(&tx, segment_id, metric_id, s.ts_ms, *v)?;
+                }
             }
         }
         for p in &b.pause_events {
@@ -370,6 +372,29 @@ fn insert_ages(
     for (stack_id, a) in merged {
         let text = serde_json::to_string(&a).unwrap_or_else(|_| "[]".into());
         stmt.execute(params![profile_id, stack_id, text])?;
+    }
+    Ok(())
+}
+
+/// Adds one new raw sample to its bucket of every rollup tier. Only a
+/// sample that was stored counts: a replayed one was ignored above.
+fn roll_up(
+    tx: &rusqlite::Transaction,
+    segment_id: i64,
+    metric_id: i64,
+    ts_ms: i64,
+    v: f64,
+) -> Result<()> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO rollups (segment_id, metric_id, res, bucket_ms, vmin, vmax, n, first_ms, last_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?5, 1, ?6, ?6)
+         ON CONFLICT DO UPDATE SET vmin = min(vmin, excluded.vmin), vmax = max(vmax, excluded.vmax),
+            n = n + 1, first_ms = min(first_ms, excluded.first_ms),
+            last_ms = max(last_ms, excluded.last_ms)",
+    )?;
+    for t in crate::store::rollup::TIERS {
+        let bucket = ts_ms.div_euclid(t.res_ms) * t.res_ms;
+        stmt.execute(params![segment_id, metric_id, t.res_ms, bucket, v, ts_ms])?;
     }
     Ok(())
 }

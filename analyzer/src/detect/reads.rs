@@ -1,0 +1,124 @@
+//! What the judgement of an instance reads from the store, fetched for one
+//! instance, or for every instance of a service at once.
+//!
+//! The batch is what makes a fleet cheap to judge: a service's envelopes
+//! of every resource, its latest values and its RSS peaks are three
+//! statements whatever its count of instances, where one instance at a
+//! time they were three each. Then every instance is judged in memory.
+
+use std::collections::HashMap;
+
+use super::stats::growth::MAX_BUCKETS;
+use super::{Lifetime, Resource};
+use crate::error::Result;
+use crate::select::Selector;
+use crate::store::{EnvelopeBucket, Store};
+use heaptide_wire::metric;
+
+/// How far back RSS's peak is taken, for its room.
+pub(super) const PEAK_MS: i64 = 3_600_000;
+
+/// The envelope's bucket width for a window: the engine's resolution.
+pub(super) fn bucket_ms(sel: &Selector) -> i64 {
+    (sel.span_ms() / MAX_BUCKETS as i64).max(1000)
+}
+
+/// What the judgement of one instance reads of every resource: each
+/// resource's envelope, the latest value of its metric, its limits and
+/// what the heap's room needs, and RSS's recent peak.
+pub(super) struct Reads {
+    values: HashMap<String, f64>,
+    envelopes: HashMap<String, Vec<EnvelopeBucket>>,
+    /// RSS's peak over the last [`PEAK_MS`], when it was read with the
+    /// rest; `None` reads it when needed.
+    pub(super) rss_peak: Option<f64>,
+}
+
+/// The metrics whose latest values the judgement reads.
+fn latest_metrics() -> Vec<&'static str> {
+    let mut metrics = vec![
+        metric::AGENT_INTERVAL_SECONDS,
+        metric::AGENT_URGENT,
+        metric::CGROUP_MEMORY_CURRENT,
+        metric::RSS,
+        metric::HEAP_ALLOCATED,
+    ];
+    for r in Resource::ALL {
+        metrics.push(r.metric());
+        metrics.extend(r.limits().0.iter().map(|(m, _)| *m));
+    }
+    metrics.sort_unstable();
+    metrics.dedup();
+    metrics
+}
+
+fn resource_metrics() -> Vec<&'static str> {
+    Resource::ALL.iter().map(|r| r.metric()).collect()
+}
+
+impl Reads {
+    /// One instance's reads (`sel` names it).
+    pub(super) fn fetch(store: &dyn Store, sel: &Selector) -> Result<Reads> {
+        let points = store.latest_each(sel, &latest_metrics())?;
+        Ok(Reads {
+            values: points.into_iter().map(|(m, p)| (m, p.value)).collect(),
+            envelopes: store.envelope_each(sel, &resource_metrics(), bucket_ms(sel))?,
+            rss_peak: None,
+        })
+    }
+
+    /// The reads of each of `instances` of the service `sel` names, all
+    /// over `sel`'s whole window, by instance.
+    pub(super) fn fetch_service(
+        store: &dyn Store,
+        sel: &Selector,
+        instances: &[&str],
+    ) -> Result<HashMap<String, Reads>> {
+        let mut out: HashMap<String, Reads> = instances
+            .iter()
+            .map(|i| {
+                let r = Reads {
+                    values: HashMap::new(),
+                    envelopes: HashMap::new(),
+                    rss_peak: Some(f64::NEG_INFINITY),
+                };
+                ((*i).to_owned(), r)
+            })
+            .collect();
+        let envelopes = store.envelope_each(sel, &resource_metrics(), bucket_ms(sel))?;
+        for (metric, buckets) in envelopes {
+            for b in buckets {
+                if let Some(r) = out.get_mut(&b.instance) {
+                    r.envelopes.entry(metric.clone()).or_default().push(b);
+                }
+            }
+        }
+        for (instance, points) in store.latest_by_instance(sel, &latest_metrics())? {
+            if let Some(r) = out.get_mut(&instance) {
+                r.values = points.into_iter().map(|(m, p)| (m, p.value)).collect();
+            }
+        }
+        let hour = sel.starting(sel.to_ms - PEAK_MS);
+        for b in store.envelope(&hour, metric::RSS, PEAK_MS)? {
+            if let Some(peak) = out.get_mut(&b.instance).and_then(|r| r.rss_peak.as_mut()) {
+                *peak = peak.max(b.max);
+            }
+        }
+        Ok(out)
+    }
+
+    pub(super) fn get(&self, metric: &str) -> Option<f64> {
+        self.values.get(metric).copied()
+    }
+
+    /// A resource's lifetimes, taken from what was read, each counting
+    /// its samples at the agent's configured pace
+    /// ([`Lifetime::at_pace`]).
+    pub(super) fn lifetimes(&mut self, metric: &str) -> Vec<Lifetime> {
+        let mut lives = super::analyze::split(self.envelopes.remove(metric).unwrap_or_default());
+        if let Some(secs) = self.get(metric::AGENT_INTERVAL_SECONDS) {
+            lives.iter_mut().for_each(|l| l.at_pace(secs / 3600.0));
+        }
+        lives
+    }
+}

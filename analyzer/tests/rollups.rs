@@ -1,0 +1,225 @@
+//! The rollups' contract, on both backends: an envelope over a long
+//! window, read from rollups, is the envelope of the raw samples, bucket
+//! for bucket, whatever retention has since done to the raw rows; a
+//! replayed batch counts once; a store written before rollups existed
+//! gains them when a writer opens it.
+
+use std::collections::BTreeMap;
+
+use heaptide_analyzer::ingest::{accept, Limits, ValidBatch};
+use heaptide_analyzer::select::{now_ms, Selector};
+use heaptide_analyzer::store::{
+    ClickHouseStore, ClickHouseUrl, EnvelopeBucket, RetentionPolicy, SqliteStore, Store,
+};
+use heaptide_testkit::clickhouse::{database, ClickHouse};
+use heaptide_testkit::fixtures;
+
+const H: i64 = 3_600_000;
+
+/// `fds` of one instance every 10 s, 3 s past each 10 s, over 26 hours:
+/// a wobble on a slow climb, with a value no bucket's neighbours share.
+fn points(now: i64) -> Vec<(i64, f64)> {
+    let start = (now - 26 * H) / 10_000 * 10_000 + 3_000;
+    (0..26 * 360)
+        .map(|k| {
+            let wobble = ((k * 7919) % 13) as f64;
+            (start + k * 10_000, 100.0 + k as f64 / 100.0 + wobble)
+        })
+        .collect()
+}
+
+/// The points in batches of 500, numbered from 1.
+fn batches(instance: &str, pts: &[(i64, f64)], now: i64) -> Vec<ValidBatch> {
+    pts.chunks(500)
+        .enumerate()
+        .map(|(i, chunk)| {
+            let agent = fixtures::agent("svc", instance, 7, pts[0].0);
+            let mut b = fixtures::batch(agent, i as u64 + 1, now);
+            b.samples = chunk
+                .iter()
+                .map(|(t, v)| fixtures::metrics(*t, &[("fds", *v)]))
+                .collect();
+            accept(b, &Limits::default(), now).unwrap()
+        })
+        .collect()
+}
+
+/// The envelope the engine would compute from the raw points: by bucket
+/// of `w`, floor, peak, count, first time and the middle of the first and
+/// last.
+fn expected(pts: &[(i64, f64)], from: i64, to: i64, w: i64) -> Vec<(i64, i64, f64, f64, i64)> {
+    let mut by: BTreeMap<i64, (i64, i64, f64, f64, i64)> = BTreeMap::new();
+    for &(t, v) in pts.iter().filter(|(t, _)| *t >= from && *t <= to) {
+        let e = by.entry(t / w).or_insert((t, t, v, v, 0));
+        e.0 = e.0.min(t);
+        e.1 = e.1.max(t);
+        e.2 = e.2.min(v);
+        e.3 = e.3.max(v);
+        e.4 += 1;
+    }
+    by.into_values()
+        .map(|(first, last, lo, hi, n)| ((first + last) / 2, first, lo, hi, n))
+        .collect()
+}
+
+fn shape(env: &[EnvelopeBucket]) -> Vec<(i64, i64, f64, f64, i64)> {
+    env.iter()
+        .map(|b| (b.ts_ms, b.first_ms, b.min, b.max, b.samples))
+        .collect()
+}
+
+fn backends(dir: &std::path::Path) -> Vec<(&'static str, Box<dyn Store>, String)> {
+    let ch = ClickHouse::shared();
+    let db = database("rollups");
+    let url = ClickHouseUrl::parse(&ch.url(&db)).unwrap();
+    vec![
+        (
+            "sqlite",
+            Box::new(SqliteStore::open(dir.join("r.db")).unwrap()),
+            String::new(),
+        ),
+        (
+            "clickhouse",
+            Box::new(ClickHouseStore::open(url).unwrap()),
+            db,
+        ),
+    ]
+}
+
+/// The windows checked, each with its width: a day at quarter hours (the
+/// coarse tier), six hours at four minutes (the minute tier), the whole
+/// history at quarter hours, and an hour at a minute (raw).
+fn windows(now: i64, pts: &[(i64, f64)]) -> Vec<(i64, i64, i64)> {
+    vec![
+        (now - 24 * H, now, 900_000),
+        (now - 6 * H, now, 240_000),
+        (pts[0].0, now, 900_000),
+        (now - H, now, 60_000),
+    ]
+}
+
+#[test]
+fn long_envelopes_from_rollups_match_the_raw_samples_and_replays_count_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = now_ms();
+    let pts = points(now);
+    for (name, store, _) in backends(dir.path()) {
+        let sent = batches("a", &pts, now);
+        for b in &sent {
+            store.ingest(b, now).unwrap();
+        }
+        // Two batches again, as agents whose acknowledgements were lost
+        // send them.
+        store.ingest(&sent[3], now).unwrap();
+        store.ingest(&sent[10], now).unwrap();
+        for (from, to, w) in windows(now, &pts) {
+            let sel = Selector::all(from, to).for_instance("svc", "a");
+            let env = store.envelope(&sel, "fds", w).unwrap();
+            assert_eq!(
+                shape(&env),
+                expected(&pts, from, to, w),
+                "{name}: {} h at {} s",
+                (to - from) / H,
+                w / 1000
+            );
+        }
+        // Retention folds raw samples older than a day into minutes; the
+        // long window, read from rollups, keeps each sample's own time.
+        // (It starts on a quarter hour: a partial bucket at its start
+        // would be read from the folded rows, which keep only minutes.)
+        store
+            .retain(now, &RetentionPolicy::with_retention(7 * 24 * H))
+            .unwrap();
+        let (from, to, w) = (pts[0].0 / 900_000 * 900_000, now, 900_000);
+        let sel = Selector::all(from, to).for_instance("svc", "a");
+        let env = store.envelope(&sel, "fds", w).unwrap();
+        assert_eq!(
+            shape(&env),
+            expected(&pts, from, to, w),
+            "{name}: after retention"
+        );
+    }
+}
+
+#[test]
+fn a_service_envelope_splits_by_instance_as_each_instance_reads_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = now_ms();
+    let pts = points(now);
+    let shifted: Vec<(i64, f64)> = pts.iter().map(|(t, v)| (*t, v * 2.0)).collect();
+    for (name, store, _) in backends(dir.path()) {
+        for b in batches("a", &pts, now)
+            .iter()
+            .chain(&batches("b", &shifted, now))
+        {
+            store.ingest(b, now).unwrap();
+        }
+        let day = Selector::all(now - 24 * H, now);
+        let all = store
+            .envelope_each(&day.for_service("svc"), &["fds"], 900_000)
+            .unwrap();
+        for (instance, mine) in [("a", &pts), ("b", &shifted)] {
+            let own: Vec<EnvelopeBucket> = all["fds"]
+                .iter()
+                .filter(|b| b.instance == instance)
+                .cloned()
+                .collect();
+            assert_eq!(
+                shape(&own),
+                expected(mine, now - 24 * H, now, 900_000),
+                "{name}: {instance}"
+            );
+        }
+        let latest = store
+            .latest_by_instance(&day.for_service("svc"), &["fds", "absent"])
+            .unwrap();
+        assert_eq!(latest.len(), 2, "{name}");
+        assert_eq!(
+            latest["b"]["fds"].value,
+            shifted.last().unwrap().1,
+            "{name}"
+        );
+        assert!(!latest["a"].contains_key("absent"), "{name}");
+    }
+}
+
+#[test]
+fn a_store_from_before_rollups_gains_them_when_opened_for_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = now_ms();
+    let pts = points(now);
+    let ch = ClickHouse::shared();
+    for (name, store, db) in backends(dir.path()) {
+        for b in &batches("a", &pts, now) {
+            store.ingest(b, now).unwrap();
+        }
+        drop(store);
+        // Back to the schema before rollups: no rollup rows, the older
+        // version recorded.
+        let store: Box<dyn Store> = if db.is_empty() {
+            let path = dir.path().join("r.db");
+            let c = rusqlite::Connection::open(&path).unwrap();
+            c.execute_batch("DELETE FROM rollups; PRAGMA user_version = 4;")
+                .unwrap();
+            drop(c);
+            assert!(SqliteStore::open_read_only(&path).is_err(), "{name}");
+            Box::new(SqliteStore::open(&path).unwrap())
+        } else {
+            ch.query(&format!("TRUNCATE TABLE {db}.rollups"));
+            ch.query(&format!("TRUNCATE TABLE {db}.meta"));
+            ch.query(&format!(
+                "INSERT INTO {db}.meta VALUES ('schema_version', 1)"
+            ));
+            let url = ClickHouseUrl::parse(&ch.url(&db)).unwrap();
+            assert!(
+                ClickHouseStore::open_read_only(url.clone()).is_err(),
+                "{name}"
+            );
+            Box::new(ClickHouseStore::open(url).unwrap())
+        };
+        let (from, to, w) = (now - 24 * H, now, 900_000);
+        let sel = Selector::all(from, to).for_instance("svc", "a");
+        let env = store.envelope(&sel, "fds", w).unwrap();
+        assert_eq!(shape(&env), expected(&pts, from, to, w), "{name}");
+    }
+}
