@@ -328,7 +328,7 @@ fn bad_alert_config_stops_serve_with_a_message_that_names_it() {
 }
 
 /// A pass longer than its interval is an alert, not a silent lag. The
-/// store stalls (its ClickHouse server stopped for 3 s, as a saturated
+/// store stalls (its ClickHouse server stopped for 4 s, as a saturated
 /// one would answer), so the pass then running takes longer than the 1 s
 /// interval: `HeaptideEvaluationBehind` fires for the analyzer's shard,
 /// and `/metrics` shows the pass's duration, the instances it judged and
@@ -367,13 +367,30 @@ fn a_pass_longer_than_its_interval_fires_evaluation_behind() {
     assert!(metrics_text(&an).contains("heaptide_evaluation_behind 0"));
     let server = nix::unistd::Pid::from_raw(ch.server_pid().unwrap() as i32);
     kill(server, Signal::SIGSTOP).unwrap();
-    std::thread::sleep(Duration::from_secs(3));
+    std::thread::sleep(Duration::from_secs(4));
     kill(server, Signal::SIGCONT).unwrap();
-    let behind = wait_for("HeaptideEvaluationBehind", Duration::from_secs(60), || {
-        good.alerts().into_iter().find(|a| {
-            a["status"] == "firing" && a["labels"]["alertname"] == "HeaptideEvaluationBehind"
-        })
-    });
+    let context = || {
+        let names: Vec<String> = good
+            .alerts()
+            .iter()
+            .map(|a| format!("{} {}", a["labels"]["alertname"], a["status"]))
+            .collect();
+        format!(
+            "received {names:?}\n/metrics:\n{}\nstderr:\n{}",
+            metrics_text(&an),
+            an.stderr()
+        )
+    };
+    let behind = wait_for_or(
+        "HeaptideEvaluationBehind",
+        Duration::from_secs(60),
+        context,
+        || {
+            good.alerts().into_iter().find(|a| {
+                a["status"] == "firing" && a["labels"]["alertname"] == "HeaptideEvaluationBehind"
+            })
+        },
+    );
     assert_eq!(behind["labels"]["service"], "heaptide-analyzer");
     assert_eq!(behind["labels"]["instance"], "shard 0/1");
     assert_eq!(behind["labels"]["resource"], "evaluation");

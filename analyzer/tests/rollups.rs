@@ -138,6 +138,20 @@ fn long_envelopes_from_rollups_match_the_raw_samples_and_replays_count_once() {
             expected(&pts, from, to, w),
             "{name}: after retention"
         );
+        // Keeping an hour expires the older buckets: SQLite by time,
+        // ClickHouse by the day partitions wholly before it.
+        store
+            .retain(now, &RetentionPolicy::with_retention(H))
+            .unwrap();
+        let kept = store.envelope(&sel, "fds", w).unwrap();
+        let day = 24 * H;
+        let floor = (now - H - w) / day * day;
+        assert!(kept.len() < env.len(), "{name}: nothing expired");
+        assert!(
+            kept.iter().all(|b| b.first_ms >= floor),
+            "{name}: a bucket older than the retention: {:?}",
+            kept.first()
+        );
     }
 }
 

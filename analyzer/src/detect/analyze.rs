@@ -73,17 +73,18 @@ pub fn analyze(store: &dyn Store, q: &Selector, opts: &Options) -> Result<Analys
         .into_iter()
         .filter(|i| q.instance.as_deref().is_none_or(|x| x == i.instance))
         .collect();
-    // Instances are judged in units (a service's instances that span the
-    // whole window together, from one batch of reads; any other alone),
+    // Instances are judged in cohorts (a service's instances that span
+    // the whole window together, from one batch of reads; any other
+    // alone),
     // on as many threads as the machine has cores unless told fewer (the
     // store hands each its own read connection), times the reads per core
     // the store serves well.
-    let units = units(q, &instances);
+    let cohorts = cohorts(q, &instances);
     let workers = opts
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .saturating_mul(store.reads_per_core().max(1))
-        .min(units.len())
+        .min(cohorts.len())
         .max(1);
     let next = std::sync::atomic::AtomicUsize::new(0);
     let mut findings = Vec::with_capacity(instances.len() * Resource::ALL.len());
@@ -94,10 +95,10 @@ pub fn analyze(store: &dyn Store, q: &Selector, opts: &Options) -> Result<Analys
                     let mut out = Vec::new();
                     loop {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(unit) = units.get(i) else {
+                        let Some(cohort) = cohorts.get(i) else {
                             return Ok(out);
                         };
-                        out.extend(judge_unit(store, q, unit, opts)?);
+                        out.extend(judge_cohort(store, q, cohort, opts)?);
                     }
                 })
             })
@@ -157,13 +158,13 @@ fn window(q: &Selector, inst: &InstanceInfo) -> Selector {
 
 /// Instances judged together: several of one service over the whole
 /// window, or one alone.
-type Unit<'a> = Vec<&'a InstanceInfo>;
+type Cohort<'a> = Vec<&'a InstanceInfo>;
 
-/// Groups instances into units, largest first, so that the longest work
+/// Groups instances into cohorts, largest first, so that the longest work
 /// starts first.
-fn units<'a>(q: &Selector, instances: &'a [InstanceInfo]) -> Vec<Unit<'a>> {
-    let mut whole: HashMap<&str, Unit<'a>> = HashMap::new();
-    let mut out: Vec<Unit<'a>> = Vec::new();
+fn cohorts<'a>(q: &Selector, instances: &'a [InstanceInfo]) -> Vec<Cohort<'a>> {
+    let mut whole: HashMap<&str, Cohort<'a>> = HashMap::new();
+    let mut out: Vec<Cohort<'a>> = Vec::new();
     for inst in instances {
         if window(q, inst).from_ms == q.from_ms {
             whole.entry(&inst.service).or_default().push(inst);
@@ -172,27 +173,27 @@ fn units<'a>(q: &Selector, instances: &'a [InstanceInfo]) -> Vec<Unit<'a>> {
         }
     }
     out.extend(whole.into_values());
-    out.sort_by_key(|u| std::cmp::Reverse(u.len()));
+    out.sort_by_key(|c| std::cmp::Reverse(c.len()));
     out
 }
 
-/// Every resource of each instance of a unit: from one batch of reads
+/// Every resource of each instance of a cohort: from one batch of reads
 /// when it holds several, else from the instance's own.
-fn judge_unit(
+fn judge_cohort(
     store: &dyn Store,
     q: &Selector,
-    unit: &[&InstanceInfo],
+    cohort: &[&InstanceInfo],
     opts: &Options,
 ) -> Result<Vec<Finding>> {
     let mut out = Vec::new();
-    let mut batch = match unit {
+    let mut batch = match cohort {
         [first, _, ..] => {
-            let names: Vec<&str> = unit.iter().map(|i| i.instance.as_str()).collect();
+            let names: Vec<&str> = cohort.iter().map(|i| i.instance.as_str()).collect();
             Reads::fetch_service(store, &q.for_service(&first.service), &names)?
         }
         _ => HashMap::new(),
     };
-    for inst in unit {
+    for inst in cohort {
         let sel = window(q, inst);
         let mut read = match batch.remove(&inst.instance) {
             Some(r) => r,

@@ -51,14 +51,11 @@ pub(crate) fn folded_at(
     at_ms: i64,
     per_instance: bool,
 ) -> Result<Option<(i64, usize, String)>> {
-    let mut ids = Vec::new();
-    let mut newest = i64::MIN;
-    for i in members(store, scope, label)? {
-        if let Some(p) = store.profile_nearest(&scope.service, &i.instance, at_ms)? {
-            newest = newest.max(p.ts_ms);
-            ids.push(p.id);
-        }
-    }
+    let members = members(store, scope, label)?;
+    let names: Vec<&str> = members.iter().map(|i| i.instance.as_str()).collect();
+    let nearest = store.profiles_nearest(&scope.service, &names, at_ms)?;
+    let newest = nearest.iter().map(|p| p.ts_ms).max().unwrap_or(i64::MIN);
+    let ids: Vec<i64> = nearest.iter().map(|p| p.id).collect();
     if ids.is_empty() {
         return Ok(None);
     }

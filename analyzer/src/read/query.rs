@@ -86,14 +86,14 @@ pub fn folded_sum(
     scale: f64,
 ) -> Result<String> {
     let mut sums: HashMap<i64, i64> = HashMap::new();
-    for id in profile_ids {
-        if let Value::BytesOlderThan(secs) = value {
+    if let Value::BytesOlderThan(secs) = value {
+        for id in profile_ids {
             for (stack, ages) in store.profile_ages(*id)? {
                 *sums.entry(stack).or_default() += bytes_older_than(&ages, secs) as i64;
             }
-            continue;
         }
-        for v in store.profile_values(*id)? {
+    } else {
+        for v in store.profile_sums(profile_ids)? {
             let n = match value {
                 Value::Objects => v.objects,
                 _ => v.bytes,

@@ -418,6 +418,41 @@ pub trait Store: EvaluationState + Send + Sync + 'static {
         at_ms: i64,
     ) -> Result<Option<StoredProfile>>;
     fn profile_values(&self, profile_id: i64) -> Result<Vec<StackValue>>;
+    /// The profile nearest `at_ms` of each of `instances` of `service`
+    /// that has one: one query for a networked store.
+    fn profiles_nearest(
+        &self,
+        service: &str,
+        instances: &[&str],
+        at_ms: i64,
+    ) -> Result<Vec<StoredProfile>> {
+        let mut out = Vec::new();
+        for i in instances {
+            out.extend(self.profile_nearest(service, i, at_ms)?);
+        }
+        Ok(out)
+    }
+    /// Each stack's bytes and objects summed over the profiles
+    /// `profile_ids`, in any order: what a merged flamegraph draws,
+    /// summed where the data is.
+    fn profile_sums(&self, profile_ids: &[i64]) -> Result<Vec<StackValue>> {
+        let mut sums: std::collections::HashMap<i64, (i64, i64)> = Default::default();
+        for id in profile_ids {
+            for v in self.profile_values(*id)? {
+                let e = sums.entry(v.stack_id).or_default();
+                e.0 += v.bytes;
+                e.1 += v.objects;
+            }
+        }
+        Ok(sums
+            .into_iter()
+            .map(|(stack_id, (bytes, objects))| StackValue {
+                stack_id,
+                bytes,
+                objects,
+            })
+            .collect())
+    }
     /// The gzipped pprof as received, while it is kept (see
     /// [`RetentionPolicy::raw_profile_keep_ms`]).
     fn profile_raw(&self, profile_id: i64) -> Result<Option<Vec<u8>>>;

@@ -17,6 +17,7 @@ mod read;
 mod retention;
 mod rowbinary;
 mod schema;
+mod series;
 pub mod url;
 mod write;
 
@@ -278,6 +279,19 @@ impl Store for ClickHouseStore {
         at_ms: i64,
     ) -> Result<Option<StoredProfile>> {
         self.read_profile_nearest(service, instance, at_ms)
+    }
+
+    fn profiles_nearest(
+        &self,
+        service: &str,
+        instances: &[&str],
+        at_ms: i64,
+    ) -> Result<Vec<StoredProfile>> {
+        self.read_profiles_nearest(service, instances, at_ms)
+    }
+
+    fn profile_sums(&self, profile_ids: &[i64]) -> Result<Vec<StackValue>> {
+        self.read_profile_sums(profile_ids)
     }
 
     fn profile_values(&self, profile_id: i64) -> Result<Vec<StackValue>> {

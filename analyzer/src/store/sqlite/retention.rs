@@ -25,8 +25,14 @@ impl SqliteStore {
         report.samples_downsampled = downsample(&tx, now_ms, policy)?;
         for t in crate::store::rollup::TIERS {
             let before = t.keep_ms.map_or(cutoff, |k| cutoff.max(now_ms - k));
+            // Only segments that began before the cutoff hold buckets
+            // before it; each is a range of the primary key.
             tx.execute(
-                "DELETE FROM rollups WHERE bucket_ms < ?1 AND res = ?2",
+                "DELETE FROM rollups
+                 WHERE segment_id IN (SELECT id FROM segments WHERE first_seen_ms < ?1
+                                      OR start_time_ms < ?1)
+                   AND metric_id IN (SELECT id FROM metrics)
+                   AND res = ?2 AND bucket_ms < ?1",
                 params![before, t.res_ms],
             )?;
         }

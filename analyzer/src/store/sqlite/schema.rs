@@ -49,7 +49,9 @@ CREATE TABLE IF NOT EXISTS samples (
 CREATE INDEX IF NOT EXISTS samples_ts ON samples (ts_ms);
 -- Per-series buckets of raw samples, res ms wide from bucket_ms, written
 -- in each batch's transaction for the samples that were new
--- (`store::rollup`).
+-- (`store::rollup`). No index by time: retention deletes through the
+-- primary key, segment by segment, which costs less than an index's
+-- bytes on every row.
 CREATE TABLE IF NOT EXISTS rollups (
     segment_id INTEGER NOT NULL,
     metric_id INTEGER NOT NULL,
@@ -62,7 +64,6 @@ CREATE TABLE IF NOT EXISTS rollups (
     last_ms INTEGER NOT NULL,
     PRIMARY KEY (segment_id, metric_id, res, bucket_ms)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS rollups_bucket ON rollups (bucket_ms);
 CREATE TABLE IF NOT EXISTS pauses (
     segment_id INTEGER NOT NULL,
     start_ms INTEGER NOT NULL,

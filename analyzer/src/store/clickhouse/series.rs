@@ -1,0 +1,268 @@
+//! Reads of metric series: points, envelopes (from rollups where a tier
+//! serves them, `store::rollup`) and latest values, for one instance or a
+//! whole service in one statement.
+
+use std::collections::HashMap;
+
+use super::read::{point, Scope};
+use super::rowbinary::{lit, str_list};
+use super::ClickHouseStore;
+use crate::error::Result;
+use crate::store::rollup;
+use crate::store::*;
+
+impl ClickHouseStore {
+    /// The samples of `metrics` in `sel`, one row per stored point with
+    /// replays folded: `metric, segment, res, ts_ms, value, lo, hi, k`.
+    fn points_sql(&self, scope: &Scope, sel: &Selector, metrics: &[&str]) -> String {
+        let times = format!("ts_ms >= {} AND ts_ms <= {}", sel.from_ms, sel.to_ms);
+        points_in(scope, metrics, &times)
+    }
+
+    pub(super) fn read_series(&self, sel: &Selector, metric: &str) -> Result<Vec<Point>> {
+        let scope = Scope::of(sel);
+        let mut points = self.rows(
+            &format!(
+                "SELECT segment, instance_name, ts_ms, value, lo, hi FROM ({}) {} ORDER BY ts_ms",
+                self.points_sql(&scope, sel, &[metric]),
+                scope.join
+            ),
+            point,
+        )?;
+        points.sort_by(|a, b| a.instance.cmp(&b.instance).then(a.ts_ms.cmp(&b.ts_ms)));
+        Ok(points)
+    }
+
+    pub(super) fn read_envelope(
+        &self,
+        sel: &Selector,
+        metric: &str,
+        bucket_ms: i64,
+    ) -> Result<Vec<EnvelopeBucket>> {
+        let mut each = self.read_envelope_each(sel, &[metric], bucket_ms)?;
+        Ok(each.remove(metric).unwrap_or_default())
+    }
+
+    /// Every metric's envelope in one statement: rollups for the whole
+    /// buckets of the window where a tier serves it ([`rollup::plan`]),
+    /// raw samples for the rest, merged in ClickHouse.
+    pub(super) fn read_envelope_each(
+        &self,
+        sel: &Selector,
+        metrics: &[&str],
+        bucket_ms: i64,
+    ) -> Result<HashMap<String, Vec<EnvelopeBucket>>> {
+        let scope = Scope::of(sel);
+        let w = bucket_ms.max(1);
+        let plan = rollup::plan(sel.from_ms, sel.to_ms, w, crate::select::now_ms());
+        let parts = match &plan {
+            None => raw_parts(&self.points_sql(&scope, sel, metrics), w),
+            Some(p) => {
+                let mut parts = vec![rollup_parts(&scope, metrics, p, w)];
+                for (a, b) in &p.edges {
+                    let times = format!("ts_ms >= {a} AND ts_ms <= {b}");
+                    parts.push(raw_parts(&points_in(&scope, metrics, &times), w));
+                }
+                parts.join(" UNION ALL ")
+            }
+        };
+        let rows = self.rows(
+            &format!(
+                "SELECT metric, segment, service_name, instance_name, f0, f1, flo, fhi, fk FROM (
+                   SELECT metric, segment, min(t0) AS f0, max(t1) AS f1, min(lo) AS flo,
+                       max(hi) AS fhi, sum(k) AS fk
+                   FROM ({parts}) GROUP BY metric, segment, intDiv(t0, {w}))
+                 {}",
+                scope.join
+            ),
+            |r| {
+                let (metric, segment) = (r.string()?, r.i64()?);
+                let part = rollup::Part {
+                    service: r.string()?,
+                    instance: r.string()?,
+                    segment,
+                    first_ms: r.i64()?,
+                    last_ms: r.i64()?,
+                    min: r.f64()?,
+                    max: r.f64()?,
+                    samples: r.u64()? as i64,
+                };
+                Ok((metric, part))
+            },
+        )?;
+        let mut by_metric: HashMap<String, Vec<rollup::Part>> = metrics
+            .iter()
+            .map(|m| ((*m).to_owned(), Vec::new()))
+            .collect();
+        for (metric, p) in rows {
+            by_metric.entry(metric).or_default().push(p);
+        }
+        Ok(by_metric
+            .into_iter()
+            .map(|(m, parts)| (m, rollup::merge(parts, w)))
+            .collect())
+    }
+
+    pub(super) fn read_latest(&self, sel: &Selector, metric: &str) -> Result<Option<Point>> {
+        let scope = Scope::of(sel);
+        let rows = self.rows(
+            &format!(
+                "SELECT segment, instance_name, ts_ms, value, vmin, vmax FROM (
+                   SELECT segment, ts_ms, value, vmin, vmax FROM samples
+                   WHERE {} AND metric = {} AND ts_ms >= {} AND ts_ms <= {}
+                   ORDER BY ts_ms DESC LIMIT 1) {}",
+                scope.filter,
+                lit(metric),
+                sel.from_ms,
+                sel.to_ms,
+                scope.join
+            ),
+            point,
+        )?;
+        Ok(rows.into_iter().next())
+    }
+
+    pub(super) fn read_latest_each(
+        &self,
+        sel: &Selector,
+        metrics: &[&str],
+    ) -> Result<HashMap<String, Point>> {
+        let scope = Scope::of(sel);
+        let rows = self.rows(
+            &format!(
+                "SELECT metric, segment, instance_name, ts, v, lo, hi FROM (
+                   SELECT metric, s AS segment, ts, v, lo, hi FROM (
+                     SELECT metric, argMax(segment, ts_ms) AS s, max(ts_ms) AS ts,
+                         argMax(value, ts_ms) AS v, argMax(vmin, ts_ms) AS lo,
+                         argMax(vmax, ts_ms) AS hi
+                     FROM samples WHERE {} AND metric IN ({}) AND ts_ms >= {} AND ts_ms <= {}
+                     GROUP BY metric)) {}",
+                scope.filter,
+                str_list(metrics),
+                sel.from_ms,
+                sel.to_ms,
+                scope.join
+            ),
+            |r| Ok((r.string()?, point(r)?)),
+        )?;
+        Ok(rows.into_iter().collect())
+    }
+
+    /// The latest point of each metric of each instance: the last hour
+    /// first, which holds a live instance's latest points in a fraction of
+    /// the window's rows, then the whole window for the metrics that some
+    /// instance lacked there. Two statements at most.
+    pub(super) fn read_latest_by_instance(
+        &self,
+        sel: &Selector,
+        metrics: &[&str],
+    ) -> Result<HashMap<String, HashMap<String, Point>>> {
+        let mut out: HashMap<String, HashMap<String, Point>> = HashMap::new();
+        let recent = sel.starting(sel.from_ms.max(sel.to_ms - 3_600_000));
+        self.latest_into(&recent, metrics, &mut out)?;
+        let instances = self.read_instances(sel.service.as_deref())?;
+        let instances: Vec<_> = instances
+            .iter()
+            .filter(|i| sel.instance.as_deref().is_none_or(|x| x == i.instance))
+            .collect();
+        let missing: Vec<&str> = metrics
+            .iter()
+            .copied()
+            .filter(|m| {
+                instances
+                    .iter()
+                    .any(|i| out.get(&i.instance).is_none_or(|p| !p.contains_key(*m)))
+            })
+            .collect();
+        if recent.from_ms > sel.from_ms && !missing.is_empty() {
+            let mut older = HashMap::new();
+            self.latest_into(sel, &missing, &mut older)?;
+            for (instance, points) in older {
+                let have = out.entry(instance).or_default();
+                for (m, p) in points {
+                    have.entry(m).or_insert(p);
+                }
+            }
+        }
+        for i in instances {
+            out.entry(i.instance.clone()).or_default();
+        }
+        Ok(out)
+    }
+
+    /// Adds to `out` each instance's newest point of each metric in `sel`.
+    fn latest_into(
+        &self,
+        sel: &Selector,
+        metrics: &[&str],
+        out: &mut HashMap<String, HashMap<String, Point>>,
+    ) -> Result<()> {
+        let scope = Scope::of(sel);
+        let rows = self.rows(
+            &format!(
+                "SELECT metric, segment, instance_name, ts, v, lo, hi FROM (
+                   SELECT metric, segment, max(ts_ms) AS ts, argMax(value, ts_ms) AS v,
+                       argMax(vmin, ts_ms) AS lo, argMax(vmax, ts_ms) AS hi
+                   FROM samples WHERE {} AND metric IN ({}) AND ts_ms >= {} AND ts_ms <= {}
+                   GROUP BY metric, segment) {}",
+                scope.filter,
+                str_list(metrics),
+                sel.from_ms,
+                sel.to_ms,
+                scope.join
+            ),
+            |r| Ok((r.string()?, point(r)?)),
+        )?;
+        for (metric, p) in rows {
+            let slot = out.entry(p.instance.clone()).or_default();
+            match slot.get(&metric) {
+                Some(have) if have.ts_ms >= p.ts_ms => {}
+                _ => {
+                    slot.insert(metric, p);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The samples of `metrics` in `scope` whose times meet `times`, one row
+/// per stored point with replays folded: `metric, segment, res, ts_ms,
+/// value, lo, hi, k`.
+fn points_in(scope: &Scope, metrics: &[&str], times: &str) -> String {
+    format!(
+        "SELECT metric, segment, res, ts_ms, any(value) AS value, any(vmin) AS lo,
+            any(vmax) AS hi, any(n) AS k
+         FROM samples WHERE {} AND metric IN ({}) AND {times}
+         GROUP BY metric, segment, res, ts_ms",
+        scope.filter,
+        str_list(metrics),
+    )
+}
+
+/// Points (from [`points_in`]) by metric, segment and envelope bucket of
+/// width `w`: `metric, segment, t0, t1, lo, hi, k`.
+fn raw_parts(points: &str, w: i64) -> String {
+    format!(
+        "SELECT metric, segment, min(ts_ms) AS t0, max(ts_ms) AS t1, min(lo) AS lo,
+            max(hi) AS hi, toUInt64(sum(k)) AS k
+         FROM ({points}) GROUP BY metric, segment, intDiv(ts_ms, {w})"
+    )
+}
+
+/// A plan's rollup buckets by metric, segment and envelope bucket of width
+/// `w`, in the columns of [`raw_parts`].
+fn rollup_parts(scope: &Scope, metrics: &[&str], p: &rollup::Plan, w: i64) -> String {
+    format!(
+        "SELECT metric, segment, minMerge(first_ms) AS t0, maxMerge(last_ms) AS t1,
+            minMerge(vmin) AS lo, maxMerge(vmax) AS hi, toUInt64(uniqExactMerge(n)) AS k
+         FROM rollups WHERE {} AND metric IN ({}) AND res = {} AND bucket >= {}
+           AND bucket < {}
+         GROUP BY metric, segment, intDiv(bucket, {w})",
+        scope.filter,
+        str_list(metrics),
+        p.res_ms,
+        p.from_ms,
+        p.to_ms
+    )
+}
