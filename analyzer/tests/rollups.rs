@@ -185,8 +185,16 @@ fn a_service_envelope_splits_by_instance_as_each_instance_reads_alone() {
             );
         }
         let latest = store
-            .latest_by_instance(&day.for_service("svc"), &["fds", "absent"])
+            .latest_of(&day.for_service("svc"), &["a", "b"], &["fds", "absent"])
             .unwrap();
+        let both = store
+            .envelopes_of(&day.for_service("svc"), &["a", "b"], &["fds"], 900_000)
+            .unwrap();
+        assert_eq!(
+            shape(&both["b"]["fds"]),
+            expected(&shifted, now - 24 * H, now, 900_000),
+            "{name}: envelopes of several instances"
+        );
         assert_eq!(latest.len(), 2, "{name}");
         assert_eq!(
             latest["b"]["fds"].value,

@@ -75,8 +75,8 @@ fn sparkline_from(
         .collect())
 }
 
-/// The heap and fds sparklines of each of `instances` of `service`, from
-/// one read of the service's last hour.
+/// The heap and fds sparklines of each of `instances` of `service`, read
+/// a few hundred instances at a time.
 fn sparklines(
     store: &dyn Store,
     service: &str,
@@ -85,25 +85,19 @@ fn sparklines(
 ) -> Result<HashMap<String, [Sparkline; 2]>> {
     const METRICS: [&str; 2] = [metric::HEAP_ALLOCATED, metric::FDS];
     let hour = Selector::all(now_ms - HOUR, now_ms).for_service(service);
-    let mut read = store.envelope_each(&hour, &METRICS, HOUR / 30)?;
     let mut out = HashMap::new();
-    for instance in instances {
-        let mine = hour.for_instance(service, instance);
-        let mut lines: [Sparkline; 2] = Default::default();
-        for (line, m) in lines.iter_mut().zip(METRICS) {
-            let buckets = read
-                .get_mut(m)
-                .map(|all| {
-                    let (own, rest) = std::mem::take(all)
-                        .into_iter()
-                        .partition(|b| b.instance == *instance);
-                    *all = rest;
-                    own
-                })
-                .unwrap_or_default();
-            *line = sparkline_from(store, &mine, m, buckets, now_ms)?;
+    for cohort in instances.chunks(256) {
+        let mut read = store.envelopes_of(&hour, cohort, &METRICS, HOUR / 30)?;
+        for instance in cohort {
+            let mine = hour.for_instance(service, instance);
+            let mut by_metric = read.remove(*instance).unwrap_or_default();
+            let mut lines: [Sparkline; 2] = Default::default();
+            for (line, m) in lines.iter_mut().zip(METRICS) {
+                let buckets = by_metric.remove(m).unwrap_or_default();
+                *line = sparkline_from(store, &mine, m, buckets, now_ms)?;
+            }
+            out.insert((*instance).to_owned(), lines);
         }
-        out.insert((*instance).to_owned(), lines);
     }
     Ok(out)
 }

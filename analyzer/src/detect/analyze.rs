@@ -160,6 +160,11 @@ fn window(q: &Selector, inst: &InstanceInfo) -> Selector {
 /// window, or one alone.
 type Cohort<'a> = Vec<&'a InstanceInfo>;
 
+/// The most instances read at once: bounds what one read holds (a
+/// day's envelopes of every resource are about 500 buckets an instance)
+/// whatever a service's size.
+const COHORT: usize = 256;
+
 /// Groups instances into cohorts, largest first, so that the longest work
 /// starts first.
 fn cohorts<'a>(q: &Selector, instances: &'a [InstanceInfo]) -> Vec<Cohort<'a>> {
@@ -172,7 +177,9 @@ fn cohorts<'a>(q: &Selector, instances: &'a [InstanceInfo]) -> Vec<Cohort<'a>> {
             out.push(vec![inst]);
         }
     }
-    out.extend(whole.into_values());
+    for service in whole.into_values() {
+        out.extend(service.chunks(COHORT).map(<[_]>::to_vec));
+    }
     out.sort_by_key(|c| std::cmp::Reverse(c.len()));
     out
 }
@@ -189,7 +196,7 @@ fn judge_cohort(
     let mut batch = match cohort {
         [first, _, ..] => {
             let names: Vec<&str> = cohort.iter().map(|i| i.instance.as_str()).collect();
-            Reads::fetch_service(store, &q.for_service(&first.service), &names)?
+            Reads::fetch_cohort(store, &q.for_service(&first.service), &names)?
         }
         _ => HashMap::new(),
     };

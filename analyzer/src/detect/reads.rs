@@ -1,10 +1,11 @@
 //! What the judgement of an instance reads from the store, fetched for one
 //! instance, or for every instance of a service at once.
 //!
-//! The batch is what makes a fleet cheap to judge: a service's envelopes
-//! of every resource, its latest values and its RSS peaks are three
-//! statements whatever its count of instances, where one instance at a
-//! time they were three each. Then every instance is judged in memory.
+//! The batch is what makes a fleet cheap to judge on a networked store: a
+//! cohort's envelopes of every resource, its latest values and its RSS
+//! peaks are three statements whatever its count of instances, where one
+//! instance at a time they were three each. Then every instance is judged
+//! in memory.
 
 use std::collections::HashMap;
 
@@ -68,43 +69,40 @@ impl Reads {
     }
 
     /// The reads of each of `instances` of the service `sel` names, all
-    /// over `sel`'s whole window, by instance.
-    pub(super) fn fetch_service(
+    /// over `sel`'s whole window, by instance: three reads in all.
+    pub(super) fn fetch_cohort(
         store: &dyn Store,
         sel: &Selector,
         instances: &[&str],
     ) -> Result<HashMap<String, Reads>> {
-        let mut out: HashMap<String, Reads> = instances
+        let mut envelopes =
+            store.envelopes_of(sel, instances, &resource_metrics(), bucket_ms(sel))?;
+        let mut latest = store.latest_of(sel, instances, &latest_metrics())?;
+        let hour = sel.starting(sel.to_ms - PEAK_MS);
+        let mut peaks = store.envelopes_of(&hour, instances, &[metric::RSS], PEAK_MS)?;
+        Ok(instances
             .iter()
             .map(|i| {
-                let r = Reads {
-                    values: HashMap::new(),
-                    envelopes: HashMap::new(),
-                    rss_peak: Some(f64::NEG_INFINITY),
+                let peak = peaks
+                    .remove(*i)
+                    .and_then(|mut m| m.remove(metric::RSS))
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|b| b.max)
+                    .fold(f64::NEG_INFINITY, f64::max);
+                let reads = Reads {
+                    values: latest
+                        .remove(*i)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(m, p)| (m, p.value))
+                        .collect(),
+                    envelopes: envelopes.remove(*i).unwrap_or_default(),
+                    rss_peak: Some(peak),
                 };
-                ((*i).to_owned(), r)
+                ((*i).to_owned(), reads)
             })
-            .collect();
-        let envelopes = store.envelope_each(sel, &resource_metrics(), bucket_ms(sel))?;
-        for (metric, buckets) in envelopes {
-            for b in buckets {
-                if let Some(r) = out.get_mut(&b.instance) {
-                    r.envelopes.entry(metric.clone()).or_default().push(b);
-                }
-            }
-        }
-        for (instance, points) in store.latest_by_instance(sel, &latest_metrics())? {
-            if let Some(r) = out.get_mut(&instance) {
-                r.values = points.into_iter().map(|(m, p)| (m, p.value)).collect();
-            }
-        }
-        let hour = sel.starting(sel.to_ms - PEAK_MS);
-        for b in store.envelope(&hour, metric::RSS, PEAK_MS)? {
-            if let Some(peak) = out.get_mut(&b.instance).and_then(|r| r.rss_peak.as_mut()) {
-                *peak = peak.max(b.max);
-            }
-        }
-        Ok(out)
+            .collect())
     }
 
     pub(super) fn get(&self, metric: &str) -> Option<f64> {

@@ -220,6 +220,10 @@ impl RetentionPolicy {
     }
 }
 
+/// What a read of several instances returns: by instance, then by
+/// metric.
+pub type ByInstance<T> = std::collections::HashMap<String, std::collections::HashMap<String, T>>;
+
 /// Live bytes by age bucket ([`heaptide_wire::AGE_BUCKETS_SECS`]).
 pub type Ages = [u64; heaptide_wire::AGE_BUCKETS_SECS.len()];
 
@@ -391,21 +395,40 @@ pub trait Store: EvaluationState + Send + Sync + 'static {
         }
         Ok(out)
     }
-    /// [`Store::latest_each`] of every instance of `sel`, by instance:
-    /// one query for a networked store. Each instance's newest segment
-    /// with a point of the metric gives it.
-    fn latest_by_instance(
+    /// [`Store::envelope_each`] of each of `instances` of the service
+    /// `sel` names, by instance then metric: one query for a networked
+    /// store, one instance at a time for an embedded one.
+    fn envelopes_of(
         &self,
         sel: &Selector,
+        instances: &[&str],
         metrics: &[&str],
-    ) -> Result<std::collections::HashMap<String, std::collections::HashMap<String, Point>>> {
+        bucket_ms: i64,
+    ) -> Result<ByInstance<Vec<EnvelopeBucket>>> {
+        let service = sel.service.as_deref().unwrap_or_default();
         let mut out = std::collections::HashMap::new();
-        for i in self.instances(sel.service.as_deref())? {
-            if sel.instance.as_deref().is_some_and(|x| x != i.instance) {
-                continue;
-            }
-            let one = sel.for_instance(&i.service, &i.instance);
-            out.insert(i.instance, self.latest_each(&one, metrics)?);
+        for i in instances {
+            let one = sel.for_instance(service, i);
+            out.insert(
+                (*i).to_owned(),
+                self.envelope_each(&one, metrics, bucket_ms)?,
+            );
+        }
+        Ok(out)
+    }
+    /// [`Store::latest_each`] of each of `instances` of the service `sel`
+    /// names, by instance then metric: one query for a networked store.
+    fn latest_of(
+        &self,
+        sel: &Selector,
+        instances: &[&str],
+        metrics: &[&str],
+    ) -> Result<ByInstance<Point>> {
+        let service = sel.service.as_deref().unwrap_or_default();
+        let mut out = std::collections::HashMap::new();
+        for i in instances {
+            let one = sel.for_instance(service, i);
+            out.insert((*i).to_owned(), self.latest_each(&one, metrics)?);
         }
         Ok(out)
     }

@@ -1,6 +1,6 @@
 //! How long `leaks` takes over a fleet's day, and the overview page.
 //!
-//! `cargo run --release -p heaptide-tests --bin leaks_load [-- --instances 100,1000 --hours 24 --clickhouse]`
+//! `cargo run --release -p heaptide-tests --bin leaks_load [-- --instances 100,1000 --hours 24 --clickhouse | --both] [--baseline OLD_ANALYZER]`
 //!
 //! Writes, for each fleet size, a real SQLite store (or, with
 //! `--clickhouse`, a database on a ClickHouse server this run starts with
@@ -12,7 +12,11 @@
 //! `/v1/leaks?fresh=true` does), `analyzer leaks --fresh` as a user runs
 //! it, one evaluation pass (findings, then the alert rules), its share of
 //! a core at the default one-minute interval, `analyzer leaks` reading the
-//! kept findings, and the overview page's view model.
+//! kept findings, and the overview page's view model. `--both` runs each
+//! fleet size on SQLite and then on ClickHouse; `--baseline` also times
+//! `leaks --fresh` of an older `analyzer` binary on the same stores,
+//! marked with the schema version before rollups, which it reads
+//! unchanged.
 
 use std::time::{Duration, Instant};
 
@@ -147,6 +151,14 @@ fn time<T>(runs: usize, mut f: impl FnMut() -> T) -> (Duration, T) {
     (median(times), last.expect("at least one run"))
 }
 
+/// Where each fleet's store lives: a SQLite file, or a database on a
+/// ClickHouse server (this run's own, or one already running).
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Sqlite,
+    ClickHouse,
+}
+
 fn main() {
     let sizes: Vec<usize> = arg("--instances")
         .unwrap_or_else(|| "100,1000".into())
@@ -154,72 +166,137 @@ fn main() {
         .filter_map(|s| s.trim().parse().ok())
         .collect();
     let hours: i64 = arg("--hours").and_then(|h| h.parse().ok()).unwrap_or(24);
-    println!("| instances | write | engine in-process | `analyzer leaks --fresh` | one evaluation pass (findings + alerts) | its CPU time, every 1m, as a share of one core | `analyzer leaks` (kept) | overview view model (kept) | leaks found |");
-    println!("|---|---|---|---|---|---|---|---|---|");
-    let mut pages = Vec::new();
-    let clickhouse = std::env::args()
-        .any(|a| a == "--clickhouse")
-        .then(heaptide_testkit::clickhouse::ClickHouse::start);
-    // Or a server already running, left with the data for a look after.
     let external = arg("--clickhouse-url");
-    for n in sizes {
-        let dir = tempfile::tempdir().unwrap();
-        let server = clickhouse.as_ref().map(|ch| ch.url(&format!("fleet_{n}")));
-        let server = server.or(external.as_ref().map(|u| format!("{u}/fleet_{n}")));
-        let (store, location) = open_store(server, dir.path());
-        let store = &*store;
-        let path = std::path::Path::new(&location);
-        let now = now_ms();
-        let written = Instant::now();
-        write_fleet(store, n, hours, now);
-        let write = written.elapsed();
-        let sel = Selector::all(now - 24 * 3_600_000, now);
-        let (engine, analysis) = time(3, || analyze(store, &sel, &Options::default()).unwrap());
-        let found: Vec<String> = analysis
-            .findings
-            .iter()
-            .filter(|f| f.verdict == LeakVerdict::Leak)
-            .map(|f| format!("{} {}", f.instance, f.resource.name()))
-            .collect();
-        eprintln!("leaks found: {found:?}");
-        let leaks = found.len();
-        let (cli, _) = time(3, || leaks_cli(path, &["--fresh"]));
-        // The overview reads the findings continuous evaluation keeps: one
-        // pass first, as `serve` runs at start.
-        let (evaluated, cpu0) = (Instant::now(), cpu_seconds(std::process::id()));
-        heaptide_analyzer::continuous::evaluate(store, now_ms()).unwrap();
-        let rules = heaptide_analyzer::continuous::alerts::AlertRules::default();
-        heaptide_analyzer::continuous::alerts::advance(store, &rules, now_ms()).unwrap();
-        let pass = evaluated.elapsed();
-        let pass_cpu = cpu_seconds(std::process::id()) - cpu0;
-        let (kept_cli, _) = time(3, || leaks_cli(path, &[]));
-        let (overview, rows) = time(3, || {
-            heaptide_analyzer::read::views::overview(store).unwrap()
-        });
-        assert_eq!(rows.len(), n);
+    let both = std::env::args().any(|a| a == "--both");
+    let kinds = if both {
+        vec![Kind::Sqlite, Kind::ClickHouse]
+    } else if std::env::args().any(|a| a == "--clickhouse") || external.is_some() {
+        vec![Kind::ClickHouse]
+    } else {
+        vec![Kind::Sqlite]
+    };
+    // An older analyzer binary, timed on the same stores.
+    let baseline = arg("--baseline").map(std::path::PathBuf::from);
+    let clickhouse = (kinds.contains(&Kind::ClickHouse) && external.is_none())
+        .then(heaptide_testkit::clickhouse::ClickHouse::start);
+    println!("| store | instances | write | engine in-process | `analyzer leaks --fresh` | the same, baseline binary | one evaluation pass (findings + alerts) | its CPU time, every 1m, as a share of one core | `analyzer leaks` (kept) | overview view model (kept) | leaks found |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    let mut pages = Vec::new();
+    for kind in kinds {
+        for &n in &sizes {
+            let dir = tempfile::tempdir().unwrap();
+            let server = match kind {
+                Kind::Sqlite => None,
+                Kind::ClickHouse => Some(match (&clickhouse, &external) {
+                    (Some(ch), _) => ch.url(&format!("fleet_{n}")),
+                    (None, Some(u)) => format!("{u}/fleet_{n}"),
+                    (None, None) => unreachable!("a server was started"),
+                }),
+            };
+            let (store, location) = open_store(server, dir.path());
+            let row = fleet_row(&*store, &location, n, hours);
+            let base = baseline.as_ref().map(|b| {
+                downgrade(&location, clickhouse.as_ref());
+                time(3, || {
+                    leaks_cli_with(b, std::path::Path::new(&location), &["--fresh"])
+                })
+                .0
+            });
+            let name = if kind == Kind::Sqlite {
+                "SQLite"
+            } else {
+                "ClickHouse"
+            };
+            let base = base.map_or("".into(), |d| format!("{:.2} s", d.as_secs_f64()));
+            println!("| {name} | {n} | {} | {base} | {} |", row.0, row.1);
+            pages.push((name, n, row.2));
+            if kind == Kind::Sqlite {
+                let _ = store_size(std::path::Path::new(&location));
+            }
+        }
+    }
+    println!("\n| store | instances | overview page | service page, 1 h | service page, 24 h | instance page, 24 h | merged flamegraph |");
+    println!("|---|---|---|---|---|---|---|");
+    for (name, n, t) in pages {
+        let ms = t.map(|d| format!("{:.0} ms", d.as_secs_f64() * 1000.0));
         println!(
-            "| {n} | {:.1} s | {:.2} s | {:.2} s | {:.2} s | {:.0}% | {:.3} s | {:.3} s | {leaks} |",
+            "| {name} | {n} | {} | {} | {} | {} | {} |",
+            ms[0], ms[1], ms[2], ms[3], ms[4]
+        );
+    }
+}
+
+/// Writes one fleet and times everything over it: the table row's
+/// columns before and after the baseline's, and the pages.
+fn fleet_row(
+    store: &dyn Store,
+    location: &str,
+    n: usize,
+    hours: i64,
+) -> (String, String, [Duration; 5]) {
+    let path = std::path::Path::new(location);
+    let now = now_ms();
+    let written = Instant::now();
+    write_fleet(store, n, hours, now);
+    let write = written.elapsed();
+    let sel = Selector::all(now - 24 * 3_600_000, now);
+    let (engine, analysis) = time(3, || analyze(store, &sel, &Options::default()).unwrap());
+    let found: Vec<String> = analysis
+        .findings
+        .iter()
+        .filter(|f| f.verdict == LeakVerdict::Leak)
+        .map(|f| format!("{} {}", f.instance, f.resource.name()))
+        .collect();
+    eprintln!("leaks found: {found:?}");
+    let leaks = found.len();
+    let (cli, _) = time(3, || leaks_cli(path, &["--fresh"]));
+    // The overview reads the findings continuous evaluation keeps: one
+    // pass first, as `serve` runs at start.
+    let (evaluated, cpu0) = (Instant::now(), cpu_seconds(std::process::id()));
+    heaptide_analyzer::continuous::evaluate(store, now_ms()).unwrap();
+    let rules = heaptide_analyzer::continuous::alerts::AlertRules::default();
+    heaptide_analyzer::continuous::alerts::advance(store, &rules, now_ms()).unwrap();
+    let pass = evaluated.elapsed();
+    let pass_cpu = cpu_seconds(std::process::id()) - cpu0;
+    let (kept_cli, _) = time(3, || leaks_cli(path, &[]));
+    let (overview, rows) = time(3, || {
+        heaptide_analyzer::read::views::overview(store).unwrap()
+    });
+    assert_eq!(rows.len(), n);
+    (
+        format!(
+            "{:.1} s | {:.2} s | {:.2} s",
             write.as_secs_f64(),
             engine.as_secs_f64(),
-            cli.as_secs_f64(),
+            cli.as_secs_f64()
+        ),
+        format!(
+            "{:.2} s | {:.0}% | {:.3} s | {:.3} s | {leaks}",
             pass.as_secs_f64(),
             100.0 * pass_cpu / 60.0,
             kept_cli.as_secs_f64(),
             overview.as_secs_f64()
-        );
-        pages.push((n, page_times(store)));
-        if !location.starts_with("clickhouse://") {
-            let _ = store_size(path);
-        }
-    }
-    println!("\n| instances | overview page | service page, 1 h | service page, 24 h | instance page, 24 h | merged flamegraph |");
-    println!("|---|---|---|---|---|---|");
-    for (n, t) in pages {
-        let ms = t.map(|d| format!("{:.0} ms", d.as_secs_f64() * 1000.0));
-        println!(
-            "| {n} | {} | {} | {} | {} | {} |",
-            ms[0], ms[1], ms[2], ms[3], ms[4]
-        );
+        ),
+        page_times(store),
+    )
+}
+
+/// Marks a store with the schema version before rollups, so that an
+/// older analyzer reads it (it ignores the rollups table).
+fn downgrade(location: &str, clickhouse: Option<&heaptide_testkit::clickhouse::ClickHouse>) {
+    if let Some(db) = location
+        .rsplit('/')
+        .next()
+        .filter(|_| location.starts_with("clickhouse://"))
+    {
+        let ch = clickhouse.expect("a baseline on ClickHouse needs this run's own server");
+        ch.query(&format!("TRUNCATE TABLE {db}.meta"));
+        ch.query(&format!(
+            "INSERT INTO {db}.meta VALUES ('schema_version', 1)"
+        ));
+    } else {
+        let c = rusqlite::Connection::open(location).unwrap();
+        c.pragma_update(None, "user_version", 4).unwrap();
     }
 }
 
@@ -266,7 +343,12 @@ fn page_times(store: &dyn Store) -> [Duration; 5] {
 
 /// `analyzer leaks --format json` over the store at `path`.
 fn leaks_cli(path: &std::path::Path, extra: &[&str]) {
-    let out = std::process::Command::new(bin("analyzer"))
+    leaks_cli_with(&bin("analyzer"), path, extra)
+}
+
+/// [`leaks_cli`] with the analyzer binary at `analyzer`.
+fn leaks_cli_with(analyzer: &std::path::Path, path: &std::path::Path, extra: &[&str]) {
+    let out = std::process::Command::new(analyzer)
         .args(["leaks", "--format", "json", "--store"])
         .arg(path)
         .args(extra)

@@ -256,12 +256,23 @@ impl Store for ClickHouseStore {
         self.read_latest_each(sel, metrics)
     }
 
-    fn latest_by_instance(
+    fn envelopes_of(
         &self,
         sel: &Selector,
+        instances: &[&str],
         metrics: &[&str],
-    ) -> Result<HashMap<String, HashMap<String, Point>>> {
-        self.read_latest_by_instance(sel, metrics)
+        bucket_ms: i64,
+    ) -> Result<ByInstance<Vec<EnvelopeBucket>>> {
+        self.read_envelopes_of(sel, instances, metrics, bucket_ms)
+    }
+
+    fn latest_of(
+        &self,
+        sel: &Selector,
+        instances: &[&str],
+        metrics: &[&str],
+    ) -> Result<ByInstance<Point>> {
+        self.read_latest_of(sel, instances, metrics)
     }
 
     fn pauses(&self, sel: &Selector) -> Result<Vec<StoredPause>> {

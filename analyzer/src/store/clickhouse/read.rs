@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use super::rowbinary::{id_list, lit, RowReader};
+use super::rowbinary::{id_list, lit, str_list, RowReader};
 use super::{ChError, ClickHouseStore};
 use crate::error::{Error, Result};
 use crate::store::*;
@@ -23,6 +23,17 @@ pub(super) struct Scope {
 impl Scope {
     pub(super) fn of(sel: &Selector) -> Scope {
         let names = names_clause(sel.service.as_deref(), sel.instance.as_deref());
+        Self::named(sel, &names)
+    }
+
+    /// The segments of `instances` of the service `sel` names.
+    pub(super) fn of_instances(sel: &Selector, instances: &[&str]) -> Scope {
+        let mut names = names_clause(sel.service.as_deref(), None);
+        names.push_str(&format!(" AND instance IN ({})", str_list(instances)));
+        Self::named(sel, &names)
+    }
+
+    fn named(sel: &Selector, names: &str) -> Scope {
         Scope {
             // A segment heard from before the window holds nothing of it;
             // one first heard from after it may (a backfill), as in SQLite.

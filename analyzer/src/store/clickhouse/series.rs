@@ -52,16 +52,50 @@ impl ClickHouseStore {
         metrics: &[&str],
         bucket_ms: i64,
     ) -> Result<HashMap<String, Vec<EnvelopeBucket>>> {
-        let scope = Scope::of(sel);
+        self.envelopes_in(&Scope::of(sel), sel, metrics, bucket_ms)
+    }
+
+    /// [`Self::read_envelope_each`] of several instances in one statement,
+    /// split by instance.
+    pub(super) fn read_envelopes_of(
+        &self,
+        sel: &Selector,
+        instances: &[&str],
+        metrics: &[&str],
+        bucket_ms: i64,
+    ) -> Result<ByInstance<Vec<EnvelopeBucket>>> {
+        let scope = Scope::of_instances(sel, instances);
+        let mut out: ByInstance<Vec<EnvelopeBucket>> = instances
+            .iter()
+            .map(|i| ((*i).to_owned(), HashMap::new()))
+            .collect();
+        for (metric, buckets) in self.envelopes_in(&scope, sel, metrics, bucket_ms)? {
+            for b in buckets {
+                if let Some(mine) = out.get_mut(&b.instance) {
+                    mine.entry(metric.clone()).or_default().push(b);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every metric's envelope over `scope`'s segments in `sel`'s window.
+    fn envelopes_in(
+        &self,
+        scope: &Scope,
+        sel: &Selector,
+        metrics: &[&str],
+        bucket_ms: i64,
+    ) -> Result<HashMap<String, Vec<EnvelopeBucket>>> {
         let w = bucket_ms.max(1);
         let plan = rollup::plan(sel.from_ms, sel.to_ms, w, crate::select::now_ms());
         let parts = match &plan {
-            None => raw_parts(&self.points_sql(&scope, sel, metrics), w),
+            None => raw_parts(&self.points_sql(scope, sel, metrics), w),
             Some(p) => {
-                let mut parts = vec![rollup_parts(&scope, metrics, p, w)];
+                let mut parts = vec![rollup_parts(scope, metrics, p, w)];
                 for (a, b) in &p.edges {
                     let times = format!("ts_ms >= {a} AND ts_ms <= {b}");
-                    parts.push(raw_parts(&points_in(&scope, metrics, &times), w));
+                    parts.push(raw_parts(&points_in(scope, metrics, &times), w));
                 }
                 parts.join(" UNION ALL ")
             }
@@ -148,35 +182,30 @@ impl ClickHouseStore {
         Ok(rows.into_iter().collect())
     }
 
-    /// The latest point of each metric of each instance: the last hour
-    /// first, which holds a live instance's latest points in a fraction of
-    /// the window's rows, then the whole window for the metrics that some
-    /// instance lacked there. Two statements at most.
-    pub(super) fn read_latest_by_instance(
+    /// The latest point of each metric of each of `instances`: the last
+    /// hour first, which holds a live instance's latest points in a
+    /// fraction of the window's rows, then the whole window for the
+    /// metrics that some instance lacked there. Two statements at most.
+    pub(super) fn read_latest_of(
         &self,
         sel: &Selector,
+        instances: &[&str],
         metrics: &[&str],
-    ) -> Result<HashMap<String, HashMap<String, Point>>> {
-        let mut out: HashMap<String, HashMap<String, Point>> = HashMap::new();
-        let recent = sel.starting(sel.from_ms.max(sel.to_ms - 3_600_000));
-        self.latest_into(&recent, metrics, &mut out)?;
-        let instances = self.read_instances(sel.service.as_deref())?;
-        let instances: Vec<_> = instances
+    ) -> Result<ByInstance<Point>> {
+        let mut out: ByInstance<Point> = instances
             .iter()
-            .filter(|i| sel.instance.as_deref().is_none_or(|x| x == i.instance))
+            .map(|i| ((*i).to_owned(), HashMap::new()))
             .collect();
+        let recent = sel.starting(sel.from_ms.max(sel.to_ms - 3_600_000));
+        self.latest_into(&recent, instances, metrics, &mut out)?;
         let missing: Vec<&str> = metrics
             .iter()
             .copied()
-            .filter(|m| {
-                instances
-                    .iter()
-                    .any(|i| out.get(&i.instance).is_none_or(|p| !p.contains_key(*m)))
-            })
+            .filter(|m| out.values().any(|p| !p.contains_key(*m)))
             .collect();
         if recent.from_ms > sel.from_ms && !missing.is_empty() {
             let mut older = HashMap::new();
-            self.latest_into(sel, &missing, &mut older)?;
+            self.latest_into(sel, instances, &missing, &mut older)?;
             for (instance, points) in older {
                 let have = out.entry(instance).or_default();
                 for (m, p) in points {
@@ -184,20 +213,19 @@ impl ClickHouseStore {
                 }
             }
         }
-        for i in instances {
-            out.entry(i.instance.clone()).or_default();
-        }
         Ok(out)
     }
 
-    /// Adds to `out` each instance's newest point of each metric in `sel`.
+    /// Adds to `out` each of `instances`' newest point of each metric in
+    /// `sel`.
     fn latest_into(
         &self,
         sel: &Selector,
+        instances: &[&str],
         metrics: &[&str],
-        out: &mut HashMap<String, HashMap<String, Point>>,
+        out: &mut ByInstance<Point>,
     ) -> Result<()> {
-        let scope = Scope::of(sel);
+        let scope = Scope::of_instances(sel, instances);
         let rows = self.rows(
             &format!(
                 "SELECT metric, segment, instance_name, ts, v, lo, hi FROM (
