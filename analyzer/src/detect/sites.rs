@@ -17,11 +17,11 @@ pub(crate) fn growing_sites(
     sel: &Selector,
     opts: &Options,
 ) -> Result<Vec<Site>> {
-    let points = store.site_points(sel)?;
     let profiles = store.profiles(sel)?;
     if profiles.len() < 8 {
         return Ok(Vec::new());
     }
+    let points = store.site_points(sel)?;
     // Only the latest segment: stacks of two processes do not add up.
     let segment = profiles.last().map(|p| p.segment);
     let profiles: Vec<_> = profiles

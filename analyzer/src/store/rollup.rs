@@ -13,8 +13,8 @@
 //! Both stores write them in the ingest path (SQLite in the batch's
 //! transaction, for rows that were new; ClickHouse through a materialized
 //! view into an `AggregatingMergeTree`), and read them through the
-//! [`Plan`] here: the tier's buckets for the whole buckets of the window,
-//! raw samples for the two partial ends.
+//! [`plan`] here: a tier's whole buckets in the middle of a window, raw
+//! samples at its ends.
 
 use super::EnvelopeBucket;
 
@@ -43,51 +43,129 @@ pub(crate) const TIERS: [Tier; 2] = [
     },
 ];
 
-/// Windows shorter than this are read raw: a few hours of 10 s samples
-/// are cheap, and the envelope's buckets there are narrower than a
-/// minute.
-pub(crate) const MIN_SPAN_MS: i64 = 3 * HOUR;
+/// Windows shorter than this are read raw: a few minutes of samples are
+/// fewer rows than the pieces of a plan.
+pub(crate) const MIN_SPAN_MS: i64 = 10 * 60_000;
 
-/// How an envelope is read: the tier's buckets in `[from_ms, to_ms)`,
-/// and raw samples for `edges`, the window's parts outside whole buckets.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Plan {
-    pub res_ms: i64,
-    pub from_ms: i64,
-    pub to_ms: i64,
-    /// Inclusive ranges of raw samples, empty ones left out.
-    pub edges: Vec<(i64, i64)>,
+/// One piece of an envelope's read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Piece {
+    /// A tier's buckets starting in `[from_ms, to_ms)`, both multiples of
+    /// `res_ms`.
+    Tier { res_ms: i64, from_ms: i64, to_ms: i64 },
+    /// Raw samples in `[from_ms, to_ms]`, inclusive.
+    Raw { from_ms: i64, to_ms: i64 },
 }
 
 /// The plan for an envelope of `bucket_ms` over `[from_ms, to_ms]`
-/// (inclusive), read at `now_ms`; `None` when rollups cannot serve it
-/// exactly: a short window, a width that is no tier's multiple, or a
-/// window older than the tier keeps.
-pub(crate) fn plan(from_ms: i64, to_ms: i64, bucket_ms: i64, now_ms: i64) -> Option<Plan> {
+/// (inclusive), read at `now_ms`: the coarsest tier's whole buckets in the
+/// middle, raw samples for what is left at each end. `None` when rollups cannot serve it
+/// exactly: a short window, a width that is no tier's multiple (a tier's
+/// bucket must fall in one envelope bucket), or a window older than the
+/// tiers keep.
+pub(crate) fn plan(from_ms: i64, to_ms: i64, bucket_ms: i64, now_ms: i64) -> Option<Vec<Piece>> {
     if to_ms - from_ms < MIN_SPAN_MS || from_ms < 0 {
         return None;
     }
-    // The coarsest tier that divides the width and still holds the window;
-    // an hour's margin, since retention runs every few minutes.
-    let tier = TIERS.iter().rev().find(|t| {
-        bucket_ms % t.res_ms == 0 && t.keep_ms.is_none_or(|k| from_ms >= now_ms - k + HOUR)
-    })?;
-    let res = tier.res_ms;
-    let first = from_ms.div_euclid(res) * res + if from_ms % res == 0 { 0 } else { res };
-    let end = (to_ms + 1).div_euclid(res) * res;
-    if end - first < 2 * res {
-        return None;
-    }
-    let edges = [(from_ms, first - 1), (end, to_ms)]
-        .into_iter()
-        .filter(|(a, b)| a <= b)
+    // Coarsest first; an hour's margin on what a tier keeps, since
+    // retention runs every few minutes.
+    let usable: Vec<i64> = TIERS
+        .iter()
+        .rev()
+        .filter(|t| {
+            bucket_ms % t.res_ms == 0 && t.keep_ms.is_none_or(|k| from_ms >= now_ms - k + HOUR)
+        })
+        .map(|t| t.res_ms)
         .collect();
-    Some(Plan {
+    // The coarsest tier only, raw samples at both ends: finer tiers
+    // toward the ends read fewer raw rows but cost a statement (or a
+    // union's arm) each, which measured slower on ClickHouse and no faster
+    // on SQLite (docs/benchmarks.md).
+    let mut pieces = Vec::new();
+    cover(from_ms, to_ms + 1, &usable[..usable.len().min(1)], &mut pieces);
+    pieces
+        .iter()
+        .any(|p| matches!(p, Piece::Tier { .. }))
+        .then_some(pieces)
+}
+
+/// Covers `[from, end)` with the first of `tiers` where it has whole
+/// buckets, the rest of the tiers on either side, and raw samples last.
+fn cover(from: i64, end: i64, tiers: &[i64], out: &mut Vec<Piece>) {
+    if from >= end {
+        return;
+    }
+    let Some((&res, finer)) = tiers.split_first() else {
+        out.push(Piece::Raw {
+            from_ms: from,
+            to_ms: end - 1,
+        });
+        return;
+    };
+    let first = from.div_euclid(res) * res + if from.rem_euclid(res) == 0 { 0 } else { res };
+    let last = end.div_euclid(res) * res;
+    if last <= first {
+        return cover(from, end, finer, out);
+    }
+    cover(from, first, finer, out);
+    out.push(Piece::Tier {
         res_ms: res,
         from_ms: first,
-        to_ms: end,
-        edges,
-    })
+        to_ms: last,
+    });
+    cover(last, end, finer, out);
+}
+
+/// One tier's bucket of one series, as ingest gathers a batch's new
+/// samples before writing them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Cell {
+    pub min: f64,
+    pub max: f64,
+    pub n: i64,
+    pub first_ms: i64,
+    pub last_ms: i64,
+}
+
+/// A batch's new samples gathered by (series, tier width, bucket start),
+/// so that a store writes each bucket once per batch rather than once per
+/// sample: a backfill of thousands of samples touches a few hundred rows.
+#[derive(Debug, Default)]
+pub(crate) struct Gather<K> {
+    cells: std::collections::HashMap<(K, i64, i64), Cell>,
+}
+
+impl<K: std::hash::Hash + Eq> Gather<K> {
+    /// Adds one new sample of the series `key` to its bucket of each tier.
+    pub fn add(&mut self, key: K, ts_ms: i64, v: f64)
+    where
+        K: Clone,
+    {
+        for t in TIERS {
+            let bucket = ts_ms.div_euclid(t.res_ms) * t.res_ms;
+            self.cells
+                .entry((key.clone(), t.res_ms, bucket))
+                .and_modify(|c| {
+                    c.min = c.min.min(v);
+                    c.max = c.max.max(v);
+                    c.n += 1;
+                    c.first_ms = c.first_ms.min(ts_ms);
+                    c.last_ms = c.last_ms.max(ts_ms);
+                })
+                .or_insert(Cell {
+                    min: v,
+                    max: v,
+                    n: 1,
+                    first_ms: ts_ms,
+                    last_ms: ts_ms,
+                });
+        }
+    }
+
+    /// Every bucket touched: ((series, width, start), what the batch adds).
+    pub fn cells(self) -> impl Iterator<Item = ((K, i64, i64), Cell)> {
+        self.cells.into_iter()
+    }
 }
 
 /// An envelope bucket before its middle is known: what rollups and raw
@@ -147,34 +225,78 @@ mod tests {
 
     const DAY: i64 = 24 * HOUR;
 
-    #[test]
-    fn a_day_at_quarter_hours_reads_the_coarse_tier_and_raw_edges() {
-        let now = 100 * DAY + 123_456;
-        let p = plan(now - DAY, now, 900_000, now).unwrap();
-        assert_eq!(p.res_ms, 900_000);
-        assert_eq!(p.from_ms % 900_000, 0);
-        assert_eq!(p.to_ms % 900_000, 0);
-        assert!(p.from_ms >= now - DAY && p.from_ms - (now - DAY) < 900_000);
-        assert_eq!(p.edges, vec![(now - DAY, p.from_ms - 1), (p.to_ms, now)]);
+    /// Checks that `pieces` cover `[from, to]` exactly, in order.
+    fn covers(pieces: &[Piece], from: i64, to: i64) {
+        let mut at = from;
+        for p in pieces {
+            let (a, b) = match *p {
+                Piece::Tier {
+                    res_ms,
+                    from_ms,
+                    to_ms,
+                } => {
+                    assert_eq!((from_ms % res_ms, to_ms % res_ms), (0, 0), "{p:?}");
+                    (from_ms, to_ms)
+                }
+                Piece::Raw { from_ms, to_ms } => (from_ms, to_ms + 1),
+            };
+            assert_eq!(a, at, "{pieces:?}");
+            at = b;
+        }
+        assert_eq!(at, to + 1, "{pieces:?}");
     }
 
     #[test]
-    fn aligned_windows_need_no_edges_and_odd_widths_no_rollups() {
+    fn a_day_reads_quarter_hours_and_raw_samples_at_its_ends() {
+        let now = 100 * DAY + 123_456;
+        let p = plan(now - DAY, now, 900_000, now).unwrap();
+        covers(&p, now - DAY, now);
+        let kinds: Vec<&str> = p
+            .iter()
+            .map(|p| match p {
+                Piece::Tier { res_ms: 900_000, .. } => "15m",
+                Piece::Tier { .. } => "1m",
+                Piece::Raw { .. } => "raw",
+            })
+            .collect();
+        assert_eq!(kinds, ["raw", "15m", "raw"]);
+        for piece in &p {
+            if let Piece::Raw { from_ms, to_ms } = piece {
+                assert!(to_ms - from_ms < 900_000, "{piece:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn aligned_windows_need_no_raw_and_odd_widths_no_rollups() {
         let now = 100 * DAY;
         let p = plan(now - DAY, now - 1, 900_000, now).unwrap();
-        assert!(p.edges.is_empty(), "{p:?}");
+        assert_eq!(
+            p,
+            vec![Piece::Tier {
+                res_ms: 900_000,
+                from_ms: now - DAY,
+                to_ms: now
+            }]
+        );
         assert_eq!(plan(now - DAY, now, 450_000, now), None, "7.5 minutes");
-        assert_eq!(plan(now - HOUR, now, 60_000, now), None, "short window");
-        let six = plan(now - 6 * HOUR, now, 240_000, now).unwrap();
-        assert_eq!(six.res_ms, 60_000);
+        assert_eq!(plan(now - 5 * 60_000, now, 60_000, now), None, "short window");
+        let six = plan(now - 6 * HOUR + 7, now, 240_000, now).unwrap();
+        covers(&six, now - 6 * HOUR + 7, now);
+        assert!(six
+            .iter()
+            .all(|p| !matches!(p, Piece::Tier { res_ms: 900_000, .. })));
     }
 
     #[test]
     fn the_minute_tier_is_not_read_past_what_it_keeps() {
-        let now = 100 * DAY;
-        assert_eq!(plan(now - 2 * DAY, now - DAY, 60_000, now), None);
+        let now = 100 * DAY + 7_000;
         let old = plan(now - 2 * DAY, now - DAY, 900_000, now).unwrap();
-        assert_eq!(old.res_ms, 900_000);
+        covers(&old, now - 2 * DAY, now - DAY);
+        assert!(old
+            .iter()
+            .all(|p| !matches!(p, Piece::Tier { res_ms: 60_000, .. })));
+        assert_eq!(plan(now - 2 * DAY, now - DAY, 60_000, now), None);
     }
 
     fn part(segment: i64, first: i64, last: i64, min: f64, max: f64, n: i64) -> Part {
@@ -188,6 +310,22 @@ mod tests {
             max,
             samples: n,
         }
+    }
+
+    #[test]
+    fn a_batch_gathers_each_bucket_once_per_tier() {
+        let mut g = Gather::default();
+        for k in 0..12 {
+            g.add("fds", 10_000 * k, k as f64);
+        }
+        let mut cells: Vec<_> = g.cells().collect();
+        cells.sort_by_key(|c| (c.0 .1, c.0 .2));
+        // Two minutes and one quarter hour.
+        assert_eq!(cells.len(), 3);
+        let (key, c) = &cells[1];
+        assert_eq!((key.1, key.2), (60_000, 60_000));
+        assert_eq!((c.min, c.max, c.n, c.first_ms, c.last_ms), (6.0, 11.0, 6, 60_000, 110_000));
+        assert_eq!(cells[2].1.n, 12);
     }
 
     #[test]

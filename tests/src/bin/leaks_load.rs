@@ -1,6 +1,6 @@
 //! How long `leaks` takes over a fleet's day, and the overview page.
 //!
-//! `cargo run --release -p heaptide-tests --bin leaks_load [-- --instances 100,1000 --hours 24 --clickhouse | --both] [--baseline OLD_ANALYZER]`
+//! `cargo run --release -p heaptide-tests --bin leaks_load [-- --instances 100,1000 --hours 24 --clickhouse | --both] [--baseline OLD_ANALYZER [--baseline-runs 1]]`
 //!
 //! Writes, for each fleet size, a real SQLite store (or, with
 //! `--clickhouse`, a database on a ClickHouse server this run starts with
@@ -177,6 +177,10 @@ fn main() {
     };
     // An older analyzer binary, timed on the same stores.
     let baseline = arg("--baseline").map(std::path::PathBuf::from);
+    // Its runs (the median is reported): one where a run takes minutes.
+    let baseline_runs: usize = arg("--baseline-runs")
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3);
     let clickhouse = (kinds.contains(&Kind::ClickHouse) && external.is_none())
         .then(heaptide_testkit::clickhouse::ClickHouse::start);
     println!("| store | instances | write | engine in-process | `analyzer leaks --fresh` | the same, baseline binary | one evaluation pass (findings + alerts) | its CPU time, every 1m, as a share of one core | `analyzer leaks` (kept) | overview view model (kept) | leaks found |");
@@ -197,10 +201,8 @@ fn main() {
             let row = fleet_row(&*store, &location, n, hours);
             let base = baseline.as_ref().map(|b| {
                 downgrade(&location, clickhouse.as_ref());
-                time(3, || {
-                    leaks_cli_with(b, std::path::Path::new(&location), &["--fresh"])
-                })
-                .0
+                let at = std::path::Path::new(&location);
+                time(baseline_runs, || leaks_cli_with(b, at, &["--fresh"])).0
             });
             let name = if kind == Kind::Sqlite {
                 "SQLite"

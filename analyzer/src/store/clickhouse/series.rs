@@ -88,17 +88,23 @@ impl ClickHouseStore {
         bucket_ms: i64,
     ) -> Result<HashMap<String, Vec<EnvelopeBucket>>> {
         let w = bucket_ms.max(1);
-        let plan = rollup::plan(sel.from_ms, sel.to_ms, w, crate::select::now_ms());
-        let parts = match &plan {
+        let parts = match rollup::plan(sel.from_ms, sel.to_ms, w, crate::select::now_ms()) {
             None => raw_parts(&self.points_sql(scope, sel, metrics), w),
-            Some(p) => {
-                let mut parts = vec![rollup_parts(scope, metrics, p, w)];
-                for (a, b) in &p.edges {
-                    let times = format!("ts_ms >= {a} AND ts_ms <= {b}");
-                    parts.push(raw_parts(&points_in(scope, metrics, &times), w));
-                }
-                parts.join(" UNION ALL ")
-            }
+            Some(pieces) => pieces
+                .into_iter()
+                .map(|p| match p {
+                    rollup::Piece::Raw { from_ms, to_ms } => {
+                        let times = format!("ts_ms >= {from_ms} AND ts_ms <= {to_ms}");
+                        raw_parts(&points_in(scope, metrics, &times), w)
+                    }
+                    rollup::Piece::Tier {
+                        res_ms,
+                        from_ms,
+                        to_ms,
+                    } => rollup_parts(scope, metrics, (res_ms, from_ms, to_ms), w),
+                })
+                .collect::<Vec<_>>()
+                .join(" UNION ALL "),
         };
         let rows = self.rows(
             &format!(
@@ -278,9 +284,10 @@ fn raw_parts(points: &str, w: i64) -> String {
     )
 }
 
-/// A plan's rollup buckets by metric, segment and envelope bucket of width
-/// `w`, in the columns of [`raw_parts`].
-fn rollup_parts(scope: &Scope, metrics: &[&str], p: &rollup::Plan, w: i64) -> String {
+/// A tier's rollup buckets of width `res` starting in `[from, to)`, by
+/// metric, segment and envelope bucket of width `w`, in the columns of
+/// [`raw_parts`].
+fn rollup_parts(scope: &Scope, metrics: &[&str], (res, from, to): (i64, i64, i64), w: i64) -> String {
     format!(
         "SELECT metric, segment, minMerge(first_ms) AS t0, maxMerge(last_ms) AS t1,
             minMerge(vmin) AS lo, maxMerge(vmax) AS hi, toUInt64(uniqExactMerge(n)) AS k
@@ -289,8 +296,8 @@ fn rollup_parts(scope: &Scope, metrics: &[&str], p: &rollup::Plan, w: i64) -> St
          GROUP BY metric, segment, intDiv(bucket, {w})",
         scope.filter,
         str_list(metrics),
-        p.res_ms,
-        p.from_ms,
-        p.to_ms
+        res,
+        from,
+        to
     )
 }

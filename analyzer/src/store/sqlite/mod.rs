@@ -9,6 +9,7 @@ mod findings;
 mod read;
 mod retention;
 mod schema;
+mod series;
 mod write;
 
 use std::collections::HashMap;
@@ -242,6 +243,25 @@ impl Store for SqliteStore {
 
     fn series(&self, sel: &Selector, metric: &str) -> Result<Vec<Point>> {
         self.read_series(sel, metric)
+    }
+
+    fn envelopes_of(
+        &self,
+        sel: &Selector,
+        instances: &[&str],
+        metrics: &[&str],
+        bucket_ms: i64,
+    ) -> Result<ByInstance<Vec<EnvelopeBucket>>> {
+        self.read_envelopes_of(sel, instances, metrics, bucket_ms)
+    }
+
+    fn latest_of(
+        &self,
+        sel: &Selector,
+        instances: &[&str],
+        metrics: &[&str],
+    ) -> Result<ByInstance<Point>> {
+        self.read_latest_of(sel, instances, metrics)
     }
 
     fn envelope(

@@ -1,4 +1,4 @@
-//! Every read: instances, series, pauses, profiles and stacks.
+//! Every read but the series': instances, pauses, profiles and stacks.
 
 use std::collections::HashMap;
 
@@ -6,60 +6,19 @@ use rusqlite::{params, OptionalExtension};
 
 use super::SqliteStore;
 use crate::error::{Error, Result};
-use crate::store::rollup;
 use crate::store::*;
 use heaptide_wire::pprof::Frame;
-
-/// One metric's points for (service, instance or all, metric, from, to),
-/// with the selector's clause; callers add the order.
-fn points_sql(sel: &Selector) -> String {
-    format!(
-        "SELECT i.instance, x.segment_id, x.ts_ms, x.value,
-            coalesce(x.vmin, x.value), coalesce(x.vmax, x.value)
-        {}
-          AND x.ts_ms >= ?4 AND x.ts_ms <= ?5",
-        samples_of(sel)
-    )
-}
-
-/// The samples of a selector's instances, for the metric bound as ?3 and
-/// the window ?4..?5: the FROM and the first conditions of a query. The
-/// CROSS JOIN makes SQLite walk instances, then their segments alive in
-/// the window, then each segment's samples by key, rather than scan
-/// every sample of the window and filter.
-fn samples_of(sel: &Selector) -> String {
-    format!(
-        "FROM instances i
-        JOIN segments s ON s.instance_id = i.id
-        CROSS JOIN samples x
-        WHERE {} AND s.last_seen_ms >= ?4
-          AND x.segment_id = s.id
-          AND x.metric_id = (SELECT id FROM metrics WHERE name = ?3)",
-        selector_clause(sel)
-    )
-}
-
-fn point_row(r: &rusqlite::Row) -> rusqlite::Result<Point> {
-    Ok(Point {
-        instance: r.get(0)?,
-        segment: r.get(1)?,
-        ts_ms: r.get(2)?,
-        value: r.get(3)?,
-        min: r.get(4)?,
-        max: r.get(5)?,
-    })
-}
 
 /// The clause that picks a selector's instances, binding the service as
 /// ?1 and the instance as ?2. One statement per shape rather than
 /// `(?1 IS NULL OR ...)`: with plain equalities SQLite walks from the
 /// instance to its segments and samples by key, where the `OR` form makes
 /// it scan every sample in the time range.
-fn selector_clause(sel: &Selector) -> &'static str {
+pub(super) fn selector_clause(sel: &Selector) -> &'static str {
     clause(sel.service.is_some(), sel.instance.is_some())
 }
 
-fn clause(service: bool, instance: bool) -> &'static str {
+pub(super) fn clause(service: bool, instance: bool) -> &'static str {
     match (service, instance) {
         (true, true) => "i.service = ?1 AND i.instance = ?2",
         (true, false) => "i.service = ?1 AND ?2 IS NULL",
@@ -145,156 +104,6 @@ impl SqliteStore {
             ))?;
             let rows = stmt.query_map(params![service, instance], |r| r.get(0))?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
-        })
-    }
-
-    pub(super) fn read_series(&self, sel: &Selector, metric: &str) -> Result<Vec<Point>> {
-        self.with_reader(|c| {
-            let mut stmt =
-                c.prepare_cached(&format!("{} ORDER BY i.instance, x.ts_ms", points_sql(sel)))?;
-            let rows = stmt.query_map(
-                params![sel.service, sel.instance, metric, sel.from_ms, sel.to_ms],
-                point_row,
-            )?;
-            Ok(rows.collect::<rusqlite::Result<_>>()?)
-        })
-    }
-
-    /// The envelope from rollups where a tier serves it
-    /// ([`rollup::plan`]), else from raw samples.
-    pub(super) fn read_envelope(
-        &self,
-        sel: &Selector,
-        metric: &str,
-        bucket_ms: i64,
-    ) -> Result<Vec<EnvelopeBucket>> {
-        let bucket_ms = bucket_ms.max(1);
-        let Some(plan) = rollup::plan(sel.from_ms, sel.to_ms, bucket_ms, crate::select::now_ms())
-        else {
-            return Ok(rollup::merge(
-                self.raw_parts(sel, metric, bucket_ms, (sel.from_ms, sel.to_ms))?,
-                bucket_ms,
-            ));
-        };
-        let mut parts = self.rollup_parts(sel, metric, bucket_ms, &plan)?;
-        for edge in &plan.edges {
-            parts.extend(self.raw_parts(sel, metric, bucket_ms, *edge)?);
-        }
-        Ok(rollup::merge(parts, bucket_ms))
-    }
-
-    /// Raw samples of `metric` in `sel`'s instances with times in `range`
-    /// (inclusive), by segment and bucket.
-    fn raw_parts(
-        &self,
-        sel: &Selector,
-        metric: &str,
-        bucket_ms: i64,
-        range: (i64, i64),
-    ) -> Result<Vec<rollup::Part>> {
-        self.parts(
-            &format!(
-                "SELECT i.service, i.instance, x.segment_id, min(x.ts_ms), max(x.ts_ms),
-                        min(coalesce(x.vmin, x.value)), max(coalesce(x.vmax, x.value)), sum(x.n)
-                 {}
-                   AND x.ts_ms >= ?6 AND x.ts_ms <= ?7
-                 GROUP BY x.segment_id, x.ts_ms / ?8",
-                samples_of(sel)
-            ),
-            params![
-                sel.service,
-                sel.instance,
-                metric,
-                sel.from_ms,
-                sel.to_ms,
-                range.0,
-                range.1,
-                bucket_ms
-            ],
-        )
-    }
-
-    /// The rollup buckets of `plan`, by segment and envelope bucket.
-    fn rollup_parts(
-        &self,
-        sel: &Selector,
-        metric: &str,
-        bucket_ms: i64,
-        plan: &rollup::Plan,
-    ) -> Result<Vec<rollup::Part>> {
-        self.parts(
-            &format!(
-                "SELECT i.service, i.instance, r.segment_id, min(r.first_ms), max(r.last_ms),
-                        min(r.vmin), max(r.vmax), sum(r.n)
-                 FROM instances i
-                 JOIN segments s ON s.instance_id = i.id
-                 CROSS JOIN rollups r
-                 WHERE {} AND s.last_seen_ms >= ?4
-                   AND r.segment_id = s.id
-                   AND r.metric_id = (SELECT id FROM metrics WHERE name = ?3)
-                   AND r.res = ?5 AND r.bucket_ms >= ?6 AND r.bucket_ms < ?7
-                 GROUP BY r.segment_id, r.bucket_ms / ?8",
-                selector_clause(sel)
-            ),
-            params![
-                sel.service,
-                sel.instance,
-                metric,
-                sel.from_ms,
-                plan.res_ms,
-                plan.from_ms,
-                plan.to_ms,
-                bucket_ms
-            ],
-        )
-    }
-
-    fn parts(&self, sql: &str, params: impl rusqlite::Params) -> Result<Vec<rollup::Part>> {
-        self.with_reader(|c| {
-            let mut stmt = c.prepare_cached(sql)?;
-            let rows = stmt.query_map(params, |r| {
-                Ok(rollup::Part {
-                    service: r.get(0)?,
-                    instance: r.get(1)?,
-                    segment: r.get(2)?,
-                    first_ms: r.get(3)?,
-                    last_ms: r.get(4)?,
-                    min: r.get(5)?,
-                    max: r.get(6)?,
-                    samples: r.get(7)?,
-                })
-            })?;
-            Ok(rows.collect::<rusqlite::Result<_>>()?)
-        })
-    }
-
-    pub(super) fn read_latest(&self, sel: &Selector, metric: &str) -> Result<Option<Point>> {
-        self.with_reader(|c| {
-            // Each segment's newest sample time by key (a MAX over the key
-            // is one probe), then that sample by key, then the newest.
-            let mut stmt = c.prepare_cached(&format!(
-                "SELECT m.instance, x.segment_id, x.ts_ms, x.value,
-                    coalesce(x.vmin, x.value), coalesce(x.vmax, x.value)
-                FROM (SELECT i.instance AS instance, s.id AS segment, (
-                        SELECT max(y.ts_ms) FROM samples y
-                        WHERE y.segment_id = s.id
-                          AND y.metric_id = (SELECT id FROM metrics WHERE name = ?3)
-                          AND y.ts_ms >= ?4 AND y.ts_ms <= ?5) AS ts
-                      FROM instances i JOIN segments s ON s.instance_id = i.id
-                      WHERE {} AND s.last_seen_ms >= ?4) m
-                CROSS JOIN samples x
-                WHERE x.segment_id = m.segment
-                  AND x.metric_id = (SELECT id FROM metrics WHERE name = ?3)
-                  AND x.ts_ms = m.ts
-                ORDER BY x.ts_ms DESC LIMIT 1",
-                selector_clause(sel)
-            ))?;
-            Ok(stmt
-                .query_row(
-                    params![sel.service, sel.instance, metric, sel.from_ms, sel.to_ms],
-                    point_row,
-                )
-                .optional()?)
         })
     }
 

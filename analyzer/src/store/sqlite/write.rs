@@ -12,6 +12,7 @@ use rusqlite::{params, OptionalExtension};
 use super::{SqliteStore, Writer};
 use crate::error::Result;
 use crate::ingest::ValidBatch;
+use crate::store::rollup::Gather;
 use crate::store::*;
 use heaptide_wire::pprof::Frame;
 
@@ -171,6 +172,7 @@ impl SqliteStore {
         let (segment_id, new_segment) = upsert_segment(&tx, b, received_ms, &self.bounds)?;
         // Replays of a batch whose acknowledgement was lost hit the primary
         // keys and are ignored.
+        let mut fresh = Gather::default();
         for s in &b.samples {
             for (name, v) in &s.metrics {
                 let metric_id = ids.metric_id(&mut staged, &tx, name)?;
@@ -178,10 +180,11 @@ impl SqliteStore {
                     "INSERT OR IGNORE INTO samples (segment_id, metric_id, ts_ms, value) VALUES (?1, ?2, ?3, ?4)",
                 )?;
                 if stmt.execute(params![segment_id, metric_id, s.ts_ms, num(*v)])? == 1 {
-                    roll_up(&tx, segment_id, metric_id, s.ts_ms, *v)?;
+                    fresh.add(metric_id, s.ts_ms, *v);
                 }
             }
         }
+        roll_up(&tx, segment_id, fresh)?;
         for p in &b.pause_events {
             let mut stmt = tx.prepare_cached(
                 "INSERT OR IGNORE INTO pauses (segment_id, start_ms, source, name, duration_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -376,25 +379,21 @@ fn insert_ages(
     Ok(())
 }
 
-/// Adds one new raw sample to its bucket of every rollup tier. Only a
-/// sample that was stored counts: a replayed one was ignored above.
-fn roll_up(
-    tx: &rusqlite::Transaction,
-    segment_id: i64,
-    metric_id: i64,
-    ts_ms: i64,
-    v: f64,
-) -> Result<()> {
+/// Adds a batch's new raw samples to their rollup buckets, each bucket
+/// once. Only samples that were stored count: replayed ones were ignored
+/// above.
+fn roll_up(tx: &rusqlite::Transaction, segment_id: i64, fresh: Gather<i64>) -> Result<()> {
     let mut stmt = tx.prepare_cached(
         "INSERT INTO rollups (segment_id, metric_id, res, bucket_ms, vmin, vmax, n, first_ms, last_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?5, 1, ?6, ?6)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
          ON CONFLICT DO UPDATE SET vmin = min(vmin, excluded.vmin), vmax = max(vmax, excluded.vmax),
-            n = n + 1, first_ms = min(first_ms, excluded.first_ms),
+            n = n + excluded.n, first_ms = min(first_ms, excluded.first_ms),
             last_ms = max(last_ms, excluded.last_ms)",
     )?;
-    for t in crate::store::rollup::TIERS {
-        let bucket = ts_ms.div_euclid(t.res_ms) * t.res_ms;
-        stmt.execute(params![segment_id, metric_id, t.res_ms, bucket, v, ts_ms])?;
+    for ((metric_id, res, bucket), c) in fresh.cells() {
+        stmt.execute(params![
+            segment_id, metric_id, res, bucket, c.min, c.max, c.n, c.first_ms, c.last_ms
+        ])?;
     }
     Ok(())
 }
