@@ -224,6 +224,42 @@ impl RetentionPolicy {
 /// metric.
 pub type ByInstance<T> = std::collections::HashMap<String, std::collections::HashMap<String, T>>;
 
+/// A read of `instances` before anything is found: each with nothing.
+pub(crate) fn by_instance<T>(instances: &[&str]) -> ByInstance<T> {
+    instances
+        .iter()
+        .map(|i| ((*i).to_owned(), Default::default()))
+        .collect()
+}
+
+/// Keeps `p` as its instance's latest `metric`, unless a newer one is
+/// kept already (an instance's segments each give their newest).
+pub(crate) fn keep_newest(out: &mut ByInstance<Point>, metric: &str, p: Point) {
+    let Some(mine) = out.get_mut(&p.instance) else {
+        return;
+    };
+    if mine.get(metric).is_none_or(|have| have.ts_ms < p.ts_ms) {
+        mine.insert(metric.to_owned(), p);
+    }
+}
+
+/// Each stack's bytes and objects added up over `values`.
+pub(crate) fn sum_stacks(values: impl IntoIterator<Item = StackValue>) -> Vec<StackValue> {
+    let mut sums: std::collections::HashMap<i64, (i64, i64)> = Default::default();
+    for v in values {
+        let e = sums.entry(v.stack_id).or_default();
+        e.0 += v.bytes;
+        e.1 += v.objects;
+    }
+    sums.into_iter()
+        .map(|(stack_id, (bytes, objects))| StackValue {
+            stack_id,
+            bytes,
+            objects,
+        })
+        .collect()
+}
+
 /// Live bytes by age bucket ([`heaptide_wire::AGE_BUCKETS_SECS`]).
 pub type Ages = [u64; heaptide_wire::AGE_BUCKETS_SECS.len()];
 
@@ -459,22 +495,11 @@ pub trait Store: EvaluationState + Send + Sync + 'static {
     /// `profile_ids`, in any order: what a merged flamegraph draws,
     /// summed where the data is.
     fn profile_sums(&self, profile_ids: &[i64]) -> Result<Vec<StackValue>> {
-        let mut sums: std::collections::HashMap<i64, (i64, i64)> = Default::default();
+        let mut all = Vec::new();
         for id in profile_ids {
-            for v in self.profile_values(*id)? {
-                let e = sums.entry(v.stack_id).or_default();
-                e.0 += v.bytes;
-                e.1 += v.objects;
-            }
+            all.extend(self.profile_values(*id)?);
         }
-        Ok(sums
-            .into_iter()
-            .map(|(stack_id, (bytes, objects))| StackValue {
-                stack_id,
-                bytes,
-                objects,
-            })
-            .collect())
+        Ok(sum_stacks(all))
     }
     /// The gzipped pprof as received, while it is kept (see
     /// [`RetentionPolicy::raw_profile_keep_ms`]).

@@ -52,7 +52,11 @@ pub(crate) const MIN_SPAN_MS: i64 = 10 * 60_000;
 pub(crate) enum Piece {
     /// A tier's buckets starting in `[from_ms, to_ms)`, both multiples of
     /// `res_ms`.
-    Tier { res_ms: i64, from_ms: i64, to_ms: i64 },
+    Tier {
+        res_ms: i64,
+        from_ms: i64,
+        to_ms: i64,
+    },
     /// Raw samples in `[from_ms, to_ms]`, inclusive.
     Raw { from_ms: i64, to_ms: i64 },
 }
@@ -82,7 +86,12 @@ pub(crate) fn plan(from_ms: i64, to_ms: i64, bucket_ms: i64, now_ms: i64) -> Opt
     // union's arm) each, which measured slower on ClickHouse and no faster
     // on SQLite (docs/benchmarks.md).
     let mut pieces = Vec::new();
-    cover(from_ms, to_ms + 1, &usable[..usable.len().min(1)], &mut pieces);
+    cover(
+        from_ms,
+        to_ms + 1,
+        &usable[..usable.len().min(1)],
+        &mut pieces,
+    );
     pieces
         .iter()
         .any(|p| matches!(p, Piece::Tier { .. }))
@@ -254,7 +263,9 @@ mod tests {
         let kinds: Vec<&str> = p
             .iter()
             .map(|p| match p {
-                Piece::Tier { res_ms: 900_000, .. } => "15m",
+                Piece::Tier {
+                    res_ms: 900_000, ..
+                } => "15m",
                 Piece::Tier { .. } => "1m",
                 Piece::Raw { .. } => "raw",
             })
@@ -280,12 +291,20 @@ mod tests {
             }]
         );
         assert_eq!(plan(now - DAY, now, 450_000, now), None, "7.5 minutes");
-        assert_eq!(plan(now - 5 * 60_000, now, 60_000, now), None, "short window");
+        assert_eq!(
+            plan(now - 5 * 60_000, now, 60_000, now),
+            None,
+            "short window"
+        );
         let six = plan(now - 6 * HOUR + 7, now, 240_000, now).unwrap();
         covers(&six, now - 6 * HOUR + 7, now);
-        assert!(six
-            .iter()
-            .all(|p| !matches!(p, Piece::Tier { res_ms: 900_000, .. })));
+        assert!(six.iter().all(|p| !matches!(
+            p,
+            Piece::Tier {
+                res_ms: 900_000,
+                ..
+            }
+        )));
     }
 
     #[test]
@@ -324,7 +343,10 @@ mod tests {
         assert_eq!(cells.len(), 3);
         let (key, c) = &cells[1];
         assert_eq!((key.1, key.2), (60_000, 60_000));
-        assert_eq!((c.min, c.max, c.n, c.first_ms, c.last_ms), (6.0, 11.0, 6, 60_000, 110_000));
+        assert_eq!(
+            (c.min, c.max, c.n, c.first_ms, c.last_ms),
+            (6.0, 11.0, 6, 60_000, 110_000)
+        );
         assert_eq!(cells[2].1.n, 12);
     }
 

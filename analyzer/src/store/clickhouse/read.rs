@@ -266,7 +266,7 @@ impl ClickHouseStore {
     /// keep each statement under its query size limit: first where each
     /// profile's rows are, then the sums by the per-stack table's key.
     pub(super) fn read_profile_sums(&self, profile_ids: &[i64]) -> Result<Vec<StackValue>> {
-        let mut sums: HashMap<i64, (i64, i64)> = HashMap::new();
+        let mut all = Vec::new();
         for chunk in profile_ids.chunks(500) {
             let places = self.rows(
                 &format!(
@@ -278,7 +278,7 @@ impl ClickHouseStore {
             if places.is_empty() {
                 continue;
             }
-            let rows = self.rows(
+            all.extend(self.rows(
                 &format!(
                     "SELECT stack, sum(b), sum(o) FROM (
                        SELECT profile, stack, any(bytes) AS b, any(objects) AS o
@@ -288,22 +288,16 @@ impl ClickHouseStore {
                     places.join(", "),
                     id_list(chunk)
                 ),
-                |r| Ok((r.i64()?, r.i64()?, r.i64()?)),
-            )?;
-            for (stack, b, o) in rows {
-                let e = sums.entry(stack).or_default();
-                e.0 += b;
-                e.1 += o;
-            }
+                |r| {
+                    Ok(StackValue {
+                        stack_id: r.i64()?,
+                        bytes: r.i64()?,
+                        objects: r.i64()?,
+                    })
+                },
+            )?);
         }
-        Ok(sums
-            .into_iter()
-            .map(|(stack_id, (bytes, objects))| StackValue {
-                stack_id,
-                bytes,
-                objects,
-            })
-            .collect())
+        Ok(sum_stacks(all))
     }
 
     /// Where a profile's rows are: its segment and time, which lead the

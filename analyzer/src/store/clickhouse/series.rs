@@ -65,10 +65,7 @@ impl ClickHouseStore {
         bucket_ms: i64,
     ) -> Result<ByInstance<Vec<EnvelopeBucket>>> {
         let scope = Scope::of_instances(sel, instances);
-        let mut out: ByInstance<Vec<EnvelopeBucket>> = instances
-            .iter()
-            .map(|i| ((*i).to_owned(), HashMap::new()))
-            .collect();
+        let mut out: ByInstance<Vec<EnvelopeBucket>> = by_instance(instances);
         for (metric, buckets) in self.envelopes_in(&scope, sel, metrics, bucket_ms)? {
             for b in buckets {
                 if let Some(mine) = out.get_mut(&b.instance) {
@@ -198,10 +195,7 @@ impl ClickHouseStore {
         instances: &[&str],
         metrics: &[&str],
     ) -> Result<ByInstance<Point>> {
-        let mut out: ByInstance<Point> = instances
-            .iter()
-            .map(|i| ((*i).to_owned(), HashMap::new()))
-            .collect();
+        let mut out: ByInstance<Point> = by_instance(instances);
         let recent = sel.starting(sel.from_ms.max(sel.to_ms - 3_600_000));
         self.latest_into(&recent, instances, metrics, &mut out)?;
         let missing: Vec<&str> = metrics
@@ -210,14 +204,9 @@ impl ClickHouseStore {
             .filter(|m| out.values().any(|p| !p.contains_key(*m)))
             .collect();
         if recent.from_ms > sel.from_ms && !missing.is_empty() {
-            let mut older = HashMap::new();
-            self.latest_into(sel, instances, &missing, &mut older)?;
-            for (instance, points) in older {
-                let have = out.entry(instance).or_default();
-                for (m, p) in points {
-                    have.entry(m).or_insert(p);
-                }
-            }
+            // Only the missing metrics are asked for, so nothing newer is
+            // displaced.
+            self.latest_into(sel, instances, &missing, &mut out)?;
         }
         Ok(out)
     }
@@ -248,13 +237,7 @@ impl ClickHouseStore {
             |r| Ok((r.string()?, point(r)?)),
         )?;
         for (metric, p) in rows {
-            let slot = out.entry(p.instance.clone()).or_default();
-            match slot.get(&metric) {
-                Some(have) if have.ts_ms >= p.ts_ms => {}
-                _ => {
-                    slot.insert(metric, p);
-                }
-            }
+            keep_newest(out, &metric, p);
         }
         Ok(())
     }
@@ -287,7 +270,12 @@ fn raw_parts(points: &str, w: i64) -> String {
 /// A tier's rollup buckets of width `res` starting in `[from, to)`, by
 /// metric, segment and envelope bucket of width `w`, in the columns of
 /// [`raw_parts`].
-fn rollup_parts(scope: &Scope, metrics: &[&str], (res, from, to): (i64, i64, i64), w: i64) -> String {
+fn rollup_parts(
+    scope: &Scope,
+    metrics: &[&str],
+    (res, from, to): (i64, i64, i64),
+    w: i64,
+) -> String {
     format!(
         "SELECT metric, segment, minMerge(first_ms) AS t0, maxMerge(last_ms) AS t1,
             minMerge(vmin) AS lo, maxMerge(vmax) AS hi, toUInt64(uniqExactMerge(n)) AS k

@@ -29,7 +29,9 @@ impl<'a> Who<'a> {
     fn clause(&self) -> &'static str {
         match self {
             Who::Sel(sel) => selector_clause(sel),
-            Who::Cohort { .. } => "i.service = ?1 AND i.instance IN (SELECT value FROM json_each(?2))",
+            Who::Cohort { .. } => {
+                "i.service = ?1 AND i.instance IN (SELECT value FROM json_each(?2))"
+            }
         }
     }
 
@@ -107,10 +109,7 @@ impl SqliteStore {
     ) -> Result<ByInstance<Vec<EnvelopeBucket>>> {
         let service = sel.service.as_deref().unwrap_or_default();
         let who = Who::cohort(service, instances);
-        let mut out: ByInstance<Vec<EnvelopeBucket>> = instances
-            .iter()
-            .map(|i| ((*i).to_owned(), Default::default()))
-            .collect();
+        let mut out: ByInstance<Vec<EnvelopeBucket>> = by_instance(instances);
         for m in metrics {
             for b in self.envelope_for(&who, sel, m, bucket_ms)? {
                 if let Some(mine) = out.get_mut(&b.instance) {
@@ -190,18 +189,10 @@ impl SqliteStore {
     ) -> Result<ByInstance<Point>> {
         let service = sel.service.as_deref().unwrap_or_default();
         let who = Who::cohort(service, instances);
-        let mut out: ByInstance<Point> = instances
-            .iter()
-            .map(|i| ((*i).to_owned(), Default::default()))
-            .collect();
+        let mut out: ByInstance<Point> = by_instance(instances);
         for m in metrics {
             for p in self.latest_rows(&who, sel, m)? {
-                let Some(mine) = out.get_mut(&p.instance) else {
-                    continue;
-                };
-                if mine.get(*m).is_none_or(|have| have.ts_ms < p.ts_ms) {
-                    mine.insert((*m).to_owned(), p);
-                }
+                keep_newest(&mut out, m, p);
             }
         }
         Ok(out)
@@ -229,10 +220,8 @@ impl SqliteStore {
                   AND x.ts_ms = m.ts",
                 who.clause()
             ))?;
-            let rows = stmt.query_map(
-                params![p1, p2, metric, sel.from_ms, sel.to_ms],
-                point_row,
-            )?;
+            let rows =
+                stmt.query_map(params![p1, p2, metric, sel.from_ms, sel.to_ms], point_row)?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
         })
     }
