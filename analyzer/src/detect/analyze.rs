@@ -75,10 +75,9 @@ pub fn analyze(store: &dyn Store, q: &Selector, opts: &Options) -> Result<Analys
         .collect();
     // Instances are judged in cohorts (a service's instances that span
     // the whole window together, from one batch of reads; any other
-    // alone),
-    // on as many threads as the machine has cores unless told fewer (the
-    // store hands each its own read connection), times the reads per core
-    // the store serves well.
+    // alone), on as many threads as the machine has cores unless told
+    // fewer (the store hands each its own read connection), times the
+    // reads per core the store serves well.
     let cohorts = cohorts(q, &instances);
     let workers = opts
         .workers
@@ -111,9 +110,27 @@ pub fn analyze(store: &dyn Store, q: &Selector, opts: &Options) -> Result<Analys
         }
         Ok(())
     })?;
-    // Corroboration across the instances of a service.
+    corroborate(&mut findings);
+    // Workers finish cohorts in any order: back to the store's order of
+    // instances, and each one's resources in order, before the stable sort.
+    let place = |f: &Finding| Resource::ALL.iter().position(|r| *r == f.resource);
+    findings.sort_by(|a, b| {
+        (&a.service, &a.instance, place(a)).cmp(&(&b.service, &b.instance, place(b)))
+    });
+    sort_worst_first(&mut findings);
+    Ok(Analysis {
+        from_ms: q.from_ms,
+        to_ms: q.to_ms,
+        findings,
+    })
+}
+
+/// Corroboration across the instances of a service: how many grow, and
+/// a leak's confidence raised when several do, lowered when it grows alone
+/// among steady peers.
+fn corroborate(findings: &mut [Finding]) {
     let mut growing: HashMap<(String, Resource), (usize, usize)> = HashMap::new();
-    for f in &findings {
+    for f in findings.iter() {
         let e = growing.entry((f.service.clone(), f.resource)).or_default();
         if f.verdict != LeakVerdict::InsufficientData {
             e.1 += 1;
@@ -122,7 +139,7 @@ pub fn analyze(store: &dyn Store, q: &Selector, opts: &Options) -> Result<Analys
             e.0 += 1;
         }
     }
-    for f in &mut findings {
+    for f in findings.iter_mut() {
         let (g, n) = growing[&(f.service.clone(), f.resource)];
         f.instances_growing = g;
         f.instances = n;
@@ -139,12 +156,6 @@ pub fn analyze(store: &dyn Store, q: &Selector, opts: &Options) -> Result<Analys
             f.confidence = Some((1.0 - (1.0 - c) * doubt).clamp(0.0, 0.9999));
         }
     }
-    sort_worst_first(&mut findings);
-    Ok(Analysis {
-        from_ms: q.from_ms,
-        to_ms: q.to_ms,
-        findings,
-    })
 }
 
 /// The window an instance is judged over: a young instance's data spans
