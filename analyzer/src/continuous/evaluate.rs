@@ -76,7 +76,7 @@ fn sparkline_from(
 }
 
 /// The heap and fds sparklines of each of `instances` of `service`, read
-/// a few hundred instances at a time.
+/// a cohort at a time, as the engine reads.
 fn sparklines(
     store: &dyn Store,
     service: &str,
@@ -86,7 +86,7 @@ fn sparklines(
     const METRICS: [&str; 2] = [metric::HEAP_ALLOCATED, metric::FDS];
     let hour = Selector::all(now_ms - HOUR, now_ms).for_service(service);
     let mut out = HashMap::new();
-    for cohort in instances.chunks(256) {
+    for cohort in instances.chunks(detect::COHORT) {
         let mut read = store.envelopes_of(&hour, cohort, &METRICS, HOUR / 30)?;
         for instance in cohort {
             let mine = hour.for_instance(service, instance);

@@ -174,7 +174,7 @@ type Cohort<'a> = Vec<&'a InstanceInfo>;
 /// The most instances read at once: bounds what one read holds (a
 /// day's envelopes of every resource are about 500 buckets an instance)
 /// whatever a service's size.
-const COHORT: usize = 256;
+pub(crate) const COHORT: usize = 256;
 
 /// Groups instances into cohorts, largest first, so that the longest work
 /// starts first.

@@ -28,6 +28,7 @@ pub use heaptide_stats as stats;
 pub use analyze::analyze;
 pub(crate) use analyze::sort_worst_first;
 pub(crate) use analyze::to_h;
+pub(crate) use analyze::COHORT;
 pub(crate) use assess::assess_lifetimes;
 pub use assess::{
     assess, assess_sites, runway, time_to_exhaustion, Assessment, LeakVerdict, Lifetime, Options,

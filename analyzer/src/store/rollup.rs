@@ -63,66 +63,51 @@ pub(crate) enum Piece {
 
 /// The plan for an envelope of `bucket_ms` over `[from_ms, to_ms]`
 /// (inclusive), read at `now_ms`: the coarsest tier's whole buckets in the
-/// middle, raw samples for what is left at each end. `None` when rollups cannot serve it
-/// exactly: a short window, a width that is no tier's multiple (a tier's
-/// bucket must fall in one envelope bucket), or a window older than the
-/// tiers keep.
+/// middle, raw samples for what is left at each end. `None` when rollups
+/// cannot serve it exactly: a short window, a width that is no tier's
+/// multiple (a tier's bucket must fall in one envelope bucket), a window
+/// older than the tiers keep, or one without a whole bucket.
+///
+/// One tier only: finer tiers toward the ends read fewer raw rows but cost
+/// a statement (or a union's arm) each, which measured slower on
+/// ClickHouse and no faster on SQLite (docs/benchmarks.md).
 pub(crate) fn plan(from_ms: i64, to_ms: i64, bucket_ms: i64, now_ms: i64) -> Option<Vec<Piece>> {
     if to_ms - from_ms < MIN_SPAN_MS || from_ms < 0 {
         return None;
     }
-    // Coarsest first; an hour's margin on what a tier keeps, since
-    // retention runs every few minutes.
-    let usable: Vec<i64> = TIERS
+    // An hour's margin on what a tier keeps, since retention runs every
+    // few minutes.
+    let res = TIERS
         .iter()
         .rev()
-        .filter(|t| {
+        .find(|t| {
             bucket_ms % t.res_ms == 0 && t.keep_ms.is_none_or(|k| from_ms >= now_ms - k + HOUR)
-        })
-        .map(|t| t.res_ms)
-        .collect();
-    // The coarsest tier only, raw samples at both ends: finer tiers
-    // toward the ends read fewer raw rows but cost a statement (or a
-    // union's arm) each, which measured slower on ClickHouse and no faster
-    // on SQLite (docs/benchmarks.md).
-    let mut pieces = Vec::new();
-    cover(
-        from_ms,
-        to_ms + 1,
-        &usable[..usable.len().min(1)],
-        &mut pieces,
-    );
-    pieces
-        .iter()
-        .any(|p| matches!(p, Piece::Tier { .. }))
-        .then_some(pieces)
-}
-
-/// Covers `[from, end)` with the first of `tiers` where it has whole
-/// buckets, the rest of the tiers on either side, and raw samples last.
-fn cover(from: i64, end: i64, tiers: &[i64], out: &mut Vec<Piece>) {
-    if from >= end {
-        return;
-    }
-    let Some((&res, finer)) = tiers.split_first() else {
-        out.push(Piece::Raw {
-            from_ms: from,
-            to_ms: end - 1,
-        });
-        return;
-    };
-    let first = from.div_euclid(res) * res + if from.rem_euclid(res) == 0 { 0 } else { res };
-    let last = end.div_euclid(res) * res;
+        })?
+        .res_ms;
+    let first = from_ms.div_euclid(res) * res + if from_ms.rem_euclid(res) == 0 { 0 } else { res };
+    let last = (to_ms + 1).div_euclid(res) * res;
     if last <= first {
-        return cover(from, end, finer, out);
+        return None;
     }
-    cover(from, first, finer, out);
-    out.push(Piece::Tier {
+    let mut pieces = Vec::with_capacity(3);
+    if from_ms < first {
+        pieces.push(Piece::Raw {
+            from_ms,
+            to_ms: first - 1,
+        });
+    }
+    pieces.push(Piece::Tier {
         res_ms: res,
         from_ms: first,
         to_ms: last,
     });
-    cover(last, end, finer, out);
+    if last <= to_ms {
+        pieces.push(Piece::Raw {
+            from_ms: last,
+            to_ms,
+        });
+    }
+    Some(pieces)
 }
 
 /// One tier's bucket of one series, as ingest gathers a batch's new
