@@ -11,12 +11,15 @@
 //!   a diff when they differ;
 //! - [`receiver`]: a real HTTP server on loopback that records what
 //!   webhooks send it, and can answer slowly or with errors;
+//! - [`hostile`]: slow, idle and non-reading clients by the thousand,
+//!   and a probe that times an honest one;
 //! - [`raw`]: raw HTTP from a chosen loopback address, to play agents on
 //!   other hosts.
 
 pub mod clickhouse;
 pub mod fixtures;
 pub mod golden;
+pub mod hostile;
 pub mod process;
 pub mod raw;
 pub mod receiver;

@@ -164,6 +164,12 @@ fn server_options(m: &Settings, env: &impl Fn(&str) -> Option<String>) -> Result
         },
         max_concurrent_requests: value(m.max_concurrent_requests, "max_concurrent_requests")?,
         request_timeout: value(m.request_timeout, "request_timeout")?.0,
+        connections: crate::server::conn::ConnectionLimits {
+            max_total: value(m.max_connections, "max_connections")?,
+            max_per_address: value(m.max_connections_per_address, "max_connections_per_address")?,
+            header_read_timeout: value(m.header_read_timeout, "header_read_timeout")?.0,
+            write_timeout: value(m.write_timeout, "write_timeout")?.0,
+        },
         ..ServerOptions::default()
     })
 }

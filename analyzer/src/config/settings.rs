@@ -197,6 +197,31 @@ settings! {
         default DEFAULT_REQUEST_TIMEOUT: Span = Span(Duration::from_secs(30)),
         check |s| within(s, Span(Duration::from_secs(1)), Span(Duration::from_secs(3600))),
         example "10s";
+    /// Connections open at once, from all peers; past it a new
+    /// connection is closed at once. Also held below the process's file
+    /// descriptor limit.
+    max_connections: Option<usize>, env "HEAPTIDE_MAX_CONNECTIONS",
+        default DEFAULT_MAX_CONNECTIONS: usize = 16_384,
+        check |n: &usize| within(n, 16, 1_000_000),
+        example "4096";
+    /// Connections open at once from one address. Behind a load balancer
+    /// or a NAT that many agents share, raise it to max_connections.
+    max_connections_per_address: Option<usize>, env "HEAPTIDE_MAX_CONNECTIONS_PER_ADDRESS",
+        default DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 4_096,
+        check |n: &usize| within(n, 1, 1_000_000),
+        example "256";
+    /// Time a request's headers may take to arrive; also how long an idle
+    /// kept-alive connection is held open.
+    header_read_timeout: Option<Span>, env "HEAPTIDE_HEADER_READ_TIMEOUT",
+        default DEFAULT_HEADER_READ_TIMEOUT: Span = Span(Duration::from_secs(15)),
+        check |s| within(s, Span(Duration::from_secs(1)), Span(Duration::from_secs(600))),
+        example "5s";
+    /// Time a response's write may make no progress (a client that does
+    /// not read) before the connection is closed.
+    write_timeout: Option<Span>, env "HEAPTIDE_WRITE_TIMEOUT",
+        default DEFAULT_WRITE_TIMEOUT: Span = Span(Duration::from_secs(15)),
+        check |s| within(s, Span(Duration::from_secs(1)), Span(Duration::from_secs(600))),
+        example "5s";
     /// Sends alerts to this URL as Alertmanager's webhook payload
     /// (repeatable; added to the file's `[[alerts.webhook]]`).
     alert_webhook: Vec<String>, env "HEAPTIDE_ALERT_WEBHOOK",

@@ -3,6 +3,7 @@
 
 mod api;
 pub mod auth;
+pub mod conn;
 mod dashboards;
 pub mod error;
 mod headers;
@@ -34,6 +35,7 @@ pub struct AppState {
     gates: ingest::IngestGates,
     pub telemetry: Telemetry,
     shed: shed::Shedding,
+    connections: conn::ConnectionLimits,
     /// Services whose batches said a resource is about to run out, for
     /// the schedule to judge at once.
     pub urgent: Arc<crate::continuous::schedule::Urgent>,
@@ -52,6 +54,8 @@ pub struct ServerOptions {
     pub max_concurrent_requests: usize,
     /// The longest any request may take, body included.
     pub request_timeout: Duration,
+    /// Bounds on connections and their deadlines.
+    pub connections: conn::ConnectionLimits,
 }
 
 impl Default for ServerOptions {
@@ -63,6 +67,7 @@ impl Default for ServerOptions {
             rate: Default::default(),
             max_concurrent_requests: crate::config::DEFAULT_MAX_CONCURRENT_REQUESTS,
             request_timeout: crate::config::DEFAULT_REQUEST_TIMEOUT.0,
+            connections: Default::default(),
         }
     }
 }
@@ -80,6 +85,7 @@ impl AppState {
                 max_concurrent_requests: options.max_concurrent_requests,
                 request_timeout: options.request_timeout,
             },
+            connections: options.connections,
             urgent: Default::default(),
         }
     }
@@ -155,7 +161,9 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> crate::Result<()> {
     let store = crate::store::open(&cfg.store, cfg.durability, cfg.bounds.clone())?;
-    let state = Arc::new(AppState::new(store, cfg.server.clone()));
+    let mut options = cfg.server.clone();
+    options.connections.max_total = conn::fit_to_fd_limit(options.connections.max_total);
+    let state = Arc::new(AppState::new(store, options));
     let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
     on_listen(listener.local_addr()?);
     let background = Background {
@@ -219,14 +227,13 @@ pub async fn run(
             ))
         })
         .collect();
-    let service = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let result = axum::serve(listener, service)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let limits = state.connections.clone();
+    let meters = state.telemetry.connections.clone();
+    conn::serve(listener, app(state), limits, meters, shutdown).await;
     retention.abort();
     evaluation.abort();
     scrapes.iter().for_each(tokio::task::JoinHandle::abort);
-    Ok(result?)
+    Ok(())
 }
 
 async fn retention_loop(store: Arc<dyn Store>, policy: RetentionPolicy) {

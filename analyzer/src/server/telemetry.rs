@@ -32,6 +32,8 @@ pub struct Telemetry {
     pub evaluation_behind: IntGauge,
     /// Pulls of `--scrape` targets that failed.
     pub scrape_failures: IntCounter,
+    /// Open, refused and timed-out connections.
+    pub connections: super::conn::ConnectionMeters,
     /// Each webhook's delivery counts, in config order.
     pub webhooks: Mutex<Vec<(WebhookKind, Arc<DeliveryStats>)>>,
 }
@@ -101,8 +103,35 @@ impl Default for Telemetry {
                 "heaptide_scrape_failures_total",
                 "Pulls of pprof scrape targets that failed.",
             ),
+            connections: connection_meters(),
             webhooks: Mutex::new(Vec::new()),
         }
+    }
+}
+
+fn connection_meters() -> super::conn::ConnectionMeters {
+    let refused = IntCounterVec::new(
+        Opts::new(
+            "heaptide_http_connections_refused_total",
+            "Connections closed as soon as accepted, by the cap that refused them.",
+        ),
+        &["reason"],
+    )
+    .expect("literal metric definition");
+    for r in super::conn::REFUSAL_REASONS {
+        refused.with_label_values(&[r]);
+    }
+    super::conn::ConnectionMeters {
+        open: IntGauge::new(
+            "heaptide_http_connections_open",
+            "Connections open now.",
+        )
+        .expect("literal metric definition"),
+        refused,
+        timed_out: counter(
+            "heaptide_http_connections_timed_out_total",
+            "Connections closed by a deadline: headers too slow, idle too long, or a response not read.",
+        ),
     }
 }
 
@@ -134,6 +163,9 @@ impl Telemetry {
             Box::new(self.evaluation_judged.clone()),
             Box::new(self.evaluation_behind.clone()),
             Box::new(self.scrape_failures.clone()),
+            Box::new(self.connections.open.clone()),
+            Box::new(self.connections.refused.clone()),
+            Box::new(self.connections.timed_out.clone()),
         ]
     }
 }
@@ -145,7 +177,7 @@ mod tests {
     #[test]
     fn every_metric_is_defined() {
         let t = super::Telemetry::default();
-        assert_eq!(t.collectors().len(), 10);
+        assert_eq!(t.collectors().len(), 13);
         assert_eq!(
             t.ingest_batches.desc()[0].fq_name,
             "heaptide_ingest_batches_total"

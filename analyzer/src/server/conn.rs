@@ -1,0 +1,298 @@
+//! Connection hygiene: the accept loop under [`super::run`].
+//!
+//! `axum::serve` reads headers with no deadline and accepts connections
+//! without bound, so a few thousand clients that each send half a request
+//! line hold every file descriptor and lock everyone else out. Here each
+//! connection is served by hyper's HTTP/1 builder with a timer, and costs
+//! a bounded amount for a bounded time:
+//!
+//! - headers must arrive within `header_read_timeout`, which hyper also
+//!   applies while a kept-alive connection waits for its next request, so
+//!   it is the idle timeout too;
+//! - a response whose write makes no progress for `write_timeout` (a
+//!   client that never reads) closes the connection;
+//! - bodies and handlers are bounded by the request timeout (`shed.rs`);
+//! - connections are capped in total and per peer address. Past a cap the
+//!   connection is accepted and closed at once, and counted: leaving it in
+//!   the kernel's backlog would stall honest clients behind it.
+//!
+//! Only HTTP/1.1 is served (agents and browsers use it), so there are no
+//! HTTP/2 keep-alive settings to bound.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus::{IntCounterVec, IntGauge};
+use tower::ServiceExt;
+
+/// The bounds on connections, from `serve`'s settings.
+#[derive(Debug, Clone)]
+pub struct ConnectionLimits {
+    /// Connections open at once, all peers together.
+    pub max_total: usize,
+    /// Connections open at once from one peer address.
+    pub max_per_address: usize,
+    /// Time for a request's headers to arrive, and for an idle kept-alive
+    /// connection to send its next request.
+    pub header_read_timeout: Duration,
+    /// Time a response's write may make no progress.
+    pub write_timeout: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            max_total: crate::config::DEFAULT_MAX_CONNECTIONS,
+            max_per_address: crate::config::DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+            header_read_timeout: crate::config::DEFAULT_HEADER_READ_TIMEOUT.0,
+            write_timeout: crate::config::DEFAULT_WRITE_TIMEOUT.0,
+        }
+    }
+}
+
+/// What `/metrics` shows of connections.
+#[derive(Clone)]
+pub struct ConnectionMeters {
+    pub open: IntGauge,
+    /// Connections closed at accept, by the cap that refused them.
+    pub refused: IntCounterVec,
+    /// Connections closed by a deadline: headers, idle or a stalled write.
+    pub timed_out: prometheus::IntCounter,
+}
+
+/// The caps' labels on `heaptide_http_connections_refused_total`.
+pub const REFUSAL_REASONS: [&str; 2] = ["per_address", "total"];
+
+/// Open connections, in total and per peer address.
+#[derive(Default)]
+struct Ledger {
+    total: usize,
+    by_address: HashMap<IpAddr, usize>,
+}
+
+/// One admitted connection's place in the ledger, given back on drop.
+struct Slot {
+    ledger: Arc<Mutex<Ledger>>,
+    ip: IpAddr,
+    open: IntGauge,
+}
+
+impl Slot {
+    /// A place for a connection from `ip`, or the cap that refuses it.
+    fn take(
+        ledger: &Arc<Mutex<Ledger>>,
+        ip: IpAddr,
+        limits: &ConnectionLimits,
+        open: &IntGauge,
+    ) -> Result<Slot, &'static str> {
+        // A poisoned ledger still counts: it is two integers and a map
+        // that no panic can leave half-updated.
+        let mut l = ledger.lock().unwrap_or_else(|p| p.into_inner());
+        if l.total >= limits.max_total {
+            return Err("total");
+        }
+        let n = l.by_address.entry(ip).or_default();
+        if *n >= limits.max_per_address {
+            return Err("per_address");
+        }
+        *n += 1;
+        l.total += 1;
+        open.inc();
+        Ok(Slot {
+            ledger: ledger.clone(),
+            ip,
+            open: open.clone(),
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut l = self.ledger.lock().unwrap_or_else(|p| p.into_inner());
+        l.total -= 1;
+        if let Some(n) = l.by_address.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                l.by_address.remove(&self.ip);
+            }
+        }
+        self.open.dec();
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then lets
+/// requests in flight finish for up to `drain`.
+pub(super) async fn serve(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    limits: ConnectionLimits,
+    meters: ConnectionMeters,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of descriptors or a connection reset before it
+                    // was taken: pause so that a full table is not a busy
+                    // loop, then go on.
+                    tracing::debug!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let slot = match Slot::take(&ledger, peer.ip(), &limits, &meters.open) {
+            Ok(s) => s,
+            Err(reason) => {
+                meters.refused.with_label_values(&[reason]).inc();
+                continue;
+            }
+        };
+        let conn = builder.serve_connection(
+            guarded(stream, limits.write_timeout),
+            service(&router, peer),
+        );
+        let conn = graceful.watch(conn);
+        let timed_out = meters.timed_out.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            if let Err(e) = conn.await {
+                if is_deadline(&e) {
+                    timed_out.inc();
+                }
+                tracing::debug!(%peer, "connection ended: {e}");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open {DRAIN:?} after shutdown; closing them");
+    }
+}
+
+/// Descriptors kept back from connections for the store, webhooks and
+/// scrapes.
+const RESERVED_FDS: usize = 256;
+
+/// Raises the soft limit on open files to the hard limit (many systems
+/// start services at 1,024), and returns `max_total` held below it, so
+/// that a full table of connections still leaves descriptors for the store.
+pub fn fit_to_fd_limit(max_total: usize) -> usize {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return max_total;
+    };
+    let soft = if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        tracing::info!("raised the open-file limit from {soft} to {hard}");
+        hard
+    } else {
+        soft
+    };
+    let room = usize::try_from(soft)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(RESERVED_FDS)
+        .max(16);
+    if room < max_total {
+        tracing::warn!(
+            "max_connections {max_total} held to {room}: the open-file limit is {soft}; raise it (ulimit -n) to allow more"
+        );
+    }
+    max_total.min(room)
+}
+
+/// How long shutdown waits for requests in flight.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// The stream with a deadline on writes that make no progress.
+fn guarded(
+    stream: tokio::net::TcpStream,
+    write_timeout: Duration,
+) -> TokioIo<std::pin::Pin<Box<tokio_io_timeout::TimeoutStream<tokio::net::TcpStream>>>> {
+    let _ = stream.set_nodelay(true);
+    let mut s = tokio_io_timeout::TimeoutStream::new(stream);
+    s.set_write_timeout(Some(write_timeout));
+    TokioIo::new(Box::pin(s))
+}
+
+/// The router as a hyper service, with the peer's address where the
+/// handlers look for it (`ConnectInfo`, as `axum::serve` puts it).
+fn service(
+    router: &axum::Router,
+    peer: SocketAddr,
+) -> impl hyper::service::Service<
+    hyper::Request<hyper::body::Incoming>,
+    Response = axum::response::Response,
+    Error = std::convert::Infallible,
+    Future = impl Send,
+> + Clone {
+    let router = router.clone();
+    hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let mut req = req.map(axum::body::Body::new);
+        req.extensions_mut().insert(ConnectInfo(peer));
+        router.clone().oneshot(req)
+    })
+}
+
+/// Whether a connection ended on one of its deadlines.
+fn is_deadline(e: &hyper::Error) -> bool {
+    if e.is_timeout() {
+        return true;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return io.kind() == std::io::ErrorKind::TimedOut;
+        }
+        source = s.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(total: usize, per: usize) -> ConnectionLimits {
+        ConnectionLimits {
+            max_total: total,
+            max_per_address: per,
+            ..ConnectionLimits::default()
+        }
+    }
+
+    #[test]
+    fn slots_are_capped_per_address_and_in_total_and_given_back() {
+        let ledger = Arc::new(Mutex::new(Ledger::default()));
+        let open = IntGauge::new("t", "t").unwrap();
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let l = limits(3, 2);
+        let a1 = Slot::take(&ledger, a, &l, &open).unwrap();
+        let _a2 = Slot::take(&ledger, a, &l, &open).unwrap();
+        assert_eq!(Slot::take(&ledger, a, &l, &open).err(), Some("per_address"));
+        let _b1 = Slot::take(&ledger, b, &l, &open).unwrap();
+        assert_eq!(Slot::take(&ledger, b, &l, &open).err(), Some("total"));
+        assert_eq!(open.get(), 3);
+        drop(a1);
+        assert_eq!(open.get(), 2);
+        assert!(Slot::take(&ledger, a, &l, &open).is_ok());
+        let l = ledger.lock().unwrap();
+        assert_eq!((l.total, l.by_address.len()), (2, 2));
+    }
+}
