@@ -303,7 +303,7 @@ fn a_small_hostile_profile_is_refused_by_name_and_memory_stays_bounded() {
         (json.clone(), "more than 2000 entries"),
         (
             " ".repeat(5 << 20) + "{}",
-            "larger than 4194304 bytes once decompressed",
+            "larger than 4194304 bytes once decoded",
         ),
     ] {
         let gz = gzip(body.as_bytes());
@@ -318,6 +318,16 @@ fn a_small_hostile_profile_is_refused_by_name_and_memory_stays_bounded() {
         assert_eq!(r.status().as_u16(), 400, "{text}");
         assert!(text.contains(limit), "{text} does not name {limit:?}");
     }
+    // A plain body is held to the same decoded limit as a gzipped one.
+    let plain = " ".repeat(5 << 20) + "{}";
+    let mut r = http()
+        .post(an.url(INGEST_PATH))
+        .header("Content-Type", "application/json")
+        .send(plain.as_bytes())
+        .unwrap();
+    let text = r.body_mut().read_to_string().unwrap();
+    assert_eq!(r.status().as_u16(), 400, "{text}");
+    assert!(text.contains("larger than 4194304 bytes once decoded"), "{text}");
     // Nothing was stored, and the analyzer still takes a sound batch.
     assert_eq!(post_batch(&an, &small_batch("after", now), None).0, 200);
     let peak = resident(an.child.id()).peak_mib;

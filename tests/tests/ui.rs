@@ -124,6 +124,11 @@ fn instance_page(b: &Browser, an: &Proc) {
         );
     }
     assert!(b.count("svg.chart polyline.series") >= 8, "series drawn");
+    assert_eq!(
+        b.count("h1 a[href='/ui/service?service=leaky-service']"),
+        1,
+        "the title links to the service's page"
+    );
     let y_labels = b.eval(
         "return Array.from(document.querySelectorAll('svg.chart[data-chart=heap] .y-axis text')).map(t => t.textContent);",
         serde_json::json!([]),

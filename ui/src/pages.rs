@@ -178,8 +178,11 @@ pub fn instance(v: &InstanceView, window: &str) -> String {
         url(&v.service),
         url(&v.instance)
     );
+    // The service's name links to its page: its other instances and its
+    // merged flamegraph are one click away.
     let mut b = format!(
-        "<h1>{} / {}</h1><nav id=\"windows\">",
+        "<h1><a href=\"/ui/service?service={}\">{}</a> / {}</h1><nav id=\"windows\">",
+        url(&v.service),
         esc(&v.service),
         esc(&v.instance)
     );

@@ -30,7 +30,7 @@ pub struct DecodedProfile {
 pub struct Limits {
     /// Largest request body as sent (compressed or not).
     pub max_body_bytes: usize,
-    /// Largest body once decompressed.
+    /// Largest body once decoded, gzipped or not.
     pub max_decoded_bytes: u64,
     /// What one profile may hold; `max_frames` and `max_text_bytes` bound
     /// the whole batch.
@@ -67,19 +67,21 @@ pub fn decode(body: &[u8], gzip: bool, limits: &Limits, now_ms: i64) -> Result<V
             .take(limits.max_decoded_bytes + 1)
             .read_to_end(&mut out)
             .map_err(|e| Error::invalid("body", format!("not valid gzip: {e}")))?;
-        if out.len() as u64 > limits.max_decoded_bytes {
-            return Err(Error::invalid(
-                "body",
-                format!(
-                    "larger than {} bytes once decompressed",
-                    limits.max_decoded_bytes
-                ),
-            ));
-        }
         out.into()
     } else {
         body.into()
     };
+    // One limit on what is parsed, whatever the encoding: a plain body is
+    // held to it as a decompressed one is.
+    if json.len() as u64 > limits.max_decoded_bytes {
+        return Err(Error::invalid(
+            "body",
+            format!(
+                "larger than {} bytes once decoded",
+                limits.max_decoded_bytes
+            ),
+        ));
+    }
     // Peek at the version first, so that a future format is reported as an
     // unknown version rather than as its first unknown field.
     if let Ok(v) = serde_json::from_slice::<VersionOnly>(&json) {

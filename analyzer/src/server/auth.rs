@@ -199,10 +199,20 @@ pub async fn login(State(state): State<Arc<AppState>>, Form(f): Form<LoginForm>)
     resp
 }
 
-/// Only a path on this server: never another site (an open redirect).
+/// Only a path on this server, never another site (an open redirect):
+/// one `/`, then anything but `/`, and no `\\` (which browsers read as
+/// `/`) and no control or space character anywhere, since browsers drop
+/// tabs and newlines from a URL (`/\t/evil.example` becomes
+/// `//evil.example`).
 fn safe_next(next: Option<&str>) -> String {
+    let ok = |n: &str| {
+        let mut chars = n.chars();
+        chars.next() == Some('/')
+            && chars.next().is_none_or(|c| c != '/' && c != '\\')
+            && !n.chars().any(|c| c.is_control() || c.is_whitespace() || c == '\\')
+    };
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_owned(),
+        Some(n) if ok(n) => n.to_owned(),
         _ => "/".to_owned(),
     }
 }
@@ -256,6 +266,10 @@ mod tests {
         assert_eq!(a.access(&h), Access::None);
         assert_eq!(safe_next(Some("//evil.example/")), "/");
         assert_eq!(safe_next(Some("https://evil.example/")), "/");
+        for evil in ["/\t/evil.example", "/\n/evil.example", "/ /evil.example", "/\\evil.example", "\\/evil", "/\u{85}/x"] {
+            assert_eq!(safe_next(Some(evil)), "/", "{evil:?}");
+        }
+        assert_eq!(safe_next(Some("/")), "/");
         assert_eq!(
             safe_next(Some("/ui/service?service=a")),
             "/ui/service?service=a"

@@ -108,7 +108,9 @@ pub fn app(state: Arc<AppState>) -> Router {
             heaptide_wire::INGEST_PPROF_PATH,
             post(ingest::pprof_handler),
         )
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(health))
+        // What load balancers' examples probe; the same answer.
+        .route("/health", get(health))
         .route("/favicon.ico", get(dashboards::favicon))
         .route("/login", get(auth::login_page).post(auth::login));
     let shed = state.shed.clone();
@@ -117,6 +119,10 @@ pub fn app(state: Arc<AppState>) -> Router {
         .with_state(state)
         .layer(axum::middleware::from_fn(headers::security));
     shed.apply(router)
+}
+
+async fn health() -> &'static str {
+    "ok\n"
 }
 
 /// What the server does besides answering requests.
