@@ -32,6 +32,9 @@ pub enum Error {
     Invalid { field: String, reason: String },
     #[error("{0} not found")]
     NotFound(String),
+    /// The caller's token may not do this.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("config {path}: {reason}")]
     Config { path: String, reason: String },
     #[error("{0}")]

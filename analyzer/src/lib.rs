@@ -13,4 +13,5 @@ pub(crate) mod server;
 pub mod store;
 
 pub use error::{Error, Result, StoreTrouble};
+pub use server::routes;
 pub use server::serve;

@@ -47,6 +47,12 @@ fn every_setting_reaches_the_config_by_flag_variable_and_file() {
         ("base-token", "base-token-0123456789"),
         ("token", "example-token-0123456789"),
         ("read-token", "read-token-0123456789"),
+        ("admin-token", "admin-token-0123456789"),
+        (
+            "tokens.toml",
+            "[[token]]\nname = \"a\"\nkind = \"read\"\nsecret = \"file-token-0123456789\"\n",
+        ),
+        ("session-key", "session-key-0123456789-0123456789"),
     ] {
         std::fs::write(file, token).unwrap();
     }

@@ -122,7 +122,9 @@ impl Drop for Proc {
     }
 }
 
-/// Starts `analyzer serve` on `listen` with the store at `store`. Every
+/// Starts `analyzer serve` on `listen` with the store at `store`; reads
+/// through [`Proc::get`] carry the read (or admin) token if `extra` names
+/// its file. Every
 /// agent a test plays connects from the same loopback address, which the
 /// per-agent rate limit would count as one: unless `extra` sets its own,
 /// the limit is raised to 1,000 batches a second.
@@ -137,10 +139,14 @@ pub fn analyzer(dir: &Path, store: &Path, listen: &str, extra: &[&str]) -> Proc 
     if !extra.contains(&"--rate-limit") {
         cmd.args(["--rate-limit", "1000"]);
     }
-    let token = extra
+    // Reads carry the read token, else the admin token: the ingest token
+    // (`--token-file`) reads nothing.
+    let token = ["--read-token-file", "--admin-token-file"]
         .iter()
-        .position(|a| *a == "--token-file")
-        .and_then(|i| std::fs::read_to_string(extra.get(i + 1)?).ok())
+        .find_map(|flag| {
+            let i = extra.iter().position(|a| a == flag)?;
+            std::fs::read_to_string(extra.get(i + 1)?).ok()
+        })
         .map(|t| t.trim().to_owned());
     cmd.env_remove("HEAPTIDE_TOKEN").env("RUST_LOG", "warn");
     let mut p = Proc::start(cmd, dir.join(format!("analyzer-{}.log", unique())));

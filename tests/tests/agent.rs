@@ -292,11 +292,18 @@ fn a_token_is_sent_and_without_profiling_the_batches_say_why() {
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");
     std::fs::write(&token, "t0ken").unwrap();
+    let read = dir.path().join("read-token");
+    std::fs::write(&read, "r3ad-t0ken").unwrap();
     let an = analyzer(
         dir.path(),
         &dir.path().join("h.db"),
         "127.0.0.1:0",
-        &["--token-file", token.to_str().unwrap()],
+        &[
+            "--token-file",
+            token.to_str().unwrap(),
+            "--read-token-file",
+            read.to_str().unwrap(),
+        ],
     );
     let _leaky = leaky(
         dir.path(),

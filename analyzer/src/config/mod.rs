@@ -89,13 +89,20 @@ impl ServeConfig {
             )
         })?;
         let server = server_options(&merged, &env)?;
-        if server.token.is_none() && !listen.ip().is_loopback() {
+        if server.tokens.is_empty() && !listen.ip().is_loopback() {
             return Err(Error::invalid(
                 "listen",
                 format!("refusing to listen on non-loopback address {listen} without a token: anyone could write to the store; pass --token-file"),
             ));
         }
         let alerts = merged.alerts.take().unwrap_or_default();
+        let mut server = server;
+        // Browsers reach the pages at the external URL: over https, the
+        // session cookie must never travel in the clear.
+        server.secure_cookies = alerts
+            .external_url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("https://"));
         let webhooks = alert_webhooks(&alerts, std::mem::take(&mut merged.alert_webhook))?;
         let scrape = merged
             .scrape
@@ -140,24 +147,27 @@ fn value<T>(v: Option<T>, key: &str) -> Result<T> {
 
 /// Tokens, the rate limit and load shedding, checked.
 fn server_options(m: &Settings, env: &impl Fn(&str) -> Option<String>) -> Result<ServerOptions> {
-    let token = match &m.token_file {
-        Some(path) => Some(read_token("token-file", path)?),
-        None => env("HEAPTIDE_TOKEN").filter(|t| !t.is_empty()),
+    let token_source = crate::server::tokens::TokenSource {
+        token_file: m.token_file.clone(),
+        read_token_file: m.read_token_file.clone(),
+        admin_token_file: m.admin_token_file.clone(),
+        tokens_file: m.tokens_file.clone(),
+        env_token: env("HEAPTIDE_TOKEN").filter(|t| !t.is_empty()),
+        env_read_token: env("HEAPTIDE_READ_TOKEN").filter(|t| !t.is_empty()),
     };
-    let read_token = match &m.read_token_file {
-        Some(path) => Some(read_token("read-token-file", path)?),
-        None => env("HEAPTIDE_READ_TOKEN").filter(|t| !t.is_empty()),
+    let session_key = match &m.session_key_file {
+        Some(path) => Some(std::sync::Arc::new(
+            crate::server::session::SessionKey::from_file(path)?,
+        )),
+        None => crate::server::session::SessionKey::random()
+            .ok()
+            .map(std::sync::Arc::new),
     };
-    if read_token.is_some() && token.is_none() {
-        return Err(Error::invalid(
-            "read-token-file",
-            "a read token needs a token for ingest too (--token-file)",
-        ));
-    }
     let rate_limit = value(m.rate_limit, "rate_limit")?;
     Ok(ServerOptions {
-        token,
-        read_token,
+        tokens: token_source.load()?,
+        token_source,
+        session_key,
         rate: RateLimit {
             per_second: rate_limit,
             burst: (rate_limit * 4.0).max(4.0),
@@ -172,24 +182,6 @@ fn server_options(m: &Settings, env: &impl Fn(&str) -> Option<String>) -> Result
         },
         ..ServerOptions::default()
     })
-}
-
-fn read_token(flag: &str, path: &Path) -> Result<String> {
-    let t = read_bounded(path, 4096)
-        .map_err(|e| Error::invalid(flag, format!("{}: {e}", path.display())))?;
-    let t = t.trim().to_owned();
-    if t.is_empty() {
-        return Err(Error::invalid(flag, format!("{} is empty", path.display())));
-    }
-    if t.len() < 16 {
-        // Guessable by brute force over the sign-in form; allowed, as a
-        // test's token is, but said.
-        tracing::warn!(
-            "{flag}: the token in {} is shorter than 16 characters; use 32 random characters or more",
-            path.display()
-        );
-    }
-    Ok(t)
 }
 
 /// The file's webhooks and the flags' (of the Alertmanager kind),

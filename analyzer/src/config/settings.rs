@@ -156,14 +156,29 @@ settings! {
         default DEFAULT_EVALUATE_EVERY: Span = Span(Duration::from_secs(60)),
         check |s| at_least(s, Duration::from_secs(1)),
         example "30s";
-    /// File holding the bearer token agents must send; it also grants
-    /// reading. Without it, HEAPTIDE_TOKEN holds the token itself.
+    /// File holding the ingest token agents send: it sends batches for
+    /// every service and reads nothing. Without it, HEAPTIDE_TOKEN holds
+    /// the token itself. Read again on SIGHUP.
     token_file: Option<PathBuf>, env "HEAPTIDE_TOKEN_FILE",
         example "token";
     /// File holding a token that grants only reading: the pages, the read
     /// API and /metrics. Without it, HEAPTIDE_READ_TOKEN holds the token.
     read_token_file: Option<PathBuf>, env "HEAPTIDE_READ_TOKEN_FILE",
         example "read-token";
+    /// File holding a token that both reads and sends batches for every
+    /// service.
+    admin_token_file: Option<PathBuf>, env "HEAPTIDE_ADMIN_TOKEN_FILE",
+        example "admin-token";
+    /// A TOML file of named tokens ([[token]] with name, kind = ingest,
+    /// read or admin, secret, and for ingest an optional services list).
+    /// Read again on SIGHUP.
+    tokens_file: Option<PathBuf>, env "HEAPTIDE_TOKENS_FILE",
+        example "tokens.toml";
+    /// File holding the key (32 bytes or more) that signs sign-in
+    /// cookies; give every analyzer behind one balancer the same file.
+    /// Without it, a random key: sessions end with the process.
+    session_key_file: Option<PathBuf>, env "HEAPTIDE_SESSION_KEY_FILE",
+        example "session-key";
     /// Batches per second allowed per agent, keyed on its token and
     /// address.
     rate_limit: Option<f64>, env "HEAPTIDE_RATE_LIMIT",

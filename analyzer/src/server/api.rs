@@ -7,8 +7,8 @@ use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::routing::{get, MethodRouter};
+use axum::Json;
 use serde_json::json;
 
 use super::error::{blocking, ApiError, ApiResult};
@@ -20,21 +20,22 @@ use crate::read::query;
 const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(86_400);
 
-/// The read routes.
-pub fn routes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/v1/services", get(services))
-        .route("/v1/instances", get(instances))
-        .route("/v1/metrics", get(metrics))
-        .route("/v1/series", get(series))
-        .route("/v1/pauses", get(pauses))
-        .route("/v1/profiles", get(profiles))
-        .route("/v1/profile", get(profile))
-        .route("/v1/profile/diff", get(profile_diff))
-        .route("/v1/site", get(site))
-        .route("/v1/leaks", get(leaks))
-        .route("/v1/predict", get(predict))
-        .route("/v1/store", get(store_stats))
+/// The read routes: each path and its `GET` handler.
+pub fn routes() -> Vec<(&'static str, MethodRouter<Arc<AppState>>)> {
+    vec![
+        ("/v1/services", get(services)),
+        ("/v1/instances", get(instances)),
+        ("/v1/metrics", get(metrics)),
+        ("/v1/series", get(series)),
+        ("/v1/pauses", get(pauses)),
+        ("/v1/profiles", get(profiles)),
+        ("/v1/profile", get(profile)),
+        ("/v1/profile/diff", get(profile_diff)),
+        ("/v1/site", get(site)),
+        ("/v1/leaks", get(leaks)),
+        ("/v1/predict", get(predict)),
+        ("/v1/store", get(store_stats)),
+    ]
 }
 
 async fn services(State(state): State<Arc<AppState>>) -> ApiResult<Response> {

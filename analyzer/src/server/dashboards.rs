@@ -8,8 +8,7 @@ use std::time::Duration;
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
+use axum::routing::{get, MethodRouter};
 
 use super::error::{blocking, ApiError, PageError};
 use super::params::Params;
@@ -20,13 +19,15 @@ use heaptide_ui::pages;
 
 type PageResult = Result<Response, PageError>;
 
-pub fn routes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/", get(overview))
-        .route("/ui/instance", get(instance))
-        .route("/ui/service", get(service))
-        .route("/ui/flame", get(flame_page))
-        .route("/ui/flame.svg", get(flame_svg))
+/// The read routes: each path and its `GET` handler.
+pub fn routes() -> Vec<(&'static str, MethodRouter<Arc<AppState>>)> {
+    vec![
+        ("/", get(overview)),
+        ("/ui/instance", get(instance)),
+        ("/ui/service", get(service)),
+        ("/ui/flame", get(flame_page)),
+        ("/ui/flame.svg", get(flame_svg)),
+    ]
 }
 
 pub(super) async fn favicon() -> Response {

@@ -53,6 +53,7 @@ impl From<Error> for ApiError {
             Error::NotFound(what) => {
                 ApiError::new(StatusCode::NOT_FOUND, format!("{what} not found"))
             }
+            Error::Forbidden(why) => ApiError::new(StatusCode::FORBIDDEN, why),
             Error::StoreFailed { trouble, reason } => store_error(trouble, &reason),
             // The networked store is away: nothing was stored, and agents
             // keep their batches and send them again.

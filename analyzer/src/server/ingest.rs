@@ -5,12 +5,12 @@
 //! acknowledged. Every refusal before decoding costs no more than its
 //! headers.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -19,7 +19,7 @@ use governor::state::keyed::DefaultKeyedStateStore;
 use governor::Quota;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::auth::Access;
+use super::auth::Caller;
 use super::error::{blocking, ApiError, ApiResult};
 use super::AppState;
 use crate::ingest;
@@ -40,9 +40,10 @@ impl Default for RateLimit {
     }
 }
 
-/// An agent as the rate limit knows it: what it authenticated with and
-/// where it connects from. Both come before the body is read.
-type AgentKey = (Access, IpAddr);
+/// An agent as the rate limit knows it: the name of the token it
+/// authenticated with and where it connects from. Both come before the
+/// body is read.
+type AgentKey = (String, IpAddr);
 
 /// A token bucket per [`AgentKey`] (`governor`'s GCRA).
 pub struct RateLimiter {
@@ -142,6 +143,13 @@ pub(super) async fn pprof_handler(
     State(state): State<Arc<AppState>>,
     req: Request,
 ) -> ApiResult<Response> {
+    // Who asks comes before what is asked, so that a caller with no token
+    // learns nothing of the route's parameters.
+    let caller = state.auth.caller(req.headers());
+    if !caller.ingests_any() {
+        state.telemetry.reject(StatusCode::UNAUTHORIZED);
+        return Err(caller.refusal("send batches"));
+    }
     let params = axum::extract::Query::<PprofParams>::try_from_uri(req.uri())
         .map_err(|e| ApiError::bad("query", e.body_text()))?;
     let source = crate::ingest::foreign::Source {
@@ -165,18 +173,17 @@ async fn counted(state: &Arc<AppState>, req: Request, kind: Body) -> ApiResult<R
 }
 
 async fn accept(state: &Arc<AppState>, req: Request, kind: Body) -> ApiResult<Response> {
-    let access = state.auth.access(req.headers());
-    if access < Access::Write {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong bearer token",
-        ));
+    let caller = state.auth.caller(req.headers());
+    if !caller.ingests_any() {
+        return Err(caller.refusal("send batches"));
     }
-    let peer = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
-    if let Some(wait) = state.rate.over_rate(&(access, peer)) {
+    // A pprof push names its service in the query: refused before its
+    // body is read. An agent's batch names it inside: checked once decoded.
+    if let Body::Pprof(source) = &kind {
+        in_scope(&caller, &source.service)?;
+    }
+    let peer = super::auth::peer(req.extensions());
+    if let Some(wait) = state.rate.over_rate(&(caller.name().to_owned(), peer)) {
         return Err(ApiError {
             retry_after: Some(wait),
             ..ApiError::new(
@@ -223,6 +230,7 @@ async fn accept(state: &Arc<AppState>, req: Request, kind: Body) -> ApiResult<Re
             Body::Pprof(source) => crate::ingest::foreign::batch(&body, &source, &st.limits, now)?,
         };
         drop(body);
+        in_scope(&caller, &decoded.batch.agent.service)?;
         let urgent = decoded.batch.samples.iter().any(|s| {
             s.metrics
                 .get(heaptide_wire::metric::AGENT_URGENT)
@@ -244,6 +252,17 @@ async fn accept(state: &Arc<AppState>, req: Request, kind: Body) -> ApiResult<Re
         state.urgent.flag(&service);
     }
     Ok(Json(outcome).into_response())
+}
+
+/// A 403 for a batch of a service the caller's token may not send for.
+fn in_scope(caller: &Caller, service: &str) -> crate::Result<()> {
+    if caller.ingests(service) {
+        return Ok(());
+    }
+    Err(crate::Error::Forbidden(format!(
+        "token {:?} may not send batches for service {service:?}",
+        caller.name()
+    )))
 }
 
 pub(super) async fn decode_slot(state: &AppState) -> ApiResult<OwnedSemaphorePermit> {

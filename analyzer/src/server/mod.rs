@@ -10,14 +10,16 @@ mod headers;
 mod ingest;
 mod metrics;
 pub mod params;
+pub mod routes;
 mod scrape;
+pub mod session;
 mod shed;
 pub mod telemetry;
+pub mod tokens;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::routing::{get, post};
 use axum::Router;
 
 pub use error::ApiError;
@@ -44,10 +46,15 @@ pub struct AppState {
 /// The server's settings besides its store.
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
-    /// The token agents send, which also grants reading.
-    pub token: Option<String>,
-    /// A token that grants only reading: pages, the read API, `/metrics`.
-    pub read_token: Option<String>,
+    /// The tokens in force at start (empty: no authentication).
+    pub tokens: tokens::TokenSet,
+    /// Where they came from, read again on SIGHUP.
+    pub token_source: tokens::TokenSource,
+    /// The key session cookies are signed with; `None` when the OS gave
+    /// no randomness for one.
+    pub session_key: Option<Arc<session::SessionKey>>,
+    /// Session cookies carry `Secure`: browsers reach the server over TLS.
+    pub secure_cookies: bool,
     pub limits: crate::ingest::Limits,
     pub rate: RateLimit,
     /// Requests served at once; past it, a 503 at once.
@@ -61,8 +68,10 @@ pub struct ServerOptions {
 impl Default for ServerOptions {
     fn default() -> Self {
         ServerOptions {
-            token: None,
-            read_token: None,
+            tokens: Default::default(),
+            token_source: Default::default(),
+            session_key: session::SessionKey::random().ok().map(Arc::new),
+            secure_cookies: false,
             limits: Default::default(),
             rate: Default::default(),
             max_concurrent_requests: crate::config::DEFAULT_MAX_CONCURRENT_REQUESTS,
@@ -76,7 +85,12 @@ impl AppState {
     pub fn new(store: Arc<dyn Store>, options: ServerOptions) -> Self {
         AppState {
             store,
-            auth: auth::Auth::new(options.token, options.read_token),
+            auth: auth::Auth::new(
+                options.tokens,
+                options.token_source,
+                options.session_key,
+                options.secure_cookies,
+            ),
             limits: options.limits,
             rate: RateLimiter::new(options.rate),
             gates: Default::default(),
@@ -91,31 +105,13 @@ impl AppState {
     }
 }
 
-/// Every route: ingest, the read API and the dashboards, behind the
-/// read check, the security headers and load shedding.
+/// Every route ([`routes::table`]): ingest, the read API and the
+/// dashboards, behind the read check, the security headers and load
+/// shedding.
 pub fn app(state: Arc<AppState>) -> Router {
-    let read = Router::new()
-        .route("/metrics", get(metrics::handler))
-        .merge(api::routes())
-        .merge(dashboards::routes())
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_read,
-        ));
-    let open = Router::new()
-        .route(heaptide_wire::INGEST_PATH, post(ingest::handler))
-        .route(
-            heaptide_wire::INGEST_PPROF_PATH,
-            post(ingest::pprof_handler),
-        )
-        .route("/healthz", get(health))
-        // What load balancers' examples probe; the same answer.
-        .route("/health", get(health))
-        .route("/favicon.ico", get(dashboards::favicon))
-        .route("/login", get(auth::login_page).post(auth::login));
+    let routes = routes::router(&state);
     let shed = state.shed.clone();
-    let router = open
-        .merge(read)
+    let router = routes
         .with_state(state)
         .layer(axum::middleware::from_fn(headers::security));
     shed.apply(router)
@@ -233,13 +229,44 @@ pub async fn run(
             ))
         })
         .collect();
+    let reloads = tokio::spawn(reload_tokens_on_hangup(state.clone()));
     let limits = state.connections.clone();
     let meters = state.telemetry.connections.clone();
     conn::serve(listener, app(state), limits, meters, shutdown).await;
     retention.abort();
+    reloads.abort();
     evaluation.abort();
     scrapes.iter().for_each(tokio::task::JoinHandle::abort);
     Ok(())
+}
+
+/// Reads the token files again on each SIGHUP. A file that fails to
+/// read or parse leaves the tokens in force, and the log says why.
+async fn reload_tokens_on_hangup(state: Arc<AppState>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP: tokens are read only at start");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        let outcome = match state.auth.reload() {
+            Ok(n) => {
+                tracing::info!("SIGHUP: {n} tokens in force");
+                "ok"
+            }
+            Err(e) => {
+                tracing::error!(
+                    "SIGHUP: tokens not reloaded, the previous ones stay in force: {e}"
+                );
+                "failed"
+            }
+        };
+        state
+            .telemetry
+            .token_reloads
+            .with_label_values(&[outcome])
+            .inc();
+    }
 }
 
 async fn retention_loop(store: Arc<dyn Store>, policy: RetentionPolicy) {

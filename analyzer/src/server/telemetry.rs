@@ -32,6 +32,8 @@ pub struct Telemetry {
     pub evaluation_behind: IntGauge,
     /// Pulls of `--scrape` targets that failed.
     pub scrape_failures: IntCounter,
+    /// Token reloads on SIGHUP, by outcome (`ok`, `failed`).
+    pub token_reloads: IntCounterVec,
     /// Open, refused and timed-out connections.
     pub connections: super::conn::ConnectionMeters,
     /// Each webhook's delivery counts, in config order.
@@ -103,6 +105,20 @@ impl Default for Telemetry {
                 "heaptide_scrape_failures_total",
                 "Pulls of pprof scrape targets that failed.",
             ),
+            token_reloads: {
+                let c = IntCounterVec::new(
+                    Opts::new(
+                        "heaptide_token_reloads_total",
+                        "Token files read again on SIGHUP, by outcome; a failed reload keeps the tokens in force.",
+                    ),
+                    &["outcome"],
+                )
+                .expect("literal metric definition");
+                for o in ["ok", "failed"] {
+                    c.with_label_values(&[o]);
+                }
+                c
+            },
             connections: connection_meters(),
             webhooks: Mutex::new(Vec::new()),
         }
@@ -163,6 +179,7 @@ impl Telemetry {
             Box::new(self.evaluation_judged.clone()),
             Box::new(self.evaluation_behind.clone()),
             Box::new(self.scrape_failures.clone()),
+            Box::new(self.token_reloads.clone()),
             Box::new(self.connections.open.clone()),
             Box::new(self.connections.refused.clone()),
             Box::new(self.connections.timed_out.clone()),
@@ -177,7 +194,7 @@ mod tests {
     #[test]
     fn every_metric_is_defined() {
         let t = super::Telemetry::default();
-        assert_eq!(t.collectors().len(), 13);
+        assert_eq!(t.collectors().len(), 14);
         assert_eq!(
             t.ingest_batches.desc()[0].fq_name,
             "heaptide_ingest_batches_total"
