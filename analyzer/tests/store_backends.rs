@@ -85,6 +85,9 @@ fn every_read_answers_alike_and_replays_store_once() {
             vec!["fds", "heap.allocated"],
             "{name}"
         );
+        let mut all = store.all_metric_names().unwrap();
+        all.sort();
+        assert_eq!(all, vec!["fds", "heap.allocated"], "{name}: every name");
         assert_eq!(
             store.series(&sel, "heap.allocated").unwrap().len(),
             60,

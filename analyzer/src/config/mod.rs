@@ -172,6 +172,13 @@ fn server_options(m: &Settings, env: &impl Fn(&str) -> Option<String>) -> Result
             per_second: rate_limit,
             burst: (rate_limit * 4.0).max(4.0),
         },
+        names: crate::ingest::names::NameCaps {
+            total: value(m.max_metric_names, "max_metric_names")?,
+            per_instance: value(
+                m.max_metric_names_per_instance,
+                "max_metric_names_per_instance",
+            )?,
+        },
         max_concurrent_requests: value(m.max_concurrent_requests, "max_concurrent_requests")?,
         request_timeout: value(m.request_timeout, "request_timeout")?.0,
         connections: crate::server::conn::ConnectionLimits {

@@ -202,6 +202,17 @@ settings! {
     max_services: Option<u64>, env "HEAPTIDE_MAX_SERVICES",
         default DEFAULT_MAX_SERVICES: u64 = 10_000,
         example "30";
+    /// Distinct metric names the store may hold; a new name past it is
+    /// dropped from its batch and counted, the rest stored.
+    max_metric_names: Option<usize>, env "HEAPTIDE_MAX_METRIC_NAMES",
+        default DEFAULT_MAX_METRIC_NAMES: usize = 20_000,
+        check |n: &usize| within(n, 100, 10_000_000),
+        example "5000";
+    /// Distinct metric names one instance may send; past it, as above.
+    max_metric_names_per_instance: Option<usize>, env "HEAPTIDE_MAX_METRIC_NAMES_PER_INSTANCE",
+        default DEFAULT_MAX_METRIC_NAMES_PER_INSTANCE: usize = 2_000,
+        check |n: &usize| within(n, 50, 1_000_000),
+        example "500";
     /// Requests served at once; past it, 503 at once.
     max_concurrent_requests: Option<usize>, env "HEAPTIDE_MAX_CONCURRENT_REQUESTS",
         default DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 512,

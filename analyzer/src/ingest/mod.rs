@@ -7,6 +7,8 @@
 //!   each made a batch as if an agent had sent it.
 
 pub mod foreign;
+pub mod names;
 mod native;
 
+pub(crate) use native::MAX_CLOCK_SKEW_MS;
 pub use native::{accept, decode, DecodedProfile, Limits, ValidBatch};

@@ -50,7 +50,7 @@ impl Default for Limits {
 /// Earliest timestamp accepted: 2000-01-01.
 const MIN_TS_MS: i64 = 946_684_800_000;
 /// How far ahead of the analyzer's clock an agent's clock may be.
-const MAX_CLOCK_SKEW_MS: i64 = 24 * 3_600_000;
+pub(crate) const MAX_CLOCK_SKEW_MS: i64 = 24 * 3_600_000;
 // The counts are the wire contract's, enforced while decoding JSON; they
 // are checked again here for batches built in code.
 use heaptide_wire::bounded::{

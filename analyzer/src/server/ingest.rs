@@ -231,6 +231,9 @@ async fn accept(state: &Arc<AppState>, req: Request, kind: Body) -> ApiResult<Re
         };
         drop(body);
         in_scope(&caller, &decoded.batch.agent.service)?;
+        let mut decoded = decoded;
+        let refused = st.names.admit(&mut decoded.batch, now);
+        st.telemetry.metric_names_refused.inc_by(refused);
         let urgent = decoded.batch.samples.iter().any(|s| {
             s.metrics
                 .get(heaptide_wire::metric::AGENT_URGENT)

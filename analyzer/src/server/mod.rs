@@ -33,6 +33,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub auth: auth::Auth,
     pub limits: crate::ingest::Limits,
+    /// Metric names admitted, per instance and in all.
+    pub names: Arc<crate::ingest::names::NameLedger>,
     pub rate: RateLimiter,
     gates: ingest::IngestGates,
     pub telemetry: Telemetry,
@@ -56,6 +58,8 @@ pub struct ServerOptions {
     /// Session cookies carry `Secure`: browsers reach the server over TLS.
     pub secure_cookies: bool,
     pub limits: crate::ingest::Limits,
+    /// Caps on distinct metric names.
+    pub names: crate::ingest::names::NameCaps,
     pub rate: RateLimit,
     /// Requests served at once; past it, a 503 at once.
     pub max_concurrent_requests: usize,
@@ -73,6 +77,7 @@ impl Default for ServerOptions {
             session_key: session::SessionKey::random().ok().map(Arc::new),
             secure_cookies: false,
             limits: Default::default(),
+            names: Default::default(),
             rate: Default::default(),
             max_concurrent_requests: crate::config::DEFAULT_MAX_CONCURRENT_REQUESTS,
             request_timeout: crate::config::DEFAULT_REQUEST_TIMEOUT.0,
@@ -92,6 +97,7 @@ impl AppState {
                 options.secure_cookies,
             ),
             limits: options.limits,
+            names: Arc::new(crate::ingest::names::NameLedger::new(options.names)),
             rate: RateLimiter::new(options.rate),
             gates: Default::default(),
             telemetry: Telemetry::default(),
@@ -200,7 +206,11 @@ pub async fn run(
     if let Ok(mut hooks) = state.telemetry.webhooks.lock() {
         *hooks = notifier.stats();
     }
-    let retention = tokio::spawn(retention_loop(state.store.clone(), background.retention));
+    let retention = tokio::spawn(retention_loop(
+        state.store.clone(),
+        state.names.clone(),
+        background.retention,
+    ));
     let evaluation = tokio::spawn(crate::continuous::schedule::run(
         state.store.clone(),
         crate::continuous::schedule::Meters {
@@ -269,12 +279,25 @@ async fn reload_tokens_on_hangup(state: Arc<AppState>) {
     }
 }
 
-async fn retention_loop(store: Arc<dyn Store>, policy: RetentionPolicy) {
+/// Retention at start and every ten minutes; then the metric-name ledger
+/// takes the store's names, so that expired names free their place.
+async fn retention_loop(
+    store: Arc<dyn Store>,
+    names: Arc<crate::ingest::names::NameLedger>,
+    policy: RetentionPolicy,
+) {
     loop {
         let (s, p) = (store.clone(), policy.clone());
         let now = crate::select::now_ms();
-        match tokio::task::spawn_blocking(move || s.retain(now, &p)).await {
-            Ok(Ok(r)) => tracing::debug!(?r, "retention pass"),
+        let pass = tokio::task::spawn_blocking(move || {
+            let report = s.retain(now, &p)?;
+            Ok::<_, crate::Error>((report, s.all_metric_names()?))
+        });
+        match pass.await {
+            Ok(Ok((r, known))) => {
+                tracing::debug!(?r, "retention pass");
+                names.reseed(known, now);
+            }
             Ok(Err(e)) => tracing::warn!("retention pass failed: {e}"),
             Err(_) => tracing::warn!("retention pass panicked"),
         }

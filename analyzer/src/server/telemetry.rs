@@ -32,6 +32,8 @@ pub struct Telemetry {
     pub evaluation_behind: IntGauge,
     /// Pulls of `--scrape` targets that failed.
     pub scrape_failures: IntCounter,
+    /// Metrics dropped from batches because their name was new past a cap.
+    pub metric_names_refused: IntCounter,
     /// Token reloads on SIGHUP, by outcome (`ok`, `failed`).
     pub token_reloads: IntCounterVec,
     /// Open, refused and timed-out connections.
@@ -104,6 +106,10 @@ impl Default for Telemetry {
             scrape_failures: counter(
                 "heaptide_scrape_failures_total",
                 "Pulls of pprof scrape targets that failed.",
+            ),
+            metric_names_refused: counter(
+                "heaptide_ingest_metric_names_refused_total",
+                "Metrics dropped from batches because their name was new past the cap on distinct names (per instance or in all).",
             ),
             token_reloads: {
                 let c = IntCounterVec::new(
@@ -179,6 +185,7 @@ impl Telemetry {
             Box::new(self.evaluation_judged.clone()),
             Box::new(self.evaluation_behind.clone()),
             Box::new(self.scrape_failures.clone()),
+            Box::new(self.metric_names_refused.clone()),
             Box::new(self.token_reloads.clone()),
             Box::new(self.connections.open.clone()),
             Box::new(self.connections.refused.clone()),
@@ -194,7 +201,7 @@ mod tests {
     #[test]
     fn every_metric_is_defined() {
         let t = super::Telemetry::default();
-        assert_eq!(t.collectors().len(), 14);
+        assert_eq!(t.collectors().len(), 15);
         assert_eq!(
             t.ingest_batches.desc()[0].fq_name,
             "heaptide_ingest_batches_total"

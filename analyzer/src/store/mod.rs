@@ -168,6 +168,9 @@ pub trait Store: EvaluationState + Send + Sync + 'static {
     fn instances(&self, service: Option<&str>) -> Result<Vec<InstanceInfo>>;
     fn segments(&self, service: &str, instance: &str) -> Result<Vec<Segment>>;
     fn metric_names(&self, service: &str, instance: Option<&str>) -> Result<Vec<String>>;
+    /// Every metric name the store holds data of, for the cap on names
+    /// (`ingest::names`).
+    fn all_metric_names(&self) -> Result<Vec<String>>;
     fn series(&self, sel: &Selector, metric: &str) -> Result<Vec<Point>>;
     /// Buckets of `bucket_ms` of `metric` in `sel`, each with its minimum
     /// and maximum, in time order: the engine's input, computed where the

@@ -226,6 +226,15 @@ impl Store for ClickHouseStore {
         self.read_metric_names(service, instance)
     }
 
+    fn all_metric_names(&self) -> Result<Vec<String>> {
+        // The coarsest rollups hold a row per series and quarter hour, far
+        // fewer than the samples, and expire with them.
+        self.rows(
+            "SELECT DISTINCT metric FROM rollups WHERE res = 900000",
+            |r| r.string(),
+        )
+    }
+
     fn series(&self, sel: &Selector, metric: &str) -> Result<Vec<Point>> {
         self.read_series(sel, metric)
     }

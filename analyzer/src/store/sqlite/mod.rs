@@ -98,6 +98,9 @@ impl SqliteStore {
         if (1..5).contains(&version) {
             schema::backfill_rollups(&conn).map_err(open_err)?;
         }
+        if (1..6).contains(&version) {
+            schema::add_names_last_seen(&conn, crate::select::now_ms()).map_err(open_err)?;
+        }
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(open_err)?;
         Ok(Self::with_writer(path, conn))
@@ -239,6 +242,15 @@ impl Store for SqliteStore {
 
     fn metric_names(&self, service: &str, instance: Option<&str>) -> Result<Vec<String>> {
         self.read_metric_names(service, instance)
+    }
+
+    fn all_metric_names(&self) -> Result<Vec<String>> {
+        // Retention keeps the names table to names with data.
+        self.with_reader(|c| {
+            let mut stmt = c.prepare("SELECT name FROM metrics")?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
     }
 
     fn series(&self, sel: &Selector, metric: &str) -> Result<Vec<Point>> {

@@ -63,6 +63,16 @@ impl SqliteStore {
             // Deleted ids must not be handed out from the cache again.
             ids.forget_stacks();
         }
+        // A name last written before the cutoff, less the clock skew an
+        // agent may have and the marking interval, has no data left.
+        let names_before = cutoff - crate::ingest::MAX_CLOCK_SKEW_MS - 3_600_000;
+        if tx.execute(
+            "DELETE FROM metrics WHERE last_seen_ms < ?1",
+            [names_before],
+        )? > 0
+        {
+            ids.forget_metrics();
+        }
         tx.execute("DELETE FROM findings WHERE evaluated_ms < ?1", [cutoff])?;
         tx.execute("DELETE FROM transitions WHERE at_ms < ?1", [cutoff])?;
         tx.execute(

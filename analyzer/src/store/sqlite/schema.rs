@@ -3,8 +3,10 @@
 use rusqlite::Connection;
 
 /// 2 added `findings`: the latest judgement of each instance; 3 added
-/// `alerts` and `transitions`; 4 added `profile_ages`; 5 added `rollups`.
-pub(super) const SCHEMA_VERSION: i32 = 5;
+/// `alerts` and `transitions`; 4 added `profile_ages`; 5 added `rollups`;
+/// 6 added `metrics.last_seen_ms`, so that retention can delete names
+/// with no data.
+pub(super) const SCHEMA_VERSION: i32 = 6;
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS instances (
@@ -29,9 +31,11 @@ CREATE TABLE IF NOT EXISTS segments (
     agent_stats TEXT NOT NULL,
     UNIQUE (instance_id, pid, start_time_ms)
 );
+-- last_seen_ms: when a batch last wrote the name, marked at most hourly.
 CREATE TABLE IF NOT EXISTS metrics (
     id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE
+    name TEXT NOT NULL UNIQUE,
+    last_seen_ms INTEGER NOT NULL DEFAULT 0
 );
 -- res is the bucket width in ms: 0 for raw samples. vmin/vmax are NULL
 -- for raw samples, whose value is both.
@@ -142,6 +146,24 @@ pub(super) fn configure(conn: &Connection, synchronous: &str) -> rusqlite::Resul
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", synchronous)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}
+
+/// Gives the names of a store written before version 6 the time they were
+/// last written, taken to be now: they are deleted only once unused for
+/// the whole retention from here.
+pub(super) fn add_names_last_seen(conn: &Connection, now_ms: i64) -> rusqlite::Result<()> {
+    let has: bool = conn.query_row(
+        "SELECT count(*) FROM pragma_table_info('metrics') WHERE name = 'last_seen_ms'",
+        [],
+        |r| r.get::<_, i64>(0).map(|n| n > 0),
+    )?;
+    if !has {
+        conn.execute_batch(
+            "ALTER TABLE metrics ADD COLUMN last_seen_ms INTEGER NOT NULL DEFAULT 0",
+        )?;
+    }
+    conn.execute("UPDATE metrics SET last_seen_ms = ?1", [now_ms])?;
     Ok(())
 }
 

@@ -20,7 +20,8 @@ use heaptide_wire::pprof::Frame;
 /// looks each up once.
 #[derive(Default)]
 pub(super) struct IdCache {
-    metric_ids: HashMap<String, i64>,
+    /// Each name's id, and when its `last_seen_ms` was last marked.
+    metric_ids: HashMap<String, (i64, i64)>,
     stack_ids: HashMap<StackKey, i64>,
     keys: StackKeys,
 }
@@ -28,7 +29,7 @@ pub(super) struct IdCache {
 /// Ids looked up or inserted by the open transaction.
 #[derive(Default)]
 struct Staged {
-    metric_ids: HashMap<String, i64>,
+    metric_ids: HashMap<String, (i64, i64)>,
     stack_ids: HashMap<StackKey, i64>,
 }
 
@@ -50,6 +51,9 @@ impl StackKeys {
         (hash(&self.0), hash(&self.1))
     }
 }
+
+/// How often a name's `last_seen_ms` is marked while it is written.
+const MARK_EVERY_MS: i64 = 3_600_000;
 
 /// How many rows past its hash a stack may be stored when FNV hashes
 /// collide. Each probe compares the stored frames, so a collision costs a
@@ -82,6 +86,11 @@ fn num(v: f64) -> rusqlite::types::Value {
 }
 
 impl IdCache {
+    /// Drops every cached name id, after names were deleted.
+    pub(super) fn forget_metrics(&mut self) {
+        self.metric_ids.clear();
+    }
+
     /// Drops every cached stack id, after stacks were deleted.
     pub(super) fn forget_stacks(&mut self) {
         self.stack_ids.clear();
@@ -96,20 +105,31 @@ impl IdCache {
         self.stack_ids.extend(staged.stack_ids);
     }
 
+    /// The name's id, made if new; its `last_seen_ms` is marked when new
+    /// and then at most every [`MARK_EVERY_MS`], a few writes an hour for
+    /// the whole store.
     fn metric_id(
         &self,
         staged: &mut Staged,
         tx: &rusqlite::Transaction,
         name: &str,
+        now_ms: i64,
     ) -> Result<i64> {
-        if let Some(id) = self.metric_ids.get(name).or(staged.metric_ids.get(name)) {
-            return Ok(*id);
+        let cached = staged.metric_ids.get(name).or(self.metric_ids.get(name));
+        if let Some(&(id, marked)) = cached {
+            if now_ms - marked < MARK_EVERY_MS {
+                return Ok(id);
+            }
         }
-        tx.execute("INSERT OR IGNORE INTO metrics (name) VALUES (?1)", [name])?;
+        tx.execute(
+            "INSERT INTO metrics (name, last_seen_ms) VALUES (?1, ?2)
+             ON CONFLICT (name) DO UPDATE SET last_seen_ms = excluded.last_seen_ms",
+            params![name, now_ms],
+        )?;
         let id: i64 = tx.query_row("SELECT id FROM metrics WHERE name = ?1", [name], |r| {
             r.get(0)
         })?;
-        staged.metric_ids.insert(name.to_owned(), id);
+        staged.metric_ids.insert(name.to_owned(), (id, now_ms));
         Ok(id)
     }
 
@@ -175,7 +195,7 @@ impl SqliteStore {
         let mut fresh = Gather::default();
         for s in &b.samples {
             for (name, v) in &s.metrics {
-                let metric_id = ids.metric_id(&mut staged, &tx, name)?;
+                let metric_id = ids.metric_id(&mut staged, &tx, name, received_ms)?;
                 let mut stmt = tx.prepare_cached(
                     "INSERT OR IGNORE INTO samples (segment_id, metric_id, ts_ms, value) VALUES (?1, ?2, ?3, ?4)",
                 )?;
