@@ -43,7 +43,18 @@ impl Sender {
         // at its fd limit, which can open no new one, keeps sending.
         let idle =
             (shared.config.interval * 3).clamp(Duration::from_secs(60), Duration::from_secs(600));
+        // The CA file was read when the settings were checked; should it
+        // fail now, trust nothing rather than something broader.
+        let roots = match &shared.config.ca_file {
+            Some(path) => crate::config::transport::roots_from(path).unwrap_or_else(|e| {
+                tracing::error!("heaptide: {e}; no https connection will be trusted");
+                ureq::tls::RootCerts::new_with_certs(&[])
+            }),
+            None => ureq::tls::RootCerts::PlatformVerifier,
+        };
+        let tls = ureq::tls::TlsConfig::builder().root_certs(roots).build();
         let http: ureq::Agent = ureq::Agent::config_builder()
+            .tls_config(tls)
             .timeout_global(Some(shared.config.send_timeout))
             .max_idle_age(idle)
             .http_status_as_error(false)

@@ -162,7 +162,7 @@ macro_rules! agent_settings {
                     )?
                     let _ = value;
                 )*
-                Ok(())
+                self.check_together()
             }
         }
 

@@ -7,6 +7,7 @@
 //! setters, the checks and the README's table from it.
 
 mod declare;
+pub(crate) mod transport;
 pub(crate) mod value;
 
 use std::collections::BTreeMap;
@@ -44,16 +45,30 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
 pub const MIN_QUEUE_BYTES: usize = 256 << 10;
 
 agent_settings! {
-    /// Base URL of the analyzer, e.g. `http://127.0.0.1:4040`; plain
-    /// http only (terminate TLS in a local proxy).
+    /// Base URL of the analyzer, e.g. `https://heaptide.example.com` or
+    /// `http://127.0.0.1:4040`. A token is sent over plain http only to a
+    /// loopback address, unless `HEAPTIDE_ALLOW_INSECURE` says otherwise.
     endpoint: String, env "HEAPTIDE_ENDPOINT", default DEFAULT_ENDPOINT,
         tidy |e: String| e.trim().trim_end_matches('/').to_owned(),
-        check |e| if e.starts_with("http://") {
+        check |e| if e.starts_with("http://") || e.starts_with("https://") {
             Ok(())
         } else {
-            Err("must be an http:// URL (terminate TLS in a local proxy)".into())
+            Err("must be an http:// or https:// URL".into())
         },
-        example "http://10.0.0.1:4041";
+        example "https://10.0.0.1:4041";
+    /// A PEM file of the certificates to trust for an https endpoint,
+    /// instead of the platform's roots (a private CA).
+    ca_file: Option<String>, env "HEAPTIDE_CA_FILE", default None, shown "the platform's roots",
+        set String, check |f| match f {
+            Some(path) => transport::roots_from(path).map(|_| ()),
+            None => Ok(()),
+        },
+        // A real PEM file: the check reads it.
+        example "tests/data/ca.pem";
+    /// Send the token over plain http to an address that is not loopback:
+    /// anyone on the path could read it.
+    allow_insecure: bool, env "HEAPTIDE_ALLOW_INSECURE", default false, shown "`false`",
+        example "true";
     /// The service name.
     service: String, env "HEAPTIDE_SERVICE", default default_service(),
         shown "the executable's name", check |s| name(s), example "checkout";
@@ -62,7 +77,9 @@ agent_settings! {
     instance: String, env "HEAPTIDE_INSTANCE",
         default format!("{}-{}", hostname(), std::process::id()),
         shown "hostname-pid", check |s| name(s), example "web-1";
-    /// Bearer token sent with every upload.
+    /// Bearer token sent with every upload: an ingest token (the
+    /// analyzer's `--token-file`, or one of its `--tokens-file` scoped to
+    /// this service), which sends batches and reads nothing.
     token: Option<String>, env "HEAPTIDE_TOKEN", default None, shown "none", set String,
         check |t| match t {
             Some(t) if t.chars().any(|c| c.is_control() || c == ' ') => {
@@ -125,6 +142,20 @@ agent_settings! {
     shutdown_timeout: Duration, env "HEAPTIDE_SHUTDOWN_TIMEOUT",
         default DEFAULT_SHUTDOWN_TIMEOUT,
         check |d| within(d, ms(10), s(600)), example "1s";
+}
+
+impl Config {
+    /// What no one setting can check alone: a token sent in the clear.
+    fn check_together(&self) -> Result<()> {
+        if self.token.is_some() && !self.allow_insecure && transport::token_in_clear(&self.endpoint) {
+            return Err(invalid(
+                "HEAPTIDE_ENDPOINT",
+                self.endpoint.clone(),
+                "would send the token over plain http beyond loopback; use https://, or set HEAPTIDE_ALLOW_INSECURE=true",
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Builder {
