@@ -3,6 +3,7 @@
 //!
 //! - [`process`]: workspace binaries started as real processes on
 //!   loopback, killed when dropped, and small HTTP helpers;
+//! - [`certs`]: a private CA and a server certificate made in the test;
 //! - [`clickhouse`]: a real ClickHouse server with a private data path
 //!   on loopback ports;
 //! - [`fixtures`]: wire batches with metric samples and real gzipped pprof
@@ -16,6 +17,7 @@
 //! - [`raw`]: raw HTTP from a chosen loopback address, to play agents on
 //!   other hosts.
 
+pub mod certs;
 pub mod clickhouse;
 pub mod fixtures;
 pub mod golden;

@@ -28,6 +28,8 @@ pub fn bin(name: &str) -> PathBuf {
 pub struct Proc {
     pub child: Child,
     pub addr: SocketAddr,
+    /// `http`, or `https` for a server that announced it.
+    pub scheme: &'static str,
     stderr_path: PathBuf,
     /// The token reads send, for an analyzer started with one.
     pub token: Option<String>,
@@ -61,8 +63,13 @@ impl Proc {
                 panic!("{cmd:?} did not announce its address; stderr:\n{err}");
             }
         };
+        let scheme = if line.contains("https://") {
+            "https"
+        } else {
+            "http"
+        };
         let addr = line
-            .split("http://")
+            .split("://")
             .nth(1)
             .and_then(|rest| rest.split_whitespace().next())
             .and_then(|a| a.parse().ok())
@@ -70,13 +77,14 @@ impl Proc {
         Proc {
             child,
             addr,
+            scheme,
             stderr_path,
             token: None,
         }
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+        format!("{}://{}{}", self.scheme, self.addr, path)
     }
 
     /// GETs `path`, with the bearer token if there is one.

@@ -147,7 +147,8 @@ agent_settings! {
 impl Config {
     /// What no one setting can check alone: a token sent in the clear.
     fn check_together(&self) -> Result<()> {
-        if self.token.is_some() && !self.allow_insecure && transport::token_in_clear(&self.endpoint) {
+        if self.token.is_some() && !self.allow_insecure && transport::token_in_clear(&self.endpoint)
+        {
             return Err(invalid(
                 "HEAPTIDE_ENDPOINT",
                 self.endpoint.clone(),
@@ -337,6 +338,24 @@ mod tests {
         assert_eq!(c.service, "from-code");
         assert_eq!(c.heap_sample_period, 64 * 1024);
         assert_eq!(c.endpoint, "http://10.0.0.1:4040");
+    }
+
+    #[test]
+    fn a_token_is_not_sent_over_plain_http_beyond_loopback_unless_allowed() {
+        let clear = [
+            ("HEAPTIDE_ENDPOINT", "http://10.0.0.1:4040"),
+            ("HEAPTIDE_TOKEN", "0123456789abcdef"),
+        ];
+        let err = Builder::default().build_with(env(&clear)).unwrap_err();
+        assert!(err.to_string().contains("HEAPTIDE_ALLOW_INSECURE"), "{err}");
+        let allowed = [clear[0], clear[1], ("HEAPTIDE_ALLOW_INSECURE", "true")];
+        assert!(Builder::default().build_with(env(&allowed)).is_ok());
+        for fine in ["http://127.0.0.1:4040", "https://10.0.0.1:4040"] {
+            let c = [("HEAPTIDE_ENDPOINT", fine), clear[1]];
+            assert!(Builder::default().build_with(env(&c)).is_ok(), "{fine}");
+        }
+        // No token, nothing to leak.
+        assert!(Builder::default().build_with(env(&clear[..1])).is_ok());
     }
 
     #[test]

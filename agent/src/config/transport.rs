@@ -45,8 +45,8 @@ pub(crate) fn token_in_clear(endpoint: &str) -> bool {
         return false;
     }
     let h = host(endpoint);
-    let loopback = h.eq_ignore_ascii_case("localhost")
-        || h.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    let loopback =
+        h.eq_ignore_ascii_case("localhost") || h.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
     !loopback
 }
 
@@ -56,10 +56,21 @@ mod tests {
 
     #[test]
     fn only_loopback_takes_a_token_over_plain_http() {
-        for clear in ["http://10.0.0.1:4040", "http://heaptide.example.com", "http://[2001:db8::1]:80/x", "http://u@10.0.0.1"] {
+        for clear in [
+            "http://10.0.0.1:4040",
+            "http://heaptide.example.com",
+            "http://[2001:db8::1]:80/x",
+            "http://u@10.0.0.1",
+        ] {
             assert!(token_in_clear(clear), "{clear}");
         }
-        for safe in ["http://127.0.0.1:4040", "http://127.9.9.9", "http://localhost:4040", "http://[::1]:4040", "https://10.0.0.1:4040"] {
+        for safe in [
+            "http://127.0.0.1:4040",
+            "http://127.9.9.9",
+            "http://localhost:4040",
+            "http://[::1]:4040",
+            "https://10.0.0.1:4040",
+        ] {
             assert!(!token_in_clear(safe), "{safe}");
         }
     }
@@ -72,6 +83,8 @@ mod tests {
         std::fs::write(&path, "not a certificate\n").unwrap();
         let e = roots_from(path.to_str().unwrap()).unwrap_err();
         assert!(e.contains("no PEM certificate"), "{e}");
-        assert!(roots_from("/nonexistent/ca.pem").unwrap_err().contains("cannot read"));
+        assert!(roots_from("/nonexistent/ca.pem")
+            .unwrap_err()
+            .contains("cannot read"));
     }
 }

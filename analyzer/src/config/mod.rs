@@ -70,6 +70,15 @@ pub struct ServeConfig {
 }
 
 impl ServeConfig {
+    /// `https` when `serve` terminates TLS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.server.connections.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
     /// Merges flags, file and defaults, and checks the result. Tokens may
     /// also come from `HEAPTIDE_TOKEN` and `HEAPTIDE_READ_TOKEN` in `env`.
     pub fn resolve(
@@ -99,10 +108,11 @@ impl ServeConfig {
         let mut server = server;
         // Browsers reach the pages at the external URL: over https, the
         // session cookie must never travel in the clear.
-        server.secure_cookies = alerts
-            .external_url
-            .as_deref()
-            .is_some_and(|u| u.starts_with("https://"));
+        server.secure_cookies = server.connections.tls.is_some()
+            || alerts
+                .external_url
+                .as_deref()
+                .is_some_and(|u| u.starts_with("https://"));
         let webhooks = alert_webhooks(&alerts, std::mem::take(&mut merged.alert_webhook))?;
         let scrape = merged
             .scrape
@@ -186,9 +196,20 @@ fn server_options(m: &Settings, env: &impl Fn(&str) -> Option<String>) -> Result
             max_per_address: value(m.max_connections_per_address, "max_connections_per_address")?,
             header_read_timeout: value(m.header_read_timeout, "header_read_timeout")?.0,
             write_timeout: value(m.write_timeout, "write_timeout")?.0,
+            tls: tls(m)?,
         },
         ..ServerOptions::default()
     })
+}
+
+/// TLS from `tls_cert` and `tls_key`, which come together or not at all.
+fn tls(m: &Settings) -> Result<Option<crate::server::tls::Tls>> {
+    match (&m.tls_cert, &m.tls_key) {
+        (Some(cert), Some(key)) => Ok(Some(crate::server::tls::Tls::load(cert, key)?)),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(Error::invalid("tls-cert", "needs --tls-key too")),
+        (None, Some(_)) => Err(Error::invalid("tls-key", "needs --tls-cert too")),
+    }
 }
 
 /// The file's webhooks and the flags' (of the Alertmanager kind),

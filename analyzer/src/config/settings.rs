@@ -179,6 +179,13 @@ settings! {
     /// Without it, a random key: sessions end with the process.
     session_key_file: Option<PathBuf>, env "HEAPTIDE_SESSION_KEY_FILE",
         example "session-key";
+    /// PEM file of the certificate chain: serve terminates TLS itself
+    /// (https), with no proxy in front. Needs tls_key.
+    tls_cert: Option<PathBuf>, env "HEAPTIDE_TLS_CERT",
+        example "server.pem";
+    /// PEM file of the private key of tls_cert.
+    tls_key: Option<PathBuf>, env "HEAPTIDE_TLS_KEY",
+        example "server.key";
     /// Batches per second allowed per agent, keyed on its token and
     /// address.
     rate_limit: Option<f64>, env "HEAPTIDE_RATE_LIMIT",

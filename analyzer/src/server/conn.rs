@@ -41,6 +41,9 @@ pub struct ConnectionLimits {
     pub header_read_timeout: Duration,
     /// Time a response's write may make no progress.
     pub write_timeout: Duration,
+    /// TLS, when `serve` terminates it; the handshake must end within
+    /// `header_read_timeout`.
+    pub tls: Option<super::tls::Tls>,
 }
 
 impl Default for ConnectionLimits {
@@ -50,6 +53,7 @@ impl Default for ConnectionLimits {
             max_per_address: crate::config::DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
             header_read_timeout: crate::config::DEFAULT_HEADER_READ_TIMEOUT.0,
             write_timeout: crate::config::DEFAULT_WRITE_TIMEOUT.0,
+            tls: None,
         }
     }
 }
@@ -155,6 +159,8 @@ pub(super) async fn serve(
             },
             () = &mut shutdown => break,
         };
+        // Small answers go out at once, not after Nagle's delay.
+        let _ = stream.set_nodelay(true);
         let slot = match Slot::take(&ledger, peer.ip(), &limits, &meters.open) {
             Ok(s) => s,
             Err(reason) => {
@@ -162,19 +168,23 @@ pub(super) async fn serve(
                 continue;
             }
         };
-        let conn = builder.serve_connection(
-            guarded(stream, limits.write_timeout),
-            service(&router, peer),
-        );
-        let conn = graceful.watch(conn);
-        let timed_out = meters.timed_out.clone();
+        let one = One {
+            builder: builder.clone(),
+            service: service(&router, peer),
+            watcher: graceful.watcher(),
+            write_timeout: limits.write_timeout,
+            timed_out: meters.timed_out.clone(),
+        };
+        let (tls, handshake) = (limits.tls.clone(), limits.header_read_timeout);
         tokio::spawn(async move {
             let _slot = slot;
-            if let Err(e) = conn.await {
-                if is_deadline(&e) {
-                    timed_out.inc();
-                }
-                tracing::debug!(%peer, "connection ended: {e}");
+            let Some(tls) = tls else {
+                return one.serve(stream).await;
+            };
+            match tokio::time::timeout(handshake, tls.acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => one.serve(stream).await,
+                Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
+                Err(_) => one.timed_out.inc(),
             }
         });
     }
@@ -217,15 +227,52 @@ pub fn fit_to_fd_limit(max_total: usize) -> usize {
     max_total.min(room)
 }
 
+/// One connection's server, whatever its stream.
+struct One<S> {
+    builder: hyper::server::conn::http1::Builder,
+    service: S,
+    watcher: hyper_util::server::graceful::Watcher,
+    write_timeout: Duration,
+    timed_out: prometheus::IntCounter,
+}
+
+impl<S> One<S>
+where
+    S: hyper::service::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    async fn serve<T>(self, stream: T)
+    where
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+    {
+        let conn = self
+            .builder
+            .serve_connection(guarded(stream, self.write_timeout), self.service);
+        if let Err(e) = self.watcher.watch(conn).await {
+            if is_deadline(&e) {
+                self.timed_out.inc();
+            }
+            tracing::debug!("connection ended: {e}");
+        }
+    }
+}
+
 /// How long shutdown waits for requests in flight.
 const DRAIN: Duration = Duration::from_secs(10);
 
 /// The stream with a deadline on writes that make no progress.
-fn guarded(
-    stream: tokio::net::TcpStream,
+fn guarded<T>(
+    stream: T,
     write_timeout: Duration,
-) -> TokioIo<std::pin::Pin<Box<tokio_io_timeout::TimeoutStream<tokio::net::TcpStream>>>> {
-    let _ = stream.set_nodelay(true);
+) -> TokioIo<std::pin::Pin<Box<tokio_io_timeout::TimeoutStream<T>>>>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite,
+{
     let mut s = tokio_io_timeout::TimeoutStream::new(stream);
     s.set_write_timeout(Some(write_timeout));
     TokioIo::new(Box::pin(s))

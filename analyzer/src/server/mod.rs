@@ -15,6 +15,7 @@ mod scrape;
 pub mod session;
 mod shed;
 pub mod telemetry;
+pub mod tls;
 pub mod tokens;
 
 use std::sync::Arc;
@@ -197,7 +198,12 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> crate::Result<()> {
     let external_url = if background.external_url.is_empty() {
-        format!("http://{}", listener.local_addr()?)
+        let scheme = if state.connections.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", listener.local_addr()?)
     } else {
         background.external_url.clone()
     };

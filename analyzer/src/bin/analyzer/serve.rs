@@ -26,11 +26,12 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the runtime")?;
     let store = cfg.store.to_string();
+    let scheme = cfg.scheme();
     rt.block_on(heaptide_analyzer::serve(
         cfg,
         |addr| {
             use std::io::Write;
-            println!("analyzer: listening on http://{addr} (store {store})");
+            println!("analyzer: listening on {scheme}://{addr} (store {store})");
             let _ = std::io::stdout().flush();
         },
         async {
