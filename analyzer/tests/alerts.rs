@@ -195,6 +195,57 @@ fn a_leak_fires_then_resolves_and_failing_receivers_change_nothing_for_ingest() 
     failures_show_on_metrics(&an, &failing);
 }
 
+/// A leak that runs out within a day meets both leak rules: Alertmanager,
+/// which can inhibit, gets both; Slack, which cannot, only the critical.
+#[test]
+fn a_webhook_that_cannot_inhibit_gets_only_the_highest_severity() {
+    let dir = tempfile::tempdir().unwrap();
+    let (am, slack) = (Receiver::start(Answer::Ok), Receiver::start(Answer::Ok));
+    let rule = "for = \"1s\"\nresolve_after = \"1s\"";
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "[alerts.leak_critical]\nwithin = \"24h\"\n{rule}\n\
+             [alerts.leak_warning]\nwithin = \"7d\"\n{rule}\n\
+             [[alerts.webhook]]\nurl = \"{}\"\n[[alerts.webhook]]\nurl = \"{}\"\nkind = \"slack\"\n",
+            am.url(),
+            slack.url()
+        ),
+    );
+    let args = ["--evaluate-every", "1s", "--config", cfg.to_str().unwrap()];
+    let an = analyzer(dir.path(), &dir.path().join("h.db"), "127.0.0.1:0", &args);
+    let ingest = an.url(heaptide_wire::INGEST_PATH);
+    assert_eq!(post(&ingest, &fds_batch("leaky", 1, true, 50)), 200);
+    wait_for(
+        "both leak alerts at Alertmanager",
+        Duration::from_secs(60),
+        || {
+            let names: Vec<String> = am
+                .alerts()
+                .iter()
+                .filter(|a| a["status"] == "firing")
+                .filter_map(|a| a["labels"]["alertname"].as_str().map(str::to_owned))
+                .collect();
+            (names.iter().any(|n| n == "HeaptideLeakCritical")
+                && names.iter().any(|n| n == "HeaptideLeakWarning"))
+            .then_some(())
+        },
+    );
+    let texts: Vec<String> = slack
+        .received()
+        .iter()
+        .filter_map(|r| r.body["text"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        texts.iter().any(|t| t.contains("HeaptideLeakCritical")),
+        "{texts:?}"
+    );
+    assert!(
+        !texts.iter().any(|t| t.contains("HeaptideLeakWarning")),
+        "{texts:?}"
+    );
+}
+
 /// Every failure shows on /metrics: the 500s and the refused connections
 /// after their retries, the slow receiver's timeouts as retries; the
 /// healthy receiver's deliveries and the 22 batches ingested beside them.

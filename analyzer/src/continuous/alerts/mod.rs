@@ -100,5 +100,28 @@ pub(crate) fn advance_shard(
         })
         .collect::<Result<Vec<_>>>()?;
     store.record_transitions(&history)?;
-    Ok(adv.notify)
+    Ok(outrank(adv.notify, &adv.active))
+}
+
+/// Marks each alert to notify that another firing alert of the same
+/// subject (service, instance, resource) outranks by severity: a leak
+/// that runs out within a day meets both leak rules, and a webhook that
+/// cannot inhibit should page once, with the critical.
+fn outrank(mut notify: Vec<Alert>, active: &[Alert]) -> Vec<Alert> {
+    let rank = |s: &str| parse_severity(s).map_or(u8::MAX, |v| v as u8);
+    let subject = |a: &Alert| {
+        (
+            a.key.service.clone(),
+            a.key.instance.clone(),
+            a.key.resource.clone(),
+        )
+    };
+    for a in &mut notify {
+        a.outranked = active.iter().any(|b| {
+            b.state == State::Firing
+                && subject(b) == subject(a)
+                && rank(&b.severity) < rank(&a.severity)
+        });
+    }
+    notify
 }

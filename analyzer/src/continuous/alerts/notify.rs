@@ -158,6 +158,15 @@ impl Notifier {
         }
         for group in by_service.values() {
             for sink in &self.sinks {
+                let group: Vec<Alert> = if sink.hook.kind.inhibits() {
+                    group.clone()
+                } else {
+                    group.iter().filter(|a| !a.outranked).cloned().collect()
+                };
+                if group.is_empty() {
+                    continue;
+                }
+                let group = &group[..];
                 let body = match sink.hook.kind {
                     WebhookKind::Alertmanager => payload::alertmanager(&self.external_url, group),
                     WebhookKind::Slack => payload::slack(&self.external_url, group),

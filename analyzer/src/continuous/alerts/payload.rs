@@ -159,6 +159,7 @@ mod tests {
             description: "desc".into(),
             site: Some("leak_fn".into()),
             notified_ms: None,
+            outranked: false,
         }
     }
 

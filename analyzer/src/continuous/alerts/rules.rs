@@ -176,6 +176,14 @@ pub enum WebhookKind {
     Slack,
 }
 
+impl WebhookKind {
+    /// Whether the receiver can inhibit a warning under a critical of the
+    /// same subject (Alertmanager can), so that it may be sent both.
+    pub fn inhibits(self) -> bool {
+        matches!(self, WebhookKind::Alertmanager)
+    }
+}
+
 /// The `[alerts]` table. Every key is optional.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]

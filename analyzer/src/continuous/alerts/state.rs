@@ -67,6 +67,11 @@ pub struct Alert {
     pub site: Option<String>,
     /// When a webhook was last given it.
     pub notified_ms: Option<i64>,
+    /// Another alert of a higher severity fires for the same service,
+    /// instance and resource: webhooks that cannot inhibit (Slack) are
+    /// not sent this one. Worked out for each notification, never kept.
+    #[serde(skip)]
+    pub outranked: bool,
 }
 
 impl Alert {
@@ -83,6 +88,7 @@ impl Alert {
             description: c.description.clone(),
             site: c.site.clone(),
             notified_ms: None,
+            outranked: false,
         }
     }
 }
