@@ -5,7 +5,8 @@
 # rules, Go (golang-go) for `go tool pprof` and the Go service whose
 # heap profiles the pprof tests ingest, and clickhouse-server, which the
 # store and scale-out tests start themselves on loopback ports with a
-# private data path (no system service is used).
+# private data path (no system service is used), and haproxy, which the
+# balancer test starts in front of two analyzers on loopback ports.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -17,6 +18,9 @@ command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v go >/dev/null 2>&1 || missing+=(golang-go)
 if ! [ -x /usr/sbin/clickhouse-server ] && ! [ -x /usr/bin/clickhouse-server ]; then
   missing+=(clickhouse-server)
+fi
+if ! [ -x /usr/sbin/haproxy ] && ! [ -x /usr/bin/haproxy ]; then
+  missing+=(haproxy)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "test.sh: installing ${missing[*]} for the tests" >&2

@@ -15,3 +15,5 @@ pub mod store;
 pub use error::{Error, Result, StoreTrouble};
 pub use server::routes;
 pub use server::serve;
+/// The decoders of tokens files and session cookies, for the fuzz targets.
+pub use server::{session, tokens};

@@ -132,10 +132,11 @@ impl Drop for Proc {
 
 /// Starts `analyzer serve` on `listen` with the store at `store`; reads
 /// through [`Proc::get`] carry the read (or admin) token if `extra` names
-/// its file. Every
-/// agent a test plays connects from the same loopback address, which the
-/// per-agent rate limit would count as one: unless `extra` sets its own,
-/// the limit is raised to 1,000 batches a second.
+/// its file. Every agent a test plays connects from the same loopback
+/// address, which the per-agent rate limit and the per-address limits
+/// would count as one: unless `extra` sets its own, the batch rate is
+/// raised to 1,000 a second, and the request rate and requests in flight
+/// per address to the server's whole.
 pub fn analyzer(dir: &Path, store: &Path, listen: &str, extra: &[&str]) -> Proc {
     let mut cmd = Command::new(bin("analyzer"));
     cmd.arg("serve")
@@ -146,6 +147,12 @@ pub fn analyzer(dir: &Path, store: &Path, listen: &str, extra: &[&str]) -> Proc 
         .args(extra);
     if !extra.contains(&"--rate-limit") {
         cmd.args(["--rate-limit", "1000"]);
+    }
+    if !extra.contains(&"--request-rate-per-address") {
+        cmd.args(["--request-rate-per-address", "1000000"]);
+    }
+    if !extra.contains(&"--max-requests-per-address") {
+        cmd.args(["--max-requests-per-address", "100000"]);
     }
     // Reads carry the read token, else the admin token: the ingest token
     // (`--token-file`) reads nothing.

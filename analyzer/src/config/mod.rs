@@ -194,6 +194,14 @@ fn server_options(m: &Settings, env: &impl Fn(&str) -> Option<String>) -> Result
         connections: crate::server::conn::ConnectionLimits {
             max_total: value(m.max_connections, "max_connections")?,
             max_per_address: value(m.max_connections_per_address, "max_connections_per_address")?,
+            max_requests_per_address: value(
+                m.max_requests_per_address,
+                "max_requests_per_address",
+            )?,
+            request_rate_per_address: value(
+                m.request_rate_per_address,
+                "request_rate_per_address",
+            )?,
             header_read_timeout: value(m.header_read_timeout, "header_read_timeout")?.0,
             write_timeout: value(m.write_timeout, "write_timeout")?.0,
             tls: tls(m)?,

@@ -243,6 +243,24 @@ settings! {
         default DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 4_096,
         check |n: &usize| within(n, 1, 1_000_000),
         example "256";
+    /// Requests in flight from one address, over all its connections;
+    /// past it, 503 at once. Behind a load balancer, raise it to
+    /// max_concurrent_requests.
+    max_requests_per_address: Option<usize>, env "HEAPTIDE_MAX_REQUESTS_PER_ADDRESS",
+        default DEFAULT_MAX_REQUESTS_PER_ADDRESS: usize = 64,
+        check |n: &usize| within(n, 1, 100_000),
+        example "16";
+    /// Requests per second one address may start (as many again in a
+    /// burst); past it, each waits its turn. Behind a load balancer, or a
+    /// NAT that many agents share, raise it.
+    request_rate_per_address: Option<f64>, env "HEAPTIDE_REQUEST_RATE_PER_ADDRESS",
+        default DEFAULT_REQUEST_RATE_PER_ADDRESS: f64 = 50.0,
+        check |r: &f64| if r.is_finite() && (1.0..=1_000_000.0).contains(r) {
+            Ok(())
+        } else {
+            Err("must be a number of requests per second between 1 and 1000000".into())
+        },
+        example "20";
     /// Time a request's headers may take to arrive; also how long an idle
     /// kept-alive connection is held open.
     header_read_timeout: Option<Span>, env "HEAPTIDE_HEADER_READ_TIMEOUT",

@@ -36,6 +36,17 @@ pub struct ConnectionLimits {
     pub max_total: usize,
     /// Connections open at once from one peer address.
     pub max_per_address: usize,
+    /// Requests in flight from one peer address, over all its
+    /// connections; past it, a 503 at once. One host pipelining costly
+    /// requests on thousands of connections gets this share of the
+    /// server, not all of it.
+    pub max_requests_per_address: usize,
+    /// Requests per second one peer address may start, over all its
+    /// connections, with as many again in a burst; past it a request
+    /// waits its turn. A host that pipelines thousands of requests on
+    /// each of thousands of connections is paced, at no cost while it
+    /// waits, rather than answered as fast as the cores allow.
+    pub request_rate_per_address: f64,
     /// Time for a request's headers to arrive, and for an idle kept-alive
     /// connection to send its next request.
     pub header_read_timeout: Duration,
@@ -51,6 +62,8 @@ impl Default for ConnectionLimits {
         ConnectionLimits {
             max_total: crate::config::DEFAULT_MAX_CONNECTIONS,
             max_per_address: crate::config::DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+            max_requests_per_address: crate::config::DEFAULT_MAX_REQUESTS_PER_ADDRESS,
+            request_rate_per_address: crate::config::DEFAULT_REQUEST_RATE_PER_ADDRESS,
             header_read_timeout: crate::config::DEFAULT_HEADER_READ_TIMEOUT.0,
             write_timeout: crate::config::DEFAULT_WRITE_TIMEOUT.0,
             tls: None,
@@ -75,7 +88,50 @@ pub const REFUSAL_REASONS: [&str; 2] = ["per_address", "total"];
 #[derive(Default)]
 struct Ledger {
     total: usize,
-    by_address: HashMap<IpAddr, usize>,
+    by_address: HashMap<IpAddr, Address>,
+}
+
+/// One peer address's connections, and the requests its connections may
+/// have in flight together.
+struct Address {
+    conns: usize,
+    requests: Arc<tokio::sync::Semaphore>,
+    pace: Arc<Pacer>,
+}
+
+/// Paces one address's requests: each reserves the next free moment and
+/// sleeps until then, once. Reservation rather than retrying a token
+/// bucket, so that thousands of waiting connections do not all wake at
+/// each refill.
+struct Pacer {
+    next: Mutex<std::time::Instant>,
+    interval: Duration,
+    burst: Duration,
+}
+
+impl Pacer {
+    fn new(per_second: f64) -> Pacer {
+        let interval = Duration::from_secs_f64(1.0 / per_second.max(1e-3));
+        let burst = interval.mul_f64(per_second.max(1.0));
+        Pacer {
+            next: Mutex::new(std::time::Instant::now()),
+            interval,
+            burst,
+        }
+    }
+
+    /// How long the next request must wait for its turn.
+    fn reserve(&self) -> Duration {
+        let now = std::time::Instant::now();
+        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+        let earliest = now.checked_sub(self.burst).unwrap_or(now);
+        if *next < earliest {
+            *next = earliest;
+        }
+        let at = *next;
+        *next += self.interval;
+        at.saturating_duration_since(now)
+    }
 }
 
 /// One admitted connection's place in the ledger, given back on drop.
@@ -83,6 +139,9 @@ struct Slot {
     ledger: Arc<Mutex<Ledger>>,
     ip: IpAddr,
     open: IntGauge,
+    /// The address's requests in flight, and their pace.
+    requests: Arc<tokio::sync::Semaphore>,
+    pace: Arc<Pacer>,
 }
 
 impl Slot {
@@ -99,17 +158,24 @@ impl Slot {
         if l.total >= limits.max_total {
             return Err("total");
         }
-        let n = l.by_address.entry(ip).or_default();
-        if *n >= limits.max_per_address {
+        let a = l.by_address.entry(ip).or_insert_with(|| Address {
+            conns: 0,
+            requests: Arc::new(tokio::sync::Semaphore::new(limits.max_requests_per_address)),
+            pace: Arc::new(Pacer::new(limits.request_rate_per_address)),
+        });
+        if a.conns >= limits.max_per_address {
             return Err("per_address");
         }
-        *n += 1;
+        a.conns += 1;
+        let (requests, pace) = (a.requests.clone(), a.pace.clone());
         l.total += 1;
         open.inc();
         Ok(Slot {
             ledger: ledger.clone(),
             ip,
             open: open.clone(),
+            requests,
+            pace,
         })
     }
 }
@@ -118,9 +184,9 @@ impl Drop for Slot {
     fn drop(&mut self) {
         let mut l = self.ledger.lock().unwrap_or_else(|p| p.into_inner());
         l.total -= 1;
-        if let Some(n) = l.by_address.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
+        if let Some(a) = l.by_address.get_mut(&self.ip) {
+            a.conns -= 1;
+            if a.conns == 0 {
                 l.by_address.remove(&self.ip);
             }
         }
@@ -142,7 +208,10 @@ pub(super) async fn serve(
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
+        .header_read_timeout(limits.header_read_timeout)
+        // What one connection may buffer, read and write: hyper's default
+        // of about 400 KB, times thousands of connections, is gigabytes.
+        .max_buf_size(MAX_CONNECTION_BUFFER);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -161,6 +230,13 @@ pub(super) async fn serve(
         };
         // Small answers go out at once, not after Nagle's delay.
         let _ = stream.set_nodelay(true);
+        // The kernel grows a socket's send buffer to 4 MiB by itself,
+        // whether or not the client reads: thousands of non-reading
+        // clients would hold gigabytes, and fill slowly enough to outlast
+        // the write deadline. A fixed buffer bounds both (and still sends
+        // a few MB/s at a 50 ms round trip).
+        let _ =
+            nix::sys::socket::setsockopt(&stream, nix::sys::socket::sockopt::SndBuf, &SEND_BUFFER);
         let slot = match Slot::take(&ledger, peer.ip(), &limits, &meters.open) {
             Ok(s) => s,
             Err(reason) => {
@@ -170,7 +246,7 @@ pub(super) async fn serve(
         };
         let one = One {
             builder: builder.clone(),
-            service: service(&router, peer),
+            service: service(&router, peer, slot.requests.clone(), slot.pace.clone()),
             watcher: graceful.watcher(),
             write_timeout: limits.write_timeout,
             timed_out: meters.timed_out.clone(),
@@ -248,7 +324,7 @@ where
 {
     async fn serve<T>(self, stream: T)
     where
-        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let conn = self
             .builder
@@ -262,20 +338,22 @@ where
     }
 }
 
+/// The kernel's send buffer of each connection, as asked (Linux doubles
+/// it for its own bookkeeping).
+const SEND_BUFFER: usize = 128 << 10;
+
+/// What one connection may buffer (hyper's `max_buf_size`).
+const MAX_CONNECTION_BUFFER: usize = 64 << 10;
+
 /// How long shutdown waits for requests in flight.
 const DRAIN: Duration = Duration::from_secs(10);
 
 /// The stream with a deadline on writes that make no progress.
-fn guarded<T>(
-    stream: T,
-    write_timeout: Duration,
-) -> TokioIo<std::pin::Pin<Box<tokio_io_timeout::TimeoutStream<T>>>>
+fn guarded<T>(stream: T, write_timeout: Duration) -> TokioIo<super::deadline::WriteDeadline<T>>
 where
-    T: tokio::io::AsyncRead + tokio::io::AsyncWrite,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let mut s = tokio_io_timeout::TimeoutStream::new(stream);
-    s.set_write_timeout(Some(write_timeout));
-    TokioIo::new(Box::pin(s))
+    TokioIo::new(super::deadline::WriteDeadline::new(stream, write_timeout))
 }
 
 /// The router as a hyper service, with the peer's address where the
@@ -283,6 +361,8 @@ where
 fn service(
     router: &axum::Router,
     peer: SocketAddr,
+    requests: Arc<tokio::sync::Semaphore>,
+    pace: Arc<Pacer>,
 ) -> impl hyper::service::Service<
     hyper::Request<hyper::body::Incoming>,
     Response = axum::response::Response,
@@ -293,8 +373,31 @@ fn service(
     hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let mut req = req.map(axum::body::Body::new);
         req.extensions_mut().insert(ConnectInfo(peer));
-        router.clone().oneshot(req)
+        let (router, requests, pace) = (router.clone(), requests.clone(), pace.clone());
+        async move {
+            let wait = pace.reserve();
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+            let Ok(_permit) = requests.try_acquire_owned() else {
+                return Ok(address_busy());
+            };
+            router.oneshot(req).await
+        }
     })
+}
+
+/// The answer past the address's share of requests in flight.
+fn address_busy() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    super::ApiError {
+        retry_after: Some(Duration::from_secs(1)),
+        ..super::ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "too many requests in flight from this address; try again later",
+        )
+    }
+    .into_response()
 }
 
 /// Whether a connection ended on one of its deadlines.

@@ -230,22 +230,7 @@ async fn accept(state: &Arc<AppState>, req: Request, kind: Body) -> ApiResult<Re
             Body::Pprof(source) => crate::ingest::foreign::batch(&body, &source, &st.limits, now)?,
         };
         drop(body);
-        in_scope(&caller, &decoded.batch.agent.service)?;
-        let mut decoded = decoded;
-        let refused = st.names.admit(&mut decoded.batch, now);
-        st.telemetry.metric_names_refused.inc_by(refused);
-        let urgent = decoded.batch.samples.iter().any(|s| {
-            s.metrics
-                .get(heaptide_wire::metric::AGENT_URGENT)
-                .is_some_and(|v| *v >= 1.0)
-        });
-        let urgent = urgent.then(|| decoded.batch.agent.service.clone());
-        let receipt = st.store.submit(&decoded, crate::select::now_ms());
-        // The slot bounds decoded batches in memory; a batch waiting in a
-        // store's insert is held there, under the store's own bound.
-        drop(decoded);
-        drop(slot);
-        Ok((receipt?, urgent))
+        store_decoded(&st, &caller, decoded, slot, now)
     })
     .await?;
     let (receipt, urgent) = outcome;
@@ -255,6 +240,33 @@ async fn accept(state: &Arc<AppState>, req: Request, kind: Body) -> ApiResult<Re
         state.urgent.flag(&service);
     }
     Ok(Json(outcome).into_response())
+}
+
+/// Checks a decoded batch's service against the caller's scope, drops
+/// metric names past the caps, and hands it to the store; returns the
+/// receipt, and the service if the batch was urgent.
+fn store_decoded(
+    st: &AppState,
+    caller: &Caller,
+    mut decoded: ingest::ValidBatch,
+    slot: OwnedSemaphorePermit,
+    now: i64,
+) -> crate::Result<(crate::store::Receipt, Option<String>)> {
+    in_scope(caller, &decoded.batch.agent.service)?;
+    let refused = st.names.admit(&mut decoded.batch, now);
+    st.telemetry.metric_names_refused.inc_by(refused);
+    let urgent = decoded.batch.samples.iter().any(|s| {
+        s.metrics
+            .get(heaptide_wire::metric::AGENT_URGENT)
+            .is_some_and(|v| *v >= 1.0)
+    });
+    let urgent = urgent.then(|| decoded.batch.agent.service.clone());
+    let receipt = st.store.submit(&decoded, crate::select::now_ms());
+    // The slot bounds decoded batches in memory; a batch waiting in a
+    // store's insert is held there, under the store's own bound.
+    drop(decoded);
+    drop(slot);
+    Ok((receipt?, urgent))
 }
 
 /// A 403 for a batch of a service the caller's token may not send for.

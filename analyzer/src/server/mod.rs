@@ -5,6 +5,7 @@ mod api;
 pub mod auth;
 pub mod conn;
 mod dashboards;
+mod deadline;
 pub mod error;
 mod headers;
 mod ingest;

@@ -34,4 +34,12 @@ fn main() {
     body.extend(serde_json::to_vec(&b).unwrap());
     write("ingest_body", &body);
     write("pprof", &pprof);
+    write(
+        "tokens_toml",
+        b"[[token]]\nname = \"agents\"\nkind = \"ingest\"\nsecret = \"0123456789abcdef\"\nservices = [\"billing\"]\n\n[[token]]\nname = \"grafana\"\nkind = \"read\"\nsecret = \"fedcba9876543210\"\n",
+    );
+    write(
+        "session_cookie",
+        b"v1:1800000060:grafana:00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff",
+    );
 }

@@ -189,7 +189,13 @@ struct RetentionReportLite {
 
 pub fn write_config(dir: &std::path::Path) -> String {
     let p = dir.join("serve.toml");
-    std::fs::write(&p, "rate_limit = 1000.0\n").unwrap();
+    // Every simulated agent connects from one address: the per-address
+    // limits would count the fleet as one host.
+    std::fs::write(
+        &p,
+        "rate_limit = 1000.0\nrequest_rate_per_address = 1000000.0\nmax_requests_per_address = 100000\n",
+    )
+    .unwrap();
     p.display().to_string()
 }
 

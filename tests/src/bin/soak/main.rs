@@ -44,6 +44,8 @@ fn serve() {
         store: Some(store),
         // Every simulated agent connects from loopback.
         rate_limit: Some(100_000.0),
+        request_rate_per_address: Some(1_000_000.0),
+        max_requests_per_address: Some(100_000),
         ..Default::default()
     };
     let cfg = ServeConfig::resolve(flags, |_| None, None).expect("config");
