@@ -2,22 +2,11 @@
 //! a real `analyzer serve`: unauthenticated reads, a small hostile pprof,
 //! a flood of invented instances, and escape sequences in frame names.
 
-use std::time::Duration;
-
 use base64::Engine;
 use heaptide_testkit::fixtures;
 use heaptide_testkit::*;
 use heaptide_wire::pprof::{self, Function, Line, Location, Sample};
 use heaptide_wire::{Batch, INGEST_PATH};
-
-fn no_redirects() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(10)))
-        .http_status_as_error(false)
-        .max_redirects(0)
-        .build()
-        .into()
-}
 
 /// (status, a header, body) of a GET with `headers`.
 fn get_with(url: &str, headers: &[(&str, &str)], header: &str) -> (u16, String, String) {
@@ -26,12 +15,7 @@ fn get_with(url: &str, headers: &[(&str, &str)], header: &str) -> (u16, String, 
         req = req.header(*k, *v);
     }
     let mut r = req.call().unwrap();
-    let h = r
-        .headers()
-        .get(header)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
+    let h = heaptide_testkit::header(&r, header);
     (
         r.status().as_u16(),
         h,
@@ -105,14 +89,7 @@ fn a_browser_signs_in_once_with_an_http_only_cookie() {
                 "token={token}&next=%2Fui%2Fservice%3Fservice%3Dsvc"
             ))
             .unwrap();
-        let h = |n: &str| {
-            r.headers()
-                .get(n)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_owned()
-        };
-        let (cookie, location) = (h("set-cookie"), h("location"));
+        let (cookie, location) = (header(&r, "set-cookie"), header(&r, "location"));
         (
             r.status().as_u16(),
             cookie,

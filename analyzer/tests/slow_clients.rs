@@ -5,10 +5,11 @@
 //! keeps its answers within a second throughout.
 
 use std::net::IpAddr;
-use std::process::Command;
 use std::time::Duration;
 
-use heaptide_testkit::hostile::{probe, quantile, raise_fd_limit, Attack, Behaviour};
+use heaptide_testkit::hostile::{
+    analyzer_at_1024, probe, quantile, raise_fd_limit, Attack, Behaviour,
+};
 use heaptide_testkit::*;
 
 const ATTACKER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
@@ -20,20 +21,6 @@ static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// `analyzer serve` with a soft open-file limit of 1,024 and `extra`.
-fn analyzer_at_1024(dir: &std::path::Path, extra: &[&str]) -> Proc {
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c")
-        .arg(r#"ulimit -Sn 1024 && exec "$0" "$@""#)
-        .arg(bin("analyzer"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--store"])
-        .arg(dir.join("h.db"))
-        .args(extra)
-        .env_remove("HEAPTIDE_TOKEN")
-        .env("RUST_LOG", "warn");
-    Proc::start(cmd, dir.join("analyzer.log"))
 }
 
 /// The value of an unlabelled (or the first labelled) sample of `name`

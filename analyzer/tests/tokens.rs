@@ -34,15 +34,6 @@ fn analyzer_with(dir: &Path, extra: &[&str]) -> Proc {
     an
 }
 
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(10)))
-        .http_status_as_error(false)
-        .max_redirects(0)
-        .build()
-        .into()
-}
-
 /// (status, location, set-cookie, body) of a request.
 fn send(
     an: &Proc,
@@ -53,27 +44,20 @@ fn send(
 ) -> (u16, String, String, String) {
     let url = an.url(path);
     let mut r = if method == "GET" {
-        let mut req = agent().get(&url);
+        let mut req = no_redirects().get(&url);
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
         req.call()
     } else {
-        let mut req = agent().post(&url);
+        let mut req = no_redirects().post(&url);
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
         req.send(body)
     }
     .unwrap();
-    let h = |n: &str| {
-        r.headers()
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned()
-    };
-    let (location, cookie) = (h("location"), h("set-cookie"));
+    let (location, cookie) = (header(&r, "location"), header(&r, "set-cookie"));
     let text = r.body_mut().read_to_string().unwrap_or_default();
     (r.status().as_u16(), location, cookie, text)
 }

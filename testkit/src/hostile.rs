@@ -217,6 +217,21 @@ pub fn quantile(times: &[Duration], q: f64) -> Duration {
     t.get(i).copied().unwrap_or(Duration::ZERO)
 }
 
+/// `analyzer serve` with a soft open-file limit of 1,024, as many systems
+/// start a service, and `extra`.
+pub fn analyzer_at_1024(dir: &std::path::Path, extra: &[&str]) -> crate::Proc {
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg(r#"ulimit -Sn 1024 && exec "$0" "$@""#)
+        .arg(crate::bin("analyzer"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--store"])
+        .arg(dir.join("h.db"))
+        .args(extra)
+        .env_remove("HEAPTIDE_TOKEN")
+        .env("RUST_LOG", "warn");
+    crate::Proc::start(cmd, dir.join("analyzer.log"))
+}
+
 /// Raises this process's soft limit on open files to its hard limit, so
 /// that a test can open thousands of connections; returns the new limit.
 pub fn raise_fd_limit() -> u64 {

@@ -221,6 +221,26 @@ pub fn post_batch(url: &str, batch: &heaptide_wire::Batch) {
     assert_eq!(r.status().as_u16(), 200, "batch refused");
 }
 
+/// An HTTP client that shows redirects rather than following them, and
+/// returns error statuses as responses.
+pub fn no_redirects() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(10)))
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .build()
+        .into()
+}
+
+/// A response header as text, empty when absent.
+pub fn header(r: &ureq::http::Response<ureq::Body>, name: &str) -> String {
+    r.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
+}
+
 pub fn get(url: &str) -> (u16, String) {
     match http().get(url).call() {
         Ok(mut r) => (

@@ -171,11 +171,7 @@ fn two_analyzers_behind_haproxy_share_sign_in_and_lose_no_acknowledged_batch() {
     });
 
     // Sign in through the balancer; every page after, from either analyzer.
-    let no_redirects: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .max_redirects(0)
-        .build()
-        .into();
+    let no_redirects = no_redirects();
     let r = no_redirects
         .post(through("/login"))
         .header("Content-Type", "application/x-www-form-urlencoded")

@@ -13,27 +13,15 @@
 //! `--rate-limit 1000`) from 127.0.0.3 to 127.0.0.6.
 
 use std::net::IpAddr;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use heaptide_testkit::hostile::{probe, quantile, raise_fd_limit, Attack, Behaviour};
+use heaptide_testkit::hostile::{
+    analyzer_at_1024, probe, quantile, raise_fd_limit, Attack, Behaviour,
+};
 use heaptide_testkit::raw;
 use heaptide_tests::*;
-
-fn analyzer_at_1024(dir: &std::path::Path) -> Proc {
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c")
-        .arg(r#"ulimit -Sn 1024 && exec "$0" "$@""#)
-        .arg(bin("analyzer"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--store"])
-        .arg(dir.join("h.db"))
-        .args(["--rate-limit", "1000"])
-        .env_remove("HEAPTIDE_TOKEN")
-        .env("RUST_LOG", "warn");
-    Proc::start(cmd, dir.join("analyzer.log"))
-}
 
 /// An agent fleet's ingest: four agents, on 127.0.0.3 to 127.0.0.6, each
 /// sending a batch every 40 ms (100 a second in all) while `run` holds; returns the
@@ -120,7 +108,7 @@ fn main() {
         "the hard open-file limit {hard} is too low for {n} connections"
     );
     let dir = tempfile::tempdir().unwrap();
-    let an = analyzer_at_1024(dir.path());
+    let an = analyzer_at_1024(dir.path(), &["--rate-limit", "1000"]);
     let span = Duration::from_secs(secs);
     println!("| run | requests | p50 ms | p99 ms | max ms | failed | batches/s acknowledged (100 sent) | batch p99 ms | batches failed |\n|---|---|---|---|---|---|---|---|---|");
     let (times, rate) = measure(&an, span);
