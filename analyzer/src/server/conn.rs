@@ -14,7 +14,11 @@
 //! - bodies and handlers are bounded by the request timeout (`shed.rs`);
 //! - connections are capped in total and per peer address. Past a cap the
 //!   connection is accepted and closed at once, and counted: leaving it in
-//!   the kernel's backlog would stall honest clients behind it.
+//!   the kernel's backlog would stall honest clients behind it;
+//! - one address's requests, over all its connections, are paced and
+//!   capped in flight, and each connection's buffers (hyper's and the
+//!   kernel's send buffer) are bounded, so that pipelining on thousands of
+//!   connections buys one host a share of the server, not all of it.
 //!
 //! Only HTTP/1.1 is served (agents and browsers use it), so there are no
 //! HTTP/2 keep-alive settings to bound.
