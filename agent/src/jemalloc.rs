@@ -268,7 +268,12 @@ pub(crate) fn parse_dump_for(text: &str, thread: Option<&str>) -> Result<(u64, V
         if line.starts_with("MAPPED_LIBRARIES") {
             break;
         }
-        if let Some(rest) = line.strip_prefix("@ ") {
+        // A bare `@` is a sampled stack that could not be unwound (a
+        // signal or foreign stack): an empty stack, not more of the last.
+        if let Some(rest) = line
+            .strip_prefix('@')
+            .filter(|r| r.is_empty() || r.starts_with(' '))
+        {
             let addrs = rest
                 .split_whitespace()
                 .take(MAX_DUMP_FRAMES + 1)
@@ -404,6 +409,14 @@ MAPPED_LIBRARIES:
         assert_eq!(mine[0].objects, unbias(2, 2097152, 524288).0);
         let (_, none) = parse_dump_for(dump, Some("nobody")).unwrap();
         assert!(none.is_empty());
+    }
+
+    #[test]
+    fn a_bare_at_is_an_empty_stack_and_not_credited_to_the_last() {
+        let dump = "heap_v2/1\n@ 0x1 0x2\n  t*: 1: 100 [0: 0]\n@\n  t*: 2: 200 [0: 0]\n@ \n  t*: 3: 300 [0: 0]\n";
+        let (_, stacks) = parse_dump(dump).unwrap();
+        let got: Vec<(Vec<u64>, u64)> = stacks.iter().map(|s| (s.addrs.clone(), s.bytes)).collect();
+        assert_eq!(got, [(vec![1, 2], 100), (vec![], 200), (vec![], 300)]);
     }
 
     #[test]

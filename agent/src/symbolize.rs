@@ -131,6 +131,11 @@ impl Symbolizer {
     /// A whole stack, leaf first, without jemalloc's own sampling frames:
     /// each frame with the return address it was named from.
     pub(crate) fn stack(&mut self, addrs: &[u64]) -> (Vec<u64>, Vec<Frame>) {
+        if addrs.is_empty() {
+            // A stack jemalloc could not unwind: its bytes are shown, and
+            // named for what they are, rather than dropped.
+            return (vec![0], vec![not_unwound()]);
+        }
         let resolved: Vec<Arc<[Frame]>> = addrs.iter().map(|&a| self.resolve(a)).collect();
         // An address is jemalloc's when the function it is in is, whatever
         // was inlined there.
@@ -195,6 +200,18 @@ fn is_jemalloc_internal(name: &str) -> bool {
         || name.starts_with("0x")
 }
 
+/// The one frame of a sampled stack that could not be unwound.
+fn not_unwound() -> Frame {
+    Frame {
+        function: NOT_UNWOUND.into(),
+        file: "".into(),
+        line: 0,
+    }
+}
+
+/// Its name, as flamegraphs and sites show it.
+const NOT_UNWOUND: &str = "[stack not unwound]";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,6 +263,14 @@ mod tests {
     /// With lines on, an inlined call is a frame of its own, named with its
     /// module and placed at its line, inside the function it was inlined
     /// into, which the symbol table names.
+    #[test]
+    fn a_stack_that_was_not_unwound_keeps_its_bytes_under_a_name_of_its_own() {
+        let mut s = Symbolizer::new(10, false);
+        let (at, frames) = s.stack(&[]);
+        assert_eq!(at, [0]);
+        assert_eq!(&*frames[0].function, NOT_UNWOUND);
+    }
+
     #[test]
     fn inlined_calls_are_frames_of_their_own() {
         let mut s = Symbolizer::new(100, true);
