@@ -72,11 +72,7 @@ pub struct ServeConfig {
 impl ServeConfig {
     /// `https` when `serve` terminates TLS, else `http`.
     pub fn scheme(&self) -> &'static str {
-        if self.server.connections.tls.is_some() {
-            "https"
-        } else {
-            "http"
-        }
+        self.server.connections.scheme()
     }
 
     /// Merges flags, file and defaults, and checks the result. Tokens may

@@ -344,11 +344,11 @@ mod tests {
     fn auth() -> Auth {
         let text = "[[token]]\nname = \"agents\"\nkind = \"ingest\"\nsecret = \"ingest-secret-0123\"\nservices = [\"svc\"]\n\
                     [[token]]\nname = \"grafana\"\nkind = \"read\"\nsecret = \"read-secret-012345\"\n";
-        let dir = std::env::temp_dir().join(format!("heaptide-auth-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("tokens.toml"), text).unwrap();
+        // A directory of each call's own: the tests run in parallel.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("tokens.toml"), text).unwrap();
         let source = TokenSource {
-            tokens_file: Some(dir.join("tokens.toml")),
+            tokens_file: Some(dir.path().join("tokens.toml")),
             ..TokenSource::default()
         };
         Auth::new(

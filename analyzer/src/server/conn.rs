@@ -61,6 +61,17 @@ pub struct ConnectionLimits {
     pub tls: Option<super::tls::Tls>,
 }
 
+impl ConnectionLimits {
+    /// `https` when `serve` terminates TLS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+}
+
 impl Default for ConnectionLimits {
     fn default() -> Self {
         ConnectionLimits {

@@ -199,11 +199,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> crate::Result<()> {
     let external_url = if background.external_url.is_empty() {
-        let scheme = if state.connections.tls.is_some() {
-            "https"
-        } else {
-            "http"
-        };
+        let scheme = state.connections.scheme();
         format!("{scheme}://{}", listener.local_addr()?)
     } else {
         background.external_url.clone()

@@ -108,6 +108,7 @@ pub(crate) fn advance_shard(
 /// that runs out within a day meets both leak rules, and a webhook that
 /// cannot inhibit should page once, with the critical.
 fn outrank(mut notify: Vec<Alert>, active: &[Alert]) -> Vec<Alert> {
+    // `Severity` is declared most severe first: a lower rank outranks.
     let rank = |s: &str| parse_severity(s).map_or(u8::MAX, |v| v as u8);
     let subject = |a: &Alert| {
         (
