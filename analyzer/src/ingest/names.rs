@@ -50,6 +50,9 @@ struct Instance {
 #[derive(Default)]
 struct Ledger {
     known: HashSet<Arc<str>>,
+    /// Names admitted since the last reseed: the store's list, read
+    /// before they were stored, may not have them yet.
+    recent: HashSet<Arc<str>>,
     instances: HashMap<u64, Instance>,
 }
 
@@ -78,7 +81,11 @@ impl NameLedger {
             .hasher
             .hash_one((&batch.agent.service, &batch.agent.instance));
         let mut l = self.ledger.lock().unwrap_or_else(|p| p.into_inner());
-        let Ledger { known, instances } = &mut *l;
+        let Ledger {
+            known,
+            recent,
+            instances,
+        } = &mut *l;
         let inst = instances.entry(who).or_insert_with(|| Instance {
             names: HashSet::new(),
             last_ms: now_ms,
@@ -101,7 +108,9 @@ impl NameLedger {
                 }
                 inst.names.insert(h);
                 if new_in_store {
-                    known.insert(name.as_str().into());
+                    let name: Arc<str> = name.as_str().into();
+                    recent.insert(name.clone());
+                    known.insert(name);
                 }
                 true
             });
@@ -119,11 +128,14 @@ impl NameLedger {
         dropped
     }
 
-    /// Takes the store's names as the known ones (names whose data has
-    /// expired leave), and forgets instances silent for an hour.
+    /// Takes the store's names, and those admitted since the last reseed,
+    /// as the known ones: names whose data has expired leave, and a name
+    /// admitted after the store's list was read stays counted. Forgets
+    /// instances silent for an hour.
     pub fn reseed(&self, names: Vec<String>, now_ms: i64) {
         let mut l = self.ledger.lock().unwrap_or_else(|p| p.into_inner());
-        l.known = names.into_iter().map(Arc::from).collect();
+        let recent = std::mem::take(&mut l.recent);
+        l.known = names.into_iter().map(Arc::from).chain(recent).collect();
         l.instances
             .retain(|_, i| now_ms - i.last_ms < INSTANCE_IDLE_MS);
     }
@@ -159,6 +171,10 @@ mod tests {
         // Known names are always kept.
         let mut b = batch("a", &["heap", "fds", "x1"]);
         assert_eq!(l.admit(&mut b, 1), 0);
+        // A list read before the newest names were stored keeps them.
+        l.reseed(vec!["heap".into()], 2);
+        let mut b = batch("c", &["c1"]);
+        assert_eq!(l.admit(&mut b, 3), 1, "the store is still full");
         // Expired names leave; a silent instance is forgotten.
         l.reseed(vec!["heap".into(), "fds".into()], INSTANCE_IDLE_MS + 1);
         let mut b = batch("a", &["heap", "fds", "z1", "z2"]);
