@@ -148,9 +148,14 @@ impl ClickHouseStore {
         else {
             return Ok(0);
         };
+        // A folded row is stamped with the first time it folds, not the
+        // bucket's start: the rollups' views see this insert too (18.16
+        // pushes the inserted block past their `res = 0` filter), and a
+        // time the bucket already counted adds nothing to its distinct
+        // count, while its mean lies within the floor and peak.
         self.exec(&format!(
             "INSERT INTO samples (segment, metric, res, ts_ms, value, vmin, vmax, n)
-             SELECT segment, metric, {bucket}, intDiv(ts_ms, {bucket}) * {bucket},
+             SELECT segment, metric, {bucket}, min(ts_ms),
                     sum(v * k) / sum(k), min(lo), max(hi), sum(k)
              FROM (SELECT segment, metric, ts_ms, any(value) AS v, any(vmin) AS lo,
                      any(vmax) AS hi, any(n) AS k
