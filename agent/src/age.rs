@@ -10,20 +10,23 @@
 //!
 //! The hooks run inside the allocator: they never allocate and never wait
 //! for long. The table is sixteen shards, each a fixed array behind its
-//! own mutex, taken for a few slot probes by a hook and for one copy into
-//! a buffer allocated beforehand by the reader. A full shard refuses the
-//! allocation and counts it; allocations made before the hooks were
-//! installed are not in the table at all.
+//! own lock ([`crate::hook_lock`]), taken for a few slot probes by a hook
+//! and for one copy into a buffer allocated beforehand by the reader. A
+//! hook only tries its shard: a shard that stays busy, or is full, skips
+//! the allocation and counts it. The shards are taken around `fork`, so a
+//! child inherits them consistent and free. Allocations made before the
+//! hooks were installed are not in the table at all.
 
 use std::collections::HashMap;
 use std::ffi::{c_uint, c_void};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use tikv_jemalloc_ctl::raw;
 
 use crate::error::{Error, Result};
+use crate::hook_lock::{self, HookLock};
 use heaptide_wire::AGE_BUCKETS_SECS;
 
 const SHARDS: usize = 16;
@@ -48,9 +51,11 @@ struct Shard {
 }
 
 struct Table {
-    shards: Vec<Mutex<Shard>>,
+    shards: Vec<HookLock<Shard>>,
     epoch: Instant,
-    refused: AtomicU64,
+    /// Sampled allocations not recorded: their shard was full, or busy
+    /// past a hook's bounded wait.
+    untracked: AtomicU64,
 }
 
 static TABLE: OnceLock<Table> = OnceLock::new();
@@ -63,16 +68,31 @@ pub(crate) fn install() -> Result<()> {
     TABLE.get_or_init(|| Table {
         shards: (0..SHARDS)
             .map(|_| {
-                Mutex::new(Shard {
+                HookLock::new(Shard {
                     slots: vec![Slot::default(); SLOTS].into_boxed_slice(),
                     len: 0,
                 })
             })
             .collect(),
         epoch: Instant::now(),
-        refused: AtomicU64::new(0),
+        untracked: AtomicU64::new(0),
     });
+    hook_lock::on_fork(before_fork, after_fork, after_fork);
     write_hooks(Some(on_sample), Some(on_free))
+}
+
+/// Takes every shard, so that no thread holds one as `fork` copies it.
+extern "C" fn before_fork() {
+    if let Some(t) = TABLE.get() {
+        t.shards.iter().for_each(HookLock::hold);
+    }
+}
+
+/// Gives the shards back, in the parent and in the child alike.
+extern "C" fn after_fork() {
+    if let Some(t) = TABLE.get() {
+        t.shards.iter().for_each(HookLock::release);
+    }
 }
 
 /// Removes the hooks. The table stays, and is emptied.
@@ -82,7 +102,7 @@ pub(crate) fn uninstall() {
     }
     if let Some(t) = TABLE.get() {
         for shard in &t.shards {
-            let mut s = shard.lock().unwrap_or_else(|p| p.into_inner());
+            let mut s = shard.lock();
             s.slots.fill(Slot::default());
             s.len = 0;
         }
@@ -144,11 +164,12 @@ unsafe extern "C" fn on_sample(
     let site = site_of(addrs.iter().map(|&a| a as u64));
     let born_ms = t.epoch.elapsed().as_millis() as u64;
     let (shard, start) = shard_of(ptr as usize);
-    let Ok(mut s) = t.shards[shard].lock() else {
+    let Some(mut s) = t.shards[shard].try_lock() else {
+        t.untracked.fetch_add(1, Ordering::Relaxed);
         return;
     };
     if s.len >= SLOTS / 2 {
-        t.refused.fetch_add(1, Ordering::Relaxed);
+        t.untracked.fetch_add(1, Ordering::Relaxed);
         return;
     }
     for i in 0..MAX_PROBES {
@@ -165,13 +186,16 @@ unsafe extern "C" fn on_sample(
             return;
         }
     }
-    t.refused.fetch_add(1, Ordering::Relaxed);
+    t.untracked.fetch_add(1, Ordering::Relaxed);
 }
 
 unsafe extern "C" fn on_free(ptr: *const c_void, _usize: usize) {
     let Some(t) = TABLE.get() else { return };
     let (shard, start) = shard_of(ptr as usize);
-    let Ok(mut s) = t.shards[shard].lock() else {
+    // A free that finds its shard busy leaves its entry: the address is
+    // overwritten when it is sampled again, and meanwhile reads as live.
+    let Some(mut s) = t.shards[shard].try_lock() else {
+        t.untracked.fetch_add(1, Ordering::Relaxed);
         return;
     };
     let Some(mut hole) = (0..MAX_PROBES)
@@ -202,9 +226,15 @@ unsafe extern "C" fn on_free(ptr: *const c_void, _usize: usize) {
     }
 }
 
+/// Sampled allocations and frees the table could not record, once the
+/// hooks were installed.
+pub(crate) fn untracked() -> Option<u64> {
+    TABLE.get().map(|t| t.untracked.load(Ordering::Relaxed))
+}
+
 /// Live bytes by age bucket ([`AGE_BUCKETS_SECS`]) per site, unbiased
-/// for `period` as the heap dump is; and how many sampled allocations the
-/// table refused so far.
+/// for `period` as the heap dump is; and how many sampled allocations and
+/// frees the table could not record so far.
 pub(crate) fn by_site(period: u64) -> (HashMap<u64, [u64; AGE_BUCKETS_SECS.len()]>, u64) {
     let Some(t) = TABLE.get() else {
         return (HashMap::new(), 0);
@@ -217,7 +247,7 @@ pub(crate) fn by_site(period: u64) -> (HashMap<u64, [u64; AGE_BUCKETS_SECS.len()
     for shard in &t.shards {
         copy.clear();
         {
-            let s = shard.lock().unwrap_or_else(|p| p.into_inner());
+            let s = shard.lock();
             copy.extend(s.slots.iter().filter(|x| x.ptr != 0));
         }
         for slot in &copy {
@@ -229,7 +259,7 @@ pub(crate) fn by_site(period: u64) -> (HashMap<u64, [u64; AGE_BUCKETS_SECS.len()
             out.entry(slot.site).or_default()[bucket] += unbiased(slot.size, period);
         }
     }
-    (out, t.refused.load(Ordering::Relaxed))
+    (out, t.untracked.load(Ordering::Relaxed))
 }
 
 /// Live bytes by age over every site, for the agent's tests.

@@ -5,6 +5,7 @@ mod cadence;
 mod config;
 mod dwarf;
 mod error;
+mod hook_lock;
 pub mod jemalloc;
 mod kept;
 mod objects;

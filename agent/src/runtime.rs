@@ -165,6 +165,9 @@ pub struct Agent {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
     sender_done: Option<std::sync::mpsc::Receiver<()>>,
+    /// The process that started it: a child forked from it has none of
+    /// its threads, and leaves them alone.
+    pid: u32,
 }
 
 impl std::fmt::Debug for Agent {
@@ -226,6 +229,7 @@ impl Agent {
             shared: shared.clone(),
             threads: Vec::new(),
             sender_done: None,
+            pid: std::process::id(),
         };
         let spawn = |name: &'static str, f: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
@@ -298,6 +302,13 @@ impl Agent {
         let Some(done) = self.sender_done.take() else {
             return;
         };
+        if std::process::id() != self.pid {
+            // A forked child that did not exec: the agent's threads stayed
+            // in the parent, so there is nothing to flush or wait for, and
+            // the locks they shared may have been copied held. The child
+            // exits without the agent; its hooks stay harmless.
+            return;
+        }
         let deadline = Instant::now() + self.shared.config.shutdown_timeout;
         if let Ok(mut d) = self.shared.flush_deadline.lock() {
             *d = Some(deadline);

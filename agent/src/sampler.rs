@@ -164,6 +164,9 @@ fn sample(
     m.insert("agent.cpu_seconds".into(), stats.cpu_seconds);
     m.insert("agent.heap_bytes".into(), stats.heap_bytes as f64);
     m.insert("agent.dropped_items".into(), stats.dropped_items as f64);
+    if let Some(n) = crate::age::untracked() {
+        m.insert("agent.ages_untracked".into(), n as f64);
+    }
     let mut items = Vec::with_capacity(events.len() + 1);
     items.push(Item::Metrics(MetricSample {
         ts_ms: crate::runtime::now_ms(),

@@ -121,25 +121,29 @@ fn write_hook(hook: Hook) -> Result<Hook> {
 }
 
 /// jemalloc calls this for each sampled allocation, inside the allocator
-/// and with its reentrancy guard up.
+/// and with its reentrancy guard up. Where the frame-pointer walk cannot
+/// go (no stack bounds, or no frame in them) jemalloc's own libgcc walk
+/// runs, so that such a stack is unwound rather than left empty.
 unsafe extern "C" fn frame_pointer_hook(vec: *mut *mut c_void, len: *mut c_uint, max: c_uint) {
-    if stack_bounds().is_none() {
-        let previous = PREVIOUS.load(Ordering::Relaxed);
-        if previous != 0 {
-            // SAFETY: `previous` came from the same mallctl as a `Hook`;
-            // the arguments are jemalloc's own, passed on unchanged.
-            unsafe { std::mem::transmute::<usize, Hook>(previous)(vec, len, max) };
+    if stack_bounds().is_some() {
+        // SAFETY: jemalloc passes a buffer of `max` pointers and a valid
+        // `len`, both alive for the duration of the call.
+        let out = unsafe { std::slice::from_raw_parts_mut(vec as *mut usize, max as usize) };
+        // Skip the return into this hook: the stack starts in jemalloc,
+        // whose frames the symbolizer drops as it does libgcc's.
+        let n = walk(out, 1);
+        if n > 0 {
+            // SAFETY: see above; `n <= max`.
+            unsafe { *len = n as c_uint };
+            return;
         }
-        return;
     }
-    // SAFETY: jemalloc passes a buffer of `max` pointers and a valid
-    // `len`, both alive for the duration of the call.
-    let out = unsafe { std::slice::from_raw_parts_mut(vec as *mut usize, max as usize) };
-    // Skip the return into this hook: the stack starts in jemalloc, whose
-    // frames the symbolizer drops as it does libgcc's.
-    let n = walk(out, 1);
-    // SAFETY: see above; `n <= max`.
-    unsafe { *len = n as c_uint };
+    let previous = PREVIOUS.load(Ordering::Relaxed);
+    if previous != 0 {
+        // SAFETY: `previous` came from the same mallctl as a `Hook`; the
+        // arguments are jemalloc's own, passed on unchanged.
+        unsafe { std::mem::transmute::<usize, Hook>(previous)(vec, len, max) };
+    }
 }
 
 /// The bounds of this thread's stack, cached.

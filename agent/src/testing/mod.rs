@@ -44,6 +44,17 @@ pub fn track_ages_of_every_allocation() -> crate::Result<()> {
     crate::age::install()
 }
 
+/// Each stack of a heap dump taken now, as its live bytes and its count of
+/// frames; for the agent's tests of unwinding.
+///
+/// # Errors
+///
+/// When the heap cannot be dumped (heap profiling is off).
+pub fn dumped_stacks() -> crate::Result<Vec<(u64, usize)>> {
+    let (_, raw) = crate::jemalloc::dump()?;
+    Ok(raw.iter().map(|r| (r.bytes, r.addrs.len())).collect())
+}
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, Once};
 
