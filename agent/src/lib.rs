@@ -18,6 +18,7 @@ mod sender;
 mod symbolize;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod thin;
 #[cfg(feature = "tokio")]
 mod tokio_probe;
 mod unwind;

@@ -23,9 +23,21 @@ impl Item {
         match self {
             Item::Metrics(s) => 48 + s.metrics.keys().map(|k| k.len() + 24).sum::<usize>(),
             Item::Pause(p) => 96 + p.name.len(),
-            Item::Profile(p) => 96 + p.pprof_gz_base64.len(),
+            Item::Profile(p) => profile_size(p),
         }
     }
+}
+
+/// A profile's approximate encoded size: its pprof and its age rows.
+pub(crate) fn profile_size(p: &EncodedProfile) -> usize {
+    96 + p.pprof_gz_base64.len() + p.ages.iter().map(age_row_len).sum::<usize>()
+}
+
+/// The JSON length of one age row, `{"sample":N,"bytes":[...]}`: a large
+/// profile has thousands, which the batch limit must count.
+fn age_row_len(row: &heaptide_wire::StackAges) -> usize {
+    let digits = |n: u64| n.checked_ilog10().map_or(1, |d| d as usize + 1);
+    22 + digits(u64::from(row.sample)) + row.bytes.iter().map(|b| digits(*b) + 1).sum::<usize>()
 }
 
 #[derive(Default)]
@@ -176,6 +188,31 @@ mod tests {
             })
             .collect();
         assert_eq!(starts, vec![2, 3, 4]);
+    }
+
+    #[test]
+    fn a_profile_counts_its_age_rows() {
+        let ages: Vec<_> = (0..1000)
+            .map(|i| heaptide_wire::StackAges {
+                sample: i,
+                bytes: [123_456, 0, 0, 0, 0, 0, 1],
+            })
+            .collect();
+        let p = EncodedProfile {
+            ts_ms: 0,
+            sample_period_bytes: 1,
+            pprof_gz_base64: String::new(),
+            ages: ages.clone(),
+        };
+        let json: usize = ages
+            .iter()
+            .map(|a| serde_json::to_vec(a).unwrap().len() + 1)
+            .sum();
+        let size = Item::Profile(p).size();
+        assert!(
+            size >= json && size < json + 200,
+            "{size} for {json} bytes of rows"
+        );
     }
 
     #[test]

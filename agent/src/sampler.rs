@@ -15,6 +15,7 @@ use crate::process::{Metrics, ProcessSampler};
 use crate::queue::Item;
 use crate::runtime::Shared;
 use crate::symbolize::Symbolizer;
+use crate::thin;
 
 /// Most resolved addresses kept; about 100 bytes each plus names.
 const SYMBOL_CACHE_ENTRIES: usize = 32 * 1024;
@@ -202,19 +203,49 @@ fn profile(shared: &Shared, symbols: &mut Symbolizer) -> Option<EncodedProfile> 
             (at, sample)
         })
         .unzip();
+    let mut parts = thin::Parts {
+        stacks,
+        addresses,
+        ages: ages(&raw, period),
+    };
+    drop(raw);
+    let encode = |parts: &thin::Parts| encode(shared, parts, period, ts_ms);
+    let mut p = encode(&parts);
+    // A few rounds at most: each keeps a share of the stacks sized to fit.
+    for _ in 0..4 {
+        let size = crate::queue::profile_size(&p);
+        if size <= thin::MAX_PROFILE_BYTES {
+            return Some(p);
+        }
+        let keep = thin::stacks_to_keep(parts.stacks.len(), size, thin::MAX_PROFILE_BYTES);
+        tracing::debug!(
+            size,
+            keep,
+            "heaptide: heap profile over the batch limit; folding its smallest stacks"
+        );
+        parts = thin::fold_smallest(&parts, keep);
+        p = encode(&parts);
+    }
+    shared.profile_failures.fetch_add(1, Ordering::Relaxed);
+    tracing::warn!("heaptide: heap profile stays over the batch limit; skipped");
+    None
+}
+
+/// Encodes a profile's parts as sent.
+fn encode(shared: &Shared, parts: &thin::Parts, period: u64, ts_ms: i64) -> EncodedProfile {
     let mappings = crate::objects::mappings(&crate::objects::loaded());
     let pprof = build_native_heap_profile(
-        &stacks,
-        &addresses,
+        &parts.stacks,
+        &parts.addresses,
         &mappings,
         shared.config.symbol_lines,
         period as i64,
         ts_ms * 1_000_000,
     );
-    Some(EncodedProfile {
+    EncodedProfile {
         ts_ms,
         sample_period_bytes: period,
         pprof_gz_base64: base64::engine::general_purpose::STANDARD.encode(encode_gzip(&pprof)),
-        ages: ages(&raw, period),
-    })
+        ages: parts.ages.clone(),
+    }
 }

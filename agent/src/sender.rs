@@ -28,6 +28,18 @@ enum Outcome {
     Rejected(u16),
 }
 
+/// A batch ready to send, and what a refusal of it would keep.
+struct Sealed {
+    /// The gzipped JSON body.
+    body: Vec<u8>,
+    items: u64,
+    bytes: u64,
+    profiles: u64,
+    /// Its metrics and pauses, when it holds profiles: what is sent again
+    /// if the analyzer refuses it.
+    rest: Vec<Item>,
+}
+
 pub(crate) struct Sender {
     shared: Arc<Shared>,
     http: ureq::Agent,
@@ -75,7 +87,7 @@ impl Sender {
         let shared = self.shared.clone();
         let mut attempt = 0u32;
         let mut flush_attempts = 0u32;
-        let mut pending: Option<(Vec<u8>, u64, u64)> = None; // (gzipped body, items, bytes)
+        let mut pending: Option<Sealed> = None;
         loop {
             if pending.is_none() && shared.queue.is_closed_and_empty() {
                 break;
@@ -91,20 +103,19 @@ impl Sender {
                     shared.thread_costs.sender.update();
                     continue;
                 }
+                self.seq += 1;
                 pending = Some(self.seal(items));
             }
-            let Some((body, n_items, n_bytes)) = &pending else {
+            let Some(sealed) = pending.as_mut() else {
                 continue;
             };
-            match self.post(body) {
+            match self.post(&sealed.body) {
                 Outcome::Sent => {
                     pending = None;
                     attempt = 0;
                 }
                 Outcome::Rejected(status) => {
-                    tracing::warn!(status, "heaptide analyzer rejected a batch; dropping it");
-                    shared.queue.count_dropped(*n_items, *n_bytes);
-                    pending = None;
+                    pending = self.without_profiles(sealed, status);
                     attempt = 0;
                 }
                 Outcome::Retry(after) => {
@@ -129,19 +140,54 @@ impl Sender {
             }
             shared.thread_costs.sender.update();
         }
-        if let Some((_, items, bytes)) = pending {
-            shared.queue.count_dropped(items, bytes);
+        if let Some(sealed) = pending {
+            shared.queue.count_dropped(sealed.items, sealed.bytes);
         }
         shared.thread_costs.sender.update();
     }
 
-    /// Builds and compresses a batch. The sequence number is fixed here, so
-    /// retries of one batch carry the same `seq` and the analyzer can ignore
-    /// a replay whose acknowledgement was lost.
-    fn seal(&mut self, items: Vec<Item>) -> (Vec<u8>, u64, u64) {
-        self.seq += 1;
+    /// What is left of a batch the analyzer refused: its metrics and
+    /// pauses alone, sealed again under the same `seq`, when it held
+    /// profiles (a large profile is the likely cause, and the metrics are
+    /// what a leak's verdict needs); nothing when it held none. What is
+    /// given up is counted as dropped.
+    fn without_profiles(&mut self, sealed: &mut Sealed, status: u16) -> Option<Sealed> {
+        let rest = std::mem::take(&mut sealed.rest);
+        let kept = rest.len() as u64;
+        // Only a refusal of the body itself (400 invalid, 413 too large)
+        // may be the profiles' doing; a token or a bound refuses any batch.
+        let about_the_body = matches!(status, 400 | 413);
+        if !about_the_body || sealed.profiles == 0 || rest.is_empty() {
+            tracing::warn!(status, "heaptide analyzer rejected a batch; dropping it");
+            self.shared.queue.count_dropped(sealed.items, sealed.bytes);
+            return None;
+        }
+        tracing::warn!(
+            status,
+            profiles = sealed.profiles,
+            "heaptide analyzer rejected a batch; sending its metrics without its profiles"
+        );
+        let again = self.seal(rest);
+        self.shared
+            .queue
+            .count_dropped(sealed.items - kept, sealed.bytes - again.bytes);
+        Some(again)
+    }
+
+    /// Builds and compresses a batch under the current `seq`. Retries of
+    /// one batch carry the same `seq`, so the analyzer can ignore a replay
+    /// whose acknowledgement was lost.
+    fn seal(&mut self, items: Vec<Item>) -> Sealed {
         let n_items = items.len() as u64;
         let n_bytes: u64 = items.iter().map(|i| i.size() as u64).sum();
+        let is_profile = |i: &&Item| matches!(i, Item::Profile(_));
+        let profiles = items.iter().filter(is_profile).count() as u64;
+        // Kept only while a profile could be what gets the batch refused.
+        let rest: Vec<Item> = if profiles > 0 {
+            items.iter().filter(|i| !is_profile(i)).cloned().collect()
+        } else {
+            Vec::new()
+        };
         let mut batch = Batch {
             version: WIRE_VERSION,
             agent: self.shared.agent_info.clone(),
@@ -163,7 +209,13 @@ impl Sender {
         let json = serde_json::to_vec(&batch).unwrap_or_default();
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         let _ = gz.write_all(&json);
-        (gz.finish().unwrap_or_default(), n_items, n_bytes)
+        Sealed {
+            body: gz.finish().unwrap_or_default(),
+            items: n_items,
+            bytes: n_bytes,
+            profiles,
+            rest,
+        }
     }
 
     /// Posts a batch. At the fd limit, a new connection cannot be made:
