@@ -15,6 +15,7 @@ mod findings;
 mod http;
 mod read;
 mod retention;
+mod rollups;
 mod rowbinary;
 mod schema;
 mod series;

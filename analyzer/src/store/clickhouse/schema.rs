@@ -12,8 +12,9 @@ use super::rowbinary::{lit, RowReader};
 use super::ChError;
 
 /// 1 is the first ClickHouse schema; 2 added `rollups` and the views
-/// that fill it.
-pub(super) const SCHEMA_VERSION: i64 = 2;
+/// that fill it; 3 counts a rollup's samples by the seconds that hold one
+/// (`super::rollups`).
+pub(super) const SCHEMA_VERSION: i64 = 3;
 
 /// The day of a millisecond column, the partition of every timed table.
 macro_rules! day {
@@ -73,33 +74,7 @@ pub(super) const TABLES: &[&str] = &[
         day!("ts_ms"),
         " ORDER BY (segment, ts_ms, stack)"
     ),
-    // Rollups (`store::rollup`): each tier's buckets as aggregate states,
-    // folded by merges and by `-Merge` on read. The count is of distinct
-    // sample times, so a replayed batch, which the views see again, does
-    // not count twice; minimum and maximum are the same either way. The
-    // raw rows are picked in a subquery: the output's `res` alias would
-    // otherwise stand for the column in the filter.
-    concat!(
-        "CREATE TABLE IF NOT EXISTS rollups (segment Int64, metric String, res UInt32,
-        bucket Int64, vmin AggregateFunction(min, Float64),
-        vmax AggregateFunction(max, Float64), n AggregateFunction(uniqExact, Int64),
-        first_ms AggregateFunction(min, Int64), last_ms AggregateFunction(max, Int64))
-     ENGINE = AggregatingMergeTree PARTITION BY (",
-        day!("bucket"),
-        ", res) ORDER BY (segment, metric, res, bucket)"
-    ),
-    "CREATE MATERIALIZED VIEW IF NOT EXISTS rollups_60000 TO rollups AS
-     SELECT segment, metric, toUInt32(60000) AS res, intDiv(ts_ms, 60000) * 60000 AS bucket,
-        minState(value) AS vmin, maxState(value) AS vmax, uniqExactState(ts_ms) AS n,
-        minState(ts_ms) AS first_ms, maxState(ts_ms) AS last_ms
-     FROM (SELECT segment, metric, ts_ms, value FROM samples WHERE res = 0)
-     GROUP BY segment, metric, bucket",
-    "CREATE MATERIALIZED VIEW IF NOT EXISTS rollups_900000 TO rollups AS
-     SELECT segment, metric, toUInt32(900000) AS res, intDiv(ts_ms, 900000) * 900000 AS bucket,
-        minState(value) AS vmin, maxState(value) AS vmax, uniqExactState(ts_ms) AS n,
-        minState(ts_ms) AS first_ms, maxState(ts_ms) AS last_ms
-     FROM (SELECT segment, metric, ts_ms, value FROM samples WHERE res = 0)
-     GROUP BY segment, metric, bucket",
+    // The rollups and their views come after these: `super::rollups`.
     "CREATE TABLE IF NOT EXISTS findings (service String, instance String,
         evaluated_ms Int64, findings String, version UInt64)
      ENGINE = ReplacingMergeTree(version) ORDER BY (service, instance)",
@@ -147,31 +122,16 @@ pub(super) fn create(c: &Client, database: &str, stored: i64) -> Result<(), ChEr
     for t in TABLES {
         c.query(t)?;
     }
-    if stored == 1 {
-        backfill_rollups(c)?;
+    if (1..SCHEMA_VERSION).contains(&stored) {
+        super::rollups::rebuild(c)?;
+    } else {
+        for t in super::rollups::ddl() {
+            c.query(&t)?;
+        }
     }
     c.query(&format!(
         "INSERT INTO meta VALUES ({}, {SCHEMA_VERSION})",
         lit("schema_version")
     ))?;
-    Ok(())
-}
-
-/// Fills the rollups of a store written before they existed, from its
-/// samples. A downsampled row stands for `n` samples at distinct times;
-/// it is counted as `n` distinct times (its time plus 0 to n-1 ms, which
-/// no other row of its bucket holds), so that the count is right and a
-/// second run, or a batch the views saw meanwhile, does not add to it.
-fn backfill_rollups(c: &Client) -> Result<(), ChError> {
-    for t in crate::store::rollup::TIERS {
-        c.query(&format!(
-            "INSERT INTO rollups SELECT segment, metric, toUInt32({r}) AS res,
-                intDiv(ts_ms, {r}) * {r} AS bucket, minState(vmin), maxState(vmax),
-                uniqExactState(ts_ms + toInt64(k)), minState(ts_ms), maxState(ts_ms)
-             FROM samples ARRAY JOIN range(n) AS k
-             GROUP BY segment, metric, bucket",
-            r = t.res_ms
-        ))?;
-    }
     Ok(())
 }

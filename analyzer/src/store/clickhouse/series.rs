@@ -270,6 +270,8 @@ fn raw_parts(points: &str, w: i64) -> String {
 /// A tier's rollup buckets of width `res` starting in `[from, to)`, by
 /// metric, segment and envelope bucket of width `w`, in the columns of
 /// [`raw_parts`].
+/// Each tier bucket's count is taken before buckets are summed into
+/// envelope buckets: its masks mark seconds of its own span.
 fn rollup_parts(
     scope: &Scope,
     metrics: &[&str],
@@ -277,11 +279,16 @@ fn rollup_parts(
     w: i64,
 ) -> String {
     format!(
-        "SELECT metric, segment, minMerge(first_ms) AS t0, maxMerge(last_ms) AS t1,
-            minMerge(vmin) AS lo, maxMerge(vmax) AS hi, toUInt64(uniqExactMerge(n)) AS k
-         FROM rollups WHERE {} AND metric IN ({}) AND res = {} AND bucket >= {}
-           AND bucket < {}
+        "SELECT metric, segment, min(b0) AS t0, max(b1) AS t1, min(blo) AS lo, max(bhi) AS hi,
+            toUInt64(sum(bk)) AS k
+         FROM (SELECT metric, segment, bucket, minMerge(first_ms) AS b0,
+                 maxMerge(last_ms) AS b1, minMerge(vmin) AS blo, maxMerge(vmax) AS bhi,
+                 {} AS bk
+               FROM rollups WHERE {} AND metric IN ({}) AND res = {} AND bucket >= {}
+                 AND bucket < {}
+               GROUP BY metric, segment, bucket)
          GROUP BY metric, segment, intDiv(bucket, {w})",
+        super::rollups::count(),
         scope.filter,
         str_list(metrics),
         res,
