@@ -202,6 +202,26 @@ fn a_service_envelope_splits_by_instance_as_each_instance_reads_alone() {
             "{name}"
         );
         assert!(!latest["a"].contains_key("absent"), "{name}");
+        // A window that ends before the data does: its own newest point,
+        // not the series' newest; and a replay changes nothing.
+        let sent = batches("a", &pts, now);
+        store.ingest(&sent[sent.len() - 1], now).unwrap();
+        let past = Selector::all(now - 24 * H, now - 5 * H).for_service("svc");
+        let before = store.latest_of(&past, &["a", "b"], &["fds"]).unwrap();
+        let newest_then = pts.iter().rev().find(|(t, _)| *t <= now - 5 * H).unwrap();
+        assert_eq!(
+            (before["a"]["fds"].ts_ms, before["a"]["fds"].value),
+            *newest_then,
+            "{name}: a past window"
+        );
+        let again = store
+            .latest_of(&day.for_service("svc"), &["a"], &["fds"])
+            .unwrap();
+        assert_eq!(
+            (again["a"]["fds"].ts_ms, again["a"]["fds"].value),
+            *pts.last().unwrap(),
+            "{name}: after a replay"
+        );
     }
 }
 

@@ -13,6 +13,7 @@
 
 mod findings;
 mod http;
+mod latest;
 mod read;
 mod retention;
 mod rollups;

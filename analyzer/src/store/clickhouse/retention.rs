@@ -15,7 +15,8 @@ const DAY_MS: i64 = 86_400_000;
 const HOUR_MS: i64 = 3_600_000;
 
 /// Tables partitioned by day alone.
-const DAY_TABLES: [&str; 6] = [
+const DAY_TABLES: [&str; 7] = [
+    "latest",
     "pauses",
     "profiles",
     "profile_stacks",

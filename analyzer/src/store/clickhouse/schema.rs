@@ -13,7 +13,7 @@ use super::ChError;
 
 /// 1 is the first ClickHouse schema; 2 added `rollups` and the views
 /// that fill it; 3 counts a rollup's samples by the seconds that hold one
-/// (`super::rollups`).
+/// (`super::rollups`), and keeps each series' newest sample in `latest`.
 pub(super) const SCHEMA_VERSION: i64 = 3;
 
 /// The day of a millisecond column, the partition of every timed table.
@@ -122,8 +122,12 @@ pub(super) fn create(c: &Client, database: &str, stored: i64) -> Result<(), ChEr
     for t in TABLES {
         c.query(t)?;
     }
+    for t in super::latest::DDL {
+        c.query(t)?;
+    }
     if (1..SCHEMA_VERSION).contains(&stored) {
         super::rollups::rebuild(c)?;
+        super::latest::backfill(c)?;
     } else {
         for t in super::rollups::ddl() {
             c.query(&t)?;

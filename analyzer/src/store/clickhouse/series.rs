@@ -185,10 +185,12 @@ impl ClickHouseStore {
         Ok(rows.into_iter().collect())
     }
 
-    /// The latest point of each metric of each of `instances`: the last
+    /// The latest point of each metric of each of `instances`: one read of
+    /// the `latest` table ([`super::latest`]) when the window reaches the
+    /// newest data, as the engine's does; else the raw samples, the last
     /// hour first, which holds a live instance's latest points in a
     /// fraction of the window's rows, then the whole window for the
-    /// metrics that some instance lacked there. Two statements at most.
+    /// metrics that some instance lacked there.
     pub(super) fn read_latest_of(
         &self,
         sel: &Selector,
@@ -196,6 +198,16 @@ impl ClickHouseStore {
         metrics: &[&str],
     ) -> Result<ByInstance<Point>> {
         let mut out: ByInstance<Point> = by_instance(instances);
+        let scope = Scope::of_instances(sel, instances);
+        let newest = self.rows(&super::latest::sql(&scope, sel, metrics), |r| {
+            Ok((r.string()?, point(r)?))
+        })?;
+        if newest.iter().all(|(_, p)| p.ts_ms <= sel.to_ms) {
+            for (metric, p) in newest {
+                keep_newest(&mut out, &metric, p);
+            }
+            return Ok(out);
+        }
         let recent = sel.starting(sel.from_ms.max(sel.to_ms - 3_600_000));
         self.latest_into(&recent, instances, metrics, &mut out)?;
         let missing: Vec<&str> = metrics
@@ -212,7 +224,7 @@ impl ClickHouseStore {
     }
 
     /// Adds to `out` each of `instances`' newest point of each metric in
-    /// `sel`.
+    /// `sel`, from the raw samples.
     fn latest_into(
         &self,
         sel: &Selector,
