@@ -7,7 +7,9 @@
 //! The table is an `AggregatingMergeTree` of `argMax` states, partitioned
 //! by the day of the sample like the raw samples, so retention drops its
 //! days with theirs and each series has a row per day at most. A replay
-//! writes the same newest sample again, which changes nothing.
+//! writes the same newest sample again, which changes nothing. A row per
+//! series and day also makes it the index of which metrics an instance
+//! has (`metric_names`).
 
 use super::http::Client;
 use super::read::Scope;
@@ -30,13 +32,16 @@ pub(super) const DDL: [&str; 2] = [
      GROUP BY segment, metric, day_ms",
 ];
 
-/// Fills the table from the samples of a store written before it existed.
+/// Fills the table from the samples of a store written before it existed:
+/// the downsampled rows too, so that every day still kept has its names
+/// (`metric_names` reads them here); they are older than any raw sample of
+/// their series, so no newest sample is displaced.
 pub(super) fn backfill(c: &Client) -> Result<(), ChError> {
     c.query(
         "INSERT INTO latest SELECT segment, metric, intDiv(ts_ms, 86400000) * 86400000 AS day_ms,
             maxState(ts_ms), argMaxState(value, ts_ms), argMaxState(vmin, ts_ms),
             argMaxState(vmax, ts_ms)
-         FROM samples WHERE res = 0 GROUP BY segment, metric, day_ms",
+         FROM samples GROUP BY segment, metric, day_ms",
     )?;
     Ok(())
 }
