@@ -247,7 +247,8 @@ fn a_store_from_before_rollups_gains_them_when_opened_for_writing() {
             assert!(SqliteStore::open_read_only(&path).is_err(), "{name}");
             Box::new(SqliteStore::open(&path).unwrap())
         } else {
-            ch.query(&format!("TRUNCATE TABLE {db}.rollups"));
+            ch.query(&format!("TRUNCATE TABLE {db}.rollups_60000"));
+            ch.query(&format!("TRUNCATE TABLE {db}.rollups_900000"));
             ch.query(&format!("TRUNCATE TABLE {db}.meta"));
             ch.query(&format!(
                 "INSERT INTO {db}.meta VALUES ('schema_version', 1)"
@@ -264,4 +265,74 @@ fn a_store_from_before_rollups_gains_them_when_opened_for_writing() {
         let env = store.envelope(&sel, "fds", w).unwrap();
         assert_eq!(shape(&env), expected(&pts, from, to, w), "{name}");
     }
+}
+
+/// Schema 2's rollups: one table for both tiers, counting distinct times,
+/// and its views, named as the tiers' tables are now.
+const SCHEMA_2: [&str; 3] = [
+    "CREATE TABLE {db}.rollups (segment Int64, metric String, res UInt32,
+        bucket Int64, vmin AggregateFunction(min, Float64),
+        vmax AggregateFunction(max, Float64), n AggregateFunction(uniqExact, Int64),
+        first_ms AggregateFunction(min, Int64), last_ms AggregateFunction(max, Int64))
+     ENGINE = AggregatingMergeTree PARTITION BY (toDate(intDiv(bucket, 1000)), res)
+     ORDER BY (segment, metric, res, bucket)",
+    "CREATE MATERIALIZED VIEW {db}.rollups_60000 TO {db}.rollups AS
+     SELECT segment, metric, toUInt32(60000) AS res, intDiv(ts_ms, 60000) * 60000 AS bucket,
+        minState(value) AS vmin, maxState(value) AS vmax, uniqExactState(ts_ms) AS n,
+        minState(ts_ms) AS first_ms, maxState(ts_ms) AS last_ms
+     FROM (SELECT segment, metric, ts_ms, value FROM {db}.samples WHERE res = 0)
+     GROUP BY segment, metric, bucket",
+    "CREATE MATERIALIZED VIEW {db}.rollups_900000 TO {db}.rollups AS
+     SELECT segment, metric, toUInt32(900000) AS res, intDiv(ts_ms, 900000) * 900000 AS bucket,
+        minState(value) AS vmin, maxState(value) AS vmax, uniqExactState(ts_ms) AS n,
+        minState(ts_ms) AS first_ms, maxState(ts_ms) AS last_ms
+     FROM (SELECT segment, metric, ts_ms, value FROM {db}.samples WHERE res = 0)
+     GROUP BY segment, metric, bucket",
+];
+
+#[test]
+fn a_clickhouse_store_with_schema_2_rollups_has_them_rebuilt() {
+    let now = now_ms();
+    let pts = points(now);
+    let ch = ClickHouse::shared();
+    let db = database("rollups_v2");
+    let url = ClickHouseUrl::parse(&ch.url(&db)).unwrap();
+    let store = ClickHouseStore::open(url.clone()).unwrap();
+    for b in &batches("a", &pts, now) {
+        store.ingest(b, now).unwrap();
+    }
+    drop(store);
+    // Back to schema 2: its rollups (left empty: the rebuild fills them
+    // from the samples), no `latest`, version 2.
+    for t in [
+        "rollups_60000_view",
+        "rollups_900000_view",
+        "rollups_60000",
+        "rollups_900000",
+        "latest_view",
+        "latest",
+    ] {
+        ch.query(&format!("DROP TABLE {db}.{t}"));
+    }
+    for statement in SCHEMA_2 {
+        ch.query(&statement.replace("{db}", &db));
+    }
+    ch.query(&format!("TRUNCATE TABLE {db}.meta"));
+    ch.query(&format!(
+        "INSERT INTO {db}.meta VALUES ('schema_version', 2)"
+    ));
+    assert!(ClickHouseStore::open_read_only(url.clone()).is_err());
+    let store = ClickHouseStore::open(url).unwrap();
+    let (from, to, w) = (now - 24 * H, now, 900_000);
+    let sel = Selector::all(from, to).for_instance("svc", "a");
+    let env = store.envelope(&sel, "fds", w).unwrap();
+    assert_eq!(shape(&env), expected(&pts, from, to, w));
+    let latest = store
+        .latest_of(&sel.for_service("svc"), &["a"], &["fds"])
+        .unwrap();
+    assert_eq!(
+        (latest["a"]["fds"].ts_ms, latest["a"]["fds"].value),
+        *pts.last().unwrap()
+    );
+    assert_eq!(store.metric_names("svc", Some("a")).unwrap(), ["fds"]);
 }

@@ -232,7 +232,12 @@ impl Store for ClickHouseStore {
         // The coarsest rollups hold a row per series and quarter hour, far
         // fewer than the samples, and expire with them.
         self.rows(
-            "SELECT DISTINCT metric FROM rollups WHERE res = 900000",
+            &format!(
+                "SELECT DISTINCT metric FROM {}",
+                rollups::table(
+                    crate::store::rollup::TIERS[crate::store::rollup::TIERS.len() - 1].res_ms
+                )
+            ),
             |r| r.string(),
         )
     }

@@ -110,7 +110,9 @@ impl ClickHouseStore {
             let expired = match p.table.as_str() {
                 "profile_raw" => end <= now_ms - policy.raw_profile_keep_ms,
                 "samples" => end <= cutoff,
-                "rollups" => end <= rollup_cutoff(p.res(), cutoff, now_ms),
+                t if t.starts_with("rollups_") => {
+                    end <= rollup_cutoff(t["rollups_".len()..].parse().ok(), cutoff, now_ms)
+                }
                 t => DAY_TABLES.contains(&t) && end <= cutoff,
             };
             if expired {

@@ -1,13 +1,15 @@
 //! The rollups on ClickHouse: each tier's buckets as aggregate states in an
-//! `AggregatingMergeTree`, filled by a materialized view per tier from the
-//! raw samples as they are inserted, folded by merges and by `-Merge` on
-//! read ([`crate::store::rollup`] has the plan that reads them).
+//! `AggregatingMergeTree` of its own (`rollups_60000`, `rollups_900000`),
+//! filled by a materialized view from the raw samples as they are
+//! inserted, folded by merges and by `-Merge` on read
+//! ([`crate::store::rollup`] has the plan that reads them).
 //!
 //! A bucket's count must not grow when a batch is replayed, which the views
 //! see again. Minimum and maximum are the same either way; the count is of
 //! the **seconds that hold a sample**, kept as bit masks (`groupBitOr`, one
 //! 64-bit word per minute of the bucket, 60 bits used), which a replay sets
-//! again to the same bits. A count of distinct sample times (`uniqExact`)
+//! again to the same bits; a tier's table has as many words as its bucket
+//! has minutes. A count of distinct sample times (`uniqExact`)
 //! is exact at any pace, but its state holds every time, so a day's
 //! envelope merged every sample again: it was most of a fleet's judgement
 //! on ClickHouse (docs/benchmarks.md). Masks merge in a few words a
@@ -20,69 +22,71 @@ use super::http::Client;
 use super::ChError;
 use crate::store::rollup::TIERS;
 
-/// Mask words per bucket: one per minute of the widest tier.
-const WORDS: usize = (TIERS[TIERS.len() - 1].res_ms / 60_000) as usize;
+/// Mask words in a bucket of `res_ms`: one per minute.
+fn words(res_ms: i64) -> usize {
+    (res_ms / 60_000).max(1) as usize
+}
 
-/// The rollups table and one view per tier, in creation order.
+/// The table of the tier of `res_ms`.
+pub(super) fn table(res_ms: i64) -> String {
+    format!("rollups_{res_ms}")
+}
+
+/// Each tier's table and its view, in creation order.
 pub(super) fn ddl() -> Vec<String> {
-    let masks: Vec<String> = (0..WORDS)
-        .map(|j| format!("s{j} AggregateFunction(groupBitOr, UInt64)"))
-        .collect();
-    let mut out = vec![format!(
-        "CREATE TABLE IF NOT EXISTS rollups (segment Int64, metric String, res UInt32,
-            bucket Int64, vmin AggregateFunction(min, Float64),
-            vmax AggregateFunction(max, Float64), first_ms AggregateFunction(min, Int64),
-            last_ms AggregateFunction(max, Int64), {})
-         ENGINE = AggregatingMergeTree PARTITION BY (toDate(intDiv(bucket, 1000)), res)
-         ORDER BY (segment, metric, res, bucket)",
-        masks.join(", ")
-    )];
-    // The raw rows are picked in a subquery: the output's `res` alias
-    // would otherwise stand for the column in the filter.
+    let mut out = Vec::new();
     for t in TIERS {
+        let r = t.res_ms;
+        let masks: Vec<String> = (0..words(r))
+            .map(|j| format!("s{j} AggregateFunction(groupBitOr, UInt64)"))
+            .collect();
         out.push(format!(
-            "CREATE MATERIALIZED VIEW IF NOT EXISTS rollups_{r} TO rollups AS
-             SELECT segment, metric, toUInt32({r}) AS res, intDiv(ts_ms, {r}) * {r} AS bucket,
+            "CREATE TABLE IF NOT EXISTS {} (segment Int64, metric String, bucket Int64,
+                vmin AggregateFunction(min, Float64), vmax AggregateFunction(max, Float64),
+                first_ms AggregateFunction(min, Int64), last_ms AggregateFunction(max, Int64),
+                {})
+             ENGINE = AggregatingMergeTree PARTITION BY toDate(intDiv(bucket, 1000))
+             ORDER BY (segment, metric, bucket)",
+            table(r),
+            masks.join(", ")
+        ));
+        // The raw rows are picked in a subquery, as ClickHouse 18.16 would
+        // otherwise feed the view every row inserted.
+        out.push(format!(
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS {t}_view TO {t} AS
+             SELECT segment, metric, intDiv(ts_ms, {r}) * {r} AS bucket,
                 minState(value) AS vmin, maxState(value) AS vmax, minState(ts_ms) AS first_ms,
                 maxState(ts_ms) AS last_ms, {}
              FROM (SELECT segment, metric, ts_ms, value FROM samples WHERE res = 0)
              GROUP BY segment, metric, bucket",
-            states(t.res_ms, "ts_ms"),
-            r = t.res_ms
+            states(r, "ts_ms"),
+            t = table(r)
         ));
     }
     out
 }
 
 /// The mask states of a tier of `res_ms`, for the sample time `ts`: the
-/// bit of its second within its minute, in its minute's word. Every word
-/// is written (ClickHouse 18.16's views fill no defaults); those past the
-/// tier's minutes are empty.
+/// bit of its second within its minute, in its minute's word. `-If` skips
+/// the other minutes' rows, which is cheaper to insert than an OR of zero.
 fn states(res_ms: i64, ts: &str) -> String {
     // Not `%`: ClickHouse 18.16 types `Int64 % UInt16` too narrowly.
     let second = format!("toUInt64(intDiv({ts} - intDiv({ts}, {res_ms}) * {res_ms}, 1000))");
-    let minutes = (res_ms / 60_000).max(1) as usize;
-    (0..WORDS)
+    (0..words(res_ms))
         .map(|j| {
-            // `-If` skips the other minutes' rows: cheaper to insert than
-            // an OR of zero (docs/benchmarks.md).
-            if j < minutes {
-                format!(
-                    "groupBitOrStateIf(bitShiftLeft(toUInt64(1), {second} % 60),
-                        intDiv({second}, 60) = {j}) AS s{j}"
-                )
-            } else {
-                format!("groupBitOrStateIf(toUInt64(0), 0) AS s{j}")
-            }
+            format!(
+                "groupBitOrStateIf(bitShiftLeft(toUInt64(1), {second} % 60),
+                    intDiv({second}, 60) = {j}) AS s{j}"
+            )
         })
         .collect::<Vec<_>>()
         .join(", ")
 }
 
-/// The count of a group of one bucket's rows: the seconds set in its
-/// merged masks.
-pub(super) fn count() -> String {
-    (0..WORDS)
+/// The count of a group of one bucket's rows of the tier of `res_ms`: the
+/// seconds set in its merged masks.
+pub(super) fn count(res_ms: i64) -> String {
+    (0..words(res_ms))
         .map(|j| popcount(&format!("groupBitOrMerge(s{j})")))
         .collect::<Vec<_>>()
         .join(" + ")
@@ -102,14 +106,17 @@ fn popcount(x: &str) -> String {
 }
 
 /// Builds the rollups again from the samples, for a store whose rollups
-/// are missing (schema 1) or of an older shape (schema 2, which counted
-/// distinct times): the views and the table are dropped, made anew, and
-/// filled. A downsampled row stands for `n` samples of its `res`; they are
-/// spread evenly over it, one second apart at least, so that the count is
-/// right; a replayed row sets the same seconds again.
+/// are missing (schema 1) or of an older shape (schema 2: one table for
+/// both tiers, counting distinct times): the old views and table are
+/// dropped, the tiers' made anew, and filled. A downsampled row stands for
+/// `n` samples of its `res`; they are spread evenly over it, a second apart
+/// at least, so that the count is right; a replayed row sets the same
+/// seconds again.
 pub(super) fn rebuild(c: &Client) -> Result<(), ChError> {
     for t in TIERS {
-        c.query(&format!("DROP TABLE IF EXISTS rollups_{}", t.res_ms))?;
+        // Schema 2's views had the names the tiers' tables have now.
+        c.query(&format!("DROP TABLE IF EXISTS {}_view", table(t.res_ms)))?;
+        c.query(&format!("DROP TABLE IF EXISTS {}", table(t.res_ms)))?;
     }
     c.query("DROP TABLE IF EXISTS rollups")?;
     for statement in ddl() {
@@ -118,12 +125,12 @@ pub(super) fn rebuild(c: &Client) -> Result<(), ChError> {
     let spread = "ts_ms + toInt64(k) * intDiv(toInt64(greatest(res, 1000)), toInt64(n))";
     for t in TIERS {
         c.query(&format!(
-            "INSERT INTO rollups SELECT segment, metric, toUInt32({r}) AS res,
-                intDiv(t, {r}) * {r} AS bucket, minState(lo), maxState(hi), minState(t),
-                maxState(t), {}
+            "INSERT INTO {} SELECT segment, metric, intDiv(t, {r}) * {r} AS bucket,
+                minState(lo), maxState(hi), minState(t), maxState(t), {}
              FROM (SELECT segment, metric, vmin AS lo, vmax AS hi, {spread} AS t
                    FROM samples ARRAY JOIN range(n) AS k)
              GROUP BY segment, metric, bucket",
+            table(t.res_ms),
             states(t.res_ms, "t"),
             r = t.res_ms
         ))?;

@@ -296,14 +296,13 @@ fn rollup_parts(
          FROM (SELECT metric, segment, bucket, minMerge(first_ms) AS b0,
                  maxMerge(last_ms) AS b1, minMerge(vmin) AS blo, maxMerge(vmax) AS bhi,
                  {} AS bk
-               FROM rollups WHERE {} AND metric IN ({}) AND res = {} AND bucket >= {}
-                 AND bucket < {}
+               FROM {} WHERE {} AND metric IN ({}) AND bucket >= {} AND bucket < {}
                GROUP BY metric, segment, bucket)
          GROUP BY metric, segment, intDiv(bucket, {w})",
-        super::rollups::count(),
+        super::rollups::count(res),
+        super::rollups::table(res),
         scope.filter,
         str_list(metrics),
-        res,
         from,
         to
     )
