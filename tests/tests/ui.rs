@@ -281,6 +281,7 @@ fn flamegraphs(b: &Browser, an: &Proc) {
     );
     assert_eq!(width, "100.0000%", "the clicked frame fills the width");
     b.screenshot(&shots().join("flamegraph.png"));
+    readable_leak_stack(b, an, at);
 
     b.goto(&an.url(&format!(
         "/ui/flame.svg?service=leaky-service&instance=ui-1&kind=growth&from={}&to={at}",
@@ -309,5 +310,54 @@ fn flamegraphs(b: &Browser, an: &Proc) {
     assert!(
         b.count("a[href*='format=pprof']") >= 1,
         "pprof download link"
+    );
+}
+
+/// Frames from the root to the top of the leak's tower, in the flamegraph
+/// at `path`: its levels are drawn a fixed height apart.
+fn leak_stack_depth(b: &Browser, an: &Proc, path: &str) -> u64 {
+    b.goto(&an.url(path));
+    let depth = b.eval(
+        "var rects = Array.from(document.querySelectorAll('#frames > g'));\
+         var g = rects.find(g => g.querySelector('title').textContent.includes('leak_request_buffer'));\
+         if (!g) return null;\
+         var r = g.querySelector('rect');\
+         var x0 = parseFloat(r.getAttribute('x')), x1 = x0 + parseFloat(r.getAttribute('width'));\
+         var ys = rects.map(h => h.querySelector('rect')).filter(h => { var x = parseFloat(h.getAttribute('x')); return x >= x0 - 1e-6 && x < x1; }).map(h => parseFloat(h.getAttribute('y')));\
+         var all = rects.map(h => parseFloat(h.querySelector('rect').getAttribute('y')));\
+         var step = parseFloat(r.getAttribute('height')) + 1;\
+         return Math.round((Math.max.apply(null, all) - Math.min.apply(null, ys)) / step) + 1;",
+        serde_json::json!([]),
+    );
+    depth
+        .as_u64()
+        .unwrap_or_else(|| panic!("no leak frame in {path}: {depth}"))
+}
+
+/// By default the leak's stack reads in under 15 frames, the framework's
+/// runs folded and the application's frame nearest the allocation marked;
+/// `frames=all` shows every frame.
+fn readable_leak_stack(b: &Browser, an: &Proc, at: i64) {
+    let path = format!("/ui/flame.svg?service=leaky-service&instance=ui-1&at={at}");
+    let folded = leak_stack_depth(b, an, &path);
+    let marked = b.eval(
+        "return Array.from(document.querySelectorAll('#frames > g title')).some(t => t.textContent.startsWith('\\u25b6') && t.textContent.includes('leak_request_buffer'));",
+        serde_json::json!([]),
+    );
+    // The leak's tower, root first, for the messages.
+    let titles = b.eval("var rects = Array.from(document.querySelectorAll('#frames > g')); var g = rects.find(g => g.querySelector('title').textContent.includes('leak_request_buffer')); var r = g.querySelector('rect'); var x0 = parseFloat(r.getAttribute('x')); return rects.filter(h => { var q = h.querySelector('rect'); var x = parseFloat(q.getAttribute('x')); var w = parseFloat(q.getAttribute('width')); return x <= x0 + 1e-6 && x + w > x0; }).sort((a, b) => parseFloat(b.querySelector('rect').getAttribute('y')) - parseFloat(a.querySelector('rect').getAttribute('y'))).map(h => h.querySelector('title').textContent.split(' (')[0]);", serde_json::json!([]));
+    assert_eq!(
+        marked, true,
+        "the leaking function is marked as the application's frame: {titles} depth {folded}"
+    );
+    let all = leak_stack_depth(b, an, &format!("{path}&frames=all"));
+    println!("the leak's stack: {folded} frames folded, {all} in all: {titles}");
+    assert!(
+        folded < 15,
+        "the leak's stack takes {folded} frames folded ({all} in all)"
+    );
+    assert!(
+        all > folded,
+        "frames=all shows every frame: {all} against {folded}"
     );
 }

@@ -27,6 +27,9 @@ pub struct FlameScope {
     pub objects: bool,
     /// For `old`: the least age shown, in seconds (default ten minutes).
     pub older: Option<u64>,
+    /// Every frame, rather than each run of framework frames folded into
+    /// one (`frames=all`).
+    pub all_frames: bool,
 }
 
 /// The ages the `old` view offers, in seconds: the lower edges of the
@@ -78,6 +81,9 @@ impl FlameScope {
         if let Some(o) = self.older {
             let _ = write!(q, "&amp;older={o}");
         }
+        if self.all_frames {
+            q.push_str("&amp;frames=all");
+        }
         q
     }
 
@@ -109,11 +115,21 @@ pub fn flame(s: &FlameScope) -> String {
         ),
         _ => "live heap".to_owned(),
     };
+    let frames = FlameScope {
+        all_frames: !s.all_frames,
+        ..s.clone()
+    };
     let mut links = format!(
-        "<a href=\"{}\">back</a> · click a frame to zoom, Ctrl-F to search · <a href=\"/ui/flame?{}\">{}</a>",
+        "<a href=\"{}\">back</a> · click a frame to zoom, Ctrl-F to search · <a href=\"/ui/flame?{}\">{}</a> · <a href=\"/ui/flame?{}\">{}</a>",
         s.back(),
         s.query(!s.objects),
-        if s.objects { "in bytes" } else { "in objects" }
+        if s.objects { "in bytes" } else { "in objects" },
+        frames.query(s.objects),
+        if s.all_frames {
+            "fold std, tokio, hyper… frames"
+        } else {
+            "show every frame (▶ marks the application's frame nearest each allocation)"
+        }
     );
     if s.kind == "old" {
         links.push_str(" · older than");

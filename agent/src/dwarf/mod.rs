@@ -220,8 +220,11 @@ impl<'a, 'w> Walk<'a, 'w> {
             let Some(mut here) = row else { continue };
             let mut frames = Vec::with_capacity(chain.len() + 1);
             for call in chain.iter().rev() {
+                // Named here, where the unit's directory can complete a
+                // relative path into the crate's own.
+                let module_file = self.absolute(&here.0);
                 frames.push(DwarfFrame {
-                    function: self.name(call.origin),
+                    function: self.name(call.origin).map(|n| qualified(&n, &module_file)),
                     file: here.0,
                     line: here.1,
                 });
@@ -294,6 +297,24 @@ impl<'a, 'w> Walk<'a, 'w> {
             .into_iter()
             .map(|f| f.map(|(file, line)| (self.file_name(file), line)))
             .collect()
+    }
+
+    /// `file` under the unit's compilation directory when it is relative
+    /// (a registry crate's `src/task/coop/mod.rs`, the standard library's
+    /// `library/core/src/...`), for naming its module only: the path shown
+    /// stays as the line table gives it, which names no build machine.
+    fn absolute(&self, file: &str) -> String {
+        let dir = self
+            .unit
+            .comp_dir
+            .as_ref()
+            .map(|d| d.to_string_lossy().into_owned());
+        match dir {
+            Some(d) if !file.starts_with('/') && !file.is_empty() => {
+                format!("{}/{file}", d.trim_end_matches('/'))
+            }
+            _ => file.to_owned(),
+        }
     }
 
     /// The path of file `index` of this unit's line table.

@@ -46,14 +46,33 @@ fn module_of(file: &str) -> Option<String> {
     Some(path)
 }
 
+/// `name` without generic arguments: `Vec<T>::push` and the turbofish
+/// `do_call::<F, R>` lose them, but a qualified path keeps its angle
+/// brackets, `<F as core::ops::FnOnce>::call_once`, which would otherwise
+/// read as a bare `::call_once`.
 fn strip_generics(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
-    let mut depth = 0usize;
+    // For each `<` open: whether it is kept (a qualified path).
+    let mut open: Vec<bool> = Vec::new();
     for c in name.chars() {
+        let shown = open.iter().all(|k| *k);
         match c {
-            '<' => depth += 1,
-            '>' => depth = depth.saturating_sub(1),
-            _ if depth == 0 => out.push(c),
+            '<' => {
+                // A path starts with `<` at the start, or inside another
+                // qualified path's opening; anything else is generics.
+                let kept = shown && (out.is_empty() || out.ends_with('<') || out.ends_with(' '));
+                if shown && !kept && out.ends_with("::") {
+                    out.truncate(out.len() - 2);
+                }
+                if kept {
+                    out.push(c);
+                }
+                open.push(kept);
+            }
+            // The guard closes the bracket whether it is shown or not.
+            '>' if open.pop().unwrap_or(false) && open.iter().all(|k| *k) => out.push(c),
+            '>' => {}
+            _ if shown => out.push(c),
             _ => {}
         }
     }
@@ -88,6 +107,31 @@ mod tests {
             "leaky_service::leak_request_buffer"
         );
         assert_eq!(qualified("{closure#0}<T>", "weird.c"), "{closure#0}");
+        assert_eq!(
+            qualified(
+                "<F as core::ops::function::FnOnce<Args>>::call_once",
+                "library/core/src/ops/function.rs"
+            ),
+            "<F as core::ops::function::FnOnce>::call_once"
+        );
+        assert_eq!(
+            qualified(
+                "<alloc::vec::Vec<T, A> as alloc::vec::spec_extend::SpecExtend<T, I>>::spec_extend",
+                ""
+            ),
+            "<alloc::vec::Vec as alloc::vec::spec_extend::SpecExtend>::spec_extend"
+        );
+        assert_eq!(
+            qualified("do_call::<F, R>", "/rustc/abc/library/std/src/panicking.rs"),
+            "std::panicking::do_call"
+        );
+        assert_eq!(
+            qualified(
+                "with_budget<core::task::poll::Poll<()>>",
+                "/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/tokio-1.47.1/src/task/coop/mod.rs"
+            ),
+            "tokio::task::coop::with_budget"
+        );
         assert_eq!(
             qualified("__rust_alloc", "/src/app/agent/src/lib.rs"),
             "__rust_alloc"

@@ -69,11 +69,17 @@ pub(crate) fn folded_at(
     } else {
         1.0
     };
-    Ok(Some((
-        newest,
-        ids.len(),
-        query::folded_sum(store, &ids, value, scale)?,
-    )))
+    let folded = query::folded_sum(store, &ids, value, scale)?;
+    Ok(Some((newest, ids.len(), folded)))
+}
+
+/// `texts` as the scope shows them: as they are with every frame, else
+/// with framework runs folded and application frames marked alike in all.
+fn shown(scope: &FlameScope, texts: [String; 2]) -> [String; 2] {
+    match scope.all_frames {
+        true => texts,
+        false => super::fold::fold_frameworks(texts),
+    }
 }
 
 /// The flamegraph SVG of `scope` at `now_ms`; `None` when it has no
@@ -93,6 +99,7 @@ pub fn svg(store: &dyn Store, scope: &FlameScope, now_ms: i64) -> Result<Option<
                 return Ok(None);
             };
             let title = format!("{}: growth of live {what}", scope.who());
+            let [b, a] = shown(scope, [b, a]);
             differential_svg(&b, &a, &title, t0, t1, scope.objects)
         }
         "compare" => {
@@ -117,6 +124,7 @@ pub fn svg(store: &dyn Store, scope: &FlameScope, now_ms: i64) -> Result<Option<
                 label.replacen(':', "=", 1),
                 base.replacen(':', "=", 1)
             );
+            let [b, a] = shown(scope, [b, a]);
             differential_svg(&b, &a, &title, t0, t1, scope.objects)
         }
         _ => {
@@ -130,6 +138,7 @@ pub fn svg(store: &dyn Store, scope: &FlameScope, now_ms: i64) -> Result<Option<
             else {
                 return Ok(None);
             };
+            let [folded, _] = shown(scope, [folded, String::new()]);
             if scope.kind == "old" {
                 let who = format!(
                     "{}: live bytes older than {}",

@@ -6,7 +6,7 @@
 //! application's own calls. `frames=all` shows every frame; downloads are
 //! never folded.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use heaptide_wire::pprof::framework_of;
 
@@ -15,22 +15,30 @@ use heaptide_wire::pprof::framework_of;
 /// no box is split between marked and unmarked copies.
 pub(crate) const APP_MARK: &str = "\u{25b6}\u{a0}";
 
-/// Folds `folded` (root first, `;`-separated, a count after the last
-/// space; spaces in names are no-break spaces, as `query::folded_stack`
-/// writes them), and marks the application frames nearest an allocation.
-/// Stacks that fold alike are added up, in the order they first appear.
-pub(crate) fn fold_frameworks(folded: &str) -> String {
-    let mut stacks: Vec<(Vec<String>, i64)> = Vec::new();
-    let mut marked: std::collections::HashSet<String> = Default::default();
-    for line in folded.lines() {
-        let Some((stack, n)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let Ok(n) = n.parse::<i64>() else { continue };
-        let (frames, app) = fold_stack(stack);
-        marked.extend(app);
-        stacks.push((frames, n));
-    }
+/// Folds each of `texts` (folded stacks: root first, `;`-separated, a
+/// count after the last space; spaces in names are no-break spaces, as
+/// `query::folded_stack` writes them), and marks the application frames
+/// nearest an allocation in any of them, alike in all: the two sides of a
+/// differential flamegraph must name their frames the same. Stacks that
+/// fold alike are added up, in the order they first appear.
+pub(crate) fn fold_frameworks<const N: usize>(texts: [String; N]) -> [String; N] {
+    let mut marked: HashSet<String> = HashSet::new();
+    let folded = texts.map(|text| {
+        text.lines()
+            .filter_map(|line| {
+                let (stack, n) = line.rsplit_once(' ')?;
+                let n = n.parse::<i64>().ok()?;
+                let (frames, app) = fold_stack(stack);
+                marked.extend(app);
+                Some((frames, n))
+            })
+            .collect::<Vec<_>>()
+    });
+    folded.map(|stacks| marked_text(stacks, &marked))
+}
+
+/// Folded stacks as text, the `marked` frames marked, alike stacks added up.
+fn marked_text(stacks: Vec<(Vec<String>, i64)>, marked: &HashSet<String>) -> String {
     let mut order: Vec<String> = Vec::new();
     let mut counts: HashMap<String, i64> = HashMap::new();
     for (frames, n) in stacks {
@@ -107,7 +115,7 @@ mod tests {
         let folded = "std::rt::lang_start;app::main;tokio::runtime::block_on;tokio::task::poll;<hyper::Conn\u{a0}as\u{a0}core::future::Future>::poll;app::handler;app::leak;alloc::vec::push;alloc::raw_vec::grow;__rust_alloc 300\n\
                       std::rt::lang_start;app::main;tokio::runtime::block_on;<hyper::Conn\u{a0}as\u{a0}core::future::Future>::poll;app::handler;app::leak;alloc::vec::push;_rjem_malloc 200\n\
                       app::main;0x7f00;alloc::alloc 5\n";
-        let f = fold_frameworks(folded);
+        let [f] = fold_frameworks([folded.to_owned()]);
         let nb = |s: &str| s.replace(' ', "\u{a0}");
         assert_eq!(
             f,

@@ -4,12 +4,13 @@
 //! - [`query`]: services, pauses, folded stacks, pprof downloads and
 //!   profile diffs;
 //! - [`flames`]: the folded stacks a flamegraph shows, for one instance or
-//!   a service's instances merged;
+//!   a service's instances merged, with framework frames folded (`fold`);
 //! - [`views`] and [`service_page`]: the dashboards' view models, which
 //!   `heaptide-ui` draws;
 //! - [`report`]: the `leaks` and `predict` tables.
 
 pub mod flames;
+pub(crate) mod fold;
 pub(crate) mod query;
 pub mod report;
 pub mod service_page;

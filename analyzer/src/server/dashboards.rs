@@ -137,6 +137,7 @@ fn scope(p: &Params) -> Result<heaptide_ui::flame::FlameScope, ApiError> {
         to: p.to,
         objects: p.objects(),
         older: p.older,
+        all_frames: p.all_frames()?,
     })
 }
 

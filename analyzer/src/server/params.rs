@@ -43,6 +43,9 @@ pub struct Params {
     pub label: Option<String>,
     /// For `kind=compare` flamegraphs: the label value set against `label`.
     pub base: Option<String>,
+    /// For flamegraphs: `all` shows every frame; by default each run of
+    /// framework frames is folded into one.
+    pub frames: Option<String>,
     /// For `/v1/leaks` and `/v1/predict`: judge now rather than read what
     /// continuous evaluation kept.
     pub fresh: Option<bool>,
@@ -61,6 +64,19 @@ fn time<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error>
 }
 
 impl Params {
+    /// Whether a flamegraph shows every frame (`frames=all`); `folded`, or
+    /// nothing, folds the framework's runs.
+    pub fn all_frames(&self) -> ApiResult<bool> {
+        match self.frames.as_deref() {
+            None | Some("") | Some("folded") => Ok(false),
+            Some("all") => Ok(true),
+            Some(other) => Err(ApiError::bad(
+                "frames",
+                format!("frames is all or folded, not {other:?}"),
+            )),
+        }
+    }
+
     /// A parameter that must be present and non-empty.
     pub fn required<'a>(&'a self, v: &'a Option<String>, name: &str) -> ApiResult<&'a str> {
         v.as_deref()

@@ -15,12 +15,14 @@
 mod build;
 mod census;
 mod expand;
+mod framework;
 
 use std::sync::Arc;
 
 pub use build::{build_heap_profile, build_native_heap_profile, ObjectMapping, SAMPLE_TYPES};
 pub use census::Census;
 pub use expand::heap_stacks;
+pub use framework::framework_of;
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Profile {
