@@ -1,0 +1,111 @@
+//! What the ClickHouse store's materialized views cost at insert: the same
+//! raw samples inserted into this build's schema and into schema 2's
+//! rollups (one table for both tiers, counting distinct times with
+//! `uniqExact`), side by side, alternating round by round.
+//!
+//! `cargo run --release -p heaptide-tests --bin views_cost [-- --samples 10000000 --rounds 3]`
+//!
+//! A ClickHouse server of this run's own holds a source table of synthetic
+//! samples (1,000 segments, 8 metrics, 10 s apart); each round makes each
+//! schema afresh and inserts the samples into its `samples` table in
+//! blocks of 500,000, as an analyzer's flusher inserts blocks. Reported:
+//! the median time per schema and the bytes of each table.
+
+use std::time::Instant;
+
+use heaptide_analyzer::store::{ClickHouseStore, ClickHouseUrl};
+use heaptide_testkit::clickhouse::ClickHouse;
+
+const BLOCK: u64 = 500_000;
+
+/// Schema 2's tables that this build replaced, as it made them.
+const SCHEMA_2: [&str; 4] = [
+    "CREATE TABLE {db}.samples (segment Int64, metric String, res UInt32, ts_ms Int64,
+        value Float64, vmin Float64, vmax Float64, n UInt32)
+     ENGINE = ReplacingMergeTree PARTITION BY (toDate(intDiv(ts_ms, 1000)), res)
+     ORDER BY (segment, metric, res, ts_ms)",
+    "CREATE TABLE {db}.rollups (segment Int64, metric String, res UInt32, bucket Int64,
+        vmin AggregateFunction(min, Float64), vmax AggregateFunction(max, Float64),
+        n AggregateFunction(uniqExact, Int64), first_ms AggregateFunction(min, Int64),
+        last_ms AggregateFunction(max, Int64))
+     ENGINE = AggregatingMergeTree PARTITION BY (toDate(intDiv(bucket, 1000)), res)
+     ORDER BY (segment, metric, res, bucket)",
+    "CREATE MATERIALIZED VIEW {db}.rollups_60000 TO {db}.rollups AS
+     SELECT segment, metric, toUInt32(60000) AS res, intDiv(ts_ms, 60000) * 60000 AS bucket,
+        minState(value) AS vmin, maxState(value) AS vmax, uniqExactState(ts_ms) AS n,
+        minState(ts_ms) AS first_ms, maxState(ts_ms) AS last_ms
+     FROM (SELECT segment, metric, ts_ms, value FROM {db}.samples WHERE res = 0)
+     GROUP BY segment, metric, bucket",
+    "CREATE MATERIALIZED VIEW {db}.rollups_900000 TO {db}.rollups AS
+     SELECT segment, metric, toUInt32(900000) AS res, intDiv(ts_ms, 900000) * 900000 AS bucket,
+        minState(value) AS vmin, maxState(value) AS vmax, uniqExactState(ts_ms) AS n,
+        minState(ts_ms) AS first_ms, maxState(ts_ms) AS last_ms
+     FROM (SELECT segment, metric, ts_ms, value FROM {db}.samples WHERE res = 0)
+     GROUP BY segment, metric, bucket",
+];
+
+fn arg(name: &str, default: u64) -> u64 {
+    heaptide_tests::flag_value(name)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Makes `db` in `schema`'s shape: schema 2's tables, or this build's as
+/// its store makes them.
+fn make(ch: &ClickHouse, db: &str, schema: &str) {
+    ch.query(&format!("DROP DATABASE IF EXISTS {db}"));
+    if schema == "schema 2" {
+        ch.query(&format!("CREATE DATABASE {db}"));
+        for t in SCHEMA_2 {
+            ch.query(&t.replace("{db}", db));
+        }
+    } else {
+        let url = ClickHouseUrl::parse(&ch.url(db)).expect("url");
+        drop(ClickHouseStore::open(url).expect("this build's schema"));
+    }
+}
+
+fn main() {
+    let (samples, rounds) = (arg("--samples", 10_000_000), arg("--rounds", 3));
+    let ch = ClickHouse::start();
+    let start = heaptide_testkit::now_ms() - 86_400_000;
+    ch.query("CREATE TABLE default.source (segment Int64, metric String, res UInt32, ts_ms Int64, value Float64, vmin Float64, vmax Float64, n UInt32) ENGINE = MergeTree ORDER BY tuple()");
+    ch.query(&format!(
+        "INSERT INTO default.source SELECT toInt64(number % 1000) * 7919 AS segment,
+            concat('metric.', toString(intDiv(number, 1000) % 8)) AS metric, toUInt32(0),
+            {start} + toInt64(intDiv(number, 8000)) * 10000 AS ts_ms,
+            toFloat64(number % 977) AS v, v, v, toUInt32(1)
+         FROM system.numbers LIMIT {samples}"
+    ));
+    let schemas = ["schema 2", "this build"];
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); schemas.len()];
+    for round in 0..rounds {
+        for (k, schema) in schemas.iter().enumerate() {
+            let db = format!("views_{k}");
+            make(&ch, &db, schema);
+            let t = Instant::now();
+            for off in (0..samples).step_by(BLOCK as usize) {
+                ch.query(&format!(
+                    "INSERT INTO {db}.samples SELECT * FROM default.source LIMIT {off}, {BLOCK}"
+                ));
+            }
+            times[k].push(t.elapsed().as_secs_f64());
+            eprintln!("round {round}: {schema}: {:.2} s", times[k].last().unwrap());
+        }
+    }
+    println!("| schema | insert of {samples} samples (median of {rounds}) | tables |");
+    println!("|---|---|---|");
+    for (k, schema) in schemas.iter().enumerate() {
+        times[k].sort_by(f64::total_cmp);
+        let sizes = ch.query(&format!(
+            "SELECT table, formatReadableSize(sum(bytes_on_disk)) FROM system.parts
+             WHERE database = 'views_{k}' AND active GROUP BY table ORDER BY table FORMAT TSV"
+        ));
+        let sizes: Vec<String> = sizes.lines().map(|l| l.replace('\t', " ")).collect();
+        println!(
+            "| {schema} | {:.2} s | {} |",
+            times[k][times[k].len() / 2],
+            sizes.join(", ")
+        );
+    }
+}
