@@ -151,7 +151,7 @@ impl Sender {
     /// profiles (a large profile is the likely cause, and the metrics are
     /// what a leak's verdict needs); nothing when it held none. What is
     /// given up is counted as dropped.
-    fn without_profiles(&mut self, sealed: &mut Sealed, status: u16) -> Option<Sealed> {
+    fn without_profiles(&self, sealed: &mut Sealed, status: u16) -> Option<Sealed> {
         let rest = std::mem::take(&mut sealed.rest);
         let kept = rest.len() as u64;
         // Only a refusal of the body itself (400 invalid, 413 too large)
@@ -177,7 +177,7 @@ impl Sender {
     /// Builds and compresses a batch under the current `seq`. Retries of
     /// one batch carry the same `seq`, so the analyzer can ignore a replay
     /// whose acknowledgement was lost.
-    fn seal(&mut self, items: Vec<Item>) -> Sealed {
+    fn seal(&self, items: Vec<Item>) -> Sealed {
         let n_items = items.len() as u64;
         let n_bytes: u64 = items.iter().map(|i| i.size() as u64).sum();
         let is_profile = |i: &&Item| matches!(i, Item::Profile(_));

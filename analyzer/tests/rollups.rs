@@ -88,13 +88,16 @@ fn backends(dir: &std::path::Path) -> Vec<(&'static str, Box<dyn Store>, String)
 
 /// The windows checked, each with its width: a day at quarter hours (the
 /// coarse tier), six hours at four minutes (the minute tier), the whole
-/// history at quarter hours, and an hour at a minute (raw).
+/// history at quarter hours, an hour at a minute (raw), and a window that
+/// ends before the data does.
 fn windows(now: i64, pts: &[(i64, f64)]) -> Vec<(i64, i64, i64)> {
     vec![
         (now - 24 * H, now, 900_000),
         (now - 6 * H, now, 240_000),
         (pts[0].0, now, 900_000),
         (now - H, now, 60_000),
+        // Ends inside a bucket whose later samples are outside it.
+        (now - 20 * H, now - 2 * H - 7 * 60_000 - 4_000, 900_000),
     ]
 }
 
@@ -267,29 +270,6 @@ fn a_store_from_before_rollups_gains_them_when_opened_for_writing() {
     }
 }
 
-/// Schema 2's rollups: one table for both tiers, counting distinct times,
-/// and its views, named as the tiers' tables are now.
-const SCHEMA_2: [&str; 3] = [
-    "CREATE TABLE {db}.rollups (segment Int64, metric String, res UInt32,
-        bucket Int64, vmin AggregateFunction(min, Float64),
-        vmax AggregateFunction(max, Float64), n AggregateFunction(uniqExact, Int64),
-        first_ms AggregateFunction(min, Int64), last_ms AggregateFunction(max, Int64))
-     ENGINE = AggregatingMergeTree PARTITION BY (toDate(intDiv(bucket, 1000)), res)
-     ORDER BY (segment, metric, res, bucket)",
-    "CREATE MATERIALIZED VIEW {db}.rollups_60000 TO {db}.rollups AS
-     SELECT segment, metric, toUInt32(60000) AS res, intDiv(ts_ms, 60000) * 60000 AS bucket,
-        minState(value) AS vmin, maxState(value) AS vmax, uniqExactState(ts_ms) AS n,
-        minState(ts_ms) AS first_ms, maxState(ts_ms) AS last_ms
-     FROM (SELECT segment, metric, ts_ms, value FROM {db}.samples WHERE res = 0)
-     GROUP BY segment, metric, bucket",
-    "CREATE MATERIALIZED VIEW {db}.rollups_900000 TO {db}.rollups AS
-     SELECT segment, metric, toUInt32(900000) AS res, intDiv(ts_ms, 900000) * 900000 AS bucket,
-        minState(value) AS vmin, maxState(value) AS vmax, uniqExactState(ts_ms) AS n,
-        minState(ts_ms) AS first_ms, maxState(ts_ms) AS last_ms
-     FROM (SELECT segment, metric, ts_ms, value FROM {db}.samples WHERE res = 0)
-     GROUP BY segment, metric, bucket",
-];
-
 #[test]
 fn a_clickhouse_store_with_schema_2_rollups_has_them_rebuilt() {
     let now = now_ms();
@@ -314,8 +294,8 @@ fn a_clickhouse_store_with_schema_2_rollups_has_them_rebuilt() {
     ] {
         ch.query(&format!("DROP TABLE {db}.{t}"));
     }
-    for statement in SCHEMA_2 {
-        ch.query(&statement.replace("{db}", &db));
+    for statement in heaptide_testkit::clickhouse::schema_2_rollups(&db) {
+        ch.query(&statement);
     }
     ch.query(&format!("TRUNCATE TABLE {db}.meta"));
     ch.query(&format!(

@@ -251,3 +251,29 @@ pub fn database(prefix: &str) -> String {
         N.fetch_add(1, Ordering::Relaxed)
     )
 }
+
+/// Schema 2's rollups, as that version made them in `db`: one table for
+/// both tiers, counting distinct sample times, and a view per tier named
+/// as the tiers' tables are now. For the upgrade's test and the views'
+/// benchmark.
+pub fn schema_2_rollups(db: &str) -> Vec<String> {
+    let mut out = vec![format!(
+        "CREATE TABLE {db}.rollups (segment Int64, metric String, res UInt32, bucket Int64,
+            vmin AggregateFunction(min, Float64), vmax AggregateFunction(max, Float64),
+            n AggregateFunction(uniqExact, Int64), first_ms AggregateFunction(min, Int64),
+            last_ms AggregateFunction(max, Int64))
+         ENGINE = AggregatingMergeTree PARTITION BY (toDate(intDiv(bucket, 1000)), res)
+         ORDER BY (segment, metric, res, bucket)"
+    )];
+    for r in [60_000, 900_000] {
+        out.push(format!(
+            "CREATE MATERIALIZED VIEW {db}.rollups_{r} TO {db}.rollups AS
+             SELECT segment, metric, toUInt32({r}) AS res, intDiv(ts_ms, {r}) * {r} AS bucket,
+                minState(value) AS vmin, maxState(value) AS vmax, uniqExactState(ts_ms) AS n,
+                minState(ts_ms) AS first_ms, maxState(ts_ms) AS last_ms
+             FROM (SELECT segment, metric, ts_ms, value FROM {db}.samples WHERE res = 0)
+             GROUP BY segment, metric, bucket"
+        ));
+    }
+    out
+}

@@ -171,7 +171,12 @@ fn version_diff(b: &Browser, an: &Proc) {
     let frames: Vec<Frame> = svg.split("<g>").filter_map(frame).collect();
     let leak = frames
         .iter()
-        .find(|f| f.title.starts_with("leaky_service::leak_request_buffer"))
+        // Marked `▶` as the application's frame nearest the allocation.
+        .find(|f| {
+            f.title
+                .trim_start_matches("\u{25b6}\u{a0}")
+                .starts_with("leaky_service::leak_request_buffer")
+        })
         .unwrap_or_else(|| panic!("no leak_request_buffer frame"));
     let red_above = frames.iter().any(|f| {
         f.fill.starts_with("rgb(255,")

@@ -18,31 +18,11 @@ use heaptide_testkit::clickhouse::ClickHouse;
 
 const BLOCK: u64 = 500_000;
 
-/// Schema 2's tables that this build replaced, as it made them.
-const SCHEMA_2: [&str; 4] = [
-    "CREATE TABLE {db}.samples (segment Int64, metric String, res UInt32, ts_ms Int64,
-        value Float64, vmin Float64, vmax Float64, n UInt32)
-     ENGINE = ReplacingMergeTree PARTITION BY (toDate(intDiv(ts_ms, 1000)), res)
-     ORDER BY (segment, metric, res, ts_ms)",
-    "CREATE TABLE {db}.rollups (segment Int64, metric String, res UInt32, bucket Int64,
-        vmin AggregateFunction(min, Float64), vmax AggregateFunction(max, Float64),
-        n AggregateFunction(uniqExact, Int64), first_ms AggregateFunction(min, Int64),
-        last_ms AggregateFunction(max, Int64))
-     ENGINE = AggregatingMergeTree PARTITION BY (toDate(intDiv(bucket, 1000)), res)
-     ORDER BY (segment, metric, res, bucket)",
-    "CREATE MATERIALIZED VIEW {db}.rollups_60000 TO {db}.rollups AS
-     SELECT segment, metric, toUInt32(60000) AS res, intDiv(ts_ms, 60000) * 60000 AS bucket,
-        minState(value) AS vmin, maxState(value) AS vmax, uniqExactState(ts_ms) AS n,
-        minState(ts_ms) AS first_ms, maxState(ts_ms) AS last_ms
-     FROM (SELECT segment, metric, ts_ms, value FROM {db}.samples WHERE res = 0)
-     GROUP BY segment, metric, bucket",
-    "CREATE MATERIALIZED VIEW {db}.rollups_900000 TO {db}.rollups AS
-     SELECT segment, metric, toUInt32(900000) AS res, intDiv(ts_ms, 900000) * 900000 AS bucket,
-        minState(value) AS vmin, maxState(value) AS vmax, uniqExactState(ts_ms) AS n,
-        minState(ts_ms) AS first_ms, maxState(ts_ms) AS last_ms
-     FROM (SELECT segment, metric, ts_ms, value FROM {db}.samples WHERE res = 0)
-     GROUP BY segment, metric, bucket",
-];
+/// Schema 2's raw samples table, which the views read.
+const SAMPLES: &str = "CREATE TABLE {db}.samples (segment Int64, metric String, res UInt32,
+    ts_ms Int64, value Float64, vmin Float64, vmax Float64, n UInt32)
+ ENGINE = ReplacingMergeTree PARTITION BY (toDate(intDiv(ts_ms, 1000)), res)
+ ORDER BY (segment, metric, res, ts_ms)";
 
 fn arg(name: &str, default: u64) -> u64 {
     heaptide_tests::flag_value(name)
@@ -56,8 +36,9 @@ fn make(ch: &ClickHouse, db: &str, schema: &str) {
     ch.query(&format!("DROP DATABASE IF EXISTS {db}"));
     if schema == "schema 2" {
         ch.query(&format!("CREATE DATABASE {db}"));
-        for t in SCHEMA_2 {
-            ch.query(&t.replace("{db}", db));
+        ch.query(&SAMPLES.replace("{db}", db));
+        for t in heaptide_testkit::clickhouse::schema_2_rollups(db) {
+            ch.query(&t);
         }
     } else {
         let url = ClickHouseUrl::parse(&ch.url(db)).expect("url");

@@ -24,8 +24,9 @@ const FRAMEWORKS: &[&str] = &[
     "hashbrown",
 ];
 
-/// The allocator's and the agent's own entry points, named as one crate.
-const ALLOCATOR_PREFIXES: &[&str] = &[
+/// The allocator's and the agent's own entry points, named as one crate;
+/// never the code responsible for a leak either (`is_runtime_frame`).
+pub(super) const ALLOCATOR_PREFIXES: &[&str] = &[
     "__rust",
     "__rdl",
     "__rg",

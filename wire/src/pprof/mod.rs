@@ -174,25 +174,18 @@ pub fn is_runtime_frame(function: &str) -> bool {
         "core::",
         "std::",
         "hashbrown::",
-        "__rust",
-        "__rdl",
-        "__rg",
-        "_rjem",
-        "je_",
-        "tikv_jemalloc",
-        "heaptide_agent::",
-        "malloc",
-        "calloc",
-        "realloc",
-        "posix_memalign",
-        "aligned_alloc",
         "0x",
         "[",
         "{closure",
         // Go's runtime, in profiles from Go services.
         "runtime.",
     ];
-    let runtime = |path: &str| PREFIXES.iter().any(|p| path.starts_with(p));
+    let runtime = |path: &str| {
+        PREFIXES
+            .iter()
+            .chain(framework::ALLOCATOR_PREFIXES)
+            .any(|p| path.starts_with(p))
+    };
     let f = function.trim_start_matches('<');
     if runtime(f) {
         return true;

@@ -87,21 +87,32 @@ impl ClickHouseStore {
         let w = bucket_ms.max(1);
         let parts = match rollup::plan(sel.from_ms, sel.to_ms, w, crate::select::now_ms()) {
             None => raw_parts(&self.points_sql(scope, sel, metrics), w),
-            Some(pieces) => pieces
-                .into_iter()
-                .map(|p| match p {
-                    rollup::Piece::Raw { from_ms, to_ms } => {
-                        let times = format!("ts_ms >= {from_ms} AND ts_ms <= {to_ms}");
-                        raw_parts(&points_in(scope, metrics, &times), w)
-                    }
-                    rollup::Piece::Tier {
-                        res_ms,
-                        from_ms,
-                        to_ms,
-                    } => rollup_parts(scope, metrics, (res_ms, from_ms, to_ms), w),
-                })
-                .collect::<Vec<_>>()
-                .join(" UNION ALL "),
+            Some(pieces) => {
+                let tier = pieces.iter().find_map(|p| match *p {
+                    rollup::Piece::Tier { res_ms, to_ms, .. } => Some((res_ms, to_ms)),
+                    rollup::Piece::Raw { .. } => None,
+                });
+                pieces
+                    .into_iter()
+                    .map(|p| match p {
+                        rollup::Piece::Raw { from_ms, to_ms } => match tier {
+                            Some((res, last)) if from_ms == last => {
+                                tail_parts(scope, metrics, (res, last, to_ms), w)
+                            }
+                            _ => {
+                                let times = format!("ts_ms >= {from_ms} AND ts_ms <= {to_ms}");
+                                raw_parts(&points_in(scope, metrics, &times), w)
+                            }
+                        },
+                        rollup::Piece::Tier {
+                            res_ms,
+                            from_ms,
+                            to_ms,
+                        } => rollup_parts(scope, metrics, (res_ms, from_ms, to_ms), w, ""),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" UNION ALL ")
+            }
         };
         let rows = self.rows(
             &format!(
@@ -283,12 +294,15 @@ fn raw_parts(points: &str, w: i64) -> String {
 /// metric, segment and envelope bucket of width `w`, in the columns of
 /// [`raw_parts`].
 /// Each tier bucket's count is taken before buckets are summed into
-/// envelope buckets: its masks mark seconds of its own span.
+/// envelope buckets: its masks mark seconds of its own span. `having`
+/// filters the tier's buckets (by `b1`, the time of a bucket's last
+/// sample).
 fn rollup_parts(
     scope: &Scope,
     metrics: &[&str],
     (res, from, to): (i64, i64, i64),
     w: i64,
+    having: &str,
 ) -> String {
     format!(
         "SELECT metric, segment, min(b0) AS t0, max(b1) AS t1, min(blo) AS lo, max(bhi) AS hi,
@@ -297,7 +311,7 @@ fn rollup_parts(
                  maxMerge(last_ms) AS b1, minMerge(vmin) AS blo, maxMerge(vmax) AS bhi,
                  {} AS bk
                FROM {} WHERE {} AND metric IN ({}) AND bucket >= {} AND bucket < {}
-               GROUP BY metric, segment, bucket)
+               GROUP BY metric, segment, bucket {having})
          GROUP BY metric, segment, intDiv(bucket, {w})",
         super::rollups::count(res),
         super::rollups::table(res),
@@ -305,5 +319,33 @@ fn rollup_parts(
         str_list(metrics),
         from,
         to
+    )
+}
+
+/// The window's last, partial tier bucket, `[last, to]` of width `res`:
+/// the bucket as the tier holds it for each series whose last sample in it
+/// is no later than `to` (then it holds exactly the window's samples: a
+/// window that ends now, as the engine's does), and the raw samples for the
+/// series with samples after `to` in it. The raw quarter hour at a
+/// window's end was most of an envelope's cost (docs/benchmarks.md).
+fn tail_parts(scope: &Scope, metrics: &[&str], (res, last, to): (i64, i64, i64), w: i64) -> String {
+    let whole = rollup_parts(
+        scope,
+        metrics,
+        (res, last, last + res),
+        w,
+        &format!("HAVING b1 <= {to}"),
+    );
+    let later = format!(
+        "ts_ms >= {last} AND ts_ms <= {to} AND (segment, metric) IN (
+           SELECT segment, metric FROM {} WHERE {} AND metric IN ({}) AND bucket = {last}
+           GROUP BY segment, metric HAVING maxMerge(last_ms) > {to})",
+        super::rollups::table(res),
+        scope.filter,
+        str_list(metrics),
+    );
+    format!(
+        "{whole} UNION ALL {}",
+        raw_parts(&points_in(scope, metrics, &later), w)
     )
 }
