@@ -336,16 +336,22 @@ fn tail_parts(scope: &Scope, metrics: &[&str], (res, last, to): (i64, i64, i64),
         w,
         &format!("HAVING b1 <= {to}"),
     );
+    // The series with samples after `to`, as the filter of the raw read's
+    // leading key column, so that it reads no granule when there are none.
     let later = format!(
-        "ts_ms >= {last} AND ts_ms <= {to} AND (segment, metric) IN (
-           SELECT segment, metric FROM {} WHERE {} AND metric IN ({}) AND bucket = {last}
-           GROUP BY segment, metric HAVING maxMerge(last_ms) > {to})",
+        "SELECT segment, metric FROM {} WHERE {} AND metric IN ({}) AND bucket = {last}
+         GROUP BY segment, metric HAVING maxMerge(last_ms) > {to}",
         super::rollups::table(res),
         scope.filter,
         str_list(metrics),
     );
+    let narrowed = Scope {
+        filter: format!("segment IN (SELECT segment FROM ({later}))"),
+        join: String::new(),
+    };
+    let times = format!("ts_ms >= {last} AND ts_ms <= {to} AND (segment, metric) IN ({later})");
     format!(
         "{whole} UNION ALL {}",
-        raw_parts(&points_in(scope, metrics, &later), w)
+        raw_parts(&points_in(&narrowed, metrics, &times), w)
     )
 }
