@@ -29,6 +29,10 @@ fn an_allocation_on_an_alternate_signal_stack_is_unwound() {
         Some("frame-pointers")
     );
     heaptide_agent::testing::track_ages_of_every_allocation().unwrap();
+    // Runs out this thread's countdown to its next sample, drawn at the
+    // agent's period before the reset: from here every allocation is
+    // sampled.
+    drop(std::hint::black_box(vec![0u8; 8 << 20]));
     let alt = vec![0u8; 256 << 10].leak();
     // SAFETY: the alternate stack is leaked, so it outlives the handler;
     // the handler is a plain function; both structures are zeroed first.
