@@ -165,7 +165,7 @@ impl Symbolizer {
 }
 
 /// The frames at one address: the functions DWARF says were inlined there
-/// (innermost first, each named by its module) and then `outer`, the
+/// (innermost first, each named by its module by `crate::dwarf`) and then `outer`, the
 /// function the symbol table names, at the call site DWARF gives for it.
 fn with_inlined(outer: Option<Frame>, inlined: Vec<crate::dwarf::DwarfFrame>) -> Vec<Frame> {
     let Some(mut outer) = outer else {
@@ -177,12 +177,10 @@ fn with_inlined(outer: Option<Frame>, inlined: Vec<crate::dwarf::DwarfFrame>) ->
     let mut out: Vec<Frame> = inner
         .iter()
         .map(|d| {
+            // Named and qualified by the DWARF walk, which knows the unit's
+            // directory.
             let name = d.function.as_deref().unwrap_or("?");
-            Frame::new(
-                crate::dwarf::qualified(name, &d.file),
-                d.file.as_str(),
-                d.line,
-            )
+            Frame::new(name, d.file.as_str(), d.line)
         })
         .collect();
     outer.file = last.file.as_str().into();

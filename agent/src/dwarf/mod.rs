@@ -28,7 +28,7 @@ use gimli::AttributeValue;
 
 mod names;
 
-pub(crate) use names::qualified;
+use names::qualified;
 
 /// One frame at an address: the function's name as DWARF has it (short,
 /// for inlined code) and where in it the address is.
@@ -224,7 +224,10 @@ impl<'a, 'w> Walk<'a, 'w> {
                 // relative path into the crate's own.
                 let module_file = self.absolute(&here.0);
                 frames.push(DwarfFrame {
-                    function: self.name(call.origin).map(|n| qualified(&n, &module_file)),
+                    function: Some(qualified(
+                        self.name(call.origin).as_deref().unwrap_or("?"),
+                        &module_file,
+                    )),
                     file: here.0,
                     line: here.1,
                 });
