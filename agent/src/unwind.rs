@@ -357,8 +357,10 @@ pub fn compare_unwinders(min: usize, f: impl FnOnce()) -> Result<(u64, u64)> {
     let period = crate::jemalloc::sample_period()?;
     crate::jemalloc::set_sample_period(1)?;
     // This thread's countdown to its next sample was drawn at the old
-    // period; one allocation larger than it runs it out.
-    drop(std::hint::black_box(vec![0u8; 4 * period as usize]));
+    // period, from an exponential distribution of that mean: 64 periods
+    // run it out but for a chance of e^-64 (4 periods left 1 run in 55
+    // with no sample on this thread).
+    drop(std::hint::black_box(vec![0u8; 64 * period as usize]));
     set_hook(compare)?;
     f();
     uninstall();
