@@ -1,10 +1,13 @@
 #![doc = include_str!("../README.md")]
 
+#[cfg(any(feature = "tokio", feature = "deadpool", feature = "bb8"))]
+mod adapters;
 mod age;
 mod cadence;
 mod config;
 mod dwarf;
 mod error;
+mod gauges;
 mod hook_lock;
 pub mod jemalloc;
 mod kept;
@@ -23,12 +26,19 @@ mod thin;
 mod tokio_probe;
 mod unwind;
 
+#[cfg(feature = "bb8")]
+pub use adapters::watch_bb8;
+#[cfg(feature = "deadpool")]
+pub use adapters::watch_deadpool;
+#[cfg(feature = "tokio")]
+pub use adapters::watch_semaphore;
 pub use config::{
     Builder, Config, DEFAULT_ENDPOINT, DEFAULT_HEAP_SAMPLE_PERIOD, DEFAULT_INTERVAL,
     DEFAULT_PAUSE_THRESHOLD, DEFAULT_PAUSE_TICK, DEFAULT_PROFILE_INTERVAL, DEFAULT_QUEUE_BYTES,
     DEFAULT_SEND_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT, MIN_QUEUE_BYTES,
 };
 pub use error::{Error, Result};
+pub use gauges::{pool, queue, watch_pool, watch_queue, Gauge, GaugeState, MAX_GAUGES};
 /// What [`Agent::stats`] and [`Agent::heap_profiling`] return, as each
 /// batch carries them.
 pub use heaptide_wire::{AgentStats, HeapProfilingStatus};
@@ -39,5 +49,5 @@ pub use pause::{pause, record_pause, PauseGuard};
 pub use runtime::{builder, count_requests, start, Agent};
 pub use tikv_jemallocator::Jemalloc;
 #[cfg(feature = "tokio")]
-pub use tokio_probe::spawn_tokio_probe;
+pub use tokio_probe::{spawn_tokio_probe, tokio_max_blocking_threads};
 pub use unwind::Unwinder;

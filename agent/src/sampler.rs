@@ -157,6 +157,9 @@ fn sample(
         m.insert(metric::TOKIO_LAG_P99_MS.into(), p.p99);
         m.insert(metric::TOKIO_LAG_MAX_MS.into(), p.max);
     }
+    crate::gauges::sample(&mut m);
+    #[cfg(feature = "tokio")]
+    crate::tokio_probe::sample(&mut m);
     let requests = crate::runtime::REQUESTS.load(Ordering::Relaxed);
     if requests > 0 {
         m.insert(metric::REQUESTS.into(), requests as f64);

@@ -28,12 +28,60 @@ pub fn spawn_tokio_probe(handle: &tokio::runtime::Handle, tick: Duration) -> boo
     let Some(rec) = crate::runtime::recorder() else {
         return false;
     };
+    // The first runtime probed is the one whose tasks and queues each
+    // sample reads.
+    let _ = WATCHED.set(handle.clone());
     let stop = crate::runtime::stopping_flag();
     let handle = handle.clone();
     std::thread::Builder::new()
         .name("heaptide-tokio".into())
         .spawn(move || run(&rec, &handle, tick, &stop))
         .is_ok()
+}
+
+static WATCHED: std::sync::OnceLock<tokio::runtime::Handle> = std::sync::OnceLock::new();
+
+/// tokio's default `max_blocking_threads`; [`tokio_max_blocking_threads`]
+/// says another.
+static MAX_BLOCKING: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(512);
+
+/// The `max_blocking_threads` the probed runtime was built with, which
+/// tokio does not say back: the blocking pool's capacity.
+pub fn tokio_max_blocking_threads(n: usize) {
+    MAX_BLOCKING.store(n as u64, Ordering::Relaxed);
+}
+
+/// The probed runtime's tasks and queues, from tokio's stable metrics:
+/// alive tasks and the global queue. Its blocking pool (threads against
+/// `max_blocking_threads`, and the blocking queue) needs the unstable
+/// metrics, so only a build with `--cfg tokio_unstable` reports it, as
+/// the pool `tokio_blocking`.
+pub(crate) fn sample(out: &mut crate::process::Metrics) {
+    use heaptide_wire::metric;
+    let Some(handle) = WATCHED.get() else {
+        return;
+    };
+    let m = handle.metrics();
+    out.insert(metric::TOKIO_TASKS_ALIVE.into(), m.num_alive_tasks() as f64);
+    out.insert(
+        metric::TOKIO_GLOBAL_QUEUE.into(),
+        m.global_queue_depth() as f64,
+    );
+    #[cfg(tokio_unstable)]
+    {
+        let (threads, idle) = (m.num_blocking_threads(), m.num_idle_blocking_threads());
+        let name = "tokio_blocking";
+        let mut put = |part, v: usize| {
+            out.insert(metric::pool(name, part), v as f64);
+        };
+        put(metric::POOL_IN_USE, threads.saturating_sub(idle));
+        put(metric::POOL_IDLE, idle);
+        put(metric::POOL_WAITING, m.blocking_queue_depth());
+        out.insert(
+            metric::pool(name, metric::CAPACITY),
+            MAX_BLOCKING.load(Ordering::Relaxed) as f64,
+        );
+    }
 }
 
 /// One worker as last seen: its park/unpark count, since when, and whether
@@ -142,6 +190,11 @@ mod tests {
         stop.store(true, Ordering::Relaxed);
         probe.join().unwrap();
         let (events, _, tokio) = rec.drain();
+        WATCHED.set(rt.handle().clone()).unwrap();
+        let mut m = crate::process::Metrics::new();
+        sample(&mut m);
+        assert!(m[heaptide_wire::metric::TOKIO_TASKS_ALIVE] >= 0.0);
+        assert_eq!(m[heaptide_wire::metric::TOKIO_GLOBAL_QUEUE], 0.0);
         assert!(tokio.is_some(), "scheduling delay was measured");
         let blocked: Vec<_> = events
             .iter()

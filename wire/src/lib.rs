@@ -166,6 +166,12 @@ pub enum Unit {
     Millis,
     /// Process restarts.
     Restarts,
+    /// Slots of a pool in use: connections checked out, permits held.
+    Slots,
+    /// Items waiting in a queue.
+    Items,
+    /// Tasks of an async runtime.
+    Tasks,
 }
 
 impl Unit {
@@ -178,6 +184,9 @@ impl Unit {
             Unit::Sockets => "sockets",
             Unit::Millis => "ms",
             Unit::Restarts => "restarts",
+            Unit::Slots => "slots",
+            Unit::Items => "items",
+            Unit::Tasks => "tasks",
         }
     }
 }
@@ -259,6 +268,42 @@ pub mod metric {
     pub const PAUSE_MAX_MS: &str = "pause.max_ms";
     pub const TOKIO_LAG_P99_MS: &str = "tokio.lag_p99_ms";
     pub const TOKIO_LAG_MAX_MS: &str = "tokio.lag_max_ms";
+    /// Alive tasks of the tokio runtime the agent watches.
+    pub const TOKIO_TASKS_ALIVE: &str = "tokio.tasks_alive";
+    /// Tasks waiting in that runtime's global queue.
+    pub const TOKIO_GLOBAL_QUEUE: &str = "tokio.global_queue_depth";
+    /// Its blocking threads and their queue (builds with `tokio_unstable`).
+    pub const TOKIO_BLOCKING_THREADS: &str = "tokio.blocking_threads";
+    pub const TOKIO_BLOCKING_QUEUE: &str = "tokio.blocking_queue_depth";
+    /// Prefix of a pool's gauges: `pool.<name>.in_use`, `.idle`,
+    /// `.waiting` and `.capacity` ([`pool`]).
+    pub const POOL_PREFIX: &str = "pool.";
+    /// Prefix of a queue's gauges: `queue.<name>.depth` and, when it is
+    /// bounded, `.capacity`.
+    pub const QUEUE_PREFIX: &str = "queue.";
+    pub const POOL_IN_USE: &str = "in_use";
+    pub const POOL_IDLE: &str = "idle";
+    pub const POOL_WAITING: &str = "waiting";
+    pub const CAPACITY: &str = "capacity";
+    pub const QUEUE_DEPTH: &str = "depth";
+
+    /// A pool's gauge: `pool("db", POOL_IN_USE)` is `pool.db.in_use`.
+    pub fn pool(name: &str, part: &str) -> String {
+        format!("{POOL_PREFIX}{name}.{part}")
+    }
+
+    /// A queue's gauge: `queue("jobs", QUEUE_DEPTH)` is `queue.jobs.depth`.
+    pub fn queue(name: &str, part: &str) -> String {
+        format!("{QUEUE_PREFIX}{name}.{part}")
+    }
+
+    /// The name of the pool or queue a gauge belongs to, when `metric` is
+    /// `<prefix><name>.<part>`.
+    pub fn gauge_of<'a>(metric: &'a str, prefix: &str, part: &str) -> Option<&'a str> {
+        let name = metric.strip_prefix(prefix)?.strip_suffix(part)?;
+        name.strip_suffix('.').filter(|n| !n.is_empty())
+    }
+
     /// Requests served, when the application reports them.
     pub const REQUESTS: &str = "app.requests";
     /// 1 when a resource is at its limit, or grew since the previous
@@ -280,6 +325,29 @@ pub fn valid_metric_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+}
+
+/// Turns a pool's or queue's name into the metric-name alphabet:
+/// lowercased, other characters as `_`, at most 48 bytes, so that its
+/// longest gauge stays a valid metric name.
+pub fn gauge_name(name: &str) -> String {
+    let out: String = name
+        .chars()
+        .take(48)
+        .map(|c| {
+            let c = c.to_ascii_lowercase();
+            if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if out.is_empty() {
+        "unnamed".into()
+    } else {
+        out
+    }
 }
 
 /// Turns a thread name into the prefix it is counted under: trailing digits,
@@ -311,6 +379,26 @@ pub fn thread_name_prefix(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gauge_names_round_trip_through_their_metrics() {
+        let name = gauge_name("DB Pool.primary");
+        assert_eq!(name, "db_pool_primary");
+        let m = metric::pool(&name, metric::POOL_IN_USE);
+        assert!(valid_metric_name(&m));
+        assert_eq!(
+            metric::gauge_of(&m, metric::POOL_PREFIX, metric::POOL_IN_USE),
+            Some("db_pool_primary")
+        );
+        assert_eq!(
+            metric::gauge_of("pool.in_use", metric::POOL_PREFIX, metric::POOL_IN_USE),
+            None
+        );
+        assert!(valid_metric_name(&metric::pool(
+            &gauge_name(&"x".repeat(99)),
+            metric::POOL_WAITING
+        )));
+    }
 
     #[test]
     fn thread_prefixes_group_numbered_pools() {

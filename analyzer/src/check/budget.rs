@@ -85,6 +85,12 @@ pub struct Budget {
     pub rss_growth_per_1k_requests: Option<Size>,
     pub fds_growth_per_1k_requests: Option<f64>,
     pub threads_growth_per_1k_requests: Option<f64>,
+    /// Alive tokio tasks per hour.
+    pub tasks_growth_per_hour: Option<f64>,
+    /// Slots in use per hour, by pool name: `{ db = 0 }`.
+    pub pool_growth_per_hour: Option<BTreeMap<String, f64>>,
+    /// Queue depth per hour, by queue name.
+    pub queue_growth_per_hour: Option<BTreeMap<String, f64>>,
     pub peak_heap: Option<Size>,
     pub peak_rss: Option<Size>,
     pub peak_fds: Option<f64>,
@@ -120,6 +126,9 @@ impl Budget {
             rss_growth_per_1k_requests,
             fds_growth_per_1k_requests,
             threads_growth_per_1k_requests,
+            tasks_growth_per_hour,
+            pool_growth_per_hour,
+            queue_growth_per_hour,
             peak_heap,
             peak_rss,
             peak_fds,

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::rules::{GrowthRule, Per, GROWTH, PEAKS};
+use super::rules::{gauge_rules, GrowthRule, Per, GROWTH, PEAKS};
 use super::{Baseline, BudgetVerdict, InstanceResult, Item, Measure};
 use crate::check::budget::{Budget, Inconclusive};
 use crate::detect::stats::{fit_growth, median, GrowthFit, Pt, RecipeOptions};
@@ -68,6 +68,9 @@ pub(super) fn instance(
         heap_failed |= !item.passed && rule.metric == metric::HEAP_ALLOCATED;
         items.push(item);
     }
+    for (rule, limit) in gauge_rules(budget) {
+        items.push(worst_lifetime(&mut cx, &rule, warmup_ms, limit)?);
+    }
     items.extend(ceilings(store, sel, budget)?);
     if let Some(item) = restarts(store, sel, budget, warmup_ms)? {
         items.push(item);
@@ -115,7 +118,7 @@ fn lifetimes(
 /// The budget line of the lifetime that fares worst; with one lifetime,
 /// its own.
 fn worst_lifetime(cx: &mut Context, rule: &GrowthRule, warmup_ms: i64, limit: f64) -> Result<Item> {
-    let lives = lifetimes(cx.store, cx.sel, rule.metric, warmup_ms)?;
+    let lives = lifetimes(cx.store, cx.sel, &rule.metric, warmup_ms)?;
     let judged: Vec<&Vec<Pt>> = lives.iter().filter(|l| l.len() >= MIN_POINTS).collect();
     let n = judged.len();
     if n <= 1 {
@@ -162,7 +165,7 @@ fn restarts(store: &dyn Store, sel: &Selector, b: &Budget, warmup_ms: i64) -> Re
     let (before, after) = (&segments[segments.len() - 2], &segments[segments.len() - 1]);
     let mut grew = Vec::new();
     for rule in GROWTH.iter().filter(|r| r.measure.per == Per::Hour) {
-        let lives = lifetimes(store, sel, rule.metric, warmup_ms)?;
+        let lives = lifetimes(store, sel, &rule.metric, warmup_ms)?;
         let Some(fit) = lives
             .get(lives.len().saturating_sub(2))
             .and_then(|l| rate(l))
@@ -224,7 +227,7 @@ fn rate(pts: &[Pt]) -> Option<GrowthFit> {
 fn growth_item(cx: &mut Context, rule: &GrowthRule, pts: &[Pt], limit: f64) -> Result<Item> {
     let Some(fit) = rate(pts) else {
         return Err(Error::invalid(
-            rule.name,
+            &*rule.name,
             format!(
                 "{} of {}/{} has {} samples after the warm-up; need at least {MIN_POINTS} (run longer or shorten warmup)",
                 rule.metric,
@@ -261,7 +264,7 @@ fn growth_item(cx: &mut Context, rule: &GrowthRule, pts: &[Pt], limit: f64) -> R
     if rule.measure.per == Per::ThousandRequests {
         let Some(rph) = cx.requests_per_hour else {
             return Err(Error::invalid(
-                rule.name,
+                &*rule.name,
                 "the service reports no request counter (call heaptide_agent::count_requests)",
             ));
         };
@@ -314,7 +317,7 @@ fn judge_rate(
     });
     let policy = cx.budget.inconclusive.unwrap_or(Inconclusive::Pass);
     let mut item = Item {
-        name: rule.name.to_owned(),
+        name: rule.name.to_string(),
         verdict,
         passed: match verdict {
             BudgetVerdict::Pass => true,
@@ -332,7 +335,7 @@ fn judge_rate(
     let base = cx
         .baseline
         .and_then(|bl| bl.rates.get(cx.sel.service.as_deref().unwrap_or("")))
-        .and_then(|r| r.get(rule.name));
+        .and_then(|r| r.get(&*rule.name));
     if let Some(base) = base {
         let allowed = base.max(0.0) * (1.0 + margin) + epsilon(rule.measure.unit);
         if lo > allowed {

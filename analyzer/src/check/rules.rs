@@ -1,6 +1,8 @@
 //! The budget keys `check` judges: each growth rate and each ceiling, with
 //! the metric it reads and the unit it is measured in.
 
+use std::borrow::Cow;
+
 use serde::{Serialize, Serializer};
 
 use crate::check::budget::Budget;
@@ -39,10 +41,11 @@ impl Serialize for Measure {
     }
 }
 
-/// A growth budget key.
+/// A growth budget key: one of [`GROWTH`], or a named pool's or queue's
+/// ([`gauge_rules`]).
 pub struct GrowthRule {
-    pub name: &'static str,
-    pub metric: &'static str,
+    pub name: Cow<'static, str>,
+    pub metric: Cow<'static, str>,
     pub measure: Measure,
     pub get: fn(&Budget) -> Option<f64>,
 }
@@ -55,8 +58,8 @@ const fn growth(
     get: fn(&Budget) -> Option<f64>,
 ) -> GrowthRule {
     GrowthRule {
-        name,
-        metric,
+        name: Cow::Borrowed(name),
+        metric: Cow::Borrowed(metric),
         measure: Measure { unit, per },
         get,
     }
@@ -119,7 +122,53 @@ pub const GROWTH: &[GrowthRule] = &[
         Per::ThousandRequests,
         |b| b.threads_growth_per_1k_requests,
     ),
+    growth(
+        "tasks_growth_per_hour",
+        metric::TOKIO_TASKS_ALIVE,
+        Unit::Tasks,
+        Per::Hour,
+        |b| b.tasks_growth_per_hour,
+    ),
 ];
+
+/// The growth rules of the pools and queues a budget names
+/// (`pool_growth_per_hour.db`, `queue_growth_per_hour.jobs`), each with
+/// its limit.
+pub fn gauge_rules(b: &Budget) -> Vec<(GrowthRule, f64)> {
+    let pools = b
+        .pool_growth_per_hour
+        .iter()
+        .flatten()
+        .map(|(name, limit)| {
+            let rule = GrowthRule {
+                name: format!("pool_growth_per_hour.{name}").into(),
+                metric: metric::pool(&heaptide_wire::gauge_name(name), metric::POOL_IN_USE).into(),
+                measure: Measure {
+                    unit: Unit::Slots,
+                    per: Per::Hour,
+                },
+                get: |_| None,
+            };
+            (rule, *limit)
+        });
+    let queues = b
+        .queue_growth_per_hour
+        .iter()
+        .flatten()
+        .map(|(name, limit)| {
+            let rule = GrowthRule {
+                name: format!("queue_growth_per_hour.{name}").into(),
+                metric: metric::queue(&heaptide_wire::gauge_name(name), metric::QUEUE_DEPTH).into(),
+                measure: Measure {
+                    unit: Unit::Items,
+                    per: Per::Hour,
+                },
+                get: |_| None,
+            };
+            (rule, *limit)
+        });
+    pools.chain(queues).collect()
+}
 
 /// A ceiling budget key: the peak of a metric.
 pub struct PeakRule {

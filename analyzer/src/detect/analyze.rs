@@ -7,7 +7,7 @@ use super::reads::{bucket_ms, Reads, PEAK_MS};
 use super::stats::Bucket;
 use super::{
     assess_lifetimes, growing_sites, runway, Analysis, Assessment, Finding, LeakVerdict, Lifetime,
-    Options, Resource, Severity,
+    Options, Resource, Severity, Subject,
 };
 use crate::error::Result;
 use crate::select::Selector;
@@ -79,6 +79,9 @@ pub fn analyze(store: &dyn Store, q: &Selector, opts: &Options) -> Result<Analys
     // fewer (the store hands each its own read connection), times the
     // reads per core the store serves well.
     let cohorts = cohorts(q, &instances);
+    // The pools and queues any service reports: each instance is judged
+    // on those it has.
+    let gauges = Subject::gauges_among(&store.all_metric_names()?);
     let workers = opts
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
@@ -97,7 +100,7 @@ pub fn analyze(store: &dyn Store, q: &Selector, opts: &Options) -> Result<Analys
                         let Some(cohort) = cohorts.get(i) else {
                             return Ok(out);
                         };
-                        out.extend(judge_cohort(store, q, cohort, opts)?);
+                        out.extend(judge_cohort(store, q, cohort, &gauges, opts)?);
                     }
                 })
             })
@@ -113,9 +116,14 @@ pub fn analyze(store: &dyn Store, q: &Selector, opts: &Options) -> Result<Analys
     corroborate(&mut findings);
     // Workers finish cohorts in any order: back to the store's order of
     // instances, and each one's resources in order, before the stable sort.
-    let place = |f: &Finding| Resource::ALL.iter().position(|r| *r == f.resource);
+    let place = |f: &Finding| Resource::KINDS.iter().position(|r| *r == f.resource);
     findings.sort_by(|a, b| {
-        (&a.service, &a.instance, place(a)).cmp(&(&b.service, &b.instance, place(b)))
+        (&a.service, &a.instance, place(a), &a.metric).cmp(&(
+            &b.service,
+            &b.instance,
+            place(b),
+            &b.metric,
+        ))
     });
     sort_worst_first(&mut findings);
     Ok(Analysis {
@@ -129,9 +137,11 @@ pub fn analyze(store: &dyn Store, q: &Selector, opts: &Options) -> Result<Analys
 /// a leak's confidence raised when several do, lowered when it grows alone
 /// among steady peers.
 fn corroborate(findings: &mut [Finding]) {
-    let mut growing: HashMap<(String, Resource), (usize, usize)> = HashMap::new();
+    let mut growing: HashMap<(String, String), (usize, usize)> = HashMap::new();
     for f in findings.iter() {
-        let e = growing.entry((f.service.clone(), f.resource)).or_default();
+        let e = growing
+            .entry((f.service.clone(), f.metric.clone()))
+            .or_default();
         if f.verdict != LeakVerdict::InsufficientData {
             e.1 += 1;
         }
@@ -140,7 +150,7 @@ fn corroborate(findings: &mut [Finding]) {
         }
     }
     for f in findings.iter_mut() {
-        let (g, n) = growing[&(f.service.clone(), f.resource)];
+        let (g, n) = growing[&(f.service.clone(), f.metric.clone())];
         f.instances_growing = g;
         f.instances = n;
         if let (Some(c), LeakVerdict::Leak) = (f.confidence, f.verdict) {
@@ -201,13 +211,14 @@ fn judge_cohort(
     store: &dyn Store,
     q: &Selector,
     cohort: &[&InstanceInfo],
+    gauges: &[Subject],
     opts: &Options,
 ) -> Result<Vec<Finding>> {
     let mut out = Vec::new();
     let mut batch = match cohort {
         [first, _, ..] => {
             let names: Vec<&str> = cohort.iter().map(|i| i.instance.as_str()).collect();
-            Reads::fetch_cohort(store, &q.for_service(&first.service), &names)?
+            Reads::fetch_cohort(store, &q.for_service(&first.service), &names, gauges)?
         }
         _ => HashMap::new(),
     };
@@ -215,10 +226,11 @@ fn judge_cohort(
         let sel = window(q, inst);
         let mut read = match batch.remove(&inst.instance) {
             Some(r) => r,
-            None => Reads::fetch(store, &sel)?,
+            None => Reads::fetch(store, &sel, gauges)?,
         };
-        for r in Resource::ALL {
-            out.push(judge(store, &mut read, &sel, r, opts)?);
+        let mine: Vec<&Subject> = gauges.iter().filter(|s| read.has(&s.metric)).collect();
+        for s in Resource::ALL.map(Subject::of).iter().chain(mine) {
+            out.push(judge(store, &mut read, &sel, s, opts)?);
         }
     }
     Ok(out)
@@ -245,23 +257,24 @@ fn judge(
     store: &dyn Store,
     reads: &mut Reads,
     sel: &Selector,
-    r: Resource,
+    subject: &Subject,
     opts: &Options,
 ) -> Result<Finding> {
-    let segs = reads.lifetimes(r.metric());
+    let (r, m) = (subject.resource, subject.metric.as_str());
+    let segs = reads.lifetimes(m);
     let a = if segs.is_empty() {
-        Assessment::no_samples(r.metric())
+        Assessment::no_samples(m)
     } else {
         assess_lifetimes(&segs, opts)
     };
-    let (limit, limit_source) = limit_of(reads, r);
+    let (limit, limit_source) = limit_of(reads, subject);
     let room = match limit {
         Some(l) => Some(room(store, reads, sel, r, l)?),
         None => None,
     };
     let (mut a, mut runway_h) = settle(a, room, opts);
     if !a.verdict.alarms() && room.is_some() {
-        if let Some(found) = recent_look(store, reads, sel, r, room, opts)? {
+        if let Some(found) = recent_look(store, reads, sel, m, room, opts)? {
             (a, runway_h) = found;
         }
     }
@@ -269,7 +282,7 @@ fn judge(
         service: sel.service.clone().unwrap_or_default(),
         instance: sel.instance.clone().unwrap_or_default(),
         resource: r,
-        metric: r.metric().to_owned(),
+        metric: m.to_owned(),
         unit: r.unit(),
         verdict: a.verdict,
         severity: None,
@@ -278,7 +291,7 @@ fn judge(
         slope_ci: a.fit.map(|g| [g.trend.lo, g.trend.hi]),
         confidence: a.fit.map(|g| (1.0 - g.trend.p_up).clamp(0.0, 0.9999)),
         started_ms: a.started_ms,
-        current: reads.get(r.metric()),
+        current: reads.get(m),
         limit,
         limit_source: limit_source.map(str::to_owned),
         time_to_exhaustion_seconds: None,
@@ -295,6 +308,9 @@ fn judge(
     if let (Some(current), Some(limit)) = (f.current, f.limit) {
         if super::early::at_limit(r, current, limit) {
             super::early::exhausted(&mut f, current, limit);
+            if let Some(w) = subject.sibling(metric::POOL_WAITING) {
+                super::early::waiting(&mut f, reads.get(&w));
+            }
         }
     }
     if !f.verdict.alarms() {
@@ -303,10 +319,10 @@ fn judge(
     f.severity = Some(Severity::of(f.time_to_exhaustion_seconds));
     if f.verdict == LeakVerdict::Exhausted {
         // What ran out is named like a leak's growth, when it grew.
-        f.detail = detail(store, sel, r, &f, opts)?;
+        f.detail = detail(store, sel, subject, &f, opts)?;
         return Ok(f);
     }
-    f.detail = detail(store, sel, r, &f, opts)?;
+    f.detail = detail(store, sel, subject, &f, opts)?;
     if r == Resource::Heap {
         let from = f.started_ms.unwrap_or(sel.from_ms).max(sel.from_ms);
         f.sites = growing_sites(
@@ -331,7 +347,7 @@ fn recent_look(
     store: &dyn Store,
     reads: &Reads,
     sel: &Selector,
-    r: Resource,
+    m: &str,
     room: Option<(f64, f64)>,
     opts: &Options,
 ) -> Result<Option<(Assessment, Option<Runway>)>> {
@@ -339,7 +355,7 @@ fn recent_look(
         return Ok(None);
     }
     let pace = reads.get(metric::AGENT_INTERVAL_SECONDS);
-    let Some(life) = super::early::recent_lifetime(store, sel, r.metric(), pace, opts)? else {
+    let Some(life) = super::early::recent_lifetime(store, sel, m, pace, opts)? else {
         return Ok(None);
     };
     let (b, runway_h) = settle(assess_lifetimes(&[life], opts), room, opts);
@@ -356,14 +372,19 @@ fn settle(a: Assessment, room: Option<(f64, f64)>, opts: &Options) -> (Assessmen
 }
 
 /// What part of a leaking resource grows (`fds` of kind `file`): the
-/// breakdown metric under its prefix with the steepest leak.
+/// breakdown metric under its prefix with the steepest leak; or which
+/// pool or queue it is.
 fn detail(
     store: &dyn Store,
     sel: &Selector,
-    r: Resource,
+    subject: &Subject,
     f: &Finding,
     opts: &Options,
 ) -> Result<Option<HashMap<String, String>>> {
+    let r = subject.resource;
+    if let Some(name) = &subject.name {
+        return Ok(Some(HashMap::from([(r.name().to_owned(), name.clone())])));
+    }
     let Some((prefix, key)) = r.detail_prefix() else {
         return Ok(None);
     };
@@ -424,8 +445,15 @@ fn room(
     }
 }
 
-fn limit_of(reads: &Reads, r: Resource) -> (Option<f64>, Option<&'static str>) {
-    let (candidates, smallest) = r.limits();
+fn limit_of(reads: &Reads, subject: &Subject) -> (Option<f64>, Option<&'static str>) {
+    if let Some(cap) = subject.sibling(metric::CAPACITY) {
+        let source = match subject.resource {
+            Resource::Pool => "pool capacity",
+            _ => "queue capacity",
+        };
+        return (reads.get(&cap), Some(source));
+    }
+    let (candidates, smallest) = subject.resource.limits();
     let mut best: Option<(f64, &'static str)> = None;
     for (m, source) in candidates {
         if let Some(v) = reads.get(m) {

@@ -127,7 +127,16 @@ pub(crate) fn at_limit(r: Resource, current: f64, limit: f64) -> bool {
     match r {
         Resource::Fds | Resource::Threads => current >= limit - (limit * 0.005).max(2.0),
         Resource::Rss => current >= limit * 0.98,
-        Resource::Heap | Resource::Sockets => false,
+        // A pool is exhausted with every slot in use: the next caller waits.
+        Resource::Pool | Resource::Queue => current >= limit,
+        Resource::Heap | Resource::Sockets | Resource::Tasks => false,
+    }
+}
+
+/// A saturated pool's waiters, in its reason.
+pub(crate) fn waiting(f: &mut Finding, waiting: Option<f64>) {
+    if let Some(w) = waiting.filter(|w| *w >= 1.0) {
+        f.reason = format!("{}, {w:.0} waiting", f.reason);
     }
 }
 

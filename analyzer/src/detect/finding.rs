@@ -159,6 +159,20 @@ impl Finding {
         ])
     }
 
+    /// What it is about, as alerts and pages name it: `fds`, or for a
+    /// pool or queue, `pool db`.
+    pub fn label(&self) -> String {
+        let name = self
+            .detail
+            .as_ref()
+            .filter(|_| self.resource.is_gauge())
+            .and_then(|d| d.get(self.resource.name()));
+        match name {
+            Some(n) => format!("{} {n}", self.resource.name()),
+            None => self.resource.name().to_owned(),
+        }
+    }
+
     /// A leak whose time to exhaustion is known and longer than `horizon_ms`.
     pub fn exhausts_beyond(&self, horizon_ms: i64) -> bool {
         self.time_to_exhaustion_seconds

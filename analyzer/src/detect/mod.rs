@@ -35,7 +35,7 @@ pub use assess::{
     SiteGrowth,
 };
 pub use finding::{Analysis, Finding, Severity, Site};
-pub use resource::Resource;
+pub use resource::{Resource, Subject};
 pub(crate) use sites::growing_sites;
 
 pub(crate) const MS_PER_HOUR: f64 = 3_600_000.0;

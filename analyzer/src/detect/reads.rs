@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 
 use super::stats::growth::MAX_BUCKETS;
-use super::{Lifetime, Resource};
+use super::{Lifetime, Resource, Subject};
 use crate::error::Result;
 use crate::select::Selector;
 use crate::store::{EnvelopeBucket, Store};
@@ -35,35 +35,45 @@ pub(super) struct Reads {
     pub(super) rss_peak: Option<f64>,
 }
 
-/// The metrics whose latest values the judgement reads.
-fn latest_metrics() -> Vec<&'static str> {
-    let mut metrics = vec![
+/// The metrics whose latest values the judgement reads, with those of
+/// the pools and queues (`gauges`) the service may have.
+fn latest_metrics(gauges: &[Subject]) -> Vec<String> {
+    let mut metrics: Vec<String> = [
         metric::AGENT_INTERVAL_SECONDS,
         metric::AGENT_URGENT,
         metric::CGROUP_MEMORY_CURRENT,
         metric::RSS,
         metric::HEAP_ALLOCATED,
-    ];
-    for r in Resource::ALL {
-        metrics.push(r.metric());
-        metrics.extend(r.limits().0.iter().map(|(m, _)| *m));
+    ]
+    .map(String::from)
+    .to_vec();
+    for s in Resource::ALL.map(Subject::of).iter().chain(gauges) {
+        metrics.extend(s.latest_metrics());
     }
     metrics.sort_unstable();
     metrics.dedup();
     metrics
 }
 
-fn resource_metrics() -> Vec<&'static str> {
-    Resource::ALL.iter().map(|r| r.metric()).collect()
+fn resource_metrics(gauges: &[Subject]) -> Vec<&str> {
+    let fixed = Resource::ALL.iter().map(|r| r.metric());
+    fixed
+        .chain(gauges.iter().map(|s| s.metric.as_str()))
+        .collect()
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
 }
 
 impl Reads {
-    /// One instance's reads (`sel` names it).
-    pub(super) fn fetch(store: &dyn Store, sel: &Selector) -> Result<Reads> {
-        let points = store.latest_each(sel, &latest_metrics())?;
+    /// One instance's reads (`sel` names it), with those of the pools
+    /// and queues in `gauges` that it has.
+    pub(super) fn fetch(store: &dyn Store, sel: &Selector, gauges: &[Subject]) -> Result<Reads> {
+        let points = store.latest_each(sel, &strs(&latest_metrics(gauges)))?;
         Ok(Reads {
             values: points.into_iter().map(|(m, p)| (m, p.value)).collect(),
-            envelopes: store.envelope_each(sel, &resource_metrics(), bucket_ms(sel))?,
+            envelopes: store.envelope_each(sel, &resource_metrics(gauges), bucket_ms(sel))?,
             rss_peak: None,
         })
     }
@@ -74,10 +84,11 @@ impl Reads {
         store: &dyn Store,
         sel: &Selector,
         instances: &[&str],
+        gauges: &[Subject],
     ) -> Result<HashMap<String, Reads>> {
         let mut envelopes =
-            store.envelopes_of(sel, instances, &resource_metrics(), bucket_ms(sel))?;
-        let mut latest = store.latest_of(sel, instances, &latest_metrics())?;
+            store.envelopes_of(sel, instances, &resource_metrics(gauges), bucket_ms(sel))?;
+        let mut latest = store.latest_of(sel, instances, &strs(&latest_metrics(gauges)))?;
         let hour = sel.starting(sel.to_ms - PEAK_MS);
         let mut peaks = store.envelopes_of(&hour, instances, &[metric::RSS], PEAK_MS)?;
         Ok(instances
@@ -103,6 +114,11 @@ impl Reads {
                 ((*i).to_owned(), reads)
             })
             .collect())
+    }
+
+    /// Whether any sample of `metric` was read: a pool the instance has.
+    pub(super) fn has(&self, metric: &str) -> bool {
+        self.envelopes.get(metric).is_some_and(|e| !e.is_empty())
     }
 
     pub(super) fn get(&self, metric: &str) -> Option<f64> {

@@ -14,6 +14,14 @@ pub enum Resource {
     Fds,
     Threads,
     Sockets,
+    /// A pool the service registered: its slots in use, against its
+    /// capacity. One per pool, named in [`Subject::name`].
+    Pool,
+    /// A queue the service registered: its depth, against its capacity
+    /// when bounded.
+    Queue,
+    /// The alive tasks of the service's tokio runtime.
+    Tasks,
 }
 
 impl Resource {
@@ -25,6 +33,23 @@ impl Resource {
         Resource::Sockets,
     ];
 
+    /// Every kind, in the order findings are listed.
+    pub const KINDS: [Resource; 8] = [
+        Resource::Heap,
+        Resource::Rss,
+        Resource::Fds,
+        Resource::Threads,
+        Resource::Sockets,
+        Resource::Pool,
+        Resource::Queue,
+        Resource::Tasks,
+    ];
+
+    /// Pools, queues and tasks: judged when the service reports them.
+    pub fn is_gauge(self) -> bool {
+        matches!(self, Resource::Pool | Resource::Queue | Resource::Tasks)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Resource::Heap => "heap",
@@ -32,11 +57,19 @@ impl Resource {
             Resource::Fds => "fds",
             Resource::Threads => "threads",
             Resource::Sockets => "sockets",
+            Resource::Pool => "pool",
+            Resource::Queue => "queue",
+            Resource::Tasks => "tasks",
         }
     }
 
+    /// The metric judged; for pools and queues, the prefix of their
+    /// gauges (each one's metric is its [`Subject::metric`]).
     pub fn metric(self) -> &'static str {
         match self {
+            Resource::Pool => metric::POOL_PREFIX,
+            Resource::Queue => metric::QUEUE_PREFIX,
+            Resource::Tasks => metric::TOKIO_TASKS_ALIVE,
             Resource::Heap => metric::HEAP_ALLOCATED,
             Resource::Rss => metric::RSS,
             Resource::Fds => metric::FDS,
@@ -51,11 +84,14 @@ impl Resource {
             Resource::Fds => Unit::Fds,
             Resource::Threads => Unit::Threads,
             Resource::Sockets => Unit::Sockets,
+            Resource::Pool => Unit::Slots,
+            Resource::Queue => Unit::Items,
+            Resource::Tasks => Unit::Tasks,
         }
     }
 
     pub fn parse(s: &str) -> Option<Resource> {
-        Resource::ALL.into_iter().find(|r| r.name() == s)
+        Resource::KINDS.into_iter().find(|r| r.name() == s)
     }
 
     /// Per-kind series that say what grows: fd kinds and TCP states.
@@ -84,6 +120,120 @@ impl Resource {
             Resource::Heap | Resource::Rss => (MEMORY, false),
             Resource::Fds | Resource::Sockets => (FDS, false),
             Resource::Threads => (THREADS, true),
+            // A pool's or queue's capacity is its own gauge.
+            Resource::Pool | Resource::Queue | Resource::Tasks => (&[], false),
         }
+    }
+}
+
+/// One thing judged of an instance: a resource, and for a pool or a
+/// queue, which one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Subject {
+    pub resource: Resource,
+    /// The metric judged: `fds`, `pool.db.in_use`.
+    pub metric: String,
+    /// The pool's or queue's name.
+    pub name: Option<String>,
+}
+
+impl Subject {
+    pub fn of(resource: Resource) -> Subject {
+        Subject {
+            resource,
+            metric: resource.metric().to_owned(),
+            name: None,
+        }
+    }
+
+    /// The pools, queues and tasks among a service's metric names.
+    pub fn gauges_among(names: &[String]) -> Vec<Subject> {
+        let mut out = Vec::new();
+        for n in names {
+            let named = |resource, prefix, part| {
+                metric::gauge_of(n, prefix, part).map(|name| Subject {
+                    resource,
+                    metric: n.clone(),
+                    name: Some(name.to_owned()),
+                })
+            };
+            if let Some(s) = named(Resource::Pool, metric::POOL_PREFIX, metric::POOL_IN_USE)
+                .or_else(|| named(Resource::Queue, metric::QUEUE_PREFIX, metric::QUEUE_DEPTH))
+            {
+                out.push(s);
+            } else if n == metric::TOKIO_TASKS_ALIVE {
+                out.push(Subject::of(Resource::Tasks));
+            }
+        }
+        out.sort_by(|a, b| (a.resource as u8, &a.metric).cmp(&(b.resource as u8, &b.metric)));
+        out.dedup();
+        out
+    }
+
+    /// The gauge of the same pool or queue named `part`: its capacity,
+    /// or its waiters.
+    pub fn sibling(&self, part: &str) -> Option<String> {
+        let name = self.name.as_deref()?;
+        Some(match self.resource {
+            Resource::Pool => metric::pool(name, part),
+            _ => metric::queue(name, part),
+        })
+    }
+
+    /// The metrics its judgement reads the latest value of: itself, its
+    /// limits, and a pool's waiters.
+    pub fn latest_metrics(&self) -> Vec<String> {
+        let mut out = vec![self.metric.clone()];
+        out.extend(
+            self.resource
+                .limits()
+                .0
+                .iter()
+                .map(|(m, _)| (*m).to_owned()),
+        );
+        out.extend(self.sibling(metric::CAPACITY));
+        if self.resource == Resource::Pool {
+            out.extend(self.sibling(metric::POOL_WAITING));
+        }
+        out
+    }
+
+    /// The name its findings and alerts go by: `fds`, `pool db`.
+    pub fn label(&self) -> String {
+        match &self.name {
+            Some(n) => format!("{} {n}", self.resource.name()),
+            None => self.resource.name().to_owned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pools_queues_and_tasks_are_found_among_metric_names() {
+        let names: Vec<String> = [
+            "fds",
+            "pool.db.in_use",
+            "pool.db.capacity",
+            "pool.db.idle",
+            "queue.jobs.depth",
+            "tokio.tasks_alive",
+            "pool..in_use",
+        ]
+        .map(String::from)
+        .to_vec();
+        let found = Subject::gauges_among(&names);
+        let labels: Vec<String> = found.iter().map(Subject::label).collect();
+        assert_eq!(labels, ["pool db", "queue jobs", "tasks"]);
+        assert_eq!(
+            found[0].latest_metrics(),
+            ["pool.db.in_use", "pool.db.capacity", "pool.db.waiting"]
+        );
+        assert_eq!(
+            found[1].sibling(metric::CAPACITY).unwrap(),
+            "queue.jobs.capacity"
+        );
     }
 }

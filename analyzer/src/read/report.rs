@@ -23,8 +23,10 @@ fn window(a: &Analysis) -> String {
 
 /// What grows inside a resource, as ` (fd kind file)`, or nothing.
 pub fn detail(f: &Finding) -> String {
+    // A pool's or queue's name is in its label already.
     f.detail
         .as_ref()
+        .filter(|_| !f.resource.is_gauge())
         .and_then(|d| {
             d.iter()
                 .next()
@@ -68,7 +70,7 @@ pub fn leaks_table(a: &Analysis, insufficient: &[Finding]) -> String {
             "\n{}/{} {}: not enough data ({})",
             f.service,
             f.instance,
-            f.resource.name(),
+            f.label(),
             f.reason
         );
     }
@@ -94,7 +96,7 @@ fn leak_lines(out: &mut String, rank: usize, f: &Finding) {
         rank,
         f.service,
         f.instance,
-        f.resource.name()
+        f.label()
     );
     if let (Some(s), Some([lo, hi])) = (f.slope_per_hour, f.slope_ci) {
         let _ = writeln!(
@@ -202,7 +204,7 @@ pub fn predict_table(a: &Analysis, horizon_secs: f64) -> String {
             out,
             "{:<16} {:<8} {:>9} {:>9} {:>11}  {}",
             format::truncate(&format!("{}/{}", f.service, f.instance), 16),
-            f.resource.name(),
+            f.label(),
             now,
             limit,
             growth,

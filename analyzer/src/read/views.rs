@@ -8,7 +8,7 @@ use heaptide_ui::{
 use heaptide_wire::metric;
 
 use crate::continuous::Kept;
-use crate::detect::{self, Analysis, Finding, LeakVerdict, Resource, Severity};
+use crate::detect::{self, Analysis, Finding, LeakVerdict, Resource, Severity, Subject};
 use crate::error::Result;
 use crate::read::query;
 use crate::select::{now_ms, Selector};
@@ -153,7 +153,7 @@ fn soonest(findings: &[Finding]) -> Option<(String, f64)> {
     findings
         .iter()
         .filter(|f| f.verdict.alarms())
-        .filter_map(|f| Some((f.resource.name().to_owned(), f.time_to_exhaustion_seconds?)))
+        .filter_map(|f| Some((f.label(), f.time_to_exhaustion_seconds?)))
         .min_by(|a, b| a.1.total_cmp(&b.1))
 }
 
@@ -328,6 +328,31 @@ impl ChartSource<'_> {
             events: Vec::new(),
         }
     }
+
+    /// A pool, queue or runtime's tasks against its capacity, with a
+    /// pool's waiters.
+    fn gauge_chart(&self, s: &Subject) -> Result<Chart> {
+        let mut series = vec![self.series(s.resource.unit().as_str(), &s.metric)?];
+        if s.resource == Resource::Pool {
+            if let Some(w) = s.sibling(metric::POOL_WAITING) {
+                series.push(self.series("waiting", &w)?);
+            }
+        }
+        let capacity = match s.sibling(metric::CAPACITY) {
+            Some(c) => points(self.store, self.sel, &c)?.last().map(|p| p.1),
+            None => None,
+        };
+        let finding = self.analysis.findings.iter().find(|f| f.metric == s.metric);
+        Ok(Chart {
+            id: s.metric.replace('.', "-"),
+            title: format!("{}, against its capacity", s.label()),
+            unit: s.resource.unit(),
+            series,
+            limit: capacity.map(|c| ("capacity".to_owned(), c)),
+            projection: finding.and_then(|f| f.projection(self.sel.to_ms, self.sel.span_ms() / 4)),
+            events: Vec::new(),
+        })
+    }
 }
 
 fn charts(
@@ -368,7 +393,7 @@ fn charts(
     );
     // Sockets are judged, but their chart shows states, not a limit.
     (sockets.limit, sockets.projection) = (None, None);
-    Ok(vec![
+    [
         c.chart("heap", "heap (jemalloc)", heap, Some(Resource::Heap)),
         c.chart(
             "rss",
@@ -389,8 +414,16 @@ fn charts(
             Some(Resource::Threads),
         ),
         sockets,
-        pause,
-    ])
+    ]
+    .into_iter()
+    .map(Ok)
+    .chain(
+        Subject::gauges_among(&c.names)
+            .iter()
+            .map(|s| c.gauge_chart(s)),
+    )
+    .chain([Ok(pause)])
+    .collect()
 }
 
 fn finding_views(analysis: &Analysis) -> Vec<FindingView> {
@@ -411,7 +444,7 @@ fn finding_views(analysis: &Analysis) -> Vec<FindingView> {
                 severity: f.severity.map(|s| s.name().to_owned()),
                 started_ms: f.started_ms,
                 top_site: f.sites.first().map(|s| s.name().to_owned()),
-                resource: f.resource.name().to_owned(),
+                resource: f.label(),
                 summary: format!(
                     "{rate}{}, confidence {:.1}%{tte}",
                     crate::read::report::detail(f),

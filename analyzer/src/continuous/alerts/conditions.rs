@@ -90,7 +90,7 @@ pub fn behind(rules: &AlertRules, shard: Shard, lag: Option<super::Lag>) -> Opti
     })
 }
 
-fn key(alertname: &str, service: &str, instance: &str, resource: &str) -> AlertKey {
+pub(super) fn key(alertname: &str, service: &str, instance: &str, resource: &str) -> AlertKey {
     AlertKey {
         alertname: alertname.to_owned(),
         service: service.to_owned(),
@@ -117,6 +117,9 @@ fn not_reporting(i: &InstanceInfo, silent_ms: i64) -> Condition {
 /// The leak rules that a finding meets: both, for a leak that exhausts
 /// within a day, as Alertmanager's inhibition expects.
 fn leak_conditions(rules: &AlertRules, f: &Finding) -> Vec<Condition> {
+    if f.resource.is_gauge() {
+        return super::pools::conditions(rules, f);
+    }
     if f.verdict == LeakVerdict::Exhausted {
         return Vec::from_iter(rules.exhausted.enabled.then(|| exhausted_condition(f)));
     }
@@ -138,8 +141,14 @@ fn leak_conditions(rules: &AlertRules, f: &Finding) -> Vec<Condition> {
     out
 }
 
-fn leak_condition(f: &Finding, alertname: &str, severity: &'static str, tte: f64) -> Condition {
-    let resource = f.resource.name();
+pub(super) fn leak_condition(
+    f: &Finding,
+    alertname: &str,
+    severity: &'static str,
+    tte: f64,
+) -> Condition {
+    let resource = f.label();
+    let resource = resource.as_str();
     let site = f.sites.first();
     let limit = f.limit.map_or("its limit".into(), |l| {
         let source = f.limit_source.as_deref().unwrap_or("limit");
@@ -178,8 +187,9 @@ fn leak_condition(f: &Finding, alertname: &str, severity: &'static str, tte: f64
 }
 
 /// `HeaptideExhausted`: a resource at its limit, critical, at once.
-fn exhausted_condition(f: &Finding) -> Condition {
-    let resource = f.resource.name();
+pub(super) fn exhausted_condition(f: &Finding) -> Condition {
+    let resource = f.label();
+    let resource = resource.as_str();
     let at = |v: Option<f64>| v.map_or("?".into(), |v| format::amount(f.unit, v));
     let source = f.limit_source.as_deref().unwrap_or("limit");
     let detail = crate::read::report::detail(f);

@@ -6,6 +6,7 @@
 pub(crate) mod conditions;
 pub(crate) mod notify;
 pub(crate) mod payload;
+mod pools;
 pub mod rules;
 pub(crate) mod state;
 

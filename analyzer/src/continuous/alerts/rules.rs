@@ -21,6 +21,12 @@ pub mod name {
     pub const NOT_REPORTING: &str = "HeaptideNotReporting";
     /// An evaluation pass that took longer than its interval.
     pub const EVALUATION_BEHIND: &str = "HeaptideEvaluationBehind";
+    /// A pool or bounded queue saturated now, or trending to its
+    /// capacity within the rule's `within`.
+    pub const POOL_EXHAUSTION: &str = "HeaptidePoolExhaustion";
+    /// A pool's slots in use, a queue's depth or a runtime's tasks that
+    /// climb and are not given back.
+    pub const POOL_LEAK: &str = "HeaptidePoolLeak";
 }
 
 /// How long a condition must hold before its alert fires (`for`), and how
@@ -142,6 +148,27 @@ impl Default for BehindRule {
     }
 }
 
+/// Fires for a pool, queue or runtime whose use climbs and is not given
+/// back, whatever its runway.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolLeakRule {
+    #[serde(rename = "for")]
+    pub for_: Span,
+    pub resolve_after: Span,
+    pub enabled: bool,
+}
+
+impl Default for PoolLeakRule {
+    fn default() -> Self {
+        PoolLeakRule {
+            for_: span("10m"),
+            resolve_after: five_minutes(),
+            enabled: true,
+        }
+    }
+}
+
 fn yes() -> bool {
     true
 }
@@ -194,6 +221,8 @@ pub struct AlertRules {
     pub pause: PauseRule,
     pub not_reporting: SilenceRule,
     pub evaluation_behind: BehindRule,
+    pub pool_exhaustion: LeakRule,
+    pub pool_leak: PoolLeakRule,
     /// A firing alert is sent again this often.
     pub repeat_every: Span,
     /// The base of each alert's `generatorURL` (the instance page);
@@ -217,6 +246,8 @@ impl Default for AlertRules {
             pause: PauseRule::default(),
             not_reporting: SilenceRule::default(),
             evaluation_behind: BehindRule::default(),
+            pool_exhaustion: leak("24h"),
+            pool_leak: PoolLeakRule::default(),
             repeat_every: span("4h"),
             external_url: None,
             webhook: Vec::new(),
@@ -236,6 +267,11 @@ impl AlertRules {
                 self.evaluation_behind.for_,
                 self.evaluation_behind.resolve_after,
             ),
+            name::POOL_EXHAUSTION => (
+                self.pool_exhaustion.for_,
+                self.pool_exhaustion.resolve_after,
+            ),
+            name::POOL_LEAK => (self.pool_leak.for_, self.pool_leak.resolve_after),
             _ => (self.not_reporting.for_, self.not_reporting.resolve_after),
         };
         Timing {
@@ -273,6 +309,8 @@ mod tests {
         assert_eq!(r.not_reporting.after.0, Duration::from_secs(300));
         assert_eq!(r.timing(name::LEAK_CRITICAL).for_ms, 60_000);
         assert_eq!(r.timing(name::EXHAUSTED).for_ms, 0);
+        assert_eq!(r.timing(name::POOL_EXHAUSTION).for_ms, 60_000);
+        assert_eq!(r.timing(name::POOL_LEAK).for_ms, 600_000);
         assert_eq!(
             r.timing_for_runway(name::LEAK_CRITICAL, Some(120_000))
                 .for_ms,
