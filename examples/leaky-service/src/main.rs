@@ -17,6 +17,8 @@
 //!   `internment` crate, which keeps them for ever; a leak inside a library.
 //! - `GET /spawn-thread`: starts a parked thread named `leaky-worker-N`; a thread leak.
 //! - `GET /pause?ms=N`: an application pause reported through the agent.
+//! - `/pool/*`, `/tasks/leak`, `/queue/start`: a connection pool, tasks
+//!   and a queue, healthy or leaking (`pools.rs`).
 //! - `GET /healthz`
 //!
 //! It listens on `LEAKY_LISTEN` (default `127.0.0.1:0`) and prints
@@ -24,6 +26,8 @@
 //! runs it without the agent, for overhead comparisons.
 
 heaptide_agent::global_allocator!();
+
+mod pools;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -177,7 +181,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     // Scheduling lag of this runtime, as the agent's tokio probe sees it.
     heaptide_agent::spawn_tokio_probe(rt.handle(), std::time::Duration::from_millis(5));
     rt.block_on(async move {
-        let app = routes();
+        pools::start().await?;
+        let app = routes().merge(pools::routes());
         let listener = tokio::net::TcpListener::bind(&listen).await?;
         println!("listening on http://{}", listener.local_addr()?);
         use std::io::Write;
