@@ -76,14 +76,64 @@ where
 mod tests {
     use super::*;
 
+    fn sample() -> crate::process::Metrics {
+        let mut m = crate::process::Metrics::new();
+        crate::gauges::sample(&mut m);
+        m
+    }
+
+    /// Connections that are numbers: what the pools count is theirs.
+    #[cfg(feature = "bb8")]
+    struct Numbers;
+
+    #[cfg(feature = "bb8")]
+    impl bb8::ManageConnection for Numbers {
+        type Connection = u32;
+        type Error = ();
+        async fn connect(&self) -> Result<u32, ()> {
+            Ok(7)
+        }
+        async fn is_valid(&self, _: &mut u32) -> Result<(), ()> {
+            Ok(())
+        }
+        fn has_broken(&self, _: &mut u32) -> bool {
+            false
+        }
+    }
+
+    #[cfg(feature = "bb8")]
+    #[test]
+    fn a_bb8_pool_reads_as_connections_checked_out() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let pool = bb8::Pool::builder()
+                .max_size(5)
+                .min_idle(Some(0))
+                .build(Numbers)
+                .await
+                .unwrap();
+            watch_bb8("bb8 test", pool.clone(), 5);
+            let a = pool.get().await.unwrap();
+            let b = pool.get().await.unwrap();
+            drop(b);
+            let m = sample();
+            assert_eq!(m["pool.bb8_test.in_use"], 1.0);
+            assert_eq!(m["pool.bb8_test.idle"], 1.0);
+            assert_eq!(m["pool.bb8_test.capacity"], 5.0);
+            drop(a);
+        });
+    }
+
     #[test]
     fn a_semaphore_reads_as_permits_held() {
         let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(4));
         watch_semaphore("sem test", sem.clone(), 4);
         let _a = sem.clone().try_acquire_owned().unwrap();
         let _b = sem.clone().try_acquire_owned().unwrap();
-        let mut m = crate::process::Metrics::new();
-        crate::gauges::sample(&mut m);
+        let m = sample();
         assert_eq!(m["pool.sem_test.in_use"], 2.0);
         assert_eq!(m["pool.sem_test.idle"], 2.0);
         assert_eq!(m["pool.sem_test.capacity"], 4.0);

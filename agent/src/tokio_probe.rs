@@ -195,6 +195,11 @@ mod tests {
         sample(&mut m);
         assert!(m[heaptide_wire::metric::TOKIO_TASKS_ALIVE] >= 0.0);
         assert_eq!(m[heaptide_wire::metric::TOKIO_GLOBAL_QUEUE], 0.0);
+        // The blocking pool, in builds with tokio's unstable metrics.
+        #[cfg(tokio_unstable)]
+        assert_eq!(m["pool.tokio_blocking.capacity"], 512.0);
+        #[cfg(not(tokio_unstable))]
+        assert!(!m.contains_key("pool.tokio_blocking.capacity"));
         assert!(tokio.is_some(), "scheduling delay was measured");
         let blocked: Vec<_> = events
             .iter()

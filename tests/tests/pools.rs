@@ -7,14 +7,23 @@ use std::time::{Duration, Instant};
 
 use heaptide_tests::*;
 
+/// What a run left: `analyzer leaks --format json` over it, the
+/// instance page's HTML, and `analyzer check` against `budget`.
+struct Run {
+    leaks: serde_json::Value,
+    page: String,
+    check: Option<(Option<i32>, String)>,
+}
+
 /// Runs the example for `secs`, calling `each(elapsed, leaky)` every
-/// 50 ms, then returns `analyzer leaks --format json` over the run.
-fn leaks_while(
+/// 50 ms, then reads what the analyzer made of it.
+fn run_while(
     instance: &str,
     env: &[(&str, &str)],
     secs: u64,
+    budget: Option<&str>,
     mut each: impl FnMut(Duration, &Proc),
-) -> serde_json::Value {
+) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("h.db");
     let an = analyzer(dir.path(), &store, "127.0.0.1:0", &[]);
@@ -25,9 +34,47 @@ fn leaks_while(
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(600));
-    let v = leaks_json(&store);
+    let leaks = leaks_json(&store);
+    let page = an
+        .get(&format!(
+            "/ui/instance?service=leaky-service&instance={instance}&since=10m"
+        ))
+        .1;
+    let check = budget.map(|b| {
+        let file = dir.path().join("budget.toml");
+        std::fs::write(&file, b).unwrap();
+        let o = std::process::Command::new(bin("analyzer"))
+            .args([
+                "check",
+                "--since",
+                "10m",
+                "--service",
+                "leaky-service",
+                "--budget",
+            ])
+            .arg(&file)
+            .arg("--store")
+            .arg(&store)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        (o.status.code(), text)
+    });
     drop(leaky);
-    v
+    Run { leaks, page, check }
+}
+
+fn leaks_while(
+    instance: &str,
+    env: &[(&str, &str)],
+    secs: u64,
+    each: impl FnMut(Duration, &Proc),
+) -> serde_json::Value {
+    run_while(instance, env, secs, None, each).leaks
 }
 
 fn ok(leaky: &Proc, route: &str) {
@@ -51,14 +98,22 @@ fn gauge<'a>(v: &'a serde_json::Value, resource: &str, name: &str) -> &'a serde_
 #[test]
 fn a_connection_never_returned_is_a_pool_leak_with_a_runway() {
     let mut forgotten = 0;
-    let v = leaks_while("pool-leak", &[("LEAKY_POOL_SIZE", "64")], 60, |t, l| {
-        if t >= Duration::from_secs(2 * forgotten) {
-            ok(l, "/pool/forget");
-            forgotten += 1;
-        }
-        ok(l, "/pool/query?ms=2");
-    });
-    let pool = gauge(&v, "pool", "backend");
+    let budget = "[defaults]\npool_growth_per_hour = { backend = 10 }\n";
+    let run = run_while(
+        "pool-leak",
+        &[("LEAKY_POOL_SIZE", "64")],
+        60,
+        Some(budget),
+        |t, l| {
+            if t >= Duration::from_secs(2 * forgotten) {
+                ok(l, "/pool/forget");
+                forgotten += 1;
+            }
+            ok(l, "/pool/query?ms=2");
+        },
+    );
+    let v = &run.leaks;
+    let pool = gauge(v, "pool", "backend");
     assert_eq!(pool["verdict"], "leak", "{pool:#}");
     assert_eq!(pool["metric"], "pool.backend.in_use");
     assert_eq!(pool["limit"].as_f64(), Some(64.0), "{pool:#}");
@@ -68,6 +123,17 @@ fn a_connection_never_returned_is_a_pool_leak_with_a_runway() {
     assert!((900.0..3_600.0).contains(&rate), "{rate}/h: {pool:#}");
     let tte = pool["time_to_exhaustion_seconds"].as_f64().unwrap();
     assert!((10.0..300.0).contains(&tte), "runway {tte} s: {pool:#}");
+    // The instance page charts the pool against its capacity.
+    assert!(
+        run.page.contains("data-chart=\"pool-backend-in_use\"")
+            && run.page.contains("pool backend, against its capacity"),
+        "{}",
+        run.page
+    );
+    // And the CI gate fails the pool's budget, by name.
+    let (code, out) = run.check.unwrap();
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("pool_growth_per_hour.backend"), "{out}");
 }
 
 /// The same pool, saturated by a burst of 32 queries held 200 ms every

@@ -11,6 +11,7 @@
 
 use std::fmt::Write;
 
+mod pools;
 mod scenarios;
 mod shapes;
 
@@ -254,7 +255,7 @@ impl Totals {
             let precision = self.tp[i] as f64 / (self.tp[i] + self.fp[i]).max(1) as f64;
             let recall = self.tp[i] as f64 / (self.tp[i] + self.fneg[i]).max(1) as f64;
             let tte = self.tte_ok[i].0 as f64 / self.tte_ok[i].1.max(1) as f64;
-            let sites = if i == 0 {
+            let sites = if i == 0 && self.site.1 > 0 {
                 format!(
                     "{:.1}%",
                     100.0 * self.site.0 as f64 / self.site.1.max(1) as f64
@@ -300,6 +301,8 @@ fn main() {
     let base = |w: &[Vec<Pt>], l: f64| baseline(w, l);
     let mut rows = String::new();
     let mut totals = Totals::default();
+    // Pools and queues are also scored on their own.
+    let mut pool_totals = Totals::default();
     for s in scenarios::all() {
         let mut tallies = [Tally::default(), Tally::default()];
         for k in 0..runs {
@@ -309,11 +312,15 @@ fn main() {
         }
         for (i, t) in tallies.iter_mut().enumerate() {
             rows.push_str(&totals.add(i, &s, t));
+            if s.name.starts_with("pool") || s.name.starts_with("queue") {
+                pool_totals.add(i, &s, t);
+            }
         }
     }
     let out = format!(
-        "| scenario | label | detector | flagged | median time to detect | median TTE error at detection | median TTE error at half runway | leaking site ranked first |\n|---|---|---|---|---|---|---|---|\n{rows}{}{}",
+        "| scenario | label | detector | flagged | median time to detect | median TTE error at detection | median TTE error at half runway | leaking site ranked first |\n|---|---|---|---|---|---|---|---|\n{rows}{}\nPools and queues alone:\n{}{}",
         totals.summary(),
+        pool_totals.summary(),
         floor(runs, &seed, &eng)
     );
     println!("{runs} runs per scenario\n\n{out}");

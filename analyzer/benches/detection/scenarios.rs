@@ -228,6 +228,7 @@ pub fn all() -> Vec<Scenario> {
     all.extend(healthy_shapes());
     all.extend(healthy_sites());
     all.extend(crate::shapes::healthy());
+    all.extend(crate::pools::all());
     all
 }
 

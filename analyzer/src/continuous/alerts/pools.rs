@@ -67,3 +67,66 @@ fn leak(f: &Finding) -> Condition {
         runway_ms: f.time_to_exhaustion_seconds.map(|t| (t * 1000.0) as i64),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::Resource;
+    use heaptide_wire::Unit;
+
+    fn pool(verdict: LeakVerdict, tte: Option<f64>) -> Finding {
+        Finding {
+            service: "api".into(),
+            instance: "a-1".into(),
+            resource: Resource::Pool,
+            metric: "pool.db.in_use".into(),
+            unit: Unit::Slots,
+            verdict,
+            severity: None,
+            reason: "at its limit: 16 of 16 (pool capacity), 9 waiting".into(),
+            slope_per_hour: Some(12.0),
+            slope_ci: None,
+            confidence: None,
+            started_ms: None,
+            current: Some(16.0),
+            limit: Some(16.0),
+            limit_source: Some("pool capacity".into()),
+            time_to_exhaustion_seconds: tte,
+            time_to_exhaustion_bounds_seconds: None,
+            detail: Some([("pool".to_owned(), "db".to_owned())].into()),
+            instances_growing: 1,
+            instances: 1,
+            sites: vec![],
+        }
+    }
+
+    #[test]
+    fn a_saturated_pool_pages_exhaustion_and_a_climbing_one_both_rules() {
+        let rules = AlertRules::default();
+        let c = conditions(&rules, &pool(LeakVerdict::Exhausted, Some(0.0)));
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].key.alertname, name::POOL_EXHAUSTION);
+        assert_eq!(c[0].key.resource, "pool db");
+        assert_eq!(c[0].severity, "critical");
+        assert!(
+            c[0].description.contains("9 waiting"),
+            "{}",
+            c[0].description
+        );
+
+        let c = conditions(&rules, &pool(LeakVerdict::Leak, Some(3_600.0)));
+        let names: Vec<&str> = c.iter().map(|c| c.key.alertname.as_str()).collect();
+        assert_eq!(names, [name::POOL_EXHAUSTION, name::POOL_LEAK]);
+        assert!(
+            c[1].summary.contains("pool db climbs +12 slots/h"),
+            "{}",
+            c[1].summary
+        );
+
+        // Beyond the exhaustion rule's day, only the leak rule holds.
+        let c = conditions(&rules, &pool(LeakVerdict::Leak, Some(9.0 * 86_400.0)));
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].key.alertname, name::POOL_LEAK);
+        assert!(conditions(&rules, &pool(LeakVerdict::Flat, None)).is_empty());
+    }
+}
