@@ -15,6 +15,7 @@ mod objects;
 mod pause;
 mod process;
 mod queue;
+mod rss_parts;
 mod runtime;
 mod sampler;
 mod sender;

@@ -68,6 +68,7 @@ pub(crate) struct ProcessSampler {
     files: Files,
     page_size: u64,
     buf: Vec<u8>,
+    rss_parts: crate::rss_parts::RssParts,
 }
 
 impl ProcessSampler {
@@ -76,10 +77,12 @@ impl ProcessSampler {
             files: Files::open(),
             page_size: procfs::page_size(),
             buf: Vec::new(),
+            rss_parts: crate::rss_parts::RssParts::new(),
         }
     }
 
-    /// Reads everything it can into `out`; returns how many readers failed.
+    /// Reads everything it can into `out`, which already holds jemalloc's
+    /// stats (RSS's parts need them); returns how many readers failed.
     pub(crate) fn sample(&mut self, out: &mut Metrics) -> u32 {
         let f = &mut self.files;
         let buf = &mut self.buf;
@@ -120,6 +123,7 @@ impl ProcessSampler {
                 out.insert((*key).to_owned(), v);
             }
         }
+        self.rss_parts.sample(std::time::Instant::now(), out);
         failures
     }
 }

@@ -156,6 +156,9 @@ fn start_example(
         "/leak?kb=16",
         "/work",
         "/leak-fd",
+        // A connection pool in use, and tasks that never finish.
+        "/pool/query?ms=5",
+        "/tasks/leak",
     ]))?;
     Ok((leaky, load, leaky_addr))
 }

@@ -268,6 +268,21 @@ pub mod metric {
     pub const PAUSE_MAX_MS: &str = "pause.max_ms";
     pub const TOKIO_LAG_P99_MS: &str = "tokio.lag_p99_ms";
     pub const TOKIO_LAG_MAX_MS: &str = "tokio.lag_max_ms";
+    /// RSS split into parts that add up to it: `rss.<part>`.
+    pub const RSS_PART_PREFIX: &str = "rss.";
+    /// jemalloc's live allocations.
+    pub const RSS_PART_HEAP: &str = "rss.heap";
+    /// jemalloc's active pages not allocated: fragmentation.
+    pub const RSS_PART_FRAGMENTATION: &str = "rss.fragmentation";
+    pub const RSS_PART_ALLOCATOR_METADATA: &str = "rss.allocator_metadata";
+    /// jemalloc's resident pages neither active nor metadata: freed,
+    /// not yet returned.
+    pub const RSS_PART_ALLOCATOR_FREE: &str = "rss.allocator_free";
+    pub const RSS_PART_STACKS: &str = "rss.stacks";
+    /// Anonymous memory that is neither the allocator's nor a stack.
+    pub const RSS_PART_OUTSIDE: &str = "rss.outside_allocator";
+    pub const RSS_PART_FILE: &str = "rss.file";
+
     /// Alive tasks of the tokio runtime the agent watches.
     pub const TOKIO_TASKS_ALIVE: &str = "tokio.tasks_alive";
     /// Tasks waiting in that runtime's global queue.

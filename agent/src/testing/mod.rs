@@ -44,6 +44,15 @@ pub fn track_ages_of_every_allocation() -> crate::Result<()> {
     crate::age::install()
 }
 
+/// One sample of this process as the agent takes it: jemalloc's stats,
+/// then `/proc` (RSS and its parts among them); for the agent's tests.
+pub fn sample_now() -> std::collections::BTreeMap<String, f64> {
+    let mut m = crate::process::Metrics::new();
+    let _ = crate::jemalloc::read_stats(&mut m);
+    crate::process::ProcessSampler::new().sample(&mut m);
+    m
+}
+
 /// Each stack of a heap dump taken now, as its live bytes and its count of
 /// frames; for the agent's tests of unwinding.
 ///

@@ -135,39 +135,38 @@ pub const GROWTH: &[GrowthRule] = &[
 /// (`pool_growth_per_hour.db`, `queue_growth_per_hour.jobs`), each with
 /// its limit.
 pub fn gauge_rules(b: &Budget) -> Vec<(GrowthRule, f64)> {
-    let pools = b
-        .pool_growth_per_hour
-        .iter()
-        .flatten()
-        .map(|(name, limit)| {
+    let kinds = [
+        (
+            "pool_growth_per_hour",
+            &b.pool_growth_per_hour,
+            Unit::Slots,
+            metric::pool as fn(&str, &str) -> String,
+            metric::POOL_IN_USE,
+        ),
+        (
+            "queue_growth_per_hour",
+            &b.queue_growth_per_hour,
+            Unit::Items,
+            metric::queue,
+            metric::QUEUE_DEPTH,
+        ),
+    ];
+    let mut out = Vec::new();
+    for (key, limits, unit, gauge, part) in kinds {
+        for (name, limit) in limits.iter().flatten() {
             let rule = GrowthRule {
-                name: format!("pool_growth_per_hour.{name}").into(),
-                metric: metric::pool(&heaptide_wire::gauge_name(name), metric::POOL_IN_USE).into(),
+                name: format!("{key}.{name}").into(),
+                metric: gauge(&heaptide_wire::gauge_name(name), part).into(),
                 measure: Measure {
-                    unit: Unit::Slots,
+                    unit,
                     per: Per::Hour,
                 },
                 get: |_| None,
             };
-            (rule, *limit)
-        });
-    let queues = b
-        .queue_growth_per_hour
-        .iter()
-        .flatten()
-        .map(|(name, limit)| {
-            let rule = GrowthRule {
-                name: format!("queue_growth_per_hour.{name}").into(),
-                metric: metric::queue(&heaptide_wire::gauge_name(name), metric::QUEUE_DEPTH).into(),
-                measure: Measure {
-                    unit: Unit::Items,
-                    per: Per::Hour,
-                },
-                get: |_| None,
-            };
-            (rule, *limit)
-        });
-    pools.chain(queues).collect()
+            out.push((rule, *limit));
+        }
+    }
+    out
 }
 
 /// A ceiling budget key: the peak of a metric.

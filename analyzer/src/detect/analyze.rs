@@ -20,7 +20,7 @@ pub(crate) fn to_h(ms: i64) -> f64 {
 
 /// The envelope of one metric of one instance, split by segment: the
 /// store computes each bucket's floor and peak, so raw points stay there.
-fn segmented(store: &dyn Store, sel: &Selector, metric: &str) -> Result<Vec<Lifetime>> {
+pub(super) fn segmented(store: &dyn Store, sel: &Selector, metric: &str) -> Result<Vec<Lifetime>> {
     Ok(split(store.envelope(sel, metric, bucket_ms(sel))?))
 }
 
@@ -319,10 +319,10 @@ fn judge(
     f.severity = Some(Severity::of(f.time_to_exhaustion_seconds));
     if f.verdict == LeakVerdict::Exhausted {
         // What ran out is named like a leak's growth, when it grew.
-        f.detail = detail(store, sel, subject, &f, opts)?;
+        super::detail::explain(store, sel, subject, &mut f, opts)?;
         return Ok(f);
     }
-    f.detail = detail(store, sel, subject, &f, opts)?;
+    super::detail::explain(store, sel, subject, &mut f, opts)?;
     if r == Resource::Heap {
         let from = f.started_ms.unwrap_or(sel.from_ms).max(sel.from_ms);
         f.sites = growing_sites(
@@ -369,41 +369,6 @@ fn settle(a: Assessment, room: Option<(f64, f64)>, opts: &Options) -> (Assessmen
     let a = a.settle_early(runway_h.map(|(fitted, _, _)| fitted * 3600.0), opts);
     let leak = a.verdict == LeakVerdict::Leak;
     (a, runway_h.filter(|_| leak))
-}
-
-/// What part of a leaking resource grows (`fds` of kind `file`): the
-/// breakdown metric under its prefix with the steepest leak; or which
-/// pool or queue it is.
-fn detail(
-    store: &dyn Store,
-    sel: &Selector,
-    subject: &Subject,
-    f: &Finding,
-    opts: &Options,
-) -> Result<Option<HashMap<String, String>>> {
-    let r = subject.resource;
-    if let Some(name) = &subject.name {
-        return Ok(Some(HashMap::from([(r.name().to_owned(), name.clone())])));
-    }
-    let Some((prefix, key)) = r.detail_prefix() else {
-        return Ok(None);
-    };
-    let mut best: Option<(f64, String)> = None;
-    // The names are read only for a leak: what part of it grows.
-    let names = store.metric_names(&f.service, Some(&f.instance))?;
-    for name in names
-        .iter()
-        .filter(|n| n.starts_with(prefix) && n.as_str() != r.metric())
-    {
-        let segs = segmented(store, sel, name)?;
-        let sub = assess_lifetimes(&segs, opts);
-        if let (LeakVerdict::Leak, Some(g)) = (sub.verdict, sub.fit) {
-            if best.as_ref().is_none_or(|(s, _)| g.trend.slope > *s) {
-                best = Some((g.trend.slope, name[prefix.len()..].to_owned()));
-            }
-        }
-    }
-    Ok(best.map(|(_, what)| HashMap::from([(key.to_owned(), what)])))
 }
 
 /// The limit a resource's growth really has left, and its recent peak:

@@ -16,6 +16,7 @@
 
 mod analyze;
 mod assess;
+mod detail;
 mod early;
 mod finding;
 mod reads;

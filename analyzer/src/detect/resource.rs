@@ -94,11 +94,13 @@ impl Resource {
         Resource::KINDS.into_iter().find(|r| r.name() == s)
     }
 
-    /// Per-kind series that say what grows: fd kinds and TCP states.
+    /// Per-kind series that say what grows: fd kinds, TCP states and the
+    /// parts of RSS.
     pub fn detail_prefix(self) -> Option<(&'static str, &'static str)> {
         match self {
             Resource::Fds => Some((metric::FDS_KIND_PREFIX, "fd_kind")),
             Resource::Sockets => Some((metric::TCP_STATE_PREFIX, "tcp_state")),
+            Resource::Rss => Some((metric::RSS_PART_PREFIX, "rss_part")),
             _ => None,
         }
     }

@@ -305,10 +305,10 @@ impl ChartSource<'_> {
         })
     }
 
-    /// `total` of `m`, then its largest `prefix.*` parts.
-    fn with_parts(&self, m: &str, prefix: &str) -> Result<Vec<Series>> {
+    /// `total` of `m`, then its `keep` largest `prefix.*` parts.
+    fn with_parts(&self, m: &str, prefix: &str, keep: usize) -> Result<Vec<Series>> {
         let mut out = vec![self.series("total", m)?];
-        out.extend(by_prefix(self.store, self.sel, &self.names, prefix, 5)?);
+        out.extend(by_prefix(self.store, self.sel, &self.names, prefix, keep)?);
         Ok(out)
     }
 
@@ -329,8 +329,8 @@ impl ChartSource<'_> {
         }
     }
 
-    /// A pool, queue or runtime's tasks against its capacity, with a
-    /// pool's waiters.
+    /// A pool, queue or runtime's tasks against its capacity (an
+    /// unbounded queue and the tasks have none), with a pool's waiters.
     fn gauge_chart(&self, s: &Subject) -> Result<Chart> {
         let mut series = vec![self.series(s.resource.unit().as_str(), &s.metric)?];
         if s.resource == Resource::Pool {
@@ -345,7 +345,11 @@ impl ChartSource<'_> {
         let finding = self.analysis.findings.iter().find(|f| f.metric == s.metric);
         Ok(Chart {
             id: s.metric.replace('.', "-"),
-            title: format!("{}, against its capacity", s.label()),
+            title: match (capacity, s.resource) {
+                (Some(_), _) => format!("{}, against its capacity", s.label()),
+                (None, Resource::Tasks) => "tokio tasks alive".to_owned(),
+                (None, _) => format!("{}, unbounded", s.label()),
+            },
             unit: s.resource.unit(),
             series,
             limit: capacity.map(|c| ("capacity".to_owned(), c)),
@@ -397,20 +401,20 @@ fn charts(
         c.chart("heap", "heap (jemalloc)", heap, Some(Resource::Heap)),
         c.chart(
             "rss",
-            "resident set size",
-            vec![c.series("rss", metric::RSS)?],
+            "resident set size, and its parts",
+            c.with_parts(metric::RSS, metric::RSS_PART_PREFIX, 7)?,
             Some(Resource::Rss),
         ),
         c.chart(
             "fds",
             "file descriptors by kind",
-            c.with_parts(metric::FDS, metric::FDS_KIND_PREFIX)?,
+            c.with_parts(metric::FDS, metric::FDS_KIND_PREFIX, 5)?,
             Some(Resource::Fds),
         ),
         c.chart(
             "threads",
             "threads by name",
-            c.with_parts(metric::THREADS, metric::THREADS_NAME_PREFIX)?,
+            c.with_parts(metric::THREADS, metric::THREADS_NAME_PREFIX, 5)?,
             Some(Resource::Threads),
         ),
         sockets,

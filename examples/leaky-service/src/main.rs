@@ -17,6 +17,8 @@
 //!   `internment` crate, which keeps them for ever; a leak inside a library.
 //! - `GET /spawn-thread`: starts a parked thread named `leaky-worker-N`; a thread leak.
 //! - `GET /pause?ms=N`: an application pause reported through the agent.
+//! - `/leak-mmap`, `/fragment`, `/spawn-stack-thread`: RSS that grows
+//!   outside the heap or by its overhead (`memory.rs`).
 //! - `/pool/*`, `/tasks/leak`, `/queue/start`: a connection pool, tasks
 //!   and a queue, healthy or leaking (`pools.rs`).
 //! - `GET /healthz`
@@ -27,6 +29,7 @@
 
 heaptide_agent::global_allocator!();
 
+mod memory;
 mod pools;
 
 use std::collections::{HashMap, VecDeque};
@@ -182,7 +185,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     heaptide_agent::spawn_tokio_probe(rt.handle(), std::time::Duration::from_millis(5));
     rt.block_on(async move {
         pools::start().await?;
-        let app = routes().merge(pools::routes());
+        let app = routes().merge(pools::routes()).merge(memory::routes());
         let listener = tokio::net::TcpListener::bind(&listen).await?;
         println!("listening on http://{}", listener.local_addr()?);
         use std::io::Write;
