@@ -20,6 +20,7 @@ mod runtime;
 mod sampler;
 mod sender;
 mod symbolize;
+mod targets;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod thin;

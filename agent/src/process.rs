@@ -107,13 +107,28 @@ impl ProcessSampler {
             }
             None => failures += 1,
         }
-        let sockets = fds(f.fd_dir.as_mut(), out).unwrap_or_else(|| {
+        let (sockets, mut targets) = fds(f.fd_dir.as_mut(), out).unwrap_or_else(|| {
             failures += 1;
-            HashSet::new()
+            Default::default()
         });
-        if tcp(&f.tcp, &sockets, out).is_none() {
+        let peers = tcp(&f.tcp, &sockets, out).unwrap_or_else(|| {
             failures += 1;
+            HashMap::new()
+        });
+        // A socket fd's target is its TCP peer, when it has one.
+        let mut by_peer: HashMap<String, u64> = HashMap::new();
+        for inode in &sockets {
+            let target = match peers.get(inode) {
+                Some(peer) => {
+                    *by_peer.entry(peer.clone()).or_default() += 1;
+                    format!("tcp:{peer}")
+                }
+                None => "socket".to_owned(),
+            };
+            *targets.entry(target).or_default() += 1;
         }
+        crate::targets::put(out, metric::FDS_TARGET_PREFIX, targets);
+        crate::targets::put(out, metric::TCP_PEER_PREFIX, by_peer);
         if threads(f.task_dir.as_mut(), out).is_none() {
             failures += 1;
         }
@@ -139,8 +154,9 @@ fn number(file: &KeptFile, buf: &mut Vec<u8>) -> Option<f64> {
     text.trim().parse::<u64>().ok().map(|v| v as f64)
 }
 
-/// Counts fds by kind; returns the inodes of the sockets among them.
-fn fds(dir: Option<&mut KeptDir>, out: &mut Metrics) -> Option<HashSet<u64>> {
+/// Counts fds by kind; returns the inodes of the sockets among them, and
+/// the other fds by target.
+fn fds(dir: Option<&mut KeptDir>, out: &mut Metrics) -> Option<(HashSet<u64>, Targets)> {
     let dir = dir?;
     let mut kinds: [(&str, u64); 5] = [
         ("file", 0),
@@ -150,6 +166,7 @@ fn fds(dir: Option<&mut KeptDir>, out: &mut Metrics) -> Option<HashSet<u64>> {
         ("other", 0),
     ];
     let mut sockets = HashSet::new();
+    let mut targets = Targets::new();
     let mut total = 0u64;
     for name in dir.names().ok()? {
         // A descriptor closed between the listing and the link is gone.
@@ -157,7 +174,11 @@ fn fds(dir: Option<&mut KeptDir>, out: &mut Metrics) -> Option<HashSet<u64>> {
             continue;
         };
         total += 1;
-        let kind = match link.to_str().and_then(|l| l.parse::<FDTarget>().ok()) {
+        let parsed = link.to_str().and_then(|l| l.parse::<FDTarget>().ok());
+        if let Some(t) = parsed.as_ref().and_then(crate::targets::fd_target) {
+            *targets.entry(t).or_default() += 1;
+        }
+        let kind = match parsed {
             Some(FDTarget::Path(_) | FDTarget::MemFD(_)) => 0,
             Some(FDTarget::Socket(inode)) => {
                 sockets.insert(inode);
@@ -173,17 +194,26 @@ fn fds(dir: Option<&mut KeptDir>, out: &mut Metrics) -> Option<HashSet<u64>> {
     for (k, n) in kinds {
         out.insert(format!("{}{k}", metric::FDS_KIND_PREFIX), n as f64);
     }
-    Some(sockets)
+    Some((sockets, targets))
 }
 
-/// Counts the process's own TCP sockets by state, matched by inode.
-fn tcp(tables: &[Option<KeptFile>; 2], sockets: &HashSet<u64>, out: &mut Metrics) -> Option<()> {
+type Targets = HashMap<String, u64>;
+
+/// Counts the process's own TCP sockets by state, matched by inode;
+/// returns each one's peer, when it has one.
+fn tcp(
+    tables: &[Option<KeptFile>; 2],
+    sockets: &HashSet<u64>,
+    out: &mut Metrics,
+) -> Option<HashMap<u64, String>> {
     let mut by_state: HashMap<&'static str, u64> = HashMap::new();
+    let mut own = Vec::new();
     let mut ok = false;
     for table in tables.iter().flatten() {
         let read = table.for_each_line(|line| {
-            if let Some(state) = own_socket_state(line, sockets) {
-                *by_state.entry(tcp_state_name(&state)).or_default() += 1;
+            if let Some(s) = own_socket(line, sockets) {
+                *by_state.entry(tcp_state_name(&s.state)).or_default() += 1;
+                own.push(s);
             }
         });
         ok |= read.is_ok();
@@ -191,6 +221,18 @@ fn tcp(tables: &[Option<KeptFile>; 2], sockets: &HashSet<u64>, out: &mut Metrics
     if !ok {
         return None;
     }
+    let listening: HashSet<u16> = own
+        .iter()
+        .filter(|s| s.state == procfs::net::TcpState::Listen)
+        .map(|s| s.local_port)
+        .collect();
+    let peers = own
+        .iter()
+        .filter_map(|s| {
+            let accepted = listening.contains(&s.local_port);
+            Some((s.inode, crate::targets::peer(s.peer.as_ref()?, accepted)))
+        })
+        .collect();
     let total: u64 = by_state.values().sum();
     out.insert(metric::TCP.to_owned(), total as f64);
     // Always report the states that matter for leaks, so their series
@@ -201,23 +243,39 @@ fn tcp(tables: &[Option<KeptFile>; 2], sockets: &HashSet<u64>, out: &mut Metrics
     for (state, n) in by_state {
         out.insert(format!("{}{state}", metric::TCP_STATE_PREFIX), n as f64);
     }
-    Some(())
+    Some(peers)
 }
 
-/// The state of the socket on one line of `/proc/net/tcp{,6}` when its
-/// inode is one of `sockets`. Only the two fields needed are read, line by
-/// line, rather than `procfs`'s `TcpNetEntries`, which builds every entry
-/// of the namespace (thousands on a busy host) into one vector per sample.
-fn own_socket_state(line: &[u8], sockets: &HashSet<u64>) -> Option<procfs::net::TcpState> {
+/// One of the process's own TCP sockets.
+#[derive(Debug, PartialEq)]
+struct OwnSocket {
+    inode: u64,
+    state: procfs::net::TcpState,
+    local_port: u16,
+    peer: Option<(String, u16)>,
+}
+
+/// The socket on one line of `/proc/net/tcp{,6}` when its inode is one of
+/// `sockets`. Only the fields needed are read, line by line, rather than
+/// `procfs`'s `TcpNetEntries`, which builds every entry of the namespace
+/// (thousands on a busy host) into one vector per sample.
+fn own_socket(line: &[u8], sockets: &HashSet<u64>) -> Option<OwnSocket> {
     let line = std::str::from_utf8(line).ok()?;
     let mut fields = line.split_ascii_whitespace();
     // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
-    let state = fields.nth(3)?;
+    let local = fields.nth(1)?;
+    let rem = fields.next()?;
+    let state = fields.next()?;
     let inode: u64 = fields.nth(5)?.parse().ok()?;
     if inode == 0 || !sockets.contains(&inode) {
         return None;
     }
-    procfs::net::TcpState::from_u8(u8::from_str_radix(state, 16).ok()?)
+    Some(OwnSocket {
+        inode,
+        state: procfs::net::TcpState::from_u8(u8::from_str_radix(state, 16).ok()?)?,
+        local_port: u16::from_str_radix(local.rsplit_once(':')?.1, 16).ok()?,
+        peer: crate::targets::address(rem),
+    })
 }
 
 fn tcp_state_name(s: &procfs::net::TcpState) -> &'static str {
@@ -343,23 +401,35 @@ mod tests {
         assert!(m["fds.pipe"] >= 2.0);
         assert!(m["fds.socket"] >= 1.0);
         assert!(m["tcp.listen"] >= 1.0);
+        assert!(m["fds.to.pipe"] >= 2.0, "{m:?}");
         assert!(m[metric::THREADS] >= 1.0);
         assert!(m.contains_key(metric::LIMIT_NOFILE_SOFT));
         drop((listener, r, w));
     }
 
     #[test]
-    fn a_tcp_table_line_gives_its_state_only_for_own_sockets() {
+    fn a_tcp_table_line_gives_its_state_and_peer_only_for_own_sockets() {
         let line = b"   1: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 \
                      00000000  1000        0 424242 1 0000000000000000 100 0 0 10 0\n";
-        let own: HashSet<u64> = [424242].into();
+        let own: HashSet<u64> = [424242, 77].into();
         assert_eq!(
-            own_socket_state(line, &own),
-            Some(procfs::net::TcpState::Listen)
+            own_socket(line, &own),
+            Some(OwnSocket {
+                inode: 424242,
+                state: procfs::net::TcpState::Listen,
+                local_port: 8080,
+                peer: None
+            })
         );
-        assert_eq!(own_socket_state(line, &HashSet::new()), None);
+        assert_eq!(own_socket(line, &HashSet::new()), None);
         let header = b"  sl  local_address rem_address   st tx_queue rx_queue tr tm->when \
                        retrnsmt   uid  timeout inode\n";
-        assert_eq!(own_socket_state(header, &own), None);
+        assert_eq!(own_socket(header, &own), None);
+        let out = b"   2: 0100007F:D431 0500000A:1538 01 00000000:00000000 00:00000000 \
+                    00000000  1000        0 77 1 0000000000000000 100 0 0 10 0\n";
+        assert_eq!(
+            own_socket(out, &own).and_then(|s| s.peer),
+            Some(("10.0.0.5".into(), 5432))
+        );
     }
 }

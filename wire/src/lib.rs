@@ -268,6 +268,18 @@ pub mod metric {
     pub const PAUSE_MAX_MS: &str = "pause.max_ms";
     pub const TOKIO_LAG_P99_MS: &str = "tokio.lag_p99_ms";
     pub const TOKIO_LAG_MAX_MS: &str = "tokio.lag_max_ms";
+    /// Open fds by target: `fds.to./var/log/app-n.log`, `fds.to.pipe`,
+    /// `fds.to.eventfd`, `fds.to.tcp:10.0.0.5:5432` ([`super::fd_target_name`]).
+    pub const FDS_TARGET_PREFIX: &str = "fds.to.";
+    /// The process's TCP sockets by peer: `tcp.to.10.0.0.5:5432`, with an
+    /// ephemeral peer port (a client's, on an accepted connection) as `n`.
+    pub const TCP_PEER_PREFIX: &str = "tcp.to.";
+    /// Whether `name` counts by target ([`FDS_TARGET_PREFIX`],
+    /// [`TCP_PEER_PREFIX`]), not by kind or state.
+    pub fn is_target(name: &str) -> bool {
+        name.starts_with(FDS_TARGET_PREFIX) || name.starts_with(TCP_PEER_PREFIX)
+    }
+
     /// RSS split into parts that add up to it: `rss.<part>`.
     pub const RSS_PART_PREFIX: &str = "rss.";
     /// jemalloc's live allocations.
@@ -333,13 +345,49 @@ pub mod metric {
     pub const AGENT_INTERVAL_SECONDS: &str = "agent.interval_seconds";
 }
 
-/// Checks a metric name: 1 to 128 bytes of `[a-z0-9._-]`.
+/// Checks a metric name: 1 to 128 bytes of `[a-z0-9._-]`, and after
+/// the target prefixes ([`metric::FDS_TARGET_PREFIX`],
+/// [`metric::TCP_PEER_PREFIX`]) also `/`, `:`, `[` and `]`, which paths and
+/// addresses need.
 pub fn valid_metric_name(name: &str) -> bool {
+    let plain = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b);
+    let target = [metric::FDS_TARGET_PREFIX, metric::TCP_PEER_PREFIX]
+        .iter()
+        .find_map(|p| name.strip_prefix(p));
     !name.is_empty()
         && name.len() <= 128
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+        && match target {
+            Some(t) => t.bytes().all(|b| plain(b) || b"/:[]".contains(&b)),
+            None => name.bytes().all(plain),
+        }
+}
+
+/// An fd's target as it is counted: a path with each run of digits as
+/// `N` (`/var/log/app-N.log`), lowercased, other characters as `_`, cut to
+/// fit a metric name; `pipe`; an anon inode's kind (`eventfd`, `epoll`).
+pub fn fd_target_name(target: &str) -> String {
+    let mut out = String::with_capacity(target.len().min(96));
+    let mut in_digits = false;
+    for c in target.chars() {
+        if c.is_ascii_digit() {
+            if !in_digits {
+                out.push('n');
+            }
+            in_digits = true;
+            continue;
+        }
+        in_digits = false;
+        let c = c.to_ascii_lowercase();
+        out.push(if c.is_ascii_lowercase() || "._-/:[]".contains(c) {
+            c
+        } else {
+            '_'
+        });
+        if out.len() >= 96 {
+            break;
+        }
+    }
+    out
 }
 
 /// Turns a pool's or queue's name into the metric-name alphabet:
@@ -394,6 +442,30 @@ pub fn thread_name_prefix(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn targets_fold_numbers_and_keep_paths_and_addresses() {
+        assert_eq!(
+            fd_target_name("/var/log/App-2026-12.log"),
+            "/var/log/app-n-n.log"
+        );
+        assert_eq!(
+            fd_target_name("anon_inode:[eventfd]"),
+            "anon_inode:[eventfd]"
+        );
+        let m = format!(
+            "{}{}",
+            metric::FDS_TARGET_PREFIX,
+            fd_target_name("/tmp/x y")
+        );
+        assert!(valid_metric_name(&m), "{m}");
+        assert!(valid_metric_name("tcp.to.10.0.0.5:5432"));
+        assert!(
+            !valid_metric_name("fds.file:x"),
+            "only after a target prefix"
+        );
+        assert!(!valid_metric_name("tcp.to.a b"));
+    }
 
     #[test]
     fn gauge_names_round_trip_through_their_metrics() {

@@ -229,9 +229,12 @@ fn judge_cohort(
             None => Reads::fetch(store, &sel, gauges)?,
         };
         let mine: Vec<&Subject> = gauges.iter().filter(|s| read.has(&s.metric)).collect();
+        let mut judged = Vec::new();
         for s in Resource::ALL.map(Subject::of).iter().chain(mine) {
-            out.push(judge(store, &mut read, &sel, s, opts)?);
+            judged.push(judge(store, &mut read, &sel, s, opts)?);
         }
+        super::detail::merge_socket_fds(&mut judged);
+        out.extend(judged);
     }
     Ok(out)
 }
@@ -300,6 +303,7 @@ fn judge(
         instances_growing: 0,
         instances: 0,
         sites: Vec::new(),
+        also_seen_as: None,
     };
     if let Some((mid, lo, hi)) = runway_h {
         f.time_to_exhaustion_seconds = Some(mid * 3600.0);

@@ -26,36 +26,74 @@ pub(super) fn explain(
         f.detail = Some(HashMap::from([(r.name().to_owned(), name.clone())]));
         return Ok(());
     }
-    let Some((prefix, key)) = r.detail_prefix() else {
-        return Ok(());
-    };
-    let Some((slope, what)) = steepest(store, sel, prefix, r.metric(), f, opts)? else {
-        return Ok(());
-    };
-    if r == Resource::Rss {
-        f.reason = format!("{}; {}", f.reason, rss_part_words(&what, slope));
+    let mut detail = HashMap::new();
+    // The names are read only for a leak: what part of it grows.
+    let names = store.metric_names(&f.service, Some(&f.instance))?;
+    for (prefix, key) in [r.detail_prefix(), r.target_prefix()].into_iter().flatten() {
+        let Some((slope, what)) = steepest(store, sel, &names, prefix, r.metric(), opts)? else {
+            continue;
+        };
+        if r == Resource::Rss {
+            f.reason = format!("{}; {}", f.reason, rss_part_words(&what, slope));
+        }
+        detail.insert(key.to_owned(), what);
     }
-    f.detail = Some(HashMap::from([(key.to_owned(), what)]));
+    f.detail = (!detail.is_empty()).then_some(detail);
     Ok(())
 }
 
+/// One cause, one finding: when an instance's fds leak as sockets and its
+/// sockets leak too, the sockets finding is merged into the fds one, which
+/// keeps the runway (the fd limit is what runs out, and fds count more
+/// than sockets) and takes the sockets' peer and state, shown as "also
+/// seen as".
+pub(super) fn merge_socket_fds(findings: &mut Vec<Finding>) {
+    let leaking = |f: &Finding, r| f.resource == r && f.verdict.alarms();
+    let Some(s) = findings.iter().position(|f| leaking(f, Resource::Sockets)) else {
+        return;
+    };
+    let Some(fds) = findings.iter().position(|f| {
+        leaking(f, Resource::Fds)
+            && f.detail
+                .as_ref()
+                .and_then(|d| d.get("fd_kind"))
+                .map(String::as_str)
+                == Some("socket")
+    }) else {
+        return;
+    };
+    let sockets = findings.remove(s);
+    let fds = &mut findings[if fds > s { fds - 1 } else { fds }];
+    let detail = sockets.detail.unwrap_or_default();
+    fds.also_seen_as = Some(match detail.get("tcp_state") {
+        Some(state) => format!("sockets (tcp state {state})"),
+        None => "sockets".to_owned(),
+    });
+    if let Some(peer) = detail.get("peer") {
+        fds.detail
+            .get_or_insert_with(HashMap::new)
+            .insert("peer".into(), peer.clone());
+    }
+}
+
 /// The breakdown metric under `prefix` with the steepest leak, by its
-/// name after the prefix, and its slope per hour.
+/// name after the prefix, and its slope per hour. Kinds and states are
+/// not taken from the targets counted under the same root (`fds.` holds
+/// `fds.to.` too).
 fn steepest(
     store: &dyn Store,
     sel: &Selector,
+    names: &[String],
     prefix: &str,
     total: &str,
-    f: &Finding,
     opts: &Options,
 ) -> Result<Option<(f64, String)>> {
     let mut best: Option<(f64, String)> = None;
-    // The names are read only for a leak: what part of it grows.
-    let names = store.metric_names(&f.service, Some(&f.instance))?;
-    for name in names
-        .iter()
-        .filter(|n| n.starts_with(prefix) && n.as_str() != total)
-    {
+    for name in names.iter().filter(|n| {
+        n.starts_with(prefix)
+            && n.as_str() != total
+            && (metric::is_target(prefix) || !metric::is_target(n))
+    }) {
         let segs = segmented(store, sel, name)?;
         let sub = assess_lifetimes(&segs, opts);
         if let (LeakVerdict::Leak, Some(g)) = (sub.verdict, sub.fit) {
@@ -94,6 +132,54 @@ fn rss_part_words(part: &str, slope: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn leak(r: Resource, detail: &[(&str, &str)]) -> Finding {
+        let mut f: Finding = serde_json::from_value(serde_json::json!({
+            "service": "s", "instance": "i", "resource": r.name(), "metric": r.metric(),
+            "unit": "fds", "verdict": "leak", "severity": "warning", "reason": "grows",
+            "slope_per_hour": 10.0, "slope_ci": null, "confidence": null, "started_ms": null,
+            "current": 100.0, "limit": 1024.0, "limit_source": "RLIMIT_NOFILE",
+            "time_to_exhaustion_seconds": 3600.0, "time_to_exhaustion_bounds_seconds": null,
+            "instances_growing": 1, "instances": 1, "sites": []
+        }))
+        .unwrap();
+        f.detail = Some(
+            detail
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        f
+    }
+
+    #[test]
+    fn sockets_leaking_as_fds_are_one_finding_that_names_the_peer() {
+        let mut all = vec![
+            leak(
+                Resource::Fds,
+                &[("fd_kind", "socket"), ("fd_target", "tcp:10.0.0.5:5432")],
+            ),
+            leak(
+                Resource::Sockets,
+                &[("tcp_state", "established"), ("peer", "10.0.0.5:5432")],
+            ),
+        ];
+        merge_socket_fds(&mut all);
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].resource, Resource::Fds);
+        assert_eq!(
+            all[0].also_seen_as.as_deref(),
+            Some("sockets (tcp state established)")
+        );
+        assert_eq!(all[0].detail.as_ref().unwrap()["peer"], "10.0.0.5:5432");
+        // fds of files leaking beside sockets are two causes.
+        let mut two = vec![
+            leak(Resource::Fds, &[("fd_kind", "file")]),
+            leak(Resource::Sockets, &[("tcp_state", "close_wait")]),
+        ];
+        merge_socket_fds(&mut two);
+        assert_eq!(two.len(), 2);
+    }
 
     #[test]
     fn each_part_of_rss_is_said_in_words() {

@@ -108,6 +108,10 @@ pub struct Finding {
     pub instances_growing: usize,
     pub instances: usize,
     pub sites: Vec<Site>,
+    /// The same growth seen as another resource, merged into this
+    /// finding: `sockets (tcp state established)` beside fds of sockets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub also_seen_as: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -105,6 +105,16 @@ impl Resource {
         }
     }
 
+    /// Per-target series that say what is held: fds by path or peer,
+    /// sockets by peer.
+    pub fn target_prefix(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Resource::Fds => Some((metric::FDS_TARGET_PREFIX, "fd_target")),
+            Resource::Sockets => Some((metric::TCP_PEER_PREFIX, "peer")),
+            _ => None,
+        }
+    }
+
     /// Candidate limits, the first present wins; `None` means the smallest.
     pub fn limits(self) -> (&'static [(&'static str, &'static str)], bool) {
         const MEMORY: &[(&str, &str)] = &[

@@ -24,15 +24,25 @@ fn window(a: &Analysis) -> String {
 /// What grows inside a resource, as ` (fd kind file)`, or nothing.
 pub fn detail(f: &Finding) -> String {
     // A pool's or queue's name is in its label already.
-    f.detail
-        .as_ref()
-        .filter(|_| !f.resource.is_gauge())
-        .and_then(|d| {
-            d.iter()
-                .next()
-                .map(|(k, v)| format!(" ({} {v})", k.replace('_', " ")))
-        })
-        .unwrap_or_default()
+    let Some(d) = f.detail.as_ref().filter(|_| !f.resource.is_gauge()) else {
+        return String::new();
+    };
+    let mut parts: Vec<String> = ["fd_kind", "tcp_state", "rss_part"]
+        .iter()
+        .filter_map(|k| Some(format!("{} {}", k.replace('_', " "), d.get(*k)?)))
+        .collect();
+    if let Some(to) = d.get("peer").or(d.get("fd_target")) {
+        parts.push(format!("to {}", to.trim_start_matches("tcp:")));
+    }
+    let mut out = if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", parts.join(", "))
+    };
+    if let Some(also) = &f.also_seen_as {
+        out.push_str(&format!("; also seen as {also}"));
+    }
+    out
 }
 
 /// The `leaks` table.
@@ -243,6 +253,7 @@ mod tests {
             instances_growing: 1,
             instances: 1,
             sites: vec![],
+            also_seen_as: None,
         };
         let a = Analysis {
             from_ms: 0,

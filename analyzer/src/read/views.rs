@@ -273,6 +273,8 @@ fn by_prefix(
     for n in names
         .iter()
         .filter(|n| n.starts_with(prefix) && n.len() > prefix.len())
+        // Kinds and states, not the targets counted under the same root.
+        .filter(|n| metric::is_target(prefix) || !metric::is_target(n))
     {
         let s = Series {
             name: n[prefix.len()..].to_owned(),

@@ -12,6 +12,8 @@
 //!   oneshot whose sender is kept and never fires.
 //! - `GET /queue/start?per_s=R`: starts a producer of R items/s (default
 //!   50) on an unbounded channel, and a consumer 20% slower.
+//! - `GET /leak-conn?addr=HOST:PORT`: connects to `addr` and keeps the
+//!   connection open for ever: a connection leak to that peer.
 
 use std::net::SocketAddr;
 use std::sync::{Mutex, OnceLock};
@@ -54,6 +56,7 @@ static POOL: OnceLock<Pool> = OnceLock::new();
 static FORGOTTEN: Mutex<Vec<Object<Backend>>> = Mutex::new(Vec::new());
 static NEVER_FIRED: Mutex<Vec<tokio::sync::oneshot::Sender<()>>> = Mutex::new(Vec::new());
 static QUEUE_STARTED: OnceLock<()> = OnceLock::new();
+static CONNECTIONS: Mutex<Vec<TcpStream>> = Mutex::new(Vec::new());
 
 /// The backend: answers each line with `ok`.
 async fn serve_backend(listener: TcpListener) {
@@ -113,6 +116,7 @@ struct Params {
     ms: Option<u64>,
     n: Option<usize>,
     per_s: Option<u64>,
+    addr: Option<String>,
 }
 
 pub fn routes() -> Router {
@@ -148,6 +152,20 @@ pub fn routes() -> Router {
             }),
         )
         .route("/tasks/leak", get(leak_tasks))
+        .route(
+            "/leak-conn",
+            get(|Query(p): Query<Params>| async move {
+                let addr = p.addr.unwrap_or_default();
+                match TcpStream::connect(&addr).await {
+                    Ok(c) => {
+                        let mut all = CONNECTIONS.lock().unwrap_or_else(|p| p.into_inner());
+                        all.push(c);
+                        format!("{}\n", all.len())
+                    }
+                    Err(e) => format!("error: {addr}: {e}\n"),
+                }
+            }),
+        )
         .route(
             "/queue/start",
             get(|Query(p): Query<Params>| async move {

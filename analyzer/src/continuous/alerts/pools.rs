@@ -97,6 +97,7 @@ mod tests {
             instances_growing: 1,
             instances: 1,
             sites: vec![],
+            also_seen_as: None,
         }
     }
 

@@ -1,7 +1,7 @@
 //! What RSS growth is made of, on the real leaky example: memory mapped
 //! outside the allocator, fragmentation, thread stacks and the heap, each
 //! named as the part of RSS that grows; and a process that fragments once
-//! and stays flat, not flagged.
+//! and stays flat, not flagged; and a connection leak named by its peer.
 
 use std::time::{Duration, Instant};
 
@@ -106,5 +106,35 @@ fn fragmenting_once_and_staying_flat_is_not_a_finding() {
     assert!(
         v["findings"].as_array().unwrap().is_empty(),
         "false positive: {v:#}"
+    );
+}
+
+/// Connections to a server on loopback (this test's own listener, which
+/// accepts and holds them), opened and never closed: one finding, fds of
+/// sockets, naming the peer, with the same growth as sockets merged in.
+#[test]
+fn a_connection_leak_is_one_finding_naming_its_peer() {
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = server.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in server.incoming().take(2_000).flatten() {
+            held.push(c);
+        }
+    });
+    let route = format!("/leak-conn?addr={addr}");
+    let v = leaks_while("conn", 50, Duration::from_millis(100), move |_| {
+        Some(route.clone())
+    });
+    let fds = finding(&v, "fds").unwrap_or_else(|| panic!("no fds finding: {v:#}"));
+    assert_eq!(fds["detail"]["fd_kind"], "socket", "{fds:#}");
+    assert_eq!(fds["detail"]["peer"], addr.to_string(), "{fds:#}");
+    assert_eq!(
+        fds["also_seen_as"], "sockets (tcp state established)",
+        "{fds:#}"
+    );
+    assert!(
+        finding(&v, "sockets").is_none(),
+        "one cause, one finding: {v:#}"
     );
 }
