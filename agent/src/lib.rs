@@ -4,6 +4,7 @@
 mod adapters;
 mod age;
 mod cadence;
+mod cgroup;
 mod config;
 mod dwarf;
 mod error;
@@ -13,6 +14,7 @@ pub mod jemalloc;
 mod kept;
 mod objects;
 mod pause;
+mod pressure;
 mod process;
 mod queue;
 mod rss_parts;

@@ -27,27 +27,11 @@ struct Files {
     task_dir: Option<KeptDir>,
     meminfo: Option<KeptFile>,
     threads_max: Option<KeptFile>,
-    /// `memory.max`, `memory.current` and `pids.max` of the cgroup, each
-    /// with its metric.
-    cgroup: Vec<(KeptFile, &'static str)>,
+    cgroup: crate::cgroup::Cgroup,
 }
 
 impl Files {
     fn open() -> Files {
-        let cgroup = Process::myself()
-            .ok()
-            .and_then(|me| cgroup_v2_dir(&me))
-            .map(|dir| {
-                [
-                    ("memory.max", metric::LIMIT_MEMORY_MAX),
-                    ("memory.current", metric::CGROUP_MEMORY_CURRENT),
-                    ("pids.max", metric::LIMIT_PIDS_MAX),
-                ]
-                .into_iter()
-                .filter_map(|(f, key)| KeptFile::open(dir.join(f)).map(|k| (k, key)))
-                .collect()
-            })
-            .unwrap_or_default();
         Files {
             stat: KeptFile::open("/proc/self/stat"),
             status: KeptFile::open("/proc/self/status"),
@@ -59,7 +43,7 @@ impl Files {
             task_dir: KeptDir::open("/proc/self/task"),
             meminfo: KeptFile::open("/proc/meminfo"),
             threads_max: KeptFile::open("/proc/sys/kernel/threads-max"),
-            cgroup,
+            cgroup: crate::cgroup::Cgroup::open(),
         }
     }
 }
@@ -133,11 +117,7 @@ impl ProcessSampler {
             failures += 1;
         }
         limits(f, buf, out);
-        for (file, key) in &f.cgroup {
-            if let Some(v) = number(file, buf) {
-                out.insert((*key).to_owned(), v);
-            }
-        }
+        f.cgroup.sample(buf, out);
         self.rss_parts.sample(std::time::Instant::now(), out);
         failures
     }
@@ -361,17 +341,6 @@ fn limits(f: &Files, buf: &mut Vec<u8>, out: &mut Metrics) {
     if let Some(m) = parse::<procfs::Meminfo>(f.meminfo.as_ref(), buf) {
         out.insert(metric::LIMIT_PHYSICAL_MEMORY.to_owned(), m.mem_total as f64);
     }
-}
-
-/// The process's cgroup v2 directory, when cgroup2 is mounted.
-fn cgroup_v2_dir(me: &Process) -> Option<std::path::PathBuf> {
-    let groups = me.cgroups().ok()?;
-    let unified = groups.into_iter().find(|g| g.hierarchy == 0)?;
-    let root = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
-        .into_iter()
-        .find(|r| std::path::Path::new(r).join("cgroup.controllers").exists())?;
-    let dir = std::path::Path::new(root).join(unified.pathname.trim_start_matches('/'));
-    dir.exists().then_some(dir)
 }
 
 /// Unix milliseconds at which this process started.

@@ -57,6 +57,7 @@ pub(crate) fn run(shared: &Shared) {
     let mut symbols = Symbolizer::new(SYMBOL_CACHE_ENTRIES, cfg.symbol_lines);
     let start = Instant::now();
     let mut cadence = Cadence::new(cfg.interval, start);
+    let mut pressure = crate::pressure::Pressure::new(cfg.pressure_share);
     let mut profiles = profile_times(cfg.profile_interval).map(|d| start + d);
     let mut next_sample = start;
     let mut next_profile = profiles.next().unwrap_or(start + cfg.profile_interval);
@@ -68,12 +69,22 @@ pub(crate) fn run(shared: &Shared) {
         }
         let stopping = shared.stopping.load(Ordering::Relaxed);
         let now = Instant::now();
+        let mut short_of_memory = false;
         if now >= next_sample || stopping {
             guarded("sample", || {
-                let items = sample(shared, &mut procs, &mut cadence, now);
+                let (items, pressed) = sample(shared, &mut procs, &mut cadence, &mut pressure, now);
+                short_of_memory = pressed;
                 shared.queue.push_all(items);
             });
             next_sample = advance(next_sample, cadence.next_delay(now), now);
+        }
+        // Memory runs short: the profile that explains it, now.
+        if short_of_memory && !stopping {
+            guarded("pressure profile", || {
+                if let Some(p) = profile(shared, &mut symbols) {
+                    shared.queue.push_all([Item::Profile(p)]);
+                }
+            });
         }
         if now >= next_profile && !stopping {
             guarded("profile", || {
@@ -129,17 +140,24 @@ fn guarded(what: &str, f: impl FnOnce()) {
     }
 }
 
+/// One sample's items, and whether memory runs short enough for a heap
+/// profile now ([`crate::pressure`]).
 fn sample(
     shared: &Shared,
     procs: &mut ProcessSampler,
     cadence: &mut Cadence,
+    pressure: &mut crate::pressure::Pressure,
     now: Instant,
-) -> Vec<Item> {
+) -> (Vec<Item>, bool) {
     let mut m = Metrics::new();
     if let Err(e) = jemalloc::read_stats(&mut m) {
         tracing::debug!("heaptide: {e}");
     }
     procs.sample(&mut m);
+    let pressed = pressure.observe(now, &mut m);
+    if shared.stopping.load(Ordering::Relaxed) {
+        m.insert(metric::AGENT_STOPPING.into(), 1.0);
+    }
     let urgent = cadence.observe(now, &m);
     m.insert(metric::AGENT_URGENT.into(), f64::from(u8::from(urgent)));
     m.insert(
@@ -177,7 +195,7 @@ fn sample(
         metrics: m,
     }));
     items.extend(events.into_iter().map(Item::Pause));
-    items
+    (items, pressed)
 }
 
 fn profile(shared: &Shared, symbols: &mut Symbolizer) -> Option<EncodedProfile> {

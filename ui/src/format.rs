@@ -66,6 +66,7 @@ pub fn amount(unit: Unit, v: f64) -> String {
     match unit {
         Unit::Bytes => bytes(v),
         Unit::Millis => format!("{v:.1} ms"),
+        Unit::Percent => format!("{v:.1}%"),
         _ => count(v.round()),
     }
 }
@@ -104,6 +105,7 @@ pub fn axis(unit: Unit, v: f64) -> String {
             }
         }
         Unit::Millis => format!("{v:.1} ms"),
+        Unit::Percent => format!("{v:.0}%"),
         _ => count(v),
     }
 }

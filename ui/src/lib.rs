@@ -147,6 +147,18 @@ pub struct InstanceView {
     pub alerts: Vec<AlertView>,
     /// Newest first.
     pub history: Vec<HistoryEntry>,
+    /// Processes that memory ended, newest first.
+    pub deaths: Vec<DeathView>,
+}
+
+/// A process that memory ended: "died: OOM-killed at 1.9 GiB of 2.0 GiB",
+/// and when its agent last took a heap profile under memory pressure.
+#[derive(Debug, Clone)]
+pub struct DeathView {
+    pub last_seen_ms: i64,
+    pub pid: u32,
+    pub summary: String,
+    pub pressure_profile_ms: Option<i64>,
 }
 
 /// A growing allocation site, over a service's instances.

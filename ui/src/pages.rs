@@ -202,6 +202,7 @@ pub fn instance(v: &InstanceView, window: &str) -> String {
         v.to_ms,
     );
     current_alerts(&mut b, v);
+    deaths(&mut b, v);
     findings(&mut b, v);
     let has_data = v
         .charts
@@ -315,6 +316,30 @@ fn history(b: &mut String, v: &InstanceView) {
         );
     }
     b.push_str("</table>");
+}
+
+/// Processes that memory ended, with the last profile taken under
+/// pressure before each.
+fn deaths(b: &mut String, v: &InstanceView) {
+    for d in &v.deaths {
+        let _ = write!(
+            b,
+            "<div class=\"death\"><span class=\"alert firing critical\">died</span> pid {} at {}: {}",
+            d.pid,
+            time(d.last_seen_ms),
+            esc(&d.summary)
+        );
+        if let Some(at) = d.pressure_profile_ms {
+            let _ = write!(
+                b,
+                " · <a class=\"pressure-profile\" href=\"/ui/flame?service={}&amp;instance={}&amp;at={at}\">the heap under pressure, {}</a>",
+                url(&v.service),
+                url(&v.instance),
+                time(at)
+            );
+        }
+        b.push_str("</div>");
+    }
 }
 
 /// The instance's leaks, each with its growing sites.

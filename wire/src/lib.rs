@@ -172,6 +172,8 @@ pub enum Unit {
     Items,
     /// Tasks of an async runtime.
     Tasks,
+    /// A share of time, in percent: memory pressure.
+    Percent,
 }
 
 impl Unit {
@@ -187,6 +189,7 @@ impl Unit {
             Unit::Slots => "slots",
             Unit::Items => "items",
             Unit::Tasks => "tasks",
+            Unit::Percent => "percent",
         }
     }
 }
@@ -262,6 +265,23 @@ pub mod metric {
     pub const LIMIT_MEMORY_MAX: &str = "limit.cgroup.memory_max";
     pub const LIMIT_PHYSICAL_MEMORY: &str = "limit.physical_memory";
     pub const CGROUP_MEMORY_CURRENT: &str = "cgroup.memory_current";
+    /// The cgroup's memory events, cumulative (v2 `memory.events`; v1's
+    /// `failcnt` as `max`, and the `oom_kill` of `memory.oom_control`).
+    pub const CGROUP_EVENTS_HIGH: &str = "cgroup.memory_events.high";
+    pub const CGROUP_EVENTS_MAX: &str = "cgroup.memory_events.max";
+    pub const CGROUP_EVENTS_OOM: &str = "cgroup.memory_events.oom";
+    pub const CGROUP_EVENTS_OOM_KILL: &str = "cgroup.memory_events.oom_kill";
+    /// Memory pressure (PSI), the share of the last 10 s in which some,
+    /// or all, tasks waited on memory, in percent.
+    pub const PRESSURE_MEMORY_SOME: &str = "pressure.memory.some_avg10";
+    pub const PRESSURE_MEMORY_FULL: &str = "pressure.memory.full_avg10";
+    /// 1 in a sample whose heap profile was taken at once because memory
+    /// ran short: a new high of RSS or heap above the agent's pressure
+    /// share of the limit, or new cgroup memory events.
+    pub const AGENT_PRESSURE: &str = "agent.pressure";
+    /// 1 in the last sample of an agent that is stopping: a segment that
+    /// ends without it ended by a kill or a crash.
+    pub const AGENT_STOPPING: &str = "agent.stopping";
     pub const PAUSE_P50_MS: &str = "pause.p50_ms";
     pub const PAUSE_P99_MS: &str = "pause.p99_ms";
     pub const PAUSE_P999_MS: &str = "pause.p999_ms";

@@ -135,6 +135,17 @@ agent_settings! {
     /// libgcc).
     unwinder: Unwinder, env "HEAPTIDE_UNWINDER", default Unwinder::Auto,
         example "libgcc";
+    /// The share of the memory limit (cgroup, `RLIMIT_AS`, or physical
+    /// memory) above which each new high of RSS or heap takes a heap
+    /// profile at once, as do new cgroup memory events: the last profile
+    /// before an OOM kill.
+    pressure_share: f64, env "HEAPTIDE_PRESSURE_SHARE", default 0.8, shown "`0.8`",
+        check |v| if (0.1..=1.0).contains(v) {
+            Ok(())
+        } else {
+            Err("must be between 0.1 and 1 (10% and 100%)".into())
+        },
+        example "90%";
     /// Timeout of one upload.
     send_timeout: Duration, env "HEAPTIDE_SEND_TIMEOUT", default DEFAULT_SEND_TIMEOUT,
         check |d| within(d, ms(10), s(600)), example "1s";

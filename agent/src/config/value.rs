@@ -69,6 +69,21 @@ impl Value for usize {
     }
 }
 
+/// A share: `0.8` or `80%`.
+impl Value for f64 {
+    fn parse_env(text: &str) -> Result<Self, String> {
+        let t = text.trim();
+        let v = match t.strip_suffix('%') {
+            Some(p) => p.trim().parse::<f64>().map(|p| p / 100.0),
+            None => t.parse::<f64>(),
+        };
+        v.map_err(|_| "expected a share such as 0.8 or 80%".into())
+    }
+    fn show(&self) -> String {
+        self.to_string()
+    }
+}
+
 /// A switch: `true`/`1` or `false`/`0`.
 impl Value for bool {
     fn parse_env(text: &str) -> Result<Self, String> {

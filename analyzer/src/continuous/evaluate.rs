@@ -25,6 +25,9 @@ pub struct Kept {
     pub findings: Vec<Finding>,
     pub heap: Vec<(i64, f64)>,
     pub fds: Vec<(i64, f64)>,
+    /// How its processes of the window ended, when memory ended them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deaths: Vec<detect::Death>,
 }
 
 /// A sparkline's points: time and peak.
@@ -207,6 +210,12 @@ fn judge_service(
             findings: findings.into_iter().cloned().collect(),
             heap,
             fds,
+            deaths: analysis
+                .deaths
+                .iter()
+                .filter(|d| d.instance == instance)
+                .cloned()
+                .collect(),
         };
         let before = kept.remove(&(service.to_owned(), instance.to_owned()));
         let before = before.as_ref().map_or(&[][..], |k| &k.findings[..]);
@@ -299,11 +308,18 @@ pub fn kept(store: &dyn Store, service: Option<&str>, now_ms: i64) -> Result<Opt
     if newest.is_none_or(|t| now_ms - t > KEPT_CURRENT_MS) {
         return Ok(None);
     }
-    let mut findings: Vec<Finding> = kept.into_values().flat_map(|k| k.findings).collect();
+    let mut findings = Vec::new();
+    let mut deaths = Vec::new();
+    for k in kept.into_values() {
+        findings.extend(k.findings);
+        deaths.extend(k.deaths);
+    }
     detect::sort_worst_first(&mut findings);
+    deaths.sort_by_key(|d| std::cmp::Reverse(d.last_seen_ms));
     Ok(Some(Analysis {
         from_ms: now_ms - WINDOW_MS,
         to_ms: now_ms,
         findings,
+        deaths,
     }))
 }

@@ -126,10 +126,20 @@ pub fn analyze(store: &dyn Store, q: &Selector, opts: &Options) -> Result<Analys
         ))
     });
     sort_worst_first(&mut findings);
+    // Restarts in the window (the current process started in it): how
+    // the processes before ended, when memory ended them.
+    let mut deaths = Vec::new();
+    for inst in instances
+        .iter()
+        .filter(|i| i.segments > 1 && i.start_time_ms > q.from_ms)
+    {
+        deaths.extend(super::death::deaths_of(store, &window(q, inst))?);
+    }
     Ok(Analysis {
         from_ms: q.from_ms,
         to_ms: q.to_ms,
         findings,
+        deaths,
     })
 }
 

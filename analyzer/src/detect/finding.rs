@@ -120,6 +120,10 @@ pub struct Analysis {
     pub to_ms: i64,
     /// Every resource of every instance, worst first.
     pub findings: Vec<Finding>,
+    /// Processes that memory ended in the window: OOM-killed, or killed
+    /// near their limit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deaths: Vec<super::Death>,
 }
 
 impl Analysis {

@@ -16,6 +16,7 @@
 
 mod analyze;
 mod assess;
+mod death;
 mod detail;
 mod early;
 mod finding;
@@ -35,6 +36,7 @@ pub use assess::{
     assess, assess_sites, runway, time_to_exhaustion, Assessment, LeakVerdict, Lifetime, Options,
     SiteGrowth,
 };
+pub use death::{deaths_of, Death};
 pub use finding::{Analysis, Finding, Severity, Site};
 pub use resource::{Resource, Subject};
 pub(crate) use sites::growing_sites;

@@ -9,6 +9,7 @@
 //!   `heaptide-ui` draws;
 //! - [`report`]: the `leaks` and `predict` tables.
 
+mod charts;
 pub mod flames;
 pub(crate) mod fold;
 pub(crate) mod query;

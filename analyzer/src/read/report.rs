@@ -74,6 +74,17 @@ pub fn leaks_table(a: &Analysis, insufficient: &[Finding]) -> String {
             leak_lines(&mut out, rank, f);
         }
     }
+    for d in &a.deaths {
+        let _ = writeln!(out, "\n{}/{}, pid {}", d.service, d.instance, d.pid);
+        let _ = writeln!(out, "   {}", d.summary);
+        if let Some(t) = d.pressure_profile_ms {
+            let _ = writeln!(
+                out,
+                "   last heap profile under pressure: {}",
+                format::clock(t)
+            );
+        }
+    }
     for f in insufficient {
         let _ = writeln!(
             out,
@@ -259,6 +270,18 @@ mod tests {
             from_ms: 0,
             to_ms: 86_400_000,
             findings: vec![f],
+            deaths: vec![crate::detect::Death {
+                service: "checkout-service".into(),
+                instance: "checkout-7f9c4d".into(),
+                pid: 4_194_304,
+                last_seen_ms: 1_800_000_000_000,
+                cause: "oom_killed".into(),
+                memory: Some(1.9 * 1073741824.0),
+                limit: Some(2.0 * 1073741824.0),
+                limit_source: Some("cgroup memory.max".into()),
+                pressure_profile_ms: Some(1_799_999_990_000),
+                summary: "died: OOM-killed at 1.9 GiB of 2.0 GiB (cgroup memory.max)".into(),
+            }],
         };
         for table in [predict_table(&a, 7.0 * 86400.0), leaks_table(&a, &[])] {
             for line in table.lines() {
