@@ -26,6 +26,11 @@ enum Shape {
     Keyed(&'static [(&'static str, &'static str)]),
     /// PSI lines: `some avg10=0.12 ...` and `full avg10=...`.
     Pressure,
+    /// v1's `memory.usage_in_bytes`: sent only under a memory limit of
+    /// the cgroup's own. Without one, v1 hosts put whole containers and
+    /// their page cache in one shared group, whose use says nothing of
+    /// this process's room.
+    UsageV1,
 }
 
 /// v1 writes "no limit" as the largest page-aligned 63-bit number.
@@ -71,11 +76,7 @@ impl Cgroup {
                 "memory.limit_in_bytes",
                 Shape::Number(metric::LIMIT_MEMORY_MAX),
             ),
-            (
-                "memory",
-                "memory.usage_in_bytes",
-                Shape::Number(metric::CGROUP_MEMORY_CURRENT),
-            ),
+            ("memory", "memory.usage_in_bytes", Shape::UsageV1),
             (
                 "memory",
                 "memory.failcnt",
@@ -119,7 +120,11 @@ impl Cgroup {
 }
 
 fn same_metric(a: &Shape, b: &Shape) -> bool {
-    match (a, b) {
+    let usage = |s: &Shape| match s {
+        Shape::UsageV1 => Shape::Number(metric::CGROUP_MEMORY_CURRENT),
+        s => *s,
+    };
+    match (usage(a), usage(b)) {
         (Shape::Number(x), Shape::Number(y)) => x == y,
         (Shape::Keyed(x), Shape::Keyed(y)) => x.iter().any(|(_, m)| y.iter().any(|(_, n)| m == n)),
         _ => false,
@@ -128,6 +133,11 @@ fn same_metric(a: &Shape, b: &Shape) -> bool {
 
 fn read(text: &str, shape: Shape, out: &mut Metrics) {
     match shape {
+        Shape::UsageV1 => {
+            if out.contains_key(metric::LIMIT_MEMORY_MAX) {
+                read(text, Shape::Number(metric::CGROUP_MEMORY_CURRENT), out);
+            }
+        }
         Shape::Number(m) => {
             if let Ok(v) = text.trim().parse::<u64>() {
                 let v = v as f64;
@@ -212,6 +222,18 @@ mod tests {
             "268435456\n",
             Shape::Number(metric::LIMIT_MEMORY_MAX),
             &mut m,
+        );
+        read("1000\n", Shape::UsageV1, &mut m);
+        assert_eq!(
+            m[metric::CGROUP_MEMORY_CURRENT],
+            1000.0,
+            "under a limit of its own"
+        );
+        let mut unlimited = Metrics::new();
+        read("1000\n", Shape::UsageV1, &mut unlimited);
+        assert!(
+            unlimited.is_empty(),
+            "a shared group's use, without a limit"
         );
         assert_eq!(m[metric::LIMIT_MEMORY_MAX], 268_435_456.0);
         read(
