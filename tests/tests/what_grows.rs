@@ -8,13 +8,14 @@ use std::time::{Duration, Instant};
 use heaptide_tests::*;
 
 /// Runs the example, calling `route(n)` for the n-th request every
-/// `every`, amid `/work`, for `secs`; returns `analyzer leaks` over it.
+/// `every`, amid `/work`, for `secs`; returns `analyzer leaks` over it,
+/// and the instance page.
 fn leaks_while(
     instance: &str,
     secs: u64,
     every: Duration,
     route: impl Fn(u32) -> Option<String>,
-) -> serde_json::Value {
+) -> (serde_json::Value, String) {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("h.db");
     let an = analyzer(dir.path(), &store, "127.0.0.1:0", &[]);
@@ -34,8 +35,13 @@ fn leaks_while(
     }
     std::thread::sleep(Duration::from_millis(600));
     let v = leaks_json(&store);
+    let page = an
+        .get(&format!(
+            "/ui/instance?service=leaky-service&instance={instance}&since=10m"
+        ))
+        .1;
     drop(leaky);
-    v
+    (v, page)
 }
 
 /// The RSS finding's growing part, with its reason.
@@ -52,9 +58,22 @@ fn rss_part(v: &serde_json::Value) -> (String, String) {
 
 #[test]
 fn memory_mapped_outside_the_allocator_is_named() {
-    let v = leaks_while("mmap", 50, Duration::from_millis(250), |_| {
+    let (v, page) = leaks_while("mmap", 50, Duration::from_millis(250), |_| {
         Some("/leak-mmap?kb=512".into())
     });
+    // The page stacks the parts: heap, then each part on top.
+    for series in [
+        "heap",
+        "+ fragmentation",
+        "+ stacks",
+        "+ outside allocator",
+        "+ file",
+    ] {
+        assert!(
+            page.contains(&format!("data-series=\"{series}\"")),
+            "{series} in the RSS chart"
+        );
+    }
     let (part, reason) = rss_part(&v);
     assert_eq!(part, "outside_allocator", "{v:#}");
     assert!(
@@ -67,7 +86,7 @@ fn memory_mapped_outside_the_allocator_is_named() {
 #[test]
 fn fragmentation_is_named_as_allocator_overhead() {
     // One size class every 2.5 s: 20 calls, each a new class.
-    let v = leaks_while("fragment", 50, Duration::from_millis(2500), |_| {
+    let (v, _) = leaks_while("fragment", 50, Duration::from_millis(2500), |_| {
         Some("/fragment?kb=4096".into())
     });
     let (part, reason) = rss_part(&v);
@@ -80,7 +99,7 @@ fn fragmentation_is_named_as_allocator_overhead() {
 
 #[test]
 fn thread_stacks_are_named() {
-    let v = leaks_while("stacks", 50, Duration::from_millis(400), |_| {
+    let (v, _) = leaks_while("stacks", 50, Duration::from_millis(400), |_| {
         Some("/spawn-stack-thread?kb=1024".into())
     });
     let (part, reason) = rss_part(&v);
@@ -90,7 +109,7 @@ fn thread_stacks_are_named() {
 
 #[test]
 fn a_heap_leak_is_named_as_the_heap() {
-    let v = leaks_while("heap", 50, Duration::from_millis(50), |_| {
+    let (v, _) = leaks_while("heap", 50, Duration::from_millis(50), |_| {
         Some("/leak?kb=64".into())
     });
     let (part, reason) = rss_part(&v);
@@ -100,7 +119,7 @@ fn a_heap_leak_is_named_as_the_heap() {
 
 #[test]
 fn fragmenting_once_and_staying_flat_is_not_a_finding() {
-    let v = leaks_while("fragment-once", 50, Duration::from_millis(200), |n| {
+    let (v, _) = leaks_while("fragment-once", 50, Duration::from_millis(200), |n| {
         (n < 8).then(|| "/fragment?kb=2048".into())
     });
     assert!(
@@ -123,7 +142,7 @@ fn a_connection_leak_is_one_finding_naming_its_peer() {
         }
     });
     let route = format!("/leak-conn?addr={addr}");
-    let v = leaks_while("conn", 50, Duration::from_millis(100), move |_| {
+    let (v, _) = leaks_while("conn", 50, Duration::from_millis(100), move |_| {
         Some(route.clone())
     });
     let fds = finding(&v, "fds").unwrap_or_else(|| panic!("no fds finding: {v:#}"));

@@ -314,6 +314,17 @@ pub mod metric {
     /// Anonymous memory that is neither the allocator's nor a stack.
     pub const RSS_PART_OUTSIDE: &str = "rss.outside_allocator";
     pub const RSS_PART_FILE: &str = "rss.file";
+    /// The parts in the order they are stacked: the allocator's from the
+    /// heap up, then the rest.
+    pub const RSS_PARTS: [&str; 7] = [
+        RSS_PART_HEAP,
+        RSS_PART_FRAGMENTATION,
+        RSS_PART_ALLOCATOR_METADATA,
+        RSS_PART_ALLOCATOR_FREE,
+        RSS_PART_STACKS,
+        RSS_PART_OUTSIDE,
+        RSS_PART_FILE,
+    ];
 
     /// Alive tasks of the tokio runtime the agent watches.
     pub const TOKIO_TASKS_ALIVE: &str = "tokio.tasks_alive";

@@ -84,6 +84,41 @@ impl ChartSource<'_> {
         }
     }
 
+    /// RSS, then its parts stacked: each line is the running total of
+    /// the parts up to it (`heap`, `+ fragmentation`, ...), so the gaps
+    /// between lines are the parts, and the last meets RSS. Parts whose
+    /// samples do not line up (an older agent's, or downsampled apart) are
+    /// drawn as they are instead.
+    fn rss_stacked(&self) -> Result<Vec<Series>> {
+        let mut out = vec![self.series("rss", metric::RSS)?];
+        let mut total: Vec<(i64, f64)> = Vec::new();
+        for part in metric::RSS_PARTS {
+            let pts = points(self.store, self.sel, part)?;
+            if pts.is_empty() {
+                continue;
+            }
+            let name = part[metric::RSS_PART_PREFIX.len()..].replace('_', " ");
+            let aligned =
+                total.len() == pts.len() && total.iter().zip(&pts).all(|(a, b)| a.0 == b.0);
+            if total.is_empty() {
+                total = pts;
+                out.push(Series {
+                    name,
+                    points: total.clone(),
+                });
+            } else if aligned {
+                total.iter_mut().zip(&pts).for_each(|(t, p)| t.1 += p.1);
+                out.push(Series {
+                    name: format!("+ {name}"),
+                    points: total.clone(),
+                });
+            } else {
+                return self.with_parts(metric::RSS, metric::RSS_PART_PREFIX, 7);
+            }
+        }
+        Ok(out)
+    }
+
     /// Memory pressure (PSI) beside the pauses, when the agent reads it.
     fn pressure_chart(&self) -> Result<Option<Chart>> {
         if !self.names.iter().any(|n| n == metric::PRESSURE_MEMORY_SOME) {
@@ -175,8 +210,8 @@ pub(super) fn charts(
         c.chart("heap", "heap (jemalloc)", heap, Some(Resource::Heap)),
         c.chart(
             "rss",
-            "resident set size, and its parts",
-            c.with_parts(metric::RSS, metric::RSS_PART_PREFIX, 7)?,
+            "resident set size, and its parts stacked",
+            c.rss_stacked()?,
             Some(Resource::Rss),
         ),
         c.chart(
