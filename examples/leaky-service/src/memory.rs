@@ -77,10 +77,14 @@ fn touch_stack(kb: usize) -> u8 {
 
 fn spawn_stack_thread(kb: usize) -> String {
     let n = STACK_THREADS.fetch_add(1, Ordering::Relaxed);
+    let kb = kb.min(1024);
     let spawned = std::thread::Builder::new()
         .name(format!("leaky-stack-{n}"))
+        // Room for the recursion that touches `kb`: a debug build's frames
+        // are a few times the 4 KiB page each one holds.
+        .stack_size((kb * 4 + 512) * 1024)
         .spawn(move || {
-            std::hint::black_box(touch_stack(kb.min(1024)));
+            std::hint::black_box(touch_stack(kb));
             loop {
                 std::thread::park();
             }
