@@ -36,6 +36,12 @@ fn scenario(
 }
 
 pub fn all() -> Vec<Scenario> {
+    let mut all = leaking();
+    all.extend(healthy());
+    all
+}
+
+fn leaking() -> Vec<Scenario> {
     vec![
         scenario(
             "pool: slow leak of connections under bursty load",
@@ -89,6 +95,11 @@ pub fn all() -> Vec<Scenario> {
                 }))
             },
         ),
+    ]
+}
+
+fn healthy() -> Vec<Scenario> {
+    vec![
         scenario("pool: busy under bursty load", false, 50.0, |g| {
             single(run(0.0, 120.0, g, |_, g| {
                 // Bursts pin it at its capacity for a minute at a time.

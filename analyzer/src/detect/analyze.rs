@@ -291,34 +291,14 @@ fn judge(
             (a, runway_h) = found;
         }
     }
-    let mut f = Finding {
-        service: sel.service.clone().unwrap_or_default(),
-        instance: sel.instance.clone().unwrap_or_default(),
-        resource: r,
-        metric: m.to_owned(),
-        unit: r.unit(),
-        verdict: a.verdict,
-        severity: None,
-        reason: a.reason.clone(),
-        slope_per_hour: a.fit.map(|g| g.trend.slope),
-        slope_ci: a.fit.map(|g| [g.trend.lo, g.trend.hi]),
-        confidence: a.fit.map(|g| (1.0 - g.trend.p_up).clamp(0.0, 0.9999)),
-        started_ms: a.started_ms,
-        current: reads.get(m),
-        limit,
-        limit_source: limit_source.map(str::to_owned),
-        time_to_exhaustion_seconds: None,
-        time_to_exhaustion_bounds_seconds: None,
-        detail: None,
-        instances_growing: 0,
-        instances: 0,
-        sites: Vec::new(),
-        also_seen_as: None,
-    };
-    if let Some((mid, lo, hi)) = runway_h {
-        f.time_to_exhaustion_seconds = Some(mid * 3600.0);
-        f.time_to_exhaustion_bounds_seconds = Some([lo * 3600.0, hi * 3600.0]);
-    }
+    let mut f = finding(
+        sel,
+        subject,
+        &a,
+        reads.get(m),
+        (limit, limit_source),
+        runway_h,
+    );
     if let (Some(current), Some(limit)) = (f.current, f.limit) {
         if super::early::at_limit(r, current, limit) {
             super::early::exhausted(&mut f, current, limit);
@@ -331,13 +311,9 @@ fn judge(
         return Ok(f);
     }
     f.severity = Some(Severity::of(f.time_to_exhaustion_seconds));
-    if f.verdict == LeakVerdict::Exhausted {
-        // What ran out is named like a leak's growth, when it grew.
-        super::detail::explain(store, sel, subject, &mut f, opts)?;
-        return Ok(f);
-    }
+    // What ran out is named like a leak's growth, when it grew.
     super::detail::explain(store, sel, subject, &mut f, opts)?;
-    if r == Resource::Heap {
+    if r == Resource::Heap && f.verdict != LeakVerdict::Exhausted {
         let from = f.started_ms.unwrap_or(sel.from_ms).max(sel.from_ms);
         f.sites = growing_sites(
             store,
@@ -349,6 +325,43 @@ fn judge(
         )?;
     }
     Ok(f)
+}
+
+/// The finding of an assessment, before what an exhausted or leaking
+/// resource adds.
+fn finding(
+    sel: &Selector,
+    subject: &Subject,
+    a: &Assessment,
+    current: Option<f64>,
+    (limit, limit_source): (Option<f64>, Option<&'static str>),
+    runway_h: Option<Runway>,
+) -> Finding {
+    let r = subject.resource;
+    Finding {
+        service: sel.service.clone().unwrap_or_default(),
+        instance: sel.instance.clone().unwrap_or_default(),
+        resource: r,
+        metric: subject.metric.clone(),
+        unit: r.unit(),
+        verdict: a.verdict,
+        severity: None,
+        reason: a.reason.clone(),
+        slope_per_hour: a.fit.map(|g| g.trend.slope),
+        slope_ci: a.fit.map(|g| [g.trend.lo, g.trend.hi]),
+        confidence: a.fit.map(|g| (1.0 - g.trend.p_up).clamp(0.0, 0.9999)),
+        started_ms: a.started_ms,
+        current,
+        limit,
+        limit_source: limit_source.map(str::to_owned),
+        time_to_exhaustion_seconds: runway_h.map(|(mid, _, _)| mid * 3600.0),
+        time_to_exhaustion_bounds_seconds: runway_h.map(|(_, lo, hi)| [lo * 3600.0, hi * 3600.0]),
+        detail: None,
+        instances_growing: 0,
+        instances: 0,
+        sites: Vec::new(),
+        also_seen_as: None,
+    }
 }
 
 /// A leak's time to exhaustion in hours: at its fitted rate, and at the
