@@ -256,63 +256,49 @@ Anonymous:            32 kB
         assert_eq!(s.stacks, (64.0 + 32.0) * 1024.0);
     }
 
+    /// The parts of a sample of RSS 100 with jemalloc's `[allocated,
+    /// active, metadata, resident]`, split by `smaps`; checks they add up.
+    fn parts(jemalloc: [f64; 4], smaps: Smaps) -> Metrics {
+        let mut m: Metrics = [
+            metric::HEAP_ALLOCATED,
+            metric::HEAP_ACTIVE,
+            metric::HEAP_METADATA,
+            metric::HEAP_RESIDENT,
+        ]
+        .into_iter()
+        .zip(jemalloc)
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        m.insert(metric::RSS.into(), 100.0);
+        split(&smaps, &mut m);
+        let sum: f64 = metric::RSS_PARTS.iter().map(|p| m[*p]).sum();
+        assert!((sum - 100.0).abs() < 1e-9, "{m:?}");
+        m
+    }
+
     #[test]
     fn allocator_figures_beyond_the_anonymous_memory_are_trimmed() {
-        let mut m = Metrics::new();
-        for (k, v) in [
-            (metric::RSS, 100.0),
-            (metric::HEAP_ALLOCATED, 5.0),
-            (metric::HEAP_ACTIVE, 6.0),
-            (metric::HEAP_METADATA, 30.0),
-            (metric::HEAP_RESIDENT, 36.0),
-        ] {
-            m.insert(k.into(), v);
-        }
         let smaps = Smaps {
             rss: 100.0,
             anonymous: 20.0,
             stacks: 2.0,
         };
-        split(&smaps, &mut m);
+        let m = parts([5.0, 6.0, 30.0, 36.0], smaps);
         assert_eq!(m[metric::RSS_PART_HEAP], 5.0);
         assert_eq!(m[metric::RSS_PART_FRAGMENTATION], 1.0);
-        assert!(
-            (m[metric::RSS_PART_ALLOCATOR_METADATA] - 12.0).abs() < 1e-9,
-            "{m:?}"
-        );
+        let metadata = m[metric::RSS_PART_ALLOCATOR_METADATA];
+        assert!((metadata - 12.0).abs() < 1e-9, "{m:?}");
         assert_eq!(m[metric::RSS_PART_OUTSIDE], 0.0);
-        let parts: f64 = m
-            .iter()
-            .filter(|(k, _)| k.starts_with(metric::RSS_PART_PREFIX))
-            .map(|(_, v)| v)
-            .sum();
-        assert!((parts - 100.0).abs() < 1e-9, "{m:?}");
     }
 
     #[test]
     fn the_parts_add_up_to_rss() {
-        let mut m = Metrics::new();
-        for (k, v) in [
-            (metric::RSS, 100.0),
-            (metric::HEAP_ALLOCATED, 30.0),
-            (metric::HEAP_ACTIVE, 40.0),
-            (metric::HEAP_METADATA, 5.0),
-            (metric::HEAP_RESIDENT, 50.0),
-        ] {
-            m.insert(k.into(), v);
-        }
         let smaps = Smaps {
             rss: 100.0,
             anonymous: 80.0,
             stacks: 10.0,
         };
-        split(&smaps, &mut m);
-        let parts: f64 = m
-            .iter()
-            .filter(|(k, _)| k.starts_with(metric::RSS_PART_PREFIX))
-            .map(|(_, v)| v)
-            .sum();
-        assert!((parts - 100.0).abs() < 1e-9, "{m:?}");
+        let m = parts([30.0, 40.0, 5.0, 50.0], smaps);
         assert!((m[metric::RSS_PART_OUTSIDE] - 20.0).abs() < 1e-9, "{m:?}");
         assert!((m[metric::RSS_PART_FILE] - 20.0).abs() < 1e-9, "{m:?}");
         assert_eq!(m[metric::RSS_PART_FRAGMENTATION], 10.0);
