@@ -30,7 +30,12 @@ pub(super) fn explain(
     // The names are read only for a leak: what part of it grows.
     let names = store.metric_names(&f.service, Some(&f.instance))?;
     for (prefix, key) in [r.detail_prefix(), r.target_prefix()].into_iter().flatten() {
-        let Some((slope, what)) = steepest(store, sel, &names, prefix, r.metric(), opts)? else {
+        // RSS's parts add up to it, and RSS is judged to leak: the part
+        // that grows most explains it, whatever each part's own verdict
+        // on its noisier series. A kind or target must leak itself.
+        let parts = r == Resource::Rss;
+        let Some((slope, what)) = steepest(store, sel, &names, prefix, r.metric(), parts, opts)?
+        else {
             continue;
         };
         if r == Resource::Rss {
@@ -86,6 +91,7 @@ fn steepest(
     names: &[String],
     prefix: &str,
     total: &str,
+    parts: bool,
     opts: &Options,
 ) -> Result<Option<(f64, String)>> {
     let mut best: Option<(f64, String)> = None;
@@ -96,8 +102,9 @@ fn steepest(
     }) {
         let segs = segmented(store, sel, name)?;
         let sub = assess_lifetimes(&segs, opts);
-        if let (LeakVerdict::Leak, Some(g)) = (sub.verdict, sub.fit) {
-            if best.as_ref().is_none_or(|(s, _)| g.trend.slope > *s) {
+        let counts = parts || sub.verdict == LeakVerdict::Leak;
+        if let (true, Some(g)) = (counts, sub.fit) {
+            if g.trend.slope > 0.0 && best.as_ref().is_none_or(|(s, _)| g.trend.slope > *s) {
                 best = Some((g.trend.slope, name[prefix.len()..].to_owned()));
             }
         }
