@@ -53,6 +53,7 @@ pub(crate) struct ProcessSampler {
     page_size: u64,
     buf: Vec<u8>,
     rss_parts: crate::rss_parts::RssParts,
+    targets: crate::targets::Sent,
 }
 
 impl ProcessSampler {
@@ -62,6 +63,7 @@ impl ProcessSampler {
             page_size: procfs::page_size(),
             buf: Vec::new(),
             rss_parts: crate::rss_parts::RssParts::new(),
+            targets: crate::targets::Sent::default(),
         }
     }
 
@@ -111,8 +113,8 @@ impl ProcessSampler {
             };
             *targets.entry(target).or_default() += 1;
         }
-        crate::targets::put(out, metric::FDS_TARGET_PREFIX, targets);
-        crate::targets::put(out, metric::TCP_PEER_PREFIX, by_peer);
+        self.targets.put(out, metric::FDS_TARGET_PREFIX, targets);
+        self.targets.put(out, metric::TCP_PEER_PREFIX, by_peer);
         if threads(f.task_dir.as_mut(), out).is_none() {
             failures += 1;
         }

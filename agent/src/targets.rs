@@ -3,9 +3,11 @@
 //! leak then names what it holds open (`/var/log/app-n.log`, connections
 //! to `10.0.0.5:5432`), not only its kind.
 //!
-//! The count of distinct targets is bounded: the [`MAX_TARGETS`] largest
-//! are sent, the rest summed as `other`, so a service that opens a file
-//! per request id cannot flood the store.
+//! The count of distinct targets is bounded twice: the [`MAX_TARGETS`]
+//! largest are sent each sample, the rest summed as `other`; and over the
+//! process's life at most [`MAX_NAMES`] distinct targets are ever sent
+//! under each prefix, later ones as `other`, so a service that opens a
+//! file per request id cannot flood the store with names.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -70,17 +72,37 @@ pub(crate) fn peer((ip, port): &(String, u16), accepted: bool) -> String {
     }
 }
 
-/// Adds the largest [`MAX_TARGETS`] of `counts` under `prefix`, the rest
-/// as `other`.
-pub(crate) fn put(out: &mut Metrics, prefix: &str, counts: HashMap<String, u64>) {
-    let mut all: Vec<(String, u64)> = counts.into_iter().collect();
-    all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    let rest: u64 = all.iter().skip(MAX_TARGETS).map(|(_, n)| n).sum();
-    for (target, n) in all.into_iter().take(MAX_TARGETS) {
-        out.insert(format!("{prefix}{target}"), n as f64);
-    }
-    if rest > 0 {
-        *out.entry(format!("{prefix}other")).or_default() += rest as f64;
+/// The most distinct targets ever sent under one prefix.
+pub(crate) const MAX_NAMES: usize = 64;
+
+/// The targets sent so far under each prefix.
+#[derive(Default)]
+pub(crate) struct Sent(HashMap<&'static str, std::collections::HashSet<String>>);
+
+impl Sent {
+    /// Adds the largest [`MAX_TARGETS`] of `counts` under `prefix`, the
+    /// rest, and any new target past [`MAX_NAMES`], as `other`.
+    pub(crate) fn put(
+        &mut self,
+        out: &mut Metrics,
+        prefix: &'static str,
+        counts: HashMap<String, u64>,
+    ) {
+        let sent = self.0.entry(prefix).or_default();
+        let mut all: Vec<(String, u64)> = counts.into_iter().collect();
+        all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let mut rest: u64 = all.iter().skip(MAX_TARGETS).map(|(_, n)| n).sum();
+        for (target, n) in all.into_iter().take(MAX_TARGETS) {
+            if !sent.contains(&target) && sent.len() >= MAX_NAMES {
+                rest += n;
+                continue;
+            }
+            out.insert(format!("{prefix}{target}"), n as f64);
+            sent.insert(target);
+        }
+        if rest > 0 {
+            *out.entry(format!("{prefix}other")).or_default() += rest as f64;
+        }
     }
 }
 
@@ -109,14 +131,23 @@ mod tests {
     }
 
     #[test]
-    fn targets_beyond_the_cap_are_summed_as_other() {
+    fn targets_beyond_the_caps_are_summed_as_other() {
+        let mut sent = Sent::default();
         let counts = (0..20)
             .map(|i| (format!("/f{i}"), 100 - i as u64))
             .collect();
         let mut out = Metrics::new();
-        put(&mut out, "fds.to.", counts);
+        sent.put(&mut out, "fds.to.", counts);
         assert_eq!(out.len(), MAX_TARGETS + 1);
         assert_eq!(out["fds.to./f0"], 100.0);
         assert_eq!(out["fds.to.other"], (84 + 83 + 82 + 81) as f64);
+        // A name a request id makes, new every sample: past the life cap,
+        // it is counted as other.
+        for i in 0..MAX_NAMES * 2 {
+            let mut out = Metrics::new();
+            sent.put(&mut out, "fds.to.", [(format!("/req/{i}x"), 1)].into());
+            let named = out.contains_key(&format!("fds.to./req/{i}x"));
+            assert_eq!(named, i + MAX_TARGETS < MAX_NAMES, "{i}: {out:?}");
+        }
     }
 }
