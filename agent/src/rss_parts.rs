@@ -13,8 +13,8 @@
 //!
 //! smaps walks every mapping's pages: a process with many mappings pays
 //! milliseconds for it. So it is read again only once the time since the
-//! last read is [`COST_SHARE`] times what that read took (1% of a core at
-//! most), and each sample between uses the last read's shares. It is read
+//! last read is [`COST_SHARE`] times the CPU time that read took (1% of a
+//! core at most), and each sample between uses the last read's shares. It is read
 //! from a file kept open since the start (so that it still reads at the
 //! fd limit), line by line: `procfs`'s parser would build every mapping's
 //! fields into maps on each read.
@@ -158,8 +158,12 @@ impl RssParts {
     /// Adds the parts to a sample that holds jemalloc's stats and RSS.
     pub(crate) fn sample(&mut self, now: Instant, out: &mut Metrics) {
         if self.last.is_none_or(|(next, _)| now >= next) {
+            // The cost is this thread's CPU time, not the wall clock: on a
+            // busy host the read waits for a core, which costs nothing,
+            // and would make the next read needlessly late.
+            let before = thread_cpu();
             if let Some(s) = self.read() {
-                let cost = now.elapsed().min(Duration::from_secs(1));
+                let cost = thread_cpu().saturating_sub(before).min(Duration::from_secs(1));
                 self.last = Some((Instant::now() + cost * COST_SHARE, s));
             }
         }
@@ -169,11 +173,17 @@ impl RssParts {
     }
 }
 
+/// This thread's CPU time so far.
+fn thread_cpu() -> Duration {
+    use nix::time::{clock_gettime, ClockId};
+    clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID).map_or(Duration::ZERO, Duration::from)
+}
+
 /// The parts, which add up to RSS: what jemalloc holds (the heap, its
 /// fragmentation, its metadata, its free pages), thread stacks, the rest
 /// of anonymous memory (outside the allocator) and file-backed pages.
-/// smaps may be older than the sample: its anonymous share of RSS, and
-/// its stacks, are applied to this sample's RSS.
+/// smaps may be older than the sample: its shares of RSS (anonymous,
+/// stacks) are applied to this sample's RSS.
 ///
 /// jemalloc's `resident` may count pages that are not resident (its
 /// manual says so: untouched metadata, purged pages), so its parts are
@@ -191,8 +201,11 @@ pub(crate) fn split(smaps: &Smaps, out: &mut Metrics) {
     ) else {
         return;
     };
+    // smaps's shares, applied to this sample's RSS: growth since it was
+    // read is spread as RSS was made up then, rather than all of it
+    // counted outside the allocator until the next read.
     let file = (rss * (1.0 - smaps.anonymous / smaps.rss)).clamp(0.0, rss);
-    let stacks = smaps.stacks.min(rss - file);
+    let stacks = (rss * smaps.stacks / smaps.rss).min(rss - file);
     let mut left = rss - file - stacks;
     let mut fit = |v: f64| {
         let v = v.clamp(0.0, left);
