@@ -163,7 +163,9 @@ impl RssParts {
             // and would make the next read needlessly late.
             let before = thread_cpu();
             if let Some(s) = self.read() {
-                let cost = thread_cpu().saturating_sub(before).min(Duration::from_secs(1));
+                let cost = thread_cpu()
+                    .saturating_sub(before)
+                    .min(Duration::from_secs(1));
                 self.last = Some((Instant::now() + cost * COST_SHARE, s));
             }
         }
