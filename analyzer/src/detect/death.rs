@@ -19,7 +19,7 @@ pub struct Death {
     pub service: String,
     pub instance: String,
     pub pid: u32,
-    /// When it was last heard from.
+    /// Its last sample's time.
     pub last_seen_ms: i64,
     /// `oom_killed` (the cgroup counted an OOM kill across the restart) or
     /// `killed_near_limit` (it stopped without its agent saying so, at
@@ -58,7 +58,7 @@ pub fn deaths_of(store: &dyn Store, sel: &Selector) -> Result<Vec<Death>> {
     };
     let mut segments = store.segments(service, instance)?;
     segments.retain(|s| s.last_seen_ms >= sel.from_ms && s.first_seen_ms <= sel.to_ms);
-    segments.sort_by_key(|s| s.first_seen_ms);
+    segments.sort_by_key(|s| s.start_time_ms);
     let mut out = Vec::new();
     for pair in segments.windows(2) {
         if let Some(d) = death(store, sel, &pair[0], &pair[1])? {
@@ -87,9 +87,12 @@ fn death(
     prev: &Segment,
     next: &Segment,
 ) -> Result<Option<Death>> {
+    // By the processes' own start times, not when their batches arrived:
+    // the earlier one's last hour before the later one started, and the
+    // later one's first two minutes.
     let window = Selector {
-        from_ms: prev.last_seen_ms - 600_000,
-        to_ms: next.first_seen_ms + 120_000,
+        from_ms: prev.start_time_ms.max(next.start_time_ms - 3_600_000),
+        to_ms: next.start_time_ms + 120_000,
         ..sel.clone()
     };
     let mut around = Around {
@@ -138,7 +141,9 @@ fn death(
         service: sel.service.clone().unwrap_or_default(),
         instance: sel.instance.clone().unwrap_or_default(),
         pid: prev.pid,
-        last_seen_ms: prev.last_seen_ms,
+        last_seen_ms: around.before[0]
+            .last()
+            .map_or(prev.last_seen_ms, |p| p.ts_ms),
         cause: cause.into(),
         memory,
         limit,
