@@ -79,9 +79,17 @@ pub fn analyze(store: &dyn Store, q: &Selector, opts: &Options) -> Result<Analys
     // fewer (the store hands each its own read connection), times the
     // reads per core the store serves well.
     let cohorts = cohorts(q, &instances);
-    // The pools and queues any service reports: each instance is judged
-    // on those it has.
-    let gauges = Subject::gauges_among(&store.all_metric_names()?);
+    // The pools and queues each service reports, read once per service
+    // (the store answers a service's names from its newest samples, not
+    // by scanning every name it holds): each instance is judged on those
+    // it has.
+    let mut gauges: HashMap<&str, Vec<Subject>> = HashMap::new();
+    for i in &instances {
+        if !gauges.contains_key(i.service.as_str()) {
+            let names = store.metric_names(&i.service, None)?;
+            gauges.insert(&i.service, Subject::gauges_among(&names));
+        }
+    }
     let workers = opts
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
@@ -100,7 +108,9 @@ pub fn analyze(store: &dyn Store, q: &Selector, opts: &Options) -> Result<Analys
                         let Some(cohort) = cohorts.get(i) else {
                             return Ok(out);
                         };
-                        out.extend(judge_cohort(store, q, cohort, &gauges, opts)?);
+                        let mine = gauges.get(cohort[0].service.as_str());
+                        let mine = mine.map_or(&[][..], Vec::as_slice);
+                        out.extend(judge_cohort(store, q, cohort, mine, opts)?);
                     }
                 })
             })

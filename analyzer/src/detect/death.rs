@@ -76,8 +76,18 @@ struct Around {
 }
 
 impl Around {
-    fn last(&self, i: usize) -> Option<f64> {
-        self.before[i].last().map(|p| p.value)
+    fn at(m: &str) -> usize {
+        READ.iter().position(|r| *r == m).unwrap_or(0)
+    }
+
+    /// The earlier process's last value of `m`.
+    fn last(&self, m: &str) -> Option<f64> {
+        self.before[Self::at(m)].last().map(|p| p.value)
+    }
+
+    /// The later process's first value of `m`.
+    fn first(&self, m: &str) -> Option<f64> {
+        self.after[Self::at(m)].first().map(|p| p.value)
     }
 }
 
@@ -108,11 +118,15 @@ fn death(
         around.before.push(b);
         around.after.push(a);
     }
-    let kills_before = around.last(2);
-    let kills_after = around.after[2].first().map(|p| p.value);
+    let kills_before = around.last(metric::CGROUP_EVENTS_OOM_KILL);
+    let kills_after = around.first(metric::CGROUP_EVENTS_OOM_KILL);
     let oom_killed = matches!((kills_before, kills_after), (Some(b), Some(a)) if a > b);
-    let stopped = around.last(3).is_some_and(|v| v >= 1.0);
-    let memory = around.last(1).or(around.last(0));
+    let stopped = around
+        .last(metric::AGENT_STOPPING)
+        .is_some_and(|v| v >= 1.0);
+    let memory = around
+        .last(metric::CGROUP_MEMORY_CURRENT)
+        .or(around.last(metric::RSS));
     let (limit, source) = limit(&around);
     let near = matches!((memory, limit), (Some(m), Some(l)) if m >= NEAR_LIMIT * l);
     let cause = match (oom_killed, !stopped && near) {
@@ -120,7 +134,7 @@ fn death(
         (false, true) => "killed_near_limit",
         _ => return Ok(None),
     };
-    let pressure_profile_ms = around.before[4]
+    let pressure_profile_ms = around.before[Around::at(metric::AGENT_PRESSURE)]
         .iter()
         .rev()
         .find(|p| p.value >= 1.0)
@@ -141,7 +155,7 @@ fn death(
         service: sel.service.clone().unwrap_or_default(),
         instance: sel.instance.clone().unwrap_or_default(),
         pid: prev.pid,
-        last_seen_ms: around.before[0]
+        last_seen_ms: around.before[Around::at(metric::RSS)]
             .last()
             .map_or(prev.last_seen_ms, |p| p.ts_ms),
         cause: cause.into(),
@@ -157,12 +171,9 @@ fn death(
 /// RSS's: the first present of its candidates, a cgroup limit above
 /// physical memory counting as none.
 fn limit(around: &Around) -> (Option<f64>, Option<&'static str>) {
-    let physical = around.last(7);
+    let physical = around.last(metric::LIMIT_PHYSICAL_MEMORY);
     for (m, source) in Resource::Rss.limits().0 {
-        let Some(i) = READ.iter().position(|r| r == m) else {
-            continue;
-        };
-        if let Some(v) = around.last(i) {
+        if let Some(v) = around.last(m) {
             if *m != metric::LIMIT_PHYSICAL_MEMORY && physical.is_some_and(|p| v >= p) {
                 continue;
             }
