@@ -50,7 +50,7 @@ pub use heaptide_wire::{AgentStats, HeapProfilingStatus};
 #[doc(hidden)]
 pub use jemalloc::fuzz_parse_heap_dump;
 pub use pause::{pause, record_pause, PauseGuard};
-pub use runtime::{builder, count_requests, start, Agent};
+pub use runtime::{__preloaded, builder, count_requests, start, Agent};
 pub use tikv_jemallocator::Jemalloc;
 #[cfg(feature = "tokio")]
 pub use tokio_probe::{spawn_tokio_probe, tokio_max_blocking_threads};

@@ -35,6 +35,36 @@ pub fn count_requests(n: u64) {
 }
 
 pub(crate) static REQUESTS: AtomicU64 = AtomicU64::new(0);
+
+/// Set in the copy of the agent that `libheaptide_preload.so` carries.
+static PRELOADED: AtomicBool = AtomicBool::new(false);
+
+/// Marks this copy of the agent as the preload library's own, which must
+/// not hand over to itself. Called by `heaptide-preload` alone.
+#[doc(hidden)]
+pub fn __preloaded() {
+    PRELOADED.store(true, Ordering::Relaxed);
+}
+
+/// When the process runs under `libheaptide_preload.so`, its agent stops:
+/// this one, linked into the program, sees the program's own heap, which
+/// the preloaded one cannot. One agent per process either way.
+fn take_over_from_preload() {
+    if PRELOADED.load(Ordering::Relaxed) {
+        return;
+    }
+    // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name has no
+    // preconditions; a null result (no preload) is checked.
+    let f = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"heaptide_preload_hand_over".as_ptr()) };
+    if f.is_null() {
+        return;
+    }
+    // SAFETY: the preload library defines this symbol as
+    // `extern "C" fn()`, which takes nothing and returns nothing.
+    let hand_over: extern "C" fn() = unsafe { std::mem::transmute(f) };
+    tracing::info!("heaptide: the preloaded agent stops; this process links its own");
+    hand_over();
+}
 static RUNNING: RwLock<Option<Arc<Shared>>> = RwLock::new(None);
 
 pub(crate) fn recorder() -> Option<Arc<pause::PauseRecorder>> {
@@ -203,6 +233,7 @@ impl Agent {
     /// it and says why in [`Agent::heap_profiling`].
     pub fn start(config: Config) -> Result<Agent> {
         config.check()?;
+        take_over_from_preload();
         let mut running = RUNNING.write().map_err(|_| Error::AlreadyRunning)?;
         if running.is_some() {
             return Err(Error::AlreadyRunning);

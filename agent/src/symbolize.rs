@@ -100,8 +100,7 @@ impl Symbolizer {
             if let Some(functions) = crate::objects::Functions::read(&obj.path) {
                 for &i in &mine {
                     if let Some(name) = functions.name(probe(misses[i])) {
-                        frames[i][0].function =
-                            format!("{:#}", rustc_demangle::demangle(name)).into();
+                        frames[i][0].function = demangle(name).into();
                     }
                 }
             }
@@ -187,6 +186,27 @@ fn with_inlined(outer: Option<Frame>, inlined: Vec<crate::dwarf::DwarfFrame>) ->
     outer.line = last.line;
     out.push(outer);
     out
+}
+
+/// A symbol's name as people read it: Rust's without its hash, C++'s
+/// without parameters or return type (as perf and pprof show them), C's
+/// as it is.
+pub(crate) fn demangle(name: &str) -> String {
+    if let Ok(rust) = rustc_demangle::try_demangle(name) {
+        return format!("{rust:#}");
+    }
+    if name.starts_with("_Z") {
+        let options = cpp_demangle::DemangleOptions::new()
+            .no_params()
+            .no_return_type();
+        if let Some(cpp) = cpp_demangle::Symbol::new(name)
+            .ok()
+            .and_then(|s| s.demangle_with_options(&options).ok())
+        {
+            return cpp;
+        }
+    }
+    name.to_owned()
 }
 
 /// Frames of jemalloc's sampling path itself, which every stack starts with.

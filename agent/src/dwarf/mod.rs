@@ -405,7 +405,7 @@ fn entry_name(
     };
     for attr in [gimli::DW_AT_linkage_name, gimli::DW_AT_MIPS_linkage_name] {
         if let Some(name) = entry.attr_value(attr).and_then(text) {
-            return Some(format!("{:#}", rustc_demangle::demangle(&name)));
+            return Some(crate::symbolize::demangle(&name));
         }
     }
     if let Some(name) = entry.attr_value(gimli::DW_AT_name).and_then(text) {

@@ -39,6 +39,14 @@ pub(super) const ALLOCATOR_PREFIXES: &[&str] = &[
     "realloc",
     "posix_memalign",
     "aligned_alloc",
+    // The C and C++ entry points `libheaptide_preload.so` puts jemalloc
+    // under.
+    "memalign",
+    "valloc",
+    "pvalloc",
+    "operator new",
+    "operator delete",
+    "heaptide_preload",
 ];
 
 /// jemalloc's internal functions, which its static symbols name bare.
