@@ -33,6 +33,9 @@ fi
 # The tests at default settings take minutes of real time each, mostly
 # waiting: they run beside the rest of the suite rather than after it.
 cargo test --workspace -j2 --no-run
+# The preload library is a cdylib, which no test depends on: built here for
+# the tests that run programs under it.
+cargo build -j2 -p heaptide-preload
 slow_log=$(mktemp)
 cargo test --workspace -j2 --test fast_leak -- --test-threads=3 at_default_settings \
   >"$slow_log" 2>&1 &
