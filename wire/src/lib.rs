@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub mod bounded;
+pub mod otlp;
 pub mod pprof;
 
 /// The wire version this crate speaks. The analyzer rejects other versions.

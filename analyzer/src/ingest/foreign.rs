@@ -74,14 +74,6 @@ pub(crate) const FOREIGN_AGENT: &str = "pprof";
 /// `source`, within `limits`. `now_ms` dates a profile that carries no
 /// time of its own, and numbers the batch.
 pub fn batch(body: &[u8], source: &Source, limits: &Limits, now_ms: i64) -> Result<ValidBatch> {
-    for (field, value) in [("service", &source.service), ("instance", &source.instance)] {
-        if value.is_empty() || value.len() > 200 || value.chars().any(char::is_control) {
-            return Err(Error::invalid(
-                field,
-                "must be 1 to 200 characters with no control characters",
-            ));
-        }
-    }
     if body.len() > limits.max_body_bytes {
         return Err(Error::invalid(
             "body",
@@ -90,7 +82,36 @@ pub fn batch(body: &[u8], source: &Source, limits: &Limits, now_ms: i64) -> Resu
     }
     let profile = pprof::decode(body, &limits.profile)
         .map_err(|e| Error::invalid("profile", e.to_string()))?;
-    let stacks = pprof::heap_stacks(&profile, &limits.profile)
+    let agent = AgentInfo {
+        service: source.service.clone(),
+        instance: source.instance.clone(),
+        host: source.origin.chars().take(200).collect(),
+        pid: 0,
+        start_time_ms: 0,
+        agent_version: FOREIGN_AGENT.into(),
+        labels: BTreeMap::new(),
+    };
+    profile_batch(&profile, agent, limits, now_ms)
+}
+
+/// A batch holding one heap profile of `agent`, as if it had sent it:
+/// the profile's stacks, and its total as the instance's live heap.
+pub(crate) fn profile_batch(
+    profile: &pprof::Profile,
+    agent: AgentInfo,
+    limits: &Limits,
+    now_ms: i64,
+) -> Result<ValidBatch> {
+    for (field, value) in [("service", &agent.service), ("instance", &agent.instance)] {
+        if value.is_empty() || value.len() > 200 || value.chars().any(char::is_control) {
+            return Err(Error::invalid(
+                field,
+                "must be 1 to 200 characters with no control characters",
+            ));
+        }
+    }
+    super::native::validate_names(&agent)?;
+    let stacks = pprof::heap_stacks(profile, &limits.profile)
         .map_err(|e| Error::invalid("profile", e.to_string()))?;
     let stacks: Vec<_> = stacks
         .into_iter()
@@ -102,18 +123,10 @@ pub fn batch(body: &[u8], source: &Source, limits: &Limits, now_ms: i64) -> Resu
         .unwrap_or(now_ms);
     let live: i64 = stacks.iter().map(|s| s.bytes).sum();
     let period = u64::try_from(profile.period).unwrap_or(0).clamp(1, 1 << 40);
-    let raw = pprof::encode_gzip(&profile);
+    let raw = pprof::encode_gzip(profile);
     let batch = Batch {
         version: WIRE_VERSION,
-        agent: AgentInfo {
-            service: source.service.clone(),
-            instance: source.instance.clone(),
-            host: source.origin.chars().take(200).collect(),
-            pid: 0,
-            start_time_ms: 0,
-            agent_version: FOREIGN_AGENT.into(),
-            labels: BTreeMap::new(),
-        },
+        agent,
         seq: u64::try_from(now_ms).unwrap_or(0),
         sent_at_ms: now_ms,
         heap_profiling: HeapProfilingStatus {

@@ -165,25 +165,7 @@ fn validate(b: &Batch, now_ms: i64) -> Result<()> {
 }
 
 fn validate_agent(b: &Batch, now_ms: i64) -> Result<()> {
-    check_text("agent.service", &b.agent.service, 200)?;
-    check_text("agent.instance", &b.agent.instance, 200)?;
-    check_text("agent.host", &b.agent.host, 255)?;
-    check_text("agent.agent_version", &b.agent.agent_version, 64)?;
-    if b.agent.labels.len() > MAX_LABELS {
-        return Err(Error::invalid(
-            "agent.labels",
-            format!("at most {MAX_LABELS} labels"),
-        ));
-    }
-    for (k, v) in &b.agent.labels {
-        check_text(&format!("agent.labels.{k}"), k, 128)?;
-        if v.len() > 1024 {
-            return Err(Error::invalid(
-                format!("agent.labels.{k}"),
-                "value longer than 1024 bytes",
-            ));
-        }
-    }
+    validate_names(&b.agent)?;
     check_ts(
         || "agent.start_time_ms".into(),
         b.agent.start_time_ms,
@@ -196,6 +178,30 @@ fn validate_agent(b: &Batch, now_ms: i64) -> Result<()> {
             "agent_stats.cpu_seconds",
             "must be a finite, non-negative number",
         ));
+    }
+    Ok(())
+}
+
+/// Who sends, and their labels, within the bounds every way in shares.
+pub(super) fn validate_names(agent: &heaptide_wire::AgentInfo) -> Result<()> {
+    check_text("agent.service", &agent.service, 200)?;
+    check_text("agent.instance", &agent.instance, 200)?;
+    check_text("agent.host", &agent.host, 255)?;
+    check_text("agent.agent_version", &agent.agent_version, 64)?;
+    if agent.labels.len() > MAX_LABELS {
+        return Err(Error::invalid(
+            "agent.labels",
+            format!("at most {MAX_LABELS} labels"),
+        ));
+    }
+    for (k, v) in &agent.labels {
+        check_text(&format!("agent.labels.{k}"), k, 128)?;
+        if v.len() > 1024 {
+            return Err(Error::invalid(
+                format!("agent.labels.{k}"),
+                "value longer than 1024 bytes",
+            ));
+        }
     }
     Ok(())
 }

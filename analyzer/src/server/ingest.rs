@@ -114,11 +114,12 @@ fn overloaded(what: &str) -> ApiError {
     }
 }
 
-/// What a body holds: an agent's batch, or a heap profile from another
-/// pprof source.
+/// What a body holds: an agent's batch, a heap profile from another
+/// pprof source, or OpenTelemetry profiles.
 enum Body {
     Agent,
     Pprof(crate::ingest::foreign::Source),
+    Otlp,
 }
 
 /// The query of `POST /v1/ingest/pprof`.
@@ -158,6 +159,32 @@ pub(super) async fn pprof_handler(
         origin: "push".into(),
     };
     counted(&state, req, Body::Pprof(source)).await
+}
+
+/// `POST /v1development/profiles`: OTLP profiles in protobuf, under the
+/// same gates as an agent's batch; answered in protobuf.
+pub(super) async fn otlp_handler(
+    State(state): State<Arc<AppState>>,
+    req: Request,
+) -> ApiResult<Response> {
+    // Who asks comes first, as for a pprof push.
+    let caller = state.auth.caller(req.headers());
+    if !caller.ingests_any() {
+        state.telemetry.reject(StatusCode::UNAUTHORIZED);
+        return Err(caller.refusal("send batches"));
+    }
+    let content_type = req.headers().get(header::CONTENT_TYPE);
+    let content_type = content_type.and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !content_type.starts_with("application/x-protobuf") {
+        return Err(ApiError {
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ..ApiError::bad(
+                "Content-Type",
+                format!("{content_type:?}: send OTLP profiles as application/x-protobuf (OTLP/JSON is not accepted)"),
+            )
+        });
+    }
+    counted(&state, req, Body::Otlp).await
 }
 
 async fn counted(state: &Arc<AppState>, req: Request, kind: Body) -> ApiResult<Response> {
@@ -222,37 +249,80 @@ async fn accept(state: &Arc<AppState>, req: Request, kind: Body) -> ApiResult<Re
     let slot = decode_slot(state).await?;
     drop(body_permit);
     let st = state.clone();
-    let outcome = blocking(move || {
-        let now = crate::select::now_ms();
-        let decoded = match kind {
-            Body::Agent => ingest::decode(&body, gzip, &st.limits, now)?,
-            // A pprof body is gzipped or not by its own magic bytes.
-            Body::Pprof(source) => crate::ingest::foreign::batch(&body, &source, &st.limits, now)?,
-        };
-        drop(body);
-        store_decoded(&st, &caller, decoded, slot, now)
-    })
-    .await?;
-    let (receipt, urgent) = outcome;
-    let outcome = receipt.done().await?;
+    let otlp = matches!(kind, Body::Otlp);
+    let (receipts, urgent, partial) =
+        blocking(move || decode_and_store(&st, &caller, kind, body, gzip, slot)).await?;
+    let mut outcome = None;
+    for receipt in receipts {
+        outcome = Some(receipt.done().await?);
+    }
     // Judged once stored: an early pass reads what this batch brought.
-    if let Some(service) = urgent {
+    for service in urgent {
         state.urgent.flag(&service);
+    }
+    if otlp {
+        let (rejected, reasons) = partial.unwrap_or_default();
+        let body = crate::ingest::otlp::response(rejected, &reasons);
+        return Ok(([(header::CONTENT_TYPE, "application/x-protobuf")], body).into_response());
     }
     Ok(Json(outcome).into_response())
 }
 
-/// Checks a decoded batch's service against the caller's scope, drops
-/// metric names past the caps, and hands it to the store; returns the
-/// receipt, and the service if the batch was urgent.
-fn store_decoded(
+/// What storing a request's batches left to wait for: their receipts, the
+/// services of urgent ones, and for OTLP the profiles not taken and why.
+type Stored = (
+    Vec<crate::store::Receipt>,
+    Vec<String>,
+    Option<(u64, Vec<String>)>,
+);
+
+/// Decodes `body` as `kind` and hands each of its batches to the store,
+/// once every one is known to be in the caller's scope.
+fn decode_and_store(
     st: &AppState,
     caller: &Caller,
-    mut decoded: ingest::ValidBatch,
+    kind: Body,
+    body: axum::body::Bytes,
+    gzip: bool,
     slot: OwnedSemaphorePermit,
+) -> crate::Result<Stored> {
+    let now = crate::select::now_ms();
+    let (decoded, partial) = match kind {
+        Body::Agent => (vec![ingest::decode(&body, gzip, &st.limits, now)?], None),
+        // A pprof body is gzipped or not by its own magic bytes.
+        Body::Pprof(source) => (
+            vec![crate::ingest::foreign::batch(&body, &source, &st.limits, now)?],
+            None,
+        ),
+        Body::Otlp => {
+            let o = crate::ingest::otlp::batches(&body, &st.limits, now)?;
+            (o.batches, Some((o.rejected, o.reasons)))
+        }
+    };
+    drop(body);
+    // Every batch of a request is in scope, or none is stored.
+    for d in &decoded {
+        in_scope(caller, &d.batch.agent.service)?;
+    }
+    let (mut receipts, mut urgent) = (Vec::new(), Vec::new());
+    for d in decoded {
+        let (receipt, u) = store_decoded(st, d, now)?;
+        receipts.push(receipt);
+        urgent.extend(u);
+    }
+    // The slot bounds decoded batches in memory; a batch waiting in a
+    // store's insert is held there, under the store's own bound.
+    drop(slot);
+    Ok((receipts, urgent, partial))
+}
+
+/// Drops a decoded batch's metric names past the caps and hands it to the
+/// store; returns the receipt, and the service if the batch was urgent.
+fn store_decoded(
+    st: &AppState,
+    mut decoded: ingest::ValidBatch,
     now: i64,
 ) -> crate::Result<(crate::store::Receipt, Option<String>)> {
-    in_scope(caller, &decoded.batch.agent.service)?;
     let refused = st.names.admit(&mut decoded.batch, now);
     st.telemetry.metric_names_refused.inc_by(refused);
     let urgent = decoded.batch.samples.iter().any(|s| {
@@ -262,10 +332,7 @@ fn store_decoded(
     });
     let urgent = urgent.then(|| decoded.batch.agent.service.clone());
     let receipt = st.store.submit(&decoded, crate::select::now_ms());
-    // The slot bounds decoded batches in memory; a batch waiting in a
-    // store's insert is held there, under the store's own bound.
     drop(decoded);
-    drop(slot);
     Ok((receipt?, urgent))
 }
 

@@ -52,6 +52,10 @@ fn all() -> Vec<(Route, Handler)> {
             r("POST", heaptide_wire::INGEST_PPROF_PATH, Need::Ingest),
             post(ingest::pprof_handler),
         ),
+        (
+            r("POST", heaptide_wire::otlp::PROFILES_PATH, Need::Ingest),
+            post(ingest::otlp_handler),
+        ),
         (r("GET", "/healthz", Need::Nothing), get(health)),
         // What load balancers' examples probe; the same answer.
         (r("GET", "/health", Need::Nothing), get(health)),

@@ -86,13 +86,13 @@ impl Census {
     }
 }
 
-enum Value<'a> {
+pub(crate) enum Value<'a> {
     Scalar,
     Len(&'a [u8]),
 }
 
 /// The top-level fields of one message, as (field number, value).
-struct Fields<'a>(&'a [u8]);
+pub(crate) struct Fields<'a>(pub(crate) &'a [u8]);
 
 impl<'a> Iterator for Fields<'a> {
     type Item = Result<(u64, Value<'a>), PprofError>;
@@ -132,7 +132,7 @@ impl<'a> Fields<'a> {
 }
 
 /// Ids in field `tag` of `msg`, packed or not.
-fn count_refs(msg: &[u8], tag: u64) -> Result<u64, PprofError> {
+pub(crate) fn count_refs(msg: &[u8], tag: u64) -> Result<u64, PprofError> {
     let mut n = 0;
     for field in Fields(msg) {
         match field? {
@@ -148,7 +148,7 @@ fn count_refs(msg: &[u8], tag: u64) -> Result<u64, PprofError> {
 }
 
 /// Messages in field `tag` of `msg`.
-fn count_messages(msg: &[u8], tag: u64) -> Result<u64, PprofError> {
+pub(crate) fn count_messages(msg: &[u8], tag: u64) -> Result<u64, PprofError> {
     let mut n = 0;
     for field in Fields(msg) {
         if let (t, Value::Len(_)) = field? {

@@ -13,7 +13,7 @@
 //! within a frame and text budget.
 
 mod build;
-mod census;
+pub(crate) mod census;
 mod expand;
 mod framework;
 
@@ -217,6 +217,10 @@ pub enum PprofError {
     Limit { what: &'static str, limit: u64 },
     #[error("profile is not a valid pprof protobuf: {0}")]
     Malformed(&'static str),
+    #[error("request is not a valid OTLP profiles protobuf: {0}")]
+    Otlp(#[source] prost::DecodeError),
+    #[error("request is not a valid OTLP profiles protobuf: {0}")]
+    OtlpMalformed(&'static str),
 }
 
 /// What one decode may hold. Every limit applies while decoding, so memory
@@ -274,24 +278,32 @@ impl Default for DecodeLimits {
 /// most `max_bytes`, and counting the protobuf before decoding it.
 pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<Profile, PprofError> {
     use prost::Message;
+    let raw = inflate(bytes, limits)?;
+    Census::take(&raw)?.check(limits)?;
+    Ok(Profile::decode(raw.as_ref())?)
+}
+
+/// `bytes` inflated when they are gzip (by their magic bytes), within
+/// `max_bytes` either way.
+pub(crate) fn inflate<'a>(
+    bytes: &'a [u8],
+    limits: &DecodeLimits,
+) -> Result<std::borrow::Cow<'a, [u8]>, PprofError> {
     use std::io::Read;
-    let inflated;
     let raw = if bytes.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(bytes)
             .take(limits.max_bytes + 1)
             .read_to_end(&mut out)
             .map_err(PprofError::Gzip)?;
-        inflated = out;
-        inflated.as_slice()
+        std::borrow::Cow::Owned(out)
     } else {
-        bytes
+        std::borrow::Cow::Borrowed(bytes)
     };
     if raw.len() as u64 > limits.max_bytes {
         return Err(PprofError::TooLarge(limits.max_bytes));
     }
-    Census::take(raw)?.check(limits)?;
-    Ok(Profile::decode(raw)?)
+    Ok(raw)
 }
 
 /// Gzips an encoded profile.
