@@ -27,7 +27,10 @@ const PERIOD: i64 = 524_288;
 /// noise, and a steady working set.
 fn heap_at(k: i64) -> [(i64, i64); 2] {
     let wobble = (k * 7919 % 13 - 6) * 40_000;
-    [(10_000_000 + k * 2_097_152 + wobble, 1), (5_000_000 - wobble, 2)]
+    [
+        (10_000_000 + k * 2_097_152 + wobble, 1),
+        (5_000_000 - wobble, 2),
+    ]
 }
 
 fn frames(stack: i64) -> Vec<Frame> {
@@ -64,9 +67,20 @@ fn attr(key: &str, value: &str) -> KeyValue {
 /// value, as the specification requires.
 fn dictionary() -> p::ProfilesDictionary {
     let strings = [
-        "", "inuse_space", "bytes", "inuse_objects", "count", "app::cache::remember",
-        "src/cache.rs", "main", "src/main.rs", "app::serve", "src/serve.rs", "cpu",
-        "nanoseconds", "alloc_space",
+        "",
+        "inuse_space",
+        "bytes",
+        "inuse_objects",
+        "count",
+        "app::cache::remember",
+        "src/cache.rs",
+        "main",
+        "src/main.rs",
+        "app::serve",
+        "src/serve.rs",
+        "cpu",
+        "nanoseconds",
+        "alloc_space",
     ];
     let function = |name, file| p::Function {
         name_strindex: name,
@@ -187,7 +201,11 @@ fn leaks_since(store: &std::path::Path, since: &str) -> serde_json::Value {
         .arg(store)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -240,12 +258,18 @@ fn a_leak_fed_as_otlp_is_judged_as_the_same_series_fed_as_pprof() {
         assert_eq!(otlp[field], pprof[field], "{field}: otlp {otlp:#}");
     }
     assert_eq!(otlp["sites"][0]["frames"], pprof["sites"][0]["frames"]);
-    assert_eq!(otlp["sites"][0]["frames"][0], "app::cache::remember", "{otlp:#}");
+    assert_eq!(
+        otlp["sites"][0]["frames"][0], "app::cache::remember",
+        "{otlp:#}"
+    );
     assert_eq!(otlp["instance"], "a");
     // The resource's host and its other attributes.
     let instances = an.get_json("/v1/instances?service=twin-otlp");
     let text = instances.to_string();
-    assert!(text.contains("node-1") && text.contains("deployment.environment"), "{instances:#}");
+    assert!(
+        text.contains("node-1") && text.contains("deployment.environment"),
+        "{instances:#}"
+    );
 }
 
 #[test]
@@ -275,13 +299,86 @@ fn other_profiles_are_a_partial_success_and_bad_requests_are_refused_by_name() {
     assert!(String::from_utf8_lossy(&answer).contains("x-protobuf"));
     let (code, answer) = post_otlp(&an, b"\x0a\x05nope", "application/x-protobuf");
     assert_eq!(code, 400);
-    assert!(String::from_utf8_lossy(&answer).contains("OTLP"), "{answer:?}");
+    assert!(
+        String::from_utf8_lossy(&answer).contains("OTLP"),
+        "{answer:?}"
+    );
     // Past the sample limit on the wire, before anything is built.
     let many = p::Profile {
         samples: vec![p::Sample::default(); 250_000],
         ..profile(1, 2, t, &[])
     };
-    let (code, answer) = post_otlp(&an, &otlp_request(vec![], vec![many]), "application/x-protobuf");
+    let (code, answer) = post_otlp(
+        &an,
+        &otlp_request(vec![], vec![many]),
+        "application/x-protobuf",
+    );
     assert_eq!(code, 400);
-    assert!(String::from_utf8_lossy(&answer).contains("samples"), "{answer:?}");
+    assert!(
+        String::from_utf8_lossy(&answer).contains("samples"),
+        "{answer:?}"
+    );
+}
+
+#[test]
+fn a_token_scoped_to_one_service_stores_nothing_of_a_request_naming_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.toml");
+    std::fs::write(
+        &tokens,
+        "[[token]]\nname = \"shop-agents\"\nkind = \"ingest\"\nsecret = \"0123456789abcdef0123\"\nservices = [\"shop\"]\n",
+    )
+    .unwrap();
+    let admin = dir.path().join("admin");
+    std::fs::write(&admin, "fedcba9876543210fedcba").unwrap();
+    let an = analyzer(
+        dir.path(),
+        &dir.path().join("h.db"),
+        "127.0.0.1:0",
+        &[
+            "--tokens-file",
+            tokens.to_str().unwrap(),
+            "--admin-token-file",
+            admin.to_str().unwrap(),
+        ],
+    );
+    let t = now_ms();
+    let heap = || profile(1, 2, t, &[(4096, 1)]);
+    let resource = |service: &str| p::ResourceProfiles {
+        resource: Some(Resource {
+            attributes: vec![attr("service.name", service)],
+            ..Default::default()
+        }),
+        scope_profiles: vec![p::ScopeProfiles {
+            profiles: vec![heap()],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let send = |services: &[&str], token: Option<&str>| {
+        let body = ExportProfilesServiceRequest {
+            resource_profiles: services.iter().map(|s| resource(s)).collect(),
+            dictionary: Some(dictionary()),
+        }
+        .encode_to_vec();
+        let mut req = http()
+            .post(&an.url("/v1development/profiles"))
+            .header("Content-Type", "application/x-protobuf");
+        if let Some(token) = token {
+            req = req.header("Authorization", &format!("Bearer {token}"));
+        }
+        req.send(&body[..]).unwrap().status().as_u16()
+    };
+    let token = Some("0123456789abcdef0123");
+    assert_eq!(send(&["shop"], None), 401);
+    assert_eq!(send(&["shop", "billing"], token), 403);
+    // Nothing of the request was stored, not even its own service's heap.
+    assert_eq!(an.get("/v1/instances?service=shop").0, 404);
+    assert_eq!(send(&["shop"], token), 200);
+    let stored = an.get_json("/v1/instances?service=shop");
+    assert_eq!(
+        stored["instances"].as_array().map(Vec::len),
+        Some(1),
+        "{stored:#}"
+    );
 }

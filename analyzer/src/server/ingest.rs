@@ -291,7 +291,9 @@ fn decode_and_store(
         Body::Agent => (vec![ingest::decode(&body, gzip, &st.limits, now)?], None),
         // A pprof body is gzipped or not by its own magic bytes.
         Body::Pprof(source) => (
-            vec![crate::ingest::foreign::batch(&body, &source, &st.limits, now)?],
+            vec![crate::ingest::foreign::batch(
+                &body, &source, &st.limits, now,
+            )?],
             None,
         ),
         Body::Otlp => {

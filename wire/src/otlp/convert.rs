@@ -129,11 +129,20 @@ fn resource_names<'a>(attrs: &[KeyValue], text: &impl Fn(i32) -> &'a str) -> Res
 /// One pprof heap profile: `space`'s samples, with the object counts of
 /// `objects` by stack. pprof ids are the dictionary's indices plus one,
 /// since pprof's 0 means none; a mapping index of 0 is none in both.
-fn to_pprof(space: &Profile, objects: Option<&Profile>, dict: &ProfilesDictionary) -> pprof::Profile {
+fn to_pprof(
+    space: &Profile,
+    objects: Option<&Profile>,
+    dict: &ProfilesDictionary,
+) -> pprof::Profile {
     let id = |i: i32| u64::try_from(i).map_or(0, |i| i + 1);
     let sum = |values: &[i64]| values.iter().fold(0i64, |a, v| a.saturating_add(*v));
     let counts: HashMap<i32, i64> = objects
-        .map(|p| p.samples.iter().map(|s| (s.stack_index, sum(&s.values))).collect())
+        .map(|p| {
+            p.samples
+                .iter()
+                .map(|s| (s.stack_index, sum(&s.values)))
+                .collect()
+        })
         .unwrap_or_default();
     let mut strings = dict.string_table.clone();
     if strings.is_empty() {
@@ -164,7 +173,10 @@ fn to_pprof(space: &Profile, objects: Option<&Profile>, dict: &ProfilesDictionar
                 location_id: stack.map_or(Vec::new(), |st| {
                     st.location_indices.iter().map(|&i| id(i)).collect()
                 }),
-                value: vec![counts.get(&s.stack_index).copied().unwrap_or(0), sum(&s.values)],
+                value: vec![
+                    counts.get(&s.stack_index).copied().unwrap_or(0),
+                    sum(&s.values),
+                ],
             }
         })
         .collect();
@@ -178,7 +190,11 @@ fn to_pprof(space: &Profile, objects: Option<&Profile>, dict: &ProfilesDictionar
             .zip(0..)
             .map(|(l, i)| pprof::Location {
                 id: id(i),
-                mapping_id: if l.mapping_index > 0 { id(l.mapping_index) } else { 0 },
+                mapping_id: if l.mapping_index > 0 {
+                    id(l.mapping_index)
+                } else {
+                    0
+                },
                 address: l.address,
                 line: l
                     .lines

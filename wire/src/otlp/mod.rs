@@ -215,3 +215,181 @@ pub fn decode(
         .check(limits)?;
     ExportProfilesServiceRequest::decode(raw.as_ref()).map_err(PprofError::Otlp)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    /// A request with one resource, one heap of two stacks (space and
+    /// objects) and a CPU profile, over a dictionary whose entry 0 of each
+    /// table is its zero value.
+    fn request() -> ExportProfilesServiceRequest {
+        let strings = [
+            "",
+            "inuse_space",
+            "bytes",
+            "inuse_objects",
+            "count",
+            "leak",
+            "main",
+        ];
+        let kv = |key: &str, v: Scalar| KeyValue {
+            key: key.into(),
+            value: Some(AnyValue { value: Some(v) }),
+            key_strindex: 0,
+        };
+        let profile = |t: i32, u: i32, values: [i64; 2]| Profile {
+            sample_type: Some(ValueType {
+                type_strindex: t,
+                unit_strindex: u,
+            }),
+            samples: vec![
+                Sample {
+                    stack_index: 1,
+                    values: vec![values[0]],
+                },
+                Sample {
+                    stack_index: 2,
+                    values: vec![values[1]],
+                },
+            ],
+            time_unix_nano: 5_000_000,
+            period_type: None,
+            period: 4096,
+        };
+        let line = |f: i32| Line {
+            function_index: f,
+            line: 3,
+        };
+        let location = |f: i32| Location {
+            mapping_index: 0,
+            address: 0,
+            lines: vec![line(f)],
+        };
+        let function = |name: i32| Function {
+            name_strindex: name,
+            system_name_strindex: 0,
+            filename_strindex: 0,
+        };
+        ExportProfilesServiceRequest {
+            resource_profiles: vec![ResourceProfiles {
+                resource: Some(Resource {
+                    attributes: vec![
+                        kv("service.name", Scalar::String("api".into())),
+                        kv("host.name", Scalar::String("h1".into())),
+                        kv("zone", Scalar::StringIndex(5)),
+                        kv("replicas", Scalar::Int(3)),
+                    ],
+                }),
+                scope_profiles: vec![ScopeProfiles {
+                    profiles: vec![
+                        profile(1, 2, [3000, 500]),
+                        profile(3, 4, [3, 1]),
+                        profile(0, 0, [1, 1]),
+                    ],
+                }],
+            }],
+            dictionary: Some(ProfilesDictionary {
+                mapping_table: vec![Mapping::default()],
+                location_table: vec![Location::default(), location(1), location(2)],
+                function_table: vec![Function::default(), function(5), function(6)],
+                string_table: strings.iter().map(|s| s.to_string()).collect(),
+                stack_table: vec![
+                    Stack::default(),
+                    Stack {
+                        location_indices: vec![1, 2],
+                    },
+                    Stack {
+                        location_indices: vec![2],
+                    },
+                ],
+            }),
+        }
+    }
+
+    #[test]
+    fn the_census_counts_what_prost_decodes() {
+        let req = request();
+        let c = census::take(&req.encode_to_vec()).unwrap();
+        let dict = req.dictionary.as_ref().unwrap();
+        // Six samples over three profiles, and three stacks.
+        assert_eq!(c.samples, 6 + 3);
+        assert_eq!(c.values, 6);
+        assert_eq!(c.locations, dict.location_table.len() as u64);
+        assert_eq!(c.functions, dict.function_table.len() as u64);
+        assert_eq!(c.strings, dict.string_table.len() as u64);
+        assert_eq!(c.location_refs, 3);
+        assert_eq!(c.lines, 2);
+        // A resource, its four attributes, three profiles, one mapping.
+        assert_eq!(c.mappings, 1 + 4 + 3 + 1);
+        assert_eq!(c.longest_string, "inuse_objects".len() as u64);
+    }
+
+    #[test]
+    fn a_resource_heap_becomes_a_pprof_heap_with_its_names_and_labels() {
+        let bytes = request().encode_to_vec();
+        let req = decode(&bytes, &DecodeLimits::default()).unwrap();
+        let out = heaps(&req);
+        assert_eq!(out.heaps.len(), 1);
+        assert_eq!(out.rejected, 1, "{:?}", out.reasons);
+        let h = &out.heaps[0];
+        assert_eq!(
+            (
+                h.names.service.as_str(),
+                h.names.instance.as_str(),
+                h.names.host.as_str()
+            ),
+            ("api", "h1", "h1")
+        );
+        assert_eq!(h.names.labels["zone"], "leak");
+        assert_eq!(h.names.labels["replicas"], "3");
+        let stacks = crate::pprof::heap_stacks(&h.profile, &DecodeLimits::default()).unwrap();
+        let names: Vec<Vec<&str>> = stacks
+            .iter()
+            .map(|s| s.frames.iter().map(|f| &*f.function).collect())
+            .collect();
+        assert_eq!(names, vec![vec!["leak", "main"], vec!["main"]]);
+        assert_eq!((stacks[0].objects, stacks[0].bytes), (3, 3000));
+        assert_eq!((stacks[1].objects, stacks[1].bytes), (1, 500));
+        assert_eq!(h.profile.time_nanos, 5_000_000);
+    }
+
+    #[test]
+    fn requests_past_a_limit_or_cut_short_are_refused_not_built() {
+        let bytes = request().encode_to_vec();
+        let small = DecodeLimits {
+            max_samples: 4,
+            ..DecodeLimits::default()
+        };
+        assert!(matches!(
+            decode(&bytes, &small),
+            Err(PprofError::Limit {
+                what: "samples",
+                ..
+            })
+        ));
+        let cut = &bytes[..bytes.len() - 3];
+        let e = decode(cut, &DecodeLimits::default()).unwrap_err();
+        assert!(e.to_string().contains("OTLP"), "{e}");
+    }
+
+    proptest::proptest! {
+        /// Any bytes, and any damage to a real request, decode or are
+        /// refused: never a panic, and never past the limits.
+        #[test]
+        fn damaged_requests_never_panic(at in 0usize..2000, byte in 0u8..=255, junk in proptest::collection::vec(0u8..=255, 0..64)) {
+            let mut bytes = request().encode_to_vec();
+            let at = at % bytes.len();
+            bytes[at] = byte;
+            bytes.extend_from_slice(&junk);
+            let limits = DecodeLimits::default();
+            if let Ok(req) = decode(&bytes, &limits) {
+                for h in heaps(&req).heaps {
+                    let _ = crate::pprof::heap_stacks(&h.profile, &limits);
+                }
+            }
+            let _ = decode(&junk, &limits);
+        }
+    }
+}
