@@ -1,5 +1,8 @@
 /* Forks N times while four threads allocate; every third child execs
- * /bin/true, the others allocate and _exit. A child that hangs is killed
+ * /bin/true, one in three calls exit (running the destructors of every
+ * library, the preload's among them) and the rest _exit. Every hundredth
+ * fork the parent also starts and joins a thread that allocates, so that
+ * threads come and go around the agent's. A child that hangs is killed
  * by its alarm. Prints "forks F hung H crashed C". */
 #include <pthread.h>
 #include <signal.h>
@@ -18,12 +21,23 @@ static void *churn(void *arg) {
   }
   return NULL;
 }
+static void *one_round(void *arg) {
+  (void)arg;
+  for (int i = 0; i < 1000; i++) free(malloc(16 + i * 64));
+  return NULL;
+}
+
 int main(int argc, char **argv) {
   int n = argc > 1 ? atoi(argv[1]) : 1000;
   pthread_t t[4];
   for (int i = 0; i < 4; i++) pthread_create(&t[i], NULL, churn, NULL);
   int hung = 0, crashed = 0;
   for (int i = 0; i < n; i++) {
+    if (i % 100 == 50) {
+      pthread_t late;
+      pthread_create(&late, NULL, one_round, NULL);
+      pthread_join(late, NULL);
+    }
     pid_t pid = fork();
     if (pid == 0) {
       alarm(20);
