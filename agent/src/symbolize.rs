@@ -215,6 +215,7 @@ fn is_jemalloc_internal(name: &str) -> bool {
         || name.starts_with("je_")
         || name.starts_with("prof_")
         || name.starts_with("imalloc")
+        || name == "do_rallocx"
         || name.starts_with("0x")
 }
 

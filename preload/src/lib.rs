@@ -19,7 +19,9 @@
 //!   second lock on that door.
 //! - **a process that links the agent itself**: its own agent sees its
 //!   Rust heap, which this one cannot, so when it starts it calls
-//!   [`heaptide_preload_hand_over`] and this agent stops.
+//!   [`heaptide_preload_hand_over`] and this agent stops, or never starts
+//!   (a program that takes more than [`START_DELAY`] to start its own
+//!   finds this one running for that long, under the same names).
 //! - **short-lived processes**: the agent starts after [`START_DELAY`], so
 //!   a shell or a helper that a preloaded service execs, and that exits at
 //!   once, sends nothing. Its heap was sampled from the start anyway.

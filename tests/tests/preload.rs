@@ -195,24 +195,43 @@ fn a_service_that_links_the_agent_runs_one_agent_under_the_preload() {
         dir.path(),
         &format!("http://{}", an.addr),
         "linked",
-        &[("LD_PRELOAD", library().to_str().unwrap())],
+        &[
+            ("LD_PRELOAD", library().to_str().unwrap()),
+            // Every stack of a small heap in the profile.
+            ("HEAPTIDE_HEAP_SAMPLE_PERIOD", "4KiB"),
+        ],
     );
-    // Past the preloaded agent's start delay.
-    std::thread::sleep(heaptide_preload_delay() * 3);
-    let samplers = std::fs::read_dir(format!("/proc/{}/task", svc.pid()))
-        .unwrap()
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-        .filter(|c| c.trim() == "heaptide-sample")
-        .count();
-    assert_eq!(samplers, 1, "one agent, the linked one");
-    // The linked agent's heap profile shows the program's Rust heap.
+    // Past the preloaded agent's start delay. On a busy host the program
+    // may reach its own agent's start after the preloaded one started;
+    // that one then stops, and its threads end.
+    let samplers = || {
+        std::fs::read_dir(format!("/proc/{}/task", svc.pid()))
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .filter(|c| c.trim() == "heaptide-sample")
+            .count()
+    };
+    std::thread::sleep(heaptide_preload_delay() * 2);
+    wait_for(
+        "one agent, the linked one",
+        std::time::Duration::from_secs(15),
+        || (samplers() == 1).then_some(()),
+    );
+    // And it stays one.
+    std::thread::sleep(heaptide_preload_delay() * 2);
+    assert_eq!(samplers(), 1, "one agent, the linked one");
+    // The linked agent's heap profile shows the program's Rust heap, which
+    // the preloaded jemalloc never serves.
+    for _ in 0..3 {
+        assert_eq!(get(&svc.url("/leak?kb=256")).0, 200);
+    }
     wait_for(
         "the linked agent's profile",
         std::time::Duration::from_secs(30),
         || {
             let (code, body) =
                 an.get("/v1/profile?service=leaky-service&instance=linked&format=json");
-            (code == 200 && body.contains("leaky_service")).then_some(())
+            (code == 200 && body.contains("leak_request_buffer")).then_some(())
         },
     );
 }

@@ -51,8 +51,47 @@ pub(super) const ALLOCATOR_PREFIXES: &[&str] = &[
 
 /// jemalloc's internal functions, which its static symbols name bare.
 const JEMALLOC_INTERNAL: &[&str] = &[
-    "prof_", "imalloc", "ialloc", "iralloc", "ipalloc", "arena_", "tcache_", "large_", "extent_",
-    "ecache_", "emap_",
+    "prof_",
+    "imalloc",
+    "ialloc",
+    "iralloc",
+    "ipalloc",
+    "arena_",
+    "tcache_",
+    "large_",
+    "extent_",
+    "ecache_",
+    "emap_",
+    "do_rallocx",
+];
+
+/// The C library's functions that allocate on their caller's behalf: in a
+/// C program's stack (under the preload library) the caller is the code
+/// responsible, not `strdup`.
+pub(super) const LIBC_ALLOCATING: &[&str] = &[
+    "strdup",
+    "__strdup",
+    "strndup",
+    "__strndup",
+    "asprintf",
+    "__asprintf",
+    "vasprintf",
+    "__vasprintf",
+    "getline",
+    "getdelim",
+    "__getdelim",
+    "fopen",
+    "fopen64",
+    "fdopen",
+    "_IO_file_doallocate",
+    "_IO_doallocbuf",
+    "opendir",
+    "fdopendir",
+    "__alloc_dir",
+    "realpath",
+    "scandir",
+    "open_memstream",
+    "tsearch",
 ];
 
 /// The C library's start of a process and of a thread.
@@ -82,7 +121,7 @@ pub fn framework_of(function: &str) -> Option<&'static str> {
         if JEMALLOC_INTERNAL.iter().any(|p| f.starts_with(p)) {
             return Some("alloc");
         }
-        if LIBC_ENTRIES.contains(&f) {
+        if LIBC_ENTRIES.contains(&f) || LIBC_ALLOCATING.contains(&f) {
             return Some("libc");
         }
     }
@@ -131,6 +170,8 @@ mod tests {
         );
         assert_eq!(framework_of("prof_alloc_prep"), Some("alloc"));
         assert_eq!(framework_of("start_thread"), Some("libc"));
+        assert_eq!(framework_of("strdup"), Some("libc"));
+        assert_eq!(framework_of("do_rallocx"), Some("alloc"));
         assert_eq!(framework_of("leaky_service::main"), None);
     }
 }

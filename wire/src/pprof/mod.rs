@@ -187,7 +187,7 @@ pub fn is_runtime_frame(function: &str) -> bool {
             .any(|p| path.starts_with(p))
     };
     let f = function.trim_start_matches('<');
-    if runtime(f) {
+    if runtime(f) || framework::LIBC_ALLOCATING.contains(&f) || f == "do_rallocx" {
         return true;
     }
     // `<Type as Trait>::method`: the standard library's when the trait is,
@@ -369,6 +369,8 @@ mod tests {
             "<u8 as alloc::vec::spec_from_elem::SpecFromElem>::from_elem"
         ));
         assert!(is_runtime_frame("<[u8]>::to_vec"));
+        assert!(is_runtime_frame("strdup"));
+        assert!(!is_runtime_frame("leak_buffer"));
         assert!(!is_runtime_frame(
             "<leaky_service::Entry as core::clone::Clone>::clone"
         ));
