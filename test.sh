@@ -6,7 +6,9 @@
 # heap profiles the pprof tests ingest, and clickhouse-server, which the
 # store and scale-out tests start themselves on loopback ports with a
 # private data path (no system service is used), and haproxy, which the
-# balancer test starts in front of two analyzers on loopback ports.
+# balancer test starts in front of two analyzers on loopback ports, and a C
+# and C++ compiler and python3, which the preload tests run under
+# libheaptide_preload.so.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -22,6 +24,10 @@ fi
 if ! [ -x /usr/sbin/haproxy ] && ! [ -x /usr/bin/haproxy ]; then
   missing+=(haproxy)
 fi
+# The preload tests build a C and a C++ program and run python3.
+command -v cc >/dev/null 2>&1 || missing+=(gcc)
+command -v g++ >/dev/null 2>&1 || missing+=(g++)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "test.sh: installing ${missing[*]} for the tests" >&2
   sudo=""
