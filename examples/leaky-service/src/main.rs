@@ -181,8 +181,12 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    // Scheduling lag of this runtime, as the agent's tokio probe sees it.
-    heaptide_agent::spawn_tokio_probe(rt.handle(), std::time::Duration::from_millis(5));
+    // Scheduling lag of this runtime, as the agent's tokio probe sees it,
+    // at the agent's pause tick.
+    let tick = agent
+        .as_ref()
+        .map_or(heaptide_agent::DEFAULT_PAUSE_TICK, |a| a.config().pause_tick);
+    heaptide_agent::spawn_tokio_probe(rt.handle(), tick);
     rt.block_on(async move {
         pools::start().await?;
         let app = routes().merge(pools::routes()).merge(memory::routes());

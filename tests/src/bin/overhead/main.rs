@@ -16,11 +16,14 @@
 //!
 //! `-- --callgrind 2000000` instead counts the instructions of a fixed
 //! number of allocations under `valgrind --tool=callgrind` in each
-//! allocation mode: a figure the machine's noise does not move.
+//! allocation mode: a figure the machine's noise does not move;
+//! `-- --callgrind-http 20000` the instructions of a fixed request load
+//! on the service, with and without the agent.
 
 heaptide_agent::global_allocator!();
 
 mod callgrind;
+mod callgrind_http;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -41,6 +44,16 @@ fn main() {
             args[3].parse().unwrap_or(10),
             args.get(4).and_then(|o| o.parse().ok()).unwrap_or(0),
         );
+        return;
+    }
+    if let Some(n) = heaptide_tests::flag_value("--callgrind-http") {
+        let dir = tempfile::tempdir().unwrap();
+        let an = analyzer(dir.path(), &dir.path().join("bench.db"), "127.0.0.1:0", &[]);
+        let endpoint = format!("http://{}", an.addr);
+        // `--keep DIR` keeps the dumps for callgrind_annotate.
+        let keep = heaptide_tests::flag_value("--keep").map(std::path::PathBuf::from);
+        let out = keep.as_deref().unwrap_or(dir.path());
+        callgrind_http::run(n.parse().expect("--callgrind-http REQUESTS"), &endpoint, out);
         return;
     }
     if let Some(ops) = heaptide_tests::flag_value("--callgrind") {
