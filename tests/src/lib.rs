@@ -17,6 +17,19 @@ pub fn flag_value(name: &str) -> Option<String> {
         .cloned()
 }
 
+/// Builds `packages` in release, for a benchmark that runs their
+/// binaries beside itself; panics when the build fails.
+pub fn build_release(packages: &[&str]) {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = std::process::Command::new(cargo);
+    cmd.args(["build", "--release", "-j2"]);
+    for p in packages {
+        cmd.args(["-p", p]);
+    }
+    let status = cmd.status().expect("cargo build");
+    assert!(status.success(), "building {packages:?} failed");
+}
+
 /// CPU time, user and system, that process `pid` has used so far, in
 /// seconds; 0 when it cannot be read.
 pub fn cpu_seconds(pid: u32) -> f64 {

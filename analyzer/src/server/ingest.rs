@@ -144,13 +144,7 @@ pub(super) async fn pprof_handler(
     State(state): State<Arc<AppState>>,
     req: Request,
 ) -> ApiResult<Response> {
-    // Who asks comes before what is asked, so that a caller with no token
-    // learns nothing of the route's parameters.
-    let caller = state.auth.caller(req.headers());
-    if !caller.ingests_any() {
-        state.telemetry.reject(StatusCode::UNAUTHORIZED);
-        return Err(caller.refusal("send batches"));
-    }
+    may_ingest(&state, &req)?;
     let params = axum::extract::Query::<PprofParams>::try_from_uri(req.uri())
         .map_err(|e| ApiError::bad("query", e.body_text()))?;
     let source = crate::ingest::foreign::Source {
@@ -167,12 +161,7 @@ pub(super) async fn otlp_handler(
     State(state): State<Arc<AppState>>,
     req: Request,
 ) -> ApiResult<Response> {
-    // Who asks comes first, as for a pprof push.
-    let caller = state.auth.caller(req.headers());
-    if !caller.ingests_any() {
-        state.telemetry.reject(StatusCode::UNAUTHORIZED);
-        return Err(caller.refusal("send batches"));
-    }
+    may_ingest(&state, &req)?;
     let content_type = req.headers().get(header::CONTENT_TYPE);
     let content_type = content_type.and_then(|v| v.to_str().ok()).unwrap_or("");
     if !content_type.starts_with("application/x-protobuf") {
@@ -185,6 +174,17 @@ pub(super) async fn otlp_handler(
         });
     }
     counted(&state, req, Body::Otlp).await
+}
+
+/// Who asks comes before what is asked, so that a caller with no token
+/// learns nothing of a route's parameters or formats.
+fn may_ingest(state: &AppState, req: &Request) -> ApiResult<()> {
+    let caller = state.auth.caller(req.headers());
+    if caller.ingests_any() {
+        return Ok(());
+    }
+    state.telemetry.reject(StatusCode::UNAUTHORIZED);
+    Err(caller.refusal("send batches"))
 }
 
 async fn counted(state: &Arc<AppState>, req: Request, kind: Body) -> ApiResult<Response> {

@@ -185,7 +185,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     // at the agent's pause tick.
     let tick = agent
         .as_ref()
-        .map_or(heaptide_agent::DEFAULT_PAUSE_TICK, |a| a.config().pause_tick);
+        .map_or(heaptide_agent::DEFAULT_PAUSE_TICK, |a| {
+            a.config().pause_tick
+        });
     heaptide_agent::spawn_tokio_probe(rt.handle(), tick);
     rt.block_on(async move {
         pools::start().await?;

@@ -29,23 +29,7 @@ fn main() {
     let rounds: usize = heaptide_tests::flag_value("--rounds")
         .and_then(|v| v.parse().ok())
         .unwrap_or(7);
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let built = Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "-j2",
-            "-p",
-            "heaptide-analyzer",
-            "-p",
-            "heaptide-preload",
-        ])
-        .status()
-        .expect("cargo build");
-    assert!(
-        built.success(),
-        "building the analyzer and the preload failed"
-    );
+    heaptide_tests::build_release(&["heaptide-analyzer", "heaptide-preload"]);
     let exe = std::env::current_exe().unwrap();
     let lib = exe.with_file_name("libheaptide_preload.so");
     let dir = tempfile::tempdir().unwrap();

@@ -228,12 +228,7 @@ fn main() {
         .filter_map(|s| s.parse().ok())
         .collect();
     let seconds: u64 = arg("--seconds").and_then(|s| s.parse().ok()).unwrap_or(70);
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let ok = std::process::Command::new(cargo)
-        .args(["build", "--release", "-j2", "-p", "heaptide-analyzer"])
-        .status()
-        .expect("cargo build");
-    assert!(ok.success());
+    heaptide_tests::build_release(&["heaptide-analyzer"]);
     let dir = tempfile::tempdir().unwrap();
     let mut rng = fastrand::Rng::with_seed(1);
     let profiles: Vec<String> = (0..10).map(|v| profile(v, &mut rng)).collect();

@@ -11,13 +11,15 @@
 //! the process is in: the request path, with the allocator's sampling
 //! and the age hooks, and the agent's own threads. Their periodic work
 //! is left out as in the allocation counts (intervals of an hour, the
-//! pause meter's tick a second), since callgrind stretches the wall time
-//! it grows with; the wall-clock runs measure it as the agent's CPU.
+//! pause meter's and the tokio probe's tick a second, and the counts
+//! zeroed only once the two early heap profiles, at 10 s and 30 s, are
+//! stored), since callgrind stretches the wall time it grows with; the
+//! wall-clock runs measure it as the agent's CPU.
 
 use std::process::Command;
 use std::time::Duration;
 
-use heaptide_tests::{bin, Proc};
+use heaptide_tests::{bin, wait_for, Proc};
 
 const MODES: [(&str, &[(&str, &str)]); 4] = [
     (
@@ -47,7 +49,8 @@ const MODES: [(&str, &[(&str, &str)]); 4] = [
     ),
 ];
 
-pub(crate) fn run(requests: u64, endpoint: &str, dir: &std::path::Path) {
+pub(crate) fn run(requests: u64, an: &Proc, dir: &std::path::Path) {
+    let endpoint = &format!("http://{}", an.addr);
     let mut counts = Vec::new();
     for (i, (name, env)) in MODES.iter().enumerate() {
         eprintln!("callgrind: the service, {name}");
@@ -55,15 +58,22 @@ pub(crate) fn run(requests: u64, endpoint: &str, dir: &std::path::Path) {
         let mut cmd = Command::new("valgrind");
         // Names in full in every dump: a dump after `-z` may refer to a
         // name the first dump defined.
-        cmd.args(["--tool=callgrind", "--compress-strings=no", "--compress-pos=no"])
-            .arg(format!("--callgrind-out-file={}", out.display()))
-            .arg(bin("leaky-service"))
-            .env("LEAKY_LISTEN", "127.0.0.1:0")
-            .env("HEAPTIDE_ENDPOINT", endpoint)
-            .env("HEAPTIDE_INSTANCE", format!("callgrind-{i}"))
-            .envs(env.iter().copied());
+        cmd.args([
+            "--tool=callgrind",
+            "--compress-strings=no",
+            "--compress-pos=no",
+        ])
+        .arg(format!("--callgrind-out-file={}", out.display()))
+        .arg(bin("leaky-service"))
+        .env("LEAKY_LISTEN", "127.0.0.1:0")
+        .env("HEAPTIDE_ENDPOINT", endpoint)
+        .env("HEAPTIDE_INSTANCE", format!("callgrind-{i}"))
+        .envs(env.iter().copied());
         let mut svc = Proc::start(cmd, dir.join(format!("http.{i}.log")));
         send(&svc, requests / 10);
+        if !env.contains(&("LEAKY_AGENT", "off")) {
+            early_profiles_stored(an, &format!("callgrind-{i}"));
+        }
         control(&svc, "-z");
         send(&svc, requests);
         control(&svc, "-d");
@@ -81,6 +91,18 @@ pub(crate) fn run(requests: u64, endpoint: &str, dir: &std::path::Path) {
             (ir as f64 / base - 1.0) * 100.0
         );
     }
+}
+
+/// Waits until the agent's two early heap profiles are stored: each is a
+/// symbolization, periodic work that is not any request's.
+fn early_profiles_stored(an: &Proc, instance: &str) {
+    let query = format!("/v1/profiles?service=leaky-service&instance={instance}&since=1h");
+    wait_for("the early profiles", Duration::from_secs(600), || {
+        let (code, body) = an.get(&query);
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let n = v["profiles"].as_array().map_or(0, Vec::len);
+        (code == 200 && n >= 2).then_some(())
+    });
 }
 
 /// `n` requests, one at a time, the overhead benchmark's mix.

@@ -18,12 +18,15 @@
 //! number of allocations under `valgrind --tool=callgrind` in each
 //! allocation mode: a figure the machine's noise does not move;
 //! `-- --callgrind-http 20000` the instructions of a fixed request load
-//! on the service, with and without the agent.
+//! on the service, with and without the agent; `-- --storm 10` the
+//! allocation modes alone on an allocation storm (small objects, never
+//! touched), in wall-clock rounds.
 
 heaptide_agent::global_allocator!();
 
 mod callgrind;
 mod callgrind_http;
+mod storm;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -49,11 +52,14 @@ fn main() {
     if let Some(n) = heaptide_tests::flag_value("--callgrind-http") {
         let dir = tempfile::tempdir().unwrap();
         let an = analyzer(dir.path(), &dir.path().join("bench.db"), "127.0.0.1:0", &[]);
-        let endpoint = format!("http://{}", an.addr);
         // `--keep DIR` keeps the dumps for callgrind_annotate.
         let keep = heaptide_tests::flag_value("--keep").map(std::path::PathBuf::from);
         let out = keep.as_deref().unwrap_or(dir.path());
-        callgrind_http::run(n.parse().expect("--callgrind-http REQUESTS"), &endpoint, out);
+        callgrind_http::run(n.parse().expect("--callgrind-http REQUESTS"), &an, out);
+        return;
+    }
+    if let Some(secs) = heaptide_tests::flag_value("--storm") {
+        storm::run(secs.parse().expect("--storm SECONDS"), arg("--rounds", 5));
         return;
     }
     if let Some(ops) = heaptide_tests::flag_value("--callgrind") {
@@ -63,23 +69,7 @@ fn main() {
     let seconds = arg("--seconds", 65);
     let rounds = arg("--rounds", 2);
     let alloc_seconds = arg("--alloc-seconds", 20);
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "-j2",
-            "-p",
-            "heaptide-analyzer",
-            "-p",
-            "leaky-service",
-        ])
-        .status()
-        .expect("cargo build");
-    assert!(
-        status.success(),
-        "building the analyzer and leaky-service failed"
-    );
+    heaptide_tests::build_release(&["heaptide-analyzer", "leaky-service"]);
 
     let dir = tempfile::tempdir().unwrap();
     let an = analyzer(dir.path(), &dir.path().join("bench.db"), "127.0.0.1:0", &[]);
@@ -115,8 +105,8 @@ fn main() {
 }
 
 #[derive(Debug, Clone, Default)]
-struct AllocRun {
-    ops_per_sec: f64,
+pub(crate) struct AllocRun {
+    pub(crate) ops_per_sec: f64,
     agent_cpu_seconds: f64,
     wall_seconds: f64,
     agent_heap: f64,
@@ -148,7 +138,7 @@ pub(crate) fn alloc_command(mode: usize, seconds: u64, ops: u64, endpoint: &str)
     cmd
 }
 
-fn run_alloc(mode: usize, seconds: u64, endpoint: &str) -> AllocRun {
+pub(crate) fn run_alloc(mode: usize, seconds: u64, endpoint: &str) -> AllocRun {
     let mut cmd = alloc_command(mode, seconds, 0, endpoint);
     let out = cmd.output().expect("alloc child");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("child output");
@@ -164,6 +154,7 @@ fn run_alloc(mode: usize, seconds: u64, endpoint: &str) -> AllocRun {
 /// Allocates for `seconds`, or exactly `max_ops` allocations when that is
 /// not 0.
 fn alloc_child(on: bool, seconds: u64, max_ops: u64) {
+    let bare = std::env::var_os("OVERHEAD_STORM").is_some();
     let agent = on.then(|| heaptide_agent::start().expect("agent"));
     let start = Instant::now();
     let mut live: Vec<Vec<u8>> = (0..10_000).map(|_| Vec::new()).collect();
@@ -182,8 +173,13 @@ fn alloc_child(on: bool, seconds: u64, max_ops: u64) {
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
             let slot = (rng >> 33) as usize % live.len();
-            let size = 16 + ((rng >> 13) as usize % 4080);
-            live[slot] = std::hint::black_box(vec![1u8; size]);
+            live[slot] = if bare {
+                // The storm: small objects, never touched.
+                std::hint::black_box(Vec::with_capacity(16 + ((rng >> 13) as usize % 240)))
+            } else {
+                let size = 16 + ((rng >> 13) as usize % 4080);
+                std::hint::black_box(vec![1u8; size])
+            };
             ops += 1;
         }
     }
