@@ -100,10 +100,28 @@ fn leak_until_killed(leaky: &mut Proc) -> Option<i32> {
     None
 }
 
+/// The test's cgroup, removed when the test ends, pass or fail: declared
+/// before the processes in it, so that it is dropped after they are
+/// killed and the group is empty.
+struct Removed(PathBuf);
+
+impl Drop for Removed {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+impl std::ops::Deref for Removed {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
 #[test]
 fn each_oom_kill_is_recorded_with_the_profile_taken_under_pressure() {
     let cgroup = match memory_cgroup() {
-        Ok(c) => c,
+        Ok(c) => Removed(c),
         Err(why) => {
             eprintln!("skipped: {why}");
             return;
@@ -179,6 +197,4 @@ fn each_oom_kill_is_recorded_with_the_profile_taken_under_pressure() {
         flame.contains("leak_request_buffer"),
         "the leak, in the pressure profile"
     );
-    drop(_last);
-    let _ = std::fs::remove_dir(&cgroup);
 }

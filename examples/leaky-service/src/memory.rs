@@ -20,6 +20,7 @@ use axum::Router;
 
 static MAPPED: Mutex<Vec<memmap2::MmapMut>> = Mutex::new(Vec::new());
 static STRAGGLERS: Mutex<Vec<Box<[u8]>>> = Mutex::new(Vec::new());
+static SCRATCH: Mutex<Vec<Box<[u8]>>> = Mutex::new(Vec::new());
 static NEXT_CLASS: AtomicUsize = AtomicUsize::new(0);
 static STACK_THREADS: AtomicUsize = AtomicUsize::new(0);
 
@@ -54,11 +55,15 @@ fn leak_mmap(kb: usize) -> String {
 fn fragment(kb: usize) -> String {
     let class = SMALL_CLASSES[NEXT_CLASS.fetch_add(1, Ordering::Relaxed) % SMALL_CLASSES.len()];
     let n = (kb * 1024 / class).max(8);
-    let all: Vec<Box<[u8]>> = (0..n)
-        .map(|i| std::hint::black_box(vec![i as u8; class].into_boxed_slice()))
-        .collect();
+    // Every object is alive at once, so that they fill whole slabs. The
+    // list of them is kept from call to call: a new one each call would
+    // be a large allocation freed at once (4 MiB of pointers for 16-byte
+    // objects), pages the allocator keeps, growing beside the
+    // fragmentation this route is about.
+    let mut all = SCRATCH.lock().unwrap_or_else(|p| p.into_inner());
+    all.extend((0..n).map(|i| std::hint::black_box(vec![i as u8; class].into_boxed_slice())));
     let mut kept = STRAGGLERS.lock().unwrap_or_else(|p| p.into_inner());
-    kept.extend(all.into_iter().step_by(8));
+    kept.extend(all.drain(..).step_by(8));
     format!("{}\n", kept.len())
 }
 

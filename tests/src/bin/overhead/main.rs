@@ -389,4 +389,18 @@ fn report(
         "| leaky-service | peak RSS on minus off (MiB) | - | {:.2} | |",
         mib(s_rss)
     );
+    // Each round's own figures: a target "in every run" is read here.
+    println!("\n| round | req/s off | req/s on | ratio | peak RSS off (MiB) | on | on minus off |");
+    println!("|---|---|---|---|---|---|---|");
+    for (k, (off, on)) in service[0].iter().zip(&service[1]).enumerate() {
+        println!(
+            "| {k} | {:.0} | {:.0} | {:.3} | {:.1} | {:.1} | {:.1} |",
+            off.rps,
+            on.rps,
+            on.rps / off.rps,
+            mib(off.rss),
+            mib(on.rss),
+            mib(on.rss - off.rss)
+        );
+    }
 }
