@@ -74,12 +74,7 @@ pub(crate) const FOREIGN_AGENT: &str = "pprof";
 /// `source`, within `limits`. `now_ms` dates a profile that carries no
 /// time of its own, and numbers the batch.
 pub fn batch(body: &[u8], source: &Source, limits: &Limits, now_ms: i64) -> Result<ValidBatch> {
-    if body.len() > limits.max_body_bytes {
-        return Err(Error::invalid(
-            "body",
-            format!("larger than {} bytes", limits.max_body_bytes),
-        ));
-    }
+    within_body_limit(body, limits)?;
     let profile = pprof::decode(body, &limits.profile)
         .map_err(|e| Error::invalid("profile", e.to_string()))?;
     let agent = AgentInfo {
@@ -92,6 +87,17 @@ pub fn batch(body: &[u8], source: &Source, limits: &Limits, now_ms: i64) -> Resu
         labels: BTreeMap::new(),
     };
     profile_batch(&profile, agent, limits, now_ms)
+}
+
+/// A 400 for a body past the limit, however it came.
+pub(crate) fn within_body_limit(body: &[u8], limits: &Limits) -> Result<()> {
+    if body.len() > limits.max_body_bytes {
+        return Err(Error::invalid(
+            "body",
+            format!("larger than {} bytes", limits.max_body_bytes),
+        ));
+    }
+    Ok(())
 }
 
 /// A batch holding one heap profile of `agent`, as if it had sent it:

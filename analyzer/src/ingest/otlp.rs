@@ -25,12 +25,7 @@ pub struct OtlpBatches {
 /// Decodes `body`, an `ExportProfilesServiceRequest` (gzipped or not),
 /// within `limits`.
 pub fn batches(body: &[u8], limits: &Limits, now_ms: i64) -> Result<OtlpBatches> {
-    if body.len() > limits.max_body_bytes {
-        return Err(Error::invalid(
-            "body",
-            format!("larger than {} bytes", limits.max_body_bytes),
-        ));
-    }
+    foreign::within_body_limit(body, limits)?;
     let request = otlp::decode(body, &limits.profile)
         .map_err(|e| Error::invalid("request", e.to_string()))?;
     let heaps = otlp::heaps(&request);
