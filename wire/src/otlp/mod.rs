@@ -225,15 +225,6 @@ mod tests {
     /// objects) and a CPU profile, over a dictionary whose entry 0 of each
     /// table is its zero value.
     fn request() -> ExportProfilesServiceRequest {
-        let strings = [
-            "",
-            "inuse_space",
-            "bytes",
-            "inuse_objects",
-            "count",
-            "leak",
-            "main",
-        ];
         let kv = |key: &str, v: Scalar| KeyValue {
             key: key.into(),
             value: Some(AnyValue { value: Some(v) }),
@@ -258,20 +249,6 @@ mod tests {
             period_type: None,
             period: 4096,
         };
-        let line = |f: i32| Line {
-            function_index: f,
-            line: 3,
-        };
-        let location = |f: i32| Location {
-            mapping_index: 0,
-            address: 0,
-            lines: vec![line(f)],
-        };
-        let function = |name: i32| Function {
-            name_strindex: name,
-            system_name_strindex: 0,
-            filename_strindex: 0,
-        };
         ExportProfilesServiceRequest {
             resource_profiles: vec![ResourceProfiles {
                 resource: Some(Resource {
@@ -290,21 +267,48 @@ mod tests {
                     ],
                 }],
             }],
-            dictionary: Some(ProfilesDictionary {
-                mapping_table: vec![Mapping::default()],
-                location_table: vec![Location::default(), location(1), location(2)],
-                function_table: vec![Function::default(), function(5), function(6)],
-                string_table: strings.iter().map(|s| s.to_string()).collect(),
-                stack_table: vec![
-                    Stack::default(),
-                    Stack {
-                        location_indices: vec![1, 2],
-                    },
-                    Stack {
-                        location_indices: vec![2],
-                    },
-                ],
-            }),
+            dictionary: Some(dictionary()),
+        }
+    }
+
+    /// The request's tables: entry 0 of each is its zero value.
+    fn dictionary() -> ProfilesDictionary {
+        let strings = [
+            "",
+            "inuse_space",
+            "bytes",
+            "inuse_objects",
+            "count",
+            "leak",
+            "main",
+        ];
+        let location = |f: i32| Location {
+            mapping_index: 0,
+            address: 0,
+            lines: vec![Line {
+                function_index: f,
+                line: 3,
+            }],
+        };
+        let function = |name: i32| Function {
+            name_strindex: name,
+            system_name_strindex: 0,
+            filename_strindex: 0,
+        };
+        ProfilesDictionary {
+            mapping_table: vec![Mapping::default()],
+            location_table: vec![Location::default(), location(1), location(2)],
+            function_table: vec![Function::default(), function(5), function(6)],
+            string_table: strings.iter().map(|s| s.to_string()).collect(),
+            stack_table: vec![
+                Stack::default(),
+                Stack {
+                    location_indices: vec![1, 2],
+                },
+                Stack {
+                    location_indices: vec![2],
+                },
+            ],
         }
     }
 

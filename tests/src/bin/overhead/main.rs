@@ -389,7 +389,13 @@ fn report(
         "| leaky-service | peak RSS on minus off (MiB) | - | {:.2} | |",
         mib(s_rss)
     );
-    // Each round's own figures: a target "in every run" is read here.
+    print_rounds(service);
+}
+
+/// Each round's own service figures: a target "in every run" is read
+/// here.
+fn print_rounds(service: &[Vec<ServiceRun>; 2]) {
+    let mib = |b: f64| b / (1024.0 * 1024.0);
     println!("\n| round | req/s off | req/s on | ratio | peak RSS off (MiB) | on | on minus off |");
     println!("|---|---|---|---|---|---|---|");
     for (k, (off, on)) in service[0].iter().zip(&service[1]).enumerate() {
