@@ -31,8 +31,26 @@ fn leaks_after_load(instance: &str, routes: &[&str], secs: u64) -> serde_json::V
     }
     std::thread::sleep(Duration::from_millis(600));
     let v = leaks_json(&store);
+    if v["findings"].as_array().is_some_and(Vec::is_empty) {
+        // Said here, while both processes run, so that a failure of the
+        // caller's assertions shows what the analyzer had.
+        eprintln!(
+            "no findings after {n} requests; latest fds {:?}, heap {:?}\n\
+             analyzer: {}\nleaky-service: {}",
+            latest(&an, "leaky-service", instance, "fds"),
+            latest(&an, "leaky-service", instance, "heap.allocated"),
+            tail(&an.stderr()),
+            tail(&leaky.stderr()),
+        );
+    }
     drop(leaky);
     v
+}
+
+/// The last lines of a process's log.
+fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
 #[test]
