@@ -8,6 +8,9 @@
 //! Memory that is both old and still accumulating is what a leak looks
 //! like; a cache's or a queue's live memory stays young as it churns.
 //!
+//! The sample hook also counts each sampled allocation for its stack's
+//! allocation rate ([`crate::allocs`]).
+//!
 //! The hooks run inside the allocator: they never allocate and never wait
 //! for long. The table is sixteen shards, each a fixed array behind its
 //! own lock ([`crate::hook_lock`]), taken for a few slot probes by a hook
@@ -77,6 +80,7 @@ pub(crate) fn install() -> Result<()> {
         epoch: Instant::now(),
         untracked: AtomicU64::new(0),
     });
+    crate::allocs::install();
     hook_lock::on_fork(before_fork, after_fork, after_fork);
     write_hooks(Some(on_sample), Some(on_free))
 }
@@ -86,10 +90,12 @@ extern "C" fn before_fork() {
     if let Some(t) = TABLE.get() {
         t.shards.iter().for_each(HookLock::hold);
     }
+    crate::allocs::hold_all();
 }
 
 /// Gives the shards back, in the parent and in the child alike.
 extern "C" fn after_fork() {
+    crate::allocs::release_all();
     if let Some(t) = TABLE.get() {
         t.shards.iter().for_each(HookLock::release);
     }
@@ -162,6 +168,7 @@ unsafe extern "C" fn on_sample(
         unsafe { std::slice::from_raw_parts(bt as *const usize, len as usize) }
     };
     let site = site_of(addrs.iter().map(|&a| a as u64));
+    crate::allocs::record(site, addrs, usize_ as u64);
     let born_ms = t.epoch.elapsed().as_millis() as u64;
     let (shard, start) = shard_of(ptr as usize);
     let Some(mut s) = t.shards[shard].try_lock() else {
@@ -276,7 +283,7 @@ pub fn live_bytes_by_age(period: u64) -> [u64; AGE_BUCKETS_SECS.len()] {
 
 /// What one sampled allocation of `size` bytes stands for, as jeprof
 /// scales the dump: `size / (1 - exp(-size / period))`.
-fn unbiased(size: u64, period: u64) -> u64 {
+pub(crate) fn unbiased(size: u64, period: u64) -> u64 {
     if period <= 1 || size == 0 {
         return size;
     }

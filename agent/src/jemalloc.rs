@@ -130,7 +130,9 @@ pub(crate) fn set_sample_period(period: u64) -> Result<u64> {
         // the sampled contexts, which no other code of ours holds.
         unsafe { raw::write::<usize>(b"prof.reset\0", want) }.map_err(ctl_err("prof.reset"))?;
     }
-    Ok(1u64 << lg_sample()?)
+    let period = 1u64 << lg_sample()?;
+    crate::allocs::set_period(period);
+    Ok(period)
 }
 
 /// jemalloc counts what goes through it per thread; if an allocation made
@@ -147,11 +149,15 @@ pub(crate) fn is_global_allocator() -> bool {
 
 /// One stack of a raw dump: return addresses, leaf first, and the counts
 /// jemalloc wrote for it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub(crate) struct RawStack {
     pub addrs: Vec<u64>,
     pub objects: u64,
     pub bytes: u64,
+    /// Allocated since the previous profile ([`crate::allocs`]); the dump
+    /// itself has no such counts.
+    pub alloc_objects: u64,
+    pub alloc_bytes: u64,
 }
 
 /// Asks jemalloc to write its sampled live heap and reads it back.
@@ -301,6 +307,7 @@ pub(crate) fn parse_dump_for(text: &str, thread: Option<&str>) -> Result<(u64, V
                         addrs,
                         objects,
                         bytes,
+                        ..Default::default()
                     });
                 }
             }

@@ -3,6 +3,7 @@
 #[cfg(any(feature = "tokio", feature = "deadpool", feature = "bb8"))]
 mod adapters;
 mod age;
+mod allocs;
 mod cadence;
 mod cgroup;
 mod config;

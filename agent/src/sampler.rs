@@ -1,6 +1,7 @@
 //! The sampler thread: reads resources every interval and takes a heap
 //! profile every profile interval.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -124,6 +125,34 @@ fn ages(raw: &[jemalloc::RawStack], period: u64) -> Vec<StackAges> {
         .collect()
 }
 
+/// The dump's stacks with what each allocated since the previous profile,
+/// and the stacks that allocated but hold nothing live now after them.
+fn with_allocs(
+    mut raw: Vec<jemalloc::RawStack>,
+    allocs: Vec<crate::allocs::StackAllocs>,
+) -> Vec<jemalloc::RawStack> {
+    let index: HashMap<u64, usize> = raw
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (crate::age::site_of(r.addrs.iter().copied()), i))
+        .collect();
+    for a in allocs {
+        let at = match index.get(&a.site) {
+            Some(&i) => &mut raw[i],
+            None => {
+                raw.push(jemalloc::RawStack {
+                    addrs: a.addrs,
+                    ..Default::default()
+                });
+                raw.last_mut().expect("just pushed")
+            }
+        };
+        at.alloc_objects += a.objects;
+        at.alloc_bytes += a.bytes;
+    }
+    raw
+}
+
 /// Keeps a fixed cadence, but skips missed ticks rather than bursting.
 fn advance(prev: Instant, every: Duration, now: Instant) -> Instant {
     let next = prev + every;
@@ -189,6 +218,9 @@ fn sample(
     if let Some(n) = crate::age::untracked() {
         m.insert("agent.ages_untracked".into(), n as f64);
     }
+    if let Some(n) = crate::allocs::untracked() {
+        m.insert("agent.allocs_untracked".into(), n as f64);
+    }
     let mut items = Vec::with_capacity(events.len() + 1);
     items.push(Item::Metrics(MetricSample {
         ts_ms: crate::runtime::now_ms(),
@@ -211,6 +243,7 @@ fn profile(shared: &Shared, symbols: &mut Symbolizer) -> Option<EncodedProfile> 
             return None;
         }
     };
+    let raw = with_allocs(raw, crate::allocs::take());
     symbols.prepare(raw.iter().flat_map(|r| r.addrs.iter().copied()));
     let (addresses, stacks): (Vec<Vec<u64>>, Vec<ProfileSample>) = raw
         .iter()
@@ -220,6 +253,8 @@ fn profile(shared: &Shared, symbols: &mut Symbolizer) -> Option<EncodedProfile> 
                 frames,
                 objects: r.objects as i64,
                 bytes: r.bytes as i64,
+                alloc_objects: r.alloc_objects as i64,
+                alloc_bytes: r.alloc_bytes as i64,
             };
             (at, sample)
         })

@@ -38,7 +38,11 @@ pub(crate) fn stacks_to_keep(n: usize, size: usize, limit: usize) -> usize {
 /// holding the rest, named `[N smaller stacks, folded to fit a batch]`.
 pub(crate) fn fold_smallest(parts: &Parts, keep: usize) -> Parts {
     let mut order: Vec<usize> = (0..parts.stacks.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(parts.stacks[i].bytes));
+    // Live bytes or bytes allocated since the previous profile, whichever
+    // is larger: a stack that churns matters though nothing of it lives.
+    order.sort_by_key(|&i| {
+        std::cmp::Reverse(parts.stacks[i].bytes.max(parts.stacks[i].alloc_bytes))
+    });
     let (kept, folded) = order.split_at(keep.min(order.len()));
     let mut out = Parts::default();
     // Old index → new, for the age rows.
@@ -58,6 +62,8 @@ pub(crate) fn fold_smallest(parts: &Parts, keep: usize) -> Parts {
         frames: vec![Frame::new(name, "", 0)],
         objects: folded.iter().map(|&i| parts.stacks[i].objects).sum(),
         bytes: folded.iter().map(|&i| parts.stacks[i].bytes).sum(),
+        alloc_objects: folded.iter().map(|&i| parts.stacks[i].alloc_objects).sum(),
+        alloc_bytes: folded.iter().map(|&i| parts.stacks[i].alloc_bytes).sum(),
     });
     out.addresses.push(Vec::new());
     let mut rest_ages = StackAges {
@@ -94,6 +100,7 @@ mod tests {
                     frames: vec![Frame::new(format!("f{i}"), "", 0)],
                     objects: 1,
                     bytes: 100 * (i as i64 + 1),
+                    ..Default::default()
                 })
                 .collect(),
             addresses: (0..n).map(|i| vec![i as u64]).collect(),

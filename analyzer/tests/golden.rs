@@ -60,6 +60,7 @@ fn leaks_json_matches_its_golden_file() {
                 frames: vec![f("alloc::alloc::alloc"), f(leaf), f("main")],
                 objects,
                 bytes,
+                ..Default::default()
             };
             let stacks = [
                 stack(

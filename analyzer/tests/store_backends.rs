@@ -51,7 +51,11 @@ fn batch(instance: &str, seq: u64, start: i64, now: i64) -> ValidBatch {
     for (i, leaked) in [(0, 1_000_000), (1, 3_000_000)] {
         let stacks = [
             fixtures::stack(&["leak", "main"], leaked, 10),
-            fixtures::stack(&["steady", "main"], 500_000, 5),
+            heaptide_wire::pprof::ProfileSample {
+                alloc_bytes: 2_000_000,
+                alloc_objects: 2_000,
+                ..fixtures::stack(&["steady", "main"], 500_000, 5)
+            },
         ];
         b.profiles.push(fixtures::heap_profile(
             start + 100_000 + i * 60_000,
@@ -144,6 +148,16 @@ fn profiles_read_back(name: &str, store: &dyn Store, sel: &Selector, start: i64)
     assert_eq!(profiles[1].total_bytes, 3_500_000, "{name}");
     let values = store.profile_values(profiles[1].id).unwrap();
     assert_eq!(values.len(), 2, "{name}");
+    // What the steady stack allocated in each interval adds up over both.
+    let ids: Vec<i64> = profiles.iter().map(|p| p.id).collect();
+    let mut allocs: Vec<(i64, i64)> = store
+        .profile_sums(&ids)
+        .unwrap()
+        .iter()
+        .map(|v| (v.alloc_bytes, v.alloc_objects))
+        .collect();
+    allocs.sort();
+    assert_eq!(allocs, vec![(0, 0), (4_000_000, 4_000)], "{name}");
     let ids: Vec<i64> = values.iter().map(|v| v.stack_id).collect();
     let stacks = store.stacks(&ids).unwrap();
     assert_eq!(stacks.len(), 2, "{name}");
@@ -368,4 +382,71 @@ fn read_commands_refuse_a_missing_store_by_name() {
         .expect("a missing database is an error");
     let shown = url.replace("clickhouse://", "clickhouse://default@");
     assert!(err.to_string().contains(&shown), "{err}");
+}
+
+/// A store written before allocation counts (SQLite 6, ClickHouse 3)
+/// gains their columns when opened for writing: its profiles keep their
+/// live values and read no allocations, and new profiles store theirs.
+#[test]
+fn a_store_from_before_allocation_counts_gains_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = heaptide_analyzer::select::now_ms();
+    let start = (now - 700_000) / 60_000 * 60_000;
+    let ch = ClickHouse::shared();
+    let db = database("allocs_v3");
+    let url = ClickHouseUrl::parse(&ch.url(&db)).unwrap();
+    let path = dir.path().join("v6.db");
+    let reopen: [(&str, Box<dyn Fn() -> Box<dyn Store>>); 2] = [
+        (
+            "sqlite",
+            Box::new(|| Box::new(SqliteStore::open(&path).unwrap())),
+        ),
+        (
+            "clickhouse",
+            Box::new(|| Box::new(ClickHouseStore::open(url.clone()).unwrap())),
+        ),
+    ];
+    for (name, open) in &reopen {
+        open().ingest(&batch("a", 1, start, now), now).unwrap();
+        // Back to the schema before the columns.
+        if *name == "sqlite" {
+            let c = rusqlite::Connection::open(&path).unwrap();
+            c.execute_batch(
+                "ALTER TABLE profile_stacks DROP COLUMN alloc_bytes;
+                 ALTER TABLE profile_stacks DROP COLUMN alloc_objects;
+                 PRAGMA user_version = 6;",
+            )
+            .unwrap();
+            assert!(SqliteStore::open_read_only(&path).is_err());
+        } else {
+            for column in ["alloc_bytes", "alloc_objects"] {
+                ch.query(&format!(
+                    "ALTER TABLE {db}.profile_stacks DROP COLUMN {column}"
+                ));
+            }
+            ch.query(&format!("TRUNCATE TABLE {db}.meta"));
+            ch.query(&format!(
+                "INSERT INTO {db}.meta VALUES ('schema_version', 3)"
+            ));
+            assert!(ClickHouseStore::open_read_only(url.clone()).is_err());
+        }
+        let store = open();
+        let sel = Selector::all(start - 1, now).for_instance("svc", "a");
+        let old = store.profiles(&sel).unwrap();
+        let values = store.profile_values(old[1].id).unwrap();
+        assert_eq!(
+            values.iter().map(|v| (v.bytes, v.alloc_bytes)).max(),
+            Some((3_000_000, 0)),
+            "{name}: live values kept, no allocations read"
+        );
+        store.ingest(&batch("b", 1, start, now), now).unwrap();
+        let sel = Selector::all(start - 1, now).for_instance("svc", "b");
+        let new = store.profiles(&sel).unwrap();
+        let sums = store.profile_sums(&[new[0].id]).unwrap();
+        assert_eq!(
+            sums.iter().map(|v| v.alloc_bytes).max(),
+            Some(2_000_000),
+            "{name}: allocations stored after the upgrade"
+        );
+    }
 }

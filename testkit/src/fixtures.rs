@@ -73,6 +73,7 @@ pub fn stack(functions: &[&str], bytes: i64, objects: i64) -> ProfileSample {
             .collect(),
         objects,
         bytes,
+        ..Default::default()
     }
 }
 

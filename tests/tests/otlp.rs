@@ -48,6 +48,7 @@ fn pprof_at(k: i64, t_ms: i64) -> Vec<u8> {
             frames: frames(stack),
             objects: bytes / 1024,
             bytes,
+            ..Default::default()
         })
         .collect();
     encode_gzip(&build_heap_profile(&stacks, PERIOD, t_ms * 1_000_000))

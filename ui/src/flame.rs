@@ -18,8 +18,9 @@ pub struct FlameScope {
     pub label: Option<String>,
     /// For `compare`: the label value the others are set against.
     pub base: Option<String>,
-    /// `live`, `growth` (between `from` and `to`) or `compare` (`base`
-    /// against `label`, at `at`).
+    /// `live`, `old` (live and older than `older`), `alloc` (allocated
+    /// between `from` and `to`), `growth` (between `from` and `to`) or
+    /// `compare` (`base` against `label`, at `at`).
     pub kind: String,
     pub at: Option<i64>,
     pub from: Option<i64>,
@@ -113,6 +114,7 @@ pub fn flame(s: &FlameScope) -> String {
             "live heap older than {}: memory that stays, where leaks collect",
             crate::format::span(s.older_secs() as f64)
         ),
+        "alloc" => "allocations, freed or not: where the allocator's time and churn go".to_owned(),
         _ => "live heap".to_owned(),
     };
     let frames = FlameScope {
@@ -159,7 +161,9 @@ pub fn flame(s: &FlameScope) -> String {
         );
     }
     let when = match (s.kind.as_str(), s.from, s.to, s.at) {
-        ("growth", Some(f), Some(t), _) => format!("<p>from {} to {}</p>", time(f), time(t)),
+        ("growth" | "alloc", Some(f), Some(t), _) => {
+            format!("<p>from {} to {}</p>", time(f), time(t))
+        }
         (_, _, _, Some(at)) => format!("<p>at {}</p>", time(at)),
         _ => String::new(),
     };

@@ -416,6 +416,7 @@ fn profiles(b: &mut String, v: &InstanceView, q: &str) {
                  <a id=\"flame-growth\" href=\"/ui/flame?{q}&amp;kind=growth&amp;from={first}&amp;to={last}\">growth flamegraph</a> · \
                  <a href=\"/ui/flame?{q}&amp;kind=growth&amp;from={first}&amp;to={last}&amp;value=objects\">growth in objects</a> · \
                  <a id=\"flame-old\" href=\"/ui/flame?{q}&amp;kind=old&amp;at={last}\">old live memory</a> · \
+                 <a id=\"flame-alloc\" href=\"/ui/flame?{q}&amp;kind=alloc&amp;from={first}&amp;to={last}\">allocations</a> · \
                  <a href=\"/v1/profile?{q}&amp;at={last}&amp;format=pprof\">pprof</a> · \
                  <a href=\"/v1/profile?{q}&amp;at={last}&amp;format=folded\">folded</a></p>",
                 v.profiles.len()

@@ -76,8 +76,9 @@ fn flame_links(b: &mut String, v: &ServiceView, q: &str) {
     let _ = write!(
         b,
         "<p><a id=\"flame-merged\" href=\"/ui/flame?{q}&amp;kind=live\">live heap of these instances, merged</a> · \
-         <a id=\"flame-merged-growth\" href=\"/ui/flame?{q}&amp;kind=growth&amp;from={}&amp;to={}\">their growth over the window</a>",
-        v.from_ms, v.to_ms
+         <a id=\"flame-merged-growth\" href=\"/ui/flame?{q}&amp;kind=growth&amp;from={}&amp;to={}\">their growth over the window</a> · \
+         <a id=\"flame-merged-alloc\" href=\"/ui/flame?{q}&amp;kind=alloc&amp;from={}&amp;to={}\">their allocations over the window</a>",
+        v.from_ms, v.to_ms, v.from_ms, v.to_ms
     );
     if let [.., base, newest] = v.versions.as_slice() {
         let _ = write!(

@@ -14,11 +14,13 @@ fn valid() -> Vec<u8> {
             frames: vec![f("leaf"), f("mid"), f("main")],
             objects: 3,
             bytes: 300,
+            ..Default::default()
         },
         ProfileSample {
             frames: vec![f("other"), f("main")],
             objects: 1,
             bytes: 64,
+            ..Default::default()
         },
     ];
     build_heap_profile(&stacks, 524_288, 1).encode_to_vec()

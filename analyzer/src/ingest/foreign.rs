@@ -181,6 +181,7 @@ mod tests {
             frames: vec![Frame::new("main.leak", "main.go", 9)],
             objects: 3,
             bytes: 3000,
+            ..Default::default()
         }];
         let now = 1_800_000_000_000;
         let body = pprof::encode_gzip(&build_heap_profile(&stacks, 524288, now * 1_000_000));

@@ -73,6 +73,42 @@ pub(crate) fn folded_at(
     Ok(Some((newest, ids.len(), folded)))
 }
 
+/// What the members allocated over (`from_ms`, `to_ms`], freed or not:
+/// each profile holds its stacks' allocations since its process's previous
+/// profile, so the window's profiles add up to the window's allocations.
+/// With the newest profile's time and how many profiles were summed.
+pub(crate) fn folded_allocs(
+    store: &dyn Store,
+    scope: &FlameScope,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Option<(i64, usize, String)>> {
+    let window = crate::select::Selector::all(from_ms + 1, to_ms);
+    let mut profiles = Vec::new();
+    if scope.label.is_none() {
+        let sel = crate::select::Selector {
+            service: Some(scope.service.clone()),
+            instance: scope.instance.clone(),
+            ..window
+        };
+        profiles = store.profiles(&sel)?;
+    } else {
+        for m in members(store, scope, scope.label.as_deref())? {
+            profiles.extend(store.profiles(&window.for_instance(&scope.service, &m.instance))?);
+        }
+    }
+    let Some(newest) = profiles.iter().map(|p| p.ts_ms).max() else {
+        return Ok(None);
+    };
+    let ids: Vec<i64> = profiles.iter().map(|p| p.id).collect();
+    let value = match scope.objects {
+        true => Value::AllocObjects,
+        false => Value::AllocBytes,
+    };
+    let folded = query::folded_sum(store, &ids, value, 1.0)?;
+    Ok(Some((newest, ids.len(), folded)))
+}
+
 /// `texts` as the scope shows them: as they are with every frame, else
 /// with framework runs folded and application frames marked alike in all.
 fn shown(scope: &FlameScope, texts: [String; 2]) -> [String; 2] {
@@ -126,6 +162,20 @@ pub fn svg(store: &dyn Store, scope: &FlameScope, now_ms: i64) -> Result<Option<
             );
             let [b, a] = shown(scope, [b, a]);
             differential_svg(&b, &a, &title, t0, t1, scope.objects)
+        }
+        "alloc" => {
+            let to = scope.to.unwrap_or(now_ms);
+            let from = scope.from.unwrap_or(to - 3_600_000);
+            let Some((t, n, folded)) = folded_allocs(store, scope, from, to)? else {
+                return Ok(None);
+            };
+            let [folded, _] = shown(scope, [folded, String::new()]);
+            let who = format!(
+                "{}: {what} allocated over {}, freed or not ({n} profiles)",
+                scope.who(),
+                heaptide_ui::format::span(((to - from) / 1000) as f64)
+            );
+            flame_svg(&folded, &who, t, scope.objects)
         }
         _ => {
             let Some((t, _, folded)) = folded_at(

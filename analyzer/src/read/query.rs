@@ -69,6 +69,10 @@ pub enum Value {
     /// Live bytes that have lived at least this many seconds, from the
     /// ages agents track; stacks without ages count nothing.
     BytesOlderThan(u64),
+    /// Bytes allocated, freed or not, over the profiles' intervals.
+    AllocBytes,
+    /// Objects allocated over the profiles' intervals.
+    AllocObjects,
 }
 
 /// Folded stacks (`root;...;leaf value`), as inferno and flamegraph.pl read.
@@ -96,7 +100,9 @@ pub fn folded_sum(
         for v in store.profile_sums(profile_ids)? {
             let n = match value {
                 Value::Objects => v.objects,
-                _ => v.bytes,
+                Value::AllocBytes => v.alloc_bytes,
+                Value::AllocObjects => v.alloc_objects,
+                Value::Bytes | Value::BytesOlderThan(_) => v.bytes,
             };
             *sums.entry(v.stack_id).or_default() += n;
         }
@@ -174,6 +180,8 @@ pub fn pprof_bytes(store: &dyn Store, info: &StoredProfile) -> Result<Vec<u8>> {
                 frames: frames.get(&v.stack_id)?.clone(),
                 objects: v.objects,
                 bytes: v.bytes,
+                alloc_objects: v.alloc_objects,
+                alloc_bytes: v.alloc_bytes,
             })
         })
         .collect();

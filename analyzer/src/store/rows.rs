@@ -93,12 +93,15 @@ pub struct StoredProfile {
     pub total_objects: i64,
 }
 
-/// One stack's live estimate in one profile.
-#[derive(Debug, Clone, Serialize)]
+/// One stack's live estimate in one profile, and what it allocated since
+/// its process's previous profile.
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct StackValue {
     pub stack_id: i64,
     pub bytes: i64,
     pub objects: i64,
+    pub alloc_bytes: i64,
+    pub alloc_objects: i64,
 }
 
 /// One profile's value for a stack, for per-site series.
@@ -202,21 +205,20 @@ pub(crate) fn keep_newest(out: &mut ByInstance<Point>, metric: &str, p: Point) {
     }
 }
 
-/// Each stack's bytes and objects added up over `values`.
+/// Each stack's values added up over `values`.
 pub(crate) fn sum_stacks(values: impl IntoIterator<Item = StackValue>) -> Vec<StackValue> {
-    let mut sums: std::collections::HashMap<i64, (i64, i64)> = Default::default();
+    let mut sums: std::collections::HashMap<i64, StackValue> = Default::default();
     for v in values {
-        let e = sums.entry(v.stack_id).or_default();
-        e.0 += v.bytes;
-        e.1 += v.objects;
+        let e = sums.entry(v.stack_id).or_insert_with(|| StackValue {
+            stack_id: v.stack_id,
+            ..Default::default()
+        });
+        e.bytes += v.bytes;
+        e.objects += v.objects;
+        e.alloc_bytes += v.alloc_bytes;
+        e.alloc_objects += v.alloc_objects;
     }
-    sums.into_iter()
-        .map(|(stack_id, (bytes, objects))| StackValue {
-            stack_id,
-            bytes,
-            objects,
-        })
-        .collect()
+    sums.into_values().collect()
 }
 
 /// Live bytes by age bucket ([`heaptide_wire::AGE_BUCKETS_SECS`]).

@@ -7,7 +7,15 @@ use std::collections::HashMap;
 use super::{Frame, Function, Line, Location, Mapping, Profile, ProfileSample, Sample, ValueType};
 
 /// The heap sample types heaptide writes, in order.
-pub const SAMPLE_TYPES: [(&str, &str); 2] = [("inuse_objects", "count"), ("inuse_space", "bytes")];
+/// Go's heap profile layout, so that `-sample_index=alloc_space` and the
+/// like work in pprof tools: allocations since the previous profile, then
+/// live memory, which is the default.
+pub const SAMPLE_TYPES: [(&str, &str); 4] = [
+    ("alloc_objects", "count"),
+    ("alloc_space", "bytes"),
+    ("inuse_objects", "count"),
+    ("inuse_space", "bytes"),
+];
 
 /// One executable mapping of a loaded object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,7 +74,7 @@ fn build(stacks: &[ProfileSample], native: Option<Native>, period: i64, time: i6
         time_nanos: time,
         ..Default::default()
     };
-    profile.default_sample_type = profile.sample_type[1].r#type;
+    profile.default_sample_type = profile.sample_type[3].r#type;
     if let Some((_, mappings, lines)) = native {
         profile.mapping = b.mappings(mappings, lines);
     }
@@ -83,7 +91,12 @@ fn build(stacks: &[ProfileSample], native: Option<Native>, period: i64, time: i6
             .collect();
         profile.sample.push(Sample {
             location_id,
-            value: vec![stack.objects, stack.bytes],
+            value: vec![
+                stack.alloc_objects,
+                stack.alloc_bytes,
+                stack.objects,
+                stack.bytes,
+            ],
         });
     }
     profile.string_table = b.strings;
@@ -184,6 +197,7 @@ mod tests {
             frames: vec![Frame::new("leak", "", 0), Frame::new("main", "", 0)],
             objects: 1,
             bytes: 64,
+            ..Default::default()
         }];
         let maps = [ObjectMapping {
             memory_start: 0x1000,

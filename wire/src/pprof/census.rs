@@ -189,11 +189,13 @@ mod tests {
                 frames: vec![f("a"), f("b"), f("c")],
                 objects: 1,
                 bytes: 10,
+                ..Default::default()
             },
             ProfileSample {
                 frames: vec![f("a"), f("d")],
                 objects: 2,
                 bytes: 20,
+                ..Default::default()
             },
         ];
         let p = build_heap_profile(&stacks, 1, 0);

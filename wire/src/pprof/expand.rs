@@ -6,7 +6,8 @@ use std::sync::Arc;
 use super::{DecodeLimits, Frame, PprofError, Profile, ProfileSample};
 
 /// Turns a heap profile back into symbolized stacks with
-/// (`inuse_objects`, `inuse_space`) values; a profile with `inuse_space`
+/// (`inuse_objects`, `inuse_space`) values, and `alloc_objects` and
+/// `alloc_space` where the profile has them; a profile with `inuse_space`
 /// alone (`jemalloc_pprof` writes no object counts) has 0 objects. Stacks are leaf first; inlined
 /// frames are expanded, innermost first. Every frame shares its names with
 /// the profile's string table, and expansion stops at the first stack or
@@ -37,6 +38,8 @@ pub fn heap_stacks(
     };
     let objects_ix = index_of("inuse_objects").ok();
     let bytes_ix = index_of("inuse_space")?;
+    let alloc_objects_ix = index_of("alloc_objects").ok();
+    let alloc_bytes_ix = index_of("alloc_space").ok();
     let functions: HashMap<u64, (Arc<str>, Arc<str>)> = profile
         .function
         .iter()
@@ -59,13 +62,13 @@ pub fn heap_stacks(
             budget.take(frames.len(), loc)?;
             frames.extend_from_slice(loc);
         }
+        let value = |ix: Option<usize>| ix.and_then(|i| sample.value.get(i)).copied().unwrap_or(0);
         out.push(ProfileSample {
             frames,
-            objects: objects_ix
-                .and_then(|i| sample.value.get(i))
-                .copied()
-                .unwrap_or(0),
-            bytes: sample.value.get(bytes_ix).copied().unwrap_or(0),
+            objects: value(objects_ix),
+            bytes: value(Some(bytes_ix)),
+            alloc_objects: value(alloc_objects_ix),
+            alloc_bytes: value(alloc_bytes_ix),
         });
     }
     Ok(out)

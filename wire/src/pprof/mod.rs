@@ -157,13 +157,19 @@ fn str_is_empty(s: &Arc<str>) -> bool {
     s.is_empty()
 }
 
-/// One stack of a heap profile with its live estimate.
-#[derive(Debug, Clone, PartialEq)]
+/// One stack of a heap profile with its live estimate, and what it
+/// allocated since the process's previous profile.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ProfileSample {
     /// Leaf first.
     pub frames: Vec<Frame>,
     pub objects: i64,
     pub bytes: i64,
+    /// Objects allocated since the previous profile (`alloc_objects`), freed
+    /// or not; 0 from sources that send live memory alone.
+    pub alloc_objects: i64,
+    /// Bytes allocated since the previous profile (`alloc_space`).
+    pub alloc_bytes: i64,
 }
 
 /// Frames of the allocator, the standard library and heaptide itself:
@@ -331,11 +337,13 @@ mod tests {
                 frames: vec![frame("leak"), frame("main")],
                 objects: 10,
                 bytes: 1000,
+                ..Default::default()
             },
             ProfileSample {
                 frames: vec![frame("cache"), frame("main")],
                 objects: 1,
                 bytes: 64,
+                ..Default::default()
             },
         ];
         let bytes = encode_gzip(&build_heap_profile(&stacks, 524288, 5));

@@ -283,8 +283,9 @@ impl ClickHouseStore {
             }
             all.extend(self.rows(
                 &format!(
-                    "SELECT stack, sum(b), sum(o) FROM (
-                       SELECT profile, stack, any(bytes) AS b, any(objects) AS o
+                    "SELECT stack, sum(b), sum(o), sum(ab), sum(ao) FROM (
+                       SELECT profile, stack, any(bytes) AS b, any(objects) AS o,
+                              any(alloc_bytes) AS ab, any(alloc_objects) AS ao
                        FROM profile_stacks WHERE (segment, ts_ms) IN ({}) AND profile IN ({})
                        GROUP BY profile, stack)
                      GROUP BY stack",
@@ -296,6 +297,8 @@ impl ClickHouseStore {
                         stack_id: r.i64()?,
                         bytes: r.i64()?,
                         objects: r.i64()?,
+                        alloc_bytes: r.i64()?,
+                        alloc_objects: r.i64()?,
                     })
                 },
             )?);
@@ -319,7 +322,8 @@ impl ClickHouseStore {
         };
         self.rows(
             &format!(
-                "SELECT stack, any(bytes), any(objects) FROM profile_stacks
+                "SELECT stack, any(bytes), any(objects), any(alloc_bytes), any(alloc_objects)
+                 FROM profile_stacks
                  WHERE segment = {seg} AND ts_ms = {ts} AND profile = {profile_id} GROUP BY stack"
             ),
             |r| {
@@ -327,6 +331,8 @@ impl ClickHouseStore {
                     stack_id: r.i64()?,
                     bytes: r.i64()?,
                     objects: r.i64()?,
+                    alloc_bytes: r.i64()?,
+                    alloc_objects: r.i64()?,
                 })
             },
         )

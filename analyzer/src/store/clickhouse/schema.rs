@@ -13,8 +13,9 @@ use super::ChError;
 
 /// 1 is the first ClickHouse schema; 2 added `rollups` and the views
 /// that fill it; 3 counts a rollup's samples by the seconds that hold one
-/// (`super::rollups`), and keeps each series' newest sample in `latest`.
-pub(super) const SCHEMA_VERSION: i64 = 3;
+/// (`super::rollups`), and keeps each series' newest sample in `latest`;
+/// 4 added `profile_stacks.alloc_bytes` and `alloc_objects`.
+pub(super) const SCHEMA_VERSION: i64 = 4;
 
 /// The day of a millisecond column, the partition of every timed table.
 macro_rules! day {
@@ -62,7 +63,8 @@ pub(super) const TABLES: &[&str] = &[
      ENGINE = ReplacingMergeTree PARTITION BY intDiv(ts_ms, 3600000) ORDER BY id",
     concat!(
         "CREATE TABLE IF NOT EXISTS profile_stacks (segment Int64, ts_ms Int64, profile Int64,
-        stack Int64, bytes Int64, objects Int64)
+        stack Int64, bytes Int64, objects Int64,
+        alloc_bytes Int64 DEFAULT 0, alloc_objects Int64 DEFAULT 0)
      ENGINE = ReplacingMergeTree PARTITION BY ",
         day!("ts_ms"),
         " ORDER BY (segment, ts_ms, stack)"
@@ -97,6 +99,27 @@ pub(super) const TABLES: &[&str] = &[
     ),
 ];
 
+/// Adds `column` at the end of `table` unless it is there (18.16 has no
+/// `ADD COLUMN IF NOT EXISTS`); rows written before read its default.
+fn add_column(
+    c: &Client,
+    database: &str,
+    table: &str,
+    column: &str,
+    decl: &str,
+) -> Result<(), ChError> {
+    let has = c.query_server(&format!(
+        "SELECT count() FROM system.columns WHERE database = {} AND table = {} AND name = {} FORMAT RowBinary",
+        lit(database),
+        lit(table),
+        lit(column)
+    ))?;
+    if RowReader::new(&has).u64()? == 0 {
+        c.query(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
+    }
+    Ok(())
+}
+
 /// The stored schema version, 0 when the database is new.
 pub(super) fn stored_version(c: &Client, database: &str) -> Result<i64, ChError> {
     let exists = c.query_server(&format!(
@@ -125,7 +148,12 @@ pub(super) fn create(c: &Client, database: &str, stored: i64) -> Result<(), ChEr
     for t in super::latest::DDL {
         c.query(t)?;
     }
-    if (1..SCHEMA_VERSION).contains(&stored) {
+    if (1..4).contains(&stored) {
+        for column in ["alloc_bytes", "alloc_objects"] {
+            add_column(c, database, "profile_stacks", column, "Int64 DEFAULT 0")?;
+        }
+    }
+    if (1..3).contains(&stored) {
         super::rollups::rebuild(c)?;
         super::latest::backfill(c)?;
     } else {

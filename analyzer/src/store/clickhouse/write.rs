@@ -379,7 +379,7 @@ impl ClickHouseStore {
         decoded: &crate::ingest::DecodedProfile,
     ) {
         let id = profile_id(seg, p.ts_ms);
-        let mut merged: HashMap<i64, (i64, i64)> = HashMap::new();
+        let mut merged: HashMap<i64, [i64; 4]> = HashMap::new();
         let mut stack_ids = Vec::with_capacity(decoded.stacks.len());
         let known = lock(&self.known);
         for s in &decoded.stacks {
@@ -390,22 +390,28 @@ impl ClickHouseStore {
                 block.table(Table::Stacks).i64(sid).str(&json).row();
             }
             let e = merged.entry(sid).or_default();
-            e.0 += s.bytes;
-            e.1 += s.objects;
+            for (sum, v) in e
+                .iter_mut()
+                .zip([s.bytes, s.objects, s.alloc_bytes, s.alloc_objects])
+            {
+                *sum = sum.saturating_add(v);
+            }
             stack_ids.push(sid);
         }
         drop(known);
         let (total_bytes, total_objects) = merged
             .values()
-            .fold((0i64, 0i64), |a, v| (a.0 + v.0, a.1 + v.1));
-        for (sid, (bytes, objects)) in &merged {
+            .fold((0i64, 0i64), |a, v| (a.0 + v[0], a.1 + v[1]));
+        for (sid, [bytes, objects, alloc_bytes, alloc_objects]) in &merged {
             let w = block.table(Table::ProfileStacks);
             w.i64(seg)
                 .i64(p.ts_ms)
                 .i64(id)
                 .i64(*sid)
                 .i64(*bytes)
-                .i64(*objects);
+                .i64(*objects)
+                .i64(*alloc_bytes)
+                .i64(*alloc_objects);
             w.row();
         }
         let mut ages: HashMap<i64, Ages> = HashMap::new();

@@ -101,6 +101,17 @@ impl SqliteStore {
         if (1..6).contains(&version) {
             schema::add_names_last_seen(&conn, crate::select::now_ms()).map_err(open_err)?;
         }
+        if (1..7).contains(&version) {
+            for column in ["alloc_bytes", "alloc_objects"] {
+                schema::add_column(
+                    &conn,
+                    "profile_stacks",
+                    column,
+                    "INTEGER NOT NULL DEFAULT 0",
+                )
+                .map_err(open_err)?;
+            }
+        }
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(open_err)?;
         Ok(Self::with_writer(path, conn))

@@ -171,13 +171,16 @@ impl SqliteStore {
     pub(super) fn read_profile_values(&self, profile_id: i64) -> Result<Vec<StackValue>> {
         self.with_reader(|c| {
             let mut stmt = c.prepare_cached(
-                "SELECT stack_id, bytes, objects FROM profile_stacks WHERE profile_id = ?1",
+                "SELECT stack_id, bytes, objects, alloc_bytes, alloc_objects
+                 FROM profile_stacks WHERE profile_id = ?1",
             )?;
             let rows = stmt.query_map([profile_id], |r| {
                 Ok(StackValue {
                     stack_id: r.get(0)?,
                     bytes: r.get(1)?,
                     objects: r.get(2)?,
+                    alloc_bytes: r.get(3)?,
+                    alloc_objects: r.get(4)?,
                 })
             })?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)

@@ -5,8 +5,9 @@ use rusqlite::Connection;
 /// 2 added `findings`: the latest judgement of each instance; 3 added
 /// `alerts` and `transitions`; 4 added `profile_ages`; 5 added `rollups`;
 /// 6 added `metrics.last_seen_ms`, so that retention can delete names
-/// with no data.
-pub(super) const SCHEMA_VERSION: i32 = 6;
+/// with no data; 7 added `profile_stacks.alloc_bytes` and `alloc_objects`,
+/// what each stack allocated since its process's previous profile.
+pub(super) const SCHEMA_VERSION: i32 = 7;
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS instances (
@@ -99,6 +100,8 @@ CREATE TABLE IF NOT EXISTS profile_stacks (
     stack_id INTEGER NOT NULL,
     bytes INTEGER NOT NULL,
     objects INTEGER NOT NULL,
+    alloc_bytes INTEGER NOT NULL DEFAULT 0,
+    alloc_objects INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (profile_id, stack_id)
 ) WITHOUT ROWID;
 -- Live bytes of a profile's stack by age, as a JSON array over the wire's
@@ -149,20 +152,35 @@ pub(super) fn configure(conn: &Connection, synchronous: &str) -> rusqlite::Resul
     Ok(())
 }
 
+/// Adds `column` to `table` unless it is there: a store written before
+/// the column existed reads it as its default.
+pub(super) fn add_column(
+    conn: &Connection,
+    table: &str,
+    column: &str,
+    decl: &str,
+) -> rusqlite::Result<()> {
+    let has: bool = conn.query_row(
+        "SELECT count(*) FROM pragma_table_info(?1) WHERE name = ?2",
+        [table, column],
+        |r| r.get::<_, i64>(0).map(|n| n > 0),
+    )?;
+    if !has {
+        conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
+    }
+    Ok(())
+}
+
 /// Gives the names of a store written before version 6 the time they were
 /// last written, taken to be now: they are deleted only once unused for
 /// the whole retention from here.
 pub(super) fn add_names_last_seen(conn: &Connection, now_ms: i64) -> rusqlite::Result<()> {
-    let has: bool = conn.query_row(
-        "SELECT count(*) FROM pragma_table_info('metrics') WHERE name = 'last_seen_ms'",
-        [],
-        |r| r.get::<_, i64>(0).map(|n| n > 0),
+    add_column(
+        conn,
+        "metrics",
+        "last_seen_ms",
+        "INTEGER NOT NULL DEFAULT 0",
     )?;
-    if !has {
-        conn.execute_batch(
-            "ALTER TABLE metrics ADD COLUMN last_seen_ms INTEGER NOT NULL DEFAULT 0",
-        )?;
-    }
     conn.execute("UPDATE metrics SET last_seen_ms = ?1", [now_ms])?;
     Ok(())
 }

@@ -353,20 +353,32 @@ fn insert_profile(
     }
     let profile_id = tx.last_insert_rowid();
     // One row per distinct stack: pprof may repeat a stack.
-    let mut merged: HashMap<i64, (i64, i64)> = HashMap::new();
+    let mut merged: HashMap<i64, [i64; 4]> = HashMap::new();
     let mut stack_ids = Vec::with_capacity(decoded.stacks.len());
     for s in &decoded.stacks {
         let id = ids.stack_id(staged, tx, &s.frames)?;
         let e = merged.entry(id).or_default();
-        e.0 += s.bytes;
-        e.1 += s.objects;
+        for (sum, v) in e
+            .iter_mut()
+            .zip([s.bytes, s.objects, s.alloc_bytes, s.alloc_objects])
+        {
+            *sum = sum.saturating_add(v);
+        }
         stack_ids.push(id);
     }
     let mut stmt = tx.prepare_cached(
-        "INSERT INTO profile_stacks (profile_id, stack_id, bytes, objects) VALUES (?1, ?2, ?3, ?4)",
+        "INSERT INTO profile_stacks (profile_id, stack_id, bytes, objects, alloc_bytes, alloc_objects)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?;
-    for (stack_id, (bytes, objects)) in merged {
-        stmt.execute(params![profile_id, stack_id, bytes, objects])?;
+    for (stack_id, [bytes, objects, alloc_bytes, alloc_objects]) in merged {
+        stmt.execute(params![
+            profile_id,
+            stack_id,
+            bytes,
+            objects,
+            alloc_bytes,
+            alloc_objects
+        ])?;
     }
     insert_ages(tx, profile_id, &stack_ids, &p.ages)
 }

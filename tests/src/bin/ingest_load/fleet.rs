@@ -43,6 +43,7 @@ pub fn profile(variant: u64, rng: &mut fastrand::Rng) -> String {
                 frames,
                 objects: base / 64,
                 bytes: base + moved,
+                ..Default::default()
             }
         })
         .collect();
