@@ -10,7 +10,8 @@
 //! them. The table is fixed: sixteen shards of 32 stacks, by the stack's
 //! hash, each behind a [`HookLock`] that a hook only tries; a stack that
 //! finds its shard busy or full is counted, not recorded. A stack keeps
-//! its innermost [`MAX_FRAMES`] frames.
+//! its innermost [`MAX_FRAMES`] frames. The agent's own threads are not
+//! counted.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -55,6 +56,10 @@ struct Table {
 
 static TABLE: OnceLock<Table> = OnceLock::new();
 
+/// Every sampled allocation's unbiased bytes since the table was made,
+/// recorded in the table or not.
+static TOTAL: AtomicU64 = AtomicU64::new(0);
+
 /// One stack's allocations since the previous [`take`], unbiased.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct StackAllocs {
@@ -75,6 +80,21 @@ pub(crate) fn install() {
     });
 }
 
+thread_local! {
+    /// Whether this thread is one of the agent's own, whose allocations
+    /// (profiles, symbols, sends) are the agent's cost, reported as
+    /// `agent.heap_bytes` and `agent.cpu_seconds`, not the service's.
+    /// Const-initialized and without a destructor, so reading it in the
+    /// hook never allocates.
+    static AGENT_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks the calling thread as the agent's: its allocations are not
+/// counted.
+pub(crate) fn mark_agent_thread() {
+    AGENT_THREAD.with(|a| a.set(true));
+}
+
 /// The sampling period, kept here for the hook, which must not ask
 /// jemalloc for it.
 static PERIOD: AtomicU64 = AtomicU64::new(1);
@@ -89,8 +109,12 @@ pub(crate) fn set_period(period: u64) {
 /// the sample hook: it neither allocates nor waits for long.
 pub(crate) fn record(site: u64, addrs: &[usize], size: u64) {
     let Some(t) = TABLE.get() else { return };
+    if AGENT_THREAD.with(std::cell::Cell::get) {
+        return;
+    }
     let bytes = crate::age::unbiased(size, PERIOD.load(Ordering::Relaxed));
     let objects = bytes as f64 / size.max(1) as f64;
+    TOTAL.fetch_add(bytes, Ordering::Relaxed);
     let site = site.max(1);
     let start = (site >> 8) as usize;
     let Some(mut s) = t.shards[(site % SHARDS as u64) as usize].try_lock() else {
@@ -143,6 +167,11 @@ pub(crate) fn take() -> Vec<StackAllocs> {
     out
 }
 
+/// Bytes allocated since the table was made, estimated from the samples.
+pub(crate) fn total_bytes() -> Option<u64> {
+    TABLE.get().map(|_| TOTAL.load(Ordering::Relaxed))
+}
+
 /// Sampled allocations the table could not record, since it was made.
 pub(crate) fn untracked() -> Option<u64> {
     TABLE.get().map(|t| t.untracked.load(Ordering::Relaxed))
@@ -187,6 +216,22 @@ mod tests {
             "period 1: as made"
         );
         assert!(take().iter().all(|s| s.site != site), "emptied by take");
+    }
+
+    #[test]
+    fn the_agents_own_threads_are_not_counted() {
+        let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+        install();
+        let _ = take();
+        let a = [0x5150usize];
+        let site = crate::age::site_of([0x5150]);
+        std::thread::spawn(move || {
+            mark_agent_thread();
+            record(site, &a, 64);
+        })
+        .join()
+        .unwrap();
+        assert!(take().iter().all(|s| s.site != site));
     }
 
     #[test]

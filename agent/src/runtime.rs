@@ -266,6 +266,7 @@ impl Agent {
             std::thread::Builder::new()
                 .name(name.into())
                 .spawn(move || {
+                    crate::allocs::mark_agent_thread();
                     // A bug in the agent must not take the host down with it.
                     if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err() {
                         tracing::error!("heaptide: the {name} thread panicked and stopped");

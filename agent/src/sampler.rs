@@ -218,6 +218,9 @@ fn sample(
     if let Some(n) = crate::age::untracked() {
         m.insert("agent.ages_untracked".into(), n as f64);
     }
+    if let Some(n) = crate::allocs::total_bytes() {
+        m.insert(metric::HEAP_ALLOC_BYTES.into(), n as f64);
+    }
     if let Some(n) = crate::allocs::untracked() {
         m.insert("agent.allocs_untracked".into(), n as f64);
     }

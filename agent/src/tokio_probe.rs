@@ -35,7 +35,10 @@ pub fn spawn_tokio_probe(handle: &tokio::runtime::Handle, tick: Duration) -> boo
     let handle = handle.clone();
     std::thread::Builder::new()
         .name("heaptide-tokio".into())
-        .spawn(move || run(&rec, &handle, tick, &stop))
+        .spawn(move || {
+            crate::allocs::mark_agent_thread();
+            run(&rec, &handle, tick, &stop)
+        })
         .is_ok()
 }
 

@@ -384,6 +384,9 @@ fn read_commands_refuse_a_missing_store_by_name() {
     assert!(err.to_string().contains(&shown), "{err}");
 }
 
+/// Opens one store again.
+type Opener<'a> = Box<dyn Fn() -> Box<dyn Store> + 'a>;
+
 /// A store written before allocation counts (SQLite 6, ClickHouse 3)
 /// gains their columns when opened for writing: its profiles keep their
 /// live values and read no allocations, and new profiles store theirs.
@@ -396,7 +399,7 @@ fn a_store_from_before_allocation_counts_gains_them() {
     let db = database("allocs_v3");
     let url = ClickHouseUrl::parse(&ch.url(&db)).unwrap();
     let path = dir.path().join("v6.db");
-    let reopen: [(&str, Box<dyn Fn() -> Box<dyn Store>>); 2] = [
+    let reopen: [(&str, Opener); 2] = [
         (
             "sqlite",
             Box::new(|| Box::new(SqliteStore::open(&path).unwrap())),

@@ -29,15 +29,25 @@ fn frame_bytes(svg: &str, function: &str) -> f64 {
         .sum()
 }
 
-#[test]
-fn churn_shows_in_the_alloc_view_and_pprof_but_not_in_the_live_heap() {
+/// A run of the example: an analyzer, and `/work` called for 12 s.
+struct Run {
+    dir: tempfile::TempDir,
+    an: Proc,
+    svc: Proc,
+    calls: u64,
+    from: i64,
+    to: i64,
+}
+
+fn churn(instance: &str) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let an = analyzer(dir.path(), &dir.path().join("h.db"), "127.0.0.1:0", &[]);
     let svc = leaky(
         dir.path(),
         &format!("http://{}", an.addr),
-        "al",
+        instance,
         &[
+            ("HEAPTIDE_INTERVAL", "500ms"),
             ("HEAPTIDE_PROFILE_INTERVAL", "1s"),
             ("HEAPTIDE_HEAP_SAMPLE_PERIOD", "64KiB"),
         ],
@@ -51,7 +61,26 @@ fn churn_shows_in_the_alloc_view_and_pprof_but_not_in_the_live_heap() {
     }
     // Every interval of the load ends in a profile a second later.
     std::thread::sleep(Duration::from_secs(3));
-    let to = now_ms();
+    Run {
+        dir,
+        an,
+        svc,
+        calls,
+        from,
+        to: now_ms(),
+    }
+}
+
+#[test]
+fn churn_shows_in_the_alloc_view_and_pprof_but_not_in_the_live_heap() {
+    let Run {
+        dir,
+        an,
+        svc,
+        calls,
+        from,
+        to,
+    } = churn("al");
     let scope = "service=leaky-service&instance=al";
     let svg = |kind: &str| {
         let (code, body) = an.get(&format!(
@@ -99,4 +128,58 @@ fn churn_shows_in_the_alloc_view_and_pprof_but_not_in_the_live_heap() {
         "sample types: {raw}"
     );
     drop(svc);
+}
+
+/// `check`'s allocation budget reads the agent's allocation counter
+/// against the requests: `/work` allocates about 10 KiB a request, and
+/// hyper more for each new connection (tens of KiB in all), so a budget of
+/// 2 MiB per 1,000 fails and one of 1 GiB passes.
+#[test]
+fn check_fails_a_route_that_allocates_past_its_budget() {
+    let run = churn("ck");
+    let check = |budget: &str| {
+        let file = run.dir.path().join("budget.toml");
+        std::fs::write(
+            &file,
+            format!("[defaults]\nalloc_per_1k_requests = \"{budget}\"\n"),
+        )
+        .unwrap();
+        let out = Command::new(bin("analyzer"))
+            .args([
+                "check",
+                "--since",
+                "2m",
+                "--service",
+                "leaky-service",
+                "--format",
+                "json",
+            ])
+            .arg("--budget")
+            .arg(&file)
+            .arg("--store")
+            .arg(run.dir.path().join("h.db"))
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    };
+    let (code, text) = check("2MiB");
+    assert_eq!(code, Some(1), "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let item = &v["instances"][0]["items"][0];
+    assert_eq!(item["name"], "alloc_per_1k_requests", "{text}");
+    // At least transient_work's 10 KiB a request, counted on the
+    // service's threads; the agent's own are not counted.
+    let measured = item["measured"].as_f64().unwrap();
+    assert!(
+        (8.0 * 1024.0 * 1024.0..1024.0 * 1024.0 * 1024.0).contains(&measured),
+        "{text}"
+    );
+    let (code, text) = check("1GiB");
+    assert_eq!(code, Some(0), "{text}");
+    drop(run);
 }

@@ -6,6 +6,10 @@ pub const HEAP_RESIDENT: &str = "heap.resident";
 pub const HEAP_MAPPED: &str = "heap.mapped";
 pub const HEAP_RETAINED: &str = "heap.retained";
 pub const HEAP_METADATA: &str = "heap.metadata";
+/// Bytes allocated since the agent began counting, freed or not: a
+/// counter, estimated from the sampled allocations, unbiased. Its growth
+/// per request is what `check`'s allocation budget reads.
+pub const HEAP_ALLOC_BYTES: &str = "heap.alloc_bytes";
 pub const RSS: &str = "process.rss";
 pub const VSIZE: &str = "process.vsize";
 pub const MINOR_FAULTS: &str = "process.minor_faults";

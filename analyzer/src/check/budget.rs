@@ -85,6 +85,11 @@ pub struct Budget {
     pub rss_growth_per_1k_requests: Option<Size>,
     pub fds_growth_per_1k_requests: Option<f64>,
     pub threads_growth_per_1k_requests: Option<f64>,
+    /// Bytes allocated, freed or not, per 1,000 requests: the churn that
+    /// costs CPU and fragments the heap though nothing leaks.
+    pub alloc_per_1k_requests: Option<Size>,
+    /// Bytes allocated per hour.
+    pub alloc_per_hour: Option<Size>,
     /// Alive tokio tasks per hour.
     pub tasks_growth_per_hour: Option<f64>,
     /// Slots in use per hour, by pool name: `{ db = 0 }`.
@@ -126,6 +131,8 @@ impl Budget {
             rss_growth_per_1k_requests,
             fds_growth_per_1k_requests,
             threads_growth_per_1k_requests,
+            alloc_per_1k_requests,
+            alloc_per_hour,
             tasks_growth_per_hour,
             pool_growth_per_hour,
             queue_growth_per_hour,

@@ -123,6 +123,20 @@ pub const GROWTH: &[GrowthRule] = &[
         |b| b.threads_growth_per_1k_requests,
     ),
     growth(
+        "alloc_per_1k_requests",
+        metric::HEAP_ALLOC_BYTES,
+        Unit::Bytes,
+        Per::ThousandRequests,
+        |b| b.alloc_per_1k_requests.map(|s| s.0),
+    ),
+    growth(
+        "alloc_per_hour",
+        metric::HEAP_ALLOC_BYTES,
+        Unit::Bytes,
+        Per::Hour,
+        |b| b.alloc_per_hour.map(|s| s.0),
+    ),
+    growth(
         "tasks_growth_per_hour",
         metric::TOKIO_TASKS_ALIVE,
         Unit::Tasks,
