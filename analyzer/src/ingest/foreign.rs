@@ -119,9 +119,18 @@ pub(crate) fn profile_batch(
     super::native::validate_names(&agent)?;
     let stacks = pprof::heap_stacks(profile, &limits.profile)
         .map_err(|e| Error::invalid("profile", e.to_string()))?;
+    // Live memory only: Go's and jemalloc_pprof's `alloc_space` counts
+    // since the process started, where stored allocations are what a stack
+    // allocated since the previous profile, and one profile alone gives
+    // no difference.
     let stacks: Vec<_> = stacks
         .into_iter()
         .filter(|s| s.bytes > 0 && s.objects >= 0 && !s.frames.is_empty())
+        .map(|s| pprof::ProfileSample {
+            alloc_bytes: 0,
+            alloc_objects: 0,
+            ..s
+        })
         .collect();
     // A profile's own time when it is plausible, else the time it came.
     let ts_ms = Some(profile.time_nanos / 1_000_000)
@@ -181,7 +190,9 @@ mod tests {
             frames: vec![Frame::new("main.leak", "main.go", 9)],
             objects: 3,
             bytes: 3000,
-            ..Default::default()
+            // Since the process started, as Go counts: not kept.
+            alloc_objects: 50,
+            alloc_bytes: 90_000,
         }];
         let now = 1_800_000_000_000;
         let body = pprof::encode_gzip(&build_heap_profile(&stacks, 524288, now * 1_000_000));
@@ -193,6 +204,8 @@ mod tests {
             "main.leak"
         );
         assert_eq!(v.batch.profiles[0].sample_period_bytes, 524288);
+        let s = &v.profiles[0].stacks[0];
+        assert_eq!((s.bytes, s.alloc_bytes, s.alloc_objects), (3000, 0, 0));
     }
 
     /// `jemalloc_pprof` writes `inuse_space` alone, with addresses for

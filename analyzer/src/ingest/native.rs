@@ -297,7 +297,10 @@ fn decode_profile(
     let stacks =
         pprof::heap_stacks(&profile, limits).map_err(|e| Error::invalid(field(), e.to_string()))?;
     for (j, s) in stacks.iter().enumerate() {
-        if s.bytes < 0 || s.objects < 0 {
+        if [s.bytes, s.objects, s.alloc_bytes, s.alloc_objects]
+            .iter()
+            .any(|v| *v < 0)
+        {
             return Err(Error::invalid(
                 field(),
                 format!("sample {j} has a negative value"),
