@@ -116,8 +116,8 @@ pub(crate) fn record(site: u64, addrs: &[usize], size: u64) {
     let objects = bytes as f64 / size.max(1) as f64;
     TOTAL.fetch_add(bytes, Ordering::Relaxed);
     let site = site.max(1);
-    let start = (site >> 8) as usize;
-    let Some(mut s) = t.shards[(site % SHARDS as u64) as usize].try_lock() else {
+    let (shard, start) = place(site);
+    let Some(mut s) = t.shards[shard].try_lock() else {
         t.untracked.fetch_add(1, Ordering::Relaxed);
         return;
     };
@@ -138,6 +138,17 @@ pub(crate) fn record(site: u64, addrs: &[usize], size: u64) {
         }
     }
     t.untracked.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A stack's shard and first slot, from the high bits of its hash mixed
+/// again: FNV-1a's low bits depend only on the low bits of the addresses'
+/// bytes, and stacks that differ only above them would share a shard.
+fn place(site: u64) -> (usize, usize) {
+    let h = site.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (
+        (h >> 60) as usize % SHARDS,
+        (h >> 32) as usize & (SITES - 1),
+    )
 }
 
 /// The stacks' allocations since the previous call, and the table emptied.
@@ -246,8 +257,9 @@ mod tests {
         assert_eq!(got.addrs[0], 1);
         // More stacks of one shard than it has room for: the rest counted.
         let before = untracked().unwrap();
-        for i in 0..(SITES as u64 * 2) {
-            record(i * SHARDS as u64 + 16 * SHARDS as u64, &[1], 1);
+        let shard0: Vec<u64> = (1..).filter(|s| place(*s).0 == 0).take(SITES * 2).collect();
+        for site in shard0 {
+            record(site, &[1], 1);
         }
         assert!(untracked().unwrap() > before);
         let _ = take();

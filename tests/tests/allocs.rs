@@ -99,6 +99,15 @@ fn churn_shows_in_the_alloc_view_and_pprof_but_not_in_the_live_heap() {
         (0.7 * expected..1.4 * expected).contains(&churned),
         "{churned} bytes allocated in transient_work over {calls} calls; expected about {expected}"
     );
+    // The service's instances merged (one here): the same sum.
+    let (code, merged) = an.get(&format!(
+        "/ui/flame.svg?service=leaky-service&kind=alloc&from={from}&to={to}&frames=all"
+    ));
+    assert_eq!(code, 200, "{merged}");
+    assert_eq!(
+        frame_bytes(&merged, "leaky_service::transient_work"),
+        churned
+    );
     let live = frame_bytes(&svg("live"), "leaky_service::transient_work");
     assert!(
         live < churned / 20.0,

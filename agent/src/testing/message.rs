@@ -106,6 +106,9 @@ pub(super) fn leak_message(r: &LeakReport, sites: &[GrowingSite]) -> String {
         );
     };
     line(&mut m, "heap", &r.bytes_per_iter, &human_bytes);
+    if let Some(g) = &r.alloc_per_iter {
+        line(&mut m, "allocated", g, &human_bytes);
+    }
     let count = |v: f64| format!("{v:.2}");
     if let Some(g) = &r.fds_per_iter {
         line(&mut m, "fds", g, &count);

@@ -44,6 +44,31 @@ pub fn track_ages_of_every_allocation() -> crate::Result<()> {
     crate::age::install()
 }
 
+/// What the sample hook does with one sampled allocation of `size` bytes
+/// at `addrs` for its stack's allocation counts, and then taking the
+/// counts as a profile does; for the agent's benchmarks.
+pub mod allocs {
+    /// Makes the table, as the agent does when heap profiling is on.
+    pub fn install() {
+        crate::allocs::install();
+    }
+
+    /// A stack's hash, which the hook computes once for its ages too.
+    pub fn site(addrs: &[usize]) -> u64 {
+        crate::age::site_of(addrs.iter().map(|&a| a as u64))
+    }
+
+    /// Counts one sampled allocation of the stack `site`, as the hook does.
+    pub fn record(site: u64, addrs: &[usize], size: u64) {
+        crate::allocs::record(site, addrs, size);
+    }
+
+    /// Takes and empties the counts, as each profile does: how many stacks.
+    pub fn take() -> usize {
+        crate::allocs::take().len()
+    }
+}
+
 /// One sample of this process as the agent takes it: jemalloc's stats,
 /// then `/proc` (RSS and its parts among them); for the agent's tests.
 pub fn sample_now() -> std::collections::BTreeMap<String, f64> {
@@ -97,6 +122,7 @@ pub struct LeakCheck {
     warmup: usize,
     iterations: usize,
     bytes: f64,
+    alloc: Option<f64>,
     fds: Option<f64>,
     threads: Option<f64>,
 }
@@ -108,6 +134,8 @@ pub struct LeakReport {
     pub iterations: usize,
     /// Heap bytes left behind per iteration, with a 99.9% interval.
     pub bytes_per_iter: Growth,
+    /// Heap bytes allocated per iteration, freed or not, when budgeted.
+    pub alloc_per_iter: Option<Growth>,
     pub fds_per_iter: Option<Growth>,
     pub threads_per_iter: Option<Growth>,
 }
@@ -196,6 +224,7 @@ impl LeakCheck {
             warmup: 20,
             iterations: 200,
             bytes: 0.0,
+            alloc: None,
             fds: None,
             threads: None,
         }
@@ -216,6 +245,13 @@ impl LeakCheck {
     /// Heap bytes each iteration may leave behind.
     pub fn max_bytes_per_iter(mut self, bytes: f64) -> Self {
         self.bytes = bytes;
+        self
+    }
+
+    /// Heap bytes each iteration may allocate, freed or not: the churn a
+    /// change adds to a hot path, counted exactly on the calling thread.
+    pub fn max_alloc_bytes_per_iter(mut self, bytes: f64) -> Self {
+        self.alloc = Some(bytes);
         self
     }
 
@@ -288,6 +324,7 @@ impl LeakCheck {
         };
         let report = self.measure(&mut f);
         let failed = report.bytes_per_iter.exceeded()
+            || report.alloc_per_iter.is_some_and(|g| g.exceeded())
             || report.fds_per_iter.is_some_and(|g| g.exceeded())
             || report.threads_per_iter.is_some_and(|g| g.exceeded());
         if !failed {
@@ -316,6 +353,7 @@ impl LeakCheck {
         let (fd0, th0) = (count_dir("/proc/self/fd"), count_dir("/proc/self/task"));
         // Allocated up front: growth of these buffers must not count.
         let mut heap: Vec<Pt> = Vec::with_capacity(max);
+        let mut alloc: Vec<Pt> = Vec::with_capacity(if self.alloc.is_some() { max } else { 0 });
         let mut fds: Vec<Pt> = Vec::with_capacity(if self.fds.is_some() { max } else { 0 });
         let mut threads: Vec<Pt> = Vec::with_capacity(if self.threads.is_some() { max } else { 0 });
         let mut target = self.iterations;
@@ -326,6 +364,9 @@ impl LeakCheck {
                 let held = (c.allocated - base.allocated) as f64
                     - (c.deallocated - base.deallocated) as f64;
                 heap.push((i as f64, held));
+                if self.alloc.is_some() {
+                    alloc.push((i as f64, (c.allocated - base.allocated) as f64));
+                }
                 if self.fds.is_some() {
                     fds.push((i as f64, count_dir("/proc/self/fd") - fd0));
                 }
@@ -337,11 +378,13 @@ impl LeakCheck {
                 name: self.name.clone(),
                 iterations: heap.len(),
                 bytes_per_iter: Growth::fit(&heap, self.bytes),
+                alloc_per_iter: self.alloc.map(|b| Growth::fit(&alloc, b)),
                 fds_per_iter: self.fds.map(|b| Growth::fit(&fds, b)),
                 threads_per_iter: self.threads.map(|b| Growth::fit(&threads, b)),
             };
             let n = report.iterations;
             let decided = report.bytes_per_iter.decided(n)
+                && report.alloc_per_iter.is_none_or(|g| g.decided(n))
                 && report.fds_per_iter.is_none_or(|g| g.decided(n))
                 && report.threads_per_iter.is_none_or(|g| g.decided(n));
             if decided || target >= max {

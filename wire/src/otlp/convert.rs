@@ -72,7 +72,7 @@ pub fn heaps(req: &ExportProfilesServiceRequest) -> Heaps {
                     objects.insert(p.time_unix_nano, p);
                 }
                 "alloc_space" | "alloc_objects" => out.reject(format!(
-                    "{kind}: allocation profiles are not stored; send inuse_space and inuse_objects"
+                    "{kind}: allocation profiles are taken from heaptide agents only, not over OTLP; send inuse_space and inuse_objects"
                 )),
                 other => out.reject(format!(
                     "{other:?}: not a memory profile; send inuse_space and inuse_objects"
