@@ -141,8 +141,9 @@ pub(crate) fn record(site: u64, addrs: &[usize], size: u64) {
 }
 
 /// A stack's shard and first slot, from the high bits of its hash mixed
-/// again: FNV-1a's low bits depend only on the low bits of the addresses'
-/// bytes, and stacks that differ only above them would share a shard.
+/// again: stacks whose hashes differ in few bits (addresses a page apart)
+/// must still spread over the shards, which a hash's own low bits did not
+/// do (`benches/allocs.rs` found 96 of 400 stacks kept).
 fn place(site: u64) -> (usize, usize) {
     let h = site.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     (
