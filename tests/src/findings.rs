@@ -21,6 +21,36 @@ pub fn leaks_json(store: &Path) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// Every resource's verdict over the last ten minutes, with its reason,
+/// a line each: what a test prints when the finding it wanted is absent,
+/// so that the failure says why the engine judged as it did.
+pub fn verdicts(store: &Path) -> String {
+    let out = Command::new(bin("analyzer"))
+        .args(["predict", "--since", "10m", "--format", "json", "--store"])
+        .arg(store)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = match serde_json::from_slice(&out.stdout) {
+        Ok(v) => v,
+        Err(_) => return String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    let all = v["findings"].as_array().cloned().unwrap_or_default();
+    all.iter()
+        .map(|f| {
+            format!(
+                "{} {}: {} ({}; slope {}/h, confidence {})",
+                f["instance"].as_str().unwrap_or("?"),
+                f["resource"].as_str().unwrap_or("?"),
+                f["verdict"],
+                f["reason"].as_str().unwrap_or(""),
+                f["slope_per_hour"],
+                f["confidence"],
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// The finding about `resource`, if any.
 pub fn finding<'a>(v: &'a serde_json::Value, resource: &str) -> Option<&'a serde_json::Value> {
     v["findings"]

@@ -36,9 +36,10 @@ fn leaks_after_load(instance: &str, routes: &[&str], secs: u64) -> serde_json::V
         // caller's assertions shows what the analyzer had.
         eprintln!(
             "no findings after {n} requests; latest fds {:?}, heap {:?}\n\
-             analyzer: {}\nleaky-service: {}",
+             verdicts:\n{}\nanalyzer: {}\nleaky-service: {}",
             latest(&an, "leaky-service", instance, "fds"),
             latest(&an, "leaky-service", instance, "heap.allocated"),
+            verdicts(&store),
             tail(&an.stderr()),
             tail(&leaky.stderr()),
         );

@@ -35,6 +35,9 @@ fn leaks_while(
     }
     std::thread::sleep(Duration::from_millis(600));
     let v = leaks_json(&store);
+    if finding(&v, "rss").is_none() {
+        eprintln!("no rss finding after {n} calls:\n{}", verdicts(&store));
+    }
     let page = an
         .get(&format!(
             "/ui/instance?service=leaky-service&instance={instance}&since=10m"

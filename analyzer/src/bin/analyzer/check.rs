@@ -10,6 +10,7 @@ use heaptide_analyzer::check::{self, render, Baseline};
 use heaptide_analyzer::select::{now_ms, window, Selector};
 
 use crate::args::StoreArgs;
+use crate::out;
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub enum CheckFormat {
@@ -60,9 +61,9 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     };
     let result = check::check(&*store, &budgets, &sel, baseline.as_ref())?;
     match a.format {
-        CheckFormat::Text => print!("{}", heaptide_ui::format::printable(render::text(&result))),
-        CheckFormat::Json => println!("{}", serde_json::to_string_pretty(&result)?),
-        CheckFormat::Junit => print!("{}", render::junit(&result)),
+        CheckFormat::Text => out::print(&heaptide_ui::format::printable(render::text(&result)))?,
+        CheckFormat::Json => out::println(&serde_json::to_string_pretty(&result)?)?,
+        CheckFormat::Junit => out::print(&render::junit(&result))?,
     }
     if let Some(p) = &a.save_baseline {
         let b = Baseline::from_result(&result);

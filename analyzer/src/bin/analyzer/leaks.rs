@@ -7,6 +7,7 @@ use heaptide_analyzer::read::report;
 use heaptide_ui::format::printable;
 
 use crate::args::{FindingsArgs, Format};
+use crate::out;
 
 pub fn run(a: FindingsArgs) -> anyhow::Result<ExitCode> {
     let analysis = a.analyze()?;
@@ -18,8 +19,8 @@ pub fn run(a: FindingsArgs) -> anyhow::Result<ExitCode> {
         .collect();
     let leaks = analysis.leaks();
     match a.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&leaks)?),
-        Format::Table => print!("{}", printable(report::leaks_table(&leaks, &insufficient))),
+        Format::Json => out::println(&serde_json::to_string_pretty(&leaks)?)?,
+        Format::Table => out::print(&printable(report::leaks_table(&leaks, &insufficient)))?,
     }
     Ok(ExitCode::SUCCESS)
 }

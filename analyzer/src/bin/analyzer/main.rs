@@ -6,6 +6,7 @@ mod args;
 mod check;
 mod demo;
 mod leaks;
+mod out;
 mod predict;
 mod serve;
 mod stats;

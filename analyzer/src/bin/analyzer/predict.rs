@@ -8,6 +8,7 @@ use heaptide_analyzer::select::ms;
 use heaptide_ui::format::printable;
 
 use crate::args::{FindingsArgs, Format};
+use crate::out;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -21,11 +22,11 @@ pub struct Args {
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let analysis = a.analysis.analyze()?.within_horizon(ms(a.horizon));
     match a.analysis.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&analysis)?),
-        Format::Table => print!(
-            "{}",
-            printable(report::predict_table(&analysis, a.horizon.as_secs_f64()))
-        ),
+        Format::Json => out::println(&serde_json::to_string_pretty(&analysis)?)?,
+        Format::Table => out::print(&printable(report::predict_table(
+            &analysis,
+            a.horizon.as_secs_f64(),
+        )))?,
     }
     Ok(ExitCode::SUCCESS)
 }

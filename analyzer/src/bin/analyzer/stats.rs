@@ -6,6 +6,6 @@ use crate::args::StoreArgs;
 
 pub fn run(a: StoreArgs) -> anyhow::Result<ExitCode> {
     let store = a.open_read_only()?;
-    println!("{}", serde_json::to_string_pretty(&store.stats()?)?);
+    crate::out::println(&serde_json::to_string_pretty(&store.stats()?)?)?;
     Ok(ExitCode::SUCCESS)
 }
