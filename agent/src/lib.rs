@@ -7,7 +7,6 @@ mod allocs;
 mod cadence;
 mod cgroup;
 mod config;
-mod dwarf;
 mod error;
 mod gauges;
 mod hook_lock;

@@ -26,7 +26,7 @@ pub(crate) struct Symbolizer {
     /// Passes over the binary so far.
     passes: u64,
     /// Each object's DWARF unit index, by path.
-    units: HashMap<String, crate::dwarf::UnitIndex>,
+    units: HashMap<String, heaptide_symbols::dwarf::UnitIndex>,
 }
 
 impl Symbolizer {
@@ -82,12 +82,10 @@ impl Symbolizer {
     }
 
     /// Frames of `misses`, sorted, in one pass over each object: for each
-    /// address innermost first, the last named from the symbol table.
+    /// address innermost first, the last named from the symbol table, or
+    /// by the address where nothing names it.
     fn lookup(&mut self, misses: &[u64]) -> Vec<Vec<Frame>> {
-        let mut frames: Vec<Vec<Frame>> = misses
-            .iter()
-            .map(|a| vec![Frame::new(format!("{a:#x}"), "", 0)])
-            .collect();
+        let mut frames: Vec<Vec<Frame>> = misses.iter().map(|_| Vec::new()).collect();
         for obj in crate::objects::loaded() {
             let mine: Vec<usize> = (0..misses.len())
                 .filter(|i| obj.contains(misses[*i]))
@@ -96,21 +94,23 @@ impl Symbolizer {
                 continue;
             }
             // A return address points after the call: look up the call.
-            let probe = |a: u64| a.wrapping_sub(1).wrapping_sub(obj.bias);
-            if let Some(functions) = crate::objects::Functions::read(&obj.path) {
-                for &i in &mine {
-                    if let Some(name) = functions.name(probe(misses[i])) {
-                        frames[i][0].function = demangle(name).into();
-                    }
-                }
+            let probes: Vec<u64> = mine
+                .iter()
+                .map(|&i| misses[i].wrapping_sub(1).wrapping_sub(obj.bias))
+                .collect();
+            let index = self.units.entry(obj.path.clone()).or_default();
+            let found = heaptide_symbols::resolve(&obj.path, &probes, self.lines, index);
+            for (&i, f) in mine.iter().zip(found) {
+                frames[i] = f;
             }
-            if self.lines {
-                let probes: Vec<u64> = mine.iter().map(|&i| probe(misses[i])).collect();
-                let index = self.units.entry(obj.path.clone()).or_default();
-                let found = crate::dwarf::frames(&obj.path, &probes, index);
-                for (&i, inlined) in mine.iter().zip(found) {
-                    frames[i] = with_inlined(frames[i].pop(), inlined);
+        }
+        for (a, f) in misses.iter().zip(&mut frames) {
+            match f.last_mut() {
+                Some(outer) if outer.function.is_empty() => {
+                    outer.function = format!("{a:#x}").into()
                 }
+                Some(_) => {}
+                None => f.push(Frame::new(format!("{a:#x}"), "", 0)),
             }
         }
         frames
@@ -136,13 +136,7 @@ impl Symbolizer {
             return (vec![0], vec![not_unwound()]);
         }
         let resolved: Vec<Arc<[Frame]>> = addrs.iter().map(|&a| self.resolve(a)).collect();
-        // An address is jemalloc's when the function it is in is, whatever
-        // was inlined there.
-        let internal = resolved
-            .iter()
-            .take_while(|f| f.last().is_some_and(|f| is_jemalloc_internal(&f.function)))
-            .count()
-            .min(addrs.len().saturating_sub(1));
+        let internal = heaptide_symbols::allocator_frames(&resolved);
         let mut frames = Vec::with_capacity(addrs.len());
         let mut at = Vec::with_capacity(addrs.len());
         for (a, f) in addrs.iter().zip(&resolved).skip(internal) {
@@ -163,73 +157,14 @@ impl Symbolizer {
     }
 }
 
-/// The frames at one address: the functions DWARF says were inlined there
-/// (innermost first, each named by its module by `crate::dwarf`) and then `outer`, the
-/// function the symbol table names, at the call site DWARF gives for it.
-fn with_inlined(outer: Option<Frame>, inlined: Vec<crate::dwarf::DwarfFrame>) -> Vec<Frame> {
-    let Some(mut outer) = outer else {
-        return Vec::new();
-    };
-    let Some((last, inner)) = inlined.split_last() else {
-        return vec![outer];
-    };
-    let mut out: Vec<Frame> = inner
-        .iter()
-        .map(|d| {
-            // Named and qualified by the DWARF walk, which knows the unit's
-            // directory.
-            let name = d.function.as_deref().unwrap_or("?");
-            Frame::new(name, d.file.as_str(), d.line)
-        })
-        .collect();
-    outer.file = last.file.as_str().into();
-    outer.line = last.line;
-    out.push(outer);
-    out
-}
-
-/// A symbol's name as people read it: Rust's without its hash, C++'s
-/// without parameters or return type (as perf and pprof show them), C's
-/// as it is.
-pub(crate) fn demangle(name: &str) -> String {
-    if let Ok(rust) = rustc_demangle::try_demangle(name) {
-        return format!("{rust:#}");
-    }
-    if name.starts_with("_Z") {
-        let options = cpp_demangle::DemangleOptions::new()
-            .no_params()
-            .no_return_type();
-        if let Some(cpp) = cpp_demangle::Symbol::new(name)
-            .ok()
-            .and_then(|s| s.demangle_with_options(&options).ok())
-        {
-            return cpp;
-        }
-    }
-    name.to_owned()
-}
-
-/// Frames of jemalloc's sampling path itself, which every stack starts with.
-fn is_jemalloc_internal(name: &str) -> bool {
-    name.starts_with("_rjem_")
-        || name.starts_with("je_")
-        || name.starts_with("prof_")
-        || name.starts_with("imalloc")
-        || name == "do_rallocx"
-        || name.starts_with("0x")
-}
-
 /// The one frame of a sampled stack that could not be unwound.
 fn not_unwound() -> Frame {
     Frame {
-        function: NOT_UNWOUND.into(),
+        function: heaptide_symbols::NOT_UNWOUND.into(),
         file: "".into(),
         line: 0,
     }
 }
-
-/// Its name, as flamegraphs and sites show it.
-const NOT_UNWOUND: &str = "[stack not unwound]";
 
 #[cfg(test)]
 mod tests {
@@ -287,7 +222,7 @@ mod tests {
         let mut s = Symbolizer::new(10, false);
         let (at, frames) = s.stack(&[]);
         assert_eq!(at, [0]);
-        assert_eq!(&*frames[0].function, NOT_UNWOUND);
+        assert_eq!(&*frames[0].function, heaptide_symbols::NOT_UNWOUND);
     }
 
     #[test]

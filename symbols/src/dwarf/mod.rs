@@ -33,7 +33,7 @@ use names::qualified;
 /// One frame at an address: the function's name as DWARF has it (short,
 /// for inlined code) and where in it the address is.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct DwarfFrame {
+pub struct DwarfFrame {
     pub function: Option<String>,
     pub file: String,
     pub line: u32,
@@ -46,7 +46,7 @@ type Reader<'a> = gimli::EndianSlice<'a, gimli::RunTimeEndian>;
 /// pass over an object, it lets later passes parse only the units their
 /// addresses fall in; a few dozen bytes a unit.
 #[derive(Default)]
-pub(crate) struct UnitIndex {
+pub struct UnitIndex {
     built: bool,
     units: Vec<(u64, u64, usize)>,
 }
@@ -89,13 +89,13 @@ impl UnitIndex {
 /// The frames at each of `probes` (file addresses), innermost first, in
 /// the order given; an empty list where DWARF knows nothing. `index` is
 /// the object's unit index, built here on first use.
-pub(crate) fn frames(path: &str, probes: &[u64], index: &mut UnitIndex) -> Vec<Vec<DwarfFrame>> {
+pub fn frames(path: &str, probes: &[u64], index: &mut UnitIndex) -> Vec<Vec<DwarfFrame>> {
     let mut out = vec![Vec::new(); probes.len()];
     let Ok(file) = std::fs::File::open(path) else {
         return out;
     };
-    // SAFETY: see `objects::Functions::read`: the object is loaded by this
-    // process, so its file is not modified in place while mapped.
+    // SAFETY: see `Functions::read`: callers hand only files that are not
+    // modified in place while mapped.
     let Ok(map) = (unsafe { memmap2::Mmap::map(&file) }) else {
         return out;
     };
@@ -405,7 +405,7 @@ fn entry_name(
     };
     for attr in [gimli::DW_AT_linkage_name, gimli::DW_AT_MIPS_linkage_name] {
         if let Some(name) = entry.attr_value(attr).and_then(text) {
-            return Some(crate::symbolize::demangle(&name));
+            return Some(crate::demangle(&name));
         }
     }
     if let Some(name) = entry.attr_value(gimli::DW_AT_name).and_then(text) {
@@ -445,10 +445,10 @@ mod tests {
         let exe = std::env::current_exe().unwrap();
         let path = exe.to_str().unwrap();
         let here = the_unit_index_finds_what_a_full_pass_finds as *const () as u64;
-        let obj = crate::objects::loaded().into_iter().next().unwrap();
+        let bias = crate::testing::own_bias();
         let probes: Vec<u64> = [here, here + 8, qualified as *const () as u64]
             .iter()
-            .map(|a| a - obj.bias)
+            .map(|a| a - bias)
             .collect();
         let mut index = UnitIndex::default();
         let first = frames(path, &probes, &mut index);
