@@ -51,6 +51,7 @@ pub use heaptide_wire::{AgentStats, HeapProfilingStatus};
 pub use jemalloc::fuzz_parse_heap_dump;
 pub use pause::{pause, record_pause, PauseGuard};
 pub use runtime::{__preloaded, builder, count_requests, start, Agent};
+pub use symbolize::Symbolize;
 pub use tikv_jemallocator::Jemalloc;
 #[cfg(feature = "tokio")]
 pub use tokio_probe::{spawn_tokio_probe, tokio_max_blocking_threads};

@@ -55,7 +55,7 @@ pub(crate) fn init_profiling(config: &Config) -> HeapProfilingStatus {
 pub(crate) fn run(shared: &Shared) {
     let cfg = &shared.config;
     let mut procs = ProcessSampler::new();
-    let mut symbols = Symbolizer::new(SYMBOL_CACHE_ENTRIES, cfg.symbol_lines);
+    let mut symbols = Symbolizer::new(SYMBOL_CACHE_ENTRIES, cfg.symbol_lines, cfg.symbolize);
     let start = Instant::now();
     let mut cadence = Cadence::new(cfg.interval, start);
     let mut pressure = crate::pressure::Pressure::new(cfg.pressure_share);

@@ -12,6 +12,35 @@ use std::sync::Arc;
 
 use heaptide_wire::pprof::Frame;
 
+/// Where a profile's addresses are named.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Symbolize {
+    /// In this process, from its own binaries: names cost the agent the
+    /// memory of reading symbol tables and DWARF.
+    #[default]
+    Agent,
+    /// By the analyzer, from the debug file of each object's build-id:
+    /// profiles carry addresses and mappings only, and the agent reads no
+    /// symbols at all.
+    Analyzer,
+}
+
+impl Symbolize {
+    /// The name used in `HEAPTIDE_SYMBOLIZE`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Symbolize::Agent => "agent",
+            Symbolize::Analyzer => "analyzer",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<Symbolize> {
+        [Symbolize::Agent, Symbolize::Analyzer]
+            .into_iter()
+            .find(|u| u.as_str() == s)
+    }
+}
+
 /// Caches resolved addresses, bounded by entry count and evicting the
 /// least recently used: each [`Symbolizer::prepare`] is one generation,
 /// every address of the profile it prepares is marked with it, and past
@@ -27,11 +56,14 @@ pub(crate) struct Symbolizer {
     passes: u64,
     /// Each object's DWARF unit index, by path.
     units: HashMap<String, heaptide_symbols::dwarf::UnitIndex>,
+    /// Names are left to the analyzer: nothing is looked up here.
+    remote: bool,
 }
 
 impl Symbolizer {
-    /// `lines` adds inlined frames and `file:line` from DWARF.
-    pub(crate) fn new(max_entries: usize, lines: bool) -> Self {
+    /// `lines` adds inlined frames and `file:line` from DWARF; `at` says
+    /// whether this process names addresses at all.
+    pub(crate) fn new(max_entries: usize, lines: bool, at: Symbolize) -> Self {
         Symbolizer {
             cache: HashMap::new(),
             generation: 0,
@@ -39,12 +71,16 @@ impl Symbolizer {
             lines,
             passes: 0,
             units: HashMap::new(),
+            remote: at == Symbolize::Analyzer,
         }
     }
 
     /// Resolves every address not yet cached, opening the executable once
     /// and closing it after: nothing of it stays mapped between profiles.
     pub(crate) fn prepare(&mut self, addrs: impl IntoIterator<Item = u64>) {
+        if self.remote {
+            return;
+        }
         self.generation += 1;
         let now = self.generation;
         let mut misses: Vec<u64> = Vec::new();
@@ -135,6 +171,12 @@ impl Symbolizer {
             // named for what they are, rather than dropped.
             return (vec![0], vec![not_unwound()]);
         }
+        if self.remote {
+            // A frame with no name per address: the analyzer names them,
+            // and drops jemalloc's own frames once it knows which they are.
+            let unnamed = addrs.iter().map(|_| Frame::new("", "", 0)).collect();
+            return (addrs.to_vec(), unnamed);
+        }
         let resolved: Vec<Arc<[Frame]>> = addrs.iter().map(|&a| self.resolve(a)).collect();
         let internal = heaptide_symbols::allocator_frames(&resolved);
         let mut frames = Vec::with_capacity(addrs.len());
@@ -179,7 +221,7 @@ mod tests {
     fn resolves_own_functions_and_bounds_the_cache() {
         let here = a_function_with_a_distinct_name();
         for lines in [false, true] {
-            let mut s = Symbolizer::new(2, lines);
+            let mut s = Symbolizer::new(2, lines, Symbolize::Agent);
             // +2: a "return address" inside the function.
             let frames = s.resolve(here + 2);
             assert!(
@@ -219,7 +261,7 @@ mod tests {
     /// into, which the symbol table names.
     #[test]
     fn a_stack_that_was_not_unwound_keeps_its_bytes_under_a_name_of_its_own() {
-        let mut s = Symbolizer::new(10, false);
+        let mut s = Symbolizer::new(10, false, Symbolize::Agent);
         let (at, frames) = s.stack(&[]);
         assert_eq!(at, [0]);
         assert_eq!(&*frames[0].function, heaptide_symbols::NOT_UNWOUND);
@@ -227,7 +269,7 @@ mod tests {
 
     #[test]
     fn inlined_calls_are_frames_of_their_own() {
-        let mut s = Symbolizer::new(100, true);
+        let mut s = Symbolizer::new(100, true, Symbolize::Agent);
         let frames = s.resolve(outer_with_an_inlined_call());
         assert_eq!(frames.len(), 2, "{frames:?}");
         assert!(
@@ -239,7 +281,8 @@ mod tests {
         assert!(frames[0].file.ends_with("symbolize.rs") && frames[0].line > 0);
         assert!(frames[1].function.contains("outer_with_an_inlined_call"));
         assert!(frames[1].line > 0 && frames[1].line < frames[0].line);
-        let names_only = Symbolizer::new(100, false).resolve(outer_with_an_inlined_call());
+        let names_only =
+            Symbolizer::new(100, false, Symbolize::Agent).resolve(outer_with_an_inlined_call());
         assert_eq!(names_only.len(), 1);
     }
 
@@ -248,7 +291,7 @@ mod tests {
     #[test]
     fn libc_frames_carry_libc_names_and_data_is_never_a_function() {
         static DATA: [u8; 4096] = [1; 4096];
-        let mut s = Symbolizer::new(100, false);
+        let mut s = Symbolizer::new(100, false, Symbolize::Agent);
         // +1: a "return address" just past the function's first byte.
         let qsort = libc::qsort as *const () as u64 + 1;
         let f = s.resolve(qsort);
@@ -263,7 +306,7 @@ mod tests {
     #[test]
     fn each_profile_is_one_pass_and_eviction_is_least_recently_used() {
         let here = a_function_with_a_distinct_name();
-        let mut s = Symbolizer::new(10, false);
+        let mut s = Symbolizer::new(10, false, Symbolize::Agent);
         let first: Vec<u64> = (0..8).map(|i| here + 1 + i).collect();
         s.prepare(first.clone());
         assert_eq!(s.passes(), 1);

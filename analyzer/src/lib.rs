@@ -11,6 +11,7 @@ pub mod read;
 pub mod select;
 pub(crate) mod server;
 pub mod store;
+pub mod symbols;
 
 pub use error::{Error, Result, StoreTrouble};
 pub use server::routes;

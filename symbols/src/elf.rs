@@ -45,18 +45,70 @@ impl Functions {
     }
 }
 
-/// The loadable segments of the object at `path`: (file offset, virtual
-/// address, size in the file), to turn an offset in a mapping into a file
-/// address. `None` when the file is not an object.
-pub fn load_segments(path: &str) -> Option<Vec<(u64, u64, u64)>> {
+/// One loadable segment of an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    pub file_offset: u64,
+    pub file_size: u64,
+    pub address: u64,
+    pub align: u64,
+    pub executable: bool,
+}
+
+/// The loadable segments of the object at `path`; `None` when the file is
+/// not an object.
+pub fn load_segments(path: &str) -> Option<Vec<Segment>> {
     let map = map(path)?;
     let obj = object::File::parse(&*map).ok()?;
     Some(
         obj.segments()
             .map(|s| {
-                let (offset, size) = s.file_range();
-                (offset, s.address(), size)
+                let (file_offset, file_size) = s.file_range();
+                // PF_X, bit 0 of `p_flags`.
+                let executable = matches!(
+                    s.flags(),
+                    object::SegmentFlags::Elf { p_flags, .. } if p_flags.0 & 1 != 0
+                );
+                Segment {
+                    file_offset,
+                    file_size,
+                    address: s.address(),
+                    align: s.align().max(1),
+                    executable,
+                }
             })
             .collect(),
     )
+}
+
+/// The file address `delta` bytes into the executable mapping that
+/// starts at `file_offset` of the object's file (as a pprof mapping says),
+/// given the segments of the object or of its separate debug file.
+///
+/// A debug file (`objcopy --only-keep-debug`) keeps each segment's address
+/// but not its file offset, and its code segment holds no bytes. So the
+/// segment is the one at that offset where there is one, else the
+/// executable segment whose address is congruent with the offset (as the
+/// ELF loader requires) and nearest to it.
+pub fn text_address(segments: &[Segment], file_offset: u64, delta: u64) -> Option<u64> {
+    let exact = segments
+        .iter()
+        .find(|s| s.file_size > 0 && s.file_offset == file_offset);
+    let segment = exact.or_else(|| {
+        segments
+            .iter()
+            .filter(|s| s.executable && s.address % s.align == file_offset % s.align)
+            .min_by_key(|s| s.address.abs_diff(file_offset))
+    })?;
+    Some(segment.address + delta)
+}
+
+/// The GNU build-id of the object at `path`, in lower-case hex. The file
+/// is read, not mapped: it may be any file of a directory being searched.
+pub fn build_id(path: &str) -> Option<String> {
+    let file = std::fs::File::open(path).ok()?;
+    let cache = object::ReadCache::new(file);
+    let obj = object::File::parse(&cache).ok()?;
+    let id = obj.build_id().ok()??;
+    Some(id.iter().map(|b| format!("{b:02x}")).collect())
 }

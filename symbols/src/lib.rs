@@ -16,7 +16,7 @@
 pub mod dwarf;
 mod elf;
 
-pub use elf::{load_segments, Functions};
+pub use elf::{build_id, load_segments, text_address, Functions, Segment};
 
 use heaptide_wire::pprof::Frame;
 

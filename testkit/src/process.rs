@@ -171,7 +171,18 @@ pub fn analyzer(dir: &Path, store: &Path, listen: &str, extra: &[&str]) -> Proc 
 
 /// Starts the leaky example, streaming to `endpoint` with fast intervals.
 pub fn leaky(dir: &Path, endpoint: &str, instance: &str, env: &[(&str, &str)]) -> Proc {
-    let mut cmd = Command::new(bin("leaky-service"));
+    leaky_from(&bin("leaky-service"), dir, endpoint, instance, env)
+}
+
+/// [`leaky`], run from the executable at `exe` (a stripped copy, say).
+pub fn leaky_from(
+    exe: &Path,
+    dir: &Path,
+    endpoint: &str,
+    instance: &str,
+    env: &[(&str, &str)],
+) -> Proc {
+    let mut cmd = Command::new(exe);
     cmd.env("HEAPTIDE_ENDPOINT", endpoint)
         .env("HEAPTIDE_INSTANCE", instance)
         .env("HEAPTIDE_INTERVAL", "200ms")

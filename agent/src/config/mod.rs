@@ -18,7 +18,7 @@ use declare::default_text;
 use declare::{agent_settings, default_doc, error_text, setter_type, shown};
 
 use crate::error::{Error, Result};
-use crate::Unwinder;
+use crate::{Symbolize, Unwinder};
 
 /// The analyzer the agent sends to when none is named.
 pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:4040";
@@ -130,6 +130,12 @@ agent_settings! {
     /// table only.
     symbol_lines: bool, env "HEAPTIDE_SYMBOL_LINES", default true, shown "`true`",
         example "false";
+    /// Where profile addresses are named: `agent` (in this process, from
+    /// its own binaries) or `analyzer` (profiles carry addresses and
+    /// build-ids only; the analyzer names them from the debug files it is
+    /// given, and the agent reads no symbols).
+    symbolize: Symbolize, env "HEAPTIDE_SYMBOLIZE", default Symbolize::Agent,
+        example "analyzer";
     /// What records a sampled allocation's stack: `frame-pointers`,
     /// `libgcc`, or `auto` (frame pointers when the binary keeps them, else
     /// libgcc).

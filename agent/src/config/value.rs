@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::Unwinder;
+use crate::{Symbolize, Unwinder};
 
 /// A kind of setting value.
 pub(crate) trait Value: Sized {
@@ -101,6 +101,15 @@ impl Value for bool {
 impl Value for Unwinder {
     fn parse_env(text: &str) -> Result<Self, String> {
         Unwinder::parse(text.trim()).ok_or_else(|| "expected auto, frame-pointers or libgcc".into())
+    }
+    fn show(&self) -> String {
+        self.as_str().to_owned()
+    }
+}
+
+impl Value for Symbolize {
+    fn parse_env(text: &str) -> Result<Self, String> {
+        Symbolize::parse(text.trim()).ok_or_else(|| "expected agent or analyzer".into())
     }
     fn show(&self) -> String {
         self.as_str().to_owned()

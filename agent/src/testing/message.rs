@@ -54,7 +54,7 @@ pub(super) fn growing_sites(
         .collect();
     grown.sort_by_key(|g| std::cmp::Reverse(g.1));
     grown.truncate(5);
-    let mut symbols = Symbolizer::new(4096, true);
+    let mut symbols = Symbolizer::new(4096, true, crate::Symbolize::Agent);
     symbols.prepare(grown.iter().flat_map(|(a, _)| a.iter().copied()));
     grown
         .into_iter()

@@ -202,6 +202,10 @@ fn server_options(m: &Settings, env: &impl Fn(&str) -> Option<String>) -> Result
             write_timeout: value(m.write_timeout, "write_timeout")?.0,
             tls: tls(m)?,
         },
+        symbols: crate::server::SymbolOptions {
+            dirs: m.debug_dir.iter().map(std::path::PathBuf::from).collect(),
+            cache: m.symbol_cache.clone(),
+        },
         ..ServerOptions::default()
     })
 }

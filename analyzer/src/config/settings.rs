@@ -281,6 +281,17 @@ settings! {
     /// jemalloc_pprof) as service NAME: NAME=URL (repeatable).
     scrape: Vec<String>, env "HEAPTIDE_SCRAPE",
         example "billing=http://127.0.0.1:9/debug/pprof/heap";
+    /// Directory of debug files (unstripped binaries, `objcopy
+    /// --only-keep-debug` files, or a `.build-id` tree) that names the
+    /// addresses agents send unnamed (`HEAPTIDE_SYMBOLIZE=analyzer`), by
+    /// build-id (repeatable).
+    debug_dir: Vec<String>, env "HEAPTIDE_DEBUG_DIR",
+        example "/usr/lib/debug";
+    /// Where the debug files in use are kept, by build-id; by default
+    /// beside a SQLite store (`<store>.debug`), else in the temporary
+    /// directory.
+    symbol_cache: Option<PathBuf>, env "HEAPTIDE_SYMBOL_CACHE",
+        example "/var/lib/heaptide/debug";
     /// How often each scrape target is pulled.
     scrape_interval: Option<Span>, env "HEAPTIDE_SCRAPE_INTERVAL",
         default DEFAULT_SCRAPE_INTERVAL: Span = Span(Duration::from_secs(60)),

@@ -307,7 +307,9 @@ fn decode_and_store(
         in_scope(caller, &d.batch.agent.service)?;
     }
     let (mut receipts, mut urgent) = (Vec::new(), Vec::new());
-    for d in decoded {
+    for mut d in decoded {
+        st.symbols
+            .name_batch(&mut d, &*st.store, &st.limits.profile)?;
         let (receipt, u) = store_decoded(st, d, now)?;
         receipts.push(receipt);
         urgent.extend(u);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use prometheus::{Encoder, GaugeVec, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, GaugeVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder};
 
 use super::error::{blocking, ApiResult};
 use super::AppState;
@@ -43,6 +43,7 @@ pub fn render(state: &AppState, now_ms: i64) -> Result<String> {
     resources(&r, &*state.store, now_ms)?;
     alert_states(&r, &*state.store)?;
     health(&r, state)?;
+    symbols(&r, &state.symbols.counts)?;
     let mut out = Vec::new();
     TextEncoder::new()
         .encode(&r.gather(), &mut out)
@@ -178,6 +179,35 @@ fn alert_states(r: &Registry, store: &dyn Store) -> Result<()> {
 }
 
 /// The store's size and each webhook's deliveries.
+/// What the symbolizer did: passes over debug files (one per build-id and
+/// batch of addresses new to the fleet), addresses named, and addresses
+/// left unnamed for want of a debug file.
+fn symbols(r: &Registry, counts: &crate::symbols::SymbolCounts) -> Result<()> {
+    use std::sync::atomic::Ordering::Relaxed;
+    for (name, help, n) in [
+        (
+            "heaptide_symbolization_passes_total",
+            "Passes over a debug file, each naming addresses no profile of the fleet had named.",
+            &counts.passes,
+        ),
+        (
+            "heaptide_symbolized_addresses_total",
+            "Addresses named from a debug file.",
+            &counts.resolved,
+        ),
+        (
+            "heaptide_unsymbolized_addresses_total",
+            "Addresses left unnamed: no debug file is known for their build-id.",
+            &counts.missing,
+        ),
+    ] {
+        let c = IntCounter::new(name, help).map_err(prom)?;
+        c.inc_by(n.load(Relaxed));
+        r.register(Box::new(c)).map_err(prom)?;
+    }
+    Ok(())
+}
+
 fn health(r: &Registry, state: &AppState) -> Result<()> {
     let size = prometheus::Gauge::new(
         "heaptide_store_size_bytes",

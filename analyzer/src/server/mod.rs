@@ -45,6 +45,8 @@ pub struct AppState {
     /// Services whose batches said a resource is about to run out, for
     /// the schedule to judge at once.
     pub urgent: Arc<crate::continuous::schedule::Urgent>,
+    /// Names what agents send unnamed.
+    pub symbols: Arc<crate::symbols::Symbols>,
 }
 
 /// The server's settings besides its store.
@@ -69,6 +71,16 @@ pub struct ServerOptions {
     pub request_timeout: Duration,
     /// Bounds on connections and their deadlines.
     pub connections: conn::ConnectionLimits,
+    /// Where debug files are found and kept.
+    pub symbols: SymbolOptions,
+}
+
+/// Where the analyzer's symbolizer finds debug files and keeps them.
+#[derive(Debug, Clone, Default)]
+pub struct SymbolOptions {
+    pub dirs: Vec<std::path::PathBuf>,
+    /// `None`: a directory of this process's in the temporary directory.
+    pub cache: Option<std::path::PathBuf>,
 }
 
 impl Default for ServerOptions {
@@ -84,6 +96,7 @@ impl Default for ServerOptions {
             max_concurrent_requests: crate::config::DEFAULT_MAX_CONCURRENT_REQUESTS,
             request_timeout: crate::config::DEFAULT_REQUEST_TIMEOUT.0,
             connections: Default::default(),
+            symbols: Default::default(),
         }
     }
 }
@@ -109,6 +122,12 @@ impl AppState {
             },
             connections: options.connections,
             urgent: Default::default(),
+            symbols: Arc::new(crate::symbols::Symbols::new(
+                options.symbols.dirs,
+                options.symbols.cache.unwrap_or_else(|| {
+                    std::env::temp_dir().join(format!("heaptide-debug-{}", std::process::id()))
+                }),
+            )),
         }
     }
 }
@@ -172,6 +191,11 @@ pub async fn serve(
 ) -> crate::Result<()> {
     let store = crate::store::open(&cfg.store, cfg.durability, cfg.bounds.clone())?;
     let mut options = cfg.server.clone();
+    if let (None, crate::store::Location::Sqlite(path)) = (&options.symbols.cache, &cfg.store) {
+        let mut beside = path.clone().into_os_string();
+        beside.push(".debug");
+        options.symbols.cache = Some(beside.into());
+    }
     options.connections.max_total = conn::fit_to_fd_limit(options.connections.max_total);
     let state = Arc::new(AppState::new(store, options));
     let listener = tokio::net::TcpListener::bind(cfg.listen).await?;

@@ -64,7 +64,11 @@ fn scrape_once(state: &AppState, target: &ScrapeTarget, agent: &ureq::Agent) -> 
         .map_err(|e| format!("reading the profile: {e}"))?;
     state.telemetry.ingest_bytes.inc_by(body.len() as u64);
     let now = crate::select::now_ms();
-    let batch = crate::ingest::foreign::batch(&body, &target.source, &state.limits, now)
+    let mut batch = crate::ingest::foreign::batch(&body, &target.source, &state.limits, now)
+        .map_err(|e| e.to_string())?;
+    state
+        .symbols
+        .name_batch(&mut batch, &*state.store, &state.limits.profile)
         .map_err(|e| e.to_string())?;
     state
         .store

@@ -288,6 +288,16 @@ pub trait Store: EvaluationState + Send + Sync + 'static {
     /// Every stack's value in every profile of `sel`, ordered by time.
     fn site_points(&self, sel: &Selector) -> Result<Vec<SitePoint>>;
     fn stacks(&self, ids: &[i64]) -> Result<Vec<(i64, Vec<Frame>)>>;
+    /// The stored frames of `build_id` at each of `offsets` (offsets in
+    /// the object's file) that has them; an empty list is an address its
+    /// debug file did not name.
+    fn symbols(
+        &self,
+        build_id: &str,
+        offsets: &[u64],
+    ) -> Result<std::collections::HashMap<u64, Vec<Frame>>>;
+    /// Keeps the frames of `build_id` at offsets, for the whole fleet.
+    fn keep_symbols(&self, build_id: &str, rows: &[(u64, Vec<Frame>)]) -> Result<()>;
     fn retain(&self, now_ms: i64, policy: &RetentionPolicy) -> Result<RetentionReport>;
     /// Reads worth running at once per core of the analyzer: 1 where a
     /// read is the analyzer's own CPU work (SQLite), more where it mostly

@@ -99,6 +99,13 @@ fn build(stacks: &[ProfileSample], native: Option<Native>, period: i64, time: i6
             ],
         });
     }
+    // A mapping has functions only if some location in it was named.
+    for m in &mut profile.mapping {
+        m.has_functions = b
+            .locations
+            .iter()
+            .any(|l| l.mapping_id == m.id && !l.line.is_empty());
+    }
     profile.string_table = b.strings;
     profile.function = b.functions;
     profile.location = b.locations;
@@ -116,6 +123,24 @@ struct Builder {
 }
 
 impl Builder {
+    /// The id of the function `frame` is in, added if new.
+    fn function(&mut self, frame: &Frame) -> u64 {
+        let name = self.string(&frame.function);
+        let file = self.string(&frame.file);
+        let next = self.functions.len() as u64 + 1;
+        let id = *self.function_ids.entry((name, file)).or_insert(next);
+        if id == next {
+            self.functions.push(Function {
+                id,
+                name,
+                system_name: name,
+                filename: file,
+                start_line: 0,
+            });
+        }
+        id
+    }
+
     fn string(&mut self, s: &str) -> i64 {
         if let Some(id) = self.string_ids.get(s) {
             return *id;
@@ -155,32 +180,26 @@ impl Builder {
         if let Some(id) = self.location_ids.get(&key) {
             return *id;
         }
-        let name = self.string(&frame.function);
-        let file = self.string(&frame.file);
-        let next_fn = self.functions.len() as u64 + 1;
-        let function_id = *self.function_ids.entry((name, file)).or_insert(next_fn);
-        if function_id == next_fn {
-            self.functions.push(Function {
-                id: function_id,
-                name,
-                system_name: name,
-                filename: file,
-                start_line: 0,
-            });
-        }
         let mapping_id = maps
             .iter()
             .position(|m| (m.memory_start..m.memory_limit).contains(&address))
             .map_or(0, |i| i as u64 + 1);
         let id = self.locations.len() as u64 + 1;
+        // A frame without a name is an address left for the analyzer (or
+        // any pprof tool) to symbolize: a location with no lines.
+        let line = if frame.function.is_empty() {
+            Vec::new()
+        } else {
+            vec![Line {
+                function_id: self.function(frame),
+                line: i64::from(frame.line),
+            }]
+        };
         self.locations.push(Location {
             id,
             mapping_id,
             address,
-            line: vec![Line {
-                function_id,
-                line: i64::from(frame.line),
-            }],
+            line,
         });
         self.location_ids.insert(key, id);
         id

@@ -20,6 +20,7 @@ mod rollups;
 mod rowbinary;
 mod schema;
 mod series;
+mod symbols;
 pub mod url;
 mod write;
 
@@ -339,6 +340,22 @@ impl Store for ClickHouseStore {
 
     fn site_points(&self, sel: &Selector) -> Result<Vec<SitePoint>> {
         self.read_site_points(sel, None)
+    }
+
+    fn symbols(
+        &self,
+        build_id: &str,
+        offsets: &[u64],
+    ) -> Result<std::collections::HashMap<u64, Vec<heaptide_wire::pprof::Frame>>> {
+        self.read_symbols(build_id, offsets)
+    }
+
+    fn keep_symbols(
+        &self,
+        build_id: &str,
+        rows: &[(u64, Vec<heaptide_wire::pprof::Frame>)],
+    ) -> Result<()> {
+        self.write_symbols(build_id, rows)
     }
 
     fn stacks(&self, ids: &[i64]) -> Result<Vec<(i64, Vec<Frame>)>> {

@@ -14,8 +14,9 @@ use super::ChError;
 /// 1 is the first ClickHouse schema; 2 added `rollups` and the views
 /// that fill it; 3 counts a rollup's samples by the seconds that hold one
 /// (`super::rollups`), and keeps each series' newest sample in `latest`;
-/// 4 added `profile_stacks.alloc_bytes` and `alloc_objects`.
-pub(super) const SCHEMA_VERSION: i64 = 4;
+/// 4 added `profile_stacks.alloc_bytes` and `alloc_objects`; 5 added
+/// `symbols`, the names of build-ids' addresses.
+pub(super) const SCHEMA_VERSION: i64 = 5;
 
 /// The day of a millisecond column, the partition of every timed table.
 macro_rules! day {
@@ -51,6 +52,10 @@ pub(super) const TABLES: &[&str] = &[
     ),
     "CREATE TABLE IF NOT EXISTS stacks (id Int64, frames String)
      ENGINE = ReplacingMergeTree ORDER BY id",
+    // The frames at each address of a build-id (its offset in the
+    // object's file), resolved once for the whole fleet.
+    "CREATE TABLE IF NOT EXISTS symbols (build_id String, offset UInt64, frames String)
+     ENGINE = ReplacingMergeTree ORDER BY (build_id, offset)",
     concat!(
         "CREATE TABLE IF NOT EXISTS profiles (id Int64, segment Int64, ts_ms Int64,
         sample_period UInt64, total_bytes Int64, total_objects Int64)

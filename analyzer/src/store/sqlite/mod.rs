@@ -10,6 +10,7 @@ mod read;
 mod retention;
 mod schema;
 mod series;
+mod symbols;
 mod write;
 
 use std::collections::HashMap;
@@ -335,6 +336,22 @@ impl Store for SqliteStore {
 
     fn site_points(&self, sel: &Selector) -> Result<Vec<SitePoint>> {
         self.read_site_points(sel)
+    }
+
+    fn symbols(
+        &self,
+        build_id: &str,
+        offsets: &[u64],
+    ) -> Result<std::collections::HashMap<u64, Vec<heaptide_wire::pprof::Frame>>> {
+        self.read_symbols(build_id, offsets)
+    }
+
+    fn keep_symbols(
+        &self,
+        build_id: &str,
+        rows: &[(u64, Vec<heaptide_wire::pprof::Frame>)],
+    ) -> Result<()> {
+        self.write_symbols(build_id, rows)
     }
 
     fn stacks(&self, ids: &[i64]) -> Result<Vec<(i64, Vec<Frame>)>> {

@@ -6,8 +6,9 @@ use rusqlite::Connection;
 /// `alerts` and `transitions`; 4 added `profile_ages`; 5 added `rollups`;
 /// 6 added `metrics.last_seen_ms`, so that retention can delete names
 /// with no data; 7 added `profile_stacks.alloc_bytes` and `alloc_objects`,
-/// what each stack allocated since its process's previous profile.
-pub(super) const SCHEMA_VERSION: i32 = 7;
+/// what each stack allocated since its process's previous profile; 8
+/// added `symbols`, the names of build-ids' addresses.
+pub(super) const SCHEMA_VERSION: i32 = 8;
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS instances (
@@ -82,6 +83,14 @@ CREATE TABLE IF NOT EXISTS stacks (
     hash INTEGER NOT NULL UNIQUE,
     frames TEXT NOT NULL
 );
+-- The frames at each address of a build-id (its offset in the object's
+-- file), resolved once for every instance that runs it.
+CREATE TABLE IF NOT EXISTS symbols (
+    build_id TEXT NOT NULL,
+    offset INTEGER NOT NULL,
+    frames TEXT NOT NULL,
+    PRIMARY KEY (build_id, offset)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS profiles (
     id INTEGER PRIMARY KEY,
     segment_id INTEGER NOT NULL,
