@@ -29,6 +29,7 @@ mod thin;
 #[cfg(feature = "tokio")]
 mod tokio_probe;
 mod unwind;
+mod upload;
 
 #[cfg(feature = "bb8")]
 pub use adapters::watch_bb8;

@@ -137,6 +137,9 @@ pub(crate) struct Shared {
     pub stopping: Arc<AtomicBool>,
     flush_deadline: Mutex<Option<Instant>>,
     wake: (Mutex<()>, Condvar),
+    /// Set when an upload of debug info landed: the next profile is taken
+    /// at the next sample, not at its time.
+    pub profile_soon: AtomicBool,
 }
 
 impl Shared {
@@ -253,6 +256,7 @@ impl Agent {
             stopping: Arc::new(AtomicBool::new(false)),
             flush_deadline: Mutex::new(None),
             wake: (Mutex::new(()), Condvar::new()),
+            profile_soon: AtomicBool::new(false),
             agent_info,
             config,
         });

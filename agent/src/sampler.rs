@@ -87,7 +87,8 @@ pub(crate) fn run(shared: &Shared) {
                 }
             });
         }
-        if now >= next_profile && !stopping {
+        let early = shared.profile_soon.swap(false, Ordering::Relaxed);
+        if (now >= next_profile || early) && !stopping {
             guarded("profile", || {
                 if let Some(p) = profile(shared, &mut symbols) {
                     shared.queue.push_all([Item::Profile(p)]);

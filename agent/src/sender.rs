@@ -21,7 +21,8 @@ const BACKOFF_BASE: Duration = Duration::from_millis(500);
 const BACKOFF_CAP: Duration = Duration::from_secs(30);
 
 enum Outcome {
-    Sent,
+    /// Stored; the analyzer may ask for debug files of these build-ids.
+    Sent(Vec<String>),
     /// Worth retrying, after at least this long if the server said so.
     Retry(Option<Duration>),
     /// The analyzer refused the batch; sending it again will not help.
@@ -110,9 +111,12 @@ impl Sender {
                 continue;
             };
             match self.post(&sealed.body) {
-                Outcome::Sent => {
+                Outcome::Sent(wanted) => {
                     pending = None;
                     attempt = 0;
+                    if !wanted.is_empty() {
+                        crate::upload::start(&shared, &self.http, wanted);
+                    }
                 }
                 Outcome::Rejected(status) => {
                     pending = self.without_profiles(sealed, status);
@@ -250,10 +254,10 @@ impl Sender {
             Ok(mut resp) => {
                 // Read to the end, so that the connection goes back to the
                 // pool: a process at its fd limit cannot open another.
-                let _ = resp.body_mut().with_config().limit(64 << 10).read_to_vec();
+                let body = resp.body_mut().with_config().limit(64 << 10).read_to_vec();
                 let status = resp.status().as_u16();
                 match status {
-                    200..=299 => Outcome::Sent,
+                    200..=299 => Outcome::Sent(wanted(&body.unwrap_or_default())),
                     429 | 503 => Outcome::Retry(
                         resp.headers()
                             .get("retry-after")
@@ -268,6 +272,19 @@ impl Sender {
             Err(_) => Outcome::Retry(None),
         }
     }
+}
+
+/// The build-ids a batch's reply asks this agent to upload.
+fn wanted(reply: &[u8]) -> Vec<String> {
+    let v: serde_json::Value = serde_json::from_slice(reply).unwrap_or_default();
+    v[heaptide_wire::DEBUGINFO_WANTED]
+        .as_array()
+        .map(|ids| {
+            ids.iter()
+                .filter_map(|i| i.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Full jitter (AWS architecture blog, "Exponential Backoff and Jitter"): a

@@ -114,7 +114,7 @@ fn addresses_are_named_once_for_every_analyzer_sharing_a_store() {
         assert_eq!(first_frame(&again), first_frame(&vb), "{name}");
         assert_eq!(first.counts.passes.load(Relaxed), 1, "{name}");
         // Another analyzer, with no debug files: the store names it.
-        let second = Symbols::new(Vec::new(), dir.path().join(format!("other-{name}")));
+        let second = Symbols::new(Vec::new(), None, dir.path().join(format!("other-{name}")));
         let mut third = unnamed_batch(now);
         second.name_batch(&mut third, &**store, &limits).unwrap();
         assert_eq!(first_frame(&third), first_frame(&vb), "{name}");
@@ -127,7 +127,7 @@ fn addresses_are_named_once_for_every_analyzer_sharing_a_store() {
 fn without_a_debug_file_addresses_stay_as_they_came() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path().join("s.db")).unwrap();
-    let symbols = Symbols::new(vec![dir.path().join("none")], dir.path().join("cache"));
+    let symbols = Symbols::new(vec![dir.path().join("none")], None, dir.path().join("cache"));
     let now = heaptide_analyzer::select::now_ms();
     let mut vb = unnamed_batch(now);
     let before = vb.profiles[0].stacks.clone();

@@ -175,3 +175,78 @@ fn build_id(path: &Path) -> String {
         .trim()
         .to_owned()
 }
+
+/// With no debug file anywhere, the analyzer asks one agent of two for
+/// its binary; it uploads it once, and the next profiles of both are
+/// named, soon after.
+#[test]
+fn the_analyzer_asks_one_agent_for_its_binary_and_names_every_instance() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("h.db");
+    let an = analyzer(dir.path(), &store, "127.0.0.1:0", &[]);
+    let endpoint = format!("http://{}", an.addr);
+    let env = [
+        ("HEAPTIDE_SYMBOLIZE", "analyzer"),
+        ("HEAPTIDE_PROFILE_INTERVAL", "1s"),
+        ("HEAPTIDE_HEAP_SAMPLE_PERIOD", "64KiB"),
+    ];
+    let a = leaky(dir.path(), &endpoint, "up-a", &env);
+    let b = leaky(dir.path(), &endpoint, "up-b", &env);
+    let start = Instant::now();
+    let mut named_after = None;
+    let mut n = 0;
+    while start.elapsed() < Duration::from_secs(45) {
+        for p in [&a, &b] {
+            let route = if n % 2 == 0 { "/leak?kb=16" } else { "/work" };
+            assert_eq!(get(&p.url(route)).0, 200, "{route}");
+        }
+        n += 1;
+        if named_after.is_none() && n % 50 == 0 {
+            let m = an.get("/metrics").1;
+            if counter(&m, "heaptide_symbolized_addresses_total") > 0.0 {
+                named_after = Some(start.elapsed());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(8));
+    }
+    std::thread::sleep(Duration::from_millis(600));
+    // Each build-id (the binary's, libc's, ...) uploaded once, by one of
+    // the two.
+    let log = an.stderr();
+    let uploads: Vec<(&str, &str)> = log
+        .lines()
+        .filter_map(|l| {
+            let rest = l.split("kept the debug file of build-id ").nth(1)?;
+            Some((rest.split(' ').next()?, rest.rsplit(' ').next()?))
+        })
+        .collect();
+    let mut ids: Vec<&str> = uploads.iter().map(|u| u.0).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), uploads.len(), "a build-id uploaded twice: {uploads:?}");
+    let exe_id = build_id(&bin("leaky-service"));
+    assert!(ids.contains(&exe_id.as_str()), "{uploads:?}");
+    let metrics = an.get("/metrics").1;
+    assert_eq!(
+        counter(&metrics, "heaptide_debuginfo_uploads_total"),
+        uploads.len() as f64
+    );
+    let named_after = named_after.expect("addresses named");
+    eprintln!("first addresses named {named_after:?} after the start");
+    assert!(named_after < Duration::from_secs(30), "{named_after:?}");
+    let v = leaks_json(&store);
+    for instance in ["up-a", "up-b"] {
+        let heap = v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["resource"] == "heap" && f["instance"] == instance)
+            .unwrap_or_else(|| panic!("no heap finding for {instance}: {v:#}"));
+        let (frames, app) = top_site(heap);
+        assert!(
+            frames[app].contains("leak_request_buffer"),
+            "{instance}: {frames:?}"
+        );
+    }
+    drop((a, b));
+}

@@ -16,6 +16,20 @@ pub const INGEST_PATH: &str = "/v1/ingest";
 /// Where heap profiles from other pprof sources are posted, with
 /// `?service=&instance=`.
 pub const INGEST_PPROF_PATH: &str = "/v1/ingest/pprof";
+/// Where an agent uploads the object file of a build-id the analyzer
+/// asked it for (`debuginfo_wanted` in a batch's reply), with
+/// `?service=&instance=`: the route's pattern, and the path made for one
+/// build-id by [`debuginfo_path`].
+pub const DEBUGINFO_PATH: &str = "/v1/debuginfo/{build_id}";
+
+/// The upload path of `build_id`.
+pub fn debuginfo_path(build_id: &str) -> String {
+    DEBUGINFO_PATH.replace("{build_id}", build_id)
+}
+
+/// The key of a batch's reply that lists the build-ids the analyzer asks
+/// this agent to upload.
+pub const DEBUGINFO_WANTED: &str = "debuginfo_wanted";
 
 /// One upload from one agent.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -204,6 +204,7 @@ fn server_options(m: &Settings, env: &impl Fn(&str) -> Option<String>) -> Result
         },
         symbols: crate::server::SymbolOptions {
             dirs: m.debug_dir.iter().map(std::path::PathBuf::from).collect(),
+            debuginfod: m.debuginfod.clone(),
             cache: m.symbol_cache.clone(),
         },
         ..ServerOptions::default()

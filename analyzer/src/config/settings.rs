@@ -287,6 +287,15 @@ settings! {
     /// build-id (repeatable).
     debug_dir: Vec<String>, env "HEAPTIDE_DEBUG_DIR",
         example "/usr/lib/debug";
+    /// A debuginfod server asked for the debug files of build-ids found in
+    /// no debug_dir (`GET <url>/buildid/<id>/debuginfo`).
+    debuginfod: Option<String>, env "HEAPTIDE_DEBUGINFOD",
+        check |u: &String| if u.starts_with("http://") || u.starts_with("https://") {
+            Ok(())
+        } else {
+            Err("must be an http:// or https:// URL".into())
+        },
+        example "https://debuginfod.debian.net";
     /// Where the debug files in use are kept, by build-id; by default
     /// beside a SQLite store (`<store>.debug`), else in the temporary
     /// directory.

@@ -250,8 +250,13 @@ async fn accept(state: &Arc<AppState>, req: Request, kind: Body) -> ApiResult<Re
     drop(body_permit);
     let st = state.clone();
     let otlp = matches!(kind, Body::Otlp);
-    let (receipts, urgent, partial) =
-        blocking(move || decode_and_store(&st, &caller, kind, body, gzip, slot)).await?;
+    let stored = blocking(move || decode_and_store(&st, &caller, kind, body, gzip, slot)).await?;
+    let Stored {
+        receipts,
+        urgent,
+        partial,
+        wanted,
+    } = stored;
     let mut outcome = None;
     for receipt in receipts {
         outcome = Some(receipt.done().await?);
@@ -265,16 +270,23 @@ async fn accept(state: &Arc<AppState>, req: Request, kind: Body) -> ApiResult<Re
         let body = crate::ingest::otlp::response(rejected, &reasons);
         return Ok(([(header::CONTENT_TYPE, "application/x-protobuf")], body).into_response());
     }
-    Ok(Json(outcome).into_response())
+    let mut reply = serde_json::to_value(outcome).unwrap_or_default();
+    if !wanted.is_empty() {
+        reply[heaptide_wire::DEBUGINFO_WANTED] = serde_json::json!(wanted);
+    }
+    Ok(Json(reply).into_response())
 }
 
-/// What storing a request's batches left to wait for: their receipts, the
-/// services of urgent ones, and for OTLP the profiles not taken and why.
-type Stored = (
-    Vec<crate::store::Receipt>,
-    Vec<String>,
-    Option<(u64, Vec<String>)>,
-);
+/// What storing a request's batches left to wait for.
+struct Stored {
+    receipts: Vec<crate::store::Receipt>,
+    /// The services of urgent batches.
+    urgent: Vec<String>,
+    /// For OTLP, the profiles not taken and why.
+    partial: Option<(u64, Vec<String>)>,
+    /// The build-ids this agent is asked to upload debug files of.
+    wanted: Vec<String>,
+}
 
 /// Decodes `body` as `kind` and hands each of its batches to the store,
 /// once every one is known to be in the caller's scope.
@@ -287,6 +299,7 @@ fn decode_and_store(
     slot: OwnedSemaphorePermit,
 ) -> crate::Result<Stored> {
     let now = crate::select::now_ms();
+    let agent = matches!(kind, Body::Agent);
     let (decoded, partial) = match kind {
         Body::Agent => (vec![ingest::decode(&body, gzip, &st.limits, now)?], None),
         // A pprof body is gzipped or not by its own magic bytes.
@@ -306,10 +319,17 @@ fn decode_and_store(
     for d in &decoded {
         in_scope(caller, &d.batch.agent.service)?;
     }
-    let (mut receipts, mut urgent) = (Vec::new(), Vec::new());
+    let (mut receipts, mut urgent, mut wanted) = (Vec::new(), Vec::new(), Vec::new());
     for mut d in decoded {
-        st.symbols
+        let lacking = st
+            .symbols
             .name_batch(&mut d, &*st.store, &st.limits.profile)?;
+        // Only an agent uploads: other sources are asked for nothing.
+        if agent && !lacking.is_empty() {
+            let a = &d.batch.agent;
+            let holder = super::debuginfo::holder(caller, &a.service, &a.instance);
+            wanted.extend(st.symbols.claims.ask(&lacking, &holder));
+        }
         let (receipt, u) = store_decoded(st, d, now)?;
         receipts.push(receipt);
         urgent.extend(u);
@@ -317,7 +337,12 @@ fn decode_and_store(
     // The slot bounds decoded batches in memory; a batch waiting in a
     // store's insert is held there, under the store's own bound.
     drop(slot);
-    Ok((receipts, urgent, partial))
+    Ok(Stored {
+        receipts,
+        urgent,
+        partial,
+        wanted,
+    })
 }
 
 /// Drops a decoded batch's metric names past the caps and hands it to the

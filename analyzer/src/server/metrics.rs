@@ -200,6 +200,11 @@ fn symbols(r: &Registry, counts: &crate::symbols::SymbolCounts) -> Result<()> {
             "Addresses left unnamed: no debug file is known for their build-id.",
             &counts.missing,
         ),
+        (
+            "heaptide_debuginfo_uploads_total",
+            "Object files agents uploaded when asked, kept as debug files.",
+            &counts.uploads,
+        ),
     ] {
         let c = IntCounter::new(name, help).map_err(prom)?;
         c.inc_by(n.load(Relaxed));

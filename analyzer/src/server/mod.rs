@@ -5,6 +5,7 @@ mod api;
 pub mod auth;
 pub mod conn;
 mod dashboards;
+mod debuginfo;
 mod deadline;
 pub mod error;
 mod headers;
@@ -79,6 +80,8 @@ pub struct ServerOptions {
 #[derive(Debug, Clone, Default)]
 pub struct SymbolOptions {
     pub dirs: Vec<std::path::PathBuf>,
+    /// A debuginfod server's base URL, asked after the directories.
+    pub debuginfod: Option<String>,
     /// `None`: a directory of this process's in the temporary directory.
     pub cache: Option<std::path::PathBuf>,
 }
@@ -124,6 +127,7 @@ impl AppState {
             urgent: Default::default(),
             symbols: Arc::new(crate::symbols::Symbols::new(
                 options.symbols.dirs,
+                options.symbols.debuginfod,
                 options.symbols.cache.unwrap_or_else(|| {
                     std::env::temp_dir().join(format!("heaptide-debug-{}", std::process::id()))
                 }),

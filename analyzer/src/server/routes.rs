@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
-use axum::routing::{get, post, MethodRouter};
+use axum::routing::{get, post, put, MethodRouter};
 use axum::Router;
 
-use super::{api, auth, dashboards, health, ingest, metrics, AppState};
+use super::{api, auth, dashboards, debuginfo, health, ingest, metrics, AppState};
 
 /// What a route needs of its caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +55,10 @@ fn all() -> Vec<(Route, Handler)> {
         (
             r("POST", heaptide_wire::otlp::PROFILES_PATH, Need::Ingest),
             post(ingest::otlp_handler),
+        ),
+        (
+            r("PUT", heaptide_wire::DEBUGINFO_PATH, Need::Ingest),
+            put(debuginfo::upload),
         ),
         (r("GET", "/healthz", Need::Nothing), get(health)),
         // What load balancers' examples probe; the same answer.

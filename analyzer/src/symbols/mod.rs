@@ -12,6 +12,7 @@
 //! Where no debug file is known, the addresses stay as they are (`0x…`),
 //! and are named by later profiles once one is.
 
+mod claims;
 mod debug_files;
 pub mod fill;
 
@@ -27,7 +28,8 @@ use crate::ingest::ValidBatch;
 use crate::store::Store;
 use fill::Unnamed;
 
-pub use debug_files::DebugFiles;
+pub use claims::{Claims, CLAIM};
+pub use debug_files::{DebugFiles, MAX_FILE_BYTES};
 
 /// Addresses kept in memory; past it the memory is emptied and refilled
 /// from the store, which keeps them all.
@@ -43,6 +45,8 @@ pub struct SymbolCounts {
     pub resolved: AtomicU64,
     /// Addresses left unnamed: no debug file for their build-id.
     pub missing: AtomicU64,
+    /// Object files agents uploaded, and the analyzer kept.
+    pub uploads: AtomicU64,
 }
 
 /// Named addresses by (build-id, offset).
@@ -56,22 +60,27 @@ pub struct Symbols {
     /// resolve it once; with each build-id's DWARF unit index.
     passes: Mutex<HashMap<String, heaptide_symbols::dwarf::UnitIndex>>,
     pub counts: SymbolCounts,
+    /// Which agent is asked to upload which build-id.
+    pub claims: Claims,
 }
 
 impl Symbols {
-    /// A symbolizer that searches `dirs` for debug files, and copies them
-    /// into (and keeps uploads in) `cache`.
-    pub fn new(dirs: Vec<PathBuf>, cache: PathBuf) -> Self {
+    /// A symbolizer that searches `dirs` and then the `debuginfod` server
+    /// for debug files, and copies them into (and keeps uploads in)
+    /// `cache`.
+    pub fn new(dirs: Vec<PathBuf>, debuginfod: Option<String>, cache: PathBuf) -> Self {
         Symbols {
-            files: DebugFiles::new(dirs, cache),
+            files: DebugFiles::new(dirs, debuginfod, cache),
             memo: Mutex::new(HashMap::new()),
             passes: Mutex::new(HashMap::new()),
             counts: SymbolCounts::default(),
+            claims: Claims::default(),
         }
     }
 
     /// Names the unnamed addresses of each profile of `vb` that it can,
-    /// within the profile limits `limits`.
+    /// within the profile limits `limits`. Returns the build-ids it found
+    /// no debug file for.
     ///
     /// # Errors
     /// When the store fails, or a named profile exceeds `limits`.
@@ -80,7 +89,8 @@ impl Symbols {
         vb: &mut ValidBatch,
         store: &dyn Store,
         limits: &pprof::DecodeLimits,
-    ) -> Result<()> {
+    ) -> Result<Vec<String>> {
+        let mut lacking = Vec::new();
         for p in &mut vb.profiles {
             let unnamed = p.stacks.iter().flat_map(|s| &s.frames).any(is_unnamed);
             if !unnamed {
@@ -89,7 +99,7 @@ impl Symbols {
             let mut profile = pprof::decode(&p.raw, limits)
                 .map_err(|e| Error::invalid("profile", e.to_string()))?;
             let wanted = fill::unnamed(&profile);
-            let named = self.resolve(&wanted, store)?;
+            let named = self.resolve(&wanted, store, &mut lacking)?;
             if fill::apply(&mut profile, &named) == 0 {
                 continue;
             }
@@ -97,7 +107,9 @@ impl Symbols {
                 .map_err(|e| Error::invalid("profile", e.to_string()))?;
             p.raw = pprof::encode_gzip(&profile);
         }
-        Ok(())
+        lacking.sort_unstable();
+        lacking.dedup();
+        Ok(lacking)
     }
 
     /// The frames of each location of `wanted` that has a name.
@@ -105,6 +117,7 @@ impl Symbols {
         &self,
         wanted: &[(u64, Unnamed)],
         store: &dyn Store,
+        lacking: &mut Vec<String>,
     ) -> Result<HashMap<u64, Arc<[Frame]>>> {
         let mut by_build: HashMap<&str, Vec<(u64, &Unnamed)>> = HashMap::new();
         for (loc, u) in wanted {
@@ -113,7 +126,7 @@ impl Symbols {
         let mut out = HashMap::new();
         for (build_id, locs) in by_build {
             let offsets: Vec<u64> = locs.iter().map(|(_, u)| offset(u)).collect();
-            let frames = self.frames(build_id, &offsets, &locs, store)?;
+            let frames = self.frames(build_id, &offsets, &locs, store, lacking)?;
             for (loc, u) in &locs {
                 if let Some(f) = frames.get(&offset(u)).filter(|f| !f.is_empty()) {
                     out.insert(*loc, f.clone());
@@ -131,6 +144,7 @@ impl Symbols {
         offsets: &[u64],
         locs: &[(u64, &Unnamed)],
         store: &dyn Store,
+        lacking: &mut Vec<String>,
     ) -> Result<HashMap<u64, Arc<[Frame]>>> {
         let key: Arc<str> = Arc::from(build_id);
         let mut found = self.remembered(&key, offsets);
@@ -163,6 +177,7 @@ impl Symbols {
                     }
                 }
                 None => {
+                    lacking.push(build_id.to_owned());
                     self.counts
                         .missing
                         .fetch_add(misses.len() as u64, Ordering::Relaxed);

@@ -1,0 +1,118 @@
+//! Uploading this process's object files that the analyzer asks for.
+//!
+//! With `HEAPTIDE_SYMBOLIZE=analyzer` the agent sends addresses and
+//! build-ids only. When the analyzer has no debug file for a build-id, the
+//! reply to a batch names it (`debuginfo_wanted`), and asks one agent of
+//! the fleet only. That agent then uploads the object file from disk, on a
+//! thread of its own so that batches keep flowing, streamed (the file is
+//! never held in memory), once per build-id for the life of the process.
+//! When it lands, the next profile is taken early, so that names appear
+//! within seconds rather than a profile interval later.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::runtime::Shared;
+
+/// How long one upload may take: a large binary over a slow link.
+const UPLOAD_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// One upload thread at a time.
+static UPLOADING: AtomicBool = AtomicBool::new(false);
+/// Build-ids already uploaded, or tried, by this process.
+static TRIED: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+
+/// Starts uploading the files of `wanted` that this process has loaded and
+/// has not uploaded yet, unless an upload is under way.
+pub(crate) fn start(shared: &Arc<Shared>, http: &ureq::Agent, wanted: Vec<String>) {
+    let fresh: Vec<String> = {
+        let mut tried = TRIED.lock().unwrap_or_else(|p| p.into_inner());
+        let tried = tried.get_or_insert_with(HashSet::new);
+        wanted.into_iter().filter(|id| !tried.contains(id)).collect()
+    };
+    if fresh.is_empty() || UPLOADING.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let (shared, http) = (shared.clone(), http.clone());
+    let spawned = std::thread::Builder::new()
+        .name("heaptide-upload".into())
+        .spawn(move || {
+            crate::allocs::mark_agent_thread();
+            let run = std::panic::AssertUnwindSafe(|| upload_all(&shared, &http, &fresh));
+            if std::panic::catch_unwind(run).is_err() {
+                tracing::error!("heaptide: the upload thread panicked and stopped");
+            }
+            UPLOADING.store(false, Ordering::Release);
+        });
+    if spawned.is_err() {
+        UPLOADING.store(false, Ordering::Release);
+    }
+}
+
+fn upload_all(shared: &Shared, http: &ureq::Agent, wanted: &[String]) {
+    let objects = crate::objects::loaded();
+    let mut any = false;
+    for id in wanted {
+        TRIED
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert_with(HashSet::new)
+            .insert(id.clone());
+        let Some(path) = file_of(&objects, id) else {
+            continue;
+        };
+        match upload(shared, http, id, &path) {
+            Ok(()) => any = true,
+            Err(e) => tracing::warn!("heaptide: uploading {path} ({id}) failed: {e}"),
+        }
+    }
+    if any {
+        shared.profile_soon.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The file of the loaded object with build-id `id`, if it still holds
+/// that build: the running executable through `/proc/self/exe`, which
+/// stays the same file when a deploy replaces it on disk.
+fn file_of(objects: &[crate::objects::Loaded], id: &str) -> Option<String> {
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let (i, o) = objects
+        .iter()
+        .enumerate()
+        .find(|(_, o)| o.build_id.as_deref().map(hex).as_deref() == Some(id))?;
+    let path = if i == 0 {
+        "/proc/self/exe".to_owned()
+    } else {
+        o.path.clone()
+    };
+    (heaptide_symbols::build_id(&path).as_deref() == Some(id)).then_some(path)
+}
+
+fn upload(shared: &Shared, http: &ureq::Agent, id: &str, path: &str) -> Result<(), String> {
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let a = &shared.agent_info;
+    let url = format!(
+        "{}{}",
+        shared.config.endpoint,
+        heaptide_wire::debuginfo_path(id)
+    );
+    let mut req = http
+        .put(&url)
+        .query("service", &a.service)
+        .query("instance", &a.instance)
+        .config()
+        .timeout_global(Some(UPLOAD_TIMEOUT))
+        .build()
+        .header("Content-Type", "application/octet-stream");
+    if let Some(token) = &shared.config.token {
+        req = req.header("Authorization", &format!("Bearer {token}"));
+    }
+    let mut resp = req.send(file).map_err(|e| e.to_string())?;
+    let _ = resp.body_mut().with_config().limit(64 << 10).read_to_vec();
+    match resp.status().as_u16() {
+        200..=299 => Ok(()),
+        s => Err(format!("HTTP {s}")),
+    }
+}
