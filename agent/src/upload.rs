@@ -30,7 +30,10 @@ pub(crate) fn start(shared: &Arc<Shared>, http: &ureq::Agent, wanted: Vec<String
     let fresh: Vec<String> = {
         let mut tried = TRIED.lock().unwrap_or_else(|p| p.into_inner());
         let tried = tried.get_or_insert_with(HashSet::new);
-        wanted.into_iter().filter(|id| !tried.contains(id)).collect()
+        wanted
+            .into_iter()
+            .filter(|id| !tried.contains(id))
+            .collect()
     };
     if fresh.is_empty() || UPLOADING.swap(true, Ordering::AcqRel) {
         return;

@@ -2,14 +2,17 @@
 //! addresses of this test binary, in a mapping with its build-id, is named
 //! from the binary found in a debug directory, once; a second analyzer
 //! sharing the store (with no debug files at all) names the same
-//! addresses from what the first kept, with no pass of its own.
+//! addresses from what the first kept, with no pass of its own. And the
+//! upload route against a real `analyzer serve`: only the agent asked may
+//! upload, only a file with the build-id asked for is kept, and a file
+//! over the bound is refused before it is read.
 
 use base64::Engine;
 use heaptide_analyzer::ingest::{accept, Limits, ValidBatch};
 use heaptide_analyzer::store::{ClickHouseStore, ClickHouseUrl, SqliteStore, Store};
 use heaptide_analyzer::symbols::Symbols;
 use heaptide_testkit::clickhouse::{database, ClickHouse};
-use heaptide_testkit::fixtures;
+use heaptide_testkit::{analyzer, fixtures, http, Proc};
 use heaptide_wire::pprof::{self, Frame, ObjectMapping, ProfileSample};
 use heaptide_wire::EncodedProfile;
 use std::sync::atomic::Ordering::Relaxed;
@@ -42,6 +45,11 @@ fn own_text_mapping() -> ObjectMapping {
 /// A batch with one profile of one stack: a return address inside
 /// `a_function_the_analyzer_names`, unnamed.
 fn unnamed_batch(now: i64) -> ValidBatch {
+    accept(unnamed_wire_batch(now, "a"), &Limits::default(), now).unwrap()
+}
+
+/// [`unnamed_batch`] as an agent `instance` of `svc` sends it.
+fn unnamed_wire_batch(now: i64, instance: &str) -> heaptide_wire::Batch {
     let addr = a_function_the_analyzer_names() + 4;
     let stack = ProfileSample {
         frames: vec![Frame::new("", "", 0)],
@@ -57,14 +65,14 @@ fn unnamed_batch(now: i64) -> ValidBatch {
         524_288,
         now * 1_000_000,
     );
-    let mut b = fixtures::batch(fixtures::agent("svc", "a", 1, now - 60_000), 1, now);
+    let mut b = fixtures::batch(fixtures::agent("svc", instance, 1, now - 60_000), 1, now);
     b.profiles.push(EncodedProfile {
         ts_ms: now - 1_000,
         sample_period_bytes: 524_288,
         pprof_gz_base64: base64::engine::general_purpose::STANDARD.encode(pprof::encode_gzip(&p)),
         ages: Vec::new(),
     });
-    accept(b, &Limits::default(), now).unwrap()
+    b
 }
 
 fn first_frame(vb: &ValidBatch) -> String {
@@ -93,6 +101,7 @@ fn addresses_are_named_once_for_every_analyzer_sharing_a_store() {
         assert!(first_frame(&vb).starts_with("0x"), "{name}: sent unnamed");
         let first = Symbols::new(
             vec![debug.clone()],
+            None,
             dir.path().join(format!("cache-{name}")),
         );
         first.name_batch(&mut vb, &**store, &limits).unwrap();
@@ -127,7 +136,11 @@ fn addresses_are_named_once_for_every_analyzer_sharing_a_store() {
 fn without_a_debug_file_addresses_stay_as_they_came() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path().join("s.db")).unwrap();
-    let symbols = Symbols::new(vec![dir.path().join("none")], None, dir.path().join("cache"));
+    let symbols = Symbols::new(
+        vec![dir.path().join("none")],
+        None,
+        dir.path().join("cache"),
+    );
     let now = heaptide_analyzer::select::now_ms();
     let mut vb = unnamed_batch(now);
     let before = vb.profiles[0].stacks.clone();
@@ -137,4 +150,87 @@ fn without_a_debug_file_addresses_stay_as_they_came() {
     assert_eq!(vb.profiles[0].stacks, before);
     assert_eq!(symbols.counts.missing.load(Relaxed), 1);
     assert_eq!(symbols.counts.passes.load(Relaxed), 0);
+}
+
+/// Posts `batch` to the analyzer; returns the build-ids its reply asks for.
+fn post(an: &Proc, batch: &heaptide_wire::Batch) -> Vec<String> {
+    let mut r = http()
+        .post(an.url(heaptide_wire::INGEST_PATH))
+        .header("Content-Type", "application/json")
+        .send(serde_json::to_vec(batch).unwrap())
+        .unwrap();
+    let reply = r.body_mut().read_to_string().unwrap();
+    assert_eq!(r.status(), 200, "{reply}");
+    let v: serde_json::Value = serde_json::from_str(&reply).unwrap();
+    v[heaptide_wire::DEBUGINFO_WANTED]
+        .as_array()
+        .map(|a| a.iter().map(|i| i.as_str().unwrap().to_owned()).collect())
+        .unwrap_or_default()
+}
+
+/// Uploads the file at `path` as `id` for `instance`: the status and body.
+fn upload(an: &Proc, id: &str, instance: &str, path: &std::path::Path) -> (u16, String) {
+    let url = an.url(&format!(
+        "{}?service=svc&instance={instance}",
+        heaptide_wire::debuginfo_path(id)
+    ));
+    let mut r = http()
+        .put(&url)
+        .send(std::fs::File::open(path).unwrap())
+        .unwrap();
+    (
+        r.status().as_u16(),
+        r.body_mut().read_to_string().unwrap_or_default(),
+    )
+}
+
+#[test]
+fn only_the_agent_asked_uploads_and_only_the_build_asked_for_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("debug-cache");
+    let an = analyzer(
+        dir.path(),
+        &dir.path().join("h.db"),
+        "127.0.0.1:0",
+        &["--symbol-cache", cache.to_str().unwrap()],
+    );
+    let exe = std::env::current_exe().unwrap();
+    let id = own_text_mapping().build_id;
+    // Refusals that come before the body is read are sent a small one,
+    // which the server may not read.
+    let small = dir.path().join("small");
+    std::fs::write(&small, b"0123456789").unwrap();
+    // Nobody was asked yet: refused, nothing kept.
+    assert_eq!(upload(&an, &id, "a", &small).0, 409);
+    let now = heaptide_analyzer::select::now_ms();
+    assert_eq!(post(&an, &unnamed_wire_batch(now, "a")), vec![id.clone()]);
+    // Another instance of the same build is not asked meanwhile, and may
+    // not upload.
+    assert!(post(&an, &unnamed_wire_batch(now, "b")).is_empty());
+    assert_eq!(upload(&an, &id, "b", &small).0, 409);
+    // The agent asked sends another file: refused by its build-id.
+    let other = dir.path().join("other");
+    std::fs::copy(heaptide_testkit::bin("analyzer"), &other).unwrap();
+    let (status, body) = upload(&an, &id, "a", &other);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("not ") && body.contains(&id), "{body}");
+    let kept = || std::fs::read_dir(&cache).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(kept(), 0, "nothing of a refused upload is left");
+    // A length past the bound is refused before the body is read.
+    let head = format!(
+        "PUT {}?service=svc&instance=a HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        heaptide_wire::debuginfo_path(&id),
+        heaptide_analyzer::symbols::MAX_FILE_BYTES + 1
+    );
+    let r = heaptide_testkit::raw::exchange("127.0.0.1".parse().unwrap(), an.addr, head.as_bytes())
+        .unwrap();
+    assert_eq!(r.status, 413, "{}", r.body);
+    // The right file is kept, and the next profile is named.
+    let (status, body) = upload(&an, &id, "a", &exe);
+    assert_eq!(status, 201, "{body}");
+    assert!(cache.join(&id).is_file());
+    assert!(post(&an, &unnamed_wire_batch(now + 1_000, "b")).is_empty());
+    let m = an.get("/metrics").1;
+    assert!(m.contains("heaptide_symbolization_passes_total 1"), "{m}");
+    assert!(m.contains("heaptide_debuginfo_uploads_total 1"), "{m}");
 }

@@ -42,7 +42,12 @@ fn send(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> (u16, String, String, String) {
-    let url = an.url(path);
+    // A route's pattern made into one request of it.
+    let path = match path.replace("{build_id}", "abcd1234") {
+        p if p != path => format!("{p}?service=svc&instance=i-1"),
+        p => p,
+    };
+    let url = an.url(&path);
     let mut r = if method == "GET" {
         let mut req = no_redirects().get(&url);
         for (k, v) in headers {
@@ -50,7 +55,12 @@ fn send(
         }
         req.call()
     } else {
-        let mut req = no_redirects().post(&url);
+        let agent = no_redirects();
+        let mut req = if method == "PUT" {
+            agent.put(&url)
+        } else {
+            agent.post(&url)
+        };
         for (k, v) in headers {
             req = req.header(*k, *v);
         }

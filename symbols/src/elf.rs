@@ -85,22 +85,38 @@ pub fn load_segments(path: &str) -> Option<Vec<Segment>> {
 /// starts at `file_offset` of the object's file (as a pprof mapping says),
 /// given the segments of the object or of its separate debug file.
 ///
-/// A debug file (`objcopy --only-keep-debug`) keeps each segment's address
-/// but not its file offset, and its code segment holds no bytes. So the
-/// segment is the one at that offset where there is one, else the
-/// executable segment whose address is congruent with the offset (as the
-/// ELF loader requires) and nearest to it.
+/// Mappings come in two styles: heaptide's agent gives each executable
+/// segment's own offset and start, and `/proc/<pid>/maps` (which
+/// `jemalloc_pprof` and Go copy) the page-aligned ones. Either way
+/// `file_offset + delta` is where the address's byte is in the file: in
+/// the object itself, the segment holding that byte places it. A debug
+/// file (`objcopy --only-keep-debug`) keeps each segment's address but not
+/// its file offset, and its code segment holds no bytes; there the
+/// executable segment is the one congruent with the mapping (as the ELF
+/// loader requires), and a page-aligned mapping starts at its page.
 pub fn text_address(segments: &[Segment], file_offset: u64, delta: u64) -> Option<u64> {
-    let exact = segments
-        .iter()
-        .find(|s| s.file_size > 0 && s.file_offset == file_offset);
-    let segment = exact.or_else(|| {
-        segments
-            .iter()
-            .filter(|s| s.executable && s.address % s.align == file_offset % s.align)
-            .min_by_key(|s| s.address.abs_diff(file_offset))
-    })?;
-    Some(segment.address + delta)
+    const PAGE: u64 = 4096;
+    let at = file_offset.checked_add(delta)?;
+    let holding = segments.iter().find(|s| {
+        s.executable
+            && s.file_size > 0
+            && (s.file_offset..s.file_offset + s.file_size).contains(&at)
+    });
+    if let Some(s) = holding {
+        return Some(at - s.file_offset + s.address);
+    }
+    let code = segments.iter().filter(|s| s.executable);
+    if let Some(s) = code
+        .clone()
+        .filter(|s| s.address % s.align == file_offset % s.align)
+        .min_by_key(|s| s.address.abs_diff(file_offset))
+    {
+        return Some(s.address + delta);
+    }
+    let paged = file_offset.is_multiple_of(PAGE);
+    code.filter(|_| paged)
+        .min_by_key(|s| s.address.abs_diff(file_offset))
+        .map(|s| s.address / PAGE * PAGE + delta)
 }
 
 /// The GNU build-id of the object at `path`, in lower-case hex. The file
@@ -111,4 +127,38 @@ pub fn build_id(path: &str) -> Option<String> {
     let obj = object::File::parse(&cache).ok()?;
     let id = obj.build_id().ok()??;
     Some(id.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seg(file_offset: u64, file_size: u64, address: u64, executable: bool) -> Segment {
+        Segment {
+            file_offset,
+            file_size,
+            address,
+            align: 4096,
+            executable,
+        }
+    }
+
+    /// The example service's layout as lld links it: code at offset
+    /// 0x3e7c00, address 0x3e8c00; and as its debug file keeps it.
+    #[test]
+    fn both_mapping_styles_find_the_address_in_the_binary_and_its_debug_file() {
+        let binary = [
+            seg(0, 0x3e7bec, 0, false),
+            seg(0x3e7c00, 0xb69fb0, 0x3e8c00, true),
+        ];
+        let debug = [seg(0, 0x340, 0, false), seg(0xc00, 0, 0x3e8c00, true)];
+        // The byte at file offset 0x400000 is at address 0x401000.
+        let want = Some(0x401000);
+        for segments in [&binary[..], &debug[..]] {
+            // The agent's mapping: the segment's own offset and start.
+            assert_eq!(text_address(segments, 0x3e7c00, 0x400000 - 0x3e7c00), want);
+            // /proc/<pid>/maps': page-aligned offset and start.
+            assert_eq!(text_address(segments, 0x3e7000, 0x400000 - 0x3e7000), want);
+        }
+    }
 }

@@ -223,7 +223,11 @@ fn the_analyzer_asks_one_agent_for_its_binary_and_names_every_instance() {
     let mut ids: Vec<&str> = uploads.iter().map(|u| u.0).collect();
     ids.sort_unstable();
     ids.dedup();
-    assert_eq!(ids.len(), uploads.len(), "a build-id uploaded twice: {uploads:?}");
+    assert_eq!(
+        ids.len(),
+        uploads.len(),
+        "a build-id uploaded twice: {uploads:?}"
+    );
     let exe_id = build_id(&bin("leaky-service"));
     assert!(ids.contains(&exe_id.as_str()), "{uploads:?}");
     let metrics = an.get("/metrics").1;

@@ -40,12 +40,17 @@ pub(super) fn holder(caller: &Caller, service: &str, instance: &str) -> String {
 pub(super) async fn upload(
     State(state): State<Arc<AppState>>,
     Path(build_id): Path<String>,
-    Query(who): Query<Who>,
     req: Request,
 ) -> ApiResult<Response> {
+    // Who asks comes before what is asked.
     let caller = state.auth.caller(req.headers());
-    if !caller.ingests(&who.service) {
+    if !caller.ingests_any() {
         return Err(caller.refusal("upload debug files"));
+    }
+    let Query(who) =
+        Query::<Who>::try_from_uri(req.uri()).map_err(|e| ApiError::bad("query", e.body_text()))?;
+    if !caller.ingests(&who.service) {
+        return Err(caller.refusal(&format!("upload debug files for service {:?}", who.service)));
     }
     if !crate::symbols::fill::is_build_id(&build_id) {
         return Err(ApiError::bad("build_id", "expected 4 to 64 hex digits"));

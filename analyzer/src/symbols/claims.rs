@@ -66,7 +66,10 @@ mod tests {
         let c = Claims::default();
         let id = vec!["abcd".to_owned()];
         assert_eq!(c.ask(&id, "a"), id);
-        assert!(c.ask(&id, "b").is_empty(), "b is not asked while a holds it");
+        assert!(
+            c.ask(&id, "b").is_empty(),
+            "b is not asked while a holds it"
+        );
         assert_eq!(c.ask(&id, "a"), id, "a is asked again");
         assert!(c.holds("abcd", "a") && !c.holds("abcd", "b"));
         c.release("abcd");

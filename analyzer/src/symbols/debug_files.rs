@@ -52,7 +52,8 @@ impl DebugFiles {
         if cached.is_file() {
             return Some(cached);
         }
-        let recently = |m: &HashMap<String, Instant>| m.get(build_id).is_some_and(|t| t.elapsed() < RETRY);
+        let recently =
+            |m: &HashMap<String, Instant>| m.get(build_id).is_some_and(|t| t.elapsed() < RETRY);
         if recently(&self.missing.lock().unwrap_or_else(|p| p.into_inner())) {
             return None;
         }
@@ -73,7 +74,10 @@ impl DebugFiles {
     /// and has it (`GET /buildid/<id>/debuginfo`), streamed into the cache.
     fn fetch(&self, build_id: &str) -> Option<PathBuf> {
         let base = self.debuginfod.as_deref()?;
-        let url = format!("{}/buildid/{build_id}/debuginfo", base.trim_end_matches('/'));
+        let url = format!(
+            "{}/buildid/{build_id}/debuginfo",
+            base.trim_end_matches('/')
+        );
         let http: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_secs(120)))
             .http_status_as_error(false)
