@@ -122,10 +122,24 @@ fn gnu_build_id(notes: &[u8], align: u64) -> Option<Vec<u8>> {
     None
 }
 
+/// The build-ids of every loaded object that has one, in lower-case hex.
+pub(crate) fn build_ids() -> Vec<String> {
+    let mut ids: Vec<String> = loaded()
+        .iter()
+        .filter_map(|o| o.build_id.as_deref().map(hex))
+        .collect();
+    ids.dedup();
+    ids
+}
+
+/// Bytes in lower-case hex, as build-ids are written.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|x| format!("{x:02x}")).collect()
+}
+
 /// The executable mappings of every loaded object, for profiles that
 /// carry addresses.
 pub(crate) fn mappings(objects: &[Loaded]) -> Vec<heaptide_wire::pprof::ObjectMapping> {
-    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
     objects
         .iter()
         .flat_map(|o| {

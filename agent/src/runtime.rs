@@ -140,6 +140,10 @@ pub(crate) struct Shared {
     /// Set when an upload of debug info landed: the next profile is taken
     /// at the next sample, not at its time.
     pub profile_soon: AtomicBool,
+    /// Whether the analyzer can name this process's profiles: always with
+    /// in-process names; else once it answered a batch and got what it
+    /// asked for (see `upload`).
+    pub symbols_ready: AtomicBool,
 }
 
 impl Shared {
@@ -152,6 +156,7 @@ impl Shared {
                 reason: Some("status unavailable".into()),
                 sample_period_bytes: None,
                 unwinder: None,
+                unnamed_objects: Vec::new(),
             })
     }
 
@@ -257,6 +262,7 @@ impl Agent {
             flush_deadline: Mutex::new(None),
             wake: (Mutex::new(()), Condvar::new()),
             profile_soon: AtomicBool::new(false),
+            symbols_ready: AtomicBool::new(config.symbolize == crate::Symbolize::Agent),
             agent_info,
             config,
         });

@@ -28,6 +28,7 @@ pub(crate) fn init_profiling(config: &Config) -> HeapProfilingStatus {
         reason: Some(reason),
         sample_period_bytes: None,
         unwinder: None,
+        unnamed_objects: Vec::new(),
     };
     if let ProfilingState::Off(reason) = jemalloc::profiling_state() {
         return off(reason);
@@ -49,6 +50,10 @@ pub(crate) fn init_profiling(config: &Config) -> HeapProfilingStatus {
         reason: None,
         sample_period_bytes: Some(period),
         unwinder: Some(unwinder.as_str().into()),
+        unnamed_objects: match config.symbolize {
+            crate::Symbolize::Analyzer => crate::objects::build_ids(),
+            crate::Symbolize::Agent => Vec::new(),
+        },
     }
 }
 
@@ -88,7 +93,12 @@ pub(crate) fn run(shared: &Shared) {
             });
         }
         let early = shared.profile_soon.swap(false, Ordering::Relaxed);
-        if (now >= next_profile || early) && !stopping {
+        // Until the analyzer has what names this process's addresses, or
+        // a short while has passed, profiles wait: taken before, they
+        // would be stored unnamed.
+        let waiting = !shared.symbols_ready.load(Ordering::Relaxed)
+            && now.duration_since(start) < crate::upload::NAMES_WAIT;
+        if (now >= next_profile || early) && !stopping && !waiting {
             guarded("profile", || {
                 if let Some(p) = profile(shared, &mut symbols) {
                     shared.queue.push_all([Item::Profile(p)]);

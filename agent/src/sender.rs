@@ -114,9 +114,7 @@ impl Sender {
                 Outcome::Sent(wanted) => {
                     pending = None;
                     attempt = 0;
-                    if !wanted.is_empty() {
-                        crate::upload::start(&shared, &self.http, wanted);
-                    }
+                    crate::upload::start(&shared, &self.http, wanted);
                 }
                 Outcome::Rejected(status) => {
                     pending = self.without_profiles(sealed, status);

@@ -17,11 +17,11 @@ use heaptide_wire::pprof::Frame;
 pub enum Symbolize {
     /// In this process, from its own binaries: names cost the agent the
     /// memory of reading symbol tables and DWARF.
-    #[default]
     Agent,
-    /// By the analyzer, from the debug file of each object's build-id:
-    /// profiles carry addresses and mappings only, and the agent reads no
-    /// symbols at all.
+    /// By the analyzer, from the debug file of each object's build-id
+    /// (uploaded by an agent when it asks): profiles carry addresses and
+    /// mappings only, and the agent reads no symbols at all.
+    #[default]
     Analyzer,
 }
 

@@ -16,6 +16,10 @@ use std::time::Duration;
 
 use crate::runtime::Shared;
 
+/// How long profiles wait, from the agent's start, for the analyzer to
+/// have what names them: the reply to the first batch, and any upload it
+/// asks for.
+pub(crate) const NAMES_WAIT: Duration = Duration::from_secs(10);
 /// How long one upload may take: a large binary over a slow link.
 const UPLOAD_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -25,7 +29,9 @@ static UPLOADING: AtomicBool = AtomicBool::new(false);
 static TRIED: Mutex<Option<HashSet<String>>> = Mutex::new(None);
 
 /// Starts uploading the files of `wanted` that this process has loaded and
-/// has not uploaded yet, unless an upload is under way.
+/// has not uploaded yet, unless an upload is under way. With nothing to
+/// upload and none under way, the analyzer has what it needs: profiles
+/// may be taken.
 pub(crate) fn start(shared: &Arc<Shared>, http: &ureq::Agent, wanted: Vec<String>) {
     let fresh: Vec<String> = {
         let mut tried = TRIED.lock().unwrap_or_else(|p| p.into_inner());
@@ -35,22 +41,31 @@ pub(crate) fn start(shared: &Arc<Shared>, http: &ureq::Agent, wanted: Vec<String
             .filter(|id| !tried.contains(id))
             .collect()
     };
-    if fresh.is_empty() || UPLOADING.swap(true, Ordering::AcqRel) {
+    if fresh.is_empty() {
+        if !UPLOADING.load(Ordering::Acquire) {
+            shared.symbols_ready.store(true, Ordering::Relaxed);
+        }
         return;
     }
-    let (shared, http) = (shared.clone(), http.clone());
+    if UPLOADING.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let (thread_shared, http) = (shared.clone(), http.clone());
     let spawned = std::thread::Builder::new()
         .name("heaptide-upload".into())
         .spawn(move || {
             crate::allocs::mark_agent_thread();
-            let run = std::panic::AssertUnwindSafe(|| upload_all(&shared, &http, &fresh));
+            let shared = &thread_shared;
+            let run = std::panic::AssertUnwindSafe(|| upload_all(shared, &http, &fresh));
             if std::panic::catch_unwind(run).is_err() {
                 tracing::error!("heaptide: the upload thread panicked and stopped");
             }
             UPLOADING.store(false, Ordering::Release);
+            shared.symbols_ready.store(true, Ordering::Relaxed);
         });
     if spawned.is_err() {
         UPLOADING.store(false, Ordering::Release);
+        shared.symbols_ready.store(true, Ordering::Relaxed);
     }
 }
 
@@ -80,7 +95,7 @@ fn upload_all(shared: &Shared, http: &ureq::Agent, wanted: &[String]) {
 /// that build: the running executable through `/proc/self/exe`, which
 /// stays the same file when a deploy replaces it on disk.
 fn file_of(objects: &[crate::objects::Loaded], id: &str) -> Option<String> {
-    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let hex = crate::objects::hex;
     let (i, o) = objects
         .iter()
         .enumerate()

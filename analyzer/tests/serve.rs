@@ -36,6 +36,7 @@ fn batch(instance: &str, pid: u32, seq: u64, ts_ms: i64, value: f64) -> Batch {
             reason: Some("test".into()),
             sample_period_bytes: None,
             unwinder: None,
+            unnamed_objects: Vec::new(),
         },
         agent_stats: AgentStats::default(),
         samples: vec![MetricSample { ts_ms, metrics }],

@@ -39,6 +39,7 @@ pub fn batch(agent: AgentInfo, seq: u64, sent_at_ms: i64) -> Batch {
             reason: None,
             sample_period_bytes: Some(SAMPLE_PERIOD),
             unwinder: None,
+            unnamed_objects: Vec::new(),
         },
         agent_stats: AgentStats::default(),
         samples: Vec::new(),

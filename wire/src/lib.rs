@@ -97,6 +97,15 @@ pub struct HeapProfilingStatus {
     /// or `libgcc`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unwinder: Option<String>,
+    /// The build-ids of the objects whose addresses the profiles carry
+    /// unnamed (`HEAPTIDE_SYMBOLIZE=analyzer`), so that the analyzer can
+    /// ask for a debug file it lacks before the first profile comes.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "bounded::vec::<_, _, { bounded::MAX_LABELS }>"
+    )]
+    pub unnamed_objects: Vec<String>,
 }
 
 /// What the agent costs its host, cumulative since the agent started.

@@ -130,12 +130,13 @@ agent_settings! {
     /// table only.
     symbol_lines: bool, env "HEAPTIDE_SYMBOL_LINES", default true, shown "`true`",
         example "false";
-    /// Where profile addresses are named: `agent` (in this process, from
-    /// its own binaries) or `analyzer` (profiles carry addresses and
-    /// build-ids only; the analyzer names them from the debug files it is
-    /// given, and the agent reads no symbols).
-    symbolize: Symbolize, env "HEAPTIDE_SYMBOLIZE", default Symbolize::Agent,
-        example "analyzer";
+    /// Where profile addresses are named: `analyzer` (profiles carry
+    /// addresses and build-ids only; the analyzer names them from debug
+    /// files, which it asks one agent of a fleet to upload when it has
+    /// none, and the agent reads no symbols) or `agent` (in this process,
+    /// from its own binaries, for an analyzer that cannot take uploads).
+    symbolize: Symbolize, env "HEAPTIDE_SYMBOLIZE", default Symbolize::Analyzer,
+        example "agent";
     /// What records a sampled allocation's stack: `frame-pointers`,
     /// `libgcc`, or `auto` (frame pointers when the binary keeps them, else
     /// libgcc).

@@ -149,6 +149,7 @@ pub(crate) fn profile_batch(
             reason: None,
             sample_period_bytes: Some(period),
             unwinder: None,
+            unnamed_objects: Vec::new(),
         },
         agent_stats: AgentStats::default(),
         samples: vec![MetricSample {

@@ -172,6 +172,17 @@ fn validate_agent(b: &Batch, now_ms: i64) -> Result<()> {
         now_ms,
     )?;
     check_ts(|| "sent_at_ms".into(), b.sent_at_ms, now_ms)?;
+    if let Some(id) = b
+        .heap_profiling
+        .unnamed_objects
+        .iter()
+        .find(|id| !crate::symbols::fill::is_build_id(id))
+    {
+        return Err(Error::invalid(
+            "heap_profiling.unnamed_objects",
+            format!("{id:?} is not a build-id (4 to 64 hex digits)"),
+        ));
+    }
     let s = &b.agent_stats;
     if !s.cpu_seconds.is_finite() || s.cpu_seconds < 0.0 {
         return Err(Error::invalid(

@@ -321,10 +321,17 @@ fn decode_and_store(
     }
     let (mut receipts, mut urgent, mut wanted) = (Vec::new(), Vec::new(), Vec::new());
     for mut d in decoded {
-        let lacking = st
+        let mut lacking = st
             .symbols
             .name_batch(&mut d, &*st.store, &st.limits.profile)?;
-        // Only an agent uploads: other sources are asked for nothing.
+        // Only an agent uploads: other sources are asked for nothing. What
+        // it announces is asked for before its first profile comes.
+        if agent {
+            let announced = &d.batch.heap_profiling.unnamed_objects;
+            lacking.extend(st.symbols.without_files(announced));
+            lacking.sort_unstable();
+            lacking.dedup();
+        }
         if agent && !lacking.is_empty() {
             let a = &d.batch.agent;
             let holder = super::debuginfo::holder(caller, &a.service, &a.instance);

@@ -249,6 +249,14 @@ impl Symbols {
         Some(rows)
     }
 
+    /// The build-ids of `ids` with no debug file to be found.
+    pub fn without_files(&self, ids: &[String]) -> Vec<String> {
+        ids.iter()
+            .filter(|id| self.files.path(id).is_none())
+            .cloned()
+            .collect()
+    }
+
     /// Where debug files are found and kept.
     pub fn files(&self) -> &DebugFiles {
         &self.files

@@ -145,6 +145,7 @@ pub fn batch(
             reason: None,
             sample_period_bytes: Some(524288),
             unwinder: None,
+            unnamed_objects: Vec::new(),
         },
         agent_stats: AgentStats::default(),
         samples,
