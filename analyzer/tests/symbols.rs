@@ -234,3 +234,74 @@ fn only_the_agent_asked_uploads_and_only_the_build_asked_for_is_kept() {
     assert!(m.contains("heaptide_symbolization_passes_total 1"), "{m}");
     assert!(m.contains("heaptide_debuginfo_uploads_total 1"), "{m}");
 }
+
+/// A debuginfod server (a real HTTP server on loopback, answering as
+/// debuginfod does) serves the debug file the analyzer lacks; a build-id
+/// it does not have is a 404, and leaves the addresses as they came.
+#[test]
+fn a_debuginfod_server_supplies_the_debug_file() {
+    use std::io::{BufRead, BufReader, Write};
+    let exe = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+    let id = own_text_mapping().build_id;
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", server.local_addr().unwrap());
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let log = asked.clone();
+    let served = id.clone();
+    std::thread::spawn(move || {
+        for conn in server.incoming().take(8).flatten() {
+            let mut line = String::new();
+            let _ = BufReader::new(&conn).read_line(&mut line);
+            let path = line.split(' ').nth(1).unwrap_or("").to_owned();
+            log.lock().unwrap().push(path.clone());
+            let mut conn = conn;
+            if path == format!("/buildid/{served}/debuginfo") {
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    exe.len()
+                );
+                let _ = conn
+                    .write_all(head.as_bytes())
+                    .and_then(|()| conn.write_all(&exe));
+            } else {
+                let _ = conn.write_all(
+                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+            }
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("s.db")).unwrap();
+    let limits = Limits::default().profile;
+    let symbols = Symbols::new(Vec::new(), Some(url), dir.path().join("cache"));
+    let now = heaptide_analyzer::select::now_ms();
+    let mut vb = unnamed_batch(now);
+    let lacking = symbols.name_batch(&mut vb, &store, &limits).unwrap();
+    assert!(lacking.is_empty(), "{lacking:?}");
+    assert!(
+        first_frame(&vb).ends_with("a_function_the_analyzer_names"),
+        "{}",
+        first_frame(&vb)
+    );
+    assert_eq!(
+        *asked.lock().unwrap(),
+        vec![format!("/buildid/{id}/debuginfo")]
+    );
+    assert!(dir.path().join("cache").join(&id).is_file());
+    // A build-id the server does not have: asked once, then not again
+    // for a while; nothing named.
+    assert_eq!(
+        symbols.without_files(&["abcdef01".into()]),
+        vec!["abcdef01".to_owned()]
+    );
+    assert_eq!(
+        symbols.without_files(&["abcdef01".into()]),
+        vec!["abcdef01".to_owned()]
+    );
+    let asked = asked.lock().unwrap().clone();
+    assert_eq!(
+        asked.iter().filter(|p| p.contains("abcdef01")).count(),
+        1,
+        "{asked:?}"
+    );
+}

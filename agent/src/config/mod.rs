@@ -124,10 +124,11 @@ agent_settings! {
             Err("must be between 256 KiB (one heap profile) and 1 GiB".into())
         },
         example "8MiB";
-    /// Add inlined frames and `file:line` from the binary's DWARF to
-    /// profile frames (read one compilation unit at a time: a few MiB at
-    /// peak, see `docs/benchmarks.md`); `false` keeps names from the symbol
-    /// table only.
+    /// With `HEAPTIDE_SYMBOLIZE=agent`: add inlined frames and `file:line`
+    /// from the binary's DWARF to profile frames (read one compilation unit
+    /// at a time: a few MiB at peak, see `docs/benchmarks.md`); `false`
+    /// keeps names from the symbol table only. The analyzer always adds
+    /// them.
     symbol_lines: bool, env "HEAPTIDE_SYMBOL_LINES", default true, shown "`true`",
         example "false";
     /// Where profile addresses are named: `analyzer` (profiles carry
