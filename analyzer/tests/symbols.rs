@@ -7,39 +7,18 @@
 //! upload, only a file with the build-id asked for is kept, and a file
 //! over the bound is refused before it is read.
 
-use base64::Engine;
 use heaptide_analyzer::ingest::{accept, Limits, ValidBatch};
 use heaptide_analyzer::store::{ClickHouseStore, ClickHouseUrl, SqliteStore, Store};
 use heaptide_analyzer::symbols::Symbols;
 use heaptide_testkit::clickhouse::{database, ClickHouse};
+use heaptide_testkit::unnamed::{own_text_mapping, posted, unnamed_profile};
 use heaptide_testkit::{analyzer, fixtures, http, Proc};
-use heaptide_wire::pprof::{self, Frame, ObjectMapping, ProfileSample};
-use heaptide_wire::EncodedProfile;
+use heaptide_wire::pprof;
 use std::sync::atomic::Ordering::Relaxed;
 
 #[inline(never)]
 fn a_function_the_analyzer_names() -> u64 {
     std::hint::black_box(a_function_the_analyzer_names as *const () as u64)
-}
-
-/// This executable's code mapping, as an agent describes it.
-fn own_text_mapping() -> ObjectMapping {
-    let exe = std::fs::read_link("/proc/self/exe").unwrap();
-    let exe = exe.to_str().unwrap().to_owned();
-    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
-    let line = maps
-        .lines()
-        .find(|l| l.ends_with(&exe) && l.split_whitespace().nth(1) == Some("r-xp"))
-        .expect("this executable's code mapping");
-    let f: Vec<&str> = line.split_whitespace().collect();
-    let (lo, hi) = f[0].split_once('-').unwrap();
-    ObjectMapping {
-        memory_start: u64::from_str_radix(lo, 16).unwrap(),
-        memory_limit: u64::from_str_radix(hi, 16).unwrap(),
-        file_offset: u64::from_str_radix(f[2], 16).unwrap(),
-        build_id: heaptide_symbols::build_id(&exe).expect("a build-id"),
-        file: exe,
-    }
 }
 
 /// A batch with one profile of one stack: a return address inside
@@ -51,27 +30,12 @@ fn unnamed_batch(now: i64) -> ValidBatch {
 /// [`unnamed_batch`] as an agent `instance` of `svc` sends it.
 fn unnamed_wire_batch(now: i64, instance: &str) -> heaptide_wire::Batch {
     let addr = a_function_the_analyzer_names() + 4;
-    let stack = ProfileSample {
-        frames: vec![Frame::new("", "", 0)],
-        objects: 1,
-        bytes: 4096,
-        ..Default::default()
-    };
-    let p = pprof::build_native_heap_profile(
-        &[stack],
-        &[vec![addr]],
-        &[own_text_mapping()],
-        false,
-        524_288,
-        now * 1_000_000,
-    );
     let mut b = fixtures::batch(fixtures::agent("svc", instance, 1, now - 60_000), 1, now);
-    b.profiles.push(EncodedProfile {
-        ts_ms: now - 1_000,
-        sample_period_bytes: 524_288,
-        pprof_gz_base64: base64::engine::general_purpose::STANDARD.encode(pprof::encode_gzip(&p)),
-        ages: Vec::new(),
-    });
+    b.profiles.push(unnamed_profile(
+        &[vec![addr]],
+        &own_text_mapping(),
+        now - 1_000,
+    ));
     b
 }
 
@@ -152,22 +116,6 @@ fn without_a_debug_file_addresses_stay_as_they_came() {
     assert_eq!(symbols.counts.passes.load(Relaxed), 0);
 }
 
-/// Posts `batch` to the analyzer; returns the build-ids its reply asks for.
-fn post(an: &Proc, batch: &heaptide_wire::Batch) -> Vec<String> {
-    let mut r = http()
-        .post(an.url(heaptide_wire::INGEST_PATH))
-        .header("Content-Type", "application/json")
-        .send(serde_json::to_vec(batch).unwrap())
-        .unwrap();
-    let reply = r.body_mut().read_to_string().unwrap();
-    assert_eq!(r.status(), 200, "{reply}");
-    let v: serde_json::Value = serde_json::from_str(&reply).unwrap();
-    v[heaptide_wire::DEBUGINFO_WANTED]
-        .as_array()
-        .map(|a| a.iter().map(|i| i.as_str().unwrap().to_owned()).collect())
-        .unwrap_or_default()
-}
-
 /// Uploads the file at `path` as `id` for `instance`: the status and body.
 fn upload(an: &Proc, id: &str, instance: &str, path: &std::path::Path) -> (u16, String) {
     let url = an.url(&format!(
@@ -203,10 +151,10 @@ fn only_the_agent_asked_uploads_and_only_the_build_asked_for_is_kept() {
     // Nobody was asked yet: refused, nothing kept.
     assert_eq!(upload(&an, &id, "a", &small).0, 409);
     let now = heaptide_analyzer::select::now_ms();
-    assert_eq!(post(&an, &unnamed_wire_batch(now, "a")), vec![id.clone()]);
+    assert_eq!(posted(&an, &unnamed_wire_batch(now, "a")), vec![id.clone()]);
     // Another instance of the same build is not asked meanwhile, and may
     // not upload.
-    assert!(post(&an, &unnamed_wire_batch(now, "b")).is_empty());
+    assert!(posted(&an, &unnamed_wire_batch(now, "b")).is_empty());
     assert_eq!(upload(&an, &id, "b", &small).0, 409);
     // The agent asked sends another file: refused by its build-id.
     let other = dir.path().join("other");
@@ -229,7 +177,7 @@ fn only_the_agent_asked_uploads_and_only_the_build_asked_for_is_kept() {
     let (status, body) = upload(&an, &id, "a", &exe);
     assert_eq!(status, 201, "{body}");
     assert!(cache.join(&id).is_file());
-    assert!(post(&an, &unnamed_wire_batch(now + 1_000, "b")).is_empty());
+    assert!(posted(&an, &unnamed_wire_batch(now + 1_000, "b")).is_empty());
     let m = an.get("/metrics").1;
     assert!(m.contains("heaptide_symbolization_passes_total 1"), "{m}");
     assert!(m.contains("heaptide_debuginfo_uploads_total 1"), "{m}");

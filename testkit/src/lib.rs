@@ -25,5 +25,6 @@ pub mod hostile;
 pub mod process;
 pub mod raw;
 pub mod receiver;
+pub mod unnamed;
 
 pub use process::*;

@@ -51,6 +51,21 @@ pub fn verdicts(store: &Path) -> String {
         .join("\n")
 }
 
+/// The finding about `resource` of `instance`, which must be there.
+pub fn finding_of<'a>(
+    v: &'a serde_json::Value,
+    resource: &str,
+    instance: &str,
+) -> &'a serde_json::Value {
+    v["findings"]
+        .as_array()
+        .and_then(|all| {
+            all.iter()
+                .find(|f| f["resource"] == resource && f["instance"] == instance)
+        })
+        .unwrap_or_else(|| panic!("no {resource} finding for {instance}: {v:#}"))
+}
+
 /// The finding about `resource`, if any.
 pub fn finding<'a>(v: &'a serde_json::Value, resource: &str) -> Option<&'a serde_json::Value> {
     v["findings"]

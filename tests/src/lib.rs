@@ -3,7 +3,7 @@
 mod findings;
 pub mod webdriver;
 
-pub use findings::{finding, leaks_json, top_site, verdicts};
+pub use findings::{finding, finding_of, leaks_json, top_site, verdicts};
 
 pub use heaptide_testkit::*;
 

@@ -57,12 +57,7 @@ fn two_analyzers_on_one_clickhouse_find_both_leaks_through_either() {
     // analyzer took their data.
     let v = leaks_json(store);
     for instance in ["leak-a", "leak-b"] {
-        let heap = v["findings"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|f| f["resource"] == "heap" && f["instance"] == instance)
-            .unwrap_or_else(|| panic!("no heap finding for {instance}: {v:#}"));
+        let heap = finding_of(&v, "heap", instance);
         let (frames, app) = top_site(heap);
         assert!(
             frames[app].contains("leak_request_buffer"),

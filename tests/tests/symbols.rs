@@ -240,12 +240,7 @@ fn the_analyzer_asks_one_agent_for_its_binary_and_names_every_instance() {
     assert!(named_after < Duration::from_secs(30), "{named_after:?}");
     let v = leaks_json(&store);
     for instance in ["up-a", "up-b"] {
-        let heap = v["findings"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|f| f["resource"] == "heap" && f["instance"] == instance)
-            .unwrap_or_else(|| panic!("no heap finding for {instance}: {v:#}"));
+        let heap = finding_of(&v, "heap", instance);
         let (frames, app) = top_site(heap);
         assert!(
             frames[app].contains("leak_request_buffer"),

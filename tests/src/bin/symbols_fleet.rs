@@ -17,11 +17,11 @@
 
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use heaptide_testkit::fixtures;
+use heaptide_testkit::unnamed::{own_text_mapping, posted, unnamed_profile};
 use heaptide_tests::{analyzer, flag_value, http, Proc};
-use heaptide_wire::pprof::{self, Frame, ObjectMapping, ProfileSample};
-use heaptide_wire::{Batch, EncodedProfile};
+use heaptide_wire::pprof::ObjectMapping;
+use heaptide_wire::Batch;
 
 fn arg(name: &str, default: usize) -> usize {
     flag_value(name)
@@ -46,7 +46,7 @@ fn main() {
             &addresses,
         );
         let t = Instant::now();
-        let wanted = post(&an, &batch);
+        let wanted = posted(&an, &batch);
         let took = t.elapsed();
         if uploaded_at.is_some() {
             &mut after
@@ -97,26 +97,6 @@ fn quantile(v: &mut [Duration], q: f64) -> Duration {
         .unwrap_or_default()
 }
 
-/// This executable's code mapping, as an agent describes it.
-fn own_text_mapping() -> ObjectMapping {
-    let exe = std::fs::read_link("/proc/self/exe").unwrap();
-    let exe = exe.to_str().unwrap().to_owned();
-    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
-    let line = maps
-        .lines()
-        .find(|l| l.ends_with(&exe) && l.split_whitespace().nth(1) == Some("r-xp"))
-        .expect("this executable's code mapping");
-    let f: Vec<&str> = line.split_whitespace().collect();
-    let (lo, hi) = f[0].split_once('-').unwrap();
-    ObjectMapping {
-        memory_start: u64::from_str_radix(lo, 16).unwrap(),
-        memory_limit: u64::from_str_radix(hi, 16).unwrap(),
-        file_offset: u64::from_str_radix(f[2], 16).unwrap(),
-        build_id: heaptide_symbols::build_id(&exe).expect("a build-id"),
-        file: exe,
-    }
-}
-
 /// `n` addresses spread evenly over the mapping's code.
 fn spread(m: &ObjectMapping, n: usize) -> Vec<u64> {
     let step = (m.memory_limit - m.memory_start) / (n as u64 + 1);
@@ -126,52 +106,11 @@ fn spread(m: &ObjectMapping, n: usize) -> Vec<u64> {
 }
 
 fn fleet_batch(instance: &str, now: i64, m: &ObjectMapping, addrs: &[u64]) -> Batch {
-    let stacks: Vec<ProfileSample> = addrs
-        .chunks(10)
-        .map(|c| ProfileSample {
-            frames: c.iter().map(|_| Frame::new("", "", 0)).collect(),
-            objects: 1,
-            bytes: 65_536,
-            ..Default::default()
-        })
-        .collect();
-    let frames: Vec<Vec<u64>> = addrs.chunks(10).map(<[u64]>::to_vec).collect();
-    let p = pprof::build_native_heap_profile(
-        &stacks,
-        &frames,
-        std::slice::from_ref(m),
-        false,
-        524_288,
-        now * 1_000_000,
-    );
+    let stacks: Vec<Vec<u64>> = addrs.chunks(10).map(<[u64]>::to_vec).collect();
     let mut b = fixtures::batch(fixtures::agent("fleet", instance, 1, now - 60_000), 1, now);
     b.samples.push(fixtures::metrics(now, &[("fds", 10.0)]));
-    b.profiles.push(EncodedProfile {
-        ts_ms: now,
-        sample_period_bytes: 524_288,
-        pprof_gz_base64: base64::engine::general_purpose::STANDARD.encode(pprof::encode_gzip(&p)),
-        ages: Vec::new(),
-    });
+    b.profiles.push(unnamed_profile(&stacks, m, now));
     b
-}
-
-fn post(an: &Proc, batch: &Batch) -> Vec<String> {
-    let mut r = http()
-        .post(an.url(heaptide_wire::INGEST_PATH))
-        .header("Content-Type", "application/json")
-        .send(serde_json::to_vec(batch).unwrap())
-        .unwrap();
-    let reply = r.body_mut().read_to_string().unwrap();
-    assert_eq!(r.status(), 200, "{reply}");
-    let v: serde_json::Value = serde_json::from_str(&reply).unwrap();
-    v[heaptide_wire::DEBUGINFO_WANTED]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|i| Some(i.as_str()?.to_owned()))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 fn upload(an: &Proc, id: &str, instance: &str) {
