@@ -129,6 +129,7 @@ pub(crate) fn build_ids() -> Vec<String> {
         .filter_map(|o| o.build_id.as_deref().map(hex))
         .collect();
     ids.dedup();
+    ids.truncate(heaptide_wire::bounded::MAX_UNNAMED_OBJECTS);
     ids
 }
 

@@ -253,3 +253,14 @@ fn a_debuginfod_server_supplies_the_debug_file() {
         "{asked:?}"
     );
 }
+
+/// What an agent announces names files: anything but a build-id is
+/// refused, naming the field.
+#[test]
+fn an_announced_object_must_be_a_build_id() {
+    let now = heaptide_analyzer::select::now_ms();
+    let mut b = fixtures::batch(fixtures::agent("svc", "a", 1, now - 60_000), 1, now);
+    b.heap_profiling.unnamed_objects = vec!["../../etc/passwd".into()];
+    let e = accept(b, &Limits::default(), now).unwrap_err().to_string();
+    assert!(e.contains("heap_profiling.unnamed_objects"), "{e}");
+}

@@ -24,6 +24,10 @@ pub const MAX_PROFILES: usize = 100;
 pub const MAX_AGE_ROWS: usize = 200_000;
 /// Labels per agent.
 pub const MAX_LABELS: usize = 64;
+/// Objects an agent announces as sent unnamed; an agent with more
+/// announces the first (the executable first) and the analyzer still asks
+/// for the rest as their addresses arrive.
+pub const MAX_UNNAMED_OBJECTS: usize = 64;
 
 /// Capacity reserved up front, whatever a size hint claims.
 const PREALLOCATE: usize = 1024;

@@ -103,7 +103,7 @@ pub struct HeapProfilingStatus {
     #[serde(
         default,
         skip_serializing_if = "Vec::is_empty",
-        deserialize_with = "bounded::vec::<_, _, { bounded::MAX_LABELS }>"
+        deserialize_with = "bounded::vec::<_, _, { bounded::MAX_UNNAMED_OBJECTS }>"
     )]
     pub unnamed_objects: Vec<String>,
 }
