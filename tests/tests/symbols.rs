@@ -107,7 +107,7 @@ fn an_agent_that_names_nothing_has_its_leak_named_from_a_directory_of_binaries()
         let name = Path::new(&lib).file_name().unwrap();
         std::fs::copy(&lib, debug.join(name)).unwrap();
     }
-    let (v, metrics) = leak_named_from(dir.path(), &bin("leaky-service"), &debug, 45);
+    let (v, metrics) = leak_named_from(dir.path(), &bin("leaky-service"), &debug, 35);
     assert_leak_named(&v);
     assert!(counter(&metrics, "heaptide_symbolization_passes_total") >= 1.0);
     assert!(counter(&metrics, "heaptide_symbolized_addresses_total") >= 10.0);
@@ -130,7 +130,7 @@ fn a_stripped_binary_is_named_from_its_separate_debug_file() {
     let at = tree.join(".build-id").join(&id[..2]);
     std::fs::create_dir_all(&at).unwrap();
     std::fs::rename(&debug_file, at.join(format!("{}.debug", &id[2..]))).unwrap();
-    let (v, metrics) = leak_named_from(dir.path(), &exe, &tree, 45);
+    let (v, metrics) = leak_named_from(dir.path(), &exe, &tree, 35);
     assert_leak_named(&v);
     assert!(counter(&metrics, "heaptide_symbolization_passes_total") >= 1.0);
 }
@@ -195,7 +195,7 @@ fn the_analyzer_asks_one_agent_for_its_binary_and_names_every_instance() {
     let start = Instant::now();
     let mut named_after = None;
     let mut n = 0;
-    while start.elapsed() < Duration::from_secs(45) {
+    while start.elapsed() < Duration::from_secs(40) {
         for p in [&a, &b] {
             let route = if n % 2 == 0 { "/leak?kb=16" } else { "/work" };
             assert_eq!(get(&p.url(route)).0, 200, "{route}");
