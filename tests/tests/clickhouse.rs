@@ -6,19 +6,19 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use heaptide_testkit::clickhouse::{database, ClickHouse, PASSWORD};
 use heaptide_tests::*;
 
-/// Loads both leaky services for `secs`, one request each in turn.
-fn load(services: &[&Proc], secs: u64) {
-    let end = Instant::now() + Duration::from_secs(secs);
+/// Loads the leaky services at `urls` (their `/` with no path), one
+/// request each in turn, until `stop` is set.
+fn load(urls: Vec<String>, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) {
     let mut n = 0usize;
-    while Instant::now() < end {
-        for s in services {
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        for u in &urls {
             let route = ["/leak?kb=16", "/work"][n % 2];
-            let (status, body) = get(&s.url(route));
+            let (status, body) = get(&format!("{u}{route}"));
             assert_eq!(status, 200, "{route}: {body}");
         }
         n += 1;
@@ -51,8 +51,14 @@ fn two_analyzers_on_one_clickhouse_find_both_leaks_through_either() {
     ];
     let a = leaky(dir.path(), &format!("http://{}", an0.addr), "leak-a", &env);
     let b = leaky(dir.path(), &format!("http://{}", an1.addr), "leak-b", &env);
-    load(&[&a, &b], 60);
-    std::thread::sleep(Duration::from_millis(800));
+    // The leaks go on while they are judged: judged after the load
+    // stopped, the flat stretch since could end the regime judged.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let loading = {
+        let (urls, stop) = (vec![a.url(""), b.url("")], stop.clone());
+        std::thread::spawn(move || load(urls, stop))
+    };
+    std::thread::sleep(Duration::from_secs(60));
     // The command reads the store itself: both instances, whichever
     // analyzer took their data.
     let v = leaks_json(store);
@@ -73,6 +79,8 @@ fn two_analyzers_on_one_clickhouse_find_both_leaks_through_either() {
             an.addr
         );
     }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    loading.join().unwrap();
 }
 
 /// `analyzer ARGS`, returning (exit code, stderr).
