@@ -82,7 +82,7 @@ pub struct SymbolOptions {
     pub dirs: Vec<std::path::PathBuf>,
     /// A debuginfod server's base URL, asked after the directories.
     pub debuginfod: Option<String>,
-    /// `None`: a directory of this process's in the temporary directory.
+    /// `None`: `heaptide-debug` in the temporary directory.
     pub cache: Option<std::path::PathBuf>,
 }
 
@@ -129,7 +129,11 @@ impl AppState {
                 options.symbols.dirs,
                 options.symbols.debuginfod,
                 options.symbols.cache.unwrap_or_else(|| {
-                    std::env::temp_dir().join(format!("heaptide-debug-{}", std::process::id()))
+                    // One place for every run: files are named by build-id
+                    // and renamed into place whole, so a restarted (or a
+                    // second) analyzer reuses them rather than leaving a
+                    // copy of every binary behind each run.
+                    std::env::temp_dir().join("heaptide-debug")
                 }),
             )),
         }

@@ -159,12 +159,9 @@ impl DebugFiles {
     }
 
     /// Copies `from` into the cache as `build_id`'s debug file.
-    pub fn keep(&self, from: &Path, build_id: &str) -> std::io::Result<PathBuf> {
-        std::fs::create_dir_all(&self.cache)?;
+    fn keep(&self, from: &Path, build_id: &str) -> std::io::Result<PathBuf> {
         let to = self.cache.join(build_id);
-        let tmp = self
-            .cache
-            .join(format!(".{build_id}.{}.tmp", std::process::id()));
+        let tmp = self.temporary(build_id)?;
         std::fs::copy(from, &tmp)?;
         std::fs::rename(&tmp, &to)?;
         Ok(to)
