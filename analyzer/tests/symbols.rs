@@ -4,8 +4,9 @@
 //! sharing the store (with no debug files at all) names the same
 //! addresses from what the first kept, with no pass of its own. And the
 //! upload route against a real `analyzer serve`: only the agent asked may
-//! upload, only a file with the build-id asked for is kept, and a file
-//! over the bound is refused before it is read.
+//! upload, only a file with the build-id asked for is kept, a file over
+//! the bound is refused before it is read, and an upload's deadline grows
+//! with its length.
 
 use heaptide_analyzer::ingest::{accept, Limits, ValidBatch};
 use heaptide_analyzer::store::{ClickHouseStore, ClickHouseUrl, SqliteStore, Store};
@@ -263,4 +264,66 @@ fn an_announced_object_must_be_a_build_id() {
     b.heap_profiling.unnamed_objects = vec!["../../etc/passwd".into()];
     let e = accept(b, &Limits::default(), now).unwrap_err().to_string();
     assert!(e.contains("heap_profiling.unnamed_objects"), "{e}");
+}
+
+/// Reads its file and pauses 50 ms after each MiB: a slow link.
+struct Slow(std::fs::File, u64);
+
+impl std::io::Read for Slow {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let at_most = buf.len().min(64 << 10);
+        let n = self.0.read(&mut buf[..at_most])?;
+        self.1 += n as u64;
+        if self.1 >= 1 << 20 {
+            self.1 = 0;
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Ok(n)
+    }
+}
+
+/// An upload's deadline grows with its length: a binary sent slowly lands
+/// long after the request timeout, and an upload that stalls is still cut
+/// off, at the timeout and its length at a MiB a second.
+#[test]
+fn a_slow_upload_lands_past_the_request_timeout_and_a_stalled_one_is_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--request-timeout", "1s"];
+    let an = analyzer(dir.path(), &dir.path().join("h.db"), "127.0.0.1:0", &args);
+    let id = own_text_mapping().build_id;
+    let now = heaptide_analyzer::select::now_ms();
+    assert_eq!(posted(&an, &unnamed_wire_batch(now, "a")), vec![id.clone()]);
+    let path = format!(
+        "{}?service=svc&instance=a",
+        heaptide_wire::debuginfo_path(&id)
+    );
+
+    // 2 MiB declared, 1 KiB sent: cut off after 1 s and 2 s.
+    let started = std::time::Instant::now();
+    let mut head = format!(
+        "PUT {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        2 << 20
+    )
+    .into_bytes();
+    head.extend_from_slice(&[0; 1024]);
+    let r = heaptide_testkit::raw::exchange("127.0.0.1".parse().unwrap(), an.addr, &head).unwrap();
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.body.contains("longer than 3s"), "{}", r.body);
+    assert!(started.elapsed() >= std::time::Duration::from_secs(3));
+
+    let exe = std::env::current_exe().unwrap();
+    let len = std::fs::metadata(&exe).unwrap().len();
+    let started = std::time::Instant::now();
+    let mut resp = http()
+        .put(&an.url(&path))
+        .header("Content-Length", &len.to_string())
+        .send(ureq::SendBody::from_owned_reader(Slow(
+            std::fs::File::open(&exe).unwrap(),
+            0,
+        )))
+        .unwrap();
+    let took = started.elapsed();
+    let body = resp.body_mut().read_to_string().unwrap_or_default();
+    assert_eq!(resp.status().as_u16(), 201, "{body}");
+    assert!(took > std::time::Duration::from_secs(1), "{took:?}");
 }

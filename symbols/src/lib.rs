@@ -13,9 +13,11 @@
 //! addresses, before any load bias. A return address is resolved at the
 //! byte before it (the call), which the caller subtracts.
 
+mod debug_only;
 pub mod dwarf;
 mod elf;
 
+pub use debug_only::DebugOnly;
 pub use elf::{build_id, load_segments, text_address, Functions, Segment};
 
 use heaptide_wire::pprof::Frame;

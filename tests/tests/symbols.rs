@@ -230,6 +230,15 @@ fn the_analyzer_asks_one_agent_for_its_binary_and_names_every_instance() {
     );
     let exe_id = build_id(&bin("leaky-service"));
     assert!(ids.contains(&exe_id.as_str()), "{uploads:?}");
+    // The agent sent what names addresses, not the code and data.
+    let kept = std::fs::metadata(dir.path().join("h.db.debug").join(&exe_id)).unwrap();
+    let whole = std::fs::metadata(bin("leaky-service")).unwrap();
+    assert!(
+        kept.len() < whole.len(),
+        "{} of {}",
+        kept.len(),
+        whole.len()
+    );
     let metrics = an.get("/metrics").1;
     assert_eq!(
         counter(&metrics, "heaptide_debuginfo_uploads_total"),

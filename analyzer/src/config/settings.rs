@@ -225,7 +225,8 @@ settings! {
         default DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 512,
         check |n: &usize| within(n, 1, 100_000),
         example "64";
-    /// The longest any request may take, body included.
+    /// The longest any request may take, body included (a debug file's
+    /// upload a second more for each MiB it declares).
     request_timeout: Option<Span>, env "HEAPTIDE_REQUEST_TIMEOUT",
         default DEFAULT_REQUEST_TIMEOUT: Span = Span(Duration::from_secs(30)),
         check |s| within(s, Span(Duration::from_secs(1)), Span(Duration::from_secs(3600))),
