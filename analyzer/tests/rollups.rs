@@ -1,6 +1,7 @@
 //! The rollups' contract, on both backends: an envelope over a long
-//! window, read from rollups, is the envelope of the raw samples, bucket
-//! for bucket, whatever retention has since done to the raw rows; a
+//! window, read from rollups, is the envelope of the raw samples from its
+//! first whole bucket, bucket for bucket, whatever retention has since
+//! done to the raw rows; a
 //! replayed batch counts once; a store written before rollups existed
 //! gains them when a writer opens it.
 
@@ -44,10 +45,22 @@ fn batches(instance: &str, pts: &[(i64, f64)], now: i64) -> Vec<ValidBatch> {
         .collect()
 }
 
+/// Where a window's read starts: a window of six hours or more at its
+/// first whole bucket of the tier that serves it (quarter hours for widths
+/// that are their multiples, else minutes); a shorter one at its start.
+fn read_from(from: i64, to: i64, w: i64) -> i64 {
+    if to - from < 6 * H {
+        return from;
+    }
+    let res = if w % 900_000 == 0 { 900_000 } else { 60_000 };
+    (from + res - 1).div_euclid(res) * res
+}
+
 /// The envelope the engine would compute from the raw points: by bucket
 /// of `w`, floor, peak, count, first time and the middle of the first and
-/// last.
+/// last, from where the window's read starts.
 fn expected(pts: &[(i64, f64)], from: i64, to: i64, w: i64) -> Vec<(i64, i64, f64, f64, i64)> {
+    let from = read_from(from, to, w);
     let mut by: BTreeMap<i64, (i64, i64, f64, f64, i64)> = BTreeMap::new();
     for &(t, v) in pts.iter().filter(|(t, _)| *t >= from && *t <= to) {
         let e = by.entry(t / w).or_insert((t, t, v, v, 0));

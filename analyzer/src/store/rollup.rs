@@ -14,7 +14,7 @@
 //! transaction, for rows that were new; ClickHouse through a materialized
 //! view into an `AggregatingMergeTree`), and read them through the
 //! [`plan`] here: a tier's whole buckets in the middle of a window, raw
-//! samples at its ends.
+//! samples at its end, and at its start when it is short.
 
 use super::EnvelopeBucket;
 
@@ -47,6 +47,16 @@ pub(crate) const TIERS: [Tier; 2] = [
 /// fewer rows than the pieces of a plan.
 pub(crate) const MIN_SPAN_MS: i64 = 10 * 60_000;
 
+/// Windows at least this long start at their first whole bucket of the
+/// tier: the part before it, under a bucket (under 4% of the window), is
+/// left out rather than read raw. Reading it was most of a fleet's
+/// judgement on ClickHouse: a series' few raw rows there sit in a granule
+/// of thousands, in the window's oldest and fullest day, so a cohort of
+/// 256 instances read about 16 M rows for it (docs/benchmarks.md). The
+/// window's end is always read whole: it holds the newest samples. Shorter
+/// windows (an hour's early detection, a fast leak) are read exactly.
+pub(crate) const WHOLE_START_SPAN_MS: i64 = 6 * HOUR;
+
 /// One piece of an envelope's read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Piece {
@@ -63,7 +73,8 @@ pub(crate) enum Piece {
 
 /// The plan for an envelope of `bucket_ms` over `[from_ms, to_ms]`
 /// (inclusive), read at `now_ms`: the coarsest tier's whole buckets in the
-/// middle, raw samples for what is left at each end. `None` when rollups
+/// middle, raw samples for what is left at each end (at the start, only
+/// for a window under [`WHOLE_START_SPAN_MS`]). `None` when rollups
 /// cannot serve it exactly: a short window, a width that is no tier's
 /// multiple (a tier's bucket must fall in one envelope bucket), a window
 /// older than the tiers keep, or one without a whole bucket.
@@ -90,7 +101,7 @@ pub(crate) fn plan(from_ms: i64, to_ms: i64, bucket_ms: i64, now_ms: i64) -> Opt
         return None;
     }
     let mut pieces = Vec::with_capacity(3);
-    if from_ms < first {
+    if from_ms < first && to_ms - from_ms < WHOLE_START_SPAN_MS {
         pieces.push(Piece::Raw {
             from_ms,
             to_ms: first - 1,
@@ -241,10 +252,12 @@ mod tests {
     }
 
     #[test]
-    fn a_day_reads_quarter_hours_and_raw_samples_at_its_ends() {
+    fn a_day_reads_quarter_hours_and_raw_samples_at_its_end() {
         let now = 100 * DAY + 123_456;
         let p = plan(now - DAY, now, 900_000, now).unwrap();
-        covers(&p, now - DAY, now);
+        // From the first whole quarter hour.
+        let start = (now - DAY).div_euclid(900_000) * 900_000 + 900_000;
+        covers(&p, start, now);
         let kinds: Vec<&str> = p
             .iter()
             .map(|p| match p {
@@ -255,7 +268,12 @@ mod tests {
                 Piece::Raw { .. } => "raw",
             })
             .collect();
-        assert_eq!(kinds, ["raw", "15m", "raw"]);
+        assert_eq!(kinds, ["15m", "raw"]);
+        // A window under six hours is read exactly, from its first
+        // millisecond.
+        let hour = plan(now - HOUR, now, 120_000, now).unwrap();
+        covers(&hour, now - HOUR, now);
+        assert!(matches!(hour[0], Piece::Raw { .. }), "{hour:?}");
         for piece in &p {
             if let Piece::Raw { from_ms, to_ms } = piece {
                 assert!(to_ms - from_ms < 900_000, "{piece:?}");
@@ -296,7 +314,8 @@ mod tests {
     fn the_minute_tier_is_not_read_past_what_it_keeps() {
         let now = 100 * DAY + 7_000;
         let old = plan(now - 2 * DAY, now - DAY, 900_000, now).unwrap();
-        covers(&old, now - 2 * DAY, now - DAY);
+        let start = (now - 2 * DAY).div_euclid(900_000) * 900_000 + 900_000;
+        covers(&old, start, now - DAY);
         assert!(old
             .iter()
             .all(|p| !matches!(p, Piece::Tier { res_ms: 60_000, .. })));

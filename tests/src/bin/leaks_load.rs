@@ -1,6 +1,6 @@
 //! How long `leaks` takes over a fleet's day, and the overview page.
 //!
-//! `cargo run --release -p heaptide-tests --bin leaks_load [-- --instances 100,1000 --hours 24 --clickhouse | --both] [--baseline OLD_ANALYZER [--baseline-runs 1]]`
+//! `cargo run --release -p heaptide-tests --bin leaks_load [-- --instances 100,1000 --hours 24 --clickhouse | --both] [--baseline OLD_ANALYZER [--baseline-runs 1] [--baseline-same-schema]]`
 //!
 //! Writes, for each fleet size, a real SQLite store (or, with
 //! `--clickhouse`, a database on a ClickHouse server this run starts with
@@ -16,7 +16,8 @@
 //! fleet size on SQLite and then on ClickHouse; `--baseline` also times
 //! `leaks --fresh` of an older `analyzer` binary on the same stores,
 //! marked with the schema version before rollups, which it reads
-//! unchanged.
+//! unchanged (with `--baseline-same-schema`, a build of this schema, timed
+//! both before and after this one).
 
 use std::time::{Duration, Instant};
 
@@ -181,6 +182,8 @@ fn main() {
     let baseline_runs: usize = arg("--baseline-runs")
         .and_then(|r| r.parse().ok())
         .unwrap_or(3);
+    // The baseline reads this build's schema: no downgrade.
+    let same_schema = std::env::args().any(|a| a == "--baseline-same-schema");
     let clickhouse = (kinds.contains(&Kind::ClickHouse) && external.is_none())
         .then(heaptide_testkit::clickhouse::ClickHouse::start);
     println!("| store | instances | write | engine in-process | `analyzer leaks --fresh` | the same, baseline binary | one evaluation pass (findings + alerts) | its CPU time, every 1m, as a share of one core | `analyzer leaks` (kept) | overview view model (kept) | leaks found |");
@@ -198,18 +201,35 @@ fn main() {
                 }),
             };
             let (store, location) = open_store(server, dir.path());
-            let row = fleet_row(&*store, &location, n, hours);
+            let at = std::path::Path::new(&location);
+            let base_time = |b: &std::path::PathBuf| {
+                let (took, found) = time(baseline_runs, || leaks_cli_with(b, at, &["--fresh"]));
+                eprintln!("baseline's leaks found: {found:?}");
+                took
+            };
+            // A baseline of this schema is timed before this build too,
+            // right after the write, since a store that was just written
+            // runs faster later, as ClickHouse's merges end.
+            let mut before = None;
+            let row = fleet_row(&*store, &location, n, hours, || {
+                before = baseline.as_ref().filter(|_| same_schema).map(base_time);
+            });
             let base = baseline.as_ref().map(|b| {
-                downgrade(&location, clickhouse.as_ref());
-                let at = std::path::Path::new(&location);
-                time(baseline_runs, || leaks_cli_with(b, at, &["--fresh"])).0
+                if !same_schema {
+                    downgrade(&location, clickhouse.as_ref());
+                }
+                base_time(b)
             });
             let name = if kind == Kind::Sqlite {
                 "SQLite"
             } else {
                 "ClickHouse"
             };
-            let base = base.map_or("".into(), |d| format!("{:.2} s", d.as_secs_f64()));
+            let secs = |d: Duration| format!("{:.2} s", d.as_secs_f64());
+            let base = match (before, base) {
+                (Some(b), Some(a)) => format!("{} before, {} after", secs(b), secs(a)),
+                (_, a) => a.map_or(String::new(), secs),
+            };
             println!("| {name} | {n} | {} | {base} | {} |", row.0, row.1);
             pages.push((name, n, row.2));
             if kind == Kind::Sqlite {
@@ -235,12 +255,14 @@ fn fleet_row(
     location: &str,
     n: usize,
     hours: i64,
+    written_then: impl FnOnce(),
 ) -> (String, String, [Duration; 5]) {
     let path = std::path::Path::new(location);
     let now = now_ms();
     let written = Instant::now();
     write_fleet(store, n, hours, now);
     let write = written.elapsed();
+    written_then();
     let sel = Selector::all(now - 24 * 3_600_000, now);
     let (engine, analysis) = time(3, || analyze(store, &sel, &Options::default()).unwrap());
     let found: Vec<String> = analysis
@@ -251,7 +273,8 @@ fn fleet_row(
         .collect();
     eprintln!("leaks found: {found:?}");
     let leaks = found.len();
-    let (cli, _) = time(3, || leaks_cli(path, &["--fresh"]));
+    let (cli, found_cli) = time(3, || leaks_cli(path, &["--fresh"]));
+    eprintln!("this build's leaks found: {found_cli:?}");
     // The overview reads the findings continuous evaluation keeps: one
     // pass first, as `serve` runs at start.
     let (evaluated, cpu0) = (Instant::now(), cpu_seconds(std::process::id()));
@@ -344,12 +367,18 @@ fn page_times(store: &dyn Store) -> [Duration; 5] {
 }
 
 /// `analyzer leaks --format json` over the store at `path`.
-fn leaks_cli(path: &std::path::Path, extra: &[&str]) {
+fn leaks_cli(path: &std::path::Path, extra: &[&str]) -> Vec<String> {
     leaks_cli_with(&bin("analyzer"), path, extra)
 }
 
 /// [`leaks_cli`] with the analyzer binary at `analyzer`.
-fn leaks_cli_with(analyzer: &std::path::Path, path: &std::path::Path, extra: &[&str]) {
+/// Runs `analyzer leaks` of the binary `analyzer`: the leaks it found,
+/// as "instance resource".
+fn leaks_cli_with(
+    analyzer: &std::path::Path,
+    path: &std::path::Path,
+    extra: &[&str],
+) -> Vec<String> {
     let out = std::process::Command::new(analyzer)
         .args(["leaks", "--format", "json", "--store"])
         .arg(path)
@@ -361,6 +390,22 @@ fn leaks_cli_with(analyzer: &std::path::Path, path: &std::path::Path, extra: &[&
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let mut found: Vec<String> = v["findings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|f| f["verdict"] == "leak")
+        .map(|f| {
+            format!(
+                "{} {}",
+                f["instance"].as_str().unwrap_or("?"),
+                f["resource"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
+    found.sort();
+    found
 }
 
 /// Keeps the store's size in view when the run is read by hand.

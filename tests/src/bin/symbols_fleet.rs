@@ -115,12 +115,14 @@ fn fleet_batch(instance: &str, now: i64, m: &ObjectMapping, addrs: &[u64]) -> Ba
 
 fn upload(an: &Proc, id: &str, instance: &str) {
     let url = an.url(&heaptide_wire::debuginfo_path(id));
-    let exe = std::fs::File::open("/proc/self/exe").unwrap();
+    // What an agent sends: the executable's debug-only form.
+    let body = heaptide_symbols::DebugOnly::open("/proc/self/exe").unwrap();
     let r = http()
         .put(&url)
         .query("service", "fleet")
         .query("instance", instance)
-        .send(exe)
+        .header("Content-Length", &body.len().to_string())
+        .send(ureq::SendBody::from_owned_reader(body))
         .unwrap();
     assert_eq!(r.status(), 201);
 }

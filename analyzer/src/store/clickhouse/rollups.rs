@@ -83,11 +83,20 @@ fn states(res_ms: i64, ts: &str) -> String {
         .join(", ")
 }
 
-/// The count of a group of one bucket's rows of the tier of `res_ms`: the
-/// seconds set in its merged masks.
+/// The merged masks of a group of one bucket's rows of the tier of
+/// `res_ms`, as columns `m0`, `m1`, ... for [`count`].
+pub(super) fn merged(res_ms: i64) -> String {
+    (0..words(res_ms))
+        .map(|j| format!("groupBitOrMerge(s{j}) AS m{j}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The count of one bucket of the tier of `res_ms`, from its [`merged`]
+/// masks: the seconds set in them.
 pub(super) fn count(res_ms: i64) -> String {
     (0..words(res_ms))
-        .map(|j| popcount(&format!("groupBitOrMerge(s{j})")))
+        .map(|j| popcount(&format!("m{j}")))
         .collect::<Vec<_>>()
         .join(" + ")
 }

@@ -87,32 +87,7 @@ impl ClickHouseStore {
         let w = bucket_ms.max(1);
         let parts = match rollup::plan(sel.from_ms, sel.to_ms, w, crate::select::now_ms()) {
             None => raw_parts(&self.points_sql(scope, sel, metrics), w),
-            Some(pieces) => {
-                let tier = pieces.iter().find_map(|p| match *p {
-                    rollup::Piece::Tier { res_ms, to_ms, .. } => Some((res_ms, to_ms)),
-                    rollup::Piece::Raw { .. } => None,
-                });
-                pieces
-                    .into_iter()
-                    .map(|p| match p {
-                        rollup::Piece::Raw { from_ms, to_ms } => match tier {
-                            Some((res, last)) if from_ms == last => {
-                                tail_parts(scope, metrics, (res, last, to_ms), w)
-                            }
-                            _ => {
-                                let times = format!("ts_ms >= {from_ms} AND ts_ms <= {to_ms}");
-                                raw_parts(&points_in(scope, metrics, &times), w)
-                            }
-                        },
-                        rollup::Piece::Tier {
-                            res_ms,
-                            from_ms,
-                            to_ms,
-                        } => rollup_parts(scope, metrics, (res_ms, from_ms, to_ms), w, ""),
-                    })
-                    .collect::<Vec<_>>()
-                    .join(" UNION ALL ")
-            }
+            Some(pieces) => plan_parts(scope, metrics, &pieces, w),
         };
         let rows = self.rows(
             &format!(
@@ -290,13 +265,45 @@ fn raw_parts(points: &str, w: i64) -> String {
     )
 }
 
+/// The statement's arms for a plan's pieces. A tier's buckets and the
+/// raw samples after them are one arm of the tier through its current
+/// bucket, and the raw samples of the series that tier cannot serve
+/// ([`through_tail`]).
+fn plan_parts(scope: &Scope, metrics: &[&str], pieces: &[rollup::Piece], w: i64) -> String {
+    let mut arms = Vec::with_capacity(pieces.len());
+    let mut tier = None;
+    for p in pieces {
+        match *p {
+            rollup::Piece::Tier {
+                res_ms,
+                from_ms,
+                to_ms,
+            } => tier = Some((res_ms, from_ms, to_ms)),
+            rollup::Piece::Raw { from_ms, to_ms } => match tier.take() {
+                Some((res, first, last)) if from_ms == last => {
+                    arms.push(through_tail(scope, metrics, (res, first, last, to_ms), w));
+                }
+                earlier => {
+                    let times = format!("ts_ms >= {from_ms} AND ts_ms <= {to_ms}");
+                    arms.extend(earlier.map(|t| rollup_parts(scope, metrics, t, w, "")));
+                    arms.push(raw_parts(&points_in(scope, metrics, &times), w));
+                }
+            },
+        }
+    }
+    arms.extend(tier.map(|t| rollup_parts(scope, metrics, t, w, "")));
+    arms.join(" UNION ALL ")
+}
+
 /// A tier's rollup buckets of width `res` starting in `[from, to)`, by
 /// metric, segment and envelope bucket of width `w`, in the columns of
 /// [`raw_parts`].
 /// Each tier bucket's count is taken before buckets are summed into
-/// envelope buckets: its masks mark seconds of its own span. `having`
-/// filters the tier's buckets (by `b1`, the time of a bucket's last
-/// sample).
+/// envelope buckets: its masks mark seconds of its own span. The masks are
+/// merged in one `SELECT` and counted in the next: counting inside the
+/// aggregate's `SELECT` took a third of the read (docs/benchmarks.md).
+/// `having` filters the tier's buckets (by `b1`, the time of a bucket's
+/// last sample).
 fn rollup_parts(
     scope: &Scope,
     metrics: &[&str],
@@ -306,14 +313,14 @@ fn rollup_parts(
 ) -> String {
     format!(
         "SELECT metric, segment, min(b0) AS t0, max(b1) AS t1, min(blo) AS lo, max(bhi) AS hi,
-            toUInt64(sum(bk)) AS k
+            toUInt64(sum({})) AS k
          FROM (SELECT metric, segment, bucket, minMerge(first_ms) AS b0,
-                 maxMerge(last_ms) AS b1, minMerge(vmin) AS blo, maxMerge(vmax) AS bhi,
-                 {} AS bk
+                 maxMerge(last_ms) AS b1, minMerge(vmin) AS blo, maxMerge(vmax) AS bhi, {}
                FROM {} WHERE {} AND metric IN ({}) AND bucket >= {} AND bucket < {}
                GROUP BY metric, segment, bucket {having})
          GROUP BY metric, segment, intDiv(bucket, {w})",
         super::rollups::count(res),
+        super::rollups::merged(res),
         super::rollups::table(res),
         scope.filter,
         str_list(metrics),
@@ -322,24 +329,41 @@ fn rollup_parts(
     )
 }
 
-/// The window's last, partial tier bucket, `[last, to]` of width `res`:
-/// the bucket as the tier holds it for each series whose last sample in it
-/// is no later than `to` (then it holds exactly the window's samples: a
-/// window that ends now, as the engine's does), and the raw samples for the
-/// series with samples after `to` in it. The raw quarter hour at a
-/// window's end was most of an envelope's cost (docs/benchmarks.md).
-fn tail_parts(scope: &Scope, metrics: &[&str], (res, last, to): (i64, i64, i64), w: i64) -> String {
+/// A tier's buckets `[first, last)` and the window's last, partial one,
+/// `[last, to]`, of width `res`, in one arm: the tier's buckets through the
+/// current one for each series whose last sample in it is no later than
+/// `to` (then it holds exactly the window's samples: a window that ends
+/// now, as the engine's does); and an arm of the raw samples of the series
+/// with samples after `to` in it. Those are looked for only among the
+/// series whose newest sample (`latest`) is after `to`, so that a window
+/// that ends now reads no raw row. The raw quarter hour at a window's end
+/// was most of an envelope's cost, and the current bucket in an arm of its
+/// own a quarter of what was left (docs/benchmarks.md).
+fn through_tail(
+    scope: &Scope,
+    metrics: &[&str],
+    (res, first, last, to): (i64, i64, i64, i64),
+    w: i64,
+) -> String {
     let whole = rollup_parts(
         scope,
         metrics,
-        (res, last, last + res),
+        (res, first, last + res),
         w,
         &format!("HAVING b1 <= {to}"),
     );
-    // The series with samples after `to`, as the filter of the raw read's
-    // leading key column, so that it reads no granule when there are none.
+    let newer = format!(
+        "SELECT segment FROM latest WHERE {} AND metric IN ({}) AND day_ms >= {}
+         GROUP BY segment, metric HAVING maxMerge(ts) > {to}",
+        scope.filter,
+        str_list(metrics),
+        last.div_euclid(86_400_000) * 86_400_000
+    );
+    // The series with samples after `to` in the last bucket, as the filter
+    // of the raw read's leading key column.
     let later = format!(
-        "SELECT segment, metric FROM {} WHERE {} AND metric IN ({}) AND bucket = {last}
+        "SELECT segment, metric FROM {} WHERE segment IN ({newer}) AND {} AND metric IN ({})
+           AND bucket = {last}
          GROUP BY segment, metric HAVING maxMerge(last_ms) > {to}",
         super::rollups::table(res),
         scope.filter,
