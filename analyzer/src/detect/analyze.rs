@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::reads::{bucket_ms, Reads, PEAK_MS};
+use super::reads::{bucket_ms, peak_window, Reads};
 use super::stats::Bucket;
 use super::{
     assess_lifetimes, growing_sites, runway, Analysis, Assessment, Finding, LeakVerdict, Lifetime,
@@ -419,7 +419,7 @@ fn room(
     r: Resource,
     limit: f64,
 ) -> Result<(f64, f64)> {
-    let recent = sel.starting(sel.to_ms - PEAK_MS);
+    let recent = peak_window(sel);
     match r {
         Resource::Heap => {
             let memory = reads

@@ -19,6 +19,16 @@ use heaptide_wire::metric;
 /// How far back RSS's peak is taken, for its room.
 pub(super) const PEAK_MS: i64 = 3_600_000;
 
+/// The window of RSS's recent peak: the last [`PEAK_MS`], from the
+/// quarter hour it began in (an hour to an hour and a quarter). A start on
+/// a rollup tier's bucket reads no raw rows there, which was most of the
+/// peak's read on ClickHouse (docs/benchmarks.md); a peak over a little
+/// more than the hour is still the recent one.
+pub(super) fn peak_window(sel: &Selector) -> Selector {
+    const QUARTER_HOUR: i64 = 900_000;
+    sel.starting((sel.to_ms - PEAK_MS).div_euclid(QUARTER_HOUR) * QUARTER_HOUR)
+}
+
 /// The envelope's bucket width for a window: the engine's resolution.
 pub(super) fn bucket_ms(sel: &Selector) -> i64 {
     (sel.span_ms() / MAX_BUCKETS as i64).max(1000)
@@ -89,8 +99,8 @@ impl Reads {
         let mut envelopes =
             store.envelopes_of(sel, instances, &resource_metrics(gauges), bucket_ms(sel))?;
         let mut latest = store.latest_of(sel, instances, &strs(&latest_metrics(gauges)))?;
-        let hour = sel.starting(sel.to_ms - PEAK_MS);
-        let mut peaks = store.envelopes_of(&hour, instances, &[metric::RSS], PEAK_MS)?;
+        let mut peaks =
+            store.envelopes_of(&peak_window(sel), instances, &[metric::RSS], PEAK_MS)?;
         Ok(instances
             .iter()
             .map(|i| {
