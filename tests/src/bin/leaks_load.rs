@@ -176,14 +176,7 @@ fn main() {
     } else {
         vec![Kind::Sqlite]
     };
-    // An older analyzer binary, timed on the same stores.
-    let baseline = arg("--baseline").map(std::path::PathBuf::from);
-    // Its runs (the median is reported): one where a run takes minutes.
-    let baseline_runs: usize = arg("--baseline-runs")
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(3);
-    // The baseline reads this build's schema: no downgrade.
-    let same_schema = std::env::args().any(|a| a == "--baseline-same-schema");
+    let baseline = Baseline::from_args();
     let clickhouse = (kinds.contains(&Kind::ClickHouse) && external.is_none())
         .then(heaptide_testkit::clickhouse::ClickHouse::start);
     println!("| store | instances | write | engine in-process | `analyzer leaks --fresh` | the same, baseline binary | one evaluation pass (findings + alerts) | its CPU time, every 1m, as a share of one core | `analyzer leaks` (kept) | overview view model (kept) | leaks found |");
@@ -201,35 +194,28 @@ fn main() {
                 }),
             };
             let (store, location) = open_store(server, dir.path());
-            let at = std::path::Path::new(&location);
-            let base_time = |b: &std::path::PathBuf| {
-                let (took, found) = time(baseline_runs, || leaks_cli_with(b, at, &["--fresh"]));
-                eprintln!("baseline's leaks found: {found:?}");
-                took
-            };
             // A baseline of this schema is timed before this build too,
             // right after the write, since a store that was just written
             // runs faster later, as ClickHouse's merges end.
             let mut before = None;
             let row = fleet_row(&*store, &location, n, hours, || {
-                before = baseline.as_ref().filter(|_| same_schema).map(base_time);
+                before = baseline
+                    .as_ref()
+                    .filter(|b| b.same_schema)
+                    .map(|b| b.time(&location));
             });
-            let base = baseline.as_ref().map(|b| {
-                if !same_schema {
+            let after = baseline.as_ref().map(|b| {
+                if !b.same_schema {
                     downgrade(&location, clickhouse.as_ref());
                 }
-                base_time(b)
+                b.time(&location)
             });
             let name = if kind == Kind::Sqlite {
                 "SQLite"
             } else {
                 "ClickHouse"
             };
-            let secs = |d: Duration| format!("{:.2} s", d.as_secs_f64());
-            let base = match (before, base) {
-                (Some(b), Some(a)) => format!("{} before, {} after", secs(b), secs(a)),
-                (_, a) => a.map_or(String::new(), secs),
-            };
+            let base = baseline_cell(before, after);
             println!("| {name} | {n} | {} | {base} | {} |", row.0, row.1);
             pages.push((name, n, row.2));
             if kind == Kind::Sqlite {
@@ -245,6 +231,45 @@ fn main() {
             "| {name} | {n} | {} | {} | {} | {} | {} |",
             ms[0], ms[1], ms[2], ms[3], ms[4]
         );
+    }
+}
+
+/// An older analyzer binary, timed on the same stores.
+struct Baseline {
+    path: std::path::PathBuf,
+    /// Its runs (the median is reported): one where a run takes minutes.
+    runs: usize,
+    /// It reads this build's schema: no downgrade.
+    same_schema: bool,
+}
+
+impl Baseline {
+    fn from_args() -> Option<Baseline> {
+        Some(Baseline {
+            path: arg("--baseline")?.into(),
+            runs: arg("--baseline-runs")
+                .and_then(|r| r.parse().ok())
+                .unwrap_or(3),
+            same_schema: std::env::args().any(|a| a == "--baseline-same-schema"),
+        })
+    }
+
+    /// Its `leaks --fresh` over the store at `location`: the median time.
+    fn time(&self, location: &str) -> Duration {
+        let at = std::path::Path::new(location);
+        let (took, found) = time(self.runs, || leaks_cli_with(&self.path, at, &["--fresh"]));
+        eprintln!("baseline's leaks found: {found:?}");
+        took
+    }
+}
+
+/// The baseline's column: its time, or its times before and after this
+/// build's.
+fn baseline_cell(before: Option<Duration>, after: Option<Duration>) -> String {
+    let secs = |d: Duration| format!("{:.2} s", d.as_secs_f64());
+    match (before, after) {
+        (Some(b), Some(a)) => format!("{} before, {} after", secs(b), secs(a)),
+        (_, a) => a.map_or(String::new(), secs),
     }
 }
 
