@@ -54,8 +54,8 @@ pub fn sparkline(
 const HOUR: i64 = 3_600_000;
 
 /// A sparkline's hour, from the minute it began in: a start on the minute
-/// tier's bucket reads no raw rows there, which was a tenth of a pass over
-/// a fleet on ClickHouse (docs/benchmarks.md).
+/// tier's bucket reads no raw rows there, as the engine's day and RSS's
+/// peak do not (docs/benchmarks.md).
 fn last_hour(now_ms: i64) -> Selector {
     const MINUTE: i64 = 60_000;
     Selector::all((now_ms - HOUR).div_euclid(MINUTE) * MINUTE, now_ms)

@@ -301,7 +301,8 @@ fn plan_parts(scope: &Scope, metrics: &[&str], pieces: &[rollup::Piece], w: i64)
 /// Each tier bucket's count is taken before buckets are summed into
 /// envelope buckets: its masks mark seconds of its own span. The masks are
 /// merged in one `SELECT` and counted in the next: counting inside the
-/// aggregate's `SELECT` took a third of the read (docs/benchmarks.md).
+/// aggregate's `SELECT` took over a quarter of the tier's read
+/// (docs/benchmarks.md).
 /// `having` filters the tier's buckets (by `b1`, the time of a bucket's
 /// last sample).
 fn rollup_parts(
