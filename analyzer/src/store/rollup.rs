@@ -50,9 +50,10 @@ pub(crate) const MIN_SPAN_MS: i64 = 10 * 60_000;
 /// Windows at least this long start at their first whole bucket of the
 /// tier: the part before it, under a bucket (at most a twenty-fourth of
 /// the window), is left out rather than read raw. Reading it was most of
-/// a fleet's judgement on ClickHouse: a series' few raw rows there sit in a granule
-/// of thousands, in the window's oldest and fullest day, so a cohort of
-/// 256 instances read about 16 M rows for it (docs/benchmarks.md). The
+/// a fleet's judgement on ClickHouse: a series' few raw rows there sit in
+/// a granule of thousands, in the window's oldest and fullest day, so a
+/// cohort of 256 instances read about 16 M rows for it
+/// (docs/benchmarks.md). The
 /// window's end is always read whole: it holds the newest samples. Shorter
 /// windows (an hour's early detection, a fast leak) are read exactly.
 pub(crate) const WHOLE_START_SPAN_MS: i64 = 6 * HOUR;
