@@ -209,9 +209,10 @@ mod tests {
         let mut bytes = Vec::new();
         stream.read_to_end(&mut bytes).unwrap();
         assert_eq!(bytes.len() as u64, declared);
-        let dir = std::env::temp_dir().join(format!("heaptide-debug-only-{}", std::process::id()));
-        std::fs::write(&dir, &bytes).unwrap();
-        let copy = dir.to_str().unwrap();
+        let written =
+            std::env::temp_dir().join(format!("heaptide-debug-only-{}", std::process::id()));
+        std::fs::write(&written, &bytes).unwrap();
+        let copy = written.to_str().unwrap();
 
         assert_eq!(crate::build_id(copy), crate::build_id(exe));
         assert!(crate::build_id(copy).is_some());
@@ -227,7 +228,7 @@ mod tests {
         );
         let from_copy = crate::resolve(copy, &[probe], true, &mut index.0);
         let from_exe = crate::resolve(exe, &[probe], true, &mut index.1);
-        std::fs::remove_file(&dir).unwrap();
+        std::fs::remove_file(&written).unwrap();
         assert_eq!(from_copy, from_exe);
         let outer = from_copy[0].last().unwrap();
         assert!(

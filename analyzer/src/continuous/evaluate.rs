@@ -57,8 +57,8 @@ const HOUR: i64 = 3_600_000;
 /// tier's bucket reads no raw rows there, as the engine's day and RSS's
 /// peak do not (docs/benchmarks.md).
 fn last_hour(now_ms: i64) -> Selector {
-    const MINUTE: i64 = 60_000;
-    Selector::all((now_ms - HOUR).div_euclid(MINUTE) * MINUTE, now_ms)
+    use crate::store::rollup::{bucket_start, MINUTE_MS};
+    Selector::all(bucket_start(now_ms - HOUR, MINUTE_MS), now_ms)
 }
 
 /// A sparkline from the hour's buckets of one instance (`hour` names it):

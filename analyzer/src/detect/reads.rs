@@ -25,8 +25,8 @@ pub(super) const PEAK_MS: i64 = 3_600_000;
 /// peak's read on ClickHouse (docs/benchmarks.md); a peak over a little
 /// more than the hour is still the recent one.
 pub(super) fn peak_window(sel: &Selector) -> Selector {
-    const QUARTER_HOUR: i64 = 900_000;
-    sel.starting((sel.to_ms - PEAK_MS).div_euclid(QUARTER_HOUR) * QUARTER_HOUR)
+    use crate::store::rollup::{bucket_start, QUARTER_HOUR_MS};
+    sel.starting(bucket_start(sel.to_ms - PEAK_MS, QUARTER_HOUR_MS))
 }
 
 /// The envelope's bucket width for a window: the engine's resolution.

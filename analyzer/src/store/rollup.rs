@@ -28,17 +28,28 @@ pub(crate) struct Tier {
 
 const HOUR: i64 = 3_600_000;
 
+/// The minute tier's bucket width.
+pub(crate) const MINUTE_MS: i64 = 60_000;
+/// The quarter-hour tier's bucket width.
+pub(crate) const QUARTER_HOUR_MS: i64 = 900_000;
+
+/// The start of the bucket of width `res_ms` that holds `ts_ms`: a window
+/// that starts there reads no raw rows at its start.
+pub(crate) fn bucket_start(ts_ms: i64, res_ms: i64) -> i64 {
+    ts_ms.div_euclid(res_ms) * res_ms
+}
+
 /// The tiers, finest first. The minute tier serves windows of a few hours
 /// to a day, and young instances' shorter spans; the quarter-hour tier, a
 /// day and longer, as long as the store keeps data (raw samples are
 /// thinned after a day: see [`super::RetentionPolicy`]).
 pub(crate) const TIERS: [Tier; 2] = [
     Tier {
-        res_ms: 60_000,
+        res_ms: MINUTE_MS,
         keep_ms: Some(26 * HOUR),
     },
     Tier {
-        res_ms: 900_000,
+        res_ms: QUARTER_HOUR_MS,
         keep_ms: None,
     },
 ];
@@ -53,9 +64,9 @@ pub(crate) const MIN_SPAN_MS: i64 = 10 * 60_000;
 /// a fleet's judgement on ClickHouse: a series' few raw rows there sit in
 /// a granule of thousands, in the window's oldest and fullest day, so a
 /// cohort of 256 instances read about 16 M rows for it
-/// (docs/benchmarks.md). The
-/// window's end is always read whole: it holds the newest samples. Shorter
-/// windows (an hour's early detection, a fast leak) are read exactly.
+/// (docs/benchmarks.md). The window's end is always read whole: it holds
+/// the newest samples. Shorter windows (an hour's early detection, a fast
+/// leak) are read exactly.
 pub(crate) const WHOLE_START_SPAN_MS: i64 = 6 * HOUR;
 
 /// One piece of an envelope's read.
@@ -96,8 +107,8 @@ pub(crate) fn plan(from_ms: i64, to_ms: i64, bucket_ms: i64, now_ms: i64) -> Opt
             bucket_ms % t.res_ms == 0 && t.keep_ms.is_none_or(|k| from_ms >= now_ms - k + HOUR)
         })?
         .res_ms;
-    let first = from_ms.div_euclid(res) * res + if from_ms.rem_euclid(res) == 0 { 0 } else { res };
-    let last = (to_ms + 1).div_euclid(res) * res;
+    let first = bucket_start(from_ms, res) + if from_ms.rem_euclid(res) == 0 { 0 } else { res };
+    let last = bucket_start(to_ms + 1, res);
     if last <= first {
         return None;
     }
@@ -148,7 +159,7 @@ impl<K: std::hash::Hash + Eq> Gather<K> {
         K: Clone,
     {
         for t in TIERS {
-            let bucket = ts_ms.div_euclid(t.res_ms) * t.res_ms;
+            let bucket = bucket_start(ts_ms, t.res_ms);
             self.cells
                 .entry((key.clone(), t.res_ms, bucket))
                 .and_modify(|c| {
