@@ -264,7 +264,7 @@ fn a_store_from_before_rollups_gains_them_when_opened_for_writing() {
             Box::new(SqliteStore::open(&path).unwrap())
         } else {
             ch.query(&format!("TRUNCATE TABLE {db}.rollups_60000"));
-            ch.query(&format!("TRUNCATE TABLE {db}.rollups_900000"));
+            ch.query(&format!("TRUNCATE TABLE {db}.rollups_by_time_900000"));
             ch.query(&format!("TRUNCATE TABLE {db}.meta"));
             ch.query(&format!(
                 "INSERT INTO {db}.meta VALUES ('schema_version', 1)"
@@ -299,9 +299,9 @@ fn a_clickhouse_store_with_schema_2_rollups_has_them_rebuilt() {
     // from the samples), no `latest`, version 2.
     for t in [
         "rollups_60000_view",
-        "rollups_900000_view",
+        "rollups_by_time_900000_view",
         "rollups_60000",
-        "rollups_900000",
+        "rollups_by_time_900000",
         "latest_view",
         "latest",
     ] {
@@ -328,4 +328,118 @@ fn a_clickhouse_store_with_schema_2_rollups_has_them_rebuilt() {
         *pts.last().unwrap()
     );
     assert_eq!(store.metric_names("svc", Some("a")).unwrap(), ["fds"]);
+}
+
+/// Every window of [`windows`] read from `store` is the envelope of `pts`.
+fn check_windows(store: &dyn Store, pts: &[(i64, f64)], now: i64, when: &str) {
+    for (from, to, w) in windows(now, pts) {
+        let sel = Selector::all(from, to).for_instance("svc", "a");
+        let env = store.envelope(&sel, "fds", w).unwrap();
+        assert_eq!(
+            shape(&env),
+            expected(pts, from, to, w),
+            "{when}: {} h at {} s",
+            (to - from) / H,
+            w / 1000
+        );
+    }
+}
+
+#[test]
+fn sealed_quarter_hours_read_as_their_rollups_and_a_late_batch_counts_at_once() {
+    let now = now_ms();
+    let pts = points(now);
+    let ch = ClickHouse::shared();
+    let db = database("sealed");
+    let url = ClickHouseUrl::parse(&ch.url(&db)).unwrap();
+    let store = ClickHouseStore::open(url).unwrap();
+    let sent = batches("a", &pts, now);
+    // One batch of the day's middle is held back, to arrive late.
+    let held = 12;
+    for (i, b) in sent.iter().enumerate() {
+        if i != held {
+            store.ingest(b, now).unwrap();
+        }
+    }
+    store.ingest(&sent[3], now).unwrap();
+    let chunk = 500 * held..500 * (held + 1);
+    let without: Vec<(i64, f64)> = pts
+        .iter()
+        .enumerate()
+        .filter(|(k, _)| !chunk.contains(k))
+        .map(|(_, p)| *p)
+        .collect();
+    check_windows(&store, &without, now, "before any seal");
+    store.seal(now).unwrap();
+    let sealed = |ch: &ClickHouse| {
+        ch.query(&format!("SELECT count() FROM {db}.sealed_900000"))
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+    };
+    assert!(sealed(ch) > 90, "the day's quarter hours were not sealed");
+    check_windows(&store, &without, now, "sealed");
+    // The late batch is read at once, before the next seal, and once
+    // sealed again; replayed after that, it counts once.
+    store.ingest(&sent[held], now).unwrap();
+    check_windows(&store, &pts, now, "a late batch, not yet sealed");
+    store.seal(now_ms()).unwrap();
+    check_windows(&store, &pts, now, "a late batch, sealed");
+    store.ingest(&sent[held], now).unwrap();
+    store.seal(now_ms()).unwrap();
+    check_windows(&store, &pts, now, "a late batch replayed");
+    let late = ch.query(&format!(
+        "SELECT count() FROM {db}.late WHERE from_ms = {}",
+        pts[500 * held].0 / 900_000 * 900_000
+    ));
+    assert_eq!(late.trim(), "2", "the late batch and its replay marked");
+}
+
+#[test]
+fn a_clickhouse_store_with_schema_5_rollups_has_its_quarter_hours_moved() {
+    let now = now_ms();
+    let pts = points(now);
+    let ch = ClickHouse::shared();
+    let db = database("rollups_v5");
+    let url = ClickHouseUrl::parse(&ch.url(&db)).unwrap();
+    let store = ClickHouseStore::open(url.clone()).unwrap();
+    let sent = batches("a", &pts, now);
+    for b in &sent[..sent.len() - 1] {
+        store.ingest(b, now).unwrap();
+    }
+    drop(store);
+    // Back to schema 5: the quarter hours in a table sorted by series,
+    // under its old name, with their rows; no seals.
+    let old = |sql: String| {
+        sql.replace("rollups_by_time_900000", "rollups_900000")
+            .replace("ORDER BY (bucket, segment, metric)", "ORDER BY (segment, metric, bucket)")
+    };
+    let show = |t: &str| ch.query(&format!("SHOW CREATE TABLE {db}.{t} FORMAT TSVRaw"));
+    let (table, view) = (
+        show("rollups_by_time_900000"),
+        show("rollups_by_time_900000_view"),
+    );
+    assert!(table.contains("ORDER BY (bucket, segment, metric)"), "{table}");
+    ch.query(&old(table));
+    ch.query(&format!(
+        "INSERT INTO {db}.rollups_900000 SELECT * FROM {db}.rollups_by_time_900000"
+    ));
+    for t in ["rollups_by_time_900000_view", "rollups_by_time_900000"] {
+        ch.query(&format!("DROP TABLE {db}.{t}"));
+    }
+    ch.query(&old(view));
+    ch.query(&format!("TRUNCATE TABLE {db}.meta"));
+    ch.query(&format!(
+        "INSERT INTO {db}.meta VALUES ('schema_version', 5)"
+    ));
+    assert!(ClickHouseStore::open_read_only(url.clone()).is_err());
+    let store = ClickHouseStore::open(url).unwrap();
+    let tables = ch.query(&format!(
+        "SELECT name FROM system.tables WHERE database = '{db}' AND name LIKE 'rollups_9%'"
+    ));
+    assert_eq!(tables.trim(), "", "the old table is left");
+    // The last batch reaches the moved table through its view.
+    store.ingest(&sent[sent.len() - 1], now).unwrap();
+    store.seal(now).unwrap();
+    check_windows(&store, &pts, now, "moved");
 }

@@ -184,6 +184,11 @@ pub(crate) fn evaluate_services(
 /// transitions against what was kept before; returns the instances
 /// judged. One service is in memory at a time, whatever the fleet's size.
 fn judge_services(store: &dyn Store, services: &[String], now_ms: i64) -> Result<usize> {
+    // Only what the reads cost depends on it, so a failure is not the
+    // pass's.
+    if let Err(e) = store.seal(now_ms) {
+        tracing::warn!("sealing the quarter hours that are over failed: {e}");
+    }
     let mut history = Vec::new();
     let mut judged = 0;
     for service in services {

@@ -83,6 +83,16 @@ pub(crate) enum Piece {
     Raw { from_ms: i64, to_ms: i64 },
 }
 
+impl Piece {
+    /// The tier a piece reads, if it reads one.
+    pub(crate) fn res_ms(&self) -> Option<i64> {
+        match *self {
+            Piece::Tier { res_ms, .. } => Some(res_ms),
+            Piece::Raw { .. } => None,
+        }
+    }
+}
+
 /// The plan for an envelope of `bucket_ms` over `[from_ms, to_ms]`
 /// (inclusive), read at `now_ms`: the coarsest tier's whole buckets in the
 /// middle, raw samples for what is left at each end (at the start, only

@@ -19,6 +19,7 @@ mod retention;
 mod rollups;
 mod rowbinary;
 mod schema;
+mod seal;
 mod series;
 mod symbols;
 pub mod url;
@@ -364,6 +365,10 @@ impl Store for ClickHouseStore {
 
     fn retain(&self, now_ms: i64, policy: &RetentionPolicy) -> Result<RetentionReport> {
         self.apply_retention(now_ms, policy)
+    }
+
+    fn seal(&self, now_ms: i64) -> Result<()> {
+        self.seal_buckets(now_ms)
     }
 
     /// A read here is mostly a wait on ClickHouse, which runs many at

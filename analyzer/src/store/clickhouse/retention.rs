@@ -110,8 +110,9 @@ impl ClickHouseStore {
             let expired = match p.table.as_str() {
                 "profile_raw" => end <= now_ms - policy.raw_profile_keep_ms,
                 "samples" => end <= cutoff,
-                t if t.starts_with("rollups_") => {
-                    end <= rollup_cutoff(t["rollups_".len()..].parse().ok(), cutoff, now_ms)
+                "seals" | "late" => end <= now_ms - 2 * DAY_MS,
+                t if super::rollups::tier_of(t).is_some() => {
+                    end <= rollup_cutoff(super::rollups::tier_of(t), cutoff, now_ms)
                 }
                 t => DAY_TABLES.contains(&t) && end <= cutoff,
             };

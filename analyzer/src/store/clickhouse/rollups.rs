@@ -27,9 +27,35 @@ fn words(res_ms: i64) -> usize {
     (res_ms / 60_000).max(1) as usize
 }
 
-/// The table of the tier of `res_ms`.
+/// The table of the tier of `res_ms`. The sealed tier's is sorted by
+/// bucket first ([`super::seal`]): sealing reads the fleet's newest
+/// buckets, and a read of a cohort from it only the buckets not yet
+/// sealed, each a range of the sorting key rather than a piece of every
+/// series' granules.
 pub(super) fn table(res_ms: i64) -> String {
-    format!("rollups_{res_ms}")
+    if res_ms == super::seal::RES_MS {
+        format!("rollups_by_time_{res_ms}")
+    } else {
+        format!("rollups_{res_ms}")
+    }
+}
+
+/// The tier of a rollup table or of the sealed buckets' table, by name.
+pub(super) fn tier_of(table_name: &str) -> Option<i64> {
+    TIERS
+        .iter()
+        .map(|t| t.res_ms)
+        .find(|r| table(*r) == table_name)
+        .or((table_name == super::seal::TABLE).then_some(super::seal::RES_MS))
+}
+
+/// The sorting key of the tier of `res_ms`'s table.
+fn order(res_ms: i64) -> &'static str {
+    if res_ms == super::seal::RES_MS {
+        "(bucket, segment, metric)"
+    } else {
+        "(segment, metric, bucket)"
+    }
 }
 
 /// Each tier's table and its view, in creation order.
@@ -46,9 +72,10 @@ pub(super) fn ddl() -> Vec<String> {
                 first_ms AggregateFunction(min, Int64), last_ms AggregateFunction(max, Int64),
                 {})
              ENGINE = AggregatingMergeTree PARTITION BY toDate(intDiv(bucket, 1000))
-             ORDER BY (segment, metric, bucket)",
+             ORDER BY {}",
             table(r),
-            masks.join(", ")
+            masks.join(", "),
+            order(r)
         ));
         // The raw rows are picked in a subquery, as ClickHouse 18.16 would
         // otherwise feed the view every row inserted.
@@ -122,10 +149,13 @@ fn popcount(x: &str) -> String {
 /// at least, so that the count is right; a replayed row sets the same
 /// seconds again.
 pub(super) fn rebuild(c: &Client) -> Result<(), ChError> {
-    for t in TIERS {
-        // Schema 2's views had the names the tiers' tables have now.
-        c.query(&format!("DROP TABLE IF EXISTS {}_view", table(t.res_ms)))?;
-        c.query(&format!("DROP TABLE IF EXISTS {}", table(t.res_ms)))?;
+    for name in TIERS
+        .iter()
+        .flat_map(|t| [table(t.res_ms), format!("rollups_{}", t.res_ms)])
+    {
+        // Schema 2's views had the names the tiers' tables had until 6.
+        c.query(&format!("DROP TABLE IF EXISTS {name}_view"))?;
+        c.query(&format!("DROP TABLE IF EXISTS {name}"))?;
     }
     c.query("DROP TABLE IF EXISTS rollups")?;
     for statement in ddl() {
@@ -144,5 +174,25 @@ pub(super) fn rebuild(c: &Client) -> Result<(), ChError> {
             r = t.res_ms
         ))?;
     }
+    Ok(())
+}
+
+/// Moves a store of schemas 3 to 5, whose sealed tier's table was sorted
+/// by series, to the table sorted by bucket ([`table`]): the new table and
+/// its view first, then the old rows copied and the old table dropped. A
+/// batch inserted meanwhile reaches both tables and may be copied again,
+/// which changes nothing: minimum, maximum and masks take a row twice as
+/// once.
+pub(super) fn reorder(c: &Client) -> Result<(), ChError> {
+    for statement in ddl() {
+        c.query(&statement)?;
+    }
+    let old = format!("rollups_{}", super::seal::RES_MS);
+    c.query(&format!(
+        "INSERT INTO {} SELECT * FROM {old}",
+        table(super::seal::RES_MS)
+    ))?;
+    c.query(&format!("DROP TABLE IF EXISTS {old}_view"))?;
+    c.query(&format!("DROP TABLE IF EXISTS {old}"))?;
     Ok(())
 }

@@ -15,8 +15,9 @@ use super::ChError;
 /// that fill it; 3 counts a rollup's samples by the seconds that hold one
 /// (`super::rollups`), and keeps each series' newest sample in `latest`;
 /// 4 added `profile_stacks.alloc_bytes` and `alloc_objects`; 5 added
-/// `symbols`, the names of build-ids' addresses.
-pub(super) const SCHEMA_VERSION: i64 = 5;
+/// `symbols`, the names of build-ids' addresses; 6 sorts the quarter-hour
+/// tier's table by bucket and seals its buckets (`super::seal`).
+pub(super) const SCHEMA_VERSION: i64 = 6;
 
 /// The day of a millisecond column, the partition of every timed table.
 macro_rules! day {
@@ -150,7 +151,7 @@ pub(super) fn create(c: &Client, database: &str, stored: i64) -> Result<(), ChEr
     for t in TABLES {
         c.query(t)?;
     }
-    for t in super::latest::DDL {
+    for t in super::latest::DDL.iter().chain(&super::seal::DDL) {
         c.query(t)?;
     }
     if (1..4).contains(&stored) {
@@ -161,6 +162,8 @@ pub(super) fn create(c: &Client, database: &str, stored: i64) -> Result<(), ChEr
     if (1..3).contains(&stored) {
         super::rollups::rebuild(c)?;
         super::latest::backfill(c)?;
+    } else if (3..6).contains(&stored) {
+        super::rollups::reorder(c)?;
     } else {
         for t in super::rollups::ddl() {
             c.query(&t)?;

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use super::read::{point, Scope};
 use super::rowbinary::{lit, str_list};
+use super::seal::{self, Sealed};
 use super::ClickHouseStore;
 use crate::error::Result;
 use crate::store::rollup;
@@ -87,7 +88,14 @@ impl ClickHouseStore {
         let w = bucket_ms.max(1);
         let parts = match rollup::plan(sel.from_ms, sel.to_ms, w, crate::select::now_ms()) {
             None => raw_parts(&self.points_sql(scope, sel, metrics), w),
-            Some(pieces) => plan_parts(scope, metrics, &pieces, w),
+            Some(pieces) => {
+                let sealed = if pieces.iter().any(|p| p.res_ms() == Some(seal::RES_MS)) {
+                    self.sealed()?
+                } else {
+                    Sealed::default()
+                };
+                plan_parts(&Arms { scope, metrics, sealed: &sealed, w }, &pieces)
+            }
         };
         let rows = self.rows(
             &format!(
@@ -265,11 +273,20 @@ fn raw_parts(points: &str, w: i64) -> String {
     )
 }
 
+/// What every arm of one envelope read shares.
+struct Arms<'a> {
+    scope: &'a Scope,
+    metrics: &'a [&'a str],
+    sealed: &'a Sealed,
+    /// The envelope's bucket width.
+    w: i64,
+}
+
 /// The statement's arms for a plan's pieces. A tier's buckets and the
 /// raw samples after them are one arm of the tier through its current
 /// bucket, and the raw samples of the series that tier cannot serve
 /// ([`through_tail`]).
-fn plan_parts(scope: &Scope, metrics: &[&str], pieces: &[rollup::Piece], w: i64) -> String {
+fn plan_parts(a: &Arms, pieces: &[rollup::Piece]) -> String {
     let mut arms = Vec::with_capacity(pieces.len());
     let mut tier = None;
     for p in pieces {
@@ -281,52 +298,81 @@ fn plan_parts(scope: &Scope, metrics: &[&str], pieces: &[rollup::Piece], w: i64)
             } => tier = Some((res_ms, from_ms, to_ms)),
             rollup::Piece::Raw { from_ms, to_ms } => match tier.take() {
                 Some((res, first, last)) if from_ms == last => {
-                    arms.push(through_tail(scope, metrics, (res, first, last, to_ms), w));
+                    arms.push(through_tail(a, (res, first, last, to_ms)));
                 }
                 earlier => {
                     let times = format!("ts_ms >= {from_ms} AND ts_ms <= {to_ms}");
-                    arms.extend(earlier.map(|t| rollup_parts(scope, metrics, t, w, "")));
-                    arms.push(raw_parts(&points_in(scope, metrics, &times), w));
+                    arms.extend(earlier.map(|t| tier_parts(a, t, None)));
+                    arms.push(raw_parts(&points_in(a.scope, a.metrics, &times), a.w));
                 }
             },
         }
     }
-    arms.extend(tier.map(|t| rollup_parts(scope, metrics, t, w, "")));
+    arms.extend(tier.map(|t| tier_parts(a, t, None)));
     arms.join(" UNION ALL ")
 }
 
-/// A tier's rollup buckets of width `res` starting in `[from, to)`, by
-/// metric, segment and envelope bucket of width `w`, in the columns of
-/// [`raw_parts`].
+/// A tier's buckets of width `res` starting in `[from, to)`, by metric,
+/// segment and envelope bucket, in the columns of [`raw_parts`]: those
+/// sealed from the sealed table ([`seal::arm`]), the rest from the
+/// rollups. `upto`, when given, leaves out a bucket whose last sample is
+/// after it.
+fn tier_parts(a: &Arms, (res, from, to): (i64, i64, i64), upto: Option<i64>) -> String {
+    let s = a.sealed;
+    let mid = s.through_ms.clamp(from, to);
+    if res != seal::RES_MS || mid == from {
+        return rollup_parts(a, (res, from, to), upto, "");
+    }
+    let sealed = seal::arm(
+        &a.scope.filter,
+        &str_list(a.metrics),
+        (from, mid),
+        a.w,
+        &s.pending,
+        upto,
+    );
+    // The late segments' sealed buckets are read from the rollups too.
+    let rest = if s.pending.is_empty() {
+        (mid < to).then(|| rollup_parts(a, (res, mid, to), upto, ""))
+    } else {
+        let or_late = format!(
+            "AND (bucket >= {mid} OR segment IN ({}))",
+            seal::ids(&s.pending)
+        );
+        Some(rollup_parts(a, (res, from, to), upto, &or_late))
+    };
+    match rest {
+        Some(r) => format!("{sealed} UNION ALL {r}"),
+        None => sealed,
+    }
+}
+
+/// A tier's rollup buckets of width `res` starting in `[from, to)` (and
+/// meeting `and`), by metric, segment and envelope bucket of width `w`, in
+/// the columns of [`raw_parts`].
 /// Each tier bucket's count is taken before buckets are summed into
 /// envelope buckets: its masks mark seconds of its own span. The masks are
 /// merged in one `SELECT` and counted in the next: counting inside the
 /// aggregate's `SELECT` took over a quarter of the tier's read
 /// (docs/benchmarks.md).
-/// `having` filters the tier's buckets (by `b1`, the time of a bucket's
-/// last sample).
-fn rollup_parts(
-    scope: &Scope,
-    metrics: &[&str],
-    (res, from, to): (i64, i64, i64),
-    w: i64,
-    having: &str,
-) -> String {
+fn rollup_parts(a: &Arms, (res, from, to): (i64, i64, i64), upto: Option<i64>, and: &str) -> String {
+    let having = upto.map_or(String::new(), |t| format!("HAVING b1 <= {t}"));
     format!(
         "SELECT metric, segment, min(b0) AS t0, max(b1) AS t1, min(blo) AS lo, max(bhi) AS hi,
             toUInt64(sum({})) AS k
          FROM (SELECT metric, segment, bucket, minMerge(first_ms) AS b0,
                  maxMerge(last_ms) AS b1, minMerge(vmin) AS blo, maxMerge(vmax) AS bhi, {}
-               FROM {} WHERE {} AND metric IN ({}) AND bucket >= {} AND bucket < {}
+               FROM {} WHERE {} AND metric IN ({}) AND bucket >= {} AND bucket < {} {and}
                GROUP BY metric, segment, bucket {having})
-         GROUP BY metric, segment, intDiv(bucket, {w})",
+         GROUP BY metric, segment, intDiv(bucket, {})",
         super::rollups::count(res),
         super::rollups::merged(res),
         super::rollups::table(res),
-        scope.filter,
-        str_list(metrics),
+        a.scope.filter,
+        str_list(a.metrics),
         from,
-        to
+        to,
+        a.w
     )
 }
 
@@ -340,19 +386,9 @@ fn rollup_parts(
 /// that ends now reads no raw row. The raw quarter hour at a window's end
 /// was most of an envelope's cost, and the current bucket in an arm of its
 /// own a quarter of what was left (docs/benchmarks.md).
-fn through_tail(
-    scope: &Scope,
-    metrics: &[&str],
-    (res, first, last, to): (i64, i64, i64, i64),
-    w: i64,
-) -> String {
-    let whole = rollup_parts(
-        scope,
-        metrics,
-        (res, first, last + res),
-        w,
-        &format!("HAVING b1 <= {to}"),
-    );
+fn through_tail(a: &Arms, (res, first, last, to): (i64, i64, i64, i64)) -> String {
+    let whole = tier_parts(a, (res, first, last + res), Some(to));
+    let (scope, metrics) = (a.scope, a.metrics);
     let newer = format!(
         "SELECT segment FROM latest WHERE {} AND metric IN ({}) AND day_ms >= {}
          GROUP BY segment, metric HAVING maxMerge(ts) > {to}",
@@ -377,6 +413,6 @@ fn through_tail(
     let times = format!("ts_ms >= {last} AND ts_ms <= {to} AND (segment, metric) IN ({later})");
     format!(
         "{whole} UNION ALL {}",
-        raw_parts(&points_in(&narrowed, metrics, &times), w)
+        raw_parts(&points_in(&narrowed, metrics, &times), a.w)
     )
 }

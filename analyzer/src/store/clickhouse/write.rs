@@ -64,6 +64,10 @@ pub(super) struct Block {
     /// Stacks in `tables` this analyzer had not stored before: known once
     /// the block is in.
     new_stacks: HashSet<i64>,
+    /// Segments with samples in buckets that may be sealed, and the
+    /// oldest such bucket: marked late once their samples are in
+    /// (`super::seal`).
+    late: HashMap<i64, i64>,
 }
 
 impl Block {
@@ -76,6 +80,10 @@ impl Block {
             mine.append(theirs);
         }
         self.new_stacks.extend(other.new_stacks);
+        for (seg, from) in other.late {
+            let f = self.late.entry(seg).or_insert(from);
+            *f = (*f).min(from);
+        }
     }
 
     fn table(&mut self, t: Table) -> &mut RowWriter {
@@ -215,6 +223,17 @@ fn insert(client: &Client, block: &Block) -> Result<(), ChError> {
             client.insert(name, &rows.buf)?;
         }
     }
+    // After the samples, and stamped now: a seal that began before this
+    // mark may not have seen them, and one that begins after it has.
+    if !block.late.is_empty() {
+        let now = crate::select::now_ms();
+        let mut w = RowWriter::default();
+        for (seg, from) in &block.late {
+            w.i64(*seg).i64(*from).i64(now);
+            w.row();
+        }
+        client.insert("late", &w.buf)?;
+    }
     Ok(())
 }
 
@@ -277,6 +296,13 @@ impl ClickHouseStore {
                     .u32(1);
                 w.row();
             }
+        }
+        // By the clock sealing goes by, whatever time the batch is said to
+        // be received at.
+        let oldest = b.samples.iter().map(|s| s.ts_ms).min();
+        let now = crate::select::now_ms();
+        if let Some(from) = oldest.and_then(|o| super::seal::late_from(o, now)) {
+            block.late.insert(seg, from);
         }
         for p in &b.pause_events {
             let w = block.table(Table::Pauses);
