@@ -346,11 +346,11 @@ fn check_windows(store: &dyn Store, pts: &[(i64, f64)], now: i64, when: &str) {
 }
 
 #[test]
-fn sealed_quarter_hours_read_as_their_rollups_and_a_late_batch_counts_at_once() {
+fn settled_quarter_hours_read_as_their_rollups_and_a_late_batch_counts_at_once() {
     let now = now_ms();
     let pts = points(now);
     let ch = ClickHouse::shared();
-    let db = database("sealed");
+    let db = database("settled");
     let url = ClickHouseUrl::parse(&ch.url(&db)).unwrap();
     let store = ClickHouseStore::open(url).unwrap();
     let sent = batches("a", &pts, now);
@@ -369,24 +369,24 @@ fn sealed_quarter_hours_read_as_their_rollups_and_a_late_batch_counts_at_once() 
         .filter(|(k, _)| !chunk.contains(k))
         .map(|(_, p)| *p)
         .collect();
-    check_windows(&store, &without, now, "before any seal");
-    store.seal(now).unwrap();
-    let sealed = |ch: &ClickHouse| {
-        ch.query(&format!("SELECT count() FROM {db}.sealed_900000"))
+    check_windows(&store, &without, now, "before any settle");
+    store.settle(now).unwrap();
+    let settled = |ch: &ClickHouse| {
+        ch.query(&format!("SELECT count() FROM {db}.settled_900000"))
             .trim()
             .parse::<u64>()
             .unwrap()
     };
-    assert!(sealed(ch) > 90, "the day's quarter hours were not sealed");
-    check_windows(&store, &without, now, "sealed");
-    // The late batch is read at once, before the next seal, and once
-    // sealed again; replayed after that, it counts once.
+    assert!(settled(ch) > 90, "the day's quarter hours were not settled");
+    check_windows(&store, &without, now, "settled");
+    // The late batch is read at once, before the next settle, and once
+    // settled again; replayed after that, it counts once.
     store.ingest(&sent[held], now).unwrap();
-    check_windows(&store, &pts, now, "a late batch, not yet sealed");
-    store.seal(now_ms()).unwrap();
-    check_windows(&store, &pts, now, "a late batch, sealed");
+    check_windows(&store, &pts, now, "a late batch, not yet settled");
+    store.settle(now_ms()).unwrap();
+    check_windows(&store, &pts, now, "a late batch, settled");
     store.ingest(&sent[held], now).unwrap();
-    store.seal(now_ms()).unwrap();
+    store.settle(now_ms()).unwrap();
     check_windows(&store, &pts, now, "a late batch replayed");
     let late = ch.query(&format!(
         "SELECT count() FROM {db}.late WHERE from_ms = {}",
@@ -409,17 +409,23 @@ fn a_clickhouse_store_with_schema_5_rollups_has_its_quarter_hours_moved() {
     }
     drop(store);
     // Back to schema 5: the quarter hours in a table sorted by series,
-    // under its old name, with their rows; no seals.
+    // under its old name, with their rows; no settles.
     let old = |sql: String| {
         sql.replace("rollups_by_time_900000", "rollups_900000")
-            .replace("ORDER BY (bucket, segment, metric)", "ORDER BY (segment, metric, bucket)")
+            .replace(
+                "ORDER BY (bucket, segment, metric)",
+                "ORDER BY (segment, metric, bucket)",
+            )
     };
     let show = |t: &str| ch.query(&format!("SHOW CREATE TABLE {db}.{t} FORMAT TSVRaw"));
     let (table, view) = (
         show("rollups_by_time_900000"),
         show("rollups_by_time_900000_view"),
     );
-    assert!(table.contains("ORDER BY (bucket, segment, metric)"), "{table}");
+    assert!(
+        table.contains("ORDER BY (bucket, segment, metric)"),
+        "{table}"
+    );
     ch.query(&old(table));
     ch.query(&format!(
         "INSERT INTO {db}.rollups_900000 SELECT * FROM {db}.rollups_by_time_900000"
@@ -440,6 +446,6 @@ fn a_clickhouse_store_with_schema_5_rollups_has_its_quarter_hours_moved() {
     assert_eq!(tables.trim(), "", "the old table is left");
     // The last batch reaches the moved table through its view.
     store.ingest(&sent[sent.len() - 1], now).unwrap();
-    store.seal(now).unwrap();
+    store.settle(now).unwrap();
     check_windows(&store, &pts, now, "moved");
 }

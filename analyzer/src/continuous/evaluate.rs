@@ -149,6 +149,13 @@ pub fn evaluate(store: &dyn Store, now_ms: i64) -> Result<Pass> {
 /// [`evaluate`] for the services of one shard, when several analyzers
 /// share a store.
 pub(crate) fn evaluate_shard(store: &dyn Store, shard: Shard, now_ms: i64) -> Result<Pass> {
+    // One analyzer of a fleet settles. Only what reads cost depends on it,
+    // so a failure is not the pass's.
+    if shard.index == 0 {
+        if let Err(e) = store.settle(now_ms) {
+            tracing::warn!("settling the quarter hours that are over failed: {e}");
+        }
+    }
     let kept = store.kept_times()?;
     let mut stale: Vec<String> = Vec::new();
     let mut pass = Pass::default();
@@ -184,11 +191,6 @@ pub(crate) fn evaluate_services(
 /// transitions against what was kept before; returns the instances
 /// judged. One service is in memory at a time, whatever the fleet's size.
 fn judge_services(store: &dyn Store, services: &[String], now_ms: i64) -> Result<usize> {
-    // Only what the reads cost depends on it, so a failure is not the
-    // pass's.
-    if let Err(e) = store.seal(now_ms) {
-        tracing::warn!("sealing the quarter hours that are over failed: {e}");
-    }
     let mut history = Vec::new();
     let mut judged = 0;
     for service in services {

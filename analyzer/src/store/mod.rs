@@ -300,11 +300,11 @@ pub trait Store: EvaluationState + Send + Sync + 'static {
     fn keep_symbols(&self, build_id: &str, rows: &[(u64, Vec<Frame>)]) -> Result<()>;
     fn retain(&self, now_ms: i64, policy: &RetentionPolicy) -> Result<RetentionReport>;
     /// Readies what a fleet's judgement reads at `now_ms`, where the store
-    /// keeps something for that (ClickHouse seals the quarter hours that
+    /// keeps something for that (ClickHouse settles the quarter hours that
     /// are over), at the start of each evaluation pass; what any read
     /// returns does not depend on it, only how long it takes. SQLite's
     /// rollups are numbers already.
-    fn seal(&self, _now_ms: i64) -> Result<()> {
+    fn settle(&self, _now_ms: i64) -> Result<()> {
         Ok(())
     }
     /// Reads worth running at once per core of the analyzer: 1 where a

@@ -287,11 +287,11 @@ fn fleet_row(
     let written = Instant::now();
     write_fleet(store, n, hours, now);
     let write = written.elapsed();
-    // As `serve`'s first pass does: the day's quarter hours sealed once
+    // As `serve`'s first pass does: the day's quarter hours settled once
     // (on ClickHouse; nothing on SQLite).
-    let sealed = Instant::now();
-    store.seal(now_ms()).unwrap();
-    let seal = sealed.elapsed();
+    let settled = Instant::now();
+    store.settle(now_ms()).unwrap();
+    let settle = settled.elapsed();
     written_then();
     let sel = Selector::all(now - 24 * 3_600_000, now);
     let (engine, analysis) = time(3, || analyze(store, &sel, &Options::default()).unwrap());
@@ -320,9 +320,9 @@ fn fleet_row(
     assert_eq!(rows.len(), n);
     (
         format!(
-            "{:.1} s, sealed in {:.2} s | {:.2} s | {:.2} s",
+            "{:.1} s, settled in {:.2} s | {:.2} s | {:.2} s",
             write.as_secs_f64(),
-            seal.as_secs_f64(),
+            settle.as_secs_f64(),
             engine.as_secs_f64(),
             cli.as_secs_f64()
         ),

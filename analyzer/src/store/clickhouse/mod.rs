@@ -19,8 +19,8 @@ mod retention;
 mod rollups;
 mod rowbinary;
 mod schema;
-mod seal;
 mod series;
+mod settle;
 mod symbols;
 pub mod url;
 mod write;
@@ -367,8 +367,8 @@ impl Store for ClickHouseStore {
         self.apply_retention(now_ms, policy)
     }
 
-    fn seal(&self, now_ms: i64) -> Result<()> {
-        self.seal_buckets(now_ms)
+    fn settle(&self, now_ms: i64) -> Result<()> {
+        self.settle_buckets(now_ms)
     }
 
     /// A read here is mostly a wait on ClickHouse, which runs many at

@@ -110,7 +110,7 @@ impl ClickHouseStore {
             let expired = match p.table.as_str() {
                 "profile_raw" => end <= now_ms - policy.raw_profile_keep_ms,
                 "samples" => end <= cutoff,
-                "seals" | "late" => end <= now_ms - 2 * DAY_MS,
+                "settles" | "late" => end <= now_ms - 2 * DAY_MS,
                 t if super::rollups::tier_of(t).is_some() => {
                     end <= rollup_cutoff(super::rollups::tier_of(t), cutoff, now_ms)
                 }

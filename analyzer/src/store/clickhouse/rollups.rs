@@ -27,31 +27,31 @@ fn words(res_ms: i64) -> usize {
     (res_ms / 60_000).max(1) as usize
 }
 
-/// The table of the tier of `res_ms`. The sealed tier's is sorted by
-/// bucket first ([`super::seal`]): sealing reads the fleet's newest
+/// The table of the tier of `res_ms`. The settled tier's is sorted by
+/// bucket first ([`super::settle`]): settling reads the fleet's newest
 /// buckets, and a read of a cohort from it only the buckets not yet
-/// sealed, each a range of the sorting key rather than a piece of every
+/// settled, each a range of the sorting key rather than a piece of every
 /// series' granules.
 pub(super) fn table(res_ms: i64) -> String {
-    if res_ms == super::seal::RES_MS {
+    if res_ms == super::settle::RES_MS {
         format!("rollups_by_time_{res_ms}")
     } else {
         format!("rollups_{res_ms}")
     }
 }
 
-/// The tier of a rollup table or of the sealed buckets' table, by name.
+/// The tier of a rollup table or of the settled buckets' table, by name.
 pub(super) fn tier_of(table_name: &str) -> Option<i64> {
     TIERS
         .iter()
         .map(|t| t.res_ms)
         .find(|r| table(*r) == table_name)
-        .or((table_name == super::seal::TABLE).then_some(super::seal::RES_MS))
+        .or((table_name == super::settle::TABLE).then_some(super::settle::RES_MS))
 }
 
 /// The sorting key of the tier of `res_ms`'s table.
 fn order(res_ms: i64) -> &'static str {
-    if res_ms == super::seal::RES_MS {
+    if res_ms == super::settle::RES_MS {
         "(bucket, segment, metric)"
     } else {
         "(segment, metric, bucket)"
@@ -177,7 +177,7 @@ pub(super) fn rebuild(c: &Client) -> Result<(), ChError> {
     Ok(())
 }
 
-/// Moves a store of schemas 3 to 5, whose sealed tier's table was sorted
+/// Moves a store of schemas 3 to 5, whose settled tier's table was sorted
 /// by series, to the table sorted by bucket ([`table`]): the new table and
 /// its view first, then the old rows copied and the old table dropped. A
 /// batch inserted meanwhile reaches both tables and may be copied again,
@@ -187,10 +187,10 @@ pub(super) fn reorder(c: &Client) -> Result<(), ChError> {
     for statement in ddl() {
         c.query(&statement)?;
     }
-    let old = format!("rollups_{}", super::seal::RES_MS);
+    let old = format!("rollups_{}", super::settle::RES_MS);
     c.query(&format!(
         "INSERT INTO {} SELECT * FROM {old}",
-        table(super::seal::RES_MS)
+        table(super::settle::RES_MS)
     ))?;
     c.query(&format!("DROP TABLE IF EXISTS {old}_view"))?;
     c.query(&format!("DROP TABLE IF EXISTS {old}"))?;

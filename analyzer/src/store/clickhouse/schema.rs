@@ -16,7 +16,7 @@ use super::ChError;
 /// (`super::rollups`), and keeps each series' newest sample in `latest`;
 /// 4 added `profile_stacks.alloc_bytes` and `alloc_objects`; 5 added
 /// `symbols`, the names of build-ids' addresses; 6 sorts the quarter-hour
-/// tier's table by bucket and seals its buckets (`super::seal`).
+/// tier's table by bucket and settles its buckets (`super::settle`).
 pub(super) const SCHEMA_VERSION: i64 = 6;
 
 /// The day of a millisecond column, the partition of every timed table.
@@ -151,7 +151,7 @@ pub(super) fn create(c: &Client, database: &str, stored: i64) -> Result<(), ChEr
     for t in TABLES {
         c.query(t)?;
     }
-    for t in super::latest::DDL.iter().chain(&super::seal::DDL) {
+    for t in super::latest::DDL.iter().chain(&super::settle::DDL) {
         c.query(t)?;
     }
     if (1..4).contains(&stored) {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use super::read::{point, Scope};
 use super::rowbinary::{lit, str_list};
-use super::seal::{self, Sealed};
+use super::settle::{self, Settled};
 use super::ClickHouseStore;
 use crate::error::Result;
 use crate::store::rollup;
@@ -89,21 +89,29 @@ impl ClickHouseStore {
         let parts = match rollup::plan(sel.from_ms, sel.to_ms, w, crate::select::now_ms()) {
             None => raw_parts(&self.points_sql(scope, sel, metrics), w),
             Some(pieces) => {
-                let sealed = if pieces.iter().any(|p| p.res_ms() == Some(seal::RES_MS)) {
-                    self.sealed()?
+                let settled = if pieces.iter().any(|p| p.res_ms() == Some(settle::RES_MS)) {
+                    self.settled()?
                 } else {
-                    Sealed::default()
+                    Settled::default()
                 };
-                plan_parts(&Arms { scope, metrics, sealed: &sealed, w }, &pieces)
+                plan_parts(
+                    &Arms {
+                        scope,
+                        metrics,
+                        settled: &settled,
+                        w,
+                    },
+                    &pieces,
+                )
             }
         };
+        // The arms' parts of one envelope bucket are merged here
+        // (`rollup::merge`): grouping them in ClickHouse again took a
+        // quarter of a cohort's day (docs/benchmarks.md).
         let rows = self.rows(
             &format!(
-                "SELECT metric, segment, service_name, instance_name, f0, f1, flo, fhi, fk FROM (
-                   SELECT metric, segment, min(t0) AS f0, max(t1) AS f1, min(lo) AS flo,
-                       max(hi) AS fhi, sum(k) AS fk
-                   FROM ({parts}) GROUP BY metric, segment, intDiv(t0, {w}))
-                 {}",
+                "SELECT metric, segment, service_name, instance_name, t0, t1, lo, hi, k
+                 FROM ({parts}) {}",
                 scope.join
             ),
             |r| {
@@ -277,7 +285,7 @@ fn raw_parts(points: &str, w: i64) -> String {
 struct Arms<'a> {
     scope: &'a Scope,
     metrics: &'a [&'a str],
-    sealed: &'a Sealed,
+    settled: &'a Settled,
     /// The envelope's bucket width.
     w: i64,
 }
@@ -314,16 +322,16 @@ fn plan_parts(a: &Arms, pieces: &[rollup::Piece]) -> String {
 
 /// A tier's buckets of width `res` starting in `[from, to)`, by metric,
 /// segment and envelope bucket, in the columns of [`raw_parts`]: those
-/// sealed from the sealed table ([`seal::arm`]), the rest from the
+/// settled from the settled table ([`settle::arm`]), the rest from the
 /// rollups. `upto`, when given, leaves out a bucket whose last sample is
 /// after it.
 fn tier_parts(a: &Arms, (res, from, to): (i64, i64, i64), upto: Option<i64>) -> String {
-    let s = a.sealed;
+    let s = a.settled;
     let mid = s.through_ms.clamp(from, to);
-    if res != seal::RES_MS || mid == from {
+    if res != settle::RES_MS || mid == from {
         return rollup_parts(a, (res, from, to), upto, "");
     }
-    let sealed = seal::arm(
+    let settled = settle::arm(
         &a.scope.filter,
         &str_list(a.metrics),
         (from, mid),
@@ -331,19 +339,19 @@ fn tier_parts(a: &Arms, (res, from, to): (i64, i64, i64), upto: Option<i64>) -> 
         &s.pending,
         upto,
     );
-    // The late segments' sealed buckets are read from the rollups too.
+    // The late segments' settled buckets are read from the rollups too.
     let rest = if s.pending.is_empty() {
         (mid < to).then(|| rollup_parts(a, (res, mid, to), upto, ""))
     } else {
         let or_late = format!(
             "AND (bucket >= {mid} OR segment IN ({}))",
-            seal::ids(&s.pending)
+            settle::ids(&s.pending)
         );
         Some(rollup_parts(a, (res, from, to), upto, &or_late))
     };
     match rest {
-        Some(r) => format!("{sealed} UNION ALL {r}"),
-        None => sealed,
+        Some(r) => format!("{settled} UNION ALL {r}"),
+        None => settled,
     }
 }
 
@@ -355,7 +363,12 @@ fn tier_parts(a: &Arms, (res, from, to): (i64, i64, i64), upto: Option<i64>) -> 
 /// merged in one `SELECT` and counted in the next: counting inside the
 /// aggregate's `SELECT` took over a quarter of the tier's read
 /// (docs/benchmarks.md).
-fn rollup_parts(a: &Arms, (res, from, to): (i64, i64, i64), upto: Option<i64>, and: &str) -> String {
+fn rollup_parts(
+    a: &Arms,
+    (res, from, to): (i64, i64, i64),
+    upto: Option<i64>,
+    and: &str,
+) -> String {
     let having = upto.map_or(String::new(), |t| format!("HAVING b1 <= {t}"));
     format!(
         "SELECT metric, segment, min(b0) AS t0, max(b1) AS t1, min(blo) AS lo, max(bhi) AS hi,

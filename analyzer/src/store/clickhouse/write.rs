@@ -64,9 +64,9 @@ pub(super) struct Block {
     /// Stacks in `tables` this analyzer had not stored before: known once
     /// the block is in.
     new_stacks: HashSet<i64>,
-    /// Segments with samples in buckets that may be sealed, and the
+    /// Segments with samples in buckets that may be settled, and the
     /// oldest such bucket: marked late once their samples are in
-    /// (`super::seal`).
+    /// (`super::settle`).
     late: HashMap<i64, i64>,
 }
 
@@ -223,7 +223,7 @@ fn insert(client: &Client, block: &Block) -> Result<(), ChError> {
             client.insert(name, &rows.buf)?;
         }
     }
-    // After the samples, and stamped now: a seal that began before this
+    // After the samples, and stamped now: a settle that began before this
     // mark may not have seen them, and one that begins after it has.
     if !block.late.is_empty() {
         let now = crate::select::now_ms();
@@ -297,11 +297,11 @@ impl ClickHouseStore {
                 w.row();
             }
         }
-        // By the clock sealing goes by, whatever time the batch is said to
+        // By the clock settling goes by, whatever time the batch is said to
         // be received at.
         let oldest = b.samples.iter().map(|s| s.ts_ms).min();
         let now = crate::select::now_ms();
-        if let Some(from) = oldest.and_then(|o| super::seal::late_from(o, now)) {
+        if let Some(from) = oldest.and_then(|o| super::settle::late_from(o, now)) {
             block.late.insert(seg, from);
         }
         for p in &b.pause_events {
