@@ -11,6 +11,7 @@
 //! server this store supports: no bound parameters, no `TTL`, no
 //! `LowCardinality`.
 
+mod arms;
 mod findings;
 mod http;
 mod latest;
