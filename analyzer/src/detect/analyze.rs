@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use super::reads::{bucket_ms, peak_window, Reads};
 use super::stats::Bucket;
 use super::{
-    assess_lifetimes, growing_sites, runway, Analysis, Assessment, Finding, LeakVerdict, Lifetime,
-    Options, Resource, Severity, Subject,
+    assess_lifetimes, runway, Analysis, Assessment, Finding, LeakVerdict, Lifetime, Options,
+    Resource, Severity, Subject,
 };
 use crate::error::Result;
 use crate::select::Selector;
@@ -235,6 +235,7 @@ fn judge_cohort(
     opts: &Options,
 ) -> Result<Vec<Finding>> {
     let mut out = Vec::new();
+    let mut needs = Vec::new();
     let mut batch = match cohort {
         [first, _, ..] => {
             let names: Vec<&str> = cohort.iter().map(|i| i.instance.as_str()).collect();
@@ -254,9 +255,29 @@ fn judge_cohort(
             judged.push(judge(store, &mut read, &sel, s, opts)?);
         }
         super::detail::merge_socket_fds(&mut judged);
-        out.extend(judged);
+        for f in judged {
+            if let Some(from) = needs_sites(&f, &sel) {
+                needs.push((
+                    out.len(),
+                    Selector {
+                        from_ms: from,
+                        ..sel.clone()
+                    },
+                ));
+            }
+            out.push(f);
+        }
     }
+    // The growing heaps' sites, their profiles read for the cohort at once.
+    super::sites::name_sites(store, &mut out, &needs, opts)?;
     Ok(out)
+}
+
+/// Where a finding's growing allocation sites are looked for, if it
+/// needs them: a heap that grows, from when it began to.
+fn needs_sites(f: &Finding, sel: &Selector) -> Option<i64> {
+    (f.resource == Resource::Heap && f.verdict.alarms() && f.verdict != LeakVerdict::Exhausted)
+        .then(|| f.started_ms.unwrap_or(sel.from_ms).max(sel.from_ms))
 }
 
 /// Orders findings worst first: leaks by time to exhaustion, then the
@@ -323,17 +344,6 @@ fn judge(
     f.severity = Some(Severity::of(f.time_to_exhaustion_seconds));
     // What ran out is named like a leak's growth, when it grew.
     super::detail::explain(store, sel, subject, &mut f, opts)?;
-    if r == Resource::Heap && f.verdict != LeakVerdict::Exhausted {
-        let from = f.started_ms.unwrap_or(sel.from_ms).max(sel.from_ms);
-        f.sites = growing_sites(
-            store,
-            &Selector {
-                from_ms: from,
-                ..sel.clone()
-            },
-            opts,
-        )?;
-    }
     Ok(f)
 }
 

@@ -17,7 +17,53 @@ pub(crate) fn growing_sites(
     sel: &Selector,
     opts: &Options,
 ) -> Result<Vec<Site>> {
-    let profiles = store.profiles(sel)?;
+    sites_from(store, sel, store.profiles(sel)?, opts)
+}
+
+/// Names the sites of each finding of `findings` at the index `needs`
+/// gives, over the window its selector gives (one instance's each, of
+/// one service): the profiles of all in one read, then each alone.
+pub(crate) fn name_sites(
+    store: &dyn Store,
+    findings: &mut [super::Finding],
+    needs: &[(usize, Selector)],
+    opts: &Options,
+) -> Result<()> {
+    let Some(service) = needs.first().and_then(|(_, s)| s.service.clone()) else {
+        return Ok(());
+    };
+    let from = needs.iter().map(|(_, s)| s.from_ms).min().unwrap_or(0);
+    let to = needs.iter().map(|(_, s)| s.to_ms).max().unwrap_or(0);
+    let names: Vec<&str> = needs
+        .iter()
+        .filter_map(|(_, s)| s.instance.as_deref())
+        .collect();
+    let sel = Selector::all(from, to).for_service(&service);
+    let mut profiles = store.profiles_of(&sel, &names)?;
+    for (i, sel) in needs {
+        let Some(instance) = sel.instance.as_deref() else {
+            continue;
+        };
+        let mine: Vec<_> = profiles
+            .remove(instance)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|p| p.ts_ms >= sel.from_ms && p.ts_ms <= sel.to_ms)
+            .collect();
+        if let Some(f) = findings.get_mut(*i) {
+            f.sites = sites_from(store, sel, mine, opts)?;
+        }
+    }
+    Ok(())
+}
+
+/// [`growing_sites`] from `profiles`, those of `sel`.
+fn sites_from(
+    store: &dyn Store,
+    sel: &Selector,
+    profiles: Vec<crate::store::StoredProfile>,
+    opts: &Options,
+) -> Result<Vec<Site>> {
     if profiles.len() < 8 {
         return Ok(Vec::new());
     }

@@ -247,6 +247,24 @@ pub trait Store: EvaluationState + Send + Sync + 'static {
     }
     fn pauses(&self, sel: &Selector) -> Result<Vec<StoredPause>>;
     fn profiles(&self, sel: &Selector) -> Result<Vec<StoredProfile>>;
+    /// [`Store::profiles`] of each of `instances` of the service `sel`
+    /// names, by instance: one query for a networked store.
+    fn profiles_of(
+        &self,
+        sel: &Selector,
+        instances: &[&str],
+    ) -> Result<std::collections::HashMap<String, Vec<StoredProfile>>> {
+        let service = sel.service.as_deref().unwrap_or_default();
+        instances
+            .iter()
+            .map(|i| {
+                Ok((
+                    (*i).to_owned(),
+                    self.profiles(&sel.for_instance(service, i))?,
+                ))
+            })
+            .collect()
+    }
     fn profile_nearest(
         &self,
         service: &str,

@@ -302,6 +302,14 @@ impl Store for ClickHouseStore {
         self.read_profiles(sel)
     }
 
+    fn profiles_of(
+        &self,
+        sel: &Selector,
+        instances: &[&str],
+    ) -> Result<std::collections::HashMap<String, Vec<StoredProfile>>> {
+        self.read_profiles_of(sel, instances)
+    }
+
     fn profile_nearest(
         &self,
         service: &str,

@@ -224,6 +224,24 @@ impl ClickHouseStore {
         Ok(out)
     }
 
+    /// [`Self::read_profiles`] of several instances in one statement.
+    pub(super) fn read_profiles_of(
+        &self,
+        sel: &Selector,
+        instances: &[&str],
+    ) -> Result<HashMap<String, Vec<StoredProfile>>> {
+        let filter = format!("ts_ms >= {} AND ts_ms <= {}", sel.from_ms, sel.to_ms);
+        let mut out: HashMap<String, Vec<StoredProfile>> = instances
+            .iter()
+            .map(|i| ((*i).to_owned(), Vec::new()))
+            .collect();
+        for p in self.profile_rows(&Scope::of_instances(sel, instances), &filter)? {
+            out.entry(p.instance.clone()).or_default().push(p);
+        }
+        out.values_mut().for_each(|v| v.sort_by_key(|p| p.ts_ms));
+        Ok(out)
+    }
+
     pub(super) fn read_profile_nearest(
         &self,
         service: &str,

@@ -45,11 +45,14 @@ pub(crate) const SETTLE_LAG_MS: i64 = 60_000;
 /// until the next settle, rather than name them all in each statement.
 const MAX_PENDING: usize = 1000;
 
+/// The settled table's granules are small: a series' day is 96 rows, and
+/// a cohort's series are spread over the fleet's, so granules of the
+/// default 8,192 rows read most of the table for any cohort.
 pub(super) const DDL: [&str; 3] = [
     "CREATE TABLE IF NOT EXISTS settled_900000 (segment Int64, metric String, bucket Int64,
         vmin Float64, vmax Float64, first_ms Int64, last_ms Int64, n UInt32, settled_ms Int64)
      ENGINE = ReplacingMergeTree(settled_ms) PARTITION BY toDate(intDiv(bucket, 1000))
-     ORDER BY (segment, metric, bucket)",
+     ORDER BY (segment, metric, bucket) SETTINGS index_granularity = 256",
     "CREATE TABLE IF NOT EXISTS settles (through_ms Int64, at_ms Int64)
      ENGINE = MergeTree PARTITION BY toDate(intDiv(at_ms, 1000)) ORDER BY at_ms",
     "CREATE TABLE IF NOT EXISTS late (segment Int64, from_ms Int64, at_ms Int64)
