@@ -263,7 +263,7 @@ fn a_store_from_before_rollups_gains_them_when_opened_for_writing() {
             assert!(SqliteStore::open_read_only(&path).is_err(), "{name}");
             Box::new(SqliteStore::open(&path).unwrap())
         } else {
-            ch.query(&format!("TRUNCATE TABLE {db}.rollups_60000"));
+            ch.query(&format!("TRUNCATE TABLE {db}.rollups_by_series_60000"));
             ch.query(&format!("TRUNCATE TABLE {db}.rollups_by_time_900000"));
             ch.query(&format!("TRUNCATE TABLE {db}.meta"));
             ch.query(&format!(
@@ -298,9 +298,9 @@ fn a_clickhouse_store_with_schema_2_rollups_has_them_rebuilt() {
     // Back to schema 2: its rollups (left empty: the rebuild fills them
     // from the samples), no `latest`, version 2.
     for t in [
-        "rollups_60000_view",
+        "rollups_by_series_60000_view",
         "rollups_by_time_900000_view",
-        "rollups_60000",
+        "rollups_by_series_60000",
         "rollups_by_time_900000",
         "latest_view",
         "latest",
@@ -396,7 +396,7 @@ fn settled_quarter_hours_read_as_their_rollups_and_a_late_batch_counts_at_once()
 }
 
 #[test]
-fn a_clickhouse_store_with_schema_5_rollups_has_its_quarter_hours_moved() {
+fn a_clickhouse_store_with_schema_5_rollups_has_its_tiers_moved() {
     let now = now_ms();
     let pts = points(now);
     let ch = ClickHouse::shared();
@@ -408,32 +408,33 @@ fn a_clickhouse_store_with_schema_5_rollups_has_its_quarter_hours_moved() {
         store.ingest(b, now).unwrap();
     }
     drop(store);
-    // Back to schema 5: the quarter hours in a table sorted by series,
-    // under its old name, with their rows; no settles.
-    let old = |sql: String| {
-        sql.replace("rollups_by_time_900000", "rollups_900000")
+    // Back to schema 5: each tier in a table sorted by series in the
+    // default granules, under its old name, with its rows; no settling.
+    let old = |sql: String, new_name: &str, res: &str| {
+        sql.replace(new_name, &format!("rollups_{res}"))
             .replace(
                 "ORDER BY (bucket, segment, metric)",
                 "ORDER BY (segment, metric, bucket)",
             )
+            .replace("index_granularity = 256", "index_granularity = 8192")
     };
     let show = |t: &str| ch.query(&format!("SHOW CREATE TABLE {db}.{t} FORMAT TSVRaw"));
-    let (table, view) = (
-        show("rollups_by_time_900000"),
-        show("rollups_by_time_900000_view"),
-    );
-    assert!(
-        table.contains("ORDER BY (bucket, segment, metric)"),
-        "{table}"
-    );
-    ch.query(&old(table));
-    ch.query(&format!(
-        "INSERT INTO {db}.rollups_900000 SELECT * FROM {db}.rollups_by_time_900000"
-    ));
-    for t in ["rollups_by_time_900000_view", "rollups_by_time_900000"] {
-        ch.query(&format!("DROP TABLE {db}.{t}"));
+    for (new_name, res) in [
+        ("rollups_by_time_900000", "900000"),
+        ("rollups_by_series_60000", "60000"),
+    ] {
+        let view_name = format!("{new_name}_view");
+        let (table, view) = (show(new_name), show(&view_name));
+        assert!(table.contains("ORDER BY ("), "{table}");
+        ch.query(&old(table, new_name, res));
+        ch.query(&format!(
+            "INSERT INTO {db}.rollups_{res} SELECT * FROM {db}.{new_name}"
+        ));
+        for t in [view_name.as_str(), new_name] {
+            ch.query(&format!("DROP TABLE {db}.{t}"));
+        }
+        ch.query(&old(view, new_name, res));
     }
-    ch.query(&old(view));
     ch.query(&format!("TRUNCATE TABLE {db}.meta"));
     ch.query(&format!(
         "INSERT INTO {db}.meta VALUES ('schema_version', 5)"
@@ -441,9 +442,11 @@ fn a_clickhouse_store_with_schema_5_rollups_has_its_quarter_hours_moved() {
     assert!(ClickHouseStore::open_read_only(url.clone()).is_err());
     let store = ClickHouseStore::open(url).unwrap();
     let tables = ch.query(&format!(
-        "SELECT name FROM system.tables WHERE database = '{db}' AND name LIKE 'rollups_9%'"
+        "SELECT name FROM system.tables WHERE database = '{db}' AND match(name, '^rollups_[0-9]')"
     ));
     assert_eq!(tables.trim(), "", "the old table is left");
+    let minutes = show("rollups_by_series_60000");
+    assert!(minutes.contains("index_granularity = 256"), "{minutes}");
     // The last batch reaches the moved table through its view.
     store.ingest(&sent[sent.len() - 1], now).unwrap();
     store.settle(now).unwrap();

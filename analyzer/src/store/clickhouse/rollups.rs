@@ -27,16 +27,19 @@ fn words(res_ms: i64) -> usize {
     (res_ms / 60_000).max(1) as usize
 }
 
-/// The table of the tier of `res_ms`. The settled tier's is sorted by
-/// bucket first ([`super::settle`]): settling reads the fleet's newest
-/// buckets, and a read of a cohort from it only the buckets not yet
-/// settled, each a range of the sorting key rather than a piece of every
-/// series' granules.
+/// The table of the tier of `res_ms`, named by its sorting key. The
+/// settled tier's is sorted by bucket ([`super::settle`]): settling reads
+/// the fleet's newest buckets, and a read of a cohort from it only the
+/// buckets not yet settled, each a range of the sorting key rather than a
+/// piece of every series' granules. The minute tier's is sorted by series
+/// in small granules: a cohort's last hour (the overview's sparklines) is
+/// 60 rows of each series, which in granules of the default 8,192 rows
+/// read most of the day's table (docs/benchmarks.md).
 pub(super) fn table(res_ms: i64) -> String {
     if res_ms == super::settle::RES_MS {
         format!("rollups_by_time_{res_ms}")
     } else {
-        format!("rollups_{res_ms}")
+        format!("rollups_by_series_{res_ms}")
     }
 }
 
@@ -49,12 +52,12 @@ pub(super) fn tier_of(table_name: &str) -> Option<i64> {
         .or((table_name == super::settle::TABLE).then_some(super::settle::RES_MS))
 }
 
-/// The sorting key of the tier of `res_ms`'s table.
+/// The sorting key and settings of the tier of `res_ms`'s table.
 fn order(res_ms: i64) -> &'static str {
     if res_ms == super::settle::RES_MS {
         "(bucket, segment, metric)"
     } else {
-        "(segment, metric, bucket)"
+        "(segment, metric, bucket) SETTINGS index_granularity = 256"
     }
 }
 
@@ -177,22 +180,30 @@ pub(super) fn rebuild(c: &Client) -> Result<(), ChError> {
     Ok(())
 }
 
-/// Moves a store of schemas 3 to 5, whose settled tier's table was sorted
-/// by series, to the table sorted by bucket ([`table`]): the new table and
-/// its view first, then the old rows copied and the old table dropped. A
-/// batch inserted meanwhile reaches both tables and may be copied again,
-/// which changes nothing: minimum, maximum and masks take a row twice as
-/// once.
+/// Moves a store of schemas 3 to 5, whose tiers' tables were
+/// `rollups_<res>`, all sorted by series in the default granules, to the
+/// tables of [`table`]: the new tables and views first, then the old rows
+/// copied and the old tables dropped. A batch inserted meanwhile reaches
+/// both tables and may be copied again, which changes nothing: minimum,
+/// maximum and masks take a row twice as once.
 pub(super) fn reorder(c: &Client) -> Result<(), ChError> {
     for statement in ddl() {
         c.query(&statement)?;
     }
-    let old = format!("rollups_{}", super::settle::RES_MS);
-    c.query(&format!(
-        "INSERT INTO {} SELECT * FROM {old}",
-        table(super::settle::RES_MS)
-    ))?;
-    c.query(&format!("DROP TABLE IF EXISTS {old}_view"))?;
-    c.query(&format!("DROP TABLE IF EXISTS {old}"))?;
+    for t in TIERS {
+        let old = format!("rollups_{}", t.res_ms);
+        // A store whose old tables are gone already (a move that stopped
+        // before recording the version) has nothing to copy.
+        let exists = c.query(&format!("EXISTS TABLE {old} FORMAT RowBinary"))?;
+        if exists.first() != Some(&1) {
+            continue;
+        }
+        c.query(&format!(
+            "INSERT INTO {} SELECT * FROM {old}",
+            table(t.res_ms)
+        ))?;
+        c.query(&format!("DROP TABLE IF EXISTS {old}_view"))?;
+        c.query(&format!("DROP TABLE IF EXISTS {old}"))?;
+    }
     Ok(())
 }

@@ -16,7 +16,8 @@ use super::ChError;
 /// (`super::rollups`), and keeps each series' newest sample in `latest`;
 /// 4 added `profile_stacks.alloc_bytes` and `alloc_objects`; 5 added
 /// `symbols`, the names of build-ids' addresses; 6 sorts the quarter-hour
-/// tier's table by bucket and settles its buckets (`super::settle`).
+/// tier's table by bucket and settles its buckets (`super::settle`), and
+/// keeps the minute tier in small granules (`super::rollups::table`).
 pub(super) const SCHEMA_VERSION: i64 = 6;
 
 /// The day of a millisecond column, the partition of every timed table.
