@@ -89,6 +89,11 @@ fn every_read_answers_alike_and_replays_store_once() {
             vec!["fds", "heap.allocated"],
             "{name}"
         );
+        // A cohort's names in one read: each instance's own, and none for
+        // an instance the store does not hold.
+        let of = store.metric_names_of("svc", &["a", "nobody"]).unwrap();
+        assert_eq!(of["a"], vec!["fds", "heap.allocated"], "{name}");
+        assert!(of["nobody"].is_empty(), "{name}");
         let mut all = store.all_metric_names().unwrap();
         all.sort();
         assert_eq!(all, vec!["fds", "heap.allocated"], "{name}: every name");
@@ -145,6 +150,16 @@ fn every_read_answers_alike_and_replays_store_once() {
 fn profiles_read_back(name: &str, store: &dyn Store, sel: &Selector, start: i64) {
     let profiles = store.profiles(sel).unwrap();
     assert_eq!(profiles.len(), 2, "{name}");
+    // A cohort's profiles in one read are each instance's own.
+    let service = Selector {
+        instance: None,
+        ..sel.clone()
+    };
+    let of = store.profiles_of(&service, &["a", "nobody"]).unwrap();
+    let ids =
+        |v: &[heaptide_analyzer::store::StoredProfile]| v.iter().map(|p| p.id).collect::<Vec<_>>();
+    assert_eq!(ids(&of["a"]), ids(&profiles), "{name}");
+    assert!(of["nobody"].is_empty(), "{name}");
     assert_eq!(profiles[1].total_bytes, 3_500_000, "{name}");
     let values = store.profile_values(profiles[1].id).unwrap();
     assert_eq!(values.len(), 2, "{name}");

@@ -343,7 +343,7 @@ fn judge(
     }
     f.severity = Some(Severity::of(f.time_to_exhaustion_seconds));
     // What ran out is named like a leak's growth, when it grew.
-    super::detail::explain(store, sel, subject, &mut f, opts)?;
+    super::detail::explain(store, sel, subject, &mut f, reads.names.as_deref(), opts)?;
     Ok(f)
 }
 

@@ -14,11 +14,14 @@ use heaptide_wire::{metric, Unit};
 
 /// Sets `f.detail` to what grows, and for RSS, says what that part is in
 /// `f.reason`.
+/// `names` are the instance's metric names, when they were read with
+/// the rest of its reads.
 pub(super) fn explain(
     store: &dyn Store,
     sel: &Selector,
     subject: &Subject,
     f: &mut Finding,
+    names: Option<&[String]>,
     opts: &Options,
 ) -> Result<()> {
     let r = subject.resource;
@@ -28,7 +31,14 @@ pub(super) fn explain(
     }
     let mut detail = HashMap::new();
     // The names are read only for a leak: what part of it grows.
-    let names = store.metric_names(&f.service, Some(&f.instance))?;
+    let read;
+    let names = match names {
+        Some(n) => n,
+        None => {
+            read = store.metric_names(&f.service, Some(&f.instance))?;
+            &read
+        }
+    };
     for (prefix, key) in [r.detail_prefix(), r.target_prefix()].into_iter().flatten() {
         // RSS's parts add up to it, and RSS is judged to leak: the part
         // that grows most explains it, whatever each part's own verdict

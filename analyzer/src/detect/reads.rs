@@ -43,6 +43,10 @@ pub(super) struct Reads {
     /// RSS's peak over the last [`PEAK_MS`], when it was read with the
     /// rest; `None` reads it when needed.
     pub(super) rss_peak: Option<f64>,
+    /// The instance's metric names, when they were read with the rest
+    /// (what part of a leak grows is looked for among them); `None` reads
+    /// them when needed.
+    pub(super) names: Option<Vec<String>>,
 }
 
 /// The metrics whose latest values the judgement reads, with those of
@@ -85,11 +89,12 @@ impl Reads {
             values: points.into_iter().map(|(m, p)| (m, p.value)).collect(),
             envelopes: store.envelope_each(sel, &resource_metrics(gauges), bucket_ms(sel))?,
             rss_peak: None,
+            names: None,
         })
     }
 
     /// The reads of each of `instances` of the service `sel` names, all
-    /// over `sel`'s whole window, by instance: three reads in all.
+    /// over `sel`'s whole window, by instance: four reads in all.
     pub(super) fn fetch_cohort(
         store: &dyn Store,
         sel: &Selector,
@@ -101,6 +106,8 @@ impl Reads {
         let mut latest = store.latest_of(sel, instances, &strs(&latest_metrics(gauges)))?;
         let mut peaks =
             store.envelopes_of(&peak_window(sel), instances, &[metric::RSS], PEAK_MS)?;
+        let service = sel.service.as_deref().unwrap_or_default();
+        let mut names = store.metric_names_of(service, instances)?;
         Ok(instances
             .iter()
             .map(|i| {
@@ -120,6 +127,7 @@ impl Reads {
                         .collect(),
                     envelopes: envelopes.remove(*i).unwrap_or_default(),
                     rss_peak: Some(peak),
+                    names: Some(names.remove(*i).unwrap_or_default()),
                 };
                 ((*i).to_owned(), reads)
             })

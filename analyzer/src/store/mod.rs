@@ -168,6 +168,18 @@ pub trait Store: EvaluationState + Send + Sync + 'static {
     fn instances(&self, service: Option<&str>) -> Result<Vec<InstanceInfo>>;
     fn segments(&self, service: &str, instance: &str) -> Result<Vec<Segment>>;
     fn metric_names(&self, service: &str, instance: Option<&str>) -> Result<Vec<String>>;
+    /// [`Store::metric_names`] of each of `instances` of `service`, by
+    /// instance: one query for a networked store.
+    fn metric_names_of(
+        &self,
+        service: &str,
+        instances: &[&str],
+    ) -> Result<std::collections::HashMap<String, Vec<String>>> {
+        instances
+            .iter()
+            .map(|i| Ok(((*i).to_owned(), self.metric_names(service, Some(i))?)))
+            .collect()
+    }
     /// Every metric name the store holds data of, for the cap on names
     /// (`ingest::names`).
     fn all_metric_names(&self) -> Result<Vec<String>>;

@@ -231,6 +231,14 @@ impl Store for ClickHouseStore {
         self.read_metric_names(service, instance)
     }
 
+    fn metric_names_of(
+        &self,
+        service: &str,
+        instances: &[&str],
+    ) -> Result<std::collections::HashMap<String, Vec<String>>> {
+        self.read_metric_names_of(service, instances)
+    }
+
     fn all_metric_names(&self) -> Result<Vec<String>> {
         // The coarsest rollups hold a row per series and quarter hour, far
         // fewer than the samples, and expire with them.

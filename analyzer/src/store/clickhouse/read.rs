@@ -178,6 +178,36 @@ impl ClickHouseStore {
         )
     }
 
+    /// [`Self::read_metric_names`] of several instances in one statement.
+    pub(super) fn read_metric_names_of(
+        &self,
+        service: &str,
+        instances: &[&str],
+    ) -> Result<HashMap<String, Vec<String>>> {
+        let scope =
+            Scope::of_instances(&Selector::all(0, i64::MAX).for_service(service), instances);
+        let mut out: HashMap<String, Vec<String>> = instances
+            .iter()
+            .map(|i| ((*i).to_owned(), Vec::new()))
+            .collect();
+        let rows = self.rows(
+            &format!(
+                "SELECT instance_name, metric FROM (
+                   SELECT DISTINCT segment, metric FROM latest WHERE {}) {}
+                 ORDER BY instance_name, metric",
+                scope.filter, scope.join
+            ),
+            |r| Ok((r.string()?, r.string()?)),
+        )?;
+        for (instance, metric) in rows {
+            let names = out.entry(instance).or_default();
+            if names.last() != Some(&metric) {
+                names.push(metric);
+            }
+        }
+        Ok(out)
+    }
+
     pub(super) fn read_pauses(&self, sel: &Selector) -> Result<Vec<StoredPause>> {
         let scope = Scope::of(sel);
         self.rows(
