@@ -14,8 +14,12 @@ use crate::store::*;
 const DAY_MS: i64 = 86_400_000;
 const HOUR_MS: i64 = 3_600_000;
 
-/// Tables partitioned by day alone.
-const DAY_TABLES: [&str; 7] = [
+/// Tables partitioned by day alone. `settles` and `late` are kept as long
+/// as the data: a mark must outlive a pause in settling, and settling
+/// starts afresh when its record is gone (`super::settle`).
+const DAY_TABLES: [&str; 9] = [
+    "settles",
+    "late",
     "latest",
     "pauses",
     "profiles",
@@ -110,7 +114,6 @@ impl ClickHouseStore {
             let expired = match p.table.as_str() {
                 "profile_raw" => end <= now_ms - policy.raw_profile_keep_ms,
                 "samples" => end <= cutoff,
-                "settles" | "late" => end <= now_ms - 2 * DAY_MS,
                 t if super::rollups::tier_of(t).is_some() => {
                     end <= rollup_cutoff(super::rollups::tier_of(t), cutoff, now_ms)
                 }
