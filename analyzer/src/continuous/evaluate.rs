@@ -215,7 +215,14 @@ fn judge_service(
     for f in &analysis.findings {
         by_instance.entry(&f.instance).or_default().push(f);
     }
-    let names: Vec<&str> = by_instance.keys().copied().collect();
+    // In the stores' row order, as the engine's cohorts are.
+    let order: HashMap<String, i64> = store
+        .instances(Some(service))?
+        .into_iter()
+        .map(|i| (i.instance, i.segment))
+        .collect();
+    let mut names: Vec<&str> = by_instance.keys().copied().collect();
+    names.sort_by_key(|n| (order.get(*n).copied().unwrap_or_default(), *n));
     let mut lines = sparklines(store, service, &names, now_ms)?;
     let mut rows = Vec::with_capacity(by_instance.len());
     for (instance, findings) in by_instance {

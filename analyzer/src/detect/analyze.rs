@@ -207,7 +207,11 @@ type Cohort<'a> = Vec<&'a InstanceInfo>;
 pub(crate) const COHORT: usize = 256;
 
 /// Groups instances into cohorts, largest first, so that the longest work
-/// starts first.
+/// starts first. A service's instances are taken in the order of their
+/// newest segment's id, the stores' row order: a cohort's rows then lie
+/// together, where by name they were spread over the whole fleet's, and
+/// each of its reads touched most of a table's granules at 10,000
+/// instances (docs/benchmarks.md).
 fn cohorts<'a>(q: &Selector, instances: &'a [InstanceInfo]) -> Vec<Cohort<'a>> {
     let mut whole: HashMap<&str, Cohort<'a>> = HashMap::new();
     let mut out: Vec<Cohort<'a>> = Vec::new();
@@ -218,7 +222,8 @@ fn cohorts<'a>(q: &Selector, instances: &'a [InstanceInfo]) -> Vec<Cohort<'a>> {
             out.push(vec![inst]);
         }
     }
-    for service in whole.into_values() {
+    for mut service in whole.into_values() {
+        service.sort_by_key(|i| i.segment);
         out.extend(service.chunks(COHORT).map(<[_]>::to_vec));
     }
     out.sort_by_key(|c| std::cmp::Reverse(c.len()));

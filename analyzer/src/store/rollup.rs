@@ -211,26 +211,27 @@ pub(crate) struct Part {
 
 /// Merges parts of the same segment and envelope bucket (`bucket_ms`),
 /// and orders the buckets by time, as [`super::Store::envelope`] does.
-pub(crate) fn merge(parts: Vec<Part>, bucket_ms: i64) -> Vec<EnvelopeBucket> {
-    let mut by_key: std::collections::BTreeMap<(i64, i64), Part> = Default::default();
+/// The parts are sorted by that key and merged in one pass: a map of
+/// them cost a tenth of judging a fleet on ClickHouse.
+pub(crate) fn merge(mut parts: Vec<Part>, bucket_ms: i64) -> Vec<EnvelopeBucket> {
+    let w = bucket_ms.max(1);
+    let key = |p: &Part| (p.segment, p.first_ms.div_euclid(w));
+    parts.sort_unstable_by_key(key);
+    let mut merged: Vec<Part> = Vec::with_capacity(parts.len());
     for p in parts {
-        let key = (p.segment, p.first_ms.div_euclid(bucket_ms.max(1)));
-        match by_key.entry(key) {
-            std::collections::btree_map::Entry::Vacant(v) => {
-                v.insert(p);
-            }
-            std::collections::btree_map::Entry::Occupied(mut o) => {
-                let q = o.get_mut();
+        match merged.last_mut() {
+            Some(q) if key(q) == key(&p) => {
                 q.first_ms = q.first_ms.min(p.first_ms);
                 q.last_ms = q.last_ms.max(p.last_ms);
                 q.min = q.min.min(p.min);
                 q.max = q.max.max(p.max);
                 q.samples += p.samples;
             }
+            _ => merged.push(p),
         }
     }
-    let mut out: Vec<EnvelopeBucket> = by_key
-        .into_values()
+    let mut out: Vec<EnvelopeBucket> = merged
+        .into_iter()
         .map(|p| EnvelopeBucket {
             service: p.service,
             instance: p.instance,
@@ -242,7 +243,7 @@ pub(crate) fn merge(parts: Vec<Part>, bucket_ms: i64) -> Vec<EnvelopeBucket> {
             samples: p.samples,
         })
         .collect();
-    out.sort_by_key(|b| (b.ts_ms, b.segment));
+    out.sort_unstable_by_key(|b| (b.ts_ms, b.segment));
     out
 }
 

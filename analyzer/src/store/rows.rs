@@ -27,6 +27,11 @@ pub struct InstanceInfo {
     pub last_seen_ms: i64,
     /// Processes seen for this instance; more than one means restarts.
     pub segments: u32,
+    /// The id of its newest process's segment. A fleet is read in cohorts
+    /// in this order, which is the order of the stores' rows, so that a
+    /// cohort's rows lie together (`detect::analyze`).
+    #[serde(skip)]
+    pub segment: i64,
     pub heap_profiling: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub heap_profiling_reason: Option<String>,

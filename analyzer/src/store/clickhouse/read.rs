@@ -93,6 +93,7 @@ fn instance_row(r: &mut RowReader) -> Result<InstanceInfo, ChError> {
     let labels = r.string()?;
     let (first_seen_ms, last_seen_ms, segments) = (r.i64()?, r.i64()?, r.u64()?);
     let (heap_profiling, reason, stats) = (r.u8()?, r.opt_string()?, r.string()?);
+    let segment = r.i64()?;
     Ok(InstanceInfo {
         service,
         instance,
@@ -107,6 +108,7 @@ fn instance_row(r: &mut RowReader) -> Result<InstanceInfo, ChError> {
         heap_profiling: heap_profiling != 0,
         heap_profiling_reason: reason,
         agent_stats: serde_json::from_str(&stats).unwrap_or_default(),
+        segment,
     })
 }
 
@@ -116,7 +118,7 @@ impl ClickHouseStore {
             &format!(
                 "SELECT service, instance, argMax(h, ls), argMax(p, ls), argMax(st, ls),
                     argMax(v, ls), argMax(lb, ls), min(fs), max(ls), count(),
-                    argMax(hp, ls), argMax(hr, ls), argMax(stats, ls)
+                    argMax(hp, ls), argMax(hr, ls), argMax(stats, ls), argMax(id, ls)
                  FROM (SELECT service, instance, id, argMax(host, last_seq) AS h,
                          argMax(pid, last_seq) AS p, argMax(start_time_ms, last_seq) AS st,
                          argMax(agent_version, last_seq) AS v, argMax(labels, last_seq) AS lb,

@@ -35,7 +35,7 @@ impl SqliteStore {
                         (SELECT min(first_seen_ms) FROM segments WHERE instance_id = i.id),
                         s.last_seen_ms,
                         (SELECT count(*) FROM segments WHERE instance_id = i.id),
-                        s.heap_profiling, s.heap_profiling_reason, s.agent_stats
+                        s.heap_profiling, s.heap_profiling_reason, s.agent_stats, s.id
                  FROM instances i
                  JOIN segments s ON s.id = (SELECT id FROM segments WHERE instance_id = i.id
                                             ORDER BY last_seen_ms DESC LIMIT 1)
@@ -59,6 +59,7 @@ impl SqliteStore {
                     heap_profiling: r.get(10)?,
                     heap_profiling_reason: r.get(11)?,
                     agent_stats: serde_json::from_str(&stats).unwrap_or_default(),
+                    segment: r.get(13)?,
                 })
             })?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
