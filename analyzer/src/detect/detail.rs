@@ -44,7 +44,7 @@ pub(super) fn explain(
         // that grows most explains it, whatever each part's own verdict
         // on its noisier series. A kind or target must leak itself.
         let parts = r == Resource::Rss;
-        let Some((slope, what)) = steepest(store, sel, &names, prefix, r.metric(), parts, opts)?
+        let Some((slope, what)) = steepest(store, sel, names, prefix, r.metric(), parts, opts)?
         else {
             continue;
         };

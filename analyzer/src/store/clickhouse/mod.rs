@@ -14,6 +14,7 @@
 mod arms;
 mod findings;
 mod http;
+mod ids;
 mod latest;
 mod read;
 mod retention;
