@@ -3,7 +3,9 @@
 //! first whole bucket, bucket for bucket, whatever retention has since
 //! done to the raw rows; a
 //! replayed batch counts once; a store written before rollups existed
-//! gains them when a writer opens it.
+//! gains them when a writer opens it. On ClickHouse, the same holds once
+//! the quarter hours have settled, for a batch that arrives after its
+//! buckets settled, and for a store of schema 5 whose tiers are moved.
 
 use std::collections::BTreeMap;
 
