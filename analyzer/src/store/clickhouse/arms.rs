@@ -4,7 +4,7 @@
 //! envelope buckets, which the caller merges (`rollup::merge`).
 
 use super::read::Scope;
-use super::rowbinary::{lit, str_list};
+use super::rowbinary::{id_list, lit, str_list};
 use super::settle::{self, Settled};
 use crate::store::rollup;
 
@@ -99,7 +99,7 @@ fn tier_parts(a: &Arms, (res, from, to): (i64, i64, i64), upto: Option<i64>) -> 
     } else {
         let or_late = format!(
             "AND (bucket >= {mid} OR segment IN ({}))",
-            settle::ids(&s.pending)
+            id_list(&s.pending)
         );
         Some(rollup_parts(a, (res, from, to), upto, &or_late))
     };
@@ -165,7 +165,7 @@ fn through_tail(a: &Arms, (res, first, last, to): (i64, i64, i64, i64)) -> Strin
         .map(|(s, m)| format!("({s}, {})", lit(m)))
         .collect();
     let narrowed = Scope {
-        filter: format!("segment IN ({})", settle::ids(&segments)),
+        filter: format!("segment IN ({})", id_list(&segments)),
         join: String::new(),
     };
     let times = format!(

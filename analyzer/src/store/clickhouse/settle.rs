@@ -27,6 +27,7 @@
 //! Two analyzers settling at once (only shard 0 should) is found the same
 //! way and folded too.
 
+use super::rowbinary::id_list;
 use super::ClickHouseStore;
 use crate::error::Result;
 use crate::store::rollup::{bucket_start, QUARTER_HOUR_MS};
@@ -226,7 +227,7 @@ pub(super) fn arm(
     let mut cond =
         format!("{filter} AND metric IN ({metrics}) AND bucket >= {from} AND bucket < {to}");
     if !pending.is_empty() {
-        cond.push_str(&format!(" AND segment NOT IN ({})", ids(pending)));
+        cond.push_str(&format!(" AND segment NOT IN ({})", id_list(pending)));
     }
     if let Some(t) = upto {
         cond.push_str(&format!(" AND last_ms <= {t}"));
@@ -244,9 +245,4 @@ pub(super) fn arm(
          FROM {TABLE} WHERE {cond}
          GROUP BY metric, segment, intDiv(bucket, {w})"
     )
-}
-
-/// `ids` as an SQL list.
-pub(super) fn ids(ids: &[i64]) -> String {
-    ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
 }
