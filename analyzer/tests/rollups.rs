@@ -193,7 +193,7 @@ fn a_service_envelope_splits_by_instance_as_each_instance_reads_alone() {
         for (instance, mine) in [("a", &pts), ("b", &shifted)] {
             let own: Vec<EnvelopeBucket> = all["fds"]
                 .iter()
-                .filter(|b| b.instance == instance)
+                .filter(|b| &*b.instance == instance)
                 .cloned()
                 .collect();
             assert_eq!(

@@ -110,7 +110,7 @@ fn every_read_answers_alike_and_replays_store_once() {
             "{name}: replays counted once"
         );
         assert_eq!((env[0].min, env[0].max), (1e6, 1.05e6), "{name}");
-        assert_eq!(env[0].instance, "a", "{name}");
+        assert_eq!(&*env[0].instance, "a", "{name}");
         let each = store
             .envelope_each(&sel, &["heap.allocated", "fds", "absent"], 60_000)
             .unwrap();

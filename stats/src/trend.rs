@@ -68,10 +68,11 @@ fn trend_with(pts: &[Pt], correct_autocorrelation: bool, z_interval: f64) -> Opt
     // median and Sen's bounds): each is selected in linear time rather
     // than sorting them all, which was most of judging a series.
     let m = slopes.len();
+    let mut slopes = Ranked::new(slopes);
     let slope = if m % 2 == 1 {
-        order_stat(&mut slopes, m / 2)
+        slopes.at(m / 2)
     } else {
-        (order_stat(&mut slopes, m / 2 - 1) + order_stat(&mut slopes, m / 2)) / 2.0
+        (slopes.at(m / 2 - 1) + slopes.at(m / 2)) / 2.0
     };
     let mut resid: Vec<f64> = pts.iter().map(|(t, v)| v - slope * t).collect();
     let intercept = median(&mut resid.clone());
@@ -110,8 +111,8 @@ fn trend_with(pts: &[Pt], correct_autocorrelation: bool, z_interval: f64) -> Opt
     let hi_ix = (((m as f64 + c) / 2.0).ceil() as usize).min(m - 1);
     Some(Trend {
         slope,
-        lo: order_stat(&mut slopes, lo_ix.min(m - 1)),
-        hi: order_stat(&mut slopes, hi_ix),
+        lo: slopes.at(lo_ix.min(m - 1)),
+        hi: slopes.at(hi_ix),
         intercept,
         z,
         p_up: 1.0 - normal_cdf(z),
@@ -123,6 +124,35 @@ fn trend_with(pts: &[Pt], correct_autocorrelation: bool, z_interval: f64) -> Opt
 /// place it; `v` is reordered, its values unchanged.
 fn order_stat(v: &mut [f64], k: usize) -> f64 {
     *v.select_nth_unstable_by(k, f64::total_cmp).1
+}
+
+/// Values with their middle one selected, so that each order statistic
+/// asked for after it is selected within the half that holds it: Sen's
+/// bounds lie on either side of the median, and selecting each over all
+/// the slopes again was a fifth of judging a fleet.
+struct Ranked {
+    v: Vec<f64>,
+    mid: usize,
+}
+
+impl Ranked {
+    fn new(mut v: Vec<f64>) -> Ranked {
+        let mid = v.len() / 2;
+        if !v.is_empty() {
+            order_stat(&mut v, mid);
+        }
+        Ranked { v, mid }
+    }
+
+    /// The `k`-th smallest, as [`order_stat`] over all the values gives.
+    fn at(&mut self, k: usize) -> f64 {
+        let mid = self.mid;
+        match k.cmp(&mid) {
+            std::cmp::Ordering::Less => order_stat(&mut self.v[..mid], k),
+            std::cmp::Ordering::Equal => self.v[mid],
+            std::cmp::Ordering::Greater => order_stat(&mut self.v[mid + 1..], k - mid - 1),
+        }
+    }
 }
 
 /// Hamed and Rao (1998): the variance of S grows by
@@ -197,6 +227,21 @@ mod tests {
                     sorted[k].to_bits(),
                     "n {n}, k {k}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn ranked_values_give_each_order_statistic_a_sort_places() {
+        let mut seed = 5;
+        for n in [1usize, 2, 3, 8, 101, 4_560] {
+            let v: Vec<f64> = (0..n).map(|_| (noise(&mut seed) * 4.0).round()).collect();
+            let mut sorted = v.clone();
+            sorted.sort_by(f64::total_cmp);
+            // In the order the trend asks: the middle, then either side.
+            let mut r = Ranked::new(v);
+            for k in [n / 2, n.saturating_sub(1) / 2, 0, n - 1, n / 3, 2 * n / 3] {
+                assert_eq!(r.at(k).to_bits(), sorted[k].to_bits(), "n {n}, k {k}");
             }
         }
     }

@@ -2,10 +2,10 @@
 //! instance, or for every instance of a service at once.
 //!
 //! The batch is what makes a fleet cheap to judge on a networked store: a
-//! cohort's envelopes of every resource, its latest values and its RSS
-//! peaks are three statements whatever its count of instances, where one
-//! instance at a time they were three each. Then every instance is judged
-//! in memory.
+//! cohort's envelopes of every resource (RSS's recent peak among them) and
+//! its latest values are two reads whatever its count of instances, where
+//! one instance at a time they were three each. Then every instance is
+//! judged in memory.
 
 use std::collections::HashMap;
 
@@ -27,6 +27,15 @@ pub(super) const PEAK_MS: i64 = 3_600_000;
 pub(super) fn peak_window(sel: &Selector) -> Selector {
     use crate::store::rollup::{bucket_start, QUARTER_HOUR_MS};
     sel.starting(bucket_start(sel.to_ms - PEAK_MS, QUARTER_HOUR_MS))
+}
+
+/// The highest of `buckets` that start at `from_ms` or later.
+fn peak_of(buckets: &[EnvelopeBucket], from_ms: i64) -> f64 {
+    buckets
+        .iter()
+        .filter(|b| b.first_ms >= from_ms)
+        .map(|b| b.max)
+        .fold(f64::NEG_INFINITY, f64::max)
 }
 
 /// The envelope's bucket width for a window: the engine's resolution.
@@ -101,23 +110,35 @@ impl Reads {
         instances: &[&str],
         gauges: &[Subject],
     ) -> Result<HashMap<String, Reads>> {
-        let mut envelopes =
-            store.envelopes_of(sel, instances, &resource_metrics(gauges), bucket_ms(sel))?;
+        let w = bucket_ms(sel);
+        let mut envelopes = store.envelopes_of(sel, instances, &resource_metrics(gauges), w)?;
         let mut latest = store.latest_of(sel, instances, &strs(&latest_metrics(gauges)))?;
-        let mut peaks =
-            store.envelopes_of(&peak_window(sel), instances, &[metric::RSS], PEAK_MS)?;
+        // RSS's peak is the envelope's own when the peak's window is whole
+        // buckets of it (a day's quarter hours), else a read of its own:
+        // that read was a third of ClickHouse's work for a cohort.
+        let recent = peak_window(sel);
+        let within = recent.from_ms >= sel.from_ms && recent.from_ms % w == 0;
+        let mut peaks = if within {
+            None
+        } else {
+            Some(store.envelopes_of(&recent, instances, &[metric::RSS], PEAK_MS)?)
+        };
         let service = sel.service.as_deref().unwrap_or_default();
         let mut names = store.metric_names_of(service, instances)?;
         Ok(instances
             .iter()
             .map(|i| {
-                let peak = peaks
-                    .remove(*i)
-                    .and_then(|mut m| m.remove(metric::RSS))
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|b| b.max)
-                    .fold(f64::NEG_INFINITY, f64::max);
+                let envelopes = envelopes.remove(*i).unwrap_or_default();
+                let peak = match peaks.as_mut() {
+                    Some(p) => {
+                        let rss = p.remove(*i).and_then(|mut m| m.remove(metric::RSS));
+                        peak_of(&rss.unwrap_or_default(), 0)
+                    }
+                    None => peak_of(
+                        envelopes.get(metric::RSS).map_or(&[], |e| e),
+                        recent.from_ms,
+                    ),
+                };
                 let reads = Reads {
                     values: latest
                         .remove(*i)
@@ -125,7 +146,7 @@ impl Reads {
                         .into_iter()
                         .map(|(m, p)| (m, p.value))
                         .collect(),
-                    envelopes: envelopes.remove(*i).unwrap_or_default(),
+                    envelopes,
                     rss_peak: Some(peak),
                     names: Some(names.remove(*i).unwrap_or_default()),
                 };

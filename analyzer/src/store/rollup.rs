@@ -16,6 +16,8 @@
 //! [`plan`] here: a tier's whole buckets in the middle of a window, raw
 //! samples at its end, and at its start when it is short.
 
+use std::sync::Arc;
+
 use super::EnvelopeBucket;
 
 /// One tier of rollups: its bucket width, and how long its buckets are
@@ -195,12 +197,34 @@ impl<K: std::hash::Hash + Eq> Gather<K> {
     }
 }
 
+/// Each segment's service and instance names, made once and shared by
+/// all its parts.
+#[derive(Default)]
+pub(crate) struct Names(fnv::FnvHashMap<i64, (Arc<str>, Arc<str>)>);
+
+impl Names {
+    /// `segment`'s names, read by `read` the first time they are asked for.
+    pub(crate) fn of<'a, E>(
+        &mut self,
+        segment: i64,
+        read: impl FnOnce() -> Result<(&'a str, &'a str), E>,
+    ) -> Result<(Arc<str>, Arc<str>), E> {
+        if let Some((s, i)) = self.0.get(&segment) {
+            return Ok((s.clone(), i.clone()));
+        }
+        let (s, i) = read()?;
+        let names = (Arc::<str>::from(s), Arc::<str>::from(i));
+        self.0.insert(segment, names.clone());
+        Ok(names)
+    }
+}
+
 /// An envelope bucket before its middle is known: what rollups and raw
 /// edges each give of a bucket, merged by [`merge`].
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Part {
-    pub service: String,
-    pub instance: String,
+    pub service: Arc<str>,
+    pub instance: Arc<str>,
     pub segment: i64,
     pub first_ms: i64,
     pub last_ms: i64,

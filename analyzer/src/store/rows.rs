@@ -62,11 +62,13 @@ pub struct Point {
 }
 
 /// One bucket of a metric's envelope: the floor and peak of the samples
-/// (or downsampled rows) in it, within one segment.
+/// (or downsampled rows) in it, within one segment. Its names are shared
+/// by every bucket of the segment: a cohort's day is a hundred thousand
+/// buckets, and a string of their own each was a tenth of reading it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EnvelopeBucket {
-    pub service: String,
-    pub instance: String,
+    pub service: std::sync::Arc<str>,
+    pub instance: std::sync::Arc<str>,
     pub segment: i64,
     /// The middle of the samples the bucket holds.
     pub ts_ms: i64,

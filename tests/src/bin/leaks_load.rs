@@ -1,6 +1,6 @@
 //! How long `leaks` takes over a fleet's day, and the overview page.
 //!
-//! `cargo run --release -p heaptide-tests --bin leaks_load [-- --instances 100,1000 --hours 24 --clickhouse | --both] [--baseline OLD_ANALYZER [--baseline-runs 1] [--baseline-same-schema]]`
+//! `cargo run --release -p heaptide-tests --bin leaks_load [-- --instances 100,1000 --hours 24 --clickhouse | --both] [--sqlite-dir DIR] [--baseline OLD_ANALYZER [--baseline-runs 1] [--baseline-same-schema]]`
 //!
 //! Writes, for each fleet size, a real SQLite store (or, with
 //! `--clickhouse`, a database on a ClickHouse server this run starts with
@@ -17,7 +17,9 @@
 //! `leaks --fresh` of an older `analyzer` binary on the same stores,
 //! marked with the schema version before rollups, which it reads
 //! unchanged (with `--baseline-same-schema`, a build of this schema, timed
-//! both before and after this one).
+//! both before and after this one). With `--sqlite-dir`, each SQLite
+//! fleet is written to `DIR/fleet_N.db` and kept, to be timed again by
+//! another build: writing 10,000 instances takes over an hour.
 
 use std::time::{Duration, Instant};
 
@@ -107,16 +109,15 @@ fn write_instance(store: &dyn Store, k: usize, hours: i64, now: i64) -> Vec<Rece
 }
 
 /// The store of one fleet size: a database on ClickHouse at `server`, or
-/// a SQLite file in `dir`; and where it is, for the CLI.
-fn open_store(server: Option<String>, dir: &std::path::Path) -> (Box<dyn Store>, String) {
+/// a SQLite file at `path`; and where it is, for the CLI.
+fn open_store(server: Option<String>, path: &std::path::Path) -> (Box<dyn Store>, String) {
     match server {
         Some(url) => {
             let parsed = ClickHouseUrl::parse(&url).unwrap();
             (Box::new(ClickHouseStore::open(parsed).unwrap()), url)
         }
         None => {
-            let path = dir.join("fleet.db");
-            let store = SqliteStore::open(&path).unwrap();
+            let store = SqliteStore::open(path).unwrap();
             (Box::new(store), path.display().to_string())
         }
     }
@@ -193,7 +194,11 @@ fn main() {
                     (None, None) => unreachable!("a server was started"),
                 }),
             };
-            let (store, location) = open_store(server, dir.path());
+            let file = match arg("--sqlite-dir") {
+                Some(kept) => std::path::Path::new(&kept).join(format!("fleet_{n}.db")),
+                None => dir.path().join("fleet.db"),
+            };
+            let (store, location) = open_store(server, &file);
             // A baseline of this schema is timed before this build too,
             // right after the write, since a store that was just written
             // runs faster later, as ClickHouse's merges end.

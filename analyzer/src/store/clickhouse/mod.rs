@@ -16,6 +16,7 @@ mod findings;
 mod http;
 mod ids;
 mod latest;
+mod names;
 mod read;
 mod retention;
 mod rollups;
@@ -61,6 +62,8 @@ pub struct ClickHouseStore {
     /// Ingest's flusher; read-only stores have none.
     flusher: Option<write::Flusher>,
     known: std::sync::Arc<Mutex<write::Known>>,
+    /// Segments' names, remembered for the envelopes' rows.
+    names: names::SegmentNames,
     /// The last alert generation this analyzer wrote.
     generation: std::sync::atomic::AtomicI64,
 }
@@ -118,6 +121,7 @@ impl ClickHouseStore {
             bounds: Bounds::default(),
             flusher: None,
             known: Default::default(),
+            names: Default::default(),
             generation: std::sync::atomic::AtomicI64::new(0),
         })
     }

@@ -3,6 +3,7 @@
 //! whole service in one statement.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::arms::{self, points_in, raw_parts, Arms};
 use super::read::{point, Scope};
@@ -77,7 +78,7 @@ impl ClickHouseStore {
                 by_segment.entry(b.segment).or_default().push(b);
             }
             for (_, seg) in by_segment {
-                let Some(mine) = out.get_mut(&seg[0].instance) else {
+                let Some(mine) = out.get_mut(&*seg[0].instance) else {
                     continue;
                 };
                 let all = mine.entry(metric.clone()).or_default();
@@ -106,38 +107,52 @@ impl ClickHouseStore {
         };
         // The arms' parts of one envelope bucket are merged here
         // (`rollup::merge`): grouping them in ClickHouse again took a
-        // quarter of a cohort's day (docs/benchmarks.md).
-        // A row's metric is one of `metrics`, found by its bytes rather
-        // than read into a string of its own: a cohort's day is a hundred
-        // thousand rows.
-        let mut by_metric: Vec<Vec<rollup::Part>> = vec![Vec::new(); metrics.len()];
+        // quarter of a cohort's day (docs/benchmarks.md). A row names its
+        // metric by its place in `metrics` and its series by segment
+        // alone: a cohort's day is a hundred thousand rows, and their
+        // names were half of its bytes.
         let rows = self.rows(
             &format!(
-                "SELECT metric, segment, service_name, instance_name, t0, t1, lo, hi, k
-                 FROM ({parts}) {}",
-                scope.join
+                "SELECT toUInt8(indexOf([{}], metric)), segment, t0, t1, lo, hi, k
+                 FROM ({parts})",
+                str_list(metrics)
             ),
             |r| {
-                let name = r.bytes()?;
-                let metric = metrics.iter().position(|m| m.as_bytes() == name);
-                let segment = r.i64()?;
-                let part = rollup::Part {
-                    service: r.string()?,
-                    instance: r.string()?,
-                    segment,
-                    first_ms: r.i64()?,
-                    last_ms: r.i64()?,
-                    min: r.f64()?,
-                    max: r.f64()?,
-                    samples: r.u64()? as i64,
-                };
-                Ok((metric, part))
+                Ok((
+                    r.u8()?,
+                    r.i64()?,
+                    r.i64()?,
+                    r.i64()?,
+                    r.f64()?,
+                    r.f64()?,
+                    r.u64()?,
+                ))
             },
         )?;
-        for (metric, p) in rows {
-            if let Some(m) = metric {
-                by_metric[m].push(p);
-            }
+        let mut segments: Vec<i64> = rows.iter().map(|r| r.1).collect();
+        segments.sort_unstable();
+        segments.dedup();
+        let names = self.segment_names(&segments)?;
+        let unknown: super::names::Names = (Arc::from(""), Arc::from(""));
+        let mut by_metric: Vec<Vec<rollup::Part>> = vec![Vec::new(); metrics.len()];
+        for (m, segment, first_ms, last_ms, min, max, k) in rows {
+            let Some(parts) = (m as usize)
+                .checked_sub(1)
+                .and_then(|m| by_metric.get_mut(m))
+            else {
+                continue;
+            };
+            let (service, instance) = names.get(&segment).unwrap_or(&unknown).clone();
+            parts.push(rollup::Part {
+                service,
+                instance,
+                segment,
+                first_ms,
+                last_ms,
+                min,
+                max,
+                samples: k as i64,
+            });
         }
         Ok(metrics
             .iter()

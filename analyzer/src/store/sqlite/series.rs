@@ -112,7 +112,7 @@ impl SqliteStore {
         let mut out: ByInstance<Vec<EnvelopeBucket>> = by_instance(instances);
         for m in metrics {
             for b in self.envelope_for(&who, sel, m, bucket_ms)? {
-                if let Some(mine) = out.get_mut(&b.instance) {
+                if let Some(mine) = out.get_mut(&*b.instance) {
                     mine.entry((*m).to_owned()).or_default().push(b);
                 }
             }
@@ -157,11 +157,17 @@ impl SqliteStore {
     fn parts(&self, sql: &str, params: impl rusqlite::Params) -> Result<Vec<rollup::Part>> {
         self.with_reader(|c| {
             let mut stmt = c.prepare_cached(sql)?;
+            // A segment's names are read once and shared by its parts.
+            let mut names = rollup::Names::default();
             let rows = stmt.query_map(params, |r| {
+                let segment = r.get(2)?;
+                let (service, instance) = names.of(segment, || {
+                    Ok::<_, rusqlite::Error>((r.get_ref(0)?.as_str()?, r.get_ref(1)?.as_str()?))
+                })?;
                 Ok(rollup::Part {
-                    service: r.get(0)?,
-                    instance: r.get(1)?,
-                    segment: r.get(2)?,
+                    service,
+                    instance,
+                    segment,
                     first_ms: r.get(3)?,
                     last_ms: r.get(4)?,
                     min: r.get(5)?,
