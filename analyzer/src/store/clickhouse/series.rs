@@ -113,13 +113,13 @@ impl ClickHouseStore {
         // names were half of its bytes.
         let rows = self.rows(
             &format!(
-                "SELECT toUInt8(indexOf([{}], metric)), segment, t0, t1, lo, hi, k
+                "SELECT toUInt32(indexOf([{}], metric)), segment, t0, t1, lo, hi, k
                  FROM ({parts})",
                 str_list(metrics)
             ),
             |r| {
                 Ok((
-                    r.u8()?,
+                    r.u32()?,
                     r.i64()?,
                     r.i64()?,
                     r.i64()?,
@@ -132,28 +132,7 @@ impl ClickHouseStore {
         let mut segments: Vec<i64> = rows.iter().map(|r| r.1).collect();
         segments.sort_unstable();
         segments.dedup();
-        let names = self.segment_names(&segments)?;
-        let unknown: super::names::Names = (Arc::from(""), Arc::from(""));
-        let mut by_metric: Vec<Vec<rollup::Part>> = vec![Vec::new(); metrics.len()];
-        for (m, segment, first_ms, last_ms, min, max, k) in rows {
-            let Some(parts) = (m as usize)
-                .checked_sub(1)
-                .and_then(|m| by_metric.get_mut(m))
-            else {
-                continue;
-            };
-            let (service, instance) = names.get(&segment).unwrap_or(&unknown).clone();
-            parts.push(rollup::Part {
-                service,
-                instance,
-                segment,
-                first_ms,
-                last_ms,
-                min,
-                max,
-                samples: k as i64,
-            });
-        }
+        let by_metric = named_parts(rows, &self.segment_names(&segments)?, metrics.len());
         Ok(metrics
             .iter()
             .zip(by_metric)
@@ -304,4 +283,39 @@ impl ClickHouseStore {
         }
         Ok(())
     }
+}
+
+/// An envelope row: the metric's place in the read's list (from 1),
+/// segment, first and last time, floor, peak and count.
+type Row = (u32, i64, i64, i64, f64, f64, u64);
+
+/// `rows` as parts by metric, each with its segment's names (empty for a
+/// segment the store no longer holds).
+fn named_parts(
+    rows: Vec<Row>,
+    names: &fnv::FnvHashMap<i64, super::names::Names>,
+    metrics: usize,
+) -> Vec<Vec<rollup::Part>> {
+    let unknown: super::names::Names = (Arc::from(""), Arc::from(""));
+    let mut by_metric: Vec<Vec<rollup::Part>> = vec![Vec::new(); metrics];
+    for (m, segment, first_ms, last_ms, min, max, k) in rows {
+        let Some(parts) = (m as usize)
+            .checked_sub(1)
+            .and_then(|m| by_metric.get_mut(m))
+        else {
+            continue;
+        };
+        let (service, instance) = names.get(&segment).unwrap_or(&unknown).clone();
+        parts.push(rollup::Part {
+            service,
+            instance,
+            segment,
+            first_ms,
+            last_ms,
+            min,
+            max,
+            samples: k as i64,
+        });
+    }
+    by_metric
 }
