@@ -20,8 +20,12 @@ use crate::ingest::ValidBatch;
 use crate::store::*;
 
 /// The shortest time between the starts of two inserts: under load,
-/// batches arriving meanwhile share the next one.
-const FLUSH_EVERY: Duration = Duration::from_millis(200);
+/// batches arriving meanwhile share the next one. A second, as ClickHouse
+/// asks of its writers: each insert also writes a part to every view's
+/// table, and inserts of a few hundred rows every 200 ms cost ClickHouse
+/// more for their parts than for their rows (docs/benchmarks.md). A
+/// batch after a quiet second is inserted at once.
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// Rows waiting past this many bytes are inserted without waiting for
 /// [`FLUSH_EVERY`].
 const FLUSH_BYTES: usize = 8 << 20;
