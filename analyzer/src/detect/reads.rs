@@ -115,7 +115,7 @@ impl Reads {
         let mut latest = store.latest_of(sel, instances, &strs(&latest_metrics(gauges)))?;
         // RSS's peak is the envelope's own when the peak's window is whole
         // buckets of it (a day's quarter hours), else a read of its own:
-        // that read was a third of ClickHouse's work for a cohort.
+        // that read was a quarter of ClickHouse's time for a cohort.
         let recent = peak_window(sel);
         let within = recent.from_ms >= sel.from_ms && recent.from_ms % w == 0;
         let mut peaks = if within {

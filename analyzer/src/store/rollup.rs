@@ -197,23 +197,25 @@ impl<K: std::hash::Hash + Eq> Gather<K> {
     }
 }
 
-/// Each segment's service and instance names, made once and shared by
-/// all its parts.
-#[derive(Default)]
-pub(crate) struct Names(fnv::FnvHashMap<i64, (Arc<str>, Arc<str>)>);
+/// A segment's service and instance, shared by all its parts and buckets.
+pub(crate) type Names = (Arc<str>, Arc<str>);
 
-impl Names {
+/// Each segment's [`Names`], made once.
+#[derive(Default)]
+pub(crate) struct NameCache(fnv::FnvHashMap<i64, Names>);
+
+impl NameCache {
     /// `segment`'s names, read by `read` the first time they are asked for.
     pub(crate) fn of<'a, E>(
         &mut self,
         segment: i64,
         read: impl FnOnce() -> Result<(&'a str, &'a str), E>,
-    ) -> Result<(Arc<str>, Arc<str>), E> {
+    ) -> Result<Names, E> {
         if let Some((s, i)) = self.0.get(&segment) {
             return Ok((s.clone(), i.clone()));
         }
         let (s, i) = read()?;
-        let names = (Arc::<str>::from(s), Arc::<str>::from(i));
+        let names: Names = (s.into(), i.into());
         self.0.insert(segment, names.clone());
         Ok(names)
     }

@@ -3,7 +3,7 @@
 //! envelopes, they were half of the bytes that read sent, and a join for
 //! ClickHouse to make (docs/benchmarks.md).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use fnv::FnvHashMap;
 
@@ -11,14 +11,12 @@ use super::rowbinary::id_list;
 use super::write::lock;
 use super::ClickHouseStore;
 use crate::error::Result;
+use crate::store::rollup::Names;
 
 /// How many segments' names are remembered: a fleet's live segments many
 /// times over. Past it, what is remembered is forgotten and read again as
 /// asked for, so memory stays bounded whatever the store holds.
 const MAX_REMEMBERED: usize = 1 << 16;
-
-/// A segment's service and instance.
-pub(super) type Names = (Arc<str>, Arc<str>);
 
 #[derive(Default)]
 pub(super) struct SegmentNames(Mutex<FnvHashMap<i64, Names>>);

@@ -293,10 +293,10 @@ type Row = (u32, i64, i64, i64, f64, f64, u64);
 /// segment the store no longer holds).
 fn named_parts(
     rows: Vec<Row>,
-    names: &fnv::FnvHashMap<i64, super::names::Names>,
+    names: &fnv::FnvHashMap<i64, rollup::Names>,
     metrics: usize,
 ) -> Vec<Vec<rollup::Part>> {
-    let unknown: super::names::Names = (Arc::from(""), Arc::from(""));
+    let unknown: rollup::Names = (Arc::from(""), Arc::from(""));
     let mut by_metric: Vec<Vec<rollup::Part>> = vec![Vec::new(); metrics];
     for (m, segment, first_ms, last_ms, min, max, k) in rows {
         let Some(parts) = (m as usize)

@@ -158,7 +158,7 @@ impl SqliteStore {
         self.with_reader(|c| {
             let mut stmt = c.prepare_cached(sql)?;
             // A segment's names are read once and shared by its parts.
-            let mut names = rollup::Names::default();
+            let mut names = rollup::NameCache::default();
             let rows = stmt.query_map(params, |r| {
                 let segment = r.get(2)?;
                 let (service, instance) = names.of(segment, || {
