@@ -19,13 +19,18 @@ use crate::error::{Error, Result};
 use crate::ingest::ValidBatch;
 use crate::store::*;
 
-/// The shortest time between the starts of two inserts: under load,
-/// batches arriving meanwhile share the next one. A second, as ClickHouse
-/// asks of its writers: each insert also writes a part to every view's
-/// table, and inserts of a few hundred rows every 200 ms cost ClickHouse
-/// more for their parts than for their rows (docs/benchmarks.md). A
-/// batch after a quiet second is inserted at once.
+/// The shortest time between the starts of two inserts while batches come
+/// from more than one sender at a time: batches arriving meanwhile share
+/// the next insert. A second, as ClickHouse asks of its writers: each
+/// insert also writes a part to every view's table, and inserts of a few
+/// hundred rows every 200 ms cost ClickHouse more for their parts than for
+/// their rows (docs/benchmarks.md).
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// The same while the last insert carried one batch: a lone sender, such
+/// as an agent sending its backlog, waits for each insert before its next
+/// batch, and would get one a second. A batch after a quiet interval is
+/// inserted at once.
+const FLUSH_EVERY_ALONE: Duration = Duration::from_millis(200);
 /// Rows waiting past this many bytes are inserted without waiting for
 /// [`FLUSH_EVERY`].
 const FLUSH_BYTES: usize = 8 << 20;
@@ -182,6 +187,7 @@ fn flush_loop(shared: &Shared, client: &Client, url: &ClickHouseUrl, known: &Mut
     // The first batch need not wait for an interval to pass.
     let now = Instant::now();
     let mut last = now.checked_sub(FLUSH_EVERY).unwrap_or(now);
+    let mut every = FLUSH_EVERY_ALONE;
     loop {
         let (block, waiters) = {
             let mut p = lock(&shared.pending);
@@ -193,8 +199,8 @@ fn flush_loop(shared: &Shared, client: &Client, url: &ClickHouseUrl, known: &Mut
             }
             // Gather more batches until the interval is up or the block
             // is large.
-            while last.elapsed() < FLUSH_EVERY && p.block.bytes() < FLUSH_BYTES && !p.closed {
-                let left = FLUSH_EVERY.saturating_sub(last.elapsed());
+            while last.elapsed() < every && p.block.bytes() < FLUSH_BYTES && !p.closed {
+                let left = every.saturating_sub(last.elapsed());
                 p = shared
                     .wake
                     .wait_timeout(p, left)
@@ -204,6 +210,11 @@ fn flush_loop(shared: &Shared, client: &Client, url: &ClickHouseUrl, known: &Mut
             (std::mem::take(&mut p.block), std::mem::take(&mut p.waiters))
         };
         last = Instant::now();
+        every = if waiters.len() > 1 {
+            FLUSH_EVERY
+        } else {
+            FLUSH_EVERY_ALONE
+        };
         let result = insert(client, &block);
         match &result {
             Ok(()) => {
