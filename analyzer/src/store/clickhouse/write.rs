@@ -32,7 +32,7 @@ const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// inserted at once.
 const FLUSH_EVERY_ALONE: Duration = Duration::from_millis(200);
 /// Rows waiting past this many bytes are inserted without waiting for
-/// [`FLUSH_EVERY`].
+/// [`FLUSH_EVERY`] or [`FLUSH_EVERY_ALONE`] to pass.
 const FLUSH_BYTES: usize = 8 << 20;
 /// Rows waiting past this many bytes refuse new batches (503, retry):
 /// backpressure instead of unbounded memory when ClickHouse falls behind.
