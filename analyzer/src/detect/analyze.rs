@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use super::cohort::{cohorts, window};
 use super::reads::{bucket_ms, peak_window, Reads};
 use super::stats::Bucket;
 use super::{
@@ -186,48 +187,6 @@ fn corroborate(findings: &mut [Finding]) {
             f.confidence = Some((1.0 - (1.0 - c) * doubt).clamp(0.0, 0.9999));
         }
     }
-}
-
-/// The window an instance is judged over: a young instance's data spans
-/// less than the window, so its envelope's buckets are cut to the data,
-/// not to the window.
-fn window(q: &Selector, inst: &InstanceInfo) -> Selector {
-    let first = inst.first_seen_ms.min(inst.start_time_ms);
-    let from = q.from_ms.max(first.min(q.to_ms - 1));
-    q.for_instance(&inst.service, &inst.instance).starting(from)
-}
-
-/// Instances judged together: several of one service over the whole
-/// window, or one alone.
-type Cohort<'a> = Vec<&'a InstanceInfo>;
-
-/// The most instances read at once: bounds what one read holds (a
-/// day's envelopes of every resource are about 500 buckets an instance)
-/// whatever a service's size.
-pub(crate) const COHORT: usize = 256;
-
-/// Groups instances into cohorts, largest first, so that the longest work
-/// starts first. A service's instances are taken in the order of their
-/// newest segment's id, the stores' row order: a cohort's rows then lie
-/// together, where by name they were spread over the whole fleet's, and
-/// each of its reads touched most of a table's granules at 10,000
-/// instances (docs/benchmarks.md).
-fn cohorts<'a>(q: &Selector, instances: &'a [InstanceInfo]) -> Vec<Cohort<'a>> {
-    let mut whole: HashMap<&str, Cohort<'a>> = HashMap::new();
-    let mut out: Vec<Cohort<'a>> = Vec::new();
-    for inst in instances {
-        if window(q, inst).from_ms == q.from_ms {
-            whole.entry(&inst.service).or_default().push(inst);
-        } else {
-            out.push(vec![inst]);
-        }
-    }
-    for mut service in whole.into_values() {
-        service.sort_by_key(|i| i.segment);
-        out.extend(service.chunks(COHORT).map(<[_]>::to_vec));
-    }
-    out.sort_by_key(|c| std::cmp::Reverse(c.len()));
-    out
 }
 
 /// Every resource of each instance of a cohort: from one batch of reads

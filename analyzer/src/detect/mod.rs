@@ -16,6 +16,7 @@
 
 mod analyze;
 mod assess;
+mod cohort;
 mod death;
 mod detail;
 mod early;
@@ -30,12 +31,12 @@ pub use heaptide_stats as stats;
 pub use analyze::analyze;
 pub(crate) use analyze::sort_worst_first;
 pub(crate) use analyze::to_h;
-pub(crate) use analyze::COHORT;
 pub(crate) use assess::assess_lifetimes;
 pub use assess::{
     assess, assess_sites, runway, time_to_exhaustion, Assessment, LeakVerdict, Lifetime, Options,
     SiteGrowth,
 };
+pub(crate) use cohort::COHORT;
 pub use death::{deaths_of, Death};
 pub use finding::{Analysis, Finding, Severity, Site};
 pub use resource::{Resource, Subject};

@@ -29,7 +29,7 @@ pub struct InstanceInfo {
     pub segments: u32,
     /// The id of its newest process's segment. A fleet is read in cohorts
     /// in this order, which is the order of the stores' rows, so that a
-    /// cohort's rows lie together (`detect::analyze`).
+    /// cohort's rows lie together (`detect::cohort`).
     #[serde(skip)]
     pub segment: i64,
     pub heap_profiling: bool,
