@@ -53,7 +53,7 @@ mod tests {
 
     #[test]
     fn cohorts_hold_every_instance_over_the_window_once() {
-        let instances: Vec<InstanceInfo> = (0..1000)
+        let mut instances: Vec<InstanceInfo> = (0..1000)
             .map(|k| InstanceInfo {
                 service: "s".into(),
                 instance: format!("i-{k}"),
@@ -72,7 +72,6 @@ mod tests {
             })
             .collect();
         let q = Selector::all(10, 100);
-        let mut instances = instances;
         // One young instance is judged alone, over its own data.
         instances[500].first_seen_ms = 50;
         instances[500].start_time_ms = 50;
