@@ -211,8 +211,8 @@ impl NameCache {
         segment: i64,
         read: impl FnOnce() -> Result<(&'a str, &'a str), E>,
     ) -> Result<Names, E> {
-        if let Some((s, i)) = self.0.get(&segment) {
-            return Ok((s.clone(), i.clone()));
+        if let Some(names) = self.0.get(&segment) {
+            return Ok(names.clone());
         }
         let (s, i) = read()?;
         let names: Names = (s.into(), i.into());
